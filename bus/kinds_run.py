@@ -1,0 +1,194 @@
+"""Message kinds of running work: Dispatcher controls, executor hosts, events, pressure.
+
+Same registry as ``bus.kinds``; ``docs/protocol.md`` documents each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus.kinds import Ok, TaskResult, TaskRow
+from bus.protocol import Message, message, struct
+
+# -- Dispatcher controls (ROUTER "dispatcher", requests from clients) ---------------------------
+
+
+@message("dispatcher.pause_all", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class PauseAll(Message):
+    pass
+
+
+@message("dispatcher.resume_all", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class ResumeAll(Message):
+    pass
+
+
+@message("dispatcher.set_max_concurrency", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetMaxConcurrency(Message):
+    n: int
+
+
+@message("dispatcher.cancel", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class CancelTask(Message):
+    """Cancel a task (cascading to its children); Ok(value=True) if an active task had that id."""
+
+    id: int
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class ProgressRow:
+    task_id: int
+    percent: float
+    message: str | None
+    reported_at_ms: int
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    task: TaskRow
+    started_at_ms: int
+    progress: ProgressRow | None = None
+
+
+@message("dispatcher.state.reply")
+@dataclass(frozen=True, slots=True)
+class DispatcherState(Message):
+    running: list[RunningTask]
+    max_concurrency: int
+    is_paused: bool
+    pressure: float = 0.0
+    pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
+    hosts: int = 0
+
+
+@message("dispatcher.state", reply=DispatcherState)
+@dataclass(frozen=True, slots=True)
+class GetState(Message):
+    pass
+
+
+@message("dispatcher.shutdown", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class Shutdown(Message):
+    """Stop dispatching; with ``drain_s`` let running tasks finish that long, then cancel the rest.
+
+    Replies once no task is running any more (or all were cancelled).
+    """
+
+    drain_s: float = 0.0
+
+
+# -- executor hosts (DEALER host <-> ROUTER "hosts" on the Dispatcher) --------------------------
+
+
+@message("host.hello")
+@dataclass(frozen=True, slots=True)
+class HostHello(Message):
+    host_id: str
+    task_types: list[str]
+    capacity: int
+    running: list[int] = field(default_factory=list)
+
+
+@message("host.heartbeat")
+@dataclass(frozen=True, slots=True)
+class HostHeartbeat(Message):
+    host_id: str
+    running: list[int] = field(default_factory=list)
+
+
+@message("host.welcome")
+@dataclass(frozen=True, slots=True)
+class HostWelcome(Message):
+    dispatcher_id: str
+
+
+@message("host.run")
+@dataclass(frozen=True, slots=True)
+class RunTasks(Message):
+    tasks: list[TaskRow]
+
+
+@message("host.cancel")
+@dataclass(frozen=True, slots=True)
+class CancelRuns(Message):
+    ids: list[int]
+
+
+@message("host.results")
+@dataclass(frozen=True, slots=True)
+class RunResults(Message):
+    host_id: str
+    results: list[TaskResult]
+
+
+@message("host.progress")
+@dataclass(frozen=True, slots=True)
+class RunProgress(Message):
+    host_id: str
+    items: list[ProgressRow]
+
+
+# -- events (PUSH to the EventPublisher's PULL; it republishes on XPUB) -------------------------
+
+
+@message("event")
+@dataclass(frozen=True, slots=True)
+class Event(Message):
+    """A scheduler event. ``type`` is dispatched | completed | failed | ... ; ``data`` its fields."""
+
+    type: str
+    data: dict[str, Any]
+    at_ms: int = 0
+
+
+@message("event.published")
+@dataclass(frozen=True, slots=True)
+class PublishedEvent(Message):
+    """An event as the XPUB socket sends it, after a topic frame ``task.<type>``."""
+
+    seq: int
+    type: str
+    data: dict[str, Any]
+    at_ms: int = 0
+
+
+@message("event.welcome")
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """Sent on topic ``welcome.<token>`` when that subscription arrives: the subscriber is live."""
+
+    seq: int
+
+
+# -- pressure (PUSH to the ResourceMonitor, from any process) -----------------------------------
+
+
+@message("monitor.pressure")
+@dataclass(frozen=True, slots=True)
+class PressureReading(Message):
+    source: str
+    value: float
+    at_ms: int = 0
+
+
+@message("monitor.readings")
+@dataclass(frozen=True, slots=True)
+class Readings(Message):
+    """Smoothed resource readings and pressure, from the ResourceMonitor to the Dispatcher."""
+
+    cpu: float
+    disk_read_bps: float
+    disk_write_bps: float
+    net_rx_bps: float
+    net_tx_bps: float
+    pressure: float = 0.0
+    breakdown: list[tuple[str, float]] = field(default_factory=list)
+    at_ms: int = 0

@@ -1,0 +1,240 @@
+"""The taskmill wire protocol: framing, the message registry and the msgpack codec.
+
+Every message on every socket is the same four frames (after any ROUTER routing frames)::
+
+    [PROTOCOL, kind, correlation id, body]
+
+* ``PROTOCOL`` is ``b"TMP1"``: the protocol name and its major version. A peer speaking another
+  major version gets ``ErrorCode.VERSION_MISMATCH``.
+* ``kind`` is the ASCII name of a registered message kind (``b"store.submit"``).
+* ``correlation id`` is opaque bytes chosen by the requester and echoed in the reply; one-way
+  messages carry ``b""``.
+* ``body`` is one msgpack map of the message's fields. Decoders ignore unknown fields and fill
+  missing ones from defaults, so fields can be added within a major version.
+
+msgpack's traps are handled on purpose: tuples come back as lists (fields are typed ``list`` or
+``tuple`` and converted), map keys are str, and times travel as epoch milliseconds in fields named
+``*_ms``. ``docs/protocol.md`` is the authoritative description of every kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from bus.errors import ErrorCode, ProtocolError
+
+PROTOCOL = b"TMP1"
+PROTOCOL_NAME = "TMP"
+PROTOCOL_MAJOR = 1
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+"""Largest body any socket accepts; payloads themselves are capped lower (1 MiB) by the Store."""
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """Base of every message kind: a frozen dataclass registered under ``KIND``."""
+
+    KIND: ClassVar[str] = ""
+    REPLY: ClassVar[type[Message] | None] = None
+
+    def to_body(self) -> dict[str, Any]:
+        return _encoders[type(self)](self)
+
+
+_registry: dict[bytes, type[Message]] = {}
+_encoders: dict[type[Message], Callable[[Any], dict[str, Any]]] = {}
+_decoders: dict[type[Message], Callable[[dict[str, Any]], Any]] = {}
+
+
+def registry() -> dict[str, type[Message]]:
+    """Every registered kind, by name (used by the protocol docs test)."""
+    return {k.decode(): v for k, v in _registry.items()}
+
+
+def message(kind: str, reply: type[Message] | None = None) -> Callable[[type[M]], type[M]]:
+    """Register a frozen dataclass as the message kind ``kind`` (replying with ``reply``)."""
+
+    def register(cls: type[M]) -> type[M]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        key = kind.encode("ascii")
+        if key in _registry:
+            raise ValueError(f"message kind {kind!r} registered twice")
+        cls.KIND = kind
+        cls.REPLY = reply
+        _registry[key] = cls
+        _build_codec(cls)
+        return cls
+
+    return register
+
+
+def struct(cls: type[M]) -> type[M]:
+    """Register a dataclass used only nested inside messages (a record, an outcome)."""
+    _build_codec(cls)
+    return cls
+
+
+def _build_codec(cls: type[Any]) -> None:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    converters: list[tuple[str, Callable[[Any], Any]]] = []
+    nested_enc: list[tuple[str, Callable[[Any], Any]]] = []
+    for f in fields:
+        conv, enc = _converter(hints[f.name])
+        if conv is not None:
+            converters.append((f.name, conv))
+        if enc is not None:
+            nested_enc.append((f.name, enc))
+    nameset = frozenset(names)
+
+    def encode(obj: Any) -> dict[str, Any]:
+        body = {n: getattr(obj, n) for n in names}
+        for n, enc in nested_enc:
+            body[n] = enc(body[n])
+        return body
+
+    def decode(body: dict[str, Any]) -> Any:
+        if not isinstance(body, dict):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__} body must be a map")
+        kwargs = {k: v for k, v in body.items() if k in nameset}
+        for n, conv in converters:
+            if n in kwargs:
+                kwargs[n] = conv(kwargs[n])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
+
+    _encoders[cls] = encode
+    _decoders[cls] = decode
+
+
+def _converter(
+    tp: Any,
+) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """(decode converter, encode converter) for a field type; None where the value passes as is."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            dec, enc = _converter(inner[0])
+            return (
+                (lambda v: None if v is None else dec(v)) if dec else None,
+                (lambda v: None if v is None else enc(v)) if enc else None,
+            )
+        return None, None
+    if isinstance(tp, type) and tp in _decoders:
+        d, e = _decoders[tp], _encoders[tp]
+        return d, e
+    if tp in _SCALARS:
+        return _checker(tp, _SCALARS[tp]), None
+    if origin is dict:
+        return _checker(dict, (dict,)), None
+    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        return _as_tuple, None
+    if origin in (list, tuple, Sequence) and args:
+        item_dec, item_enc = _converter(args[0])
+        wrap: Callable[[Any], Any] = tuple if origin is tuple else list
+
+        def dec_seq(v: Any) -> Any:
+            if not isinstance(v, (list, tuple)):
+                raise ProtocolError(ErrorCode.MALFORMED, "expected a list")
+            return wrap(item_dec(x) for x in v) if item_dec else wrap(v)
+
+        enc_seq = (lambda v: [item_enc(x) for x in v]) if item_enc else None
+        return dec_seq, enc_seq
+    return None, None
+
+
+_SCALARS: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    bytes: (bytes,),
+    bool: (bool, int),
+    dict: (dict,),
+}
+
+
+def _as_tuple(v: Any) -> tuple[Any, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise ProtocolError(ErrorCode.MALFORMED, "expected a list")
+    return tuple(v)
+
+
+def _checker(tp: Any, accepted: tuple[type, ...]) -> Callable[[Any], Any]:
+    name = getattr(tp, "__name__", str(tp))
+
+    def check(v: Any) -> Any:
+        if not isinstance(v, accepted):
+            raise ProtocolError(ErrorCode.MALFORMED, f"expected {name}, got {type(v).__name__}")
+        return v
+
+    return check
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+_packb = msgpack.Packer(use_bin_type=True, datetime=False).pack
+
+
+def encode_body(msg: Message) -> bytes:
+    return _packb(_encoders[type(msg)](msg))
+
+
+def encode(msg: Message, correlation: bytes = b"") -> list[bytes]:
+    """The four frames of ``msg``."""
+    return [PROTOCOL, msg.KIND.encode("ascii"), correlation, encode_body(msg)]
+
+
+def split_envelope(frames: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Split ROUTER routing frames from the message frames (which start at ``PROTOCOL``)."""
+    for i, frame in enumerate(frames):
+        if frame[:3] == PROTOCOL[:3]:
+            return list(frames[:i]), list(frames[i:])
+    raise ProtocolError(ErrorCode.MALFORMED, "no protocol header frame")
+
+
+def decode(frames: Sequence[bytes]) -> tuple[Message, bytes]:
+    """Decode the message frames (no routing frames) into ``(message, correlation id)``.
+
+    Raises ``ProtocolError`` with a precise code for every way a message can be wrong.
+    """
+    if len(frames) != 4:
+        raise ProtocolError(ErrorCode.MALFORMED, f"expected 4 frames, got {len(frames)}")
+    header, kind, correlation, body = frames
+    if header != PROTOCOL:
+        if header[:3] == PROTOCOL[:3]:
+            raise ProtocolError(
+                ErrorCode.VERSION_MISMATCH,
+                f"protocol {bytes(header)!r} not supported; this peer speaks {PROTOCOL!r}",
+            )
+        raise ProtocolError(ErrorCode.MALFORMED, f"not a taskmill frame: {bytes(header[:16])!r}")
+    cls = _registry.get(bytes(kind))
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {bytes(kind[:64])!r}")
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"body of {len(body)} bytes exceeds the limit")
+    try:
+        data = msgpack.unpackb(body, raw=False, strict_map_key=True, timestamp=0)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(ErrorCode.MALFORMED, f"undecodable body: {exc}") from None
+    msg = _decoders[cls](data)
+    return msg, bytes(correlation)
+
+
+def decode_as(frames: Sequence[bytes], cls: type[M]) -> M:
+    msg, _ = decode(frames)
+    if not isinstance(msg, cls):
+        raise ProtocolError(ErrorCode.MALFORMED, f"expected {cls.KIND}, got {msg.KIND}")
+    return msg

@@ -1,0 +1,269 @@
+"""The actor runtime: one loop per actor that owns its sockets, its poller and its timers.
+
+An actor is set up once (``Actor.setup``: bind and connect sockets, register handlers and timers),
+then its loop runs until STOP: poll with a timeout taken from the nearest timer (never infinite),
+drain every ready socket in a batch (so a handler sees everything that arrived together: that is
+what makes the Store's group commit possible), run due timers, repeat. Handlers never block.
+
+``ActorThread`` runs an actor in a thread (embedded mode); ``run_actor`` runs it in the calling
+thread (one process per actor). An actor's crash is never swallowed: ``ActorThread.stop`` re-raises
+it; ``run_actor`` lets it propagate (a non-zero exit).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from bus.clock import Clock, SystemClock
+from bus.errors import ActorUnavailable
+from bus.kinds import Stop
+
+log = logging.getLogger("taskmill.bus")
+
+BatchHandler = Callable[[list[list[bytes]]], None]
+
+
+class Timer:
+    """A scheduled callback; ``cancel()`` it to drop it."""
+
+    __slots__ = ("callback", "cancelled", "due", "interval")
+
+    def __init__(self, due: float, callback: Callable[[], None], interval: float | None) -> None:
+        self.due = due
+        self.callback = callback
+        self.interval = interval
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ActorLoop:
+    """The event loop of one actor. Not thread-safe: only the actor's own thread touches it."""
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        name: str,
+        *,
+        clock: Clock | None = None,
+        max_batch: int = 4096,
+    ) -> None:
+        self.context = context
+        self.name = name
+        self.clock = clock or SystemClock()
+        self.max_batch = max_batch
+        self._poller = zmq.Poller()
+        self._handlers: dict[zmq.Socket[Any], BatchHandler] = {}
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._after_stop: list[Callable[[], None]] = []
+
+    # -- sockets -----------------------------------------------------------------------------
+
+    def socket(self, kind: int, *, linger: int = 0, hwm: int = 100_000) -> zmq.Socket[Any]:
+        """A new socket owned (and closed) by this loop."""
+        sock: zmq.Socket[Any] = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, linger)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sockets.append(sock)
+        return sock
+
+    def add_reader(self, sock: zmq.Socket[Any], handler: BatchHandler) -> None:
+        """Call ``handler`` with every batch of multipart messages ``sock`` receives."""
+        self._handlers[sock] = handler
+        self._poller.register(sock, zmq.POLLIN)
+
+    def remove_reader(self, sock: zmq.Socket[Any]) -> None:
+        if self._handlers.pop(sock, None) is not None:
+            self._poller.unregister(sock)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.clock.monotonic() + max(0.0, delay), callback, None)
+        heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
+        return timer
+
+    def call_every(self, interval: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.clock.monotonic() + interval, callback, interval)
+        heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
+        return timer
+
+    def after_stop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the loop has stopped, before the sockets close."""
+        self._after_stop.append(callback)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def _next_timeout_ms(self) -> int:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return 1000
+        delay = self._timers[0][0] - self.clock.monotonic()
+        return max(0, min(1000, int(delay * 1000) + 1))
+
+    def _run_timers(self) -> None:
+        now = self.clock.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            if timer.interval is not None:
+                timer.due = now + timer.interval
+                heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
+            timer.callback()
+
+    def run_once(self, timeout_ms: int | None = None) -> None:
+        """One poll-dispatch-timers turn (tests drive a loop with this)."""
+        if timeout_ms is None:
+            timeout_ms = self._next_timeout_ms()
+        ready = self._poller.poll(timeout_ms)
+        for sock, _ in ready:
+            handler = self._handlers.get(sock)
+            if handler is None:
+                continue
+            batch: list[list[bytes]] = []
+            recv = sock.recv_multipart
+            try:
+                while len(batch) < self.max_batch:
+                    batch.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                pass
+            if batch:
+                handler(batch)
+        self._run_timers()
+
+    def run(self) -> None:
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            for callback in self._after_stop:
+                callback()
+            self.close()
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._handlers.clear()
+
+
+class Actor:
+    """Base of every actor: ``setup`` wires sockets on the loop; ``stats`` explains the actor."""
+
+    name = "actor"
+
+    def setup(self, loop: ActorLoop) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def on_stop(self) -> None:
+        """Called in the actor's thread after the loop stopped; release resources here."""
+
+
+class ActorThread:
+    """Runs one actor in a daemon thread; ``stop`` asks it to stop over its control endpoint."""
+
+    def __init__(
+        self,
+        actor: Actor,
+        context: zmq.Context[Any],
+        control_endpoint: str,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.actor = actor
+        self.context = context
+        self.control_endpoint = control_endpoint
+        self.clock = clock
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"taskmill-{actor.name}", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> ActorThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise ActorUnavailable(f"actor {self.actor.name} did not start within {timeout}s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _main(self) -> None:
+        loop = ActorLoop(self.context, self.actor.name, clock=self.clock)
+        try:
+            from bus.server import serve_control
+
+            serve_control(loop, self.actor, self.control_endpoint)
+            self.actor.setup(loop)
+        except BaseException as exc:
+            self._error = exc
+            loop.close()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            loop.run()
+        except BaseException as exc:
+            log.exception("actor %s crashed", self.actor.name)
+            self._error = exc
+        finally:
+            try:
+                self.actor.on_stop()
+            except BaseException as exc:
+                self._error = self._error or exc
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the actor and wait for its thread; re-raise the exception it died of, if any."""
+        if self._thread.is_alive():
+            from bus.client import RequestClient
+
+            client = RequestClient(self.context, self.control_endpoint, timeout=timeout)
+            try:
+                client.request(Stop())
+            except ActorUnavailable:
+                pass
+            finally:
+                client.close()
+            self._thread.join(timeout)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def run_actor(actor: Actor, context: zmq.Context[Any], control_endpoint: str) -> None:
+    """Run ``actor`` in this thread until it is stopped (one process per actor)."""
+    from bus.server import serve_control
+
+    loop = ActorLoop(context, actor.name)
+    serve_control(loop, actor, control_endpoint)
+    actor.setup(loop)
+    try:
+        loop.run()
+    finally:
+        actor.on_stop()

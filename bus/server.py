@@ -1,0 +1,219 @@
+"""Serving requests and receiving one-way messages on an actor's loop.
+
+"Cheap or nasty": every request gets exactly one reply, the handler's result or an ``error`` with a
+numeric code. A malformed request still gets an error reply when its routing envelope can be
+recovered; malformed one-way messages are dropped and counted. Nothing here ever raises into the
+loop because of what a peer sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from bus.errors import ErrorCode, ProtocolError, TaskmillError
+from bus.kinds import Error, Ok, Ping, Pong, Stats, StatsReply, Stop
+from bus.protocol import PROTOCOL, Message, decode, encode
+from bus.runtime import Actor, ActorLoop
+
+log = logging.getLogger("taskmill.bus")
+
+
+class Deferred:
+    """Returned by a handler that will reply later through ``Request.reply``."""
+
+
+DEFER = Deferred()
+
+Handler = Callable[[Any], "Message | Deferred"]
+
+
+@dataclass(slots=True)
+class Request:
+    """A decoded request and the way back to its sender."""
+
+    message: Message
+    envelope: list[bytes]
+    correlation: bytes
+    server: RequestServer
+    replied: bool = field(default=False)
+
+    def reply(self, message: Message) -> None:
+        if not self.replied:
+            self.replied = True
+            self.server.send(self.envelope, message, self.correlation)
+
+    def fail(self, code: int, reason: str) -> None:
+        self.reply(Error(int(code), reason))
+
+
+class RequestServer:
+    """Decodes batches from a ROUTER, answers control kinds, hands the rest to ``on_batch``."""
+
+    def __init__(
+        self,
+        loop: ActorLoop,
+        sock: zmq.Socket[Any],
+        actor: Actor,
+        on_batch: Callable[[list[Request]], None],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.actor = actor
+        self.on_batch = on_batch
+        self.counters = {"requests": 0, "malformed": 0, "errors": 0}
+        loop.add_reader(sock, self._on_frames)
+        loop.after_stop(self._refuse_queued)
+
+    def send(self, envelope: list[bytes], message: Message, correlation: bytes) -> None:
+        if isinstance(message, Error):
+            self.counters["errors"] += 1
+        try:
+            self.sock.send_multipart([*envelope, *encode(message, correlation)], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("%s: reply to a peer that is not reading dropped", self.actor.name)
+        except zmq.ZMQError as exc:  # e.g. EHOSTUNREACH: the peer went away
+            log.warning("%s: reply dropped: %s", self.actor.name, exc)
+
+    def _on_frames(self, batch: list[list[bytes]]) -> None:
+        requests: list[Request] = []
+        for frames in batch:
+            request = self._decode(frames)
+            if request is None:
+                continue
+            if not self._control(request):
+                requests.append(request)
+        if requests:
+            self.counters["requests"] += len(requests)
+            self.on_batch(requests)
+
+    def _decode(self, frames: list[bytes]) -> Request | None:
+        envelope, parts = _split(frames)
+        if envelope is None:
+            self.counters["malformed"] += 1
+            return None  # no way back to the sender: drop and count
+        try:
+            message, correlation = decode(parts)
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            correlation = parts[2] if len(parts) >= 3 and len(parts[2]) <= 64 else b""
+            self.send(envelope, Error(int(exc.code), exc.message), bytes(correlation))
+            return None
+        return Request(message, envelope, correlation, self)
+
+    def _control(self, request: Request) -> bool:
+        message = request.message
+        if isinstance(message, Ping):
+            request.reply(Pong(self.actor.name))
+        elif isinstance(message, Stats):
+            counters = dict(self.actor.stats())
+            counters.update({f"bus_{k}": v for k, v in self.counters.items()})
+            request.reply(StatsReply(self.actor.name, counters))
+        elif isinstance(message, Stop):
+            request.reply(Ok())
+            self.loop.stop()
+        else:
+            return False
+        return True
+
+    def _refuse_queued(self) -> None:
+        """Requests still queued when the actor stops get an error instead of silence."""
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return
+            envelope, parts = _split(frames)
+            if envelope is not None and len(parts) == 4:
+                self.send(
+                    envelope,
+                    Error(int(ErrorCode.STOPPING), f"{self.actor.name} is stopping"),
+                    bytes(parts[2]),
+                )
+
+
+def _split(frames: Sequence[bytes]) -> tuple[list[bytes] | None, list[bytes]]:
+    for i, frame in enumerate(frames):
+        if frame[:3] == PROTOCOL[:3]:
+            return list(frames[:i]), list(frames[i:])
+    if len(frames) >= 1:
+        # Garbage: reply to the routing id (ROUTER always prepends one) so the sender hears why.
+        return [frames[0]], []
+    return None, []
+
+
+def dispatch_each(
+    handlers: dict[type[Message], Handler], name: str
+) -> Callable[[list[Request]], None]:
+    """An ``on_batch`` that calls one handler per request and turns exceptions into replies."""
+
+    def on_batch(requests: list[Request]) -> None:
+        for request in requests:
+            handle_one(handlers, name, request)
+
+    return on_batch
+
+
+def handle_one(handlers: dict[type[Message], Handler], name: str, request: Request) -> None:
+    handler = handlers.get(type(request.message))
+    if handler is None:
+        request.fail(ErrorCode.UNKNOWN_KIND, f"{name} does not handle {request.message.KIND}")
+        return
+    try:
+        result = handler(request.message)
+    except TaskmillError as exc:
+        request.fail(exc.code, exc.message)
+        return
+    except Exception as exc:  # a handler bug: answer, log, keep serving
+        log.exception("%s: handler for %s failed", name, request.message.KIND)
+        request.fail(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return
+    if isinstance(result, Deferred):
+        return
+    request.reply(result)
+
+
+def serve_control(loop: ActorLoop, actor: Actor, endpoint: str) -> RequestServer:
+    """Bind the actor's control ROUTER: PING, STATS and STOP, nothing else."""
+    sock = loop.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+
+    def refuse(requests: list[Request]) -> None:
+        for request in requests:
+            request.fail(ErrorCode.UNKNOWN_KIND, "the control socket answers ping, stats, stop")
+
+    return RequestServer(loop, sock, actor, refuse)
+
+
+class Inbox:
+    """Receives one-way messages on a PULL or SUB socket; drops and counts malformed ones."""
+
+    def __init__(
+        self,
+        loop: ActorLoop,
+        sock: zmq.Socket[Any],
+        on_messages: Callable[[list[Message]], None],
+        *,
+        topic_frames: int = 0,
+    ) -> None:
+        self.on_messages = on_messages
+        self.topic_frames = topic_frames
+        self.dropped = 0
+        loop.add_reader(sock, self._on_frames)
+
+    def _on_frames(self, batch: list[list[bytes]]) -> None:
+        messages: list[Message] = []
+        for frames in batch:
+            try:
+                message, _ = decode(frames[self.topic_frames :])
+            except ProtocolError as exc:
+                self.dropped += 1
+                log.debug("dropped a malformed one-way message: %s", exc)
+                continue
+            messages.append(message)
+        if messages:
+            self.on_messages(messages)
