@@ -14,6 +14,12 @@ from bus.protocol import Message, message, struct
 # -- Dispatcher controls (ROUTER "dispatcher", requests from clients) ---------------------------
 
 
+@message("dispatcher.start", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class Start(Message):
+    """Begin dispatching (an embedded Dispatcher starts idle until ``Scheduler.run``)."""
+
+
 @message("dispatcher.pause_all", reply=Ok)
 @dataclass(frozen=True, slots=True)
 class PauseAll(Message):
@@ -38,6 +44,23 @@ class CancelTask(Message):
     """Cancel a task (cascading to its children); Ok(value=True) if an active task had that id."""
 
     id: int
+
+
+@message("dispatcher.set_group_limit", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetGroupLimit(Message):
+    """Override one group's limit (0 blocks the group); ``limit`` None removes the override."""
+
+    group: str
+    limit: int | None = None
+
+
+@message("dispatcher.set_default_group_limit", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetDefaultGroupLimit(Message):
+    """The limit of groups without an override; 0 means unlimited."""
+
+    n: int
 
 
 @struct

@@ -12,6 +12,7 @@ it; ``run_actor`` lets it propagate (a non-zero exit).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -67,6 +68,8 @@ class ActorLoop:
         self._seq = itertools.count()
         self._stopping = False
         self._after_stop: list[Callable[[], None]] = []
+        self._aio_loop: asyncio.AbstractEventLoop | None = None
+        self._aio_event: asyncio.Event | None = None
 
     # -- sockets -----------------------------------------------------------------------------
 
@@ -83,6 +86,8 @@ class ActorLoop:
         """Call ``handler`` with every batch of multipart messages ``sock`` receives."""
         self._handlers[sock] = handler
         self._poller.register(sock, zmq.POLLIN)
+        if self._aio_loop is not None:
+            self._aio_loop.add_reader(sock.getsockopt(zmq.FD), self._aio_poke)
 
     def remove_reader(self, sock: zmq.Socket[Any]) -> None:
         if self._handlers.pop(sock, None) is not None:
@@ -108,6 +113,43 @@ class ActorLoop:
 
     def stop(self) -> None:
         self._stopping = True
+        self._aio_poke()
+
+    def _aio_poke(self) -> None:
+        if self._aio_event is not None:
+            self._aio_event.set()
+
+    async def run_async(self) -> None:
+        """Drive this loop from asyncio (an actor that also runs coroutines, e.g. a host).
+
+        zmq descriptors are edge-triggered: each wake polls every socket with a zero timeout
+        until none is ready, and the loop polls once more after clearing the wake flag so that an
+        edge consumed by a send is never missed.
+        """
+        loop = asyncio.get_running_loop()
+        self._aio_loop = loop
+        self._aio_event = event = asyncio.Event()
+        fds = [sock.getsockopt(zmq.FD) for sock in self._handlers]
+        for fd in fds:
+            loop.add_reader(fd, self._aio_poke)
+        try:
+            while not self._stopping:
+                self.run_once(0)
+                event.clear()
+                if self._poller.poll(0) or self._stopping:
+                    continue
+                timeout = self._next_timeout_ms() / 1000
+                try:
+                    await asyncio.wait_for(event.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            for sock in self._handlers:
+                loop.remove_reader(sock.getsockopt(zmq.FD))
+            self._aio_loop = self._aio_event = None
+            for callback in self._after_stop:
+                callback()
+            self.close()
 
     @property
     def stopping(self) -> bool:
@@ -169,9 +211,14 @@ class ActorLoop:
 
 
 class Actor:
-    """Base of every actor: ``setup`` wires sockets on the loop; ``stats`` explains the actor."""
+    """Base of every actor: ``setup`` wires sockets on the loop; ``stats`` explains the actor.
+
+    An actor with ``uses_asyncio = True`` has its loop driven by asyncio (``run_async``), so its
+    handlers may start coroutines on the running event loop.
+    """
 
     name = "actor"
+    uses_asyncio = False
 
     def setup(self, loop: ActorLoop) -> None:
         raise NotImplementedError
@@ -224,7 +271,10 @@ class ActorThread:
             return
         self._ready.set()
         try:
-            loop.run()
+            if self.actor.uses_asyncio:
+                asyncio.run(loop.run_async())
+            else:
+                loop.run()
         except BaseException as exc:
             log.exception("actor %s crashed", self.actor.name)
             self._error = exc
@@ -264,6 +314,9 @@ def run_actor(actor: Actor, context: zmq.Context[Any], control_endpoint: str) ->
     serve_control(loop, actor, control_endpoint)
     actor.setup(loop)
     try:
-        loop.run()
+        if actor.uses_asyncio:
+            asyncio.run(loop.run_async())
+        else:
+            loop.run()
     finally:
         actor.on_stop()

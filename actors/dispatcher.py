@@ -1,0 +1,454 @@
+"""The Dispatcher actor: turns the queue into work on executor hosts.
+
+Owns: the set of running tasks (which host runs each, its latest progress), the hosts table,
+max_concurrency, the paused flag, and the dispatch cycle of semantics.md "Dispatch".
+
+Sockets:
+* ROUTER ``control_endpoint`` (bound) — client controls: ``dispatcher.*`` kinds.
+* ROUTER ``hosts_endpoint`` (bound) — executor hosts: ``host.hello``/``host.heartbeat``/
+  ``host.results``/``host.progress`` in; ``host.welcome``/``host.run``/``host.cancel`` out.
+* DEALER to the Store (``Peer``) — peek, claim, finish, preempt, resume, cancel, release.
+* SUB to the Store's notifications — ``store.changed`` wakes a cycle and may preempt.
+* PUSH to the EventPublisher — every task lifecycle event, sent only after the Store committed.
+
+Timers: the poll interval (a cycle), the host liveness check (every heartbeat interval), the
+graceful-shutdown drain deadline.
+
+The cycle is a chain of Store requests, never a blocking wait: resume paused → peek → gate →
+claim → send to hosts; at most one cycle is in flight, a wake during it runs one more after it.
+Finishing work is pipelined the same way: results from hosts go to the Store in batches, and the
+events for them are published from the Store's reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from actors.dispatcher_state import DispatcherCore, Settings
+from bus.client import Peer
+from bus.errors import ErrorCode, ProtocolError, TaskmillError
+from bus.kinds import (
+    Cancel,
+    CancelReply,
+    Claim,
+    Finish,
+    FinishReply,
+    Peek,
+    Preempt,
+    Release,
+    ResumePaused,
+    StoreChanged,
+    TaskResult,
+    TasksReply,
+)
+from bus.kinds_run import (
+    CancelRuns,
+    CancelTask,
+    Event,
+    GetState,
+    HostHeartbeat,
+    HostHello,
+    HostWelcome,
+    PauseAll,
+    Readings,
+    ResumeAll,
+    RunProgress,
+    RunResults,
+    RunTasks,
+    SetMaxConcurrency,
+    SetDefaultGroupLimit,
+    SetGroupLimit,
+    Shutdown,
+    Start,
+)
+from bus.kinds import Ok
+from bus.protocol import Message, decode, encode
+from bus.runtime import Actor, ActorLoop, Timer
+from bus.server import DEFER, Deferred, Inbox, Request, RequestServer, handle_one
+
+log = logging.getLogger("taskmill.dispatcher")
+
+__all__ = ["Dispatcher", "Settings"]
+
+
+@dataclass(slots=True)
+class _Cycle:
+    busy: bool = False
+    again: bool = False
+    lookahead: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Dispatcher(Actor):
+    name = "dispatcher"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core = DispatcherCore(settings)
+        self._cycle = _Cycle()
+        self._shutdown_waiters: list[Request] = []
+        self._drain_timer: Timer | None = None
+        self._pending_results: list[TaskResult] = []
+        self._finish_in_flight = False
+        self.counters = {"cycles": 0, "dispatched": 0, "results": 0, "events": 0,
+                         "events_dropped": 0, "store_errors": 0, "preempted": 0}
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def setup(self, loop: ActorLoop) -> None:
+        s = self.settings
+        self.loop = loop
+        self.core.clock = loop.clock
+        control = loop.socket(zmq.ROUTER)
+        control.bind(s.control_endpoint)
+        handlers: dict[type[Message], Callable[[Any], Message | Deferred]] = {
+            Start: self._start,
+            SetGroupLimit: self._set_group_limit,
+            SetDefaultGroupLimit: self._set_default_group_limit,
+            PauseAll: self._pause_all,
+            ResumeAll: self._resume_all,
+            SetMaxConcurrency: self._set_max_concurrency,
+            CancelTask: self._cancel,
+            GetState: lambda m: self.core.state(),
+            Shutdown: self._shutdown,
+        }
+        self._deferred: Request | None = None
+
+        def on_batch(requests: list[Request]) -> None:
+            for request in requests:
+                self._deferred = request
+                handle_one(handlers, self.name, request)
+            self._deferred = None
+
+        RequestServer(loop, control, self, on_batch)
+        self._hosts_sock = loop.socket(zmq.ROUTER)
+        self._hosts_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._hosts_sock.bind(s.hosts_endpoint)
+        loop.add_reader(self._hosts_sock, self._on_host_frames)
+        notify = loop.socket(zmq.SUB)
+        notify.setsockopt(zmq.SUBSCRIBE, b"")
+        notify.connect(s.store_notify_endpoint)
+        Inbox(loop, notify, self._on_notifications)
+        if s.readings_endpoint:
+            readings = loop.socket(zmq.SUB)
+            readings.setsockopt(zmq.SUBSCRIBE, b"")
+            readings.connect(s.readings_endpoint)
+            Inbox(loop, readings, self._on_notifications)
+        self._events = loop.socket(zmq.PUSH, hwm=s.event_queue)
+        self._events.connect(s.events_endpoint)
+        self.store = Peer(loop, s.store_endpoint, timeout=s.store_timeout)
+        loop.call_every(s.poll_interval, self.wake)
+        loop.call_every(s.heartbeat_s, self._check_hosts)
+        loop.call_later(0, self.wake)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, **self.core.stats()}
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            try:
+                self._events.send_multipart(encode(event), zmq.NOBLOCK)
+                self.counters["events"] += 1
+            except zmq.Again:
+                self.counters["events_dropped"] += 1
+
+    # -- the cycle ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        if not self.core.may_dispatch():
+            return
+        if self._cycle.busy:
+            self._cycle.again = True
+            return
+        self._cycle.busy = True
+        self._cycle.again = False
+        self.counters["cycles"] += 1
+        if self.core.maybe_paused:
+            self.store.request(ResumePaused(self.settings.preempt_priority), self._on_resumed)
+        else:
+            self._peek()
+
+    def _end_cycle(self) -> None:
+        self._cycle.busy = False
+        if self._cycle.again:
+            self.wake()
+
+    def _store_failed(self, what: str, error: TaskmillError) -> None:
+        self.counters["store_errors"] += 1
+        log.warning("store %s failed: %s", what, error)
+
+    def _on_resumed(self, reply: Message | TaskmillError) -> None:
+        if isinstance(reply, TaskmillError):
+            self._store_failed("resume", reply)
+            self._end_cycle()
+            return
+        assert isinstance(reply, TasksReply)
+        self.core.resumed(reply.tasks)
+        self._peek()
+
+    def _peek(self) -> None:
+        free = self.core.free_slots()
+        if free <= 0 or not self.core.may_dispatch() or not self.core.hosts.has_room():
+            self._end_cycle()
+            return
+        limit = free + self._cycle.lookahead
+        self.store.request(
+            Peek(limit, sorted(self.core.saturated_groups())),
+            lambda reply: self._on_peek(reply, limit),
+        )
+
+    def _on_peek(self, reply: Message | TaskmillError, limit: int) -> None:
+        if isinstance(reply, TaskmillError):
+            self._store_failed("peek", reply)
+            self._end_cycle()
+            return
+        assert isinstance(reply, TasksReply)
+        ids = self.core.admit(reply.tasks)
+        if not ids:
+            self._end_cycle()
+            return
+        more = len(reply.tasks) >= limit
+        self.store.request(
+            Claim(ids, self.core.now_ms()), lambda r: self._on_claim(r, len(ids), more)
+        )
+
+    def _on_claim(self, reply: Message | TaskmillError, asked: int, more: bool) -> None:
+        if isinstance(reply, TaskmillError):
+            self._store_failed("claim", reply)
+            self.core.forget_tentative()
+            self._end_cycle()
+            return
+        assert isinstance(reply, TasksReply)
+        runs, unserved, events = self.core.claimed(reply.tasks)
+        for identity, rows in runs.items():
+            self._send_host(identity, RunTasks(rows))
+        self.counters["dispatched"] += sum(len(r) for r in runs.values())
+        self._emit(events)
+        if unserved:
+            self._finish(unserved)
+        if self.core.free_slots() > 0 and (more or len(reply.tasks) < asked):
+            self._peek()
+        else:
+            self._end_cycle()
+
+    # -- finishing ---------------------------------------------------------------------------
+
+    def _finish(self, results: list[TaskResult]) -> None:
+        self._pending_results.extend(results)
+        if not self._finish_in_flight:
+            self._flush_results()
+
+    def _flush_results(self) -> None:
+        if not self._pending_results:
+            return
+        batch, self._pending_results = self._pending_results, []
+        self._finish_in_flight = True
+        self.store.request(
+            Finish(batch, self.settings.max_retries), lambda r: self._on_finished(r, batch)
+        )
+
+    def _on_finished(self, reply: Message | TaskmillError, batch: list[TaskResult]) -> None:
+        self._finish_in_flight = False
+        if isinstance(reply, TaskmillError):
+            self._store_failed("finish", reply)
+            self._pending_results[:0] = batch  # keep them: resent on the next flush
+            self.loop.call_later(0.5, self._flush_results)
+            return
+        assert isinstance(reply, FinishReply)
+        self._apply_transitions(reply.transitions)
+        self._flush_results()
+        self.wake()
+
+    def _apply_transitions(self, transitions: list[Any]) -> None:
+        cancels, events = self.core.transitions(transitions)
+        for identity, ids in cancels.items():
+            self._send_host(identity, CancelRuns(ids))
+        self._emit(events)
+        self._check_drained()
+
+    # -- hosts -------------------------------------------------------------------------------
+
+    def _send_host(self, identity: bytes, message: Message) -> None:
+        try:
+            self._hosts_sock.send_multipart([identity, *encode(message)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("message to host %r dropped: %s", identity, exc)
+
+    def _on_host_frames(self, batch: list[list[bytes]]) -> None:
+        results: list[TaskResult] = []
+        for frames in batch:
+            identity = frames[0]
+            try:
+                message, _ = decode(frames[1:])
+            except ProtocolError as exc:
+                self.core.malformed += 1
+                log.debug("malformed host message dropped: %s", exc)
+                continue
+            now = self.loop.clock.monotonic()
+            if isinstance(message, HostHello):
+                self.core.hosts.hello(
+                    identity, message.host_id, message.task_types, message.capacity, now
+                )
+                self._send_host(identity, HostWelcome(self.settings.dispatcher_id))
+                self.wake()
+            elif isinstance(message, HostHeartbeat):
+                self.core.hosts.seen(identity, now)
+            elif isinstance(message, RunResults):
+                self.core.hosts.seen(identity, now)
+                results.extend(message.results)
+            elif isinstance(message, RunProgress):
+                self._emit(self.core.progress(message.items))
+            else:
+                self.core.malformed += 1
+        if results:
+            self.counters["results"] += len(results)
+            self.core.finished(results)
+            self._finish(results)
+            self.wake()
+
+    def _check_hosts(self) -> None:
+        lost = self.core.hosts.lost(self.loop.clock.monotonic())
+        for host in lost:
+            ids = self.core.lose_host(host)
+            log.warning("executor host %s lost with %d running task(s)", host.host_id, len(ids))
+            if ids:
+                self.store.request(Release(ids), lambda r: self._on_released(r))
+
+    def _on_released(self, reply: Message | TaskmillError) -> None:
+        if isinstance(reply, TaskmillError):
+            self._store_failed("release", reply)
+            return
+        assert isinstance(reply, FinishReply)
+        self._apply_transitions(reply.transitions)
+        self.wake()
+
+    # -- preemption --------------------------------------------------------------------------
+
+    def _on_notifications(self, messages: list[Message]) -> None:
+        for message in messages:
+            if isinstance(message, StoreChanged):
+                victims = self.core.victims_for(message.min_priority)
+                if victims:
+                    self._preempt(victims, self.wake)
+            elif isinstance(message, Readings):
+                self.core.set_readings(message)
+        self.wake()
+
+    def _preempt(self, ids: list[int], then: Callable[[], None]) -> None:
+        for identity, host_ids in self.core.detach(ids).items():
+            self._send_host(identity, CancelRuns(host_ids))
+        self.counters["preempted"] += len(ids)
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                self._store_failed("preempt", reply)
+            else:
+                assert isinstance(reply, TasksReply)
+                self._emit(self.core.preempted(reply.tasks))
+            self._check_drained()
+            then()
+
+        self.store.request(Preempt(ids), on_reply)
+
+    # -- controls ----------------------------------------------------------------------------
+
+    def _take_request(self) -> Request:
+        assert self._deferred is not None
+        return self._deferred
+
+    def _pause_all(self, message: PauseAll) -> Message | Deferred:
+        request = self._take_request()
+        self.core.paused = True
+        victims = list(self.core.running)
+
+        def done() -> None:
+            self._emit([self.core.scheduler_event("paused")])
+            request.reply(Ok())
+
+        if victims:
+            self._preempt(victims, done)
+        else:
+            done()
+        return DEFER
+
+    def _start(self, message: Start) -> Message:
+        self.core.started = True
+        self.wake()
+        return Ok()
+
+    def _resume_all(self, message: ResumeAll) -> Message:
+        self.core.paused = False
+        self.core.maybe_paused = True
+        self._emit([self.core.scheduler_event("resumed")])
+        self.wake()
+        return Ok()
+
+    def _set_max_concurrency(self, message: SetMaxConcurrency) -> Message:
+        if message.n < 0:
+            raise TaskmillError("max_concurrency must be >= 0", ErrorCode.INVALID)
+        self.core.max_concurrency = message.n
+        self.wake()
+        return Ok()
+
+    def _set_group_limit(self, message: SetGroupLimit) -> Message:
+        if message.limit is None:
+            self.core.group_limits.pop(message.group, None)
+        elif message.limit < 0:
+            raise TaskmillError("a group limit must be >= 0", ErrorCode.INVALID)
+        else:
+            self.core.group_limits[message.group] = message.limit
+        self.wake()
+        return Ok()
+
+    def _set_default_group_limit(self, message: SetDefaultGroupLimit) -> Message:
+        if message.n < 0:
+            raise TaskmillError("a group limit must be >= 0", ErrorCode.INVALID)
+        self.core.default_group_limit = message.n
+        self.wake()
+        return Ok()
+
+    def _cancel(self, message: CancelTask) -> Message | Deferred:
+        request = self._take_request()
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                request.fail(reply.code, reply.message)
+                return
+            assert isinstance(reply, CancelReply)
+            self._apply_transitions(reply.transitions)
+            request.reply(Ok(bool(reply.transitions)))
+            self.wake()
+
+        self.store.request(Cancel(message.id), on_reply)
+        return DEFER
+
+    def _shutdown(self, message: Shutdown) -> Message | Deferred:
+        self.core.stopping = True
+        self._shutdown_waiters.append(self._take_request())
+        if message.drain_s > 0 and self.core.running:
+            if self._drain_timer is None:
+                self._drain_timer = self.loop.call_later(message.drain_s, self._cancel_all)
+        else:
+            self._cancel_all()
+        return DEFER
+
+    def _cancel_all(self) -> None:
+        for identity, ids in self.core.detach(list(self.core.running)).items():
+            self._send_host(identity, CancelRuns(ids))
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.core.stopping and not self.core.running and self._shutdown_waiters:
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
+                self._drain_timer = None
+            waiters, self._shutdown_waiters = self._shutdown_waiters, []
+            for request in waiters:
+                request.reply(Ok())

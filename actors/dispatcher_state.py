@@ -1,0 +1,315 @@
+"""The Dispatcher's state and decisions, without sockets (unit-tested directly).
+
+``DispatcherCore`` answers: which candidates to admit (the gate), where each claimed task runs,
+which running tasks are victims of a preemption, what events a Store transition stands for.
+The actor (``actors.dispatcher``) only moves messages in and out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.gate import GateView, Readings, Verdict, evaluate
+from actors.hosts import Host, HostTable
+from bus.clock import Clock, SystemClock, now_ms
+from bus.kinds import TaskResult, TaskRow, Transition
+from bus.kinds_run import DispatcherState, Event, ProgressRow, RunningTask
+from bus.kinds_run import Readings as ReadingsMsg
+
+NO_EXECUTOR = "no executor registered for type '{}'"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the Dispatcher is configured with (one frozen object, passed down)."""
+
+    control_endpoint: str
+    hosts_endpoint: str
+    store_endpoint: str
+    store_notify_endpoint: str
+    events_endpoint: str
+    readings_endpoint: str | None = None
+    max_concurrency: int = 4
+    max_retries: int = 3
+    preempt_priority: int = 0
+    poll_interval: float = 0.5
+    heartbeat_s: float = 1.0
+    default_group_concurrency: int = 0
+    group_concurrency: tuple[tuple[str, int], ...] = ()
+    throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
+    monitoring: bool = False
+    store_timeout: float = 10.0
+    event_queue: int = 100_000
+    dispatcher_id: str = "dispatcher"
+    autostart: bool = True
+
+
+@dataclass(slots=True)
+class _Running:
+    task: TaskRow
+    started_at_ms: int
+    progress: ProgressRow | None = None
+
+
+def task_data(task: TaskRow | Transition, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "task_id": task.id,
+        "task_type": task.task_type,
+        "key": task.key,
+        "label": task.label,
+    }
+    data.update(extra)
+    return data
+
+
+@dataclass
+class DispatcherCore:
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.hosts = HostTable(s.heartbeat_s)
+        self.running: dict[int, _Running] = {}
+        self.max_concurrency = s.max_concurrency
+        self.paused = False
+        self.started = s.autostart
+        self.stopping = False
+        self.maybe_paused = True
+        self.readings = Readings()
+        self.breakdown: list[tuple[str, float]] = []
+        self.default_group_limit = s.default_group_concurrency
+        self.group_limits: dict[str, int] = dict(s.group_concurrency)
+        self.group_running: Counter[str] = Counter()
+        self._tentative: dict[int, bytes | None] = {}
+        self.malformed = 0
+
+    # -- basics ------------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return now_ms(self.clock)
+
+    def may_dispatch(self) -> bool:
+        return self.started and not self.paused and not self.stopping
+
+    def free_slots(self) -> int:
+        return self.max_concurrency - len(self.running)
+
+    def group_limit(self, group: str) -> int | None:
+        if group in self.group_limits:
+            return self.group_limits[group]
+        return self.default_group_limit if self.default_group_limit > 0 else None
+
+    def saturated_groups(self) -> set[str]:
+        saturated = set()
+        for group in set(self.group_limits) | set(self.group_running):
+            limit = self.group_limit(group)
+            if limit is not None and self.group_running.get(group, 0) >= limit:
+                saturated.add(group)
+        return saturated
+
+    # -- admission and claims ----------------------------------------------------------------
+
+    def admit(self, candidates: Iterable[TaskRow]) -> list[int]:
+        """Run the gate over candidates in queue order; return the ids to claim."""
+        self._tentative.clear()
+        free = self.free_slots()
+        rows = [r.task for r in self.running.values()]
+        groups: Counter[str] = Counter(self.group_running)
+        host_free = {h: self.hosts_free(h) for h in self.hosts.identities()}
+        view = GateView(
+            running=rows,
+            readings=self.readings,
+            monitoring=self.settings.monitoring,
+            throttle=self.settings.throttle,
+            group_running=groups,
+            group_limit=self.group_limit,
+        )
+        ids: list[int] = []
+        for task in candidates:
+            if len(ids) >= free:
+                break
+            if not self.hosts.serves(task.task_type):
+                if len(self.hosts):  # no host at all: wait for one rather than fail
+                    self._tentative[task.id] = None
+                    ids.append(task.id)
+                continue
+            verdict = evaluate(task, view)
+            if verdict is Verdict.HOLD:
+                break
+            if verdict is Verdict.SKIP:
+                continue
+            identity = self._pick(task.task_type, host_free)
+            if identity is None:
+                continue  # every host of this type is full: others may still have room
+            host_free[identity] -= 1
+            self._tentative[task.id] = identity
+            rows.append(task)
+            if task.group_key is not None:
+                groups[task.group_key] += 1
+            ids.append(task.id)
+        return ids
+
+    def hosts_free(self, identity: bytes) -> int:
+        host = self.hosts._hosts.get(identity)
+        return host.free if host is not None else 0
+
+    def _pick(self, task_type: str, host_free: dict[bytes, int]) -> bytes | None:
+        best: bytes | None = None
+        for identity, free in host_free.items():
+            host = self.hosts._hosts[identity]
+            if free > 0 and task_type in host.task_types and (
+                best is None or free > host_free[best]
+            ):
+                best = identity
+        return best
+
+    def forget_tentative(self) -> None:
+        self._tentative.clear()
+
+    def claimed(
+        self, rows: list[TaskRow]
+    ) -> tuple[dict[bytes, list[TaskRow]], list[TaskResult], list[Event]]:
+        runs: dict[bytes, list[TaskRow]] = {}
+        unserved: list[TaskResult] = []
+        events: list[Event] = []
+        now = self.now_ms()
+        for row in rows:
+            identity = self._tentative.pop(row.id, None)
+            host = self.hosts._hosts.get(identity) if identity is not None else None
+            if host is None:
+                error = NO_EXECUTOR.format(row.task_type)
+                unserved.append(
+                    TaskResult(row.id, "error", error, phase=row.phase, finished_at_ms=now)
+                )
+                continue
+            self.hosts.assign(host, row.id)
+            self.running[row.id] = _Running(row, row.started_at_ms or now)
+            if row.group_key is not None:
+                self.group_running[row.group_key] += 1
+            runs.setdefault(host.identity, []).append(row)
+            events.append(Event("dispatched", task_data(row, phase=row.phase), now))
+        self._tentative.clear()
+        return runs, unserved, events
+
+    # -- running tasks leaving ---------------------------------------------------------------
+
+    def _drop(self, task_id: int) -> bytes | None:
+        entry = self.running.pop(task_id, None)
+        if entry is not None and entry.task.group_key is not None:
+            group = entry.task.group_key
+            self.group_running[group] -= 1
+            if self.group_running[group] <= 0:
+                del self.group_running[group]
+        return self.hosts.release(task_id)
+
+    def finished(self, results: list[TaskResult]) -> None:
+        for result in results:
+            self._drop(result.id)
+
+    def detach(self, ids: list[int]) -> dict[bytes, list[int]]:
+        """Take tasks off their hosts (preempt, cancel, shutdown): host → ids to cancel."""
+        by_host: dict[bytes, list[int]] = {}
+        for task_id in ids:
+            identity = self._drop(task_id)
+            if identity is not None:
+                by_host.setdefault(identity, []).append(task_id)
+        return by_host
+
+    def lose_host(self, host: Host) -> list[int]:
+        ids = [i for i in host.running if i in self.running]
+        for task_id in ids:
+            self._drop(task_id)
+        return ids
+
+    def victims_for(self, priority: int) -> list[int]:
+        if priority > self.settings.preempt_priority:
+            return []
+        return [i for i, r in self.running.items() if r.task.priority > priority]
+
+    # -- translating Store replies into events -----------------------------------------------
+
+    def transitions(
+        self, transitions: list[Transition]
+    ) -> tuple[dict[bytes, list[int]], list[Event]]:
+        now = self.now_ms()
+        events: list[Event] = []
+        to_cancel: list[int] = []
+        for t in transitions:
+            if t.was_running and t.id in self.running:
+                to_cancel.append(t.id)
+            if t.result in ("completed", "requeued"):
+                events.append(Event("completed", task_data(t), now))
+            elif t.result in ("retry", "failed"):
+                will_retry = t.result == "retry"
+                events.append(
+                    Event("failed", task_data(t, error=t.error or "", will_retry=will_retry), now)
+                )
+            elif t.result == "waiting":
+                events.append(Event("waiting", task_data(t, children_count=t.children_count), now))
+            elif t.result == "cancelled":
+                events.append(Event("cancelled", task_data(t), now))
+            if t.result in ("retry", "requeued", "finalize", "cancelled", "failed"):
+                self.maybe_paused = self.maybe_paused  # state changed; a wake follows
+        return self.detach(to_cancel), events
+
+    def preempted(self, rows: list[TaskRow]) -> list[Event]:
+        self.maybe_paused = True
+        now = self.now_ms()
+        return [Event("preempted", task_data(r), now) for r in rows]
+
+    def resumed(self, rows: list[TaskRow]) -> None:
+        threshold = self.settings.preempt_priority
+        # Paused rows stay paused only while an urgent task runs; with none, all resumed.
+        self.maybe_paused = any(r.task.priority <= threshold for r in self.running.values())
+
+    def progress(self, items: list[ProgressRow]) -> list[Event]:
+        events: list[Event] = []
+        for item in items:
+            entry = self.running.get(item.task_id)
+            if entry is None:
+                continue
+            entry.progress = item
+            data = task_data(entry.task, percent=item.percent, message=item.message)
+            events.append(Event("progress", data, item.reported_at_ms))
+        return events
+
+    def scheduler_event(self, kind: str) -> Event:
+        return Event(kind, {}, self.now_ms())
+
+    def set_readings(self, message: ReadingsMsg) -> None:
+        self.readings = Readings(
+            message.cpu,
+            message.disk_read_bps,
+            message.disk_write_bps,
+            message.net_rx_bps,
+            message.net_tx_bps,
+            message.pressure,
+        )
+        self.breakdown = list(message.breakdown)
+
+    # -- explaining --------------------------------------------------------------------------
+
+    def state(self) -> DispatcherState:
+        return DispatcherState(
+            running=[RunningTask(r.task, r.started_at_ms, r.progress) for r in self.running.values()],
+            max_concurrency=self.max_concurrency,
+            is_paused=self.paused,
+            pressure=self.readings.pressure,
+            pressure_breakdown=self.breakdown,
+            hosts=len(self.hosts),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "running": len(self.running),
+            "max_concurrency": self.max_concurrency,
+            "paused": self.paused,
+            "stopping": self.stopping,
+            "hosts": len(self.hosts),
+            "malformed": self.malformed,
+            "pressure": self.readings.pressure,
+        }

@@ -1,0 +1,257 @@
+"""The executor host actor: runs tasks the Dispatcher sends it, with the executors it hosts.
+
+Owns: an asyncio event loop (async executors run on it), a thread pool (plain functions run in
+it), a cancellation token per running task, and the byte counters executors record.
+
+Sockets:
+* DEALER to the Dispatcher's hosts ROUTER: ``host.hello`` at start, ``host.heartbeat`` every
+  ``heartbeat_s``, ``host.results`` and ``host.progress`` batched once per loop turn; receives
+  ``host.welcome``, ``host.run`` and ``host.cancel``.
+* DEALER to the Store (an ``AsyncRequester``), for tasks that submit work (children).
+
+Many tasks are in flight at once; results that finish in the same loop turn go back in one
+message. An executor that ignores its token is cancelled outright ``cancel_grace_s`` later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import zmq
+
+from bus.cancel import CancellationToken
+from bus.client import AsyncRequester
+from bus.clock import Clock, SystemClock, now_ms
+from bus.errors import ProtocolError, TaskError
+from bus.kinds import Outcome, Submission, Submit, SubmitReply, TaskResult, TaskRow
+from bus.kinds_run import (
+    CancelRuns,
+    HostHeartbeat,
+    HostHello,
+    HostWelcome,
+    ProgressRow,
+    RunProgress,
+    RunResults,
+    RunTasks,
+)
+from bus.protocol import Message, decode, encode
+from bus.runtime import Actor, ActorLoop
+
+log = logging.getLogger("taskmill.worker")
+
+T = TypeVar("T")
+Runner = Callable[["RunHandle"], Awaitable[None]]
+"""Runs one task (both phases): returns normally, or raises ``TaskError`` / any exception."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    hosts_endpoint: str
+    store_endpoint: str
+    capacity: int = 4
+    host_id: str = field(default_factory=lambda: f"host-{uuid.uuid4().hex[:8]}")
+    heartbeat_s: float = 1.0
+    cancel_grace_s: float = 5.0
+    store_timeout: float = 10.0
+    threads: int | None = None
+
+
+class RunHandle:
+    """One task's run as the executor sees it; thread-safe where a worker thread may call."""
+
+    def __init__(self, host: ExecutorHost, task: TaskRow) -> None:
+        self.task = task
+        self.token = CancellationToken()
+        self.loop = asyncio.get_running_loop()
+        self._host = host
+        self._lock = threading.Lock()
+        self.bytes = [0, 0, 0, 0]
+
+    @property
+    def phase(self) -> str:
+        return self.task.phase
+
+    def progress(self, percent: float, message: str | None) -> None:
+        if threading.get_ident() == self._host.thread_id:
+            self._host.report_progress(self.task.id, percent, message)
+        else:
+            self.loop.call_soon_threadsafe(self._host.report_progress, self.task.id, percent, message)
+
+    def add_bytes(self, index: int, n: int) -> None:
+        with self._lock:
+            self.bytes[index] += int(n)
+
+    async def submit(self, submissions: list[Submission]) -> list[Outcome]:
+        reply = await self._host.store().call(Submit(submissions), SubmitReply)
+        return reply.outcomes
+
+    def submit_from_thread(self, submissions: list[Submission]) -> list[Outcome]:
+        """``submit`` for a plain-function executor running in a worker thread."""
+        return asyncio.run_coroutine_threadsafe(self.submit(submissions), self.loop).result()
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.loop.run_in_executor(self._host.pool, fn, *args)
+
+    def state(self, cls: type[T]) -> T | None:
+        value = self._host.state.get(cls)
+        return value if isinstance(value, cls) else None
+
+
+class ExecutorHost(Actor):
+    name = "worker"
+    uses_asyncio = True
+
+    def __init__(
+        self,
+        runners: Mapping[str, Runner],
+        settings: HostSettings,
+        *,
+        state: dict[type, object] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.runners = dict(runners)
+        self.settings = settings
+        self.state: dict[type, object] = state if state is not None else {}
+        self.clock = clock or SystemClock()
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.threads or max(1, settings.capacity),
+            thread_name_prefix=f"taskmill-{settings.host_id}",
+        )
+        self.thread_id = 0
+        self._runs: dict[int, tuple[RunHandle, asyncio.Task[None]]] = {}
+        self._results: list[TaskResult] = []
+        self._progress: dict[int, ProgressRow] = {}
+        self._flush_scheduled = False
+        self._store: AsyncRequester | None = None
+        self.counters = {"started": 0, "ok": 0, "errors": 0, "cancelled": 0, "malformed": 0}
+
+    def register_state(self, obj: object) -> None:
+        self.state[type(obj)] = obj
+
+    def setup(self, loop: ActorLoop) -> None:
+        s = self.settings
+        self.loop = loop
+        self.thread_id = threading.get_ident()
+        sock = loop.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, s.host_id.encode())
+        sock.connect(s.hosts_endpoint)
+        self.sock = sock
+        loop.add_reader(sock, self._on_frames)
+        self._send(HostHello(s.host_id, sorted(self.runners), s.capacity))
+        loop.call_every(s.heartbeat_s, self._heartbeat)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "running": len(self._runs), "types": sorted(self.runners)}
+
+    def on_stop(self) -> None:
+        for handle, _ in self._runs.values():
+            handle.token.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._store is not None:
+            self._store.close()
+
+    def store(self) -> AsyncRequester:
+        if self._store is None:
+            self._store = AsyncRequester(
+                self.loop.context, self.settings.store_endpoint, timeout=self.settings.store_timeout
+            )
+        return self._store
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _send(self, message: Message) -> None:
+        try:
+            self.sock.send_multipart(encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("dispatcher not reading; %s dropped", message.KIND)
+
+    def _heartbeat(self) -> None:
+        self._send(HostHeartbeat(self.settings.host_id, list(self._runs)))
+
+    def _on_frames(self, batch: list[list[bytes]]) -> None:
+        for frames in batch:
+            try:
+                message, _ = decode(frames)
+            except ProtocolError as exc:
+                self.counters["malformed"] += 1
+                log.debug("malformed message dropped: %s", exc)
+                continue
+            if isinstance(message, RunTasks):
+                for task in message.tasks:
+                    self._start(task)
+            elif isinstance(message, CancelRuns):
+                for task_id in message.ids:
+                    self._cancel(task_id)
+            elif isinstance(message, HostWelcome):
+                log.debug("welcomed by %s", message.dispatcher_id)
+            else:
+                self.counters["malformed"] += 1
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _start(self, task: TaskRow) -> None:
+        if task.id in self._runs:
+            return  # a duplicate delivery: that run is already under way
+        handle = RunHandle(self, task)
+        runner = asyncio.ensure_future(self._run(handle))
+        self._runs[task.id] = (handle, runner)
+        self.counters["started"] += 1
+
+    def _cancel(self, task_id: int) -> None:
+        entry = self._runs.get(task_id)
+        if entry is None:
+            return
+        handle, runner = entry
+        handle.token.cancel()
+        self.loop.call_later(self.settings.cancel_grace_s, lambda: runner.cancel())
+
+    async def _run(self, handle: RunHandle) -> None:
+        task = handle.task
+        runner = self.runners.get(task.task_type)
+        outcome, error, retryable = "ok", None, False
+        try:
+            if runner is None:
+                raise TaskError(f"no executor registered for type '{task.task_type}'")
+            await runner(handle)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+        except TaskError as exc:
+            outcome, error, retryable = "error", exc.message, bool(exc.retryable)
+        except Exception as exc:
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"
+        if outcome == "error" and handle.token.is_cancelled():
+            outcome = "cancelled"  # raised because it was told to stop: not a failure
+        self.counters[{"ok": "ok", "error": "errors", "cancelled": "cancelled"}[outcome]] += 1
+        self._runs.pop(task.id, None)
+        r, w, rx, tx = handle.bytes
+        self._results.append(
+            TaskResult(task.id, outcome, error, retryable, task.phase, r, w, rx, tx,
+                       now_ms(self.clock))
+        )
+        self._schedule_flush()
+
+    def report_progress(self, task_id: int, percent: float, message: str | None) -> None:
+        if task_id in self._runs:
+            self._progress[task_id] = ProgressRow(task_id, percent, message, now_ms(self.clock))
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._progress:
+            items, self._progress = list(self._progress.values()), {}
+            self._send(RunProgress(self.settings.host_id, items))
+        if self._results:
+            results, self._results = self._results, []
+            self._send(RunResults(self.settings.host_id, results))

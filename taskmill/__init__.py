@@ -1,0 +1,109 @@
+"""taskmill: an adaptive priority work scheduler — persistent, resource-aware, observable.
+
+An actor system on ZeroMQ: this package is the user's door (``Scheduler``, ``Client``, the
+records and events); the scheduling itself happens in the actors.
+"""
+
+from bus.cancel import CancellationToken
+from bus.errors import (
+    ActorUnavailable,
+    DatabaseError,
+    PayloadTooLarge,
+    SerializationError,
+    StoreError,
+    TaskError,
+    TaskmillError,
+)
+from taskmill.builder import SchedulerBuilder
+from taskmill.config import (
+    GroupLimits,
+    RetentionPolicy,
+    SamplerConfig,
+    SchedulerConfig,
+    ShutdownMode,
+    StoreConfig,
+)
+from taskmill.context import TaskContext, TaskExecutor
+from taskmill.events import (
+    Cancelled,
+    Completed,
+    Dispatched,
+    Failed,
+    Paused,
+    Preempted,
+    Progress,
+    Resumed,
+    SchedulerEvent,
+    Waiting,
+)
+from taskmill.priority import Priority
+from taskmill.progress import ProgressReporter
+from taskmill.records import (
+    EstimatedProgress,
+    HistoryStatus,
+    OutcomeKind,
+    ParentResolution,
+    SchedulerSnapshot,
+    SubmitOutcome,
+    TaskHistoryRecord,
+    TaskLookup,
+    TaskMetrics,
+    TaskRecord,
+    TaskStatus,
+    TypeStats,
+)
+from taskmill.scheduler import Scheduler
+from taskmill.store import TaskStore
+from taskmill.subscription import EventSubscriber, EventSubscription
+from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
+
+__all__ = [
+    "ActorUnavailable",
+    "CancellationToken",
+    "Cancelled",
+    "Completed",
+    "DatabaseError",
+    "Dispatched",
+    "EstimatedProgress",
+    "EventSubscriber",
+    "EventSubscription",
+    "Failed",
+    "GroupLimits",
+    "HistoryStatus",
+    "OutcomeKind",
+    "ParentResolution",
+    "Paused",
+    "PayloadTooLarge",
+    "Preempted",
+    "Priority",
+    "Progress",
+    "ProgressReporter",
+    "RetentionPolicy",
+    "Resumed",
+    "SamplerConfig",
+    "Scheduler",
+    "SchedulerBuilder",
+    "SchedulerConfig",
+    "SchedulerEvent",
+    "SchedulerSnapshot",
+    "SerializationError",
+    "ShutdownMode",
+    "StoreConfig",
+    "StoreError",
+    "SubmitOutcome",
+    "TaskContext",
+    "TaskError",
+    "TaskExecutor",
+    "TaskHistoryRecord",
+    "TaskLookup",
+    "TaskMetrics",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskStore",
+    "TaskSubmission",
+    "TaskmillError",
+    "TypeStats",
+    "TypedTask",
+    "Waiting",
+    "generate_dedup_key",
+]

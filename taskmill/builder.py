@@ -1,0 +1,144 @@
+"""``SchedulerBuilder``: the one description of an application.
+
+The embedded mode builds every actor from it; each Procfile process builds only its own actor from
+the same object. Nothing here schedules: it only collects settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskmill.config import SamplerConfig, ShutdownMode, StoreConfig
+from taskmill.context import ExecutorLike
+from taskmill.priority import Priority
+from taskmill.task import TypedTask
+
+if TYPE_CHECKING:
+    from taskmill.scheduler import Scheduler
+
+
+@dataclass
+class AppSpec:
+    """Everything a builder collected (read by the scheduler and the CLI)."""
+
+    store_path: str = "taskmill.db"
+    executors: dict[str, ExecutorLike] = field(default_factory=dict)
+    max_concurrency: int = 4
+    max_retries: int = 3
+    preempt_priority: int = int(Priority.REALTIME)
+    poll_interval: float = 0.5
+    shutdown_mode: ShutdownMode = field(default_factory=lambda: ShutdownMode.HARD)
+    monitoring: bool = False
+    sampler_config: SamplerConfig = field(default_factory=SamplerConfig)
+    sampler: Any = None
+    bandwidth_limit: float | None = None
+    pressure_sources: list[Any] = field(default_factory=list)
+    throttle_policy: Any = None
+    default_group_concurrency: int = 0
+    group_concurrency: dict[str, int] = field(default_factory=dict)
+    app_state: list[object] = field(default_factory=list)
+    store_config: StoreConfig = field(default_factory=StoreConfig)
+    metrics_port: int | None = None
+
+
+class SchedulerBuilder:
+    """Fluent configuration of a scheduler; ``await builder.build()`` opens the store."""
+
+    def __init__(self) -> None:
+        self.spec = AppSpec()
+
+    def store_path(self, path: str | Path) -> SchedulerBuilder:
+        self.spec.store_path = str(path)
+        return self
+
+    def executor(self, task_type: str, executor: ExecutorLike) -> SchedulerBuilder:
+        from taskmill.context import make_runner
+
+        make_runner(executor)  # validates the executor's shape now
+        self.spec.executors[task_type] = executor
+        return self
+
+    def typed_executor(self, task: type[TypedTask], executor: ExecutorLike) -> SchedulerBuilder:
+        return self.executor(task.TASK_TYPE, executor)
+
+    def max_concurrency(self, n: int) -> SchedulerBuilder:
+        if n < 0:
+            raise ValueError("max_concurrency must be >= 0")
+        self.spec.max_concurrency = n
+        return self
+
+    def max_retries(self, n: int) -> SchedulerBuilder:
+        if n < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.spec.max_retries = n
+        return self
+
+    def preempt_priority(self, priority: int) -> SchedulerBuilder:
+        self.spec.preempt_priority = int(Priority(priority))
+        return self
+
+    def poll_interval(self, seconds: float) -> SchedulerBuilder:
+        if seconds <= 0:
+            raise ValueError("poll_interval must be > 0")
+        self.spec.poll_interval = float(seconds)
+        return self
+
+    def shutdown_mode(self, mode: ShutdownMode) -> SchedulerBuilder:
+        self.spec.shutdown_mode = mode
+        return self
+
+    def with_resource_monitoring(self) -> SchedulerBuilder:
+        self.spec.monitoring = True
+        return self
+
+    def sampler_config(self, config: SamplerConfig) -> SchedulerBuilder:
+        self.spec.sampler_config = config
+        return self
+
+    def resource_sampler(self, sampler: Any) -> SchedulerBuilder:
+        self.spec.sampler = sampler
+        self.spec.monitoring = True
+        return self
+
+    def bandwidth_limit(self, bytes_per_sec: float) -> SchedulerBuilder:
+        if bytes_per_sec <= 0:
+            raise ValueError("bandwidth limit must be > 0 bytes/s")
+        self.spec.bandwidth_limit = float(bytes_per_sec)
+        self.spec.monitoring = True
+        return self
+
+    def pressure_source(self, source: Any) -> SchedulerBuilder:
+        self.spec.pressure_sources.append(source)
+        return self
+
+    def throttle_policy(self, policy: Any) -> SchedulerBuilder:
+        self.spec.throttle_policy = policy
+        return self
+
+    def default_group_concurrency(self, n: int) -> SchedulerBuilder:
+        self.spec.default_group_concurrency = n
+        return self
+
+    def group_concurrency(self, group: str, n: int) -> SchedulerBuilder:
+        self.spec.group_concurrency[group] = n
+        return self
+
+    def app_state(self, obj: object) -> SchedulerBuilder:
+        self.spec.app_state.append(obj)
+        return self
+
+    def store_config(self, config: StoreConfig) -> SchedulerBuilder:
+        self.spec.store_config = config
+        return self
+
+    def metrics_port(self, port: int) -> SchedulerBuilder:
+        """Serve Prometheus metrics from the EventPublisher on this port (0 picks one)."""
+        self.spec.metrics_port = port
+        return self
+
+    async def build(self) -> Scheduler:
+        from taskmill.scheduler import Scheduler
+
+        return await Scheduler.start(self.spec)

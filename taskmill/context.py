@@ -1,0 +1,136 @@
+"""Executors and the ``TaskContext`` they receive; the adapter an executor host runs them with."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, overload
+
+from actors.executor_host import RunHandle, Runner
+from bus.cancel import CancellationToken
+from taskmill.payload import decode_payload
+from taskmill.progress import ProgressReporter
+from taskmill.records import SubmitOutcome, TaskRecord
+from taskmill.task import TaskSubmission, TypedTask
+
+T = TypeVar("T")
+
+__all__ = ["TaskContext", "TaskExecutor", "make_runner"]
+
+
+class TaskContext:
+    """What an executor gets for one task: its record, token, progress, payload, IO counters."""
+
+    def __init__(self, handle: RunHandle) -> None:
+        self._handle = handle
+        self._record: TaskRecord | None = None
+        self.token: CancellationToken = handle.token
+        """Cancelled when the task is preempted, cancelled or the scheduler shuts down."""
+        self.progress = ProgressReporter(handle.progress)
+        """``ctx.progress.report(0.5, "resizing")``: published as ``Progress`` events."""
+
+    @property
+    def record(self) -> TaskRecord:
+        """The task's ``TaskRecord`` as it was dispatched."""
+        if self._record is None:
+            self._record = TaskRecord.from_row(self._handle.task)
+        return self._record
+
+    @property
+    def phase(self) -> str:
+        """``"execute"`` or ``"finalize"``."""
+        return self._handle.phase
+
+    @overload
+    def payload(self, cls: None = None) -> Any: ...
+    @overload
+    def payload(self, cls: type[T]) -> T: ...
+    def payload(self, cls: type[Any] | None = None) -> Any:
+        """The JSON payload decoded into ``cls`` (a dataclass), or as dict/list without one."""
+        return decode_payload(self._handle.task.payload, cls)
+
+    @property
+    def raw_payload(self) -> bytes | None:
+        return self._handle.task.payload
+
+    def state(self, cls: type[T]) -> T | None:
+        """Shared app state registered by type (``app_state``/``register_state``), or None."""
+        return self._handle.state(cls)
+
+    def record_read_bytes(self, n: int) -> None:
+        self._handle.add_bytes(0, n)
+
+    def record_write_bytes(self, n: int) -> None:
+        self._handle.add_bytes(1, n)
+
+    def record_net_rx_bytes(self, n: int) -> None:
+        self._handle.add_bytes(2, n)
+
+    def record_net_tx_bytes(self, n: int) -> None:
+        self._handle.add_bytes(3, n)
+
+    async def spawn_child(self, submission: TaskSubmission) -> SubmitOutcome:
+        """Submit a child of this task (the parent waits for it before ``finalize``)."""
+        return (await self.spawn_children([submission]))[0]
+
+    async def spawn_children(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
+        """Submit several children in one transaction."""
+        wire = []
+        for submission in submissions:
+            child = submission.copy()
+            child.parent_id = self._handle.task.id
+            wire.append(child.to_wire())
+        return [SubmitOutcome.from_wire(o) for o in await self._handle.submit(wire)]
+
+    async def submit(self, submission: TaskSubmission) -> SubmitOutcome:
+        """Submit an independent task (no parent)."""
+        outcomes = await self._handle.submit([submission.to_wire()])
+        return SubmitOutcome.from_wire(outcomes[0])
+
+    async def submit_typed(self, task: TypedTask) -> SubmitOutcome:
+        return await self.submit(task.to_submission())
+
+
+class TaskExecutor:
+    """Base class of executors: implement ``execute``; ``finalize`` runs after all children."""
+
+    async def execute(self, ctx: TaskContext) -> None:
+        raise NotImplementedError
+
+    async def finalize(self, ctx: TaskContext) -> None:
+        """Called once all children spawned by ``execute`` have finished (none failed)."""
+
+
+ExecutorLike = TaskExecutor | Callable[[TaskContext], Awaitable[None] | None] | Any
+
+
+def _phase_fn(executor: ExecutorLike, phase: str) -> Callable[[TaskContext], Any] | None:
+    if phase == "finalize":
+        fn = getattr(executor, "finalize", None)
+        return fn if callable(fn) else None
+    execute = getattr(executor, "execute", None)
+    if callable(execute):
+        return execute  # type: ignore[no-any-return]
+    if callable(executor):
+        return executor  # type: ignore[no-any-return]
+    raise TypeError(f"{executor!r} is neither a TaskExecutor nor a callable")
+
+
+def make_runner(executor: ExecutorLike) -> Runner:
+    """Wrap an executor (a ``TaskExecutor``, an ``async def f(ctx)`` or a plain ``def f(ctx)``)
+    as the runner an executor host calls; plain functions run in the host's worker threads."""
+    _phase_fn(executor, "execute")  # fail at registration, not at the first task
+
+    async def run(handle: RunHandle) -> None:
+        fn = _phase_fn(executor, handle.phase)
+        if fn is None:
+            return
+        ctx = TaskContext(handle)
+        if inspect.iscoroutinefunction(fn):
+            await fn(ctx)
+            return
+        result = await handle.in_thread(fn, ctx)
+        if inspect.isawaitable(result):
+            await result
+
+    return run

@@ -1,0 +1,260 @@
+"""``Scheduler``: the user's door to an embedded deployment (every actor a thread, over inproc).
+
+It starts the actors, forwards each call as a message and turns replies into public types. It
+decides nothing itself: dispatch, preemption, retries and dedup happen in the actors.
+
+Shutdown order matters: the Dispatcher stops dispatching and drains (or cancels) running tasks
+first, then the executor host stops (no task left to report), then the Dispatcher and the
+EventPublisher (nothing left to publish), and the Store last, so every result reaches the
+database before it is checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from actors.dispatcher import Dispatcher
+from actors.executor_host import ExecutorHost, HostSettings
+from actors.publisher import EventPublisher
+from actors.topology import Topology
+from bus.cancel import CancellationToken
+from bus.client import AsyncRequester
+from bus.kinds import Ok, Submit, SubmitReply
+from bus.kinds_run import (
+    CancelTask,
+    DispatcherState,
+    GetState,
+    PauseAll,
+    ResumeAll,
+    SetDefaultGroupLimit,
+    SetGroupLimit,
+    SetMaxConcurrency,
+    Shutdown,
+    Start,
+)
+from bus.runtime import ActorThread
+from taskmill.builder import AppSpec, SchedulerBuilder
+from taskmill.context import make_runner
+from taskmill.records import EstimatedProgress, SchedulerSnapshot, SubmitOutcome, TaskRecord
+from taskmill.store import TaskStore, estimates
+from taskmill.subscription import EventSubscription
+from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
+from taskmill.wiring import dispatcher_settings, store_actor
+
+log = logging.getLogger("taskmill.scheduler")
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    """An embedded scheduler. Build it with ``await Scheduler.builder()...build()``."""
+
+    def __init__(
+        self,
+        spec: AppSpec,
+        context: zmq.Context[Any],
+        topology: Topology,
+        threads: dict[str, ActorThread],
+        host: ExecutorHost,
+    ) -> None:
+        self._spec = spec
+        self._context = context
+        self.topology = topology
+        self._threads = threads
+        self._host = host
+        self._store = AsyncRequester(context, topology.store)
+        self._dispatcher = AsyncRequester(context, topology.dispatcher)
+        self._task_store = TaskStore(self._store)
+        self._closed = False
+        self._running = False
+
+    @staticmethod
+    def builder() -> SchedulerBuilder:
+        return SchedulerBuilder()
+
+    @classmethod
+    async def start(cls, spec: AppSpec) -> Scheduler:
+        """Start every actor (the Dispatcher idle until ``run``); called by ``build()``."""
+        context: zmq.Context[Any] = zmq.Context()
+        topology = Topology.inproc()
+        threads: dict[str, ActorThread] = {}
+        runners = {t: make_runner(e) for t, e in spec.executors.items()}
+        state = {type(obj): obj for obj in spec.app_state}
+        host = ExecutorHost(
+            runners,
+            HostSettings(topology.hosts, topology.store, capacity=max(32, spec.max_concurrency)),
+            state=state,
+        )
+        try:
+            for name, actor, control in (
+                ("store", store_actor(spec, topology), topology.store_control),
+                ("events", EventPublisher(topology.events_in, topology.events,
+                                          metrics_port=spec.metrics_port),
+                 topology.events_control),
+                ("dispatcher", Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
+                 topology.dispatcher_control),
+                ("worker", host, topology.host_control(host.settings.host_id)),
+            ):
+                threads[name] = await asyncio.to_thread(
+                    ActorThread(actor, context, control).start
+                )
+        except BaseException:
+            await asyncio.to_thread(_stop_all, threads)
+            context.term()
+            raise
+        return cls(spec, context, topology, threads, host)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, token: CancellationToken) -> None:
+        """Dispatch until ``token`` is cancelled, then shut down per the shutdown mode."""
+        await self._start_dispatching()
+        try:
+            await token.wait()
+        finally:
+            await self.close()
+
+    async def _start_dispatching(self) -> None:
+        if self._running:
+            raise RuntimeError("this scheduler is already running")
+        self._running = True
+        await self._dispatcher.call(Start(), Ok)
+
+    async def __aenter__(self) -> Scheduler:
+        """Run in the background for the body of ``async with``; shut down on exit."""
+        await self._start_dispatching()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Shut down (per the shutdown mode) and close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        mode = self._spec.shutdown_mode
+        drain = mode.timeout_s if mode.is_graceful else 0.0
+        try:
+            await self._dispatcher.call(Shutdown(drain), Ok, timeout=drain + 10.0)
+        except Exception as exc:  # still stop every actor below
+            log.warning("dispatcher shutdown failed: %s", exc)
+        self._store.close()
+        self._dispatcher.close()
+        errors = await asyncio.to_thread(_stop_all, self._threads)
+        self._context.term()
+        if errors:
+            raise errors[0]
+
+    # -- submitting --------------------------------------------------------------------------
+
+    async def submit(self, submission: TaskSubmission) -> SubmitOutcome:
+        return (await self.submit_batch([submission]))[0]
+
+    async def submit_batch(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
+        """Submit many tasks in one transaction; one outcome each, in order."""
+        wire = [s.to_wire() for s in submissions]
+        if not wire:
+            return []
+        reply = await self._store.call(Submit(wire), SubmitReply)
+        return [SubmitOutcome.from_wire(o) for o in reply.outcomes]
+
+    async def submit_typed(self, task: TypedTask) -> SubmitOutcome:
+        return await self.submit(task.to_submission())
+
+    async def submit_typed_at(self, task: TypedTask, priority: int) -> SubmitOutcome:
+        return await self.submit(task.to_submission(priority))
+
+    async def task_lookup(self, task_type: str, data: bytes | None) -> Any:
+        return await self._task_store.lookup(generate_dedup_key(task_type, data))
+
+    async def lookup_typed(self, task: TypedTask) -> Any:
+        return await self._task_store.lookup(task.to_submission().dedup_key)
+
+    def store(self) -> TaskStore:
+        return self._task_store
+
+    # -- controls ----------------------------------------------------------------------------
+
+    async def cancel(self, task_id: int) -> bool:
+        reply = await self._dispatcher.call(CancelTask(task_id), Ok)
+        return bool(reply.value)
+
+    async def pause_all(self) -> None:
+        await self._dispatcher.call(PauseAll(), Ok)
+
+    async def resume_all(self) -> None:
+        await self._dispatcher.call(ResumeAll(), Ok)
+
+    async def _state(self) -> DispatcherState:
+        return await self._dispatcher.call(GetState(), DispatcherState)
+
+    async def is_paused(self) -> bool:
+        return (await self._state()).is_paused
+
+    async def set_max_concurrency(self, n: int) -> None:
+        await self._dispatcher.call(SetMaxConcurrency(n), Ok)
+
+    async def max_concurrency(self) -> int:
+        return (await self._state()).max_concurrency
+
+    async def set_group_limit(self, group: str, n: int) -> None:
+        await self._dispatcher.call(SetGroupLimit(group, n), Ok)
+
+    async def remove_group_limit(self, group: str) -> None:
+        await self._dispatcher.call(SetGroupLimit(group, None), Ok)
+
+    async def set_default_group_concurrency(self, n: int) -> None:
+        await self._dispatcher.call(SetDefaultGroupLimit(n), Ok)
+
+    async def register_state(self, obj: object) -> None:
+        self._host.register_state(obj)
+
+    # -- observing ---------------------------------------------------------------------------
+
+    async def active_tasks(self) -> list[TaskRecord]:
+        return [TaskRecord.from_row(r.task) for r in (await self._state()).running]
+
+    async def estimated_progress(self) -> list[EstimatedProgress]:
+        return await estimates(self._task_store, (await self._state()).running)
+
+    async def snapshot(self) -> SchedulerSnapshot:
+        state, counts = await asyncio.gather(self._state(), self._task_store.counts())
+        progress = await estimates(self._task_store, state.running)
+        return SchedulerSnapshot(
+            running=[TaskRecord.from_row(r.task) for r in state.running],
+            pending_count=counts.pending,
+            paused_count=counts.paused,
+            waiting_count=counts.waiting,
+            progress=progress,
+            pressure=state.pressure,
+            pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
+            max_concurrency=state.max_concurrency,
+            is_paused=state.is_paused,
+        )
+
+    async def subscribe(self) -> EventSubscription:
+        """A live subscription to every event: nothing published after this returns is missed."""
+        return await EventSubscription.open(self._context, self.topology.events)
+
+
+def _stop_all(threads: dict[str, ActorThread]) -> list[BaseException]:
+    errors: list[BaseException] = []
+    for name in ("worker", "dispatcher", "events", "store"):
+        thread = threads.get(name)
+        if thread is None:
+            continue
+        try:
+            thread.stop()
+        except BaseException as exc:
+            log.error("actor %s failed: %s", name, exc)
+            errors.append(exc)
+    with contextlib.suppress(Exception):
+        threads.clear()
+    return errors

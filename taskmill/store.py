@@ -1,0 +1,139 @@
+"""``TaskStore``: queries of the Store actor, as coroutines returning public records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from bus.client import AsyncRequester
+from bus.kinds import (
+    AvgThroughput,
+    Counts,
+    CountsReply,
+    GetTask,
+    History,
+    HistoryReply,
+    HistoryStats,
+    ListTasks,
+    Lookup,
+    LookupReply,
+    Ok,
+    Prune,
+    TaskReply,
+    TasksReply,
+    ThroughputReply,
+    TypeStatsReply,
+)
+from bus.kinds_run import RunningTask
+from taskmill.progress import estimate_progress
+from taskmill.records import (
+    EstimatedProgress,
+    TaskHistoryRecord,
+    TaskLookup,
+    TaskRecord,
+    TypeStats,
+    ms_to_datetime,
+)
+
+__all__ = ["TaskStore"]
+
+
+class TaskStore:
+    """A client of the Store actor. Every query is a coroutine."""
+
+    def __init__(self, requester: AsyncRequester) -> None:
+        self._store = requester
+
+    async def task_by_id(self, task_id: int) -> TaskRecord | None:
+        row = (await self._store.call(GetTask(id=task_id), TaskReply)).task
+        return TaskRecord.from_row(row) if row is not None else None
+
+    async def task_by_key(self, key: str) -> TaskRecord | None:
+        row = (await self._store.call(GetTask(key=key), TaskReply)).task
+        return TaskRecord.from_row(row) if row is not None else None
+
+    async def _tasks(self, status: str, limit: int) -> list[TaskRecord]:
+        rows = (await self._store.call(ListTasks(status, limit), TasksReply)).tasks
+        return [TaskRecord.from_row(r) for r in rows]
+
+    async def pending_tasks(self, limit: int = 100) -> list[TaskRecord]:
+        return await self._tasks("pending", limit)
+
+    async def running_tasks(self, limit: int = 1000) -> list[TaskRecord]:
+        return await self._tasks("running", limit)
+
+    async def paused_tasks(self, limit: int = 1000) -> list[TaskRecord]:
+        return await self._tasks("paused", limit)
+
+    async def counts(self) -> CountsReply:
+        return await self._store.call(Counts(), CountsReply)
+
+    async def pending_count(self) -> int:
+        return (await self.counts()).pending
+
+    async def running_count(self) -> int:
+        return (await self.counts()).running
+
+    async def paused_count(self) -> int:
+        return (await self.counts()).paused
+
+    async def waiting_count(self) -> int:
+        return (await self.counts()).waiting
+
+    async def _history(self, query: History) -> list[TaskHistoryRecord]:
+        rows = (await self._store.call(query, HistoryReply)).rows
+        return [TaskHistoryRecord.from_row(r) for r in rows]
+
+    async def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
+        """Terminal runs, newest first."""
+        return await self._history(History(limit, offset))
+
+    async def history_by_type(self, task_type: str, limit: int = 50) -> list[TaskHistoryRecord]:
+        return await self._history(History(limit, 0, task_type=task_type))
+
+    async def history_by_key(self, key: str) -> list[TaskHistoryRecord]:
+        return await self._history(History(1000, 0, key=key))
+
+    async def failed_tasks(self, limit: int = 50) -> list[TaskHistoryRecord]:
+        return await self._history(History(limit, 0, status="failed"))
+
+    async def history_stats(self, task_type: str) -> TypeStats:
+        return TypeStats.from_reply(await self._store.call(HistoryStats(task_type), TypeStatsReply))
+
+    async def avg_throughput(self, task_type: str, n: int = 20) -> tuple[float, float]:
+        """Mean (read, write) bytes/s over the ``n`` newest completed runs with a duration."""
+        reply = await self._store.call(AvgThroughput(task_type, n), ThroughputReply)
+        return reply.read_bytes_per_sec, reply.write_bytes_per_sec
+
+    async def prune_history_by_count(self, keep: int) -> int:
+        return int((await self._store.call(Prune(keep=keep), Ok)).value)
+
+    async def prune_history_by_age(self, days: float) -> int:
+        return int((await self._store.call(Prune(days=days), Ok)).value)
+
+    async def lookup(self, key: str) -> TaskLookup:
+        return TaskLookup.from_reply(await self._store.call(Lookup(key), LookupReply))
+
+
+async def estimates(store: TaskStore, running: Sequence[RunningTask]) -> list[EstimatedProgress]:
+    """Progress estimates for running tasks, from their reports and their types' mean duration."""
+    types = sorted({r.task.task_type for r in running})
+    stats = await asyncio.gather(*(store.history_stats(t) for t in types))
+    mean = {t: s.avg_duration_ms / 1000 if s.count else None for t, s in zip(types, stats, strict=True)}
+    now = datetime.now(UTC)
+    out = []
+    for r in running:
+        reported = None
+        if r.progress is not None:
+            reported = (r.progress.percent, ms_to_datetime(r.progress.reported_at_ms))
+        out.append(
+            estimate_progress(
+                TaskRecord.from_row(r.task),
+                ms_to_datetime(r.started_at_ms),
+                reported,
+                mean[r.task.task_type],
+                now,
+            )
+        )
+    return out

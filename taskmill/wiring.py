@@ -1,0 +1,49 @@
+"""Building actors from an application description (shared by embedded mode and the CLI)."""
+
+from __future__ import annotations
+
+from actors.dispatcher_state import Settings
+from actors.store import StoreActor
+from actors.store_db import StoreDB
+from actors.topology import Topology
+from bus.clock import SystemClock
+from taskmill.builder import AppSpec
+
+
+def store_actor(spec: AppSpec, topology: Topology) -> StoreActor:
+    policy = spec.store_config.retention_policy
+    path = spec.store_path
+
+    def open_db() -> StoreDB:
+        return StoreDB(
+            path,
+            clock=SystemClock(),
+            retention_max_count=policy.keep,
+            retention_max_age_days=policy.days,
+        )
+
+    return StoreActor(open_db, topology.store, topology.store_notify)
+
+
+def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
+    throttle = spec.throttle_policy
+    tiers = ((192, 0.50), (128, 0.75))
+    if throttle is not None:
+        tiers = tuple((int(floor), float(limit)) for floor, limit in throttle.tiers)
+    return Settings(
+        control_endpoint=topology.dispatcher,
+        hosts_endpoint=topology.hosts,
+        store_endpoint=topology.store,
+        store_notify_endpoint=topology.store_notify,
+        events_endpoint=topology.events_in,
+        readings_endpoint=topology.readings if spec.monitoring else None,
+        max_concurrency=spec.max_concurrency,
+        max_retries=spec.max_retries,
+        preempt_priority=spec.preempt_priority,
+        poll_interval=spec.poll_interval,
+        default_group_concurrency=spec.default_group_concurrency,
+        group_concurrency=tuple(spec.group_concurrency.items()),
+        throttle=tiers,
+        monitoring=spec.monitoring,
+        autostart=autostart,
+    )
