@@ -1,0 +1,270 @@
+"""The EventPublisher actor (``events``): numbers scheduler events and publishes them.
+
+Owns the event sequence number, the event counters and, optionally, the Prometheus endpoint.
+
+Sockets:
+
+* PULL bound at ``in_endpoint``: actors PUSH ``event`` (``Event``) one-way. Malformed frames, and
+  messages of any other kind, are dropped and counted (``malformed``), never answered.
+* XPUB bound at ``pub_endpoint``: sends each event as ``[topic, *event.published]``. Topics go
+  general → specific so SUB prefix filters work: ``task.<type>`` for task events (``task.`` gets
+  them all), ``scheduler.<type>`` for scheduler-wide ones (paused, resumed, anything without a
+  task id). With ``XPUB_VERBOSE`` every subscription frame reaches the actor, repeated ones too;
+  a subscription to ``welcome.<token>`` is answered with ``event.welcome`` (``Welcome(seq)``, seq
+  of the last event published) on that topic, which tells the subscriber it is live
+  (``bus.subscribe``).
+* the control ROUTER every actor has (ping, stats, stop), bound by the runtime.
+
+Back-pressure: ``SNDHWM = queue_limit`` per subscriber. A subscriber that stops reading never
+blocks the publisher: past its queue the XPUB drops that subscriber's events (it sees a gap in
+``seq``) while the others keep receiving. libzmq drops silently, so ``dropped`` counts only the
+sends that fail outright (``zmq.Again``).
+
+Timers: none; the Prometheus endpoint (``metrics_port``) is served by its own HTTP thread from a
+private registry and shut down in ``on_stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import zmq
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from bus.clock import Clock, SystemClock, now_ms
+from bus.kinds_run import Event, PublishedEvent, Welcome
+from bus.protocol import Message, encode
+from bus.runtime import Actor, ActorLoop
+from bus.server import Inbox
+
+log = logging.getLogger("taskmill.events")
+
+TASK_EVENTS = frozenset(
+    {"dispatched", "completed", "failed", "preempted", "cancelled", "progress", "waiting"}
+)
+SCHEDULER_EVENTS = frozenset({"paused", "resumed"})
+WELCOME_PREFIX = b"welcome."
+_SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+
+MAX_LABEL_VALUES = 200
+"""Distinct values one label (event type, task type) may take; later ones are counted as other."""
+
+
+def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
+    """The topic of an event: ``task.<type>`` or ``scheduler.<type>``.
+
+    Known task types are task events; paused and resumed are scheduler-wide; an unknown type is
+    a task event when it names a task.
+    """
+    if event_type in TASK_EVENTS or (
+        event_type not in SCHEDULER_EVENTS and data.get("task_id") is not None
+    ):
+        family = b"task."
+    else:
+        family = b"scheduler."
+    return family + event_type.encode("utf-8")
+
+
+class LabelCap:
+    """Keeps a label bounded: the first ``limit`` distinct values pass, the rest become other."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: object) -> str:
+        text = value if isinstance(value, str) else str(value)
+        if text in self._seen:
+            return text
+        if len(self._seen) >= self.limit:
+            return "other"
+        self._seen.add(text)
+        return text
+
+
+class EventMetrics:
+    """The publisher's Prometheus series, on a registry of their own (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter("taskmill_events", "Events published, by type.", ["type"], registry=r)
+        self.completed = Counter(
+            "taskmill_tasks_completed", "Tasks completed, by task type.", ["task_type"], registry=r
+        )
+        self.failed = Counter(
+            "taskmill_tasks_failed", "Task runs failed, by task type.", ["task_type"], registry=r
+        )
+        self.duration = Histogram(
+            "taskmill_task_duration_seconds",
+            "Run time of finished tasks whose event carries duration_ms.",
+            ["task_type"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+        )
+        self.dropped = Counter(
+            "taskmill_events_dropped", "Event sends the XPUB refused.", registry=r
+        )
+        self.subscriptions = Counter(
+            "taskmill_subscriptions",
+            "Subscription frames seen (welcome topics included).",
+            registry=r,
+        )
+
+    def observe(self, event_type: str, task_type: str, data: Mapping[str, Any]) -> None:
+        self.events.labels(type=event_type).inc()
+        if event_type == "completed":
+            self.completed.labels(task_type=task_type).inc()
+        elif event_type == "failed":
+            self.failed.labels(task_type=task_type).inc()
+        duration_ms = data.get("duration_ms")
+        if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
+            self.duration.labels(task_type=task_type).observe(max(0.0, duration_ms / 1000))
+
+
+class EventPublisher(Actor):
+    """Republishes pushed ``Event`` messages on an XPUB, numbered, and welcomes subscribers."""
+
+    name = "events"
+
+    def __init__(
+        self,
+        in_endpoint: str,
+        pub_endpoint: str,
+        *,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        queue_limit: int = 10_000,
+    ) -> None:
+        if queue_limit < 1:
+            raise ValueError("queue_limit must be at least 1")
+        self.in_endpoint = in_endpoint
+        self.pub_endpoint = pub_endpoint
+        self.metrics_host = metrics_host
+        self.metrics_port = metrics_port
+        """The port asked for; after ``setup``, the port bound (0 picks a free one)."""
+        self.queue_limit = queue_limit
+        self.clock: Clock = SystemClock()
+        self.metrics = EventMetrics()
+        self.seq = 0
+        self.published = 0
+        self.by_type: dict[str, int] = {}
+        self.dropped = 0
+        self.unexpected = 0
+        self.subscriptions = 0
+        self.unsubscriptions = 0
+        self.welcomes = 0
+        self._type_label = LabelCap()
+        self._task_type_label = LabelCap()
+        self._inbox: Inbox | None = None
+        self._xpub: zmq.Socket[Any] | None = None
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    # -- handlers (no sockets: they return the frames to send) ---------------------------------
+
+    def on_events(self, messages: Sequence[Message]) -> list[list[bytes]]:
+        """Number each ``Event`` and return its frames; other kinds are counted and dropped."""
+        out: list[list[bytes]] = []
+        for message in messages:
+            if not isinstance(message, Event):
+                self.unexpected += 1
+                log.debug("events: dropped a %s pushed to the event inbox", message.KIND)
+                continue
+            self.seq += 1
+            published = PublishedEvent(
+                self.seq, message.type, message.data, message.at_ms or now_ms(self.clock)
+            )
+            out.append([topic_for(message.type, message.data), *encode(published)])
+            self._count(message)
+        return out
+
+    def _count(self, event: Event) -> None:
+        self.published += 1
+        type_label = self._type_label(event.type)
+        self.by_type[type_label] = self.by_type.get(type_label, 0) + 1
+        task_type = self._task_type_label(event.data.get("task_type", "unknown"))
+        self.metrics.observe(type_label, task_type, event.data)
+
+    def on_subscription(self, frame: bytes) -> list[bytes] | None:
+        """Account for one XPUB frame; the welcome to send when it subscribes to ``welcome.*``."""
+        if not frame:
+            return None
+        if frame[0] == _UNSUBSCRIBE:
+            self.unsubscriptions += 1
+            return None
+        if frame[0] != _SUBSCRIBE:
+            return None  # not a subscription (XPUB passes user messages through): ignore
+        self.subscriptions += 1
+        self.metrics.subscriptions.inc()
+        topic = bytes(frame[1:])
+        if not topic.startswith(WELCOME_PREFIX) or topic == WELCOME_PREFIX:
+            return None
+        self.welcomes += 1
+        return [topic, *encode(Welcome(self.seq))]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "published": self.published,
+            "by_type": dict(self.by_type),
+            "dropped": self.dropped,
+            "malformed": (self._inbox.dropped if self._inbox else 0) + self.unexpected,
+            "subscriptions": self.subscriptions,
+            "unsubscriptions": self.unsubscriptions,
+            "welcomes": self.welcomes,
+            "queue_limit": self.queue_limit,
+            "metrics_port": self.metrics_port if self._http else None,
+        }
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def setup(self, loop: ActorLoop) -> None:
+        self.clock = loop.clock
+        xpub = loop.socket(zmq.XPUB, hwm=self.queue_limit)
+        # queue_limit bounds what waits for each subscriber; subscriptions coming in are not
+        # events and must not be lost to it.
+        xpub.setsockopt(zmq.RCVHWM, 100_000)
+        xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        xpub.bind(self.pub_endpoint)
+        self._xpub = xpub
+        loop.add_reader(xpub, self._on_xpub)
+        pull = loop.socket(zmq.PULL)
+        pull.bind(self.in_endpoint)
+        self._inbox = Inbox(loop, pull, self._on_inbox)
+        # Last: a failure above leaves no HTTP thread behind (on_stop is not called then).
+        if self.metrics_port is not None:
+            server, thread = start_http_server(
+                self.metrics_port, self.metrics_host, registry=self.metrics.registry
+            )
+            self._http = (server, thread)
+            self.metrics_port = int(server.server_port)
+
+    def _on_inbox(self, messages: list[Message]) -> None:
+        for frames in self.on_events(messages):
+            self._send(frames)
+
+    def _on_xpub(self, batch: list[list[bytes]]) -> None:
+        for frames in batch:
+            welcome = self.on_subscription(frames[0]) if frames else None
+            if welcome is not None:
+                self._send(welcome)
+
+    def _send(self, frames: list[bytes]) -> None:
+        assert self._xpub is not None
+        try:
+            self._xpub.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            self.metrics.dropped.inc()
+
+    def on_stop(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            self._http = None
+            server.shutdown()
+            server.server_close()
+            thread.join(5.0)

@@ -1,0 +1,110 @@
+"""The Dispatcher's decisions without sockets: admission, placement, preemption victims, events."""
+
+from __future__ import annotations
+
+from actors.dispatcher_state import DispatcherCore, Settings
+from bus.clock import FakeClock
+from bus.kinds import TaskResult, TaskRow, Transition
+
+
+def settings(**kw: object) -> Settings:
+    return Settings("c", "h", "s", "n", "e", **kw)  # type: ignore[arg-type]
+
+
+def row(task_id: int, priority: int = 128, task_type: str = "t", **kw: object) -> TaskRow:
+    return TaskRow(task_id, task_type, f"{task_id:064x}", f"task {task_id}", priority, "pending",
+                   **kw)  # type: ignore[arg-type]
+
+
+def core(**kw: object) -> DispatcherCore:
+    c = DispatcherCore(settings(**kw), FakeClock())
+    c.hosts.hello(b"h1", "h1", ["t", "u"], 8, 0.0)
+    return c
+
+
+def test_admits_in_queue_order_up_to_free_slots() -> None:
+    c = core(max_concurrency=2)
+    assert c.admit([row(1), row(2), row(3)]) == [1, 2]
+
+
+def test_group_saturation_skips_to_the_next_candidate() -> None:
+    c = core(max_concurrency=4, group_concurrency=(("g", 1),))
+    ids = c.admit([row(1, group_key="g"), row(2, group_key="g"), row(3), row(4, group_key="g")])
+    assert ids == [1, 3]
+
+
+def test_throttle_hold_ends_admission() -> None:
+    c = core(max_concurrency=4)
+    c.readings.pressure = 0.6
+    assert c.admit([row(1, priority=128), row(2, priority=192), row(3, priority=128)]) == [1]
+
+
+def test_a_type_no_host_serves_is_claimed_to_fail_with_the_stated_message() -> None:
+    c = core()
+    assert c.admit([row(1, task_type="nope")]) == [1]
+    runs, unserved, events = c.claimed([row(1, task_type="nope")])
+    assert runs == {} and events == []
+    assert unserved[0].error == "no executor registered for type 'nope'"
+    assert unserved[0].outcome == "error" and not unserved[0].retryable
+
+
+def test_without_any_host_nothing_is_admitted() -> None:
+    c = DispatcherCore(settings(), FakeClock())
+    assert c.admit([row(1)]) == []
+
+
+def test_claimed_tasks_are_placed_on_hosts_and_announced() -> None:
+    c = core()
+    c.admit([row(1), row(2)])
+    runs, unserved, events = c.claimed([row(1), row(2)])
+    assert [r.id for r in runs[b"h1"]] == [1, 2]
+    assert [e.type for e in events] == ["dispatched", "dispatched"]
+    assert events[0].data["task_id"] == 1 and events[0].data["label"] == "task 1"
+    assert c.free_slots() == 2
+
+
+def test_victims_are_running_tasks_strictly_less_urgent_than_the_submission() -> None:
+    c = core(preempt_priority=0)
+    c.admit([row(1, priority=0), row(2, priority=64), row(3, priority=255)])
+    c.claimed([row(1, priority=0), row(2, priority=64), row(3, priority=255)])
+    assert sorted(c.victims_for(0)) == [2, 3]
+    assert c.victims_for(1) == []  # above the threshold: no preemption at all
+
+
+def test_finished_results_free_slots_and_group_counts() -> None:
+    c = core(max_concurrency=2, group_concurrency=(("g", 1),))
+    c.admit([row(1, group_key="g")])
+    c.claimed([row(1, group_key="g")])
+    assert c.saturated_groups() == {"g"}
+    c.finished([TaskResult(1, "ok")])
+    assert c.saturated_groups() == set() and c.free_slots() == 2
+
+
+def test_transitions_become_the_events_of_semantics() -> None:
+    c = core()
+    trs = [
+        Transition(1, "completed", "t", "k", "l"),
+        Transition(2, "retry", "t", "k", "l", error="boom"),
+        Transition(3, "failed", "t", "k", "l", error="bad"),
+        Transition(4, "waiting", "t", "k", "l", children_count=3),
+        Transition(5, "cancelled", "t", "k", "l"),
+        Transition(6, "ignored"),
+        Transition(7, "requeued", "t", "k", "l"),
+    ]
+    _, events = c.transitions(trs)
+    assert [(e.type, e.data["task_id"]) for e in events] == [
+        ("completed", 1), ("failed", 2), ("failed", 3), ("waiting", 4), ("cancelled", 5),
+        ("completed", 7),
+    ]
+    assert events[1].data["will_retry"] is True and events[1].data["error"] == "boom"
+    assert events[2].data["will_retry"] is False
+    assert events[3].data["children_count"] == 3
+
+
+def test_a_running_task_cancelled_by_the_store_is_cancelled_on_its_host() -> None:
+    c = core()
+    c.admit([row(1)])
+    c.claimed([row(1)])
+    cancels, _ = c.transitions([Transition(1, "cancelled", "t", "k", "l", was_running=True)])
+    assert cancels == {b"h1": [1]}
+    assert c.free_slots() == 4
