@@ -1,0 +1,219 @@
+"""Scheduler events: one frozen dataclass per event type, and their wire conversion.
+
+On the bus an event is ``bus.kinds_run.Event(type, data, at_ms)`` (``PublishedEvent`` adds the
+publisher's ``seq``): ``type`` is the event's ``.type`` string and ``data`` its fields.
+``event_to_wire`` and ``event_from_wire`` convert both ways. An event type this version does not
+know decodes to ``UnknownEvent`` rather than raising, so an older subscriber keeps working when a
+newer scheduler adds event types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from bus.kinds_run import Event, PublishedEvent
+from taskmill.records import datetime_to_ms, ms_to_datetime
+
+__all__ = [
+    "Cancelled",
+    "Completed",
+    "Dispatched",
+    "Failed",
+    "Paused",
+    "Preempted",
+    "Progress",
+    "Resumed",
+    "SchedulerEvent",
+    "TaskEvent",
+    "UnknownEvent",
+    "Waiting",
+    "event_from_message",
+    "event_from_wire",
+    "event_to_wire",
+]
+
+# Metadata every event carries: not part of the event's data, and not compared (two deliveries
+# of the same event are equal).
+_META = ("seq", "at")
+
+
+@dataclass(frozen=True)
+class SchedulerEvent:
+    """Base of every scheduler event.
+
+    ``seq`` is the publisher's sequence number (0 before publication) and ``at`` the UTC time
+    the event happened (None when unknown); both are keyword-only and ignored by ``==``.
+    """
+
+    TYPE: ClassVar[str] = ""
+
+    seq: int = field(default=0, kw_only=True, compare=False)
+    at: datetime | None = field(default=None, kw_only=True, compare=False)
+
+    @property
+    def type(self) -> str:
+        """The event type: ``"dispatched"``, ``"completed"``, ``"failed"``, ..."""
+        return self.TYPE
+
+    def data(self) -> dict[str, Any]:
+        """The event's own fields (no ``seq``/``at``), as sent on the wire."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _META
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type", "seq", "at" (ISO 8601 or None), **data}``: JSON-serialisable."""
+        return {
+            "type": self.type,
+            "seq": self.seq,
+            "at": None if self.at is None else self.at.isoformat(),
+            **self.data(),
+        }
+
+
+@dataclass(frozen=True)
+class TaskEvent(SchedulerEvent):
+    """An event about one task: carries its ``task_id``, ``task_type``, ``key`` and ``label``."""
+
+    task_id: int
+    task_type: str
+    key: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Dispatched(TaskEvent):
+    """The task was sent to an executor (again, for a parent's ``finalize``)."""
+
+    TYPE: ClassVar[str] = "dispatched"
+
+
+@dataclass(frozen=True)
+class Completed(TaskEvent):
+    """The task completed."""
+
+    TYPE: ClassVar[str] = "completed"
+
+
+@dataclass(frozen=True)
+class Failed(TaskEvent):
+    """The task failed with ``error``; ``will_retry`` when it goes back to pending."""
+
+    TYPE: ClassVar[str] = "failed"
+
+    error: str
+    will_retry: bool = False
+
+
+@dataclass(frozen=True)
+class Preempted(TaskEvent):
+    """The running task was paused for more urgent work (or by ``pause_all``)."""
+
+    TYPE: ClassVar[str] = "preempted"
+
+
+@dataclass(frozen=True)
+class Cancelled(TaskEvent):
+    """The task was cancelled."""
+
+    TYPE: ClassVar[str] = "cancelled"
+
+
+@dataclass(frozen=True)
+class Progress(TaskEvent):
+    """The task reported progress: ``percent`` in 0..1 and an optional ``message``."""
+
+    TYPE: ClassVar[str] = "progress"
+
+    percent: float
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Waiting(TaskEvent):
+    """The task's executor returned with ``children_count`` unfinished children."""
+
+    TYPE: ClassVar[str] = "waiting"
+
+    children_count: int
+
+
+@dataclass(frozen=True)
+class Paused(SchedulerEvent):
+    """``pause_all()``: dispatching stopped."""
+
+    TYPE: ClassVar[str] = "paused"
+
+
+@dataclass(frozen=True)
+class Resumed(SchedulerEvent):
+    """``resume_all()``: dispatching restarted."""
+
+    TYPE: ClassVar[str] = "resumed"
+
+
+@dataclass(frozen=True)
+class UnknownEvent(SchedulerEvent):
+    """An event of a type this version does not know, kept as its type string and raw data."""
+
+    event_type: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def type(self) -> str:
+        """The event type as received."""
+        return self.event_type
+
+    def data(self) -> dict[str, Any]:
+        """The raw data as received."""
+        return dict(self.raw)
+
+
+EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
+    cls.TYPE: cls
+    for cls in (
+        Dispatched, Completed, Failed, Preempted, Cancelled, Progress, Waiting, Paused, Resumed,
+    )
+}  # fmt: skip
+"""Every known event class by its ``type`` string."""
+
+
+def event_to_wire(event: SchedulerEvent) -> Event:
+    """The wire ``Event`` of ``event`` (``at`` as epoch ms, 0 when unknown; ``seq`` dropped)."""
+    at_ms = 0 if event.at is None else datetime_to_ms(event.at)
+    return Event(type=event.type, data=event.data(), at_ms=at_ms)
+
+
+def event_from_wire(
+    type: str,  # the wire field name
+    data: dict[str, Any],
+    seq: int = 0,
+    at_ms: int = 0,
+) -> SchedulerEvent:
+    """The event of a wire ``(type, data)``; ``at_ms`` 0 means "time unknown".
+
+    Unknown keys in ``data`` are ignored and missing optional fields take their defaults; a
+    missing required field raises ``ValueError``. An unknown ``type`` gives ``UnknownEvent``.
+    """
+    at = ms_to_datetime(at_ms) if at_ms else None
+    cls = EVENT_TYPES.get(type)
+    if cls is None:
+        return UnknownEvent(event_type=type, raw=dict(data), seq=seq, at=at)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in _META:
+            continue
+        if f.name in data:
+            kwargs[f.name] = data[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{type!r} event without its {f.name!r} field")
+    return cls(**kwargs, seq=seq, at=at)
+
+
+def event_from_message(message: Event | PublishedEvent) -> SchedulerEvent:
+    """The event carried by a bus ``Event`` or ``PublishedEvent`` (keeping the latter's seq)."""
+    seq = message.seq if isinstance(message, PublishedEvent) else 0
+    return event_from_wire(message.type, message.data, seq=seq, at_ms=message.at_ms)

@@ -1,0 +1,384 @@
+"""Public records and results: task rows, history rows, statistics, lookups, outcomes, snapshots.
+
+Records are frozen dataclasses built from the wire structs of ``bus.kinds`` (``from_row`` /
+``from_reply`` / ``from_wire``). Times travel as epoch milliseconds and are turned into
+timezone-aware UTC ``datetime`` here; statuses are ``str`` enums that compare equal to their value.
+``to_dict`` gives JSON-serialisable dicts: datetimes as ISO 8601 strings, payloads as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from taskmill.priority import Priority
+
+__all__ = [
+    "EPOCH",
+    "EstimatedProgress",
+    "HistoryStatus",
+    "OutcomeKind",
+    "ParentResolution",
+    "SchedulerSnapshot",
+    "SubmitOutcome",
+    "TaskHistoryRecord",
+    "TaskLookup",
+    "TaskMetrics",
+    "TaskRecord",
+    "TaskStatus",
+    "TypeStats",
+    "datetime_to_ms",
+    "ms_to_datetime",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch as an aware UTC datetime."""
+
+_MS = timedelta(milliseconds=1)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Epoch milliseconds (wire and database form) as an aware UTC datetime, exactly."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(when: datetime) -> int:
+    """An aware datetime as epoch milliseconds; ``ValueError`` for a naive datetime."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"naive datetime {when!r}: give a timezone-aware datetime")
+    return (when - EPOCH) // _MS
+
+
+def _opt_dt(ms: int | None) -> datetime | None:
+    return None if ms is None else ms_to_datetime(ms)
+
+
+def _jsonable(value: Any) -> Any:
+    """A field value as JSON-able data (datetimes ISO 8601, bytes base64, enums by value)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Priority):
+        return int(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class _ToDict:
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-serialisable dict (ISO 8601 times, base64 payload)."""
+        result: dict[str, Any] = _jsonable(self)
+        return result
+
+
+class TaskStatus(StrEnum):
+    """Status of an active task."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING = "waiting"
+
+
+class HistoryStatus(StrEnum):
+    """Status of a finished task in history."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TaskRecord(_ToDict):
+    """An active task (pending, running, paused or waiting)."""
+
+    id: int
+    task_type: str
+    key: str
+    """The 64-hex dedup hash."""
+    label: str
+    priority: Priority
+    status: TaskStatus
+    payload: bytes | None = None
+    expected_read_bytes: int = 0
+    expected_write_bytes: int = 0
+    expected_net_rx_bytes: int = 0
+    expected_net_tx_bytes: int = 0
+    retry_count: int = 0
+    last_error: str | None = None
+    created_at: datetime = EPOCH
+    started_at: datetime | None = None
+    requeue: bool = False
+    """Set when a submission arrived while the task ran: it runs again after completing."""
+    requeue_priority: Priority | None = None
+    parent_id: int | None = None
+    fail_fast: bool = True
+    group_key: str | None = None
+
+    @classmethod
+    def from_row(cls, row: TaskRow) -> TaskRecord:
+        """The record of a wire ``TaskRow``."""
+        return cls(
+            id=row.id,
+            task_type=row.task_type,
+            key=row.key,
+            label=row.label,
+            priority=Priority(row.priority),
+            status=TaskStatus(row.status),
+            payload=row.payload,
+            expected_read_bytes=row.expected_read_bytes,
+            expected_write_bytes=row.expected_write_bytes,
+            expected_net_rx_bytes=row.expected_net_rx_bytes,
+            expected_net_tx_bytes=row.expected_net_tx_bytes,
+            retry_count=row.retry_count,
+            last_error=row.last_error,
+            created_at=ms_to_datetime(row.created_at_ms),
+            started_at=_opt_dt(row.started_at_ms),
+            requeue=row.requeue,
+            requeue_priority=(
+                None if row.requeue_priority is None else Priority(row.requeue_priority)
+            ),
+            parent_id=row.parent_id,
+            fail_fast=row.fail_fast,
+            group_key=row.group_key,
+        )
+
+
+@dataclass(frozen=True)
+class TaskHistoryRecord(_ToDict):
+    """A finished run: its own ``id``, the ``task_id`` it came from, and the task's fields.
+
+    ``requeue`` and ``requeue_priority`` are always False / None here; they exist so a history
+    record has every ``TaskRecord`` field.
+    """
+
+    id: int
+    task_id: int
+    task_type: str
+    key: str
+    label: str
+    priority: Priority
+    status: HistoryStatus
+    payload: bytes | None = None
+    expected_read_bytes: int = 0
+    expected_write_bytes: int = 0
+    expected_net_rx_bytes: int = 0
+    expected_net_tx_bytes: int = 0
+    retry_count: int = 0
+    last_error: str | None = None
+    created_at: datetime = EPOCH
+    started_at: datetime | None = None
+    requeue: bool = False
+    requeue_priority: Priority | None = None
+    parent_id: int | None = None
+    fail_fast: bool = True
+    group_key: str | None = None
+    actual_read_bytes: int = 0
+    actual_write_bytes: int = 0
+    actual_net_rx_bytes: int = 0
+    actual_net_tx_bytes: int = 0
+    completed_at: datetime = EPOCH
+    duration_ms: int | None = None
+
+    @classmethod
+    def from_row(cls, row: HistoryRow) -> TaskHistoryRecord:
+        """The record of a wire ``HistoryRow``."""
+        return cls(
+            id=row.id,
+            task_id=row.task_id,
+            task_type=row.task_type,
+            key=row.key,
+            label=row.label,
+            priority=Priority(row.priority),
+            status=HistoryStatus(row.status),
+            payload=row.payload,
+            expected_read_bytes=row.expected_read_bytes,
+            expected_write_bytes=row.expected_write_bytes,
+            expected_net_rx_bytes=row.expected_net_rx_bytes,
+            expected_net_tx_bytes=row.expected_net_tx_bytes,
+            retry_count=row.retry_count,
+            last_error=row.last_error,
+            created_at=ms_to_datetime(row.created_at_ms),
+            started_at=_opt_dt(row.started_at_ms),
+            parent_id=row.parent_id,
+            fail_fast=row.fail_fast,
+            group_key=row.group_key,
+            actual_read_bytes=row.actual_read_bytes,
+            actual_write_bytes=row.actual_write_bytes,
+            actual_net_rx_bytes=row.actual_net_rx_bytes,
+            actual_net_tx_bytes=row.actual_net_tx_bytes,
+            completed_at=ms_to_datetime(row.completed_at_ms),
+            duration_ms=row.duration_ms,
+        )
+
+    @property
+    def metrics(self) -> TaskMetrics:
+        """The actual IO bytes the executor recorded."""
+        return TaskMetrics(
+            self.actual_read_bytes,
+            self.actual_write_bytes,
+            self.actual_net_rx_bytes,
+            self.actual_net_tx_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class TaskMetrics(_ToDict):
+    """IO bytes an executor reported (``TaskContext.record_*_bytes``)."""
+
+    read_bytes: int = 0
+    write_bytes: int = 0
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class TypeStats(_ToDict):
+    """History statistics of one task type.
+
+    ``count`` = completed + failed runs; the averages are over completed runs;
+    ``failure_rate`` = failed / max(count, 1).
+    """
+
+    count: int = 0
+    avg_duration_ms: float = 0.0
+    avg_read_bytes: float = 0.0
+    avg_write_bytes: float = 0.0
+    failure_rate: float = 0.0
+
+    @classmethod
+    def from_reply(cls, reply: TypeStatsReply) -> TypeStats:
+        """The statistics of a Store ``TypeStatsReply``."""
+        return cls(
+            count=reply.count,
+            avg_duration_ms=float(reply.avg_duration_ms),
+            avg_read_bytes=float(reply.avg_read_bytes),
+            avg_write_bytes=float(reply.avg_write_bytes),
+            failure_rate=float(reply.failure_rate),
+        )
+
+
+@dataclass(frozen=True)
+class TaskLookup(_ToDict):
+    """Where a dedup key was found: ``"active"`` (a ``TaskRecord``), ``"history"`` (the newest
+    ``TaskHistoryRecord``) or ``"not_found"`` (``record`` None)."""
+
+    location: Literal["active", "history", "not_found"]
+    record: TaskRecord | TaskHistoryRecord | None = None
+
+    @property
+    def found(self) -> bool:
+        """True unless the location is ``"not_found"``."""
+        return self.location != "not_found"
+
+    @classmethod
+    def from_reply(cls, reply: LookupReply) -> TaskLookup:
+        """The lookup result of a Store ``LookupReply``."""
+        if reply.location == "active" and reply.task is not None:
+            return cls("active", TaskRecord.from_row(reply.task))
+        if reply.location == "history" and reply.history is not None:
+            return cls("history", TaskHistoryRecord.from_row(reply.history))
+        if reply.location == "not_found":
+            return cls("not_found", None)
+        raise ValueError(f"inconsistent lookup reply: location {reply.location!r}")
+
+
+@dataclass(frozen=True)
+class EstimatedProgress(_ToDict):
+    """Progress of a running task: what it reported, what is extrapolated, and the best value.
+
+    See ``taskmill.progress.estimate_progress`` for how ``percent`` is chosen (0..1).
+    """
+
+    task_id: int
+    task_type: str
+    key: str
+    label: str
+    reported_percent: float | None
+    extrapolated_percent: float | None
+    percent: float
+
+
+class OutcomeKind(StrEnum):
+    """What a submission did: inserted a task, upgraded or requeued one, or nothing."""
+
+    INSERTED = "inserted"
+    UPGRADED = "upgraded"
+    REQUEUED = "requeued"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class SubmitOutcome(_ToDict):
+    """The result of one submission: ``kind`` and the task ``id`` (None for a duplicate)."""
+
+    kind: OutcomeKind
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", OutcomeKind(self.kind))
+        if (self.id is None) != (self.kind is OutcomeKind.DUPLICATE):
+            raise ValueError(f"a {self.kind.value} outcome needs id None iff duplicate: {self.id}")
+
+    def is_inserted(self) -> bool:
+        """A new task was inserted."""
+        return self.kind is OutcomeKind.INSERTED
+
+    def is_upgraded(self) -> bool:
+        """An existing pending or paused task's priority was raised."""
+        return self.kind is OutcomeKind.UPGRADED
+
+    def is_requeued(self) -> bool:
+        """A running or paused task was marked to run again after it completes."""
+        return self.kind is OutcomeKind.REQUEUED
+
+    def is_duplicate(self) -> bool:
+        """Nothing changed: an active task already had the key."""
+        return self.kind is OutcomeKind.DUPLICATE
+
+    @classmethod
+    def from_wire(cls, outcome: Outcome) -> SubmitOutcome:
+        """The outcome of a wire ``Outcome``."""
+        kind = OutcomeKind(outcome.kind)
+        return cls(kind, None if kind is OutcomeKind.DUPLICATE else outcome.id)
+
+
+class ParentResolution(StrEnum):
+    """What becomes of a ``waiting`` parent once its children are checked.
+
+    ``WAITING``: children are still unfinished. ``FINALIZE``: all finished and none failed, so
+    its ``finalize`` runs. ``FAILED``: a child failed, so the parent fails (``finalize`` is not
+    called).
+    """
+
+    WAITING = "waiting"
+    FINALIZE = "finalize"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SchedulerSnapshot(_ToDict):
+    """A point-in-time view of the scheduler for dashboards; ``to_dict()`` is JSON-able."""
+
+    running: list[TaskRecord] = field(default_factory=list)
+    pending_count: int = 0
+    paused_count: int = 0
+    waiting_count: int = 0
+    progress: list[EstimatedProgress] = field(default_factory=list)
+    pressure: float = 0.0
+    pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
+    max_concurrency: int = 0
+    is_paused: bool = False

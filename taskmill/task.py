@@ -1,0 +1,373 @@
+"""Submissions: the dedup key, canonical JSON payloads, ``TaskSubmission`` and ``TypedTask``.
+
+Everything here is pure (no bus, no I/O): a submission is turned into the wire struct
+``bus.kinds.Submission`` by ``TaskSubmission.to_wire`` at submit time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, ClassVar, TypeVar
+
+from bus.errors import PayloadTooLarge, SerializationError
+from bus.kinds import Submission
+from taskmill.payload import decode_payload
+from taskmill.priority import Priority
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "TaskSubmission",
+    "TypedTask",
+    "canonical_json",
+    "decode_payload",
+    "generate_dedup_key",
+]
+
+MAX_PAYLOAD_BYTES = 1_048_576
+"""The largest payload accepted (1 MiB); exactly this many bytes is still accepted."""
+
+T = TypeVar("T")
+
+
+def generate_dedup_key(task_type: str, data: bytes | None) -> str:
+    """The 64-hex dedup key: SHA-256 of ``task_type`` (UTF-8), ``b":"`` and ``data``.
+
+    Nothing follows the colon when ``data`` is None, so every key-less, payload-less submission
+    of one type has the same key.
+    """
+    digest = hashlib.sha256(task_type.encode("utf-8") + b":")
+    if data is not None:
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _json_default(obj: object) -> Any:
+    # Called by json for values it cannot encode natively. A dataclass instance becomes its
+    # field dict (shallow: nested dataclasses come back here in turn); anything else is refused.
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def canonical_json(obj: object) -> bytes:
+    """Encode ``obj`` as canonical JSON bytes: sorted keys, no spaces, UTF-8, no NaN.
+
+    Dataclass instances (nested ones too) are encoded as the dict of their fields, so equal
+    content always gives equal bytes and therefore the same dedup key. Raises
+    ``SerializationError`` for anything JSON cannot encode: sets, bytes, arbitrary objects,
+    NaN and infinities, non-str keys that cannot be sorted, circular references.
+    """
+    try:
+        text = json.dumps(
+            obj,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=_json_default,
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"cannot encode payload as JSON: {exc}") from exc
+    return text.encode("utf-8")
+
+
+def _non_negative(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+_UNSET: Any = object()
+
+
+class TaskSubmission:
+    """A task to submit, built fluently or with keyword arguments.
+
+    ``TaskSubmission("upload-part").key("etag").priority(Priority.HIGH)`` and
+    ``TaskSubmission("upload-part", key="etag", priority=Priority.HIGH)`` are equal. Every
+    builder method returns the submission itself. Because the builder methods own the short
+    names, the values are read back through ``explicit_key``, ``display_label``,
+    ``priority_level``, ``payload_bytes``, ``group_key``, ``is_fail_fast``, the four
+    ``expected_*_bytes`` attributes and ``dedup_key``.
+
+    Validation happens as values are set (``ValueError`` for a priority outside 0..=255 or a
+    negative byte count, ``SerializationError`` from ``payload_json``); the 1 MiB payload cap
+    is checked by ``to_wire`` at submit time (``PayloadTooLarge``).
+    """
+
+    def __init__(
+        self,
+        task_type: str,
+        *,
+        key: str | None = None,
+        label: str | None = None,
+        priority: int = Priority.NORMAL,
+        payload: bytes | None = None,
+        payload_json: Any = _UNSET,
+        expected_read_bytes: int = 0,
+        expected_write_bytes: int = 0,
+        expected_net_rx_bytes: int = 0,
+        expected_net_tx_bytes: int = 0,
+        group: str | None = None,
+        fail_fast: bool = True,
+        parent_id: int | None = None,
+    ) -> None:
+        if not isinstance(task_type, str) or not task_type:
+            raise ValueError(f"task_type must be a non-empty str, got {task_type!r}")
+        if payload is not None and payload_json is not _UNSET:
+            raise ValueError("give either payload or payload_json, not both")
+        self.task_type: str = task_type
+        """The task type: selects the executor and prefixes the dedup key."""
+        self._key: str | None = None
+        self._label: str | None = None
+        self._priority: Priority = Priority.NORMAL
+        self._payload: bytes | None = None
+        self._group: str | None = None
+        self._fail_fast = True
+        self.expected_read_bytes = 0
+        """Disk bytes this task expects to read (used by the IO budget)."""
+        self.expected_write_bytes = 0
+        """Disk bytes this task expects to write."""
+        self.expected_net_rx_bytes = 0
+        """Network bytes this task expects to receive."""
+        self.expected_net_tx_bytes = 0
+        """Network bytes this task expects to send."""
+        self.parent_id: int | None = parent_id
+        """The parent task's id; set by ``TaskContext.spawn_child``, not by users."""
+        if key is not None:
+            self.key(key)
+        if label is not None:
+            self.label(label)
+        self.priority(priority)
+        if payload is not None:
+            self.payload(payload)
+        if payload_json is not _UNSET:
+            self.payload_json(payload_json)
+        self.expected_io(expected_read_bytes, expected_write_bytes)
+        self.expected_net_io(expected_net_rx_bytes, expected_net_tx_bytes)
+        self.group(group)
+        self.fail_fast(fail_fast)
+
+    # -- builder -------------------------------------------------------------------------------
+
+    def key(self, key: str) -> TaskSubmission:
+        """Set an explicit dedup key; its UTF-8 bytes are hashed instead of the payload."""
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str, got {key!r}")
+        self._key = key
+        return self
+
+    def label(self, label: str) -> TaskSubmission:
+        """Set the human-readable label (default: the explicit key, else the task type)."""
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str, got {label!r}")
+        self._label = label
+        return self
+
+    def priority(self, priority: int) -> TaskSubmission:
+        """Set the priority (0..=255, lower is more urgent); ``ValueError`` outside the range."""
+        self._priority = Priority(priority)
+        return self
+
+    def payload_json(self, value: Any) -> TaskSubmission:
+        """Set the payload to the canonical JSON encoding of ``value`` (dataclasses included).
+
+        Raises ``SerializationError`` when ``value`` cannot be encoded.
+        """
+        self._payload = canonical_json(value)
+        return self
+
+    def payload(self, data: bytes | bytearray | memoryview | None) -> TaskSubmission:
+        """Set the payload to raw bytes (``None`` removes it)."""
+        if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"payload must be bytes, got {type(data).__name__}")
+        self._payload = None if data is None else bytes(data)
+        return self
+
+    def expected_io(self, read_bytes: int, write_bytes: int) -> TaskSubmission:
+        """Declare the disk bytes this task expects to read and write."""
+        self.expected_read_bytes = _non_negative("expected read bytes", read_bytes)
+        self.expected_write_bytes = _non_negative("expected write bytes", write_bytes)
+        return self
+
+    def expected_net_io(self, rx_bytes: int, tx_bytes: int) -> TaskSubmission:
+        """Declare the network bytes this task expects to receive and send."""
+        self.expected_net_rx_bytes = _non_negative("expected net rx bytes", rx_bytes)
+        self.expected_net_tx_bytes = _non_negative("expected net tx bytes", tx_bytes)
+        return self
+
+    def group(self, group: str | None) -> TaskSubmission:
+        """Put the task in a concurrency group (``None``: no group)."""
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"group must be a str, got {group!r}")
+        self._group = group
+        return self
+
+    def fail_fast(self, fail_fast: bool) -> TaskSubmission:
+        """On a parent: cancel the siblings and fail at once when a child fails (default True)."""
+        self._fail_fast = bool(fail_fast)
+        return self
+
+    # -- reading back --------------------------------------------------------------------------
+
+    @property
+    def explicit_key(self) -> str | None:
+        """The key given with ``.key()``, or None."""
+        return self._key
+
+    @property
+    def display_label(self) -> str:
+        """The effective label: the one set, else the explicit key, else the task type."""
+        if self._label is not None:
+            return self._label
+        return self._key if self._key is not None else self.task_type
+
+    @property
+    def priority_level(self) -> Priority:
+        """The submission's priority."""
+        return self._priority
+
+    @property
+    def payload_bytes(self) -> bytes | None:
+        """The payload bytes, or None."""
+        return self._payload
+
+    @property
+    def group_key(self) -> str | None:
+        """The concurrency group, or None."""
+        return self._group
+
+    @property
+    def is_fail_fast(self) -> bool:
+        """The fail-fast flag (default True)."""
+        return self._fail_fast
+
+    @property
+    def dedup_data(self) -> bytes | None:
+        """What the dedup key hashes: the explicit key's UTF-8 bytes, else the payload."""
+        if self._key is not None:
+            return self._key.encode("utf-8")
+        return self._payload
+
+    @property
+    def dedup_key(self) -> str:
+        """The 64-hex dedup key (``generate_dedup_key(task_type, dedup_data)``)."""
+        return generate_dedup_key(self.task_type, self.dedup_data)
+
+    def copy(self) -> TaskSubmission:
+        """An independent copy (handy to derive several submissions from a template)."""
+        other = TaskSubmission.__new__(TaskSubmission)
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def to_wire(self) -> Submission:
+        """The wire struct the Store receives; ``PayloadTooLarge`` over 1 MiB."""
+        if self._payload is not None and len(self._payload) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"payload of {len(self._payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
+            )
+        return Submission(
+            task_type=self.task_type,
+            key=self.dedup_key,
+            label=self.display_label,
+            priority=int(self._priority),
+            payload=self._payload,
+            expected_read_bytes=self.expected_read_bytes,
+            expected_write_bytes=self.expected_write_bytes,
+            expected_net_rx_bytes=self.expected_net_rx_bytes,
+            expected_net_tx_bytes=self.expected_net_tx_bytes,
+            group_key=self._group,
+            fail_fast=self._fail_fast,
+            parent_id=self.parent_id,
+        )
+
+    def _state(self) -> tuple[object, ...]:
+        return (
+            self.task_type, self._key, self._label, self._priority, self._payload,
+            self.expected_read_bytes, self.expected_write_bytes, self.expected_net_rx_bytes,
+            self.expected_net_tx_bytes, self._group, self._fail_fast, self.parent_id,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskSubmission):
+            return NotImplemented
+        return self._state() == other._state()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable builder
+
+    def __repr__(self) -> str:
+        parts = [repr(self.task_type)]
+        if self._key is not None:
+            parts.append(f"key={self._key!r}")
+        if self._label is not None:
+            parts.append(f"label={self._label!r}")
+        parts.append(f"priority={self._priority!r}")
+        if self._payload is not None:
+            parts.append(f"payload=<{len(self._payload)} bytes>")
+        if self._group is not None:
+            parts.append(f"group={self._group!r}")
+        return f"TaskSubmission({', '.join(parts)})"
+
+
+def _typed_task_type(cls: type[TypedTask]) -> str:
+    # A module function, not a method: a user dataclass may well have a field named task_type.
+    task_type = getattr(cls, "TASK_TYPE", None)
+    if not isinstance(task_type, str) or not task_type:
+        raise TypeError(f"{cls.__name__} must define TASK_TYPE: ClassVar[str]")
+    return task_type
+
+
+class TypedTask:
+    """Base class for typed task payloads, meant for dataclasses.
+
+    Subclasses set ``TASK_TYPE`` and may override the estimate methods. A typed task is
+    submitted with its canonical JSON encoding as payload and no explicit key, so two equal
+    instances are one task (payload dedup). ``ctx.payload(MyTask)`` decodes it back.
+    """
+
+    TASK_TYPE: ClassVar[str]
+    """The task type this class is submitted and executed as."""
+
+    def expected_read_bytes(self) -> int:
+        """Disk bytes the task expects to read (default 0)."""
+        return 0
+
+    def expected_write_bytes(self) -> int:
+        """Disk bytes the task expects to write (default 0)."""
+        return 0
+
+    def expected_net_rx_bytes(self) -> int:
+        """Network bytes the task expects to receive (default 0)."""
+        return 0
+
+    def expected_net_tx_bytes(self) -> int:
+        """Network bytes the task expects to send (default 0)."""
+        return 0
+
+    def priority(self) -> Priority:
+        """The priority it is submitted at by default (``Priority.NORMAL``)."""
+        return Priority.NORMAL
+
+    def group_key(self) -> str | None:
+        """Its concurrency group (default: none)."""
+        return None
+
+    def to_submission(self, priority: int | None = None) -> TaskSubmission:
+        """The submission for this task, at ``priority`` or else at ``self.priority()``."""
+        return (
+            TaskSubmission(_typed_task_type(type(self)))
+            .payload_json(self)
+            .priority(self.priority() if priority is None else priority)
+            .expected_io(self.expected_read_bytes(), self.expected_write_bytes())
+            .expected_net_io(self.expected_net_rx_bytes(), self.expected_net_tx_bytes())
+            .group(self.group_key())
+        )
+
+    @classmethod
+    def decode(cls: type[T], data: bytes | None) -> T:
+        """Decode a payload produced by ``to_submission`` back into this class."""
+        return decode_payload(data, cls)
