@@ -38,6 +38,7 @@ from bus.kinds import (
     Claim,
     Finish,
     FinishReply,
+    Ok,
     Peek,
     Preempt,
     Release,
@@ -60,13 +61,12 @@ from bus.kinds_run import (
     RunProgress,
     RunResults,
     RunTasks,
-    SetMaxConcurrency,
     SetDefaultGroupLimit,
     SetGroupLimit,
+    SetMaxConcurrency,
     Shutdown,
     Start,
 )
-from bus.kinds import Ok
 from bus.protocol import Message, decode, encode
 from bus.runtime import Actor, ActorLoop, Timer
 from bus.server import DEFER, Deferred, Inbox, Request, RequestServer, handle_one
@@ -95,8 +95,16 @@ class Dispatcher(Actor):
         self._drain_timer: Timer | None = None
         self._pending_results: list[TaskResult] = []
         self._finish_in_flight = False
-        self.counters = {"cycles": 0, "dispatched": 0, "results": 0, "events": 0,
-                         "events_dropped": 0, "store_errors": 0, "preempted": 0}
+        self.counters = {
+            "cycles": 0,
+            "dispatched": 0,
+            "results": 0,
+            "events": 0,
+            "events_dropped": 0,
+            "store_errors": 0,
+            "preempted": 0,
+            "stale_results": 0,
+        }
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -171,7 +179,11 @@ class Dispatcher(Actor):
         self._cycle.again = False
         self.counters["cycles"] += 1
         if self.core.maybe_paused:
-            self.store.request(ResumePaused(self.settings.preempt_priority), self._on_resumed)
+            generation = self.core.urgent_generation
+            self.store.request(
+                ResumePaused(self.settings.preempt_priority),
+                lambda reply: self._on_resumed(reply, generation),
+            )
         else:
             self._peek()
 
@@ -184,13 +196,13 @@ class Dispatcher(Actor):
         self.counters["store_errors"] += 1
         log.warning("store %s failed: %s", what, error)
 
-    def _on_resumed(self, reply: Message | TaskmillError) -> None:
+    def _on_resumed(self, reply: Message | TaskmillError, generation: int) -> None:
         if isinstance(reply, TaskmillError):
             self._store_failed("resume", reply)
             self._end_cycle()
             return
         assert isinstance(reply, TasksReply)
-        self.core.resumed(reply.tasks)
+        self.core.resumed(reply.tasks, generation)
         self._peek()
 
     def _peek(self) -> None:
@@ -227,8 +239,8 @@ class Dispatcher(Actor):
             return
         assert isinstance(reply, TasksReply)
         runs, unserved, events = self.core.claimed(reply.tasks)
-        for identity, rows in runs.items():
-            self._send_host(identity, RunTasks(rows))
+        for identity, placed in runs.items():
+            self._send_host(identity, RunTasks([r for r, _ in placed], [i for _, i in placed]))
         self.counters["dispatched"] += sum(len(r) for r in runs.values())
         self._emit(events)
         if unserved:
@@ -302,15 +314,17 @@ class Dispatcher(Actor):
                 self.core.hosts.seen(identity, now)
             elif isinstance(message, RunResults):
                 self.core.hosts.seen(identity, now)
-                results.extend(message.results)
+                results.extend(r for r in message.results if r.id not in self.core.interrupted)
             elif isinstance(message, RunProgress):
                 self._emit(self.core.progress(message.items))
             else:
                 self.core.malformed += 1
         if results:
             self.counters["results"] += len(results)
-            self.core.finished(results)
-            self._finish(results)
+            apply = self.core.finished(results)
+            self.counters["stale_results"] += len(results) - len(apply)
+            if apply:
+                self._finish(apply)
             self.wake()
 
     def _check_hosts(self) -> None:
@@ -440,7 +454,11 @@ class Dispatcher(Actor):
         return DEFER
 
     def _cancel_all(self) -> None:
-        for identity, ids in self.core.detach(list(self.core.running)).items():
+        # Tasks interrupted by shutdown stay `running` in the database and are recovered on the
+        # next start, so whatever their executors report from now on is not applied.
+        interrupted = list(self.core.running)
+        self.core.interrupted.update(interrupted)
+        for identity, ids in self.core.detach(interrupted).items():
             self._send_host(identity, CancelRuns(ids))
         self._check_drained()
 

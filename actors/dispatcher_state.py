@@ -7,6 +7,7 @@ The actor (``actors.dispatcher``) only moves messages in and out.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class Settings:
 class _Running:
     task: TaskRow
     started_at_ms: int
+    run_id: int
     progress: ProgressRow | None = None
 
 
@@ -79,12 +81,16 @@ class DispatcherCore:
         self.started = s.autostart
         self.stopping = False
         self.maybe_paused = True
+        self.urgent_generation = 0
         self.readings = Readings()
         self.breakdown: list[tuple[str, float]] = []
         self.default_group_limit = s.default_group_concurrency
         self.group_limits: dict[str, int] = dict(s.group_concurrency)
         self.group_running: Counter[str] = Counter()
         self._tentative: dict[int, bytes | None] = {}
+        self._run_ids = itertools.count(1)
+        self.interrupted: set[int] = set()
+        """Tasks cancelled by shutdown: their results are not applied (recovered on restart)."""
         self.malformed = 0
 
     # -- basics ------------------------------------------------------------------------------
@@ -161,8 +167,10 @@ class DispatcherCore:
         best: bytes | None = None
         for identity, free in host_free.items():
             host = self.hosts._hosts[identity]
-            if free > 0 and task_type in host.task_types and (
-                best is None or free > host_free[best]
+            if (
+                free > 0
+                and task_type in host.task_types
+                and (best is None or free > host_free[best])
             ):
                 best = identity
         return best
@@ -172,8 +180,8 @@ class DispatcherCore:
 
     def claimed(
         self, rows: list[TaskRow]
-    ) -> tuple[dict[bytes, list[TaskRow]], list[TaskResult], list[Event]]:
-        runs: dict[bytes, list[TaskRow]] = {}
+    ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]:
+        runs: dict[bytes, list[tuple[TaskRow, int]]] = {}
         unserved: list[TaskResult] = []
         events: list[Event] = []
         now = self.now_ms()
@@ -187,10 +195,11 @@ class DispatcherCore:
                 )
                 continue
             self.hosts.assign(host, row.id)
-            self.running[row.id] = _Running(row, row.started_at_ms or now)
+            run_id = next(self._run_ids)
+            self.running[row.id] = _Running(row, row.started_at_ms or now, run_id)
             if row.group_key is not None:
                 self.group_running[row.group_key] += 1
-            runs.setdefault(host.identity, []).append(row)
+            runs.setdefault(host.identity, []).append((row, run_id))
             events.append(Event("dispatched", task_data(row, phase=row.phase), now))
         self._tentative.clear()
         return runs, unserved, events
@@ -199,6 +208,8 @@ class DispatcherCore:
 
     def _drop(self, task_id: int) -> bytes | None:
         entry = self.running.pop(task_id, None)
+        if entry is not None and entry.task.priority <= self.settings.preempt_priority:
+            self.urgent_generation += 1  # paused tasks it held back may resume now
         if entry is not None and entry.task.group_key is not None:
             group = entry.task.group_key
             self.group_running[group] -= 1
@@ -206,9 +217,21 @@ class DispatcherCore:
                 del self.group_running[group]
         return self.hosts.release(task_id)
 
-    def finished(self, results: list[TaskResult]) -> None:
+    def finished(self, results: list[TaskResult]) -> list[TaskResult]:
+        """Free the slots of finished runs; return the results the Store should apply.
+
+        A result of a run that was taken off its host (preempted, cancelled) still goes to the
+        Store, which decides; one of an older run of a task that is running again is stale.
+        """
+        apply: list[TaskResult] = []
         for result in results:
-            self._drop(result.id)
+            entry = self.running.get(result.id)
+            if entry is not None and entry.run_id != result.run_id:
+                continue
+            if entry is not None:
+                self._drop(result.id)
+            apply.append(result)
+        return apply
 
     def detach(self, ids: list[int]) -> dict[bytes, list[int]]:
         """Take tasks off their hosts (preempt, cancel, shutdown): host → ids to cancel."""
@@ -261,16 +284,21 @@ class DispatcherCore:
         now = self.now_ms()
         return [Event("preempted", task_data(r), now) for r in rows]
 
-    def resumed(self, rows: list[TaskRow]) -> None:
+    def resumed(self, rows: list[TaskRow], generation: int) -> None:
+        """The Store resumed ``rows``; ``generation`` is ``urgent_generation`` at the request.
+
+        Paused rows stay paused only while an urgent task runs. If none runs now and none left
+        since the request was sent, every paused row was resumed: stop asking until a preemption.
+        """
         threshold = self.settings.preempt_priority
-        # Paused rows stay paused only while an urgent task runs; with none, all resumed.
-        self.maybe_paused = any(r.task.priority <= threshold for r in self.running.values())
+        urgent = any(r.task.priority <= threshold for r in self.running.values())
+        self.maybe_paused = urgent or generation != self.urgent_generation
 
     def progress(self, items: list[ProgressRow]) -> list[Event]:
         events: list[Event] = []
         for item in items:
             entry = self.running.get(item.task_id)
-            if entry is None:
+            if entry is None or entry.run_id != item.run_id:
                 continue
             entry.progress = item
             data = task_data(entry.task, percent=item.percent, message=item.message)
@@ -295,7 +323,9 @@ class DispatcherCore:
 
     def state(self) -> DispatcherState:
         return DispatcherState(
-            running=[RunningTask(r.task, r.started_at_ms, r.progress) for r in self.running.values()],
+            running=[
+                RunningTask(r.task, r.started_at_ms, r.progress) for r in self.running.values()
+            ],
             max_concurrency=self.max_concurrency,
             is_paused=self.paused,
             pressure=self.readings.pressure,

@@ -66,8 +66,9 @@ class HostSettings:
 class RunHandle:
     """One task's run as the executor sees it; thread-safe where a worker thread may call."""
 
-    def __init__(self, host: ExecutorHost, task: TaskRow) -> None:
+    def __init__(self, host: ExecutorHost, task: TaskRow, run_id: int) -> None:
         self.task = task
+        self.run_id = run_id
         self.token = CancellationToken()
         self.loop = asyncio.get_running_loop()
         self._host = host
@@ -80,9 +81,9 @@ class RunHandle:
 
     def progress(self, percent: float, message: str | None) -> None:
         if threading.get_ident() == self._host.thread_id:
-            self._host.report_progress(self.task.id, percent, message)
+            self._host.report_progress(self, percent, message)
         else:
-            self.loop.call_soon_threadsafe(self._host.report_progress, self.task.id, percent, message)
+            self.loop.call_soon_threadsafe(self._host.report_progress, self, percent, message)
 
     def add_bytes(self, index: int, n: int) -> None:
         with self._lock:
@@ -102,6 +103,13 @@ class RunHandle:
     def state(self, cls: type[T]) -> T | None:
         value = self._host.state.get(cls)
         return value if isinstance(value, cls) else None
+
+
+def _canceller(task: asyncio.Task[None]) -> Callable[[], None]:
+    def cancel() -> None:
+        task.cancel()  # the executor ignored its token for the whole grace period
+
+    return cancel
 
 
 class ExecutorHost(Actor):
@@ -126,6 +134,7 @@ class ExecutorHost(Actor):
         )
         self.thread_id = 0
         self._runs: dict[int, tuple[RunHandle, asyncio.Task[None]]] = {}
+        """Live runs by run id (a task preempted and resumed may briefly have two)."""
         self._results: list[TaskResult] = []
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
@@ -173,7 +182,8 @@ class ExecutorHost(Actor):
             log.warning("dispatcher not reading; %s dropped", message.KIND)
 
     def _heartbeat(self) -> None:
-        self._send(HostHeartbeat(self.settings.host_id, list(self._runs)))
+        running = sorted({handle.task.id for handle, _ in self._runs.values()})
+        self._send(HostHeartbeat(self.settings.host_id, running))
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         for frames in batch:
@@ -184,8 +194,9 @@ class ExecutorHost(Actor):
                 log.debug("malformed message dropped: %s", exc)
                 continue
             if isinstance(message, RunTasks):
-                for task in message.tasks:
-                    self._start(task)
+                run_ids = message.run_ids or [0] * len(message.tasks)
+                for task, run_id in zip(message.tasks, run_ids, strict=False):
+                    self._start(task, run_id)
             elif isinstance(message, CancelRuns):
                 for task_id in message.ids:
                     self._cancel(task_id)
@@ -196,21 +207,19 @@ class ExecutorHost(Actor):
 
     # -- running -----------------------------------------------------------------------------
 
-    def _start(self, task: TaskRow) -> None:
-        if task.id in self._runs:
+    def _start(self, task: TaskRow, run_id: int) -> None:
+        if run_id in self._runs:
             return  # a duplicate delivery: that run is already under way
-        handle = RunHandle(self, task)
+        handle = RunHandle(self, task, run_id)
         runner = asyncio.ensure_future(self._run(handle))
-        self._runs[task.id] = (handle, runner)
+        self._runs[run_id] = (handle, runner)
         self.counters["started"] += 1
 
     def _cancel(self, task_id: int) -> None:
-        entry = self._runs.get(task_id)
-        if entry is None:
-            return
-        handle, runner = entry
-        handle.token.cancel()
-        self.loop.call_later(self.settings.cancel_grace_s, lambda: runner.cancel())
+        for handle, runner in list(self._runs.values()):
+            if handle.task.id == task_id and not handle.token.is_cancelled():
+                handle.token.cancel()
+                self.loop.call_later(self.settings.cancel_grace_s, _canceller(runner))
 
     async def _run(self, handle: RunHandle) -> None:
         task = handle.task
@@ -229,17 +238,30 @@ class ExecutorHost(Actor):
         if outcome == "error" and handle.token.is_cancelled():
             outcome = "cancelled"  # raised because it was told to stop: not a failure
         self.counters[{"ok": "ok", "error": "errors", "cancelled": "cancelled"}[outcome]] += 1
-        self._runs.pop(task.id, None)
+        self._runs.pop(handle.run_id, None)
         r, w, rx, tx = handle.bytes
         self._results.append(
-            TaskResult(task.id, outcome, error, retryable, task.phase, r, w, rx, tx,
-                       now_ms(self.clock))
+            TaskResult(
+                task.id,
+                outcome,
+                error,
+                retryable,
+                task.phase,
+                r,
+                w,
+                rx,
+                tx,
+                now_ms(self.clock),
+                handle.run_id,
+            )
         )
         self._schedule_flush()
 
-    def report_progress(self, task_id: int, percent: float, message: str | None) -> None:
-        if task_id in self._runs:
-            self._progress[task_id] = ProgressRow(task_id, percent, message, now_ms(self.clock))
+    def report_progress(self, handle: RunHandle, percent: float, message: str | None) -> None:
+        if handle.run_id in self._runs:
+            self._progress[handle.run_id] = ProgressRow(
+                handle.task.id, percent, message, now_ms(self.clock), handle.run_id
+            )
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:

@@ -60,8 +60,10 @@ class HostTable:
         """The host serving ``task_type`` with the most free capacity, if any has room."""
         best: Host | None = None
         for host in self._hosts.values():
-            if task_type in host.task_types and host.free > 0 and (
-                best is None or host.free > best.free
+            if (
+                task_type in host.task_types
+                and host.free > 0
+                and (best is None or host.free > best.free)
             ):
                 best = host
         return best

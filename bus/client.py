@@ -42,7 +42,9 @@ def check_reply(request: Message, reply: Message) -> Message:
     return reply
 
 
-def _dealer(context: zmq.Context[Any], endpoint: str, configure: Callable[[Any], None] | None) -> Any:
+def _dealer(
+    context: zmq.Context[Any], endpoint: str, configure: Callable[[Any], None] | None
+) -> Any:
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
@@ -94,9 +96,7 @@ class RequestClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
                 kind = messages[next(iter(pending.values()))].KIND
-                raise ActorUnavailable(
-                    f"{self.endpoint} did not answer {kind} within {timeout:g}s"
-                )
+                raise ActorUnavailable(f"{self.endpoint} did not answer {kind} within {timeout:g}s")
             frames = self._sock.recv_multipart()
             try:
                 reply, correlation = decode(frames)
@@ -240,7 +240,9 @@ class Peer:
             message, on_reply, timer = entry
             timer.cancel()
             on_reply(
-                ActorUnavailable(f"{self.endpoint} did not answer {message.KIND} within {timeout:g}s")
+                ActorUnavailable(
+                    f"{self.endpoint} did not answer {message.KIND} within {timeout:g}s"
+                )
             )
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:

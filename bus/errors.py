@@ -107,14 +107,20 @@ def error_from_reply(code: int, reason: str) -> TaskmillError:
     """The exception an ``error`` reply stands for."""
     cls = _BY_CODE.get(code)
     if cls is None:
-        if code in (ErrorCode.MALFORMED, ErrorCode.UNKNOWN_KIND, ErrorCode.TOO_LARGE,
-                    ErrorCode.VERSION_MISMATCH):
+        if code in (
+            ErrorCode.MALFORMED,
+            ErrorCode.UNKNOWN_KIND,
+            ErrorCode.TOO_LARGE,
+            ErrorCode.VERSION_MISMATCH,
+        ):
             return ProtocolError(ErrorCode(code), reason)
         try:
             return RemoteError(reason, ErrorCode(code))
         except ValueError:
             return RemoteError(f"[{code}] {reason}")
-    return cls(reason)
+    error = cls(reason)
+    error.code = ErrorCode(code)
+    return error
 
 
 class _RetryableFlag:

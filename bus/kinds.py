@@ -164,6 +164,8 @@ class TaskResult:
     net_rx_bytes: int = 0
     net_tx_bytes: int = 0
     finished_at_ms: int = 0
+    run_id: int = 0
+    """The Dispatcher's id of this run (a task preempted and resumed has several)."""
 
 
 @struct
@@ -401,10 +403,14 @@ class Cancel(Message):
 @message("store.release", reply=FinishReply)
 @dataclass(frozen=True, slots=True)
 class Release(Message):
-    """Running rows of a lost host go back to pending with retry_count + 1 and ``error``."""
+    """Running rows of a lost host go back to pending with retry_count + 1 and ``error``.
+
+    With ``max_retries`` set, a row that has already used its retries fails instead.
+    """
 
     ids: list[int]
     error: str = "executor host lost"
+    max_retries: int | None = None
 
 
 # -- Store notifications (PUB, one-way, to the Dispatcher) --------------------------------------

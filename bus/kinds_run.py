@@ -70,6 +70,7 @@ class ProgressRow:
     percent: float
     message: str | None
     reported_at_ms: int
+    run_id: int = 0
 
 
 @struct
@@ -136,7 +137,10 @@ class HostWelcome(Message):
 @message("host.run")
 @dataclass(frozen=True, slots=True)
 class RunTasks(Message):
+    """Run these tasks; ``run_ids[i]`` identifies the run of ``tasks[i]`` in its results."""
+
     tasks: list[TaskRow]
+    run_ids: list[int] = field(default_factory=list)
 
 
 @message("host.cancel")
@@ -165,7 +169,7 @@ class RunProgress(Message):
 @message("event")
 @dataclass(frozen=True, slots=True)
 class Event(Message):
-    """A scheduler event. ``type`` is dispatched | completed | failed | ... ; ``data`` its fields."""
+    """A scheduler event: ``type`` (dispatched, completed, ...) and its ``data`` fields."""
 
     type: str
     data: dict[str, Any]

@@ -76,7 +76,10 @@ def message(kind: str, reply: type[Message] | None = None) -> Callable[[type[M]]
     return register
 
 
-def struct(cls: type[M]) -> type[M]:
+S = TypeVar("S")
+
+
+def struct(cls: type[S]) -> type[S]:
     """Register a dataclass used only nested inside messages (a record, an outcome)."""
     _build_codec(cls)
     return cls
@@ -161,7 +164,7 @@ _SCALARS: dict[Any, tuple[type, ...]] = {
     float: (int, float),
     str: (str,),
     bytes: (bytes,),
-    bool: (bool, int),
+    bool: (bool,),
     dict: (dict,),
 }
 
@@ -175,8 +178,10 @@ def _as_tuple(v: Any) -> tuple[Any, ...]:
 def _checker(tp: Any, accepted: tuple[type, ...]) -> Callable[[Any], Any]:
     name = getattr(tp, "__name__", str(tp))
 
+    rejects_bool = bool not in accepted  # bool is an int subclass: refuse it for numbers
+
     def check(v: Any) -> Any:
-        if not isinstance(v, accepted):
+        if not isinstance(v, accepted) or (rejects_bool and isinstance(v, bool)):
             raise ProtocolError(ErrorCode.MALFORMED, f"expected {name}, got {type(v).__name__}")
         return v
 
@@ -189,7 +194,8 @@ _packb = msgpack.Packer(use_bin_type=True, datetime=False).pack
 
 
 def encode_body(msg: Message) -> bytes:
-    return _packb(_encoders[type(msg)](msg))
+    body: bytes = _packb(_encoders[type(msg)](msg))
+    return body
 
 
 def encode(msg: Message, correlation: bytes = b"") -> list[bytes]:
@@ -198,11 +204,15 @@ def encode(msg: Message, correlation: bytes = b"") -> list[bytes]:
 
 
 def split_envelope(frames: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Split ROUTER routing frames from the message frames (which start at ``PROTOCOL``)."""
-    for i, frame in enumerate(frames):
-        if frame[:3] == PROTOCOL[:3]:
-            return list(frames[:i]), list(frames[i:])
-    raise ProtocolError(ErrorCode.MALFORMED, "no protocol header frame")
+    """Split the routing frames a ROUTER prepends (at least one) from the message frames.
+
+    A message is always the last four frames; routing ids are opaque (one may even start with
+    ``TMP``), so the split is by position, never by content.
+    """
+    if len(frames) < 2:
+        raise ProtocolError(ErrorCode.MALFORMED, "no routing frame")
+    cut = max(1, len(frames) - 4)
+    return list(frames[:cut]), list(frames[cut:])
 
 
 def decode(frames: Sequence[bytes]) -> tuple[Message, bytes]:
@@ -214,7 +224,7 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, bytes]:
         raise ProtocolError(ErrorCode.MALFORMED, f"expected 4 frames, got {len(frames)}")
     header, kind, correlation, body = frames
     if header != PROTOCOL:
-        if header[:3] == PROTOCOL[:3]:
+        if header[:3] == PROTOCOL[:3] and header[3:].isdigit():
             raise ProtocolError(
                 ErrorCode.VERSION_MISMATCH,
                 f"protocol {bytes(header)!r} not supported; this peer speaks {PROTOCOL!r}",
@@ -229,6 +239,8 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, bytes]:
         data = msgpack.unpackb(body, raw=False, strict_map_key=True, timestamp=0)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(ErrorCode.MALFORMED, f"undecodable body: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ProtocolError(ErrorCode.MALFORMED, f"{cls.KIND} body must be a map with str keys")
     msg = _decoders[cls](data)
     return msg, bytes(correlation)
 

@@ -13,6 +13,7 @@ it; ``run_actor`` lets it propagate (a non-zero exit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -29,6 +30,12 @@ from bus.kinds import Stop
 log = logging.getLogger("taskmill.bus")
 
 BatchHandler = Callable[[list[list[bytes]]], None]
+
+
+def _fd(sock: zmq.Socket[Any]) -> int:
+    fd = sock.getsockopt(zmq.FD)
+    assert isinstance(fd, int)
+    return fd
 
 
 class Timer:
@@ -87,7 +94,7 @@ class ActorLoop:
         self._handlers[sock] = handler
         self._poller.register(sock, zmq.POLLIN)
         if self._aio_loop is not None:
-            self._aio_loop.add_reader(sock.getsockopt(zmq.FD), self._aio_poke)
+            self._aio_loop.add_reader(_fd(sock), self._aio_poke)
 
     def remove_reader(self, sock: zmq.Socket[Any]) -> None:
         if self._handlers.pop(sock, None) is not None:
@@ -129,7 +136,7 @@ class ActorLoop:
         loop = asyncio.get_running_loop()
         self._aio_loop = loop
         self._aio_event = event = asyncio.Event()
-        fds = [sock.getsockopt(zmq.FD) for sock in self._handlers]
+        fds = [_fd(sock) for sock in self._handlers]
         for fd in fds:
             loop.add_reader(fd, self._aio_poke)
         try:
@@ -139,13 +146,12 @@ class ActorLoop:
                 if self._poller.poll(0) or self._stopping:
                     continue
                 timeout = self._next_timeout_ms() / 1000
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout)
-                except TimeoutError:
-                    pass
+            self.run_once(0)
         finally:
             for sock in self._handlers:
-                loop.remove_reader(sock.getsockopt(zmq.FD))
+                loop.remove_reader(_fd(sock))
             self._aio_loop = self._aio_event = None
             for callback in self._after_stop:
                 callback()
@@ -198,6 +204,7 @@ class ActorLoop:
         try:
             while not self._stopping:
                 self.run_once()
+            self.run_once(0)  # what had already arrived when STOP came is still handled
         finally:
             for callback in self._after_stop:
                 callback()
@@ -247,7 +254,9 @@ class ActorThread:
         self.clock = clock
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=f"taskmill-{actor.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"taskmill-{actor.name}", daemon=True
+        )
 
     def start(self, timeout: float = 10.0) -> ActorThread:
         self._thread.start()

@@ -17,7 +17,7 @@ import zmq
 
 from bus.errors import ErrorCode, ProtocolError, TaskmillError
 from bus.kinds import Error, Ok, Ping, Pong, Stats, StatsReply, Stop
-from bus.protocol import PROTOCOL, Message, decode, encode
+from bus.protocol import Message, decode, encode, split_envelope
 from bus.runtime import Actor, ActorLoop
 
 log = logging.getLogger("taskmill.bus")
@@ -137,13 +137,12 @@ class RequestServer:
 
 
 def _split(frames: Sequence[bytes]) -> tuple[list[bytes] | None, list[bytes]]:
-    for i, frame in enumerate(frames):
-        if frame[:3] == PROTOCOL[:3]:
-            return list(frames[:i]), list(frames[i:])
-    if len(frames) >= 1:
-        # Garbage: reply to the routing id (ROUTER always prepends one) so the sender hears why.
-        return [frames[0]], []
-    return None, []
+    """Routing frames and message frames; (None, []) when there is no way back at all."""
+    if not frames:
+        return None, []
+    if len(frames) == 1:
+        return [frames[0]], []  # routing id only: answer "malformed" to it
+    return split_envelope(frames)
 
 
 def dispatch_each(

@@ -112,7 +112,7 @@ def _phase_fn(executor: ExecutorLike, phase: str) -> Callable[[TaskContext], Any
     if callable(execute):
         return execute  # type: ignore[no-any-return]
     if callable(executor):
-        return executor  # type: ignore[no-any-return]
+        return executor
     raise TypeError(f"{executor!r} is neither a TaskExecutor nor a callable")
 
 

@@ -99,7 +99,9 @@ class View:
         elif isinstance(event, Failed):
             self.bars.pop(event.task_id, None)
             tag = "retrying" if event.will_retry else "failed"
-            self.note(f"  \033[33m↻\033[0m {event.task_type:<10} {event.label}: {event.error} ({tag})")
+            self.note(
+                f"  \033[33m↻\033[0m {event.task_type:<10} {event.label}: {event.error} ({tag})"
+            )
         elif isinstance(event, Preempted):
             self.bars.pop(event.task_id, None)
             self.note(f"  \033[35m⏸\033[0m {event.task_type:<10} {event.label} preempted")
@@ -121,7 +123,7 @@ class View:
             bar = "█" * filled + "░" * (width - filled)
             colour = "\033[31m" if kind == "open-photo" else "\033[36m"
             lines.append(f"  {colour}{kind:<10}\033[0m {label:<14} {bar} {pct * 100:5.1f}%")
-        lines += [""] + self.log
+        lines += ["", *self.log]
         up = f"\033[{self.drawn_lines}F" if self.drawn_lines else ""
         self.out.write(up + "".join(line + "\033[K\n" for line in lines) + "\033[J")
         self.out.flush()
@@ -156,7 +158,11 @@ async def run_demo(db: Path | None = None, out: TextIO = sys.stdout, seed: int =
                 subs.append(
                     TaskSubmission("upload", key=name, label=name, priority=Priority.BACKGROUND)
                     .payload_json(
-                        {"bytes": size, "seconds": rng.uniform(1.0, 2.2), "flaky": rng.random() < 0.3}
+                        {
+                            "bytes": size,
+                            "seconds": rng.uniform(1.0, 2.2),
+                            "flaky": rng.random() < 0.3,
+                        }
                     )
                     .expected_net_io(0, size)
                 )
@@ -174,7 +180,8 @@ async def run_demo(db: Path | None = None, out: TextIO = sys.stdout, seed: int =
                 if event is not None:
                     view.apply(event)
                     uploading = uploading or (
-                        isinstance(event, Progress) and event.task_type == "upload"
+                        isinstance(event, Progress)
+                        and event.task_type == "upload"
                         and event.percent >= 0.3
                     )
                     if isinstance(event, Completed) or (
@@ -185,8 +192,12 @@ async def run_demo(db: Path | None = None, out: TextIO = sys.stdout, seed: int =
                     urgent_sent = True
                     view.note("  \033[31m⚡\033[0m user opened IMG_4107.jpg: REALTIME request")
                     await scheduler.submit(
-                        TaskSubmission("open-photo", key="IMG_4107.jpg", label="IMG_4107.jpg",
-                                       priority=Priority.REALTIME)
+                        TaskSubmission(
+                            "open-photo",
+                            key="IMG_4107.jpg",
+                            label="IMG_4107.jpg",
+                            priority=Priority.REALTIME,
+                        )
                     )
                 if loop.time() >= next_draw:
                     next_draw = loop.time() + 0.1

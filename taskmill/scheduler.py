@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +74,7 @@ class Scheduler:
         self._task_store = TaskStore(self._store)
         self._closed = False
         self._running = False
+        self._subscriptions: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
 
     @staticmethod
     def builder() -> SchedulerBuilder:
@@ -94,16 +96,21 @@ class Scheduler:
         try:
             for name, actor, control in (
                 ("store", store_actor(spec, topology), topology.store_control),
-                ("events", EventPublisher(topology.events_in, topology.events,
-                                          metrics_port=spec.metrics_port),
-                 topology.events_control),
-                ("dispatcher", Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
-                 topology.dispatcher_control),
+                (
+                    "events",
+                    EventPublisher(
+                        topology.events_in, topology.events, metrics_port=spec.metrics_port
+                    ),
+                    topology.events_control,
+                ),
+                (
+                    "dispatcher",
+                    Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
+                    topology.dispatcher_control,
+                ),
                 ("worker", host, topology.host_control(host.settings.host_id)),
             ):
-                threads[name] = await asyncio.to_thread(
-                    ActorThread(actor, context, control).start
-                )
+                threads[name] = await asyncio.to_thread(ActorThread(actor, context, control).start)
         except BaseException:
             await asyncio.to_thread(_stop_all, threads)
             context.term()
@@ -148,7 +155,11 @@ class Scheduler:
         self._store.close()
         self._dispatcher.close()
         errors = await asyncio.to_thread(_stop_all, self._threads)
-        self._context.term()
+        # Subscriptions close last: events published while the actors stopped still arrive.
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        # Every actor thread has stopped; destroy closes whatever a caller left open.
+        self._context.destroy(linger=0)
         if errors:
             raise errors[0]
 
@@ -241,7 +252,9 @@ class Scheduler:
 
     async def subscribe(self) -> EventSubscription:
         """A live subscription to every event: nothing published after this returns is missed."""
-        return await EventSubscription.open(self._context, self.topology.events)
+        subscription = await EventSubscription.open(self._context, self.topology.events)
+        self._subscriptions.add(subscription)
+        return subscription
 
 
 def _stop_all(threads: dict[str, ActorThread]) -> list[BaseException]:

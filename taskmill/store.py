@@ -120,7 +120,9 @@ async def estimates(store: TaskStore, running: Sequence[RunningTask]) -> list[Es
     """Progress estimates for running tasks, from their reports and their types' mean duration."""
     types = sorted({r.task.task_type for r in running})
     stats = await asyncio.gather(*(store.history_stats(t) for t in types))
-    mean = {t: s.avg_duration_ms / 1000 if s.count else None for t, s in zip(types, stats, strict=True)}
+    mean = {
+        t: s.avg_duration_ms / 1000 if s.count else None for t, s in zip(types, stats, strict=True)
+    }
     now = datetime.now(UTC)
     out = []
     for r in running:

@@ -24,7 +24,10 @@ class EventSubscription:
 
     @classmethod
     async def open(
-        cls, context: zmq.Context[Any], endpoint: str, topics: Sequence[bytes] = TOPICS,
+        cls,
+        context: zmq.Context[Any],
+        endpoint: str,
+        topics: Sequence[bytes] = TOPICS,
         timeout: float = 10.0,
     ) -> EventSubscription:
         return cls(await AsyncSubscription.open(context, endpoint, topics, timeout))
@@ -61,7 +64,11 @@ class EventSubscriber:
     """
 
     def __init__(
-        self, endpoint: str, topics: Sequence[bytes] = TOPICS, *, timeout: float = 10.0,
+        self,
+        endpoint: str,
+        topics: Sequence[bytes] = TOPICS,
+        *,
+        timeout: float = 10.0,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self._own_context = context is None

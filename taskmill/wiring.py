@@ -27,7 +27,7 @@ def store_actor(spec: AppSpec, topology: Topology) -> StoreActor:
 
 def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
     throttle = spec.throttle_policy
-    tiers = ((192, 0.50), (128, 0.75))
+    tiers: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
     if throttle is not None:
         tiers = tuple((int(floor), float(limit)) for floor, limit in throttle.tiers)
     return Settings(

@@ -50,7 +50,8 @@ class EventRecorder:
 
     def of(self, kind: str, task_id: int | None = None) -> list[Any]:
         return [
-            e for e in self.events
+            e
+            for e in self.events
             if e.type == kind and (task_id is None or getattr(e, "task_id", None) == task_id)
         ]
 

@@ -12,8 +12,9 @@ def settings(**kw: object) -> Settings:
 
 
 def row(task_id: int, priority: int = 128, task_type: str = "t", **kw: object) -> TaskRow:
-    return TaskRow(task_id, task_type, f"{task_id:064x}", f"task {task_id}", priority, "pending",
-                   **kw)  # type: ignore[arg-type]
+    return TaskRow(
+        task_id, task_type, f"{task_id:064x}", f"task {task_id}", priority, "pending", **kw
+    )  # type: ignore[arg-type]
 
 
 def core(**kw: object) -> DispatcherCore:
@@ -56,8 +57,8 @@ def test_without_any_host_nothing_is_admitted() -> None:
 def test_claimed_tasks_are_placed_on_hosts_and_announced() -> None:
     c = core()
     c.admit([row(1), row(2)])
-    runs, unserved, events = c.claimed([row(1), row(2)])
-    assert [r.id for r in runs[b"h1"]] == [1, 2]
+    runs, _, events = c.claimed([row(1), row(2)])
+    assert [(r.id, run) for r, run in runs[b"h1"]] == [(1, 1), (2, 2)]
     assert [e.type for e in events] == ["dispatched", "dispatched"]
     assert events[0].data["task_id"] == 1 and events[0].data["label"] == "task 1"
     assert c.free_slots() == 2
@@ -76,7 +77,7 @@ def test_finished_results_free_slots_and_group_counts() -> None:
     c.admit([row(1, group_key="g")])
     c.claimed([row(1, group_key="g")])
     assert c.saturated_groups() == {"g"}
-    c.finished([TaskResult(1, "ok")])
+    c.finished([TaskResult(1, "ok", run_id=1)])
     assert c.saturated_groups() == set() and c.free_slots() == 2
 
 
@@ -93,7 +94,11 @@ def test_transitions_become_the_events_of_semantics() -> None:
     ]
     _, events = c.transitions(trs)
     assert [(e.type, e.data["task_id"]) for e in events] == [
-        ("completed", 1), ("failed", 2), ("failed", 3), ("waiting", 4), ("cancelled", 5),
+        ("completed", 1),
+        ("failed", 2),
+        ("failed", 3),
+        ("waiting", 4),
+        ("cancelled", 5),
         ("completed", 7),
     ]
     assert events[1].data["will_retry"] is True and events[1].data["error"] == "boom"

@@ -21,7 +21,9 @@ def row(task_id: int = 1, priority: int = 128, **kw: object) -> TaskRow:
 
 def test_default_throttle_holds_background_above_half_normal_above_three_quarters() -> None:
     def verdict(priority: int, pressure: float) -> Verdict:
-        return throttle_check(row(priority=priority), GateView(readings=Readings(pressure=pressure)))
+        return throttle_check(
+            row(priority=priority), GateView(readings=Readings(pressure=pressure))
+        )
 
     assert verdict(192, 0.50) is Verdict.ADMIT
     assert verdict(192, 0.51) is Verdict.HOLD
@@ -64,7 +66,9 @@ def test_network_budget_skips_tasks_declaring_no_network_io() -> None:
 
 def test_learned_io_raises_the_declared_expectation() -> None:
     view = GateView(
-        readings=Readings(disk_read_bps=1000.0), monitoring=True, learned_io={"t": [5000.0, 0, 0, 0]}
+        readings=Readings(disk_read_bps=1000.0),
+        monitoring=True,
+        learned_io={"t": [5000.0, 0, 0, 0]},
     )
     assert disk_check(row(expected_read_bytes=10), view) is Verdict.HOLD
 
@@ -79,5 +83,7 @@ def test_group_limit_skips_rather_than_holds() -> None:
 
 
 def test_checks_run_in_order_throttle_first() -> None:
-    view = GateView(readings=Readings(pressure=0.9), group_running={"a": 5}, group_limit=lambda g: 1)
+    view = GateView(
+        readings=Readings(pressure=0.9), group_running={"a": 5}, group_limit=lambda g: 1
+    )
     assert evaluate(row(priority=192, group_key="a"), view) is Verdict.HOLD

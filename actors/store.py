@@ -1,0 +1,235 @@
+"""The Store actor: the task database behind a ROUTER, with group commit.
+
+Owns: the SQLite database (through ``StoreDB``, opened in the actor's own thread by ``setup`` and
+closed — WAL checkpointed — in ``on_stop``). The Store is at the bottom of the actor graph: it
+asks nobody.
+
+Sockets:
+
+* ROUTER bound at ``endpoint`` — requests from clients, the Dispatcher and the CLI, served by
+  ``bus.server.RequestServer``;
+* PUB bound at ``notify_endpoint`` — one-way ``store.changed`` notifications, sent as the plain
+  four protocol frames (no topic frame: subscribers subscribe to ``b""``).
+
+Handles (each answered with its reply kind, or ``error`` with a code): ``store.submit``,
+``store.task``, ``store.tasks``, ``store.counts``, ``store.lookup``, ``store.history``,
+``store.stats``, ``store.throughput``, ``store.learned``, ``store.prune``, ``store.peek``,
+``store.claim``, ``store.finish``, ``store.preempt``, ``store.resume``, ``store.cancel``,
+``store.release``; plus ``ping``/``stats``/``stop`` like every actor.
+
+Emits: ``store.changed(min_priority, count)`` after a commit in which Submits inserted, upgraded
+or requeued tasks (``min_priority``: the most urgent of those submissions' priorities).
+
+Group commit: the loop hands over every request that arrived together; they run in one
+``BEGIN IMMEDIATE`` transaction, each in its own savepoint (a failing request is rolled back alone
+and answered with its error), then the transaction commits, and only then is any reply sent or
+notification published — an acknowledged submission is durable. If the commit itself fails, every
+request of the batch gets the database error.
+
+Timers: every 60 s the retention policy is applied and request ids older than an hour are
+forgotten (besides the pruning done every ``prune_every`` terminal transitions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from actors.store_db import Batch, StoreDB
+from bus.errors import DatabaseError, ErrorCode, TaskmillError
+from bus.kinds import (
+    AvgThroughput,
+    Cancel,
+    CancelReply,
+    Claim,
+    Counts,
+    Error,
+    Finish,
+    FinishReply,
+    GetTask,
+    History,
+    HistoryReply,
+    HistoryStats,
+    LearnedIO,
+    LearnedReply,
+    ListTasks,
+    Lookup,
+    Ok,
+    Peek,
+    Preempt,
+    Prune,
+    Release,
+    ResumePaused,
+    StoreChanged,
+    Submit,
+    SubmitReply,
+    TaskReply,
+    TasksReply,
+)
+from bus.protocol import Message, encode
+from bus.runtime import Actor, ActorLoop
+from bus.server import Request, RequestServer
+
+log = logging.getLogger("taskmill.store")
+
+MAINTENANCE_INTERVAL_S = 60.0
+
+StoreHandler = Callable[[Any], Message]
+
+
+def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
+    """The pure handler of every Store kind: a decoded request in, its reply out."""
+    return {
+        Submit: lambda m: SubmitReply(db.submit(m.submissions, m.request_id)),
+        GetTask: lambda m: TaskReply(db.get_task(m.id, m.key)),
+        ListTasks: lambda m: TasksReply(db.list_tasks(m.status, m.limit)),
+        Counts: lambda m: db.counts(),
+        Lookup: lambda m: db.lookup(m.key),
+        History: lambda m: HistoryReply(
+            db.history(m.limit, m.offset, m.task_type, m.key, m.status)
+        ),
+        HistoryStats: lambda m: db.history_stats(m.task_type),
+        AvgThroughput: lambda m: db.avg_throughput(m.task_type, m.n),
+        LearnedIO: lambda m: LearnedReply(db.learned_io(m.task_types, m.min_runs, m.window)),
+        Prune: lambda m: Ok(db.prune(m.keep, m.days)),
+        Peek: lambda m: TasksReply(db.peek(m.limit, m.skip_groups)),
+        Claim: lambda m: TasksReply(db.claim(m.ids, m.now_ms)),
+        Finish: lambda m: FinishReply(db.finish(m.results, m.max_retries)),
+        Preempt: lambda m: TasksReply(db.preempt(m.ids)),
+        ResumePaused: lambda m: TasksReply(db.resume_paused(m.preempt_priority)),
+        Cancel: lambda m: CancelReply(db.cancel(m.id)),
+        Release: lambda m: FinishReply(db.release(m.ids, m.error, m.max_retries)),
+    }
+
+
+class StoreActor(Actor):
+    """Serves the task database over the bus (see the module docstring)."""
+
+    name = "store"
+
+    def __init__(
+        self, db_factory: Callable[[], StoreDB], endpoint: str, notify_endpoint: str
+    ) -> None:
+        self._db_factory = db_factory
+        self.endpoint = endpoint
+        self.notify_endpoint = notify_endpoint
+        self._db: StoreDB | None = None
+        self._pub: zmq.Socket[Any] | None = None
+        self._server: RequestServer | None = None
+        self._handlers: dict[type[Message], StoreHandler] = {}
+        self.counters: dict[str, int] = {
+            "requests": 0,
+            "batches": 0,
+            "commits": 0,
+            "failed_commits": 0,
+            "errors": 0,
+            "max_batch": 0,
+            "inserted": 0,
+            "upgraded": 0,
+            "requeued": 0,
+            "duplicates": 0,
+            "notifications": 0,
+        }
+
+    @property
+    def db(self) -> StoreDB:
+        if self._db is None:
+            raise RuntimeError("the Store actor is not set up")
+        return self._db
+
+    def setup(self, loop: ActorLoop) -> None:
+        # The database is opened here, in the actor's thread, which is then its only user.
+        db = self._db_factory()
+        try:
+            router = loop.socket(zmq.ROUTER)
+            router.bind(self.endpoint)
+            pub = loop.socket(zmq.PUB)
+            pub.bind(self.notify_endpoint)
+        except BaseException:
+            db.close()  # on_stop is not called when setup fails
+            raise
+        self._db = db
+        self._pub = pub
+        self._handlers = store_handlers(db)
+        self._server = RequestServer(loop, router, self, self._on_batch)
+        loop.call_every(MAINTENANCE_INTERVAL_S, self._maintenance)
+        if db.recovered:
+            log.info("store: recovery resolved %d waiting parent(s)", len(db.recovered))
+
+    def on_stop(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
+
+    def stats(self) -> dict[str, Any]:
+        counters: dict[str, Any] = dict(self.counters)
+        if self._db is not None:
+            counters.update(self._db.retention_counters)
+            counters["path"] = self._db.path
+        return counters
+
+    # -- the batch handler -------------------------------------------------------------------
+
+    def _on_batch(self, requests: list[Request]) -> None:
+        self.counters["requests"] += len(requests)
+        self.counters["batches"] += 1
+        self.counters["max_batch"] = max(self.counters["max_batch"], len(requests))
+        replies: list[Message]
+        try:
+            with self.db.batch() as tx:
+                replies = [self._run_one(tx, request.message) for request in requests]
+            self.counters["commits"] += 1
+        except TaskmillError as exc:  # BEGIN or COMMIT failed: nothing of the batch was written
+            self.counters["failed_commits"] += 1
+            log.error("store: batch of %d requests not committed: %s", len(requests), exc)
+            replies = [Error(int(exc.code), exc.message) for _ in requests]
+        # Only now, after the commit, does anyone hear about the batch.
+        for request, reply in zip(requests, replies, strict=True):
+            if isinstance(reply, Error):
+                self.counters["errors"] += 1
+            request.reply(reply)
+        self._notify(replies)
+
+    def _run_one(self, tx: Batch, message: Message) -> Message:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return Error(int(ErrorCode.UNKNOWN_KIND), f"the store does not handle {message.KIND}")
+        try:
+            return tx.run(lambda: handler(message))
+        except TaskmillError as exc:
+            return Error(int(exc.code), exc.message)
+        except Exception as exc:  # a bug: answer, log, keep serving; the savepoint is undone
+            log.exception("store: handler for %s failed", message.KIND)
+            return Error(int(ErrorCode.INTERNAL), f"{type(exc).__name__}: {exc}")
+
+    def _notify(self, replies: list[Message]) -> None:
+        count = 0
+        most_urgent = 255
+        for reply in replies:
+            if not isinstance(reply, SubmitReply):
+                continue
+            for outcome in reply.outcomes:
+                if outcome.kind == "duplicate":
+                    self.counters["duplicates"] += 1
+                    continue
+                self.counters[outcome.kind] = self.counters.get(outcome.kind, 0) + 1
+                count += 1
+                most_urgent = min(most_urgent, outcome.priority)
+        if count and self._pub is not None:
+            self.counters["notifications"] += 1
+            try:
+                self._pub.send_multipart(encode(StoreChanged(most_urgent, count)), zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # PUB drops rather than blocks; this is unexpected
+                log.warning("store: notification dropped: %s", exc)
+
+    def _maintenance(self) -> None:
+        try:
+            deleted = self.db.retention_tick()
+        except DatabaseError as exc:
+            log.error("store: retention failed: %s", exc)
+            return
+        if deleted:
+            log.debug("store: retention pruned %d history rows", deleted)

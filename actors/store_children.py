@@ -1,0 +1,300 @@
+"""How runs end: finish (complete, retry, fail, requeue), cancel, and parents and their children.
+
+Pure functions of a ``Core``, called inside the caller's transaction. Each state change is
+returned as a ``Transition`` for the Dispatcher to publish as an event.
+
+Parents (semantics.md "Children and finalize"): a run that inserted children and whose
+``execute`` returned ok goes to ``waiting`` while any child is active. When its last child reaches a
+terminal state, it fails with ``"<n> child task(s) failed"`` if any failed, else it becomes
+``pending`` in phase ``finalize`` (dispatched ahead of everything else). With ``fail_fast`` the
+first permanent child failure cancels the siblings and fails the parent at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from actors.store_core import Core
+from actors.store_schema import TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
+from bus.errors import InvalidRequest
+from bus.kinds import TaskResult, TaskRow, Transition
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """An active row with the Store's own bookkeeping columns."""
+
+    row: TaskRow
+    has_children: bool
+    child_failures: int
+    run_started_at_ms: int | None
+    acc: tuple[int, int, int, int]
+
+    @property
+    def history_started_at_ms(self) -> int | None:
+        """When the run being ended started, or None when it was not running."""
+        if self.row.status in ("running", "waiting") or self.row.phase == "finalize":
+            return self.run_started_at_ms or self.row.started_at_ms
+        return None
+
+
+def load(core: Core, task_id: int) -> Active | None:
+    t = core.one(
+        f"SELECT {TASK_COLUMNS}, {TASK_INTERNAL_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+    )
+    if t is None:
+        return None
+    return Active(task_row(t[:21]), bool(t[21]), int(t[22]), t[23], (t[24], t[25], t[26], t[27]))
+
+
+def transition(
+    row: TaskRow,
+    result: str,
+    *,
+    error: str | None = None,
+    children_count: int = 0,
+    was_running: bool = False,
+    priority: int | None = None,
+) -> Transition:
+    """The transition of ``row`` to ``result``, with what an event about it needs."""
+    return Transition(
+        id=row.id,
+        result=result,
+        task_type=row.task_type,
+        key=row.key,
+        label=row.label,
+        priority=row.priority if priority is None else priority,
+        error=error,
+        children_count=children_count,
+        was_running=was_running,
+        group_key=row.group_key,
+    )
+
+
+def _ignored(task_id: int) -> Transition:
+    return Transition(id=task_id, result="ignored")
+
+
+# -- finish -----------------------------------------------------------------------------------
+
+
+def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[Transition]:
+    """Apply executor results in order; one transition per result (``ignored`` when stale)."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InvalidRequest(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    out: list[Transition] = []
+    for result in results:
+        if result.outcome not in ("ok", "error", "cancelled"):
+            raise InvalidRequest(f"unknown result outcome {result.outcome!r}")
+        task = load(core, result.id)
+        if task is None or result.outcome == "cancelled":
+            out.append(_ignored(result.id))  # cancelled runs were already handled (or preempted)
+        elif result.outcome == "ok" and task.row.status in ("running", "paused"):
+            _finish_ok(core, task, result, out)
+        elif result.outcome == "error" and task.row.status == "running":
+            _finish_error(core, task, result, max_retries, out)
+        else:  # an error from a preempted victim, or a result for a row no longer running
+            out.append(_ignored(result.id))
+    return out
+
+
+def _finished_at(core: Core, result: TaskResult) -> int:
+    return result.finished_at_ms or core.now()
+
+
+def _actual(result: TaskResult) -> tuple[int, int, int, int]:
+    return (
+        max(0, result.read_bytes),
+        max(0, result.write_bytes),
+        max(0, result.net_rx_bytes),
+        max(0, result.net_tx_bytes),
+    )
+
+
+def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transition]) -> None:
+    row = task.row
+    if row.phase == "execute" and task.has_children:
+        # The parent's own IO is kept for the history row written after finalize.
+        core.run(
+            "UPDATE tasks SET acc_read_bytes = acc_read_bytes + ?, "
+            "acc_write_bytes = acc_write_bytes + ?, acc_net_rx_bytes = acc_net_rx_bytes + ?, "
+            "acc_net_tx_bytes = acc_net_tx_bytes + ? WHERE id = ?",
+            (*_actual(result), row.id),
+        )
+        active = active_children(core, row.id)
+        if active:
+            core.run("UPDATE tasks SET status = 'waiting' WHERE id = ?", (row.id,))
+            out.append(transition(row, "waiting", children_count=active, was_running=True))
+        else:
+            _resolve_finished_children(core, load_required(core, row.id), out)
+        return
+    finished = _finished_at(core, result)
+    core.write_history(
+        row.id,
+        "completed",
+        completed_at_ms=finished,
+        started_at_ms=task.run_started_at_ms or row.started_at_ms,
+        actual=_actual(result),
+    )
+    if row.requeue:
+        requeue_priority = row.priority if row.requeue_priority is None else row.requeue_priority
+        core.run(
+            "UPDATE tasks SET status = 'pending', priority = ?, retry_count = 0, requeue = 0, "
+            "requeue_priority = NULL, started_at_ms = NULL, run_started_at_ms = NULL, "
+            "phase = 'execute', has_children = 0, child_failures = 0, acc_read_bytes = 0, "
+            "acc_write_bytes = 0, acc_net_rx_bytes = 0, acc_net_tx_bytes = 0 WHERE id = ?",
+            (requeue_priority, row.id),
+        )
+        out.append(transition(row, "requeued", was_running=True, priority=requeue_priority))
+        return
+    core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
+    out.append(transition(row, "completed", was_running=True))
+    child_terminal(core, row, None, out)
+
+
+def _finish_error(
+    core: Core, task: Active, result: TaskResult, max_retries: int, out: list[Transition]
+) -> None:
+    row = task.row
+    error = result.error or "task failed"
+    if result.retryable and row.retry_count < max_retries:
+        core.run(
+            "UPDATE tasks SET status = 'pending', retry_count = retry_count + 1, last_error = ?, "
+            "started_at_ms = NULL WHERE id = ?",
+            (error, row.id),
+        )
+        out.append(transition(row, "retry", error=error, was_running=True))
+        return
+    fail(core, task, error, _finished_at(core, result), out, actual=_actual(result))
+
+
+def fail(
+    core: Core,
+    task: Active,
+    error: str,
+    finished_at_ms: int,
+    out: list[Transition],
+    *,
+    actual: Sequence[int] = (0, 0, 0, 0),
+) -> None:
+    """Fail a task permanently (its requeue mark goes with it), then tell its parent."""
+    row = task.row
+    core.write_history(
+        row.id,
+        "failed",
+        completed_at_ms=finished_at_ms,
+        started_at_ms=task.history_started_at_ms,
+        error=error,
+        actual=actual,
+    )
+    core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
+    out.append(transition(row, "failed", error=error, was_running=row.status == "running"))
+    child_terminal(core, row, error, out)
+
+
+def load_required(core: Core, task_id: int) -> Active:
+    task = load(core, task_id)
+    assert task is not None, f"task {task_id} vanished inside its transaction"
+    return task
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+def cancel(core: Core, task_id: int) -> list[Transition]:
+    """Cancel a task, its children first; every cancelled row gets a ``cancelled`` history row."""
+    task = load(core, task_id)
+    if task is None:
+        return []
+    out: list[Transition] = []
+    cancel_tree(core, task_id, out)
+    if task.row.parent_id is not None:
+        _resolve_parent(core, task.row.parent_id, out)
+    return out
+
+
+def cancel_tree(core: Core, task_id: int, out: list[Transition]) -> None:
+    """Cancel ``task_id`` and its descendants, deepest first, without resolving its parent."""
+    order: list[int] = []  # post-order: children (by id) before their parent
+    stack: list[tuple[int, bool]] = [(task_id, False)]
+    while stack:
+        current, expanded = stack.pop()
+        if expanded:
+            order.append(current)
+            continue
+        stack.append((current, True))
+        children = core.all("SELECT id FROM tasks WHERE parent_id = ? ORDER BY id DESC", (current,))
+        stack.extend((r[0], False) for r in children)
+    now = core.now()
+    for current in order:
+        task = load(core, current)
+        if task is None:
+            continue
+        core.write_history(
+            current, "cancelled", completed_at_ms=now, started_at_ms=task.history_started_at_ms
+        )
+        core.run("DELETE FROM tasks WHERE id = ?", (current,))
+        out.append(transition(task.row, "cancelled", was_running=task.row.status == "running"))
+
+
+# -- parents ----------------------------------------------------------------------------------
+
+
+def active_children(core: Core, parent_id: int) -> int:
+    return int(core.value("SELECT count(*) FROM tasks WHERE parent_id = ?", (parent_id,)))
+
+
+def child_terminal(core: Core, child: TaskRow, error: str | None, out: list[Transition]) -> None:
+    """A child reached a terminal state: ``error`` is set when it failed permanently."""
+    if child.parent_id is None:
+        return
+    parent = load(core, child.parent_id)
+    if parent is None:
+        return
+    if error is not None:
+        core.run(
+            "UPDATE tasks SET child_failures = child_failures + 1 WHERE id = ?", (parent.row.id,)
+        )
+        if parent.row.fail_fast:
+            for (sibling,) in core.all(
+                "SELECT id FROM tasks WHERE parent_id = ? ORDER BY id", (parent.row.id,)
+            ):
+                cancel_tree(core, sibling, out)
+            reason = f"child task {child.id} failed: {error}"
+            fail(core, load_required(core, parent.row.id), reason, core.now(), out)
+            return
+    _resolve_parent(core, parent.row.id, out)
+
+
+def _resolve_parent(core: Core, parent_id: int, out: list[Transition]) -> None:
+    parent = load(core, parent_id)
+    if parent is None or parent.row.status != "waiting" or active_children(core, parent_id):
+        return
+    _resolve_finished_children(core, parent, out)
+
+
+def _resolve_finished_children(core: Core, parent: Active, out: list[Transition]) -> None:
+    """Every child of ``parent`` has finished: fail it, or make its finalize dispatchable."""
+    if parent.child_failures > 0:
+        reason = f"{parent.child_failures} child task(s) failed"
+        fail(core, parent, reason, core.now(), out)
+        return
+    core.run(
+        "UPDATE tasks SET status = 'pending', phase = 'finalize', started_at_ms = NULL "
+        "WHERE id = ?",
+        (parent.row.id,),
+    )
+    out.append(transition(parent.row, "finalize", was_running=parent.row.status == "running"))
+
+
+def resolve_waiting(core: Core) -> list[Transition]:
+    """Recovery: resolve every waiting parent whose children have all finished."""
+    out: list[Transition] = []
+    for (parent_id,) in core.all(
+        "SELECT id FROM tasks WHERE status = 'waiting' AND status != 'pending' ORDER BY id"
+    ):
+        _resolve_parent(core, parent_id, out)
+    return out

@@ -1,0 +1,208 @@
+"""The one SQLite connection of the Store, its transactions, and the history writer.
+
+``Core`` is shared by the modules that make up ``StoreDB`` (queries, lifecycle, children): it runs
+statements (every apsw error becomes ``DatabaseError``), nests transactions (``BEGIN IMMEDIATE``
+outermost, a ``SAVEPOINT`` inside), writes history rows and applies the retention policy every
+``prune_every`` history rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+
+from bus.clock import Clock, now_ms
+from bus.errors import DatabaseError, InvalidRequest
+
+log = logging.getLogger("taskmill.store")
+
+REQUEST_TTL_MS = 3_600_000
+"""How long a Submit's ``request_id`` is remembered (client retries come within seconds)."""
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Core:
+    """The connection, the clock and the retention policy. Used from the actor's thread only."""
+
+    def __init__(
+        self,
+        conn: apsw.Connection,
+        clock: Clock,
+        *,
+        retention_max_count: int | None,
+        retention_max_age_days: float | None,
+        prune_every: int,
+    ) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.retention_max_count = retention_max_count
+        self.retention_max_age_days = retention_max_age_days
+        self.prune_every = max(1, prune_every)
+        self.terminal_since_prune = 0
+        self.pruned_total = 0
+        self._savepoints = itertools.count(1)
+
+    def now(self) -> int:
+        return now_ms(self.clock)
+
+    # -- statements --------------------------------------------------------------------------
+
+    def all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except apsw.Error as exc:
+            raise _db_error(exc, sql) from exc
+        except OverflowError:
+            raise InvalidRequest("an integer is outside SQLite's 64-bit range") from None
+
+    def one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def value(self, sql: str, params: Params = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def run(self, sql: str, params: Params = ()) -> int:
+        """Execute a write; the number of rows it changed."""
+        try:
+            self.conn.execute(sql, params).fetchall()
+            return int(self.conn.changes())
+        except apsw.Error as exc:
+            raise _db_error(exc, sql) from exc
+        except OverflowError:
+            raise InvalidRequest("an integer is outside SQLite's 64-bit range") from None
+
+    def many(self, sql: str, rows: Sequence[Params]) -> None:
+        try:
+            self.conn.executemany(sql, rows)
+        except apsw.Error as exc:
+            raise _db_error(exc, sql) from exc
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.conn.in_transaction)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """All or nothing: a ``BEGIN IMMEDIATE`` transaction, or a savepoint inside one."""
+        if self.in_transaction:
+            with self.savepoint():
+                yield
+            return
+        self.run("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        self.commit()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint: an exception inside rolls back only what was done inside."""
+        name = f"sp{next(self._savepoints)}"
+        self.run(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+            except apsw.Error:
+                log.exception("rolling back savepoint %s failed", name)
+            raise
+        self.run(f"RELEASE {name}")
+
+    def commit(self) -> None:
+        try:
+            self.conn.execute("COMMIT")
+        except apsw.Error as exc:
+            self._rollback()
+            raise _db_error(exc, "COMMIT") from exc
+
+    def _rollback(self) -> None:
+        if self.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except apsw.Error:
+                log.exception("rollback failed")
+
+    # -- history and retention ---------------------------------------------------------------
+
+    def write_history(
+        self,
+        task_id: int,
+        status: str,
+        *,
+        completed_at_ms: int,
+        started_at_ms: int | None,
+        error: str | None = None,
+        actual: Sequence[int] = (0, 0, 0, 0),
+    ) -> None:
+        """Copy an active row into history as a terminal run (the caller deletes or resets it).
+
+        ``actual`` is this run's reported IO; what the run's ``execute`` reported before is
+        added. ``error`` replaces ``last_error`` when given.
+        """
+        duration = None if started_at_ms is None else max(0, completed_at_ms - started_at_ms)
+        self.run(
+            "INSERT INTO history (task_id, task_type, key, label, priority, status, payload, "
+            "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
+            "expected_net_tx_bytes, actual_read_bytes, actual_write_bytes, actual_net_rx_bytes, "
+            "actual_net_tx_bytes, retry_count, last_error, created_at_ms, started_at_ms, "
+            "completed_at_ms, duration_ms, parent_id, fail_fast, group_key) "
+            "SELECT id, task_type, key, label, priority, ?, payload, expected_read_bytes, "
+            "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, "
+            "acc_read_bytes + ?, acc_write_bytes + ?, acc_net_rx_bytes + ?, acc_net_tx_bytes + ?, "
+            "retry_count, coalesce(?, last_error), created_at_ms, ?, ?, ?, parent_id, fail_fast, "
+            "group_key FROM tasks WHERE id = ?",
+            (status, *actual, error, started_at_ms, completed_at_ms, duration, task_id),
+        )
+        self.terminal_since_prune += 1
+        if self.terminal_since_prune >= self.prune_every:
+            self.retention_tick()
+
+    def retention_tick(self) -> int:
+        """Apply the retention policy and forget old request ids; history rows deleted."""
+        self.terminal_since_prune = 0
+        deleted = self.prune(self.retention_max_count, self.retention_max_age_days)
+        self.run("DELETE FROM requests WHERE at_ms < ?", (self.now() - REQUEST_TTL_MS,))
+        return deleted
+
+    def prune(self, keep: int | None, days: float | None) -> int:
+        """Delete history beyond the newest ``keep`` rows and/or older than ``days``."""
+        deleted = 0
+        if days is not None:
+            cutoff = self.now() - int(days * 86_400_000)
+            deleted += self.run("DELETE FROM history WHERE completed_at_ms < ?", (cutoff,))
+        if keep is not None:
+            # The newest ``keep`` by (completed_at_ms, id); everything older goes.
+            edge = self.one(
+                "SELECT completed_at_ms, id FROM history "
+                "ORDER BY completed_at_ms DESC, id DESC LIMIT 1 OFFSET ?",
+                (max(0, keep - 1),),
+            )
+            if keep <= 0:
+                deleted += self.run("DELETE FROM history")
+            elif edge is not None:
+                deleted += self.run(
+                    "DELETE FROM history WHERE completed_at_ms < ? "
+                    "OR (completed_at_ms = ? AND id < ?)",
+                    (edge[0], edge[0], edge[1]),
+                )
+        self.pruned_total += deleted
+        return deleted
+
+
+def _db_error(exc: apsw.Error, sql: str) -> DatabaseError:
+    statement = " ".join(sql.split())[:80]
+    return DatabaseError(f"database error ({type(exc).__name__}: {exc}) in: {statement}")

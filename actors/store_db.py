@@ -1,0 +1,321 @@
+"""``StoreDB``: the only code that touches SQLite. Pure methods, one per Store message kind.
+
+One apsw connection in WAL mode (``synchronous=NORMAL``: a commit survives a crash of the
+process, and WAL keeps readers of the file off the writer's back). Every write runs in an
+immediate transaction; ``batch()`` lets the Store actor run many requests in one transaction with
+a savepoint each (group commit), so a failing request rolls back only itself. Times are epoch
+milliseconds from the injected clock. Every apsw error surfaces as ``DatabaseError``.
+
+The rules are those of ``docs``/``semantics.md``; the state changes live in ``store_submit``
+(submitting) and ``store_children`` (finishing, cancelling, parents), the reads in
+``store_queries``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+import apsw
+
+from actors import store_children as lifecycle
+from actors import store_queries as queries
+from actors.store_core import Core
+from actors.store_schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, migrate, task_row
+from actors.store_submit import submit as apply_submissions
+from bus.clock import Clock
+from bus.errors import DatabaseError, InvalidRequest
+from bus.kinds import (
+    CountsReply,
+    HistoryRow,
+    LookupReply,
+    Outcome,
+    Submission,
+    TaskResult,
+    TaskRow,
+    ThroughputReply,
+    Transition,
+    TypeStatsReply,
+)
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5_000
+
+
+class Batch:
+    """One transaction shared by many requests; ``run`` gives each its own savepoint."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a savepoint: if it raises, only its own writes are rolled back."""
+        if not self._core.in_transaction:
+            # SQLite rolled the whole transaction back (disk full, I/O error): refuse the rest
+            # rather than run them in autocommit mode.
+            raise DatabaseError("the batch's transaction was rolled back by the database")
+        with self._core.savepoint():
+            return fn()
+
+
+class StoreDB:
+    """The task database. Not thread-safe: the Store actor's thread is its only user."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Clock,
+        retention_max_count: int | None = 10_000,
+        retention_max_age_days: float | None = None,
+        prune_every: int = 100,
+    ) -> None:
+        self.path = str(path)
+        try:
+            conn = apsw.Connection(self.path)
+            conn.setbusytimeout(BUSY_TIMEOUT_MS)
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except apsw.Error as exc:
+            raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
+        self._core = Core(
+            conn,
+            clock,
+            retention_max_count=retention_max_count,
+            retention_max_age_days=retention_max_age_days,
+            prune_every=prune_every,
+        )
+        self._closed = False
+        try:
+            with self._core.atomic():
+                migrate(conn)
+        except ValueError as exc:
+            conn.close()
+            raise DatabaseError(f"{self.path}: {exc}") from exc
+        self.recovered: list[Transition] = self.recover()
+        """What recovery on open changed (resolved parents)."""
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """One ``BEGIN IMMEDIATE`` transaction, committed when the block ends without error.
+
+        If the commit itself fails, everything is rolled back and ``DatabaseError`` raised.
+        """
+        if self._core.in_transaction:
+            raise RuntimeError("StoreDB.batch() cannot be nested")
+        with self._core.atomic():
+            yield Batch(self._core)
+
+    @property
+    def retention_counters(self) -> dict[str, int]:
+        return {
+            "history_since_prune": self._core.terminal_since_prune,
+            "history_pruned": self._core.pruned_total,
+        }
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def submit(self, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:
+        """Apply submissions in order in one transaction (all or nothing); one outcome each."""
+        with self._core.atomic():
+            return apply_submissions(self._core, subs, request_id)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def get_task(self, id: int | None = None, key: str | None = None) -> TaskRow | None:
+        return queries.get_task(self._core, id, key)
+
+    def list_tasks(self, status: str, limit: int = 100) -> list[TaskRow]:
+        return queries.list_tasks(self._core, status, limit)
+
+    def counts(self) -> CountsReply:
+        return queries.counts(self._core)
+
+    def lookup(self, key: str) -> LookupReply:
+        return queries.lookup(self._core, key)
+
+    def history(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        task_type: str | None = None,
+        key: str | None = None,
+        status: str | None = None,
+    ) -> list[HistoryRow]:
+        return queries.history(self._core, limit, offset, task_type, key, status)
+
+    def history_stats(self, task_type: str) -> TypeStatsReply:
+        return queries.history_stats(self._core, task_type)
+
+    def avg_throughput(self, task_type: str, n: int = 20) -> ThroughputReply:
+        return queries.avg_throughput(self._core, task_type, n)
+
+    def learned_io(
+        self, types: Sequence[str], min_runs: int = 5, window: int = 20
+    ) -> dict[str, list[float]]:
+        return queries.learned_io(self._core, list(types), min_runs, window)
+
+    def prune(self, keep: int | None = None, days: float | None = None) -> int:
+        """Delete history beyond the newest ``keep`` rows and/or older than ``days``."""
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+            raise InvalidRequest(f"keep must be a non-negative integer, got {keep!r}")
+        if days is not None and (isinstance(days, bool) or days < 0):
+            raise InvalidRequest(f"days must be a non-negative number, got {days!r}")
+        with self._core.atomic():
+            return self._core.prune(keep, days)
+
+    def retention_tick(self) -> int:
+        """Apply the retention policy now and forget request ids older than an hour."""
+        with self._core.atomic():
+            return self._core.retention_tick()
+
+    # -- dispatching -------------------------------------------------------------------------
+
+    def peek(self, limit: int, skip_groups: Sequence[str] = ()) -> list[TaskRow]:
+        """The most urgent dispatchable rows (payload left out): finalize-ready parents first,
+        then pending rows by (priority, id); rows of ``skip_groups`` are passed over."""
+        queries.check_limit(limit)
+        groups = list(dict.fromkeys(skip_groups))
+        skip = ""
+        if groups:
+            skip = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(groups))}))"
+        # INDEXED BY pins the partial indexes: the cost stays flat in the queue's depth.
+        rows = self._core.all(
+            f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_finalize "
+            f"WHERE status = 'pending' AND phase = 'finalize'{skip} ORDER BY priority, id LIMIT ?",
+            (*groups, limit),
+        )
+        if len(rows) < limit:
+            rows += self._core.all(
+                f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready "
+                f"WHERE status = 'pending' AND phase = 'execute'{skip} "
+                "ORDER BY priority, id LIMIT ?",
+                (*groups, limit - len(rows)),
+            )
+        return [task_row(r) for r in rows]
+
+    def claim(self, ids: Sequence[int], now_ms: int = 0) -> list[TaskRow]:
+        """Move the rows still pending to running (``started_at = now``); the claimed rows, with
+        payload, finalize first, then by (priority, id)."""
+        now = now_ms or self._core.now()
+        claimed: list[TaskRow] = []
+        with self._core.atomic():
+            for task_id in dict.fromkeys(ids):
+                row = self._core.one(
+                    "UPDATE tasks SET status = 'running', started_at_ms = ?, run_started_at_ms = "
+                    "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ? "
+                    "ELSE run_started_at_ms END "
+                    f"WHERE id = ? AND status = 'pending' RETURNING {TASK_COLUMNS}",
+                    (now, now, task_id),
+                )
+                if row is not None:
+                    claimed.append(task_row(row))
+        claimed.sort(key=lambda r: (r.phase != "finalize", r.priority, r.id))
+        return claimed
+
+    def finish(self, results: Sequence[TaskResult], max_retries: int = 3) -> list[Transition]:
+        """Apply executor results (see ``store_children.finish``); one transition each."""
+        with self._core.atomic():
+            return lifecycle.finish(self._core, results, max_retries)
+
+    def preempt(self, ids: Sequence[int]) -> list[TaskRow]:
+        """Running rows → paused (``started_at`` cleared, retry_count unchanged)."""
+        paused: list[TaskRow] = []
+        with self._core.atomic():
+            for task_id in dict.fromkeys(ids):
+                row = self._core.one(
+                    "UPDATE tasks SET status = 'paused', started_at_ms = NULL "
+                    f"WHERE id = ? AND status = 'running' RETURNING {TASK_COLUMNS}",
+                    (task_id,),
+                )
+                if row is not None:
+                    paused.append(task_row(row))
+        return paused
+
+    def resume_paused(self, threshold: int) -> list[TaskRow]:
+        """Paused rows → pending, except those a running task at or above the preemption
+        ``threshold`` and strictly more urgent would preempt again at once (anti-thrash)."""
+        if isinstance(threshold, bool) or not isinstance(threshold, int):
+            raise InvalidRequest(f"threshold must be an integer, got {threshold!r}")
+        with self._core.atomic():
+            top = self._core.value(
+                "SELECT min(priority) FROM tasks WHERE status = 'running' AND status != 'pending'"
+            )
+            limit, params = "", []
+            if top is not None and top <= threshold:
+                limit, params = " AND priority <= ?", [top]
+            rows = self._core.all(
+                "UPDATE tasks SET status = 'pending' "
+                f"WHERE status = 'paused' AND status != 'pending'{limit} RETURNING {TASK_COLUMNS}",
+                params,
+            )
+        resumed = [task_row(r) for r in rows]
+        resumed.sort(key=lambda r: (r.priority, r.id))
+        return resumed
+
+    def cancel(self, id: int) -> list[Transition]:
+        """Cancel a task and its children (deepest first); [] when no active task has ``id``."""
+        with self._core.atomic():
+            return lifecycle.cancel(self._core, id)
+
+    def release(
+        self, ids: Sequence[int], error: str = "executor host lost", max_retries: int | None = None
+    ) -> list[Transition]:
+        """Running rows of a lost host → pending with retry_count + 1 and ``last_error``.
+
+        With ``max_retries``, a row that has already used its retries fails instead, so a task
+        that keeps crashing its host cannot loop forever. One transition per id (``ignored`` for
+        rows not running).
+        """
+        out: list[Transition] = []
+        with self._core.atomic():
+            for task_id in dict.fromkeys(ids):
+                task = lifecycle.load(self._core, task_id)
+                if task is None or task.row.status != "running":
+                    out.append(Transition(id=task_id, result="ignored"))
+                elif max_retries is not None and task.row.retry_count >= max_retries:
+                    lifecycle.fail(self._core, task, error, self._core.now(), out)
+                else:
+                    self._core.run(
+                        "UPDATE tasks SET status = 'pending', retry_count = retry_count + 1, "
+                        "last_error = ?, started_at_ms = NULL WHERE id = ?",
+                        (error, task_id),
+                    )
+                    retry = lifecycle.transition(task.row, "retry", error=error, was_running=True)
+                    out.append(retry)
+        return out
+
+    # -- lifecycle of the database -----------------------------------------------------------
+
+    def recover(self) -> list[Transition]:
+        """After a restart: running rows → pending (retry_count kept); waiting parents whose
+        children have all finished are resolved (finalize-ready or failed)."""
+        with self._core.atomic():
+            self._core.run(
+                "UPDATE tasks SET status = 'pending', started_at_ms = NULL "
+                "WHERE status = 'running' AND status != 'pending'"
+            )
+            return lifecycle.resolve_waiting(self._core)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the database file and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        conn = self._core.conn
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except apsw.Error as exc:
+            conn.close()
+            raise DatabaseError(f"closing {self.path}: {exc}") from exc
+        conn.close()

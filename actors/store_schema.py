@@ -1,0 +1,168 @@
+"""The Store's SQLite schema (versioned with ``PRAGMA user_version``) and row mapping.
+
+Two tables hold the tasks: ``tasks`` (active rows: pending, running, paused, waiting) and
+``history`` (terminal runs: completed, failed, cancelled). A third, ``requests``, remembers the
+outcomes of recent Submit requests by ``request_id`` so a client's retry is not applied twice.
+
+Besides the fields of ``TaskRow``, a task row keeps a few columns the Store needs for itself:
+
+* ``has_children`` — a child was inserted with this row as parent during the current run, so
+  ``execute`` returning ok leads to ``waiting``/``finalize`` rather than completion;
+* ``child_failures`` — children of the current run that failed permanently (a counter rather than
+  a history query, so history retention can never make a failed child disappear);
+* ``run_started_at_ms`` — when the current run's ``execute`` was dispatched: a parent's history
+  row spans execute, the wait for its children and finalize;
+* ``acc_*_bytes`` — actual IO already reported by the run's ``execute`` (added to finalize's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus.kinds import HistoryRow, TaskRow
+
+SCHEMA_VERSION = 1
+
+TASK_STATUSES = ("pending", "running", "paused", "waiting")
+HISTORY_STATUSES = ("completed", "failed", "cancelled")
+
+_SCHEMA_V1 = """
+CREATE TABLE tasks (
+    -- AUTOINCREMENT: an id is never reused, so a late result or a history row's task_id can
+    -- never be mistaken for a newer task's.
+    id                     INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_type              TEXT    NOT NULL,
+    key                    TEXT    NOT NULL UNIQUE,
+    label                  TEXT    NOT NULL,
+    priority               INTEGER NOT NULL,
+    status                 TEXT    NOT NULL
+        CHECK (status IN ('pending', 'running', 'paused', 'waiting')),
+    payload                BLOB,
+    expected_read_bytes    INTEGER NOT NULL DEFAULT 0,
+    expected_write_bytes   INTEGER NOT NULL DEFAULT 0,
+    expected_net_rx_bytes  INTEGER NOT NULL DEFAULT 0,
+    expected_net_tx_bytes  INTEGER NOT NULL DEFAULT 0,
+    retry_count            INTEGER NOT NULL DEFAULT 0,
+    last_error             TEXT,
+    created_at_ms          INTEGER NOT NULL,
+    started_at_ms          INTEGER,
+    requeue                INTEGER NOT NULL DEFAULT 0,
+    requeue_priority       INTEGER,
+    parent_id              INTEGER,
+    fail_fast              INTEGER NOT NULL DEFAULT 1,
+    group_key              TEXT,
+    phase                  TEXT    NOT NULL DEFAULT 'execute'
+        CHECK (phase IN ('execute', 'finalize')),
+    has_children           INTEGER NOT NULL DEFAULT 0,
+    child_failures         INTEGER NOT NULL DEFAULT 0,
+    run_started_at_ms      INTEGER,
+    acc_read_bytes         INTEGER NOT NULL DEFAULT 0,
+    acc_write_bytes        INTEGER NOT NULL DEFAULT 0,
+    acc_net_rx_bytes       INTEGER NOT NULL DEFAULT 0,
+    acc_net_tx_bytes       INTEGER NOT NULL DEFAULT 0
+);
+-- The ready order. Partial, so claim and peek cost the same whatever the queue depth.
+CREATE INDEX tasks_ready ON tasks(priority, id) WHERE status = 'pending';
+-- Finalize-ready parents, dispatched ahead of everything else.
+CREATE INDEX tasks_finalize ON tasks(priority, id)
+    WHERE status = 'pending' AND phase = 'finalize';
+-- Everything not pending (a small set): counts, lists and the anti-thrash check.
+CREATE INDEX tasks_busy ON tasks(status, priority, id) WHERE status != 'pending';
+CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
+
+CREATE TABLE history (
+    id                     INTEGER PRIMARY KEY,
+    task_id                INTEGER NOT NULL,
+    task_type              TEXT    NOT NULL,
+    key                    TEXT    NOT NULL,
+    label                  TEXT    NOT NULL,
+    priority               INTEGER NOT NULL,
+    status                 TEXT    NOT NULL
+        CHECK (status IN ('completed', 'failed', 'cancelled')),
+    payload                BLOB,
+    expected_read_bytes    INTEGER NOT NULL DEFAULT 0,
+    expected_write_bytes   INTEGER NOT NULL DEFAULT 0,
+    expected_net_rx_bytes  INTEGER NOT NULL DEFAULT 0,
+    expected_net_tx_bytes  INTEGER NOT NULL DEFAULT 0,
+    actual_read_bytes      INTEGER NOT NULL DEFAULT 0,
+    actual_write_bytes     INTEGER NOT NULL DEFAULT 0,
+    actual_net_rx_bytes    INTEGER NOT NULL DEFAULT 0,
+    actual_net_tx_bytes    INTEGER NOT NULL DEFAULT 0,
+    retry_count            INTEGER NOT NULL DEFAULT 0,
+    last_error             TEXT,
+    created_at_ms          INTEGER NOT NULL,
+    started_at_ms          INTEGER,
+    completed_at_ms        INTEGER NOT NULL,
+    duration_ms            INTEGER,
+    parent_id              INTEGER,
+    fail_fast              INTEGER NOT NULL DEFAULT 1,
+    group_key              TEXT
+);
+CREATE INDEX history_time ON history(completed_at_ms);
+CREATE INDEX history_type ON history(task_type, completed_at_ms);
+CREATE INDEX history_key ON history(key, completed_at_ms);
+CREATE INDEX history_status ON history(status, completed_at_ms);
+
+CREATE TABLE requests (
+    request_id  TEXT    PRIMARY KEY,
+    outcomes    BLOB    NOT NULL,
+    at_ms       INTEGER NOT NULL
+);
+CREATE INDEX requests_age ON requests(at_ms);
+"""
+
+
+def migrate(conn: Any) -> None:
+    """Create the schema on a new database; refuse one written by a newer taskmill.
+
+    Runs inside the caller's transaction, so a half-created schema is never committed.
+    """
+    version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+    if version == SCHEMA_VERSION:
+        return
+    if version == 0:
+        conn.execute(_SCHEMA_V1)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    raise ValueError(f"database schema version {version} is newer than this taskmill's")
+
+
+TASK_COLUMNS = (
+    "id, task_type, key, label, priority, status, payload, expected_read_bytes, "
+    "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, retry_count, last_error, "
+    "created_at_ms, started_at_ms, requeue, requeue_priority, parent_id, fail_fast, group_key, "
+    "phase"
+)
+"""The columns of ``TaskRow``, in field order."""
+
+TASK_COLUMNS_NO_PAYLOAD = TASK_COLUMNS.replace("payload,", "NULL,")
+"""As ``TASK_COLUMNS`` with the payload left out (peek: the Dispatcher gets it from claim)."""
+
+TASK_INTERNAL_COLUMNS = (
+    "has_children, child_failures, run_started_at_ms, "
+    "acc_read_bytes, acc_write_bytes, acc_net_rx_bytes, acc_net_tx_bytes"
+)
+
+HISTORY_COLUMNS = (
+    "id, task_id, task_type, key, label, priority, status, payload, expected_read_bytes, "
+    "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, actual_read_bytes, "
+    "actual_write_bytes, actual_net_rx_bytes, actual_net_tx_bytes, retry_count, last_error, "
+    "created_at_ms, started_at_ms, completed_at_ms, duration_ms, parent_id, fail_fast, group_key"
+)
+"""The columns of ``HistoryRow``, in field order."""
+
+
+def task_row(t: tuple[Any, ...]) -> TaskRow:
+    """A ``TaskRow`` from a tuple selected with ``TASK_COLUMNS``."""
+    return TaskRow(
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], bool(t[15]), t[16], t[17], bool(t[18]), t[19], t[20],
+    )  # fmt: skip
+
+
+def history_row(t: tuple[Any, ...]) -> HistoryRow:
+    """A ``HistoryRow`` from a tuple selected with ``HISTORY_COLUMNS``."""
+    return HistoryRow(
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], t[15], t[16], t[17], t[18], t[19], t[20], t[21], t[22], bool(t[23]), t[24],
+    )  # fmt: skip

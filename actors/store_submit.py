@@ -1,0 +1,145 @@
+"""Submitting: validation, the four outcomes, and idempotent retries by ``request_id``.
+
+Outcomes (semantics.md "Submit outcomes"), applied in order within a batch:
+
+1. no active row has the key → insert → ``inserted``;
+2. the row is pending or paused and the new priority is strictly more urgent → raised →
+   ``upgraded``;
+3. the row is running or paused → marked for requeue when none is marked yet, or when the new
+   priority is strictly more urgent than the marked one → ``requeued``;
+4. else ``duplicate`` (id None).
+
+A batch with one invalid submission is rejected whole before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from actors.store_core import Core
+from bus.errors import InvalidRequest, PayloadTooLarge
+from bus.kinds import Outcome, Submission
+
+MAX_PAYLOAD_BYTES = 1_048_576
+MAX_TASK_TYPE_CHARS = 256
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def validate(sub: Submission, index: int) -> None:
+    """Raise ``InvalidRequest`` or ``PayloadTooLarge`` for a submission the Store cannot take."""
+    where = f"submission {index}"
+    if not isinstance(sub, Submission):
+        raise InvalidRequest(f"{where}: not a Submission")
+    if not isinstance(sub.task_type, str) or not sub.task_type:
+        raise InvalidRequest(f"{where}: task_type must be a non-empty string")
+    if len(sub.task_type) > MAX_TASK_TYPE_CHARS:
+        raise InvalidRequest(f"{where}: task_type longer than {MAX_TASK_TYPE_CHARS} characters")
+    if not isinstance(sub.key, str) or not _KEY.fullmatch(sub.key):
+        raise InvalidRequest(f"{where}: key must be 64 lowercase hex characters (a SHA-256)")
+    if not isinstance(sub.label, str):
+        raise InvalidRequest(f"{where}: label must be a string")
+    if not _is_int(sub.priority) or not 0 <= sub.priority <= 255:
+        raise InvalidRequest(
+            f"{where}: priority must be an integer in 0..255, got {sub.priority!r}"
+        )
+    if sub.payload is not None:
+        if not isinstance(sub.payload, bytes):
+            raise InvalidRequest(f"{where}: payload must be bytes")
+        if len(sub.payload) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"{where}: payload of {len(sub.payload)} bytes exceeds {MAX_PAYLOAD_BYTES} bytes"
+            )
+    for name in (
+        "expected_read_bytes",
+        "expected_write_bytes",
+        "expected_net_rx_bytes",
+        "expected_net_tx_bytes",
+    ):
+        value = getattr(sub, name)
+        if not _is_int(value) or not 0 <= value < 2**63:
+            raise InvalidRequest(f"{where}: {name} must be a non-negative integer")
+    if sub.group_key is not None and not isinstance(sub.group_key, str):
+        raise InvalidRequest(f"{where}: group_key must be a string or None")
+    if not isinstance(sub.fail_fast, bool):
+        raise InvalidRequest(f"{where}: fail_fast must be a bool")
+    if sub.parent_id is not None and (not _is_int(sub.parent_id) or sub.parent_id < 1):
+        raise InvalidRequest(f"{where}: parent_id must be a positive integer")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:
+    """Apply a batch of submissions; the caller provides the transaction."""
+    if request_id is not None:
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
+            raise InvalidRequest("request_id must be a string of 1..256 characters")
+        seen = core.value("SELECT outcomes FROM requests WHERE request_id = ?", (request_id,))
+        if seen is not None:
+            return [Outcome(k, i, p) for k, i, p in msgpack.unpackb(seen)]
+    for index, sub in enumerate(subs):
+        validate(sub, index)
+    now = core.now()
+    outcomes = [_apply(core, sub, now) for sub in subs]
+    if request_id is not None:
+        packed = msgpack.packb([[o.kind, o.id, o.priority] for o in outcomes])
+        core.run(
+            "INSERT OR REPLACE INTO requests (request_id, outcomes, at_ms) VALUES (?, ?, ?)",
+            (request_id, packed, now),
+        )
+    return outcomes
+
+
+def _apply(core: Core, sub: Submission, now: int) -> Outcome:
+    found = core.one(
+        "SELECT id, status, priority, requeue, requeue_priority FROM tasks WHERE key = ?",
+        (sub.key,),
+    )
+    if found is None:
+        task_id = _insert(core, sub, now)
+        return Outcome("inserted", task_id, sub.priority)
+    task_id, status, priority, requeue, requeue_priority = found
+    if status in ("pending", "paused") and sub.priority < priority:
+        core.run("UPDATE tasks SET priority = ? WHERE id = ?", (sub.priority, task_id))
+        return Outcome("upgraded", task_id, sub.priority)
+    if status in ("running", "paused") and (not requeue or sub.priority < requeue_priority):
+        core.run(
+            "UPDATE tasks SET requeue = 1, requeue_priority = ? WHERE id = ?",
+            (sub.priority, task_id),
+        )
+        return Outcome("requeued", task_id, sub.priority)
+    return Outcome("duplicate", None, sub.priority)
+
+
+def _insert(core: Core, sub: Submission, now: int) -> int:
+    row = core.one(
+        "INSERT INTO tasks (task_type, key, label, priority, status, payload, "
+        "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
+        "expected_net_tx_bytes, created_at_ms, parent_id, fail_fast, group_key) "
+        "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            sub.task_type,
+            sub.key,
+            sub.label,
+            sub.priority,
+            sub.payload,
+            sub.expected_read_bytes,
+            sub.expected_write_bytes,
+            sub.expected_net_rx_bytes,
+            sub.expected_net_tx_bytes,
+            now,
+            sub.parent_id,
+            int(sub.fail_fast),
+            sub.group_key,
+        ),
+    )
+    assert row is not None
+    if sub.parent_id is not None:
+        # The parent's current run now has children: its ok leads to waiting, then finalize.
+        core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (sub.parent_id,))
+    return int(row[0])

@@ -1,0 +1,100 @@
+"""Helpers shared by the Store tests: keys, submissions, results, and a database on a file."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from actors.store import StoreActor
+from actors.store_db import StoreDB
+from bus.clock import FakeClock
+from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
+from bus.kinds import Submission, TaskResult, TaskRow
+from bus.runtime import ActorThread
+
+
+def key(name: str) -> str:
+    """A valid 64-hex dedup key derived from a readable name."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def sub(name: str, priority: int = 128, *, task_type: str = "t", **fields: Any) -> Submission:
+    return Submission(task_type, key(name), name, priority, **fields)
+
+
+def open_db(path: Path, clock: FakeClock, **options: Any) -> StoreDB:
+    return StoreDB(str(path / "tasks.db"), clock=clock, **options)
+
+
+def ok(task_id: int, **fields: Any) -> TaskResult:
+    return TaskResult(task_id, "ok", **fields)
+
+
+def error(task_id: int, message: str = "boom", *, retryable: bool = False, **f: Any) -> TaskResult:
+    return TaskResult(task_id, "error", message, retryable, **f)
+
+
+def insert(db: StoreDB, *names: str, priority: int = 128, **fields: Any) -> list[int]:
+    """Insert tasks and return their ids (asserting each was new)."""
+    outcomes = db.submit([sub(n, priority, **fields) for n in names])
+    assert [o.kind for o in outcomes] == ["inserted"] * len(names)
+    return [o.id for o in outcomes if o.id is not None]
+
+
+def run(db: StoreDB, *names: str, priority: int = 128, **fields: Any) -> list[int]:
+    """Insert tasks and claim them (running)."""
+    ids = insert(db, *names, priority=priority, **fields)
+    claimed = db.claim(ids)
+    assert sorted(r.id for r in claimed) == sorted(ids)
+    return ids
+
+
+def row(db: StoreDB, task_id: int) -> TaskRow:
+    found = db.get_task(task_id)
+    assert found is not None, f"task {task_id} is not active"
+    return found
+
+
+# -- a real Store actor -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreEndpoints:
+    store: str
+    notify: str
+    control: str
+
+
+def store_endpoints(transport: str, tmp_path: Path) -> StoreEndpoints:
+    """Endpoints for one Store on ``inproc`` or ``ipc`` (sockets in a 0700 dir under tmp_path)."""
+    if transport == "inproc":
+        namespace = new_namespace()
+        names = [inproc(namespace, n) for n in ("store", "store-notify", "store-control")]
+    else:
+        run_dir = ensure_run_dir(tmp_path / "run")
+        names = [ipc(run_dir, n) for n in ("store", "notify", "control")]
+    return StoreEndpoints(*names)
+
+
+@contextmanager
+def running_store(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, db_path: Path, **options: Any
+) -> Iterator[StoreActor]:
+    """A Store actor in its thread, stopped (and its crash re-raised) on exit."""
+    clock = options.pop("clock", None) or FakeClock()
+    actor = StoreActor(
+        lambda: StoreDB(str(db_path / "tasks.db"), clock=clock, **options),
+        endpoints.store,
+        endpoints.notify,
+    )
+    thread = ActorThread(actor, context, endpoints.control).start()
+    try:
+        yield actor
+    finally:
+        thread.stop()

@@ -1,0 +1,255 @@
+"""``docs/protocol.md`` against the code: every kind, every struct, every field, every error code.
+
+The spec is authoritative, so it must not drift from the registry. It is parsed by the simple,
+consistent format it uses:
+
+* a message kind is a section headed ``### `kind` ``, a struct one headed ``### Struct `Name` ``;
+* a section's metadata are bullets ``- **Name:** value`` (Pattern, Reply, Version, ...);
+* its fields are the table ``| Field | Type | Default | Meaning |``, one row per field in
+  declaration order, with the name, the type (the annotation as written in ``bus/kinds*.py``,
+  ``|`` escaped as ``\\|``) and the default (``required``, or a Python literal) in backticks;
+  a kind without fields says ``No fields.``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bus  # noqa: F401  (registers every kind)
+from actors.publisher import SCHEDULER_EVENTS, TASK_EVENTS, topic_for
+from bus import kinds, kinds_run
+from bus.errors import ErrorCode, error_from_reply
+from bus.protocol import Message, registry
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+KIND_HEADING = re.compile(r"^### `([^`]+)`$")
+STRUCT_HEADING = re.compile(r"^### Struct `([^`]+)`$")
+META = re.compile(r"^- \*\*(.+?):\*\* (.+)$")
+FIELD_HEADER = ["Field", "Type", "Default", "Meaning"]
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+
+
+def sections(text: str) -> list[Section]:
+    """Split the document at every ``##`` and ``###`` heading."""
+    out: list[Section] = [Section("")]
+    for line in text.splitlines():
+        if line.startswith(("## ", "### ")):
+            out.append(Section(line.strip()))
+        else:
+            out[-1].lines.append(line)
+    return out
+
+
+def cells(line: str) -> list[str]:
+    """The cells of a markdown table row; ``\\|`` is a literal pipe."""
+    parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    return [p.strip().replace("\\|", "|") for p in parts]
+
+
+def tables(lines: list[str]) -> list[list[list[str]]]:
+    """Every table of a section, as rows of cells (header and separator included)."""
+    found: list[list[list[str]]] = []
+    current: list[list[str]] | None = None
+    for line in lines:
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                found.append(current)
+            current.append(cells(line))
+        else:
+            current = None
+    return found
+
+
+def unquote(cell: str) -> str:
+    if len(cell) >= 2 and cell[0] == cell[-1] == "`":
+        return cell[1:-1]
+    return cell
+
+
+def field_rows(section: Section) -> list[tuple[str, str, str]]:
+    """The (name, type, default) rows of the section's field table; [] for ``No fields.``."""
+    field_tables = [t for t in tables(section.lines) if t and t[0] == FIELD_HEADER]
+    if not field_tables:
+        assert any(line.strip() == "No fields." for line in section.lines), (
+            f"{section.title}: neither a field table nor 'No fields.'"
+        )
+        return []
+    assert len(field_tables) == 1, f"{section.title}: more than one field table"
+    rows = field_tables[0][2:]  # header, separator
+    return [(unquote(r[0]), unquote(r[1]), unquote(r[2])) for r in rows]
+
+
+def metadata(section: Section) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in map(META.match, section.lines) if m}
+
+
+def documented(pattern: re.Pattern[str]) -> dict[str, Section]:
+    found: dict[str, Section] = {}
+    for section in sections(DOC.read_text(encoding="utf-8")):
+        match = pattern.match(section.title)
+        if match:
+            name = match.group(1)
+            assert name not in found, f"{name} documented twice"
+            found[name] = section
+    return found
+
+
+def struct_classes() -> dict[str, type]:
+    """Every nested record of the protocol: the non-message dataclasses of the kinds modules."""
+    found: dict[str, type] = {}
+    for module in (kinds, kinds_run):
+        for name, obj in vars(module).items():
+            if (
+                isinstance(obj, type)
+                and dataclasses.is_dataclass(obj)
+                and not issubclass(obj, Message)
+                and obj.__module__ == module.__name__
+            ):
+                found[name] = obj
+    return found
+
+
+def field_problems(section: Section, cls: type) -> list[str]:
+    """How the section's field table differs from the dataclass (empty: it matches)."""
+    problems: list[str] = []
+    rows = field_rows(section)
+    fields = dataclasses.fields(cls)
+    doc_names = [r[0] for r in rows]
+    code_names = [f.name for f in fields]
+    if doc_names != code_names:
+        return [f"fields {doc_names} documented, {code_names} in the code"]
+    for (name, type_text, default_text), f in zip(rows, fields, strict=True):
+        if type_text != f.type:
+            problems.append(f"{name}: type {type_text!r} documented, {f.type!r} in the code")
+        if f.default is not dataclasses.MISSING:
+            expected: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            expected = f.default_factory()
+        else:
+            if default_text != "required":
+                problems.append(f"{name}: documented default {default_text!r}, but required")
+            continue
+        try:
+            value = ast.literal_eval(default_text)
+        except (ValueError, SyntaxError):
+            problems.append(f"{name}: default {default_text!r} is not a literal ({expected!r})")
+            continue
+        if type(value) is not type(expected) or value != expected:
+            problems.append(f"{name}: default {default_text!r} documented, {expected!r} in code")
+    return problems
+
+
+KINDS = documented(KIND_HEADING)
+STRUCTS = documented(STRUCT_HEADING)
+REPLY_KINDS = {cls.REPLY.KIND for cls in registry().values() if cls.REPLY is not None} | {"error"}
+
+
+# -- the checker itself ---------------------------------------------------------------------
+
+
+def test_the_field_checker_notices_a_wrong_table() -> None:
+    """A doc table that lies (type, default, a missing field) is reported, not waved through."""
+    lines = [
+        "| Field | Type | Default | Meaning |",
+        "|---|---|---|---|",
+        "| `status` | `int` | required | wrong type |",
+        "| `limit` | `int` | `50` | wrong default |",
+    ]
+    problems = field_problems(Section("### `store.tasks`", lines), kinds.ListTasks)
+    assert len(problems) == 2
+    missing = field_problems(Section("### `store.tasks`", lines[:3]), kinds.ListTasks)
+    assert missing and "documented" in missing[0]
+    escaped = cells("| `request_id` | `str \\| None` | `None` | x |")
+    assert escaped == ["`request_id`", "`str | None`", "`None`", "x"]
+
+
+# -- kinds and structs ----------------------------------------------------------------------
+
+
+def test_every_registered_kind_is_documented_and_nothing_else() -> None:
+    assert len(registry()) > 40  # the registry was populated by importing bus
+    assert sorted(set(registry()) - set(KINDS)) == [], "kinds missing from docs/protocol.md"
+    assert sorted(set(KINDS) - set(registry())) == [], "documented kinds not in the registry"
+
+
+def test_every_struct_is_documented_and_nothing_else() -> None:
+    structs = struct_classes()
+    assert "Submission" in structs and "RunningTask" in structs
+    assert sorted(set(structs) ^ set(STRUCTS)) == []
+
+
+@pytest.mark.parametrize("kind", sorted(registry()))
+def test_kind_fields_match_the_dataclass(kind: str) -> None:
+    assert kind in KINDS, f"{kind} is not documented"
+    assert field_problems(KINDS[kind], registry()[kind]) == []
+
+
+@pytest.mark.parametrize("name", sorted(struct_classes()))
+def test_struct_fields_match_the_dataclass(name: str) -> None:
+    assert name in STRUCTS, f"struct {name} is not documented"
+    assert field_problems(STRUCTS[name], struct_classes()[name]) == []
+
+
+@pytest.mark.parametrize("kind", sorted(registry()))
+def test_kind_metadata_match_the_registry(kind: str) -> None:
+    assert kind in KINDS, f"{kind} is not documented"
+    cls = registry()[kind]
+    meta = metadata(KINDS[kind])
+    assert meta.get("Version") == "1.0"
+    assert meta.get("Sender → receiver"), "who sends it to whom is not documented"
+    assert meta.get("Socket"), "the socket is not documented"
+    reply = "none" if cls.REPLY is None else f"`{cls.REPLY.KIND}`"
+    assert meta.get("Reply") == reply
+    if cls.REPLY is not None:
+        pattern = "request"
+    elif kind in REPLY_KINDS:
+        pattern = "reply"
+    else:
+        pattern = "one-way"
+    assert meta.get("Pattern") == pattern
+
+
+# -- error codes and events -----------------------------------------------------------------
+
+
+def section_table(title: str) -> list[list[str]]:
+    found = [s for s in sections(DOC.read_text(encoding="utf-8")) if s.title == title]
+    assert len(found) == 1, f"no single section {title!r}"
+    (table,) = tables(found[0].lines)
+    return table[2:]
+
+
+def test_error_code_table_lists_every_code_with_its_exception() -> None:
+    rows = {int(r[0]): (unquote(r[1]), unquote(r[2])) for r in section_table("### Error codes")}
+    assert sorted(rows) == sorted(int(c) for c in ErrorCode)
+    for code in ErrorCode:
+        exception = type(error_from_reply(int(code), "reason")).__name__
+        assert rows[int(code)] == (code.name, exception), code
+
+
+def test_event_type_table_lists_every_type_with_its_topic() -> None:
+    rows = {unquote(r[0]): unquote(r[1]) for r in section_table("### Event types")}
+    assert set(rows) == TASK_EVENTS | SCHEDULER_EVENTS
+    for event_type, topic in rows.items():
+        data = {"task_id": 1} if event_type in TASK_EVENTS else {}
+        assert topic == topic_for(event_type, data).decode()
+
+
+def test_changes_record_version_one() -> None:
+    titles = [s.title for s in sections(DOC.read_text(encoding="utf-8"))]
+    assert "## Changes" in titles
+    assert titles[titles.index("## Changes") + 1] == "### 1.0"

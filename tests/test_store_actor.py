@@ -1,0 +1,234 @@
+"""The Store actor on real sockets, over inproc and ipc: requests, group commit, notifications.
+
+Actor tier: one ``StoreActor`` in an ``ActorThread``, the test as its client and subscriber. The
+group-commit contract (replies only after the commit; a failing request alone rolled back) is also
+checked on the batch handler directly, with a recording server instead of a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+import zmq
+from store_support import StoreEndpoints, key, running_store, store_endpoints, sub
+
+from actors.store import StoreActor
+from actors.store_db import StoreDB
+from bus.client import RequestClient
+from bus.clock import FakeClock
+from bus.errors import ErrorCode, InvalidRequest, PayloadTooLarge, ProtocolError
+from bus.kinds import (
+    Counts,
+    CountsReply,
+    Error,
+    GetTask,
+    Lookup,
+    LookupReply,
+    Stats,
+    StatsReply,
+    StoreChanged,
+    Submit,
+    SubmitReply,
+    TaskReply,
+)
+from bus.kinds_run import PauseAll
+from bus.protocol import Message, decode_as
+from bus.runtime import ActorLoop
+from bus.server import Request
+
+WAIT = 5.0
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[Any]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.term()
+
+
+@pytest.fixture(params=["inproc", "ipc"])
+def endpoints(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEndpoints:
+    return store_endpoints(request.param, tmp_path)
+
+
+@pytest.fixture
+def client(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
+) -> Iterator[RequestClient]:
+    with running_store(context, endpoints, tmp_path):
+        store = RequestClient(context, endpoints.store, timeout=WAIT)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def counts(client: RequestClient) -> CountsReply:
+    return client.call(Counts(), CountsReply)
+
+
+def test_submit_then_lookup(client: RequestClient) -> None:
+    reply = client.call(Submit([sub("a", 64, payload=b"body")]), SubmitReply)
+    [outcome] = reply.outcomes
+    assert (outcome.kind, outcome.priority) == ("inserted", 64)
+    found = client.call(Lookup(key("a")), LookupReply)
+    assert found.location == "active" and found.task is not None
+    assert (found.task.id, found.task.payload, found.task.status) == (
+        outcome.id,
+        b"body",
+        "pending",
+    )
+    assert client.call(Lookup(key("b")), LookupReply).location == "not_found"
+    again = client.call(Submit([sub("a", 64)]), SubmitReply)
+    assert [o.kind for o in again.outcomes] == ["duplicate"]
+
+
+def test_200_pipelined_submits_are_all_acknowledged_and_stored(client: RequestClient) -> None:
+    replies = client.pipeline([Submit([sub(f"t{i}", i % 256)]) for i in range(200)])
+    assert len(replies) == 200
+    assert all(isinstance(r, SubmitReply) for r in replies)
+    ids = [r.outcomes[0].id for r in replies if isinstance(r, SubmitReply)]
+    assert [r.outcomes[0].kind for r in replies if isinstance(r, SubmitReply)] == ["inserted"] * 200
+    assert len(set(ids)) == 200
+    assert counts(client).pending == 200
+    for i in (0, 99, 199):
+        task = client.call(GetTask(key=key(f"t{i}")), TaskReply).task
+        assert task is not None and task.priority == i % 256
+    stats = client.call(Stats(), StatsReply).counters
+    assert stats["inserted"] == 200
+    assert stats["commits"] == stats["batches"] <= stats["requests"]
+
+
+def test_bad_priority_gets_an_error_reply_and_writes_nothing(client: RequestClient) -> None:
+    with pytest.raises(InvalidRequest, match="priority"):
+        client.request(Submit([sub("ok"), sub("bad", 300)]))
+    assert counts(client).pending == 0
+    assert client.call(Lookup(key("ok")), LookupReply).location == "not_found"
+
+
+def test_oversized_payload_gets_an_error_reply_and_writes_nothing(client: RequestClient) -> None:
+    with pytest.raises(PayloadTooLarge):
+        client.request(Submit([sub("ok"), sub("big", payload=b"x" * 1_048_577)]))
+    assert counts(client).pending == 0
+    # Exactly 1 MiB is fine.
+    reply = client.call(Submit([sub("edge", payload=b"x" * 1_048_576)]), SubmitReply)
+    assert reply.outcomes[0].kind == "inserted"
+
+
+def test_kinds_the_store_does_not_serve_get_an_error(client: RequestClient) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        client.request(PauseAll())
+    assert caught.value.code == ErrorCode.UNKNOWN_KIND
+    assert counts(client) == CountsReply(0, 0, 0, 0)  # and the store still serves
+
+
+def test_store_changed_is_published_after_submits(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
+) -> None:
+    with running_store(context, endpoints, tmp_path):
+        store = RequestClient(context, endpoints.store, timeout=WAIT)
+        notes = context.socket(zmq.SUB)
+        notes.setsockopt(zmq.LINGER, 0)
+        notes.setsockopt(zmq.SUBSCRIBE, b"")
+        notes.connect(endpoints.notify)
+        try:
+
+            def next_note(timeout: float = WAIT) -> StoreChanged | None:
+                if not notes.poll(int(timeout * 1000)):
+                    return None
+                return decode_as(notes.recv_multipart(), StoreChanged)
+
+            # A subscription takes effect asynchronously: submit until one note arrives.
+            for i in range(100):
+                store.request(Submit([sub(f"warmup-{i}", 200)]))
+                if next_note(0.1) is not None:
+                    break
+            else:
+                pytest.fail("no store.changed within 100 submissions")
+            while next_note(0.05) is not None:  # drain notes of earlier warm-ups
+                pass
+            store.request(Submit([sub("a", 40), sub("b", 9), sub("warmup-0", 1)]))
+            # warmup-0 upgraded to 1: three non-duplicate outcomes, the most urgent 1.
+            assert next_note() == StoreChanged(min_priority=1, count=3)
+            store.request(Submit([sub("a", 40)]))  # a duplicate: no note
+            store.request(Submit([sub("c", 77)]))
+            assert next_note() == StoreChanged(min_priority=77, count=1)
+        finally:
+            notes.close()
+            store.close()
+
+
+def test_tasks_survive_an_actor_restart(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
+) -> None:
+    with running_store(context, endpoints, tmp_path):
+        store = RequestClient(context, endpoints.store, timeout=WAIT)
+        store.request(Submit([sub("kept", payload=b"k")]))
+        store.close()
+    with running_store(context, endpoints, tmp_path):
+        store = RequestClient(context, endpoints.store, timeout=WAIT)
+        try:
+            found = store.call(Lookup(key("kept")), LookupReply)
+            assert found.task is not None and found.task.payload == b"k"
+        finally:
+            store.close()
+
+
+# -- group commit, on the batch handler -------------------------------------------------------
+
+
+class RecordingServer:
+    """Stands in for ``RequestServer``: records replies, and what a second connection to the
+    database file could see at the moment each reply was sent."""
+
+    def __init__(self, db_file: Path) -> None:
+        self.db_file = db_file
+        self.sent: list[tuple[Message, int]] = []
+
+    def send(self, envelope: list[bytes], message: Message, correlation: bytes) -> None:
+        conn = apsw.Connection(str(self.db_file))
+        visible = conn.execute("SELECT count(*) FROM tasks").fetchall()[0][0]
+        conn.close()
+        self.sent.append((message, visible))
+
+
+def test_a_batch_commits_once_then_replies_and_failures_stay_alone(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    namespace = f"inproc://batch-{id(tmp_path)}"
+    actor = StoreActor(
+        lambda: StoreDB(str(tmp_path / "tasks.db"), clock=FakeClock()),
+        f"{namespace}-store",
+        f"{namespace}-notify",
+    )
+    loop = ActorLoop(context, "store")
+    actor.setup(loop)
+    try:
+        server = RecordingServer(tmp_path / "tasks.db")
+        messages: list[Message] = [
+            Submit([sub("a")]),
+            Submit([sub("b"), sub("bad", 999)]),
+            Submit([sub("c"), sub("a", 5)]),
+            Counts(),
+        ]
+        requests = [Request(m, [b"peer"], str(i).encode(), server) for i, m in enumerate(messages)]  # type: ignore[arg-type]
+        actor._on_batch(requests)
+        replies = [message for message, _ in server.sent]
+        assert isinstance(replies[0], SubmitReply)
+        assert isinstance(replies[1], Error) and replies[1].code == ErrorCode.INVALID
+        assert isinstance(replies[2], SubmitReply)
+        assert [o.kind for o in replies[2].outcomes] == ["inserted", "upgraded"]
+        assert replies[3] == CountsReply(pending=2, running=0, paused=0, waiting=0)
+        # Every reply went out after the commit: another connection already saw both rows.
+        assert [visible for _, visible in server.sent] == [2, 2, 2, 2]
+        assert actor.db.get_task(key=key("b")) is None
+        stats = actor.stats()
+        assert (stats["batches"], stats["commits"], stats["errors"]) == (1, 1, 1)
+        assert (stats["inserted"], stats["upgraded"]) == (2, 1)
+    finally:
+        loop.close()
+        actor.on_stop()

@@ -1,0 +1,455 @@
+"""A task's life in the Store: claim, finish, retry, requeue, preempt, resume, cancel, children.
+
+Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from store_support import error, insert, ok, open_db, row, run, sub
+
+from actors.store_db import StoreDB
+from bus.clock import FakeClock, now_ms
+from bus.kinds import TaskResult, Transition
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db(tmp_path: Path, clock: FakeClock) -> Iterator[StoreDB]:
+    store = open_db(tmp_path, clock)
+    yield store
+    store.close()
+
+
+def results(transitions: list[Transition]) -> list[tuple[int, str]]:
+    return [(t.id, t.result) for t in transitions]
+
+
+# -- claim and peek ---------------------------------------------------------------------------
+
+
+def test_peek_and_claim_follow_priority_then_id(db: StoreDB, clock: FakeClock) -> None:
+    db.submit([sub("a", 128), sub("b", 64), sub("c", 128), sub("d", 0), sub("e", 64)])
+    assert [r.label for r in db.peek(10)] == ["d", "b", "e", "a", "c"]
+    assert [r.label for r in db.peek(2)] == ["d", "b"]
+    claimed = db.claim([3, 1, 5, 2])
+    assert [r.label for r in claimed] == ["b", "e", "a", "c"]
+    assert {r.status for r in claimed} == {"running"}
+    assert {r.started_at_ms for r in claimed} == {now_ms(clock)}
+
+
+def test_claim_takes_only_rows_still_pending(db: StoreDB) -> None:
+    [a, b] = insert(db, "a", "b", payload=b"p")
+    assert [r.id for r in db.claim([a])] == [a]
+    claimed = db.claim([a, b, 999], now_ms=1234)
+    assert [(r.id, r.started_at_ms, r.payload) for r in claimed] == [(b, 1234, b"p")]
+    assert db.counts().running == 2
+
+
+def test_peek_leaves_payload_out_and_skips_groups(db: StoreDB) -> None:
+    db.submit(
+        [
+            sub("a", 1, group_key="hot", payload=b"x"),
+            sub("b", 2),
+            sub("c", 3, group_key="cold"),
+            sub("d", 4, group_key="hot"),
+        ]
+    )
+    assert [r.label for r in db.peek(10, ["hot"])] == ["b", "c"]
+    assert [r.label for r in db.peek(10, ["hot", "cold"])] == ["b"]
+    assert all(r.payload is None for r in db.peek(10))
+    assert [r.label for r in db.peek(10)] == ["a", "b", "c", "d"]
+
+
+def vm_steps(db: StoreDB, action: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps an action costs (a deterministic measure of work)."""
+    steps = 0
+
+    def count() -> bool:
+        nonlocal steps
+        steps += 1
+        return False
+
+    conn = db._core.conn  # diagnostics only: the test peeks at the engine's work
+    conn.set_progress_handler(count, 1)
+    try:
+        action()
+    finally:
+        conn.set_progress_handler(None)
+    return steps
+
+
+def test_peek_and_claim_cost_does_not_grow_with_queue_depth(db: StoreDB) -> None:
+    db.submit([sub(f"small-{i}", 100) for i in range(100)])
+    small_peek = vm_steps(db, lambda: db.peek(10))
+    small_claim = vm_steps(db, lambda: db.claim([1, 2, 3]))
+    for chunk in range(20):
+        db.submit([sub(f"big-{chunk}-{i}", 200) for i in range(1000)])
+    big_peek = vm_steps(db, lambda: db.peek(10))
+    big_claim = vm_steps(db, lambda: db.claim([4, 5, 6]))
+    assert db.counts().pending > 20_000
+    # 200x the rows: the same work, give or take B-tree depth.
+    assert big_peek < small_peek * 1.5
+    assert big_claim < small_claim * 1.5
+
+
+def test_finalize_ready_parents_come_first(db: StoreDB) -> None:
+    [parent] = run(db, "parent", priority=200)
+    [child] = insert(db, "child", priority=100, parent_id=parent)
+    insert(db, "urgent", priority=0)
+    db.claim([child])
+    db.finish([ok(parent)])
+    assert results(db.finish([ok(child)])) == [(child, "completed"), (parent, "finalize")]
+    assert [r.label for r in db.peek(10)] == ["parent", "urgent"]
+    claimed = db.claim([3, parent])
+    assert [(r.label, r.phase) for r in claimed] == [("parent", "finalize"), ("urgent", "execute")]
+
+
+# -- finish -----------------------------------------------------------------------------------
+
+
+def test_ok_completes_into_history(db: StoreDB, clock: FakeClock) -> None:
+    [task_id] = run(db, "a", payload=b"p", expected_read_bytes=7)
+    started = now_ms(clock)
+    clock.advance(2.5)
+    transitions = db.finish([ok(task_id, read_bytes=10, write_bytes=20, net_rx_bytes=3)])
+    assert [(t.result, t.label, t.was_running) for t in transitions] == [("completed", "a", True)]
+    assert db.get_task(task_id) is None
+    [h] = db.history()
+    assert (h.task_id, h.status, h.payload, h.expected_read_bytes) == (
+        task_id,
+        "completed",
+        b"p",
+        7,
+    )
+    assert (h.actual_read_bytes, h.actual_write_bytes, h.actual_net_rx_bytes) == (10, 20, 3)
+    assert (h.started_at_ms, h.completed_at_ms, h.duration_ms) == (
+        started,
+        started + 2500,
+        2500,
+    )
+
+
+def test_duration_uses_the_reported_finish_time(db: StoreDB, clock: FakeClock) -> None:
+    [task_id] = run(db, "a")
+    db.finish([ok(task_id, finished_at_ms=now_ms(clock) + 750)])
+    assert db.history()[0].duration_ms == 750
+
+
+def test_retryable_error_retries_until_max_then_fails(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    for attempt in range(1, 4):
+        [t] = db.finish([error(task_id, f"flaky {attempt}", retryable=True)], max_retries=3)
+        assert (t.result, t.error) == ("retry", f"flaky {attempt}")
+        r = row(db, task_id)
+        assert (r.status, r.retry_count, r.last_error, r.started_at_ms) == (
+            "pending",
+            attempt,
+            f"flaky {attempt}",
+            None,
+        )
+        db.claim([task_id])
+    [t] = db.finish([error(task_id, "flaky 4", retryable=True)], max_retries=3)
+    assert t.result == "failed"
+    [h] = db.history()
+    assert (h.status, h.last_error, h.retry_count) == ("failed", "flaky 4", 3)
+    assert db.get_task(task_id) is None
+
+
+def test_permanent_error_fails_at_once(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    [t] = db.finish([error(task_id, "bad input")])
+    assert (t.result, t.error, t.was_running) == ("failed", "bad input", True)
+    assert db.history()[0].status == "failed"
+    assert db.counts().running == 0
+
+
+def test_retry_keeps_place_in_queue(db: StoreDB) -> None:
+    [first] = run(db, "first", priority=100)
+    insert(db, "second", priority=100)
+    db.finish([error(first, "again", retryable=True)])
+    assert [r.label for r in db.peek(5)] == ["first", "second"]
+
+
+def test_requeued_task_completes_then_returns_pending(db: StoreDB) -> None:
+    [task_id] = run(db, "a", priority=128)
+    db.finish([error(task_id, "x", retryable=True)])
+    db.claim([task_id])
+    assert db.submit([sub("a", 30)])[0].kind == "requeued"
+    [t] = db.finish([ok(task_id)])
+    assert (t.result, t.priority) == ("requeued", 30)
+    r = row(db, task_id)
+    assert (r.status, r.priority, r.retry_count, r.requeue, r.requeue_priority) == (
+        "pending",
+        30,
+        0,
+        False,
+        None,
+    )
+    assert r.started_at_ms is None and r.phase == "execute"
+    assert [h.status for h in db.history()] == ["completed"]
+
+
+def test_permanent_failure_drops_the_requeue_mark(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    db.submit([sub("a", 10)])
+    assert results(db.finish([error(task_id, "broken")])) == [(task_id, "failed")]
+    assert db.get_task(task_id) is None
+
+
+def test_preempted_victim_returning_normally_completes(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    [paused] = db.preempt([task_id])
+    assert (paused.status, paused.started_at_ms) == ("paused", None)
+    assert results(db.finish([ok(task_id)])) == [(task_id, "completed")]
+    assert db.history()[0].status == "completed"
+
+
+def test_preempted_victim_raising_is_not_failed(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    db.preempt([task_id])
+    assert results(db.finish([error(task_id, "cancelled by preemption")])) == [(task_id, "ignored")]
+    r = row(db, task_id)
+    assert (r.status, r.retry_count, r.last_error) == ("paused", 0, None)
+    assert db.history() == []
+
+
+@pytest.mark.parametrize(
+    "result",
+    [TaskResult(1, "cancelled"), TaskResult(999, "ok"), TaskResult(999, "error", "x")],
+)
+def test_stale_or_cancelled_results_are_ignored(db: StoreDB, result: TaskResult) -> None:
+    run(db, "a")
+    assert results(db.finish([result])) == [(result.id, "ignored")]
+    assert row(db, 1).status == "running"
+    assert db.history() == []
+
+
+def test_result_for_a_pending_row_is_ignored(db: StoreDB) -> None:
+    [task_id] = insert(db, "a")
+    assert results(db.finish([ok(task_id)])) == [(task_id, "ignored")]
+    assert row(db, task_id).status == "pending"
+
+
+# -- preempt, resume, release -----------------------------------------------------------------
+
+
+def test_preempt_pauses_only_running_rows(db: StoreDB) -> None:
+    [running] = run(db, "a")
+    db.finish([error(running, "x", retryable=True)])
+    db.claim([running])
+    [pending] = insert(db, "b")
+    paused = db.preempt([running, pending])
+    assert [(r.id, r.status, r.retry_count) for r in paused] == [(running, "paused", 1)]
+    assert row(db, pending).status == "pending"
+
+
+def test_resume_is_held_back_by_a_more_urgent_running_task(db: StoreDB) -> None:
+    [low, equal] = run(db, "low", "equal", priority=128)
+    db.preempt([low])
+    [urgent] = run(db, "urgent", priority=0)
+    assert db.resume_paused(0) == []  # anti-thrash: it would be preempted again at once
+    assert row(db, low).status == "paused"
+    db.submit([sub("equal-level", 0)])
+    db.preempt([equal])
+    db.submit([sub("equal", 0)])  # paused at 128 → upgraded to 0, same urgency as the runner
+    assert [r.id for r in db.resume_paused(0)] == [equal]
+    db.finish([ok(urgent)])
+    assert [r.id for r in db.resume_paused(0)] == [low]
+    assert row(db, low).status == "pending"
+
+
+def test_running_tasks_below_the_threshold_do_not_hold_resume_back(db: StoreDB) -> None:
+    [victim] = run(db, "victim", priority=200)
+    db.preempt([victim])
+    run(db, "busy", priority=10)
+    assert [r.id for r in db.resume_paused(0)] == [victim]
+
+
+def test_release_returns_running_rows_with_a_retry_counted(db: StoreDB) -> None:
+    [a, b] = run(db, "a", "b")
+    [c] = insert(db, "c")
+    transitions = db.release([a, c])
+    assert results(transitions) == [(a, "retry"), (c, "ignored")]
+    assert transitions[0].error == "executor host lost"
+    r = row(db, a)
+    assert (r.status, r.retry_count, r.last_error, r.started_at_ms) == (
+        "pending",
+        1,
+        "executor host lost",
+        None,
+    )
+    assert row(db, b).status == "running"
+
+
+def test_release_fails_a_task_that_used_its_retries(db: StoreDB) -> None:
+    [a] = run(db, "a")
+    for _ in range(3):
+        assert results(db.release([a], "host died", max_retries=3)) == [(a, "retry")]
+        db.claim([a])
+    assert results(db.release([a], "host died", max_retries=3)) == [(a, "failed")]
+    assert (db.history()[0].status, db.history()[0].last_error) == ("failed", "host died")
+
+
+# -- cancel -----------------------------------------------------------------------------------
+
+
+def test_cancel_writes_cancelled_history(db: StoreDB) -> None:
+    [running] = run(db, "running")
+    [pending] = insert(db, "pending")
+    [t] = db.cancel(running)
+    assert (t.result, t.was_running) == ("cancelled", True)
+    [t] = db.cancel(pending)
+    assert (t.result, t.was_running) == ("cancelled", False)
+    assert db.cancel(pending) == []
+    assert db.cancel(12345) == []
+    assert sorted((h.task_id, h.status) for h in db.history()) == [
+        (running, "cancelled"),
+        (pending, "cancelled"),
+    ]
+    assert db.counts() == db.counts().__class__(0, 0, 0, 0)
+
+
+def test_cancel_cascades_to_children_first(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [child_a, child_b] = insert(db, "child-a", "child-b", parent_id=parent)
+    db.claim([child_a])
+    [grandchild] = insert(db, "grandchild", parent_id=child_a)
+    transitions = db.cancel(parent)
+    assert results(transitions) == [
+        (grandchild, "cancelled"),
+        (child_a, "cancelled"),
+        (child_b, "cancelled"),
+        (parent, "cancelled"),
+    ]
+    assert [t.was_running for t in transitions] == [False, True, False, True]
+    assert len(db.history(status="cancelled")) == 4
+    assert db.counts().pending + db.counts().running == 0
+
+
+# -- children and finalize --------------------------------------------------------------------
+
+
+def test_parent_waits_for_children_then_finalizes(db: StoreDB, clock: FakeClock) -> None:
+    [parent] = run(db, "parent")
+    started = now_ms(clock)
+    [c1, c2] = insert(db, "c1", "c2", parent_id=parent)
+    db.claim([c1, c2])
+    [t] = db.finish([ok(parent, read_bytes=100)])
+    assert (t.result, t.children_count) == ("waiting", 2)
+    assert row(db, parent).status == "waiting"
+    assert results(db.finish([ok(c1)])) == [(c1, "completed")]
+    assert row(db, parent).status == "waiting"
+    assert results(db.finish([ok(c2)])) == [(c2, "completed"), (parent, "finalize")]
+    r = row(db, parent)
+    assert (r.status, r.phase) == ("pending", "finalize")
+    db.claim([parent])
+    clock.advance(3)
+    assert results(db.finish([ok(parent, read_bytes=5, phase="finalize")])) == [
+        (parent, "completed")
+    ]
+    h = db.history(task_type="t", key=r.key)[0]
+    assert (h.status, h.actual_read_bytes, h.started_at_ms) == ("completed", 105, started)
+    assert h.duration_ms == 3000
+
+
+def test_children_finished_before_the_parent_returned(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [child] = insert(db, "child", parent_id=parent)
+    db.claim([child])
+    db.finish([ok(child)])
+    assert results(db.finish([ok(parent)])) == [(parent, "finalize")]
+    assert row(db, parent).phase == "finalize"
+
+
+def test_task_without_children_never_waits(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    assert results(db.finish([ok(task_id)])) == [(task_id, "completed")]
+
+
+def test_fail_fast_cancels_siblings_and_fails_the_parent(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [c1, c2, c3] = insert(db, "c1", "c2", "c3", parent_id=parent)
+    db.claim([c1, c2])
+    db.finish([ok(parent)])
+    transitions = db.finish([error(c1, "disk on fire")])
+    assert results(transitions) == [
+        (c1, "failed"),
+        (c2, "cancelled"),
+        (c3, "cancelled"),
+        (parent, "failed"),
+    ]
+    assert [t.was_running for t in transitions] == [True, True, False, False]
+    assert transitions[-1].error == f"child task {c1} failed: disk on fire"
+    assert db.counts() == db.counts().__class__(0, 0, 0, 0)
+    statuses = {h.task_id: h.status for h in db.history()}
+    assert statuses == {c1: "failed", c2: "cancelled", c3: "cancelled", parent: "failed"}
+
+
+def test_fail_fast_fails_a_parent_that_is_still_running(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [child] = run(db, "child", parent_id=parent)
+    transitions = db.finish([error(child, "nope")])
+    assert results(transitions) == [(child, "failed"), (parent, "failed")]
+    assert transitions[-1].was_running is True
+    assert results(db.finish([ok(parent)])) == [(parent, "ignored")]
+
+
+def test_without_fail_fast_the_parent_fails_with_the_count(db: StoreDB) -> None:
+    [parent] = run(db, "parent", fail_fast=False)
+    [c1, c2, c3] = run(db, "c1", "c2", "c3", parent_id=parent)
+    db.finish([ok(parent)])
+    assert results(db.finish([error(c1, "x"), error(c2, "y")])) == [(c1, "failed"), (c2, "failed")]
+    assert row(db, parent).status == "waiting"
+    transitions = db.finish([ok(c3)])
+    assert results(transitions) == [(c3, "completed"), (parent, "failed")]
+    assert transitions[-1].error == "2 child task(s) failed"
+    assert db.history(status="failed", limit=1)[0].last_error == "2 child task(s) failed"
+
+
+def test_child_retries_do_not_affect_the_parent(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [child] = run(db, "child", parent_id=parent)
+    db.finish([ok(parent)])
+    assert results(db.finish([error(child, "flaky", retryable=True)])) == [(child, "retry")]
+    assert row(db, parent).status == "waiting"
+    db.claim([child])
+    assert results(db.finish([ok(child)])) == [(child, "completed"), (parent, "finalize")]
+
+
+def test_cancelled_child_lets_the_parent_finalize(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [c1, c2] = insert(db, "c1", "c2", parent_id=parent)
+    db.finish([ok(parent)])
+    db.cancel(c1)
+    assert results(db.cancel(c2)) == [(c2, "cancelled"), (parent, "finalize")]
+
+
+def test_finalize_error_follows_the_retry_rules(db: StoreDB) -> None:
+    [parent] = run(db, "parent")
+    [child] = run(db, "child", parent_id=parent)
+    db.finish([ok(parent)])
+    db.finish([ok(child)])
+    db.claim([parent])
+    assert results(db.finish([error(parent, "later", retryable=True)])) == [(parent, "retry")]
+    r = row(db, parent)
+    assert (r.status, r.phase, r.retry_count) == ("pending", "finalize", 1)
+    db.claim([parent])
+    assert results(db.finish([error(parent, "fatal")])) == [(parent, "failed")]
+
+
+def test_a_failed_parent_tells_its_own_parent(db: StoreDB) -> None:
+    [top] = run(db, "top")
+    [middle] = run(db, "middle", parent_id=top)
+    [leaf] = run(db, "leaf", parent_id=middle)
+    db.finish([ok(top), ok(middle)])
+    transitions = db.finish([error(leaf, "deep")])
+    assert results(transitions) == [(leaf, "failed"), (middle, "failed"), (top, "failed")]
+    assert transitions[-1].error == f"child task {middle} failed: child task {leaf} failed: deep"

@@ -1,0 +1,152 @@
+"""Persistence: write, close, reopen — every task is kept, interrupted work comes back pending.
+
+Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no sockets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import pytest
+from store_support import error, insert, key, ok, open_db, row, run, sub
+
+from bus.clock import FakeClock
+from bus.errors import DatabaseError
+
+
+def raw(tmp_path: Path) -> apsw.Connection:
+    """A second connection to the file, to inspect it or to fake a crash's leftovers."""
+    return apsw.Connection(str(tmp_path / "tasks.db"))
+
+
+def test_every_task_survives_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    insert(db, "pending", payload=b"\x00\x01", group_key="g", expected_write_bytes=5)
+    [running] = run(db, "running", priority=3)
+    db.finish([error(running, "flaky", retryable=True)])
+    db.claim([running])
+    [paused] = run(db, "paused")
+    db.preempt([paused])
+    [marked] = run(db, "marked")
+    db.submit([sub("marked", 7)])
+    [done] = run(db, "done")
+    db.finish([ok(done, read_bytes=42)])
+    before = {r.id: r for s in ("pending", "running", "paused") for r in db.list_tasks(s, 100)}
+    history_before = db.history()
+    db.close()
+
+    db = open_db(tmp_path, clock)
+    try:
+        after = {r.id: r for s in ("pending", "running", "paused") for r in db.list_tasks(s, 100)}
+        assert after.keys() == before.keys()
+        assert db.counts().running == 0
+        for task_id, old in before.items():
+            new = after[task_id]
+            if old.status == "running":
+                assert (new.status, new.started_at_ms) == ("pending", None)
+                assert new.retry_count == old.retry_count
+                assert new.last_error == old.last_error
+                assert new.requeue == old.requeue
+                assert new.requeue_priority == old.requeue_priority
+            else:
+                assert new == old
+        assert row(db, running).retry_count == 1  # recovery is not a retry
+        assert (row(db, marked).requeue, row(db, marked).requeue_priority) == (True, 7)
+        assert row(db, paused).status == "paused"
+        assert db.history() == history_before
+        # Ids are never reused, even across a restart.
+        [fresh] = db.submit([sub("fresh")])
+        assert fresh.id is not None and fresh.id > max(before) and fresh.id > done
+    finally:
+        db.close()
+
+
+def test_schema_version_and_wal(tmp_path: Path) -> None:
+    open_db(tmp_path, FakeClock()).close()
+    conn = raw(tmp_path)
+    assert conn.execute("PRAGMA user_version").fetchall() == [(1,)]
+    assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+    conn.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    open_db(tmp_path, FakeClock()).close()
+    conn = raw(tmp_path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(DatabaseError, match="99"):
+        open_db(tmp_path, FakeClock())
+
+
+def test_unopenable_path_is_a_database_error(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="cannot open"):
+        open_db(tmp_path / "missing" / "dir", FakeClock())
+
+
+def waiting_parent(tmp_path: Path, *, fail_child: bool) -> tuple[int, int]:
+    """A waiting parent whose last child's end was lost (as after a crash at the wrong time)."""
+    db = open_db(tmp_path, FakeClock())
+    [parent] = run(db, "parent", fail_fast=False)
+    [child] = run(db, "child", parent_id=parent)
+    db.finish([ok(parent)])
+    assert row(db, parent).status == "waiting"
+    db.close()
+    conn = raw(tmp_path)
+    conn.execute("DELETE FROM tasks WHERE id = ?", (child,))
+    if fail_child:
+        conn.execute("UPDATE tasks SET child_failures = 1 WHERE id = ?", (parent,))
+    conn.close()
+    return parent, child
+
+
+def test_waiting_parent_with_finished_children_is_finalized_on_open(tmp_path: Path) -> None:
+    parent, _ = waiting_parent(tmp_path, fail_child=False)
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert [(t.id, t.result) for t in db.recovered] == [(parent, "finalize")]
+        r = row(db, parent)
+        assert (r.status, r.phase) == ("pending", "finalize")
+        assert [t.id for t in db.peek(5)] == [parent]
+    finally:
+        db.close()
+
+
+def test_waiting_parent_with_a_failed_child_fails_on_open(tmp_path: Path) -> None:
+    parent, _ = waiting_parent(tmp_path, fail_child=True)
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert [(t.id, t.result, t.error) for t in db.recovered] == [
+            (parent, "failed", "1 child task(s) failed")
+        ]
+        assert db.get_task(parent) is None
+        assert db.lookup(key("parent")).location == "history"
+    finally:
+        db.close()
+
+
+def test_waiting_parent_with_active_children_keeps_waiting(tmp_path: Path) -> None:
+    db = open_db(tmp_path, FakeClock())
+    [parent] = run(db, "parent")
+    [child] = run(db, "child", parent_id=parent)
+    db.finish([ok(parent)])
+    db.close()
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert db.recovered == []
+        assert row(db, parent).status == "waiting"
+        assert row(db, child).status == "pending"
+        db.claim([child])
+        assert [t.result for t in db.finish([ok(child)])] == ["completed", "finalize"]
+    finally:
+        db.close()
+
+
+def test_close_checkpoints_the_wal(tmp_path: Path) -> None:
+    db = open_db(tmp_path, FakeClock())
+    insert(db, *(f"t{i}" for i in range(50)))
+    db.close()
+    db.close()  # idempotent
+    wal = tmp_path / "tasks.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -1,0 +1,235 @@
+"""Submitting to the Store's database: dedup, the four outcomes, limits, all-or-nothing batches.
+
+Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from store_support import insert, key, ok, open_db, row, run, sub
+
+from actors.store_db import StoreDB
+from bus.clock import FakeClock
+from bus.errors import InvalidRequest, PayloadTooLarge
+from bus.kinds import Outcome, Submission
+
+MiB = 1_048_576
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db(tmp_path: Path, clock: FakeClock) -> Iterator[StoreDB]:
+    store = open_db(tmp_path, clock)
+    yield store
+    store.close()
+
+
+def kinds(outcomes: list[Outcome]) -> list[str]:
+    return [o.kind for o in outcomes]
+
+
+def test_insert_records_every_field(db: StoreDB, clock: FakeClock) -> None:
+    s = sub(
+        "a",
+        64,
+        payload=b"data",
+        expected_read_bytes=1,
+        expected_write_bytes=2,
+        expected_net_rx_bytes=3,
+        expected_net_tx_bytes=4,
+        group_key="g",
+        fail_fast=False,
+    )
+    [outcome] = db.submit([s])
+    assert outcome == Outcome("inserted", 1, 64)
+    r = row(db, 1)
+    assert (r.task_type, r.key, r.label, r.priority, r.status) == (
+        "t",
+        key("a"),
+        "a",
+        64,
+        "pending",
+    )
+    assert r.payload == b"data"
+    assert (r.expected_read_bytes, r.expected_write_bytes) == (1, 2)
+    assert (r.expected_net_rx_bytes, r.expected_net_tx_bytes) == (3, 4)
+    assert (r.group_key, r.fail_fast, r.phase, r.retry_count) == ("g", False, "execute", 0)
+    assert r.created_at_ms == int(clock.time() * 1000)
+    assert r.started_at_ms is None and not r.requeue
+
+
+def test_same_key_is_a_duplicate_and_nothing_is_replaced(db: StoreDB) -> None:
+    insert(db, "a", payload=b"first", group_key="g1")
+    again = Submission("other", key("a"), "new label", 128, b"second", 9, 9, 9, 9, "g2", False)
+    assert db.submit([again]) == [Outcome("duplicate", None, 128)]
+    r = row(db, 1)
+    assert (r.task_type, r.label, r.payload, r.group_key) == ("t", "a", b"first", "g1")
+    assert (r.expected_read_bytes, r.fail_fast) == (0, True)
+    assert db.counts().pending == 1
+
+
+def test_more_urgent_resubmission_upgrades_a_pending_task(db: StoreDB) -> None:
+    insert(db, "a", priority=128)
+    assert db.submit([sub("a", 128)]) == [Outcome("duplicate", None, 128)]
+    assert db.submit([sub("a", 200)]) == [Outcome("duplicate", None, 200)]
+    assert db.submit([sub("a", 10)]) == [Outcome("upgraded", 1, 10)]
+    assert row(db, 1).priority == 10
+    assert row(db, 1).status == "pending"
+
+
+def test_running_task_is_marked_for_requeue_once_unless_more_urgent(db: StoreDB) -> None:
+    run(db, "a", priority=128)
+    assert db.submit([sub("a", 200)]) == [Outcome("requeued", 1, 200)]
+    assert (row(db, 1).requeue, row(db, 1).requeue_priority) == (True, 200)
+    # Not strictly more urgent than the mark: duplicate, mark unchanged.
+    assert kinds(db.submit([sub("a", 200)])) == ["duplicate"]
+    assert kinds(db.submit([sub("a", 250)])) == ["duplicate"]
+    assert db.submit([sub("a", 50)]) == [Outcome("requeued", 1, 50)]
+    r = row(db, 1)
+    assert (r.status, r.priority, r.requeue_priority) == ("running", 128, 50)
+
+
+def test_paused_task_upgrades_when_more_urgent_else_requeues(db: StoreDB) -> None:
+    [task_id] = run(db, "a", priority=128)
+    db.preempt([task_id])
+    assert db.submit([sub("a", 100)]) == [Outcome("upgraded", 1, 100)]
+    assert (row(db, 1).priority, row(db, 1).requeue) == (100, False)
+    assert db.submit([sub("a", 100)]) == [Outcome("requeued", 1, 100)]
+    assert kinds(db.submit([sub("a", 150)])) == ["duplicate"]
+
+
+def test_waiting_parent_resubmitted_is_a_duplicate(db: StoreDB) -> None:
+    [parent] = run(db, "p")
+    insert(db, "c", parent_id=parent)
+    db.finish([ok(parent)])
+    assert row(db, parent).status == "waiting"
+    assert kinds(db.submit([sub("p", 0)])) == ["duplicate"]
+    assert row(db, parent).priority == 128
+
+
+def test_completed_key_inserts_anew(db: StoreDB) -> None:
+    [task_id] = run(db, "a")
+    db.finish([ok(task_id)])
+    [again] = db.submit([sub("a")])
+    assert again.kind == "inserted" and again.id != task_id
+
+
+def test_batch_applies_in_order_first_occurrence_wins(db: StoreDB) -> None:
+    outcomes = db.submit(
+        [
+            sub("a", 128, payload=b"one"),
+            sub("b", 128),
+            sub("a", 128, payload=b"two"),
+            sub("a", 64),
+            sub("c", 5),
+            sub("b", 200),
+        ]
+    )
+    assert outcomes == [
+        Outcome("inserted", 1, 128),
+        Outcome("inserted", 2, 128),
+        Outcome("duplicate", None, 128),
+        Outcome("upgraded", 1, 64),
+        Outcome("inserted", 3, 5),
+        Outcome("duplicate", None, 200),
+    ]
+    assert row(db, 1).payload == b"one"
+
+
+def test_payload_of_exactly_one_mib_is_accepted(db: StoreDB) -> None:
+    [outcome] = db.submit([sub("big", payload=b"x" * MiB)])
+    assert outcome.kind == "inserted"
+    assert len(row(db, 1).payload or b"") == MiB
+
+
+def test_payload_one_byte_over_is_rejected(db: StoreDB) -> None:
+    with pytest.raises(PayloadTooLarge, match="1048577"):
+        db.submit([sub("big", payload=b"x" * (MiB + 1))])
+    assert db.counts().pending == 0
+
+
+def test_batch_with_one_oversized_payload_is_rejected_whole(db: StoreDB) -> None:
+    batch = [sub("a"), sub("b", payload=b"x" * (MiB + 1)), sub("c")]
+    with pytest.raises(PayloadTooLarge):
+        db.submit(batch)
+    assert db.counts().pending == 0
+    assert db.lookup(key("a")).location == "not_found"
+
+
+@pytest.mark.parametrize("priority", [-1, 256, 1000])
+def test_priority_out_of_range_is_invalid(db: StoreDB, priority: int) -> None:
+    with pytest.raises(InvalidRequest, match="priority"):
+        db.submit([sub("ok"), sub("bad", priority)])
+    assert db.counts().pending == 0
+
+
+@pytest.mark.parametrize("priority", [0, 255])
+def test_priority_bounds_are_legal(db: StoreDB, priority: int) -> None:
+    assert kinds(db.submit([sub("a", priority)])) == ["inserted"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("task_type", "", "task_type"),
+        ("task_type", "x" * 257, "task_type"),
+        ("key", "ABC", "key"),
+        ("key", key("a").upper(), "key"),
+        ("key", key("a")[:63], "key"),
+        ("priority", True, "priority"),
+        ("expected_read_bytes", -1, "expected_read_bytes"),
+        ("expected_net_tx_bytes", -5, "expected_net_tx_bytes"),
+        ("parent_id", 0, "parent_id"),
+    ],
+)
+def test_invalid_fields_reject_the_batch(
+    db: StoreDB, field: str, value: object, match: str
+) -> None:
+    fields = {
+        "task_type": "t",
+        "key": key("bad"),
+        "label": "bad",
+        "priority": 128,
+    }
+    fields[field] = value
+    bad = Submission(**fields)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match=match):
+        db.submit([sub("good"), bad])
+    assert db.counts().pending == 0
+
+
+def test_task_type_of_256_chars_is_accepted(db: StoreDB) -> None:
+    assert kinds(db.submit([sub("a", task_type="x" * 256)])) == ["inserted"]
+
+
+def test_request_id_makes_a_retry_idempotent(db: StoreDB) -> None:
+    first = db.submit([sub("a"), sub("b")], request_id="req-1")
+    assert kinds(first) == ["inserted", "inserted"]
+    # The same request again (a client retry) returns the same outcomes, applies nothing.
+    again = db.submit([sub("a"), sub("b"), sub("c")], request_id="req-1")
+    assert again == first
+    assert db.counts().pending == 2
+    # A different request id is a new request.
+    assert kinds(db.submit([sub("a")], request_id="req-2")) == ["duplicate"]
+
+
+def test_request_ids_are_forgotten_after_an_hour(db: StoreDB, clock: FakeClock) -> None:
+    [task_id] = db.submit([sub("a")], request_id="req-1")
+    assert task_id.id is not None
+    db.cancel(task_id.id)
+    clock.advance(3601)
+    db.retention_tick()
+    assert kinds(db.submit([sub("a")], request_id="req-1")) == ["inserted"]
+
+
+def test_child_is_recorded_with_its_parent(db: StoreDB) -> None:
+    [parent] = run(db, "p")
+    [child] = insert(db, "c", parent_id=parent)
+    assert row(db, child).parent_id == parent
