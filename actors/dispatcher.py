@@ -8,15 +8,17 @@ Sockets:
 * ROUTER ``hosts_endpoint`` (bound) — executor hosts: ``host.hello``/``host.heartbeat``/
   ``host.results``/``host.progress`` in; ``host.welcome``/``host.run``/``host.cancel`` out.
 * DEALER to the Store (``Peer``) — peek, claim, finish, preempt, resume, cancel, release.
+* DEALER to the GroupLimiter (``Peer``) — the group step of the gate (``limiter.admit``) and
+  ``limiter.release`` when grouped tasks stop running; SUB to its ``limiter.changed``.
 * SUB to the Store's notifications — ``store.changed`` wakes a cycle and may preempt.
 * PUSH to the EventPublisher — every task lifecycle event, sent only after the Store committed.
 
 Timers: the poll interval (a cycle), the host liveness check (every heartbeat interval), the
 graceful-shutdown drain deadline.
 
-The cycle is a chain of Store requests, never a blocking wait: resume paused → peek → gate →
-claim → send to hosts; at most one cycle is in flight, a wake during it runs one more after it.
-Finishing work is pipelined the same way: results from hosts go to the Store in batches, and the
+The cycle is a chain of requests, never a blocking wait: resume paused → peek → local gate →
+GroupLimiter (only when a candidate has a group) → claim → send to hosts; at most one cycle is
+in flight, a wake during it runs one more after it. Finishing work is pipelined the same way: results from hosts go to the Store in batches, and the
 events for them are published from the Store's reply.
 """
 
@@ -48,21 +50,24 @@ from bus.kinds import (
     TasksReply,
 )
 from bus.kinds_run import (
+    Admit,
+    AdmitReply,
     CancelRuns,
     CancelTask,
     Event,
     GetState,
+    GroupCandidate,
     HostHeartbeat,
     HostHello,
     HostWelcome,
+    LimitsChanged,
     PauseAll,
     Readings,
+    ReleaseGroups,
     ResumeAll,
     RunProgress,
     RunResults,
     RunTasks,
-    SetDefaultGroupLimit,
-    SetGroupLimit,
     SetMaxConcurrency,
     Shutdown,
     Start,
@@ -116,8 +121,6 @@ class Dispatcher(Actor):
         control.bind(s.control_endpoint)
         handlers: dict[type[Message], Callable[[Any], Message | Deferred]] = {
             Start: self._start,
-            SetGroupLimit: self._set_group_limit,
-            SetDefaultGroupLimit: self._set_default_group_limit,
             PauseAll: self._pause_all,
             ResumeAll: self._resume_all,
             SetMaxConcurrency: self._set_max_concurrency,
@@ -150,6 +153,14 @@ class Dispatcher(Actor):
         self._events = loop.socket(zmq.PUSH, hwm=s.event_queue)
         self._events.connect(s.events_endpoint)
         self.store = Peer(loop, s.store_endpoint, timeout=s.store_timeout)
+        self.limiter: Peer | None = None
+        if s.limiter_endpoint:
+            self.limiter = Peer(loop, s.limiter_endpoint, timeout=s.store_timeout)
+        if s.limiter_notify_endpoint:
+            changes = loop.socket(zmq.SUB)
+            changes.setsockopt(zmq.SUBSCRIBE, b"")
+            changes.connect(s.limiter_notify_endpoint)
+            Inbox(loop, changes, self._on_notifications)
         loop.call_every(s.poll_interval, self.wake)
         loop.call_every(s.heartbeat_s, self._check_hosts)
         loop.call_later(0, self.wake)
@@ -170,6 +181,7 @@ class Dispatcher(Actor):
     # -- the cycle ---------------------------------------------------------------------------
 
     def wake(self) -> None:
+        self._flush_releases()
         if not self.core.may_dispatch():
             return
         if self._cycle.busy:
@@ -192,6 +204,17 @@ class Dispatcher(Actor):
         if self._cycle.again:
             self.wake()
 
+    def _flush_releases(self) -> None:
+        if not self.core.releases:
+            return
+        ids, self.core.releases = self.core.releases, []
+        if self.limiter is not None:
+            self.limiter.request(ReleaseGroups(ids), self._on_released_groups)
+
+    def _on_released_groups(self, reply: Message | TaskmillError) -> None:
+        if isinstance(reply, TaskmillError):
+            log.warning("group limiter did not take a release: %s", reply)
+
     def _store_failed(self, what: str, error: TaskmillError) -> None:
         self.counters["store_errors"] += 1
         log.warning("store %s failed: %s", what, error)
@@ -212,7 +235,7 @@ class Dispatcher(Actor):
             return
         limit = free + self._cycle.lookahead
         self.store.request(
-            Peek(limit, sorted(self.core.saturated_groups())),
+            Peek(limit, sorted(self.core.saturated)),
             lambda reply: self._on_peek(reply, limit),
         )
 
@@ -223,10 +246,48 @@ class Dispatcher(Actor):
             return
         assert isinstance(reply, TasksReply)
         ids = self.core.admit(reply.tasks)
+        more = len(reply.tasks) >= limit
+        grouped = self.core.grouped_candidates(ids)
+        if grouped and self.limiter is not None:
+            candidates = [GroupCandidate(i, g) for i, g in grouped]
+            self.limiter.request(
+                Admit(candidates), lambda r: self._on_admitted(r, ids, grouped, more)
+            )
+        else:
+            self._claim(ids, more)
+
+    def _on_admitted(
+        self,
+        reply: Message | TaskmillError,
+        ids: list[int],
+        grouped: list[tuple[int, str]],
+        more: bool,
+    ) -> None:
+        """The group step of the gate: drop the candidates whose group is full."""
+        if isinstance(reply, TaskmillError):
+            log.warning("group limiter unavailable, grouped tasks held: %s", reply)
+            admitted: set[int] = set()
+            saturated = self.core.saturated
+        else:
+            assert isinstance(reply, AdmitReply)
+            admitted = set(reply.admitted)
+            saturated = set(reply.saturated)
+        refused = [i for i, _ in grouped if i not in admitted]
+        self.core.drop_tentative(refused)
+        changed = saturated != self.core.saturated
+        self.core.saturated = saturated
+        final = [i for i in ids if i not in refused]
+        if final:
+            self._claim(final, more or bool(refused))
+        elif refused and changed:
+            self._peek()  # skip the groups found full and look further down the queue
+        else:
+            self._end_cycle()
+
+    def _claim(self, ids: list[int], more: bool) -> None:
         if not ids:
             self._end_cycle()
             return
-        more = len(reply.tasks) >= limit
         self.store.request(
             Claim(ids, self.core.now_ms()), lambda r: self._on_claim(r, len(ids), more)
         )
@@ -239,6 +300,7 @@ class Dispatcher(Actor):
             return
         assert isinstance(reply, TasksReply)
         runs, unserved, events = self.core.claimed(reply.tasks)
+        self._flush_releases()
         for identity, placed in runs.items():
             self._send_host(identity, RunTasks([r for r, _ in placed], [i for _, i in placed]))
         self.counters["dispatched"] += sum(len(r) for r in runs.values())
@@ -353,6 +415,8 @@ class Dispatcher(Actor):
                     self._preempt(victims, self.wake)
             elif isinstance(message, Readings):
                 self.core.set_readings(message)
+            elif isinstance(message, LimitsChanged):
+                self.core.saturated = set(message.saturated)
         self.wake()
 
     def _preempt(self, ids: list[int], then: Callable[[], None]) -> None:
@@ -408,23 +472,6 @@ class Dispatcher(Actor):
         if message.n < 0:
             raise TaskmillError("max_concurrency must be >= 0", ErrorCode.INVALID)
         self.core.max_concurrency = message.n
-        self.wake()
-        return Ok()
-
-    def _set_group_limit(self, message: SetGroupLimit) -> Message:
-        if message.limit is None:
-            self.core.group_limits.pop(message.group, None)
-        elif message.limit < 0:
-            raise TaskmillError("a group limit must be >= 0", ErrorCode.INVALID)
-        else:
-            self.core.group_limits[message.group] = message.limit
-        self.wake()
-        return Ok()
-
-    def _set_default_group_limit(self, message: SetDefaultGroupLimit) -> Message:
-        if message.n < 0:
-            raise TaskmillError("a group limit must be >= 0", ErrorCode.INVALID)
-        self.core.default_group_limit = message.n
         self.wake()
         return Ok()
 

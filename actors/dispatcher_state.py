@@ -8,7 +8,6 @@ The actor (``actors.dispatcher``) only moves messages in and out.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +37,8 @@ class Settings:
     preempt_priority: int = 0
     poll_interval: float = 0.5
     heartbeat_s: float = 1.0
-    default_group_concurrency: int = 0
-    group_concurrency: tuple[tuple[str, int], ...] = ()
+    limiter_endpoint: str | None = None
+    limiter_notify_endpoint: str | None = None
     throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
     monitoring: bool = False
     store_timeout: float = 10.0
@@ -84,10 +83,13 @@ class DispatcherCore:
         self.urgent_generation = 0
         self.readings = Readings()
         self.breakdown: list[tuple[str, float]] = []
-        self.default_group_limit = s.default_group_concurrency
-        self.group_limits: dict[str, int] = dict(s.group_concurrency)
-        self.group_running: Counter[str] = Counter()
+        self.saturated: set[str] = set()
+        """Groups the GroupLimiter last reported full: peeks skip them."""
+        self.releases: list[int] = []
+        """Grouped tasks that stopped running, to tell the GroupLimiter."""
         self._tentative: dict[int, bytes | None] = {}
+        self._candidates: dict[int, TaskRow] = {}
+        self.learned_io: dict[str, list[float]] = {}
         self._run_ids = itertools.count(1)
         self.interrupted: set[int] = set()
         """Tasks cancelled by shutdown: their results are not applied (recovered on restart)."""
@@ -104,35 +106,21 @@ class DispatcherCore:
     def free_slots(self) -> int:
         return self.max_concurrency - len(self.running)
 
-    def group_limit(self, group: str) -> int | None:
-        if group in self.group_limits:
-            return self.group_limits[group]
-        return self.default_group_limit if self.default_group_limit > 0 else None
-
-    def saturated_groups(self) -> set[str]:
-        saturated = set()
-        for group in set(self.group_limits) | set(self.group_running):
-            limit = self.group_limit(group)
-            if limit is not None and self.group_running.get(group, 0) >= limit:
-                saturated.add(group)
-        return saturated
-
     # -- admission and claims ----------------------------------------------------------------
 
     def admit(self, candidates: Iterable[TaskRow]) -> list[int]:
         """Run the gate over candidates in queue order; return the ids to claim."""
         self._tentative.clear()
+        self._candidates.clear()
         free = self.free_slots()
         rows = [r.task for r in self.running.values()]
-        groups: Counter[str] = Counter(self.group_running)
         host_free = {h: self.hosts_free(h) for h in self.hosts.identities()}
         view = GateView(
             running=rows,
             readings=self.readings,
             monitoring=self.settings.monitoring,
             throttle=self.settings.throttle,
-            group_running=groups,
-            group_limit=self.group_limit,
+            learned_io=self.learned_io,
         )
         ids: list[int] = []
         for task in candidates:
@@ -141,6 +129,7 @@ class DispatcherCore:
             if not self.hosts.serves(task.task_type):
                 if len(self.hosts):  # no host at all: wait for one rather than fail
                     self._tentative[task.id] = None
+                    self._candidates[task.id] = task
                     ids.append(task.id)
                 continue
             verdict = evaluate(task, view)
@@ -153,11 +142,25 @@ class DispatcherCore:
                 continue  # every host of this type is full: others may still have room
             host_free[identity] -= 1
             self._tentative[task.id] = identity
+            self._candidates[task.id] = task
             rows.append(task)
-            if task.group_key is not None:
-                groups[task.group_key] += 1
             ids.append(task.id)
         return ids
+
+    def grouped_candidates(self, ids: Iterable[int]) -> list[tuple[int, str]]:
+        """(id, group) of the admitted candidates that belong to a group, in order."""
+        out = []
+        for task_id in ids:
+            group = self._candidates[task_id].group_key
+            if group is not None:
+                out.append((task_id, group))
+        return out
+
+    def drop_tentative(self, ids: Iterable[int]) -> None:
+        """Candidates the GroupLimiter refused: not claimed this cycle."""
+        for task_id in ids:
+            self._tentative.pop(task_id, None)
+            self._candidates.pop(task_id, None)
 
     def hosts_free(self, identity: bytes) -> int:
         host = self.hosts._hosts.get(identity)
@@ -176,7 +179,10 @@ class DispatcherCore:
         return best
 
     def forget_tentative(self) -> None:
+        """Drop this cycle's candidates (a failed claim): release their group places."""
+        self.releases.extend(i for i, t in self._candidates.items() if t.group_key is not None)
         self._tentative.clear()
+        self._candidates.clear()
 
     def claimed(
         self, rows: list[TaskRow]
@@ -188,7 +194,10 @@ class DispatcherCore:
         for row in rows:
             identity = self._tentative.pop(row.id, None)
             host = self.hosts._hosts.get(identity) if identity is not None else None
+            self._candidates.pop(row.id, None)
             if host is None:
+                if row.group_key is not None:
+                    self.releases.append(row.id)
                 error = NO_EXECUTOR.format(row.task_type)
                 unserved.append(
                     TaskResult(row.id, "error", error, phase=row.phase, finished_at_ms=now)
@@ -197,11 +206,12 @@ class DispatcherCore:
             self.hosts.assign(host, row.id)
             run_id = next(self._run_ids)
             self.running[row.id] = _Running(row, row.started_at_ms or now, run_id)
-            if row.group_key is not None:
-                self.group_running[row.group_key] += 1
             runs.setdefault(host.identity, []).append((row, run_id))
             events.append(Event("dispatched", task_data(row, phase=row.phase), now))
+        # Asked for but not claimed (taken meanwhile): give back their group places.
+        self.releases.extend(i for i, t in self._candidates.items() if t.group_key is not None)
         self._tentative.clear()
+        self._candidates.clear()
         return runs, unserved, events
 
     # -- running tasks leaving ---------------------------------------------------------------
@@ -211,10 +221,7 @@ class DispatcherCore:
         if entry is not None and entry.task.priority <= self.settings.preempt_priority:
             self.urgent_generation += 1  # paused tasks it held back may resume now
         if entry is not None and entry.task.group_key is not None:
-            group = entry.task.group_key
-            self.group_running[group] -= 1
-            if self.group_running[group] <= 0:
-                del self.group_running[group]
+            self.releases.append(task_id)
         return self.hosts.release(task_id)
 
     def finished(self, results: list[TaskResult]) -> list[TaskResult]:

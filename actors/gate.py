@@ -1,10 +1,12 @@
 """The dispatch gate: a pipeline of checks each candidate task passes before it is claimed.
 
 Order (semantics.md "Dispatch"): backpressure throttle → disk IO budget → network IO budget →
-group concurrency. A check answers ADMIT, HOLD (the head is held back: end the cycle, everything
-behind is less urgent) or SKIP (held back only by its group: try the next candidate). Checks are
-pure functions of the candidate and a ``GateView`` of the dispatcher's state, so new checks plug
-in without reshaping the cycle, and each is unit-tested with numbers.
+group concurrency. The first three are local checks here, pure functions of the candidate and a
+``GateView`` of the Dispatcher's state; each answers ADMIT, HOLD (the head is held back: the cycle
+ends, everything behind is less urgent) or SKIP (try the next candidate). New checks plug in
+without reshaping the cycle. The last step, group concurrency, is the GroupLimiter actor's: the
+Dispatcher asks it about the candidates that passed, and a full group is skipped, never blocking
+the tasks behind it.
 """
 
 from __future__ import annotations
@@ -36,14 +38,12 @@ class Readings:
 
 @dataclass(slots=True)
 class GateView:
-    """What the checks may look at: running tasks, readings, group counts and limits."""
+    """What the checks may look at: running tasks, readings, the learned IO per type."""
 
     running: Sequence[TaskRow] = ()
     readings: Readings = field(default_factory=Readings)
     monitoring: bool = False
     throttle: Sequence[tuple[int, float]] = ((192, 0.50), (128, 0.75))
-    group_running: Mapping[str, int] = field(default_factory=dict)
-    group_limit: Callable[[str], int | None] = lambda group: None
     learned_io: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
 
@@ -109,17 +109,7 @@ def network_check(task: TaskRow, view: GateView) -> Verdict:
     return Verdict.ADMIT if ok else Verdict.HOLD
 
 
-def group_check(task: TaskRow, view: GateView) -> Verdict:
-    group = task.group_key
-    if group is None:
-        return Verdict.ADMIT
-    limit = view.group_limit(group)
-    if limit is None or view.group_running.get(group, 0) < limit:
-        return Verdict.ADMIT
-    return Verdict.SKIP
-
-
-DEFAULT_CHECKS: tuple[Check, ...] = (throttle_check, disk_check, network_check, group_check)
+DEFAULT_CHECKS: tuple[Check, ...] = (throttle_check, disk_check, network_check)
 
 
 def evaluate(task: TaskRow, view: GateView, checks: Sequence[Check] = DEFAULT_CHECKS) -> Verdict:

@@ -27,15 +27,12 @@ class Topology:
     readings: str
     pressure: str
     limiter: str
+    limiter_notify: str
     store_control: str
     dispatcher_control: str
     events_control: str
     monitor_control: str
     limiter_control: str
-
-    @classmethod
-    def _build(cls, make: dict[str, str]) -> Topology:
-        return cls(**make)
 
     @classmethod
     def inproc(cls, namespace: str | None = None) -> Topology:

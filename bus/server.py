@@ -60,8 +60,11 @@ class RequestServer:
         sock: zmq.Socket[Any],
         actor: Actor,
         on_batch: Callable[[list[Request]], None],
+        *,
+        control: bool = False,
     ) -> None:
         self.loop = loop
+        self.control = control
         self.sock = sock
         self.actor = actor
         self.on_batch = on_batch
@@ -114,6 +117,9 @@ class RequestServer:
             counters.update({f"bus_{k}": v for k, v in self.counters.items()})
             request.reply(StatsReply(self.actor.name, counters))
         elif isinstance(message, Stop):
+            if not self.control:
+                request.fail(ErrorCode.UNKNOWN_KIND, "stop is accepted on the control socket only")
+                return True
             request.reply(Ok())
             self.loop.stop()
         else:
@@ -185,7 +191,7 @@ def serve_control(loop: ActorLoop, actor: Actor, endpoint: str) -> RequestServer
         for request in requests:
             request.fail(ErrorCode.UNKNOWN_KIND, "the control socket answers ping, stats, stop")
 
-    return RequestServer(loop, sock, actor, refuse)
+    return RequestServer(loop, sock, actor, refuse, control=True)
 
 
 class Inbox:

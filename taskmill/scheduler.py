@@ -30,7 +30,9 @@ from bus.kinds import Ok, Submit, SubmitReply
 from bus.kinds_run import (
     CancelTask,
     DispatcherState,
+    GetLimiterState,
     GetState,
+    LimiterState,
     PauseAll,
     ResumeAll,
     SetDefaultGroupLimit,
@@ -41,12 +43,13 @@ from bus.kinds_run import (
 )
 from bus.runtime import ActorThread
 from taskmill.builder import AppSpec, SchedulerBuilder
+from taskmill.config import GroupLimits
 from taskmill.context import make_runner
 from taskmill.records import EstimatedProgress, SchedulerSnapshot, SubmitOutcome, TaskRecord
 from taskmill.store import TaskStore, estimates
 from taskmill.subscription import EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
-from taskmill.wiring import dispatcher_settings, store_actor
+from taskmill.wiring import dispatcher_settings, limiter_actor, store_actor
 
 log = logging.getLogger("taskmill.scheduler")
 
@@ -71,6 +74,7 @@ class Scheduler:
         self._host = host
         self._store = AsyncRequester(context, topology.store)
         self._dispatcher = AsyncRequester(context, topology.dispatcher)
+        self._limiter = AsyncRequester(context, topology.limiter)
         self._task_store = TaskStore(self._store)
         self._closed = False
         self._running = False
@@ -103,6 +107,7 @@ class Scheduler:
                     ),
                     topology.events_control,
                 ),
+                ("limiter", limiter_actor(spec, topology), topology.limiter_control),
                 (
                     "dispatcher",
                     Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
@@ -152,8 +157,8 @@ class Scheduler:
             await self._dispatcher.call(Shutdown(drain), Ok, timeout=drain + 10.0)
         except Exception as exc:  # still stop every actor below
             log.warning("dispatcher shutdown failed: %s", exc)
-        self._store.close()
-        self._dispatcher.close()
+        for requester in (self._store, self._dispatcher, self._limiter):
+            requester.close()
         errors = await asyncio.to_thread(_stop_all, self._threads)
         # Subscriptions close last: events published while the actors stopped still arrive.
         for subscription in list(self._subscriptions):
@@ -216,13 +221,21 @@ class Scheduler:
         return (await self._state()).max_concurrency
 
     async def set_group_limit(self, group: str, n: int) -> None:
-        await self._dispatcher.call(SetGroupLimit(group, n), Ok)
+        """Limit ``group`` to ``n`` running tasks (0 blocks it); applies at once."""
+        await self._limiter.call(SetGroupLimit(group, n), Ok)
 
     async def remove_group_limit(self, group: str) -> None:
-        await self._dispatcher.call(SetGroupLimit(group, None), Ok)
+        """Fall back to the default limit for ``group``."""
+        await self._limiter.call(SetGroupLimit(group, None), Ok)
 
     async def set_default_group_concurrency(self, n: int) -> None:
-        await self._dispatcher.call(SetDefaultGroupLimit(n), Ok)
+        """The limit of groups without their own (0: unlimited)."""
+        await self._limiter.call(SetDefaultGroupLimit(n), Ok)
+
+    async def group_limits(self) -> GroupLimits:
+        """The limits in force (a copy)."""
+        state = await self._limiter.call(GetLimiterState(), LimiterState)
+        return GroupLimits(state.default, dict(state.overrides))
 
     async def register_state(self, obj: object) -> None:
         self._host.register_state(obj)
@@ -259,7 +272,7 @@ class Scheduler:
 
 def _stop_all(threads: dict[str, ActorThread]) -> list[BaseException]:
     errors: list[BaseException] = []
-    for name in ("worker", "dispatcher", "events", "store"):
+    for name in ("worker", "dispatcher", "limiter", "events", "store"):
         thread = threads.get(name)
         if thread is None:
             continue

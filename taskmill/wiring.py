@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actors.dispatcher_state import Settings
+from actors.limiter import GroupLimiter, LimiterSettings
 from actors.store import StoreActor
 from actors.store_db import StoreDB
 from actors.topology import Topology
@@ -25,6 +26,18 @@ def store_actor(spec: AppSpec, topology: Topology) -> StoreActor:
     return StoreActor(open_db, topology.store, topology.store_notify)
 
 
+def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
+    return GroupLimiter(
+        LimiterSettings(
+            topology.limiter,
+            topology.limiter_notify,
+            topology.store,
+            default_group_concurrency=spec.default_group_concurrency,
+            group_concurrency=tuple(spec.group_concurrency.items()),
+        )
+    )
+
+
 def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
     throttle = spec.throttle_policy
     tiers: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
@@ -41,8 +54,8 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         max_retries=spec.max_retries,
         preempt_priority=spec.preempt_priority,
         poll_interval=spec.poll_interval,
-        default_group_concurrency=spec.default_group_concurrency,
-        group_concurrency=tuple(spec.group_concurrency.items()),
+        limiter_endpoint=topology.limiter,
+        limiter_notify_endpoint=topology.limiter_notify,
         throttle=tiers,
         monitoring=spec.monitoring,
         autostart=autostart,

@@ -28,10 +28,14 @@ def test_admits_in_queue_order_up_to_free_slots() -> None:
     assert c.admit([row(1), row(2), row(3)]) == [1, 2]
 
 
-def test_group_saturation_skips_to_the_next_candidate() -> None:
-    c = core(max_concurrency=4, group_concurrency=(("g", 1),))
-    ids = c.admit([row(1, group_key="g"), row(2, group_key="g"), row(3), row(4, group_key="g")])
-    assert ids == [1, 3]
+def test_grouped_candidates_go_to_the_limiter_in_order() -> None:
+    c = core(max_concurrency=4)
+    ids = c.admit([row(1, group_key="g"), row(2), row(3, group_key="h")])
+    assert ids == [1, 2, 3]
+    assert c.grouped_candidates(ids) == [(1, "g"), (3, "h")]
+    c.drop_tentative([3])
+    runs, _, _ = c.claimed([row(1, group_key="g"), row(2)])
+    assert [r.id for r, _ in runs[b"h1"]] == [1, 2]
 
 
 def test_throttle_hold_ends_admission() -> None:
@@ -72,13 +76,22 @@ def test_victims_are_running_tasks_strictly_less_urgent_than_the_submission() ->
     assert c.victims_for(1) == []  # above the threshold: no preemption at all
 
 
-def test_finished_results_free_slots_and_group_counts() -> None:
-    c = core(max_concurrency=2, group_concurrency=(("g", 1),))
-    c.admit([row(1, group_key="g")])
-    c.claimed([row(1, group_key="g")])
-    assert c.saturated_groups() == {"g"}
+def test_finished_results_free_slots_and_release_group_places() -> None:
+    c = core(max_concurrency=2)
+    c.admit([row(1, group_key="g"), row(2, group_key="g")])
+    c.claimed([row(1, group_key="g")])  # 2 was taken meanwhile: its place goes back
+    assert c.releases == [2]
     c.finished([TaskResult(1, "ok", run_id=1)])
-    assert c.saturated_groups() == set() and c.free_slots() == 2
+    assert c.releases == [2, 1] and c.free_slots() == 2
+
+
+def test_a_stale_result_of_an_earlier_run_is_not_applied() -> None:
+    c = core()
+    c.admit([row(1)])
+    c.claimed([row(1)])
+    assert c.finished([TaskResult(1, "error", "late", run_id=99)]) == []
+    assert c.free_slots() == 3
+    assert [r.id for r in c.finished([TaskResult(1, "ok", run_id=1)])] == [1]
 
 
 def test_transitions_become_the_events_of_semantics() -> None:

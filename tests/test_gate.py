@@ -8,7 +8,6 @@ from actors.gate import (
     Verdict,
     disk_check,
     evaluate,
-    group_check,
     network_check,
     throttle_check,
 )
@@ -73,17 +72,9 @@ def test_learned_io_raises_the_declared_expectation() -> None:
     assert disk_check(row(expected_read_bytes=10), view) is Verdict.HOLD
 
 
-def test_group_limit_skips_rather_than_holds() -> None:
-    limits = {"a": 2, "blocked": 0}
-    view = GateView(group_running={"a": 2}, group_limit=limits.get)
-    assert group_check(row(group_key="a"), view) is Verdict.SKIP
-    assert group_check(row(group_key="blocked"), view) is Verdict.SKIP
-    assert group_check(row(group_key="b"), view) is Verdict.ADMIT
-    assert group_check(row(), view) is Verdict.ADMIT
-
-
 def test_checks_run_in_order_throttle_first() -> None:
-    view = GateView(
-        readings=Readings(pressure=0.9), group_running={"a": 5}, group_limit=lambda g: 1
-    )
-    assert evaluate(row(priority=192, group_key="a"), view) is Verdict.HOLD
+    readings = Readings(pressure=0.9, disk_read_bps=1.0)
+    view = GateView(readings=readings, monitoring=True)
+    assert evaluate(row(priority=192, expected_read_bytes=1), view) is Verdict.HOLD
+    assert evaluate(row(priority=64, expected_read_bytes=1), view) is Verdict.ADMIT
+    assert evaluate(row(priority=64, expected_read_bytes=2), view) is Verdict.HOLD

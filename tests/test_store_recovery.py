@@ -150,3 +150,9 @@ def test_close_checkpoints_the_wal(tmp_path: Path) -> None:
     db.close()  # idempotent
     wal = tmp_path / "tasks.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_file_that_is_not_a_database_is_a_database_error(tmp_path: Path) -> None:
+    (tmp_path / "tasks.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DatabaseError, match="not a database"):
+        open_db(tmp_path, FakeClock())
