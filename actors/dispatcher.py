@@ -18,8 +18,9 @@ graceful-shutdown drain deadline.
 
 The cycle is a chain of requests, never a blocking wait: resume paused → peek → local gate →
 GroupLimiter (only when a candidate has a group) → claim → send to hosts; at most one cycle is
-in flight, a wake during it runs one more after it. Finishing work is pipelined the same way: results from hosts go to the Store in batches, and the
-events for them are published from the Store's reply.
+in flight, a wake during it runs one more after it. Finishing work is pipelined the same way:
+results from hosts go to the Store in batches, and the events for them are published from the
+Store's reply.
 """
 
 from __future__ import annotations
@@ -74,7 +75,15 @@ from bus.kinds_run import (
 )
 from bus.protocol import Message, decode, encode
 from bus.runtime import Actor, ActorLoop, Timer
-from bus.server import DEFER, Deferred, Inbox, Request, RequestServer, handle_one
+from bus.server import (
+    DEFER,
+    Deferred,
+    Inbox,
+    Request,
+    RequestServer,
+    current_request,
+    dispatch_each,
+)
 
 log = logging.getLogger("taskmill.dispatcher")
 
@@ -128,15 +137,7 @@ class Dispatcher(Actor):
             GetState: lambda m: self.core.state(),
             Shutdown: self._shutdown,
         }
-        self._deferred: Request | None = None
-
-        def on_batch(requests: list[Request]) -> None:
-            for request in requests:
-                self._deferred = request
-                handle_one(handlers, self.name, request)
-            self._deferred = None
-
-        RequestServer(loop, control, self, on_batch)
+        RequestServer(loop, control, self, dispatch_each(handlers, self.name))
         self._hosts_sock = loop.socket(zmq.ROUTER)
         self._hosts_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._hosts_sock.bind(s.hosts_endpoint)
@@ -437,12 +438,8 @@ class Dispatcher(Actor):
 
     # -- controls ----------------------------------------------------------------------------
 
-    def _take_request(self) -> Request:
-        assert self._deferred is not None
-        return self._deferred
-
     def _pause_all(self, message: PauseAll) -> Message | Deferred:
-        request = self._take_request()
+        request = current_request()
         self.core.paused = True
         victims = list(self.core.running)
 
@@ -476,7 +473,7 @@ class Dispatcher(Actor):
         return Ok()
 
     def _cancel(self, message: CancelTask) -> Message | Deferred:
-        request = self._take_request()
+        request = current_request()
 
         def on_reply(reply: Message | TaskmillError) -> None:
             if isinstance(reply, TaskmillError):
@@ -492,7 +489,7 @@ class Dispatcher(Actor):
 
     def _shutdown(self, message: Shutdown) -> Message | Deferred:
         self.core.stopping = True
-        self._shutdown_waiters.append(self._take_request())
+        self._shutdown_waiters.append(current_request())
         if message.drain_s > 0 and self.core.running:
             if self._drain_timer is None:
                 self._drain_timer = self.loop.call_later(message.drain_s, self._cancel_all)

@@ -11,8 +11,9 @@ Sockets:
   room again, so the Dispatcher runs a cycle at once instead of on its next poll.
 * DEALER to the Store (``Peer``) — on start, the running tasks, to rebuild the counts.
 
-Timers: none. Until the counts are rebuilt, ``limiter.admit`` admits nothing (the Dispatcher
-retries on its next cycle) so a restarted limiter never lets a group exceed its limit.
+Timers: a retry of the rebuild while the Store does not answer. ``limiter.admit`` requests that
+arrive before the counts are rebuilt are answered after it, so a restarted limiter never lets a
+group exceed its limit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import zmq
 
 from bus.client import Peer
-from bus.errors import ErrorCode, TaskmillError
+from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import ListTasks, Ok, TasksReply
 from bus.kinds_run import (
     Admit,
@@ -41,7 +42,7 @@ from bus.kinds_run import (
 )
 from bus.protocol import Message, encode
 from bus.runtime import Actor, ActorLoop
-from bus.server import RequestServer, dispatch_each
+from bus.server import DEFER, Deferred, Request, RequestServer, current_request, dispatch_each
 
 log = logging.getLogger("taskmill.limiter")
 
@@ -105,7 +106,7 @@ class GroupBook:
 
 def _non_negative(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise TaskmillError(f"a group limit must be an integer >= 0, got {n!r}", ErrorCode.INVALID)
+        raise InvalidRequest(f"a group limit must be an integer >= 0, got {n!r}")
     return n
 
 
@@ -117,7 +118,7 @@ class LimiterSettings:
     default_group_concurrency: int = 0
     group_concurrency: tuple[tuple[str, int], ...] = ()
     store_timeout: float = 10.0
-    rebuild_limit: int = 1_000_000
+    rebuild_limit: int = 100_000
 
 
 class GroupLimiter(Actor):
@@ -127,6 +128,7 @@ class GroupLimiter(Actor):
         s = self.settings = settings
         self.book = GroupBook(s.default_group_concurrency, dict(s.group_concurrency))
         self.ready = False
+        self._waiting: list[Request] = []
         self.counters = {"admitted": 0, "refused": 0, "released": 0, "changes": 0}
 
     def setup(self, loop: ActorLoop) -> None:
@@ -159,6 +161,10 @@ class GroupLimiter(Actor):
                 GroupCandidate(t.id, t.group_key) for t in reply.tasks if t.group_key is not None
             )
             self.ready = True
+            for request in self._waiting:
+                assert isinstance(request.message, Admit)
+                request.reply(self._admit(request.message))
+            self._waiting.clear()
             self._changed()
 
         self._store.request(ListTasks("running", self.settings.rebuild_limit), on_reply)
@@ -169,9 +175,13 @@ class GroupLimiter(Actor):
 
     # -- handlers (pure: message in, message out) ----------------------------------------------
 
-    def on_admit(self, message: Admit) -> Message:
+    def on_admit(self, message: Admit) -> Message | Deferred:
         if not self.ready:
-            return AdmitReply([], self.book.saturated())
+            self._waiting.append(current_request())  # answered once the counts are rebuilt
+            return DEFER
+        return self._admit(message)
+
+    def _admit(self, message: Admit) -> AdmitReply:
         admitted = self.book.admit(message.candidates)
         self.counters["admitted"] += len(admitted)
         self.counters["refused"] += len(message.candidates) - len(admitted)

@@ -17,7 +17,7 @@ Sockets:
 * the control ROUTER every actor has (ping, stats, stop), bound by the runtime.
 
 Timers: ``tick`` every ``interval`` seconds: sample (only with a sampler: monitoring on), smooth,
-evaluate the registered sources, drop bus readings older than ``expiry_intervals × interval``,
+evaluate the registered sources, drop bus readings older than ``expiry_intervals * interval``,
 publish one ``Readings`` and one ``resources`` event. A batch of bus readings that changes the
 combined pressure is published at once, so a reading holds work without waiting for the next
 tick (registered sources are evaluated on ticks only: their values come from the last tick).
@@ -83,6 +83,7 @@ class _BusReading:
 
 
 Emit = Callable[[Readings, Event | None], None]
+_SYSTEM_CLOCK = SystemClock()
 
 
 class ResourceMonitor(Actor):
@@ -127,11 +128,11 @@ class ResourceMonitor(Actor):
 
     @property
     def clock(self) -> Clock:
-        if self._clock is None:
-            self._clock = SystemClock()
-        return self._clock
+        """The injected clock; else the loop's once set up (the system clock before that)."""
+        return self._clock if self._clock is not None else _SYSTEM_CLOCK
 
-    # -- handlers (no sockets: they return what to publish; the loop sends it) -----------------
+    # -- handlers (no sockets: they return the Readings and hand them to the loop's emitter, ---
+    # -- which does nothing before ``setup``, so tests call them directly) ----------------------
 
     def tick(self) -> Readings:
         """Sample, smooth, evaluate every source and publish; returns the ``Readings``."""
@@ -163,6 +164,8 @@ class ResourceMonitor(Actor):
                 continue
             self.bus[reading.source] = _BusReading(clamp_pressure(reading.value), at)
             self.counters["pressure_readings"] += 1
+        if self.latest is None:
+            self.local = self.composite.breakdown()  # before the first tick: evaluate them once
         before = self.latest.pressure if self.latest is not None else 0.0
         readings = self._readings()
         if readings.pressure == before:
@@ -276,7 +279,7 @@ class ResourceMonitor(Actor):
             events.connect(s.events_endpoint)
         pull = loop.socket(zmq.PULL)
         pull.bind(s.pressure_endpoint)
-        self._inbox = Inbox(loop, pull, self.on_pressure)
+        self._inbox = Inbox(loop, pull, self._on_inbox)
 
         def emit(readings: Readings, event: Event | None) -> None:
             # A PUB never blocks: past a subscriber's queue it drops for that subscriber only.
@@ -292,4 +295,10 @@ class ResourceMonitor(Actor):
         self._emit = emit
         # The first tick comes one interval after the start, not at once: the sampler's rates
         # and CPU usage are deltas since its construction, meaningless over a few milliseconds.
-        loop.call_every(s.interval, self.tick)
+        loop.call_every(s.interval, self._on_timer)
+
+    def _on_inbox(self, messages: list[Message]) -> None:
+        self.on_pressure(messages)
+
+    def _on_timer(self) -> None:
+        self.tick()

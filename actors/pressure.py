@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -150,7 +150,8 @@ class ThrottlePolicy:
     """Which priorities pressure holds back: ``tiers`` of (priority floor, pressure limit).
 
     A task is held when, for some tier, its priority number ≥ floor (lower numbers are more
-    urgent) and pressure > limit. ``ThrottlePolicy([])`` never holds anything.
+    urgent) and pressure > limit. ``ThrottlePolicy([])`` never holds anything. A policy iterates
+    over its tiers, so ``ThrottlePolicy(x)`` accepts a policy or a plain list of pairs alike.
     """
 
     tiers: tuple[tuple[int, float], ...]
@@ -173,6 +174,12 @@ class ThrottlePolicy:
     def default_three_tier(cls) -> ThrottlePolicy:
         """BACKGROUND and IDLE held above 50 % pressure, NORMAL above 75 %, HIGH+ never."""
         return cls([(BACKGROUND, 0.50), (NORMAL, 0.75)])
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return iter(self.tiers)
+
+    def __len__(self) -> int:
+        return len(self.tiers)
 
     def held(self, priority: int, pressure: float) -> bool:
         """Whether a task of ``priority`` waits at ``pressure``."""

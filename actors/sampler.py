@@ -6,8 +6,8 @@ built-in one, ``PsutilSampler`` (``platform_sampler()``), derives each rate from
 between two readings of psutil's cumulative counters, over the time between them on an injected
 monotonic clock, so it never waits: a call reads counters and returns.
 
-``SmoothedReadings`` applies an ``Ewma`` per series (semantics.md "Resource sampling": α 0.3, the
-first sample taken as is); it is also the ``ResourceReader`` that ``NetworkPressure`` reads.
+``SmoothedReadings`` applies an ``Ewma`` per series (semantics.md "Resource sampling": alpha 0.3,
+the first sample taken as is); it is also the ``ResourceReader`` that ``NetworkPressure`` reads.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _alpha(alpha: float) -> float:
 
 
 class Ewma:
-    """An exponentially weighted moving average: ``alpha·x + (1 − alpha)·previous``.
+    """An exponentially weighted moving average: ``alpha * x + (1 - alpha) * previous``.
 
     The first sample is taken as is; ``value`` is None until then. A NaN or infinite sample is
     ignored (it would poison every later value).

@@ -8,6 +8,7 @@ loop because of what a peer sent.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,7 +164,28 @@ def dispatch_each(
     return on_batch
 
 
+_current: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "taskmill_current_request", default=None
+)
+
+
+def current_request() -> Request:
+    """The request being handled: a handler that returns ``DEFER`` keeps it to reply later."""
+    request = _current.get()
+    if request is None:
+        raise RuntimeError("current_request() called outside a request handler")
+    return request
+
+
 def handle_one(handlers: dict[type[Message], Handler], name: str, request: Request) -> None:
+    token = _current.set(request)
+    try:
+        _handle(handlers, name, request)
+    finally:
+        _current.reset(token)
+
+
+def _handle(handlers: dict[type[Message], Handler], name: str, request: Request) -> None:
     handler = handlers.get(type(request.message))
     if handler is None:
         request.fail(ErrorCode.UNKNOWN_KIND, f"{name} does not handle {request.message.KIND}")

@@ -356,10 +356,15 @@ class TypedTask:
         """Its concurrency group (default: none)."""
         return None
 
+    def label(self) -> str | None:
+        """A human label for events and dashboards (default: the task type). Not part of the
+        dedup key: two tasks differing only in label are still one task."""
+        return None
+
     def to_submission(self, priority: int | None = None) -> TaskSubmission:
         """The submission for this task, at ``priority`` or else at ``self.priority()``."""
         return (
-            TaskSubmission(_typed_task_type(type(self)))
+            TaskSubmission(_typed_task_type(type(self)), label=self.label())
             .payload_json(self)
             .priority(self.priority() if priority is None else priority)
             .expected_io(self.expected_read_bytes(), self.expected_write_bytes())

@@ -1,0 +1,21 @@
+"""Test-wide setup."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import hypothesis  # noqa: F401  (imported up front; see below)
+import pytest
+
+# CPython 3.11 before 3.11.8 (gh-106905) can raise "SystemError: AST constructor recursion depth
+# mismatch" when a module is compiled while the garbage collector runs finalizers in the middle of
+# it. pytest compiles lazily imported modules (the hypothesis plugin imports hypothesis at the end
+# of a session) with assertion rewriting, so import it before any test starts, and collect garbage
+# between tests, never during a compile.
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_between_tests() -> Iterator[None]:
+    yield
+    gc.collect()
