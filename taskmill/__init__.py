@@ -4,6 +4,14 @@ An actor system on ZeroMQ: this package is the user's door (``Scheduler``, ``Cli
 records and events); the scheduling itself happens in the actors.
 """
 
+from actors.pressure import (
+    CompositePressure,
+    NetworkPressure,
+    PressureSource,
+    ResourceReader,
+    ThrottlePolicy,
+)
+from actors.sampler import ResourceSampler, ResourceSnapshot, platform_sampler
 from bus.cancel import CancellationToken
 from bus.errors import (
     ActorUnavailable,
@@ -36,6 +44,7 @@ from taskmill.events import (
     SchedulerEvent,
     Waiting,
 )
+from taskmill.monitoring import PressurePublisher, publish_pressure
 from taskmill.priority import Priority
 from taskmill.progress import ProgressReporter
 from taskmill.records import (
@@ -62,6 +71,7 @@ __all__ = [
     "CancellationToken",
     "Cancelled",
     "Completed",
+    "CompositePressure",
     "DatabaseError",
     "Dispatched",
     "EstimatedProgress",
@@ -70,14 +80,20 @@ __all__ = [
     "Failed",
     "GroupLimits",
     "HistoryStatus",
+    "NetworkPressure",
     "OutcomeKind",
     "ParentResolution",
     "Paused",
     "PayloadTooLarge",
     "Preempted",
+    "PressurePublisher",
+    "PressureSource",
     "Priority",
     "Progress",
     "ProgressReporter",
+    "ResourceReader",
+    "ResourceSampler",
+    "ResourceSnapshot",
     "Resumed",
     "RetentionPolicy",
     "SamplerConfig",
@@ -102,8 +118,11 @@ __all__ = [
     "TaskStore",
     "TaskSubmission",
     "TaskmillError",
+    "ThrottlePolicy",
     "TypeStats",
     "TypedTask",
     "Waiting",
     "generate_dedup_key",
+    "platform_sampler",
+    "publish_pressure",
 ]

@@ -45,6 +45,7 @@ from bus.runtime import ActorThread
 from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
 from taskmill.context import make_runner
+from taskmill.monitoring import monitor_actor
 from taskmill.records import EstimatedProgress, SchedulerSnapshot, SubmitOutcome, TaskRecord
 from taskmill.store import TaskStore, estimates
 from taskmill.subscription import EventSubscription
@@ -108,6 +109,7 @@ class Scheduler:
                     topology.events_control,
                 ),
                 ("limiter", limiter_actor(spec, topology), topology.limiter_control),
+                ("monitor", monitor_actor(spec, topology), topology.monitor_control),
                 (
                     "dispatcher",
                     Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
@@ -272,7 +274,8 @@ class Scheduler:
 
 def _stop_all(threads: dict[str, ActorThread]) -> list[BaseException]:
     errors: list[BaseException] = []
-    for name in ("worker", "dispatcher", "limiter", "events", "store"):
+    # The monitor pushes events too: stop it before the publisher.
+    for name in ("worker", "dispatcher", "monitor", "limiter", "events", "store"):
         thread = threads.get(name)
         if thread is None:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from actors.dispatcher_state import Settings
 from actors.limiter import GroupLimiter, LimiterSettings
+from actors.pressure import ThrottlePolicy
 from actors.store import StoreActor
 from actors.store_db import StoreDB
 from actors.topology import Topology
@@ -39,17 +40,15 @@ def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
 
 
 def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
-    throttle = spec.throttle_policy
-    tiers: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
-    if throttle is not None:
-        tiers = tuple((int(floor), float(limit)) for floor, limit in throttle.tiers)
+    policy = ThrottlePolicy(spec.throttle_policy or ThrottlePolicy.default_three_tier())
+    tiers = tuple((int(floor), float(limit)) for floor, limit in policy.tiers)
     return Settings(
         control_endpoint=topology.dispatcher,
         hosts_endpoint=topology.hosts,
         store_endpoint=topology.store,
         store_notify_endpoint=topology.store_notify,
         events_endpoint=topology.events_in,
-        readings_endpoint=topology.readings if spec.monitoring else None,
+        readings_endpoint=topology.readings,
         max_concurrency=spec.max_concurrency,
         max_retries=spec.max_retries,
         preempt_priority=spec.preempt_priority,

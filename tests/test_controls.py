@@ -135,8 +135,8 @@ async def test_cancel_a_running_task_fires_its_token_and_records_history(tmp_pat
 async def test_cancel_a_pending_task(tmp_path: Path) -> None:
     scheduler = await builder(tmp_path).build()
     outcome = await scheduler.submit(TaskSubmission("never-runs"))
+    await scheduler.pause_all()  # before run: nothing is dispatched at all
     async with scheduler:
-        await scheduler.pause_all()
         events = await EventRecorder.start(scheduler)
         assert await scheduler.cancel(outcome.id)
         await events.wait_count("cancelled", 1)
