@@ -46,7 +46,7 @@ log = logging.getLogger("taskmill.events")
 TASK_EVENTS = frozenset(
     {"dispatched", "completed", "failed", "preempted", "cancelled", "progress", "waiting"}
 )
-SCHEDULER_EVENTS = frozenset({"paused", "resumed"})
+SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources"})
 WELCOME_PREFIX = b"welcome."
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 
