@@ -41,6 +41,7 @@ from bus.kinds import (
     Claim,
     Finish,
     FinishReply,
+    ListTasks,
     Ok,
     Peek,
     Preempt,
@@ -87,6 +88,8 @@ from bus.server import (
 
 log = logging.getLogger("taskmill.dispatcher")
 
+ORPHAN_SCAN_LIMIT = 100_000
+
 __all__ = ["Dispatcher", "Settings"]
 
 
@@ -127,7 +130,7 @@ class Dispatcher(Actor):
         self.loop = loop
         self.core.clock = loop.clock
         control = loop.socket(zmq.ROUTER)
-        control.bind(s.control_endpoint)
+        loop.bind(control, s.control_endpoint)
         handlers: dict[type[Message], Callable[[Any], Message | Deferred]] = {
             Start: self._start,
             PauseAll: self._pause_all,
@@ -140,19 +143,19 @@ class Dispatcher(Actor):
         RequestServer(loop, control, self, dispatch_each(handlers, self.name))
         self._hosts_sock = loop.socket(zmq.ROUTER)
         self._hosts_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._hosts_sock.bind(s.hosts_endpoint)
+        loop.bind(self._hosts_sock, s.hosts_endpoint)
         loop.add_reader(self._hosts_sock, self._on_host_frames)
         notify = loop.socket(zmq.SUB)
         notify.setsockopt(zmq.SUBSCRIBE, b"")
-        notify.connect(s.store_notify_endpoint)
+        loop.connect(notify, s.store_notify_endpoint)
         Inbox(loop, notify, self._on_notifications)
         if s.readings_endpoint:
             readings = loop.socket(zmq.SUB)
             readings.setsockopt(zmq.SUBSCRIBE, b"")
-            readings.connect(s.readings_endpoint)
+            loop.connect(readings, s.readings_endpoint)
             Inbox(loop, readings, self._on_notifications)
         self._events = loop.socket(zmq.PUSH, hwm=s.event_queue)
-        self._events.connect(s.events_endpoint)
+        loop.connect(self._events, s.events_endpoint)
         self.store = Peer(loop, s.store_endpoint, timeout=s.store_timeout)
         self.limiter: Peer | None = None
         if s.limiter_endpoint:
@@ -160,10 +163,11 @@ class Dispatcher(Actor):
         if s.limiter_notify_endpoint:
             changes = loop.socket(zmq.SUB)
             changes.setsockopt(zmq.SUBSCRIBE, b"")
-            changes.connect(s.limiter_notify_endpoint)
+            loop.connect(changes, s.limiter_notify_endpoint)
             Inbox(loop, changes, self._on_notifications)
         loop.call_every(s.poll_interval, self.wake)
         loop.call_every(s.heartbeat_s, self._check_hosts)
+        loop.call_every(s.orphan_grace_s, self._reconcile)
         loop.call_later(0, self.wake)
 
     def stats(self) -> dict[str, Any]:
@@ -372,9 +376,11 @@ class Dispatcher(Actor):
                     identity, message.host_id, message.task_types, message.capacity, now
                 )
                 self._send_host(identity, HostWelcome(self.settings.dispatcher_id))
+                self._adopt(identity, message.running, message.run_ids)
                 self.wake()
             elif isinstance(message, HostHeartbeat):
-                self.core.hosts.seen(identity, now)
+                known = self.core.hosts.seen(identity, now)
+                self._send_host(identity, HostWelcome(self.settings.dispatcher_id, known))
             elif isinstance(message, RunResults):
                 self.core.hosts.seen(identity, now)
                 results.extend(r for r in message.results if r.id not in self.core.interrupted)
@@ -389,6 +395,50 @@ class Dispatcher(Actor):
             if apply:
                 self._finish(apply)
             self.wake()
+
+    # -- recovery: runs the Dispatcher does not know (it restarted, or a claim reply was lost) --
+
+    def _adopt(self, identity: bytes, running: list[int], run_ids: list[int]) -> None:
+        """A host says it runs these: take the ones the Store has running as this Dispatcher's
+        own; cancel the others on the host (finished, cancelled or given to another host)."""
+        pairs = {t: r for t, r in zip(running, run_ids, strict=False) if t not in self.core.running}
+        if not pairs:
+            return
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                self._store_failed("adopt", reply)
+                return
+            assert isinstance(reply, TasksReply)
+            rows = {row.id: row for row in reply.tasks}
+            stale = self.core.adopt(identity, pairs, rows)
+            if stale:
+                self._send_host(identity, CancelRuns(stale))
+
+        self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
+
+    def _reconcile(self) -> None:
+        """Release ``running`` rows that no host has reported for a while: their claim reply was
+        lost, or a previous Dispatcher claimed them and no live host runs them."""
+        if self.core.stopping:
+            return  # tasks interrupted by the shutdown stay running, for recovery at restart
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                self._store_failed("reconcile", reply)
+                return
+            assert isinstance(reply, TasksReply)
+            orphans = self.core.orphans(reply.tasks, self.settings.orphan_grace_s)
+            if orphans:
+                log.warning("releasing %d running task(s) no host reports", len(orphans))
+                self.store.request(
+                    Release(
+                        orphans, "orphaned run: no executor host reported it", count_retry=False
+                    ),
+                    self._on_released,
+                )
+
+        self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
 
     def _check_hosts(self) -> None:
         lost = self.core.hosts.lost(self.loop.clock.monotonic())

@@ -41,7 +41,10 @@ class Settings:
     limiter_notify_endpoint: str | None = None
     throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
     monitoring: bool = False
-    store_timeout: float = 10.0
+    store_timeout: float = 5.0
+    orphan_grace_s: float = 5.0
+    """A ``running`` row no host reports for this long is released (claim reply lost, host or
+    Dispatcher restarted)."""
     event_queue: int = 100_000
     dispatcher_id: str = "dispatcher"
     autostart: bool = True
@@ -90,7 +93,8 @@ class DispatcherCore:
         self._tentative: dict[int, bytes | None] = {}
         self._candidates: dict[int, TaskRow] = {}
         self.learned_io: dict[str, list[float]] = {}
-        self._run_ids = itertools.count(1)
+        # Run ids are unique across restarts of the Dispatcher: hosts keep old runs going.
+        self._run_ids = itertools.count((now_ms(self.clock) << 12) + 1)
         self.interrupted: set[int] = set()
         """Tasks cancelled by shutdown: their results are not applied (recovered on restart)."""
         self.malformed = 0
@@ -248,6 +252,30 @@ class DispatcherCore:
             if identity is not None:
                 by_host.setdefault(identity, []).append(task_id)
         return by_host
+
+    def adopt(self, identity: bytes, pairs: dict[int, int], rows: dict[int, TaskRow]) -> list[int]:
+        """Take over runs a host reports (after a restart); return the ids it should cancel."""
+        host = self.hosts._hosts.get(identity)
+        stale: list[int] = []
+        for task_id, run_id in pairs.items():
+            row = rows.get(task_id)
+            if host is None or row is None or task_id in self.running:
+                stale.append(task_id)
+                continue
+            self.hosts.assign(host, task_id)
+            self.running[task_id] = _Running(row, row.started_at_ms or self.now_ms(), run_id)
+        return stale
+
+    def orphans(self, rows: Iterable[TaskRow], grace_s: float) -> list[int]:
+        """Running rows nobody runs: unknown here and claimed more than ``grace_s`` ago."""
+        cutoff = self.now_ms() - int(grace_s * 1000)
+        return [
+            r.id
+            for r in rows
+            if r.id not in self.running
+            and r.id not in self._tentative
+            and (r.started_at_ms or 0) < cutoff
+        ]
 
     def lose_host(self, host: Host) -> list[int]:
         ids = [i for i in host.running if i in self.running]

@@ -58,6 +58,9 @@ class HostSettings:
     capacity: int = 4
     host_id: str = field(default_factory=lambda: f"host-{uuid.uuid4().hex[:8]}")
     heartbeat_s: float = 1.0
+    liveness: int = 3
+    """Heartbeat intervals without a word from the Dispatcher before it is taken for lost."""
+    reconnect_max_s: float = 32.0
     cancel_grace_s: float = 5.0
     store_timeout: float = 10.0
     threads: int | None = None
@@ -139,22 +142,51 @@ class ExecutorHost(Actor):
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
-        self.counters = {"started": 0, "ok": 0, "errors": 0, "cancelled": 0, "malformed": 0}
+        self.counters = {
+            "started": 0,
+            "ok": 0,
+            "errors": 0,
+            "cancelled": 0,
+            "malformed": 0,
+            "reconnects": 0,
+        }
 
     def register_state(self, obj: object) -> None:
         self.state[type(obj)] = obj
 
     def setup(self, loop: ActorLoop) -> None:
-        s = self.settings
         self.loop = loop
         self.thread_id = threading.get_ident()
-        sock = loop.socket(zmq.DEALER)
+        self._backoff = self.settings.heartbeat_s
+        self._connect()
+        loop.call_every(self.settings.heartbeat_s, self._heartbeat)
+
+    def _connect(self) -> None:
+        """A fresh DEALER to the Dispatcher, then hello (Paranoid Pirate: a new socket drops
+        whatever was queued for a Dispatcher that is gone)."""
+        s = self.settings
+        sock = self.loop.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, s.host_id.encode())
-        sock.connect(s.hosts_endpoint)
+        sock.setsockopt(zmq.RECONNECT_IVL, int(s.heartbeat_s * 1000))
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(s.reconnect_max_s * 1000))
+        self.loop.connect(sock, s.hosts_endpoint)
         self.sock = sock
-        loop.add_reader(sock, self._on_frames)
-        self._send(HostHello(s.host_id, sorted(self.runners), s.capacity))
-        loop.call_every(s.heartbeat_s, self._heartbeat)
+        self.loop.add_reader(sock, self._on_frames)
+        self._last_heard = self.loop.clock.monotonic()
+        self._hello()
+
+    def _hello(self) -> None:
+        s = self.settings
+        runs = [(h.task.id, run_id) for run_id, (h, _) in self._runs.items()]
+        self._send(
+            HostHello(
+                s.host_id,
+                sorted(self.runners),
+                s.capacity,
+                [task_id for task_id, _ in runs],
+                [run_id for _, run_id in runs],
+            )
+        )
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "running": len(self._runs), "types": sorted(self.runners)}
@@ -182,10 +214,23 @@ class ExecutorHost(Actor):
             log.warning("dispatcher not reading; %s dropped", message.KIND)
 
     def _heartbeat(self) -> None:
+        s = self.settings
+        silent = self.loop.clock.monotonic() - self._last_heard
+        if silent > max(s.liveness * s.heartbeat_s, self._backoff):
+            # The Dispatcher is gone (or unreachable): reconnect, backing off 1 s doubling to 32 s.
+            log.warning("dispatcher silent for %.1fs; reconnecting", silent)
+            self.counters["reconnects"] += 1
+            self._backoff = min(self._backoff * 2, s.reconnect_max_s)
+            self.loop.remove_reader(self.sock)
+            self.loop.close_socket(self.sock)
+            self._connect()
+            return
         running = sorted({handle.task.id for handle, _ in self._runs.values()})
-        self._send(HostHeartbeat(self.settings.host_id, running))
+        self._send(HostHeartbeat(s.host_id, running))
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
+        self._last_heard = self.loop.clock.monotonic()
+        self._backoff = self.settings.heartbeat_s
         for frames in batch:
             try:
                 message, _ = decode(frames)
@@ -201,7 +246,8 @@ class ExecutorHost(Actor):
                 for task_id in message.ids:
                     self._cancel(task_id)
             elif isinstance(message, HostWelcome):
-                log.debug("welcomed by %s", message.dispatcher_id)
+                if not message.known:
+                    self._hello()  # a restarted Dispatcher learns what this host runs
             else:
                 self.counters["malformed"] += 1
 

@@ -134,7 +134,7 @@ class GroupLimiter(Actor):
     def setup(self, loop: ActorLoop) -> None:
         s = self.settings
         sock = loop.socket(zmq.ROUTER)
-        sock.bind(s.endpoint)
+        loop.bind(sock, s.endpoint)
         handlers: dict[type[Message], Any] = {
             Admit: self.on_admit,
             ReleaseGroups: self.on_release,
@@ -144,7 +144,7 @@ class GroupLimiter(Actor):
         }
         RequestServer(loop, sock, self, dispatch_each(handlers, self.name))
         self._notify = loop.socket(zmq.PUB)
-        self._notify.bind(s.notify_endpoint)
+        loop.bind(self._notify, s.notify_endpoint)
         self._store = Peer(loop, s.store_endpoint, timeout=s.store_timeout)
         self._rebuild()
 

@@ -272,13 +272,13 @@ class ResourceMonitor(Actor):
         if self._clock is None:
             self._clock = loop.clock
         pub = loop.socket(zmq.PUB, hwm=1000)
-        pub.bind(s.readings_endpoint)
+        loop.bind(pub, s.readings_endpoint)
         events: zmq.Socket[Any] | None = None
         if s.events_endpoint is not None:
             events = loop.socket(zmq.PUSH, hwm=1000)
-            events.connect(s.events_endpoint)
+            loop.connect(events, s.events_endpoint)
         pull = loop.socket(zmq.PULL)
-        pull.bind(s.pressure_endpoint)
+        loop.bind(pull, s.pressure_endpoint)
         self._inbox = Inbox(loop, pull, self._on_inbox)
 
         def emit(readings: Readings, event: Event | None) -> None:

@@ -229,11 +229,11 @@ class EventPublisher(Actor):
         # events and must not be lost to it.
         xpub.setsockopt(zmq.RCVHWM, 100_000)
         xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        xpub.bind(self.pub_endpoint)
+        loop.bind(xpub, self.pub_endpoint)
         self._xpub = xpub
         loop.add_reader(xpub, self._on_xpub)
         pull = loop.socket(zmq.PULL)
-        pull.bind(self.in_endpoint)
+        loop.bind(pull, self.in_endpoint)
         self._inbox = Inbox(loop, pull, self._on_inbox)
         # Last: a failure above leaves no HTTP thread behind (on_stop is not called then).
         if self.metrics_port is not None:

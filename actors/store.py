@@ -101,7 +101,9 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         ResumePaused: lambda m: TasksReply(db.resume_paused(m.preempt_priority)),
         Cancel: lambda m: CancelReply(db.cancel(m.id)),
-        Release: lambda m: FinishReply(db.release(m.ids, m.error, m.max_retries)),
+        Release: lambda m: FinishReply(
+            db.release(m.ids, m.error, m.max_retries, count_retry=m.count_retry)
+        ),
     }
 
 
@@ -145,9 +147,9 @@ class StoreActor(Actor):
         db = self._db_factory()
         try:
             router = loop.socket(zmq.ROUTER)
-            router.bind(self.endpoint)
+            loop.bind(router, self.endpoint)
             pub = loop.socket(zmq.PUB)
-            pub.bind(self.notify_endpoint)
+            loop.bind(pub, self.notify_endpoint)
         except BaseException:
             db.close()  # on_stop is not called when setup fails
             raise

@@ -71,8 +71,14 @@ class StoreDB:
         retention_max_count: int | None = 10_000,
         retention_max_age_days: float | None = None,
         prune_every: int = 100,
+        recover_running: bool = True,
     ) -> None:
+        """``recover_running``: on open, put ``running`` rows back to ``pending`` (the whole
+        process restarted, so nothing runs them). A Store restarted alone in a multi-process
+        deployment passes False: hosts may still be running those tasks, and the Dispatcher
+        releases the ones no host reports."""
         self.path = str(path)
+        self.recover_running = recover_running
         try:
             conn = apsw.Connection(self.path)
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
@@ -263,7 +269,12 @@ class StoreDB:
             return lifecycle.cancel(self._core, id)
 
     def release(
-        self, ids: Sequence[int], error: str = "executor host lost", max_retries: int | None = None
+        self,
+        ids: Sequence[int],
+        error: str = "executor host lost",
+        max_retries: int | None = None,
+        *,
+        count_retry: bool = True,
     ) -> list[Transition]:
         """Running rows of a lost host → pending with retry_count + 1 and ``last_error``.
 
@@ -277,13 +288,15 @@ class StoreDB:
                 task = lifecycle.load(self._core, task_id)
                 if task is None or task.row.status != "running":
                     out.append(Transition(id=task_id, result="ignored"))
-                elif max_retries is not None and task.row.retry_count >= max_retries:
+                elif (
+                    count_retry and max_retries is not None and task.row.retry_count >= max_retries
+                ):
                     lifecycle.fail(self._core, task, error, self._core.now(), out)
                 else:
                     self._core.run(
-                        "UPDATE tasks SET status = 'pending', retry_count = retry_count + 1, "
+                        "UPDATE tasks SET status = 'pending', retry_count = retry_count + ?, "
                         "last_error = ?, started_at_ms = NULL WHERE id = ?",
-                        (error, task_id),
+                        (1 if count_retry else 0, error, task_id),
                     )
                     retry = lifecycle.transition(task.row, "retry", error=error, was_running=True)
                     out.append(retry)
@@ -295,10 +308,11 @@ class StoreDB:
         """After a restart: running rows → pending (retry_count kept); waiting parents whose
         children have all finished are resolved (finalize-ready or failed)."""
         with self._core.atomic():
-            self._core.run(
-                "UPDATE tasks SET status = 'pending', started_at_ms = NULL "
-                "WHERE status = 'running' AND status != 'pending'"
-            )
+            if self.recover_running:
+                self._core.run(
+                    "UPDATE tasks SET status = 'pending', started_at_ms = NULL "
+                    "WHERE status = 'running' AND status != 'pending'"
+                )
             return lifecycle.resolve_waiting(self._core)
 
     @property

@@ -213,7 +213,7 @@ class Peer:
         self._sock = loop.socket(zmq.DEALER)
         if configure is not None:
             configure(self._sock)
-        self._sock.connect(endpoint)
+        loop.connect(self._sock, endpoint)
         self._ids = itertools.count(1)
         self._pending: dict[bytes, tuple[Message, ReplyCallback, Timer]] = {}
         loop.add_reader(self._sock, self._on_frames)

@@ -411,6 +411,8 @@ class Release(Message):
     ids: list[int]
     error: str = "executor host lost"
     max_retries: int | None = None
+    count_retry: bool = True
+    """False for runs that never reached a host (an orphaned claim): no attempt was made."""
 
 
 # -- Store notifications (PUB, one-way, to the Dispatcher) --------------------------------------

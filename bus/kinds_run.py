@@ -174,10 +174,14 @@ class LimitsChanged(Message):
 @message("host.hello")
 @dataclass(frozen=True, slots=True)
 class HostHello(Message):
+    """A host announces itself: at start, after reconnecting, and when a Dispatcher that does
+    not know it (a restarted one) asks. ``running[i]`` is a task it runs as run ``run_ids[i]``."""
+
     host_id: str
     task_types: list[str]
     capacity: int
     running: list[int] = field(default_factory=list)
+    run_ids: list[int] = field(default_factory=list)
 
 
 @message("host.heartbeat")
@@ -190,7 +194,11 @@ class HostHeartbeat(Message):
 @message("host.welcome")
 @dataclass(frozen=True, slots=True)
 class HostWelcome(Message):
+    """The Dispatcher's answer to a hello and to every heartbeat; ``known`` False asks the host to
+    say hello again (the Dispatcher restarted, or had declared it lost)."""
+
     dispatcher_id: str
+    known: bool = True
 
 
 @message("host.run")

@@ -19,7 +19,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -30,6 +30,14 @@ from bus.kinds import Stop
 log = logging.getLogger("taskmill.bus")
 
 BatchHandler = Callable[[list[list[bytes]]], None]
+
+
+class SocketSecurity(Protocol):
+    """Configures a socket before it binds (server) or connects (client) to an endpoint."""
+
+    def server(self, sock: zmq.Socket[Any], endpoint: str) -> None: ...
+
+    def client(self, sock: zmq.Socket[Any], endpoint: str) -> None: ...
 
 
 def _fd(sock: zmq.Socket[Any]) -> int:
@@ -63,8 +71,10 @@ class ActorLoop:
         *,
         clock: Clock | None = None,
         max_batch: int = 4096,
+        security: SocketSecurity | None = None,
     ) -> None:
         self.context = context
+        self.security = security
         self.name = name
         self.clock = clock or SystemClock()
         self.max_batch = max_batch
@@ -99,6 +109,27 @@ class ActorLoop:
     def remove_reader(self, sock: zmq.Socket[Any]) -> None:
         if self._handlers.pop(sock, None) is not None:
             self._poller.unregister(sock)
+            if self._aio_loop is not None:
+                self._aio_loop.remove_reader(_fd(sock))
+
+    def close_socket(self, sock: zmq.Socket[Any]) -> None:
+        """Close one of this loop's sockets before the loop ends (a reconnect)."""
+        self.remove_reader(sock)
+        if sock in self._sockets:
+            self._sockets.remove(sock)
+        sock.close(linger=0)
+
+    def bind(self, sock: zmq.Socket[Any], endpoint: str) -> None:
+        """Bind, as a server: with CURVE on tcp when the loop has security configured."""
+        if self.security is not None:
+            self.security.server(sock, endpoint)
+        sock.bind(endpoint)
+
+    def connect(self, sock: zmq.Socket[Any], endpoint: str) -> None:
+        """Connect, as a client: with CURVE on tcp when the loop has security configured."""
+        if self.security is not None:
+            self.security.client(sock, endpoint)
+        sock.connect(endpoint)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -247,8 +278,10 @@ class ActorThread:
         control_endpoint: str,
         *,
         clock: Clock | None = None,
+        security: SocketSecurity | None = None,
     ) -> None:
         self.actor = actor
+        self.security = security
         self.context = context
         self.control_endpoint = control_endpoint
         self.clock = clock
@@ -267,7 +300,7 @@ class ActorThread:
         return self
 
     def _main(self) -> None:
-        loop = ActorLoop(self.context, self.actor.name, clock=self.clock)
+        loop = ActorLoop(self.context, self.actor.name, clock=self.clock, security=self.security)
         try:
             from bus.server import serve_control
 
@@ -315,11 +348,17 @@ class ActorThread:
             raise error
 
 
-def run_actor(actor: Actor, context: zmq.Context[Any], control_endpoint: str) -> None:
+def run_actor(
+    actor: Actor,
+    context: zmq.Context[Any],
+    control_endpoint: str,
+    *,
+    security: SocketSecurity | None = None,
+) -> ActorLoop:
     """Run ``actor`` in this thread until it is stopped (one process per actor)."""
     from bus.server import serve_control
 
-    loop = ActorLoop(context, actor.name)
+    loop = ActorLoop(context, actor.name, security=security)
     serve_control(loop, actor, control_endpoint)
     actor.setup(loop)
     try:
@@ -329,3 +368,4 @@ def run_actor(actor: Actor, context: zmq.Context[Any], control_endpoint: str) ->
             loop.run()
     finally:
         actor.on_stop()
+    return loop

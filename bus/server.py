@@ -207,7 +207,7 @@ def _handle(handlers: dict[type[Message], Handler], name: str, request: Request)
 def serve_control(loop: ActorLoop, actor: Actor, endpoint: str) -> RequestServer:
     """Bind the actor's control ROUTER: PING, STATS and STOP, nothing else."""
     sock = loop.socket(zmq.ROUTER)
-    sock.bind(endpoint)
+    loop.bind(sock, endpoint)
 
     def refuse(requests: list[Request]) -> None:
         for request in requests:

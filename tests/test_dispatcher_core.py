@@ -62,7 +62,8 @@ def test_claimed_tasks_are_placed_on_hosts_and_announced() -> None:
     c = core()
     c.admit([row(1), row(2)])
     runs, _, events = c.claimed([row(1), row(2)])
-    assert [(r.id, run) for r, run in runs[b"h1"]] == [(1, 1), (2, 2)]
+    [(r1, run1), (r2, run2)] = runs[b"h1"]
+    assert (r1.id, r2.id) == (1, 2) and run2 == run1 + 1
     assert [e.type for e in events] == ["dispatched", "dispatched"]
     assert events[0].data["task_id"] == 1 and events[0].data["label"] == "task 1"
     assert c.free_slots() == 2
@@ -81,7 +82,7 @@ def test_finished_results_free_slots_and_release_group_places() -> None:
     c.admit([row(1, group_key="g"), row(2, group_key="g")])
     c.claimed([row(1, group_key="g")])  # 2 was taken meanwhile: its place goes back
     assert c.releases == [2]
-    c.finished([TaskResult(1, "ok", run_id=1)])
+    c.finished([TaskResult(1, "ok", run_id=c.running[1].run_id)])
     assert c.releases == [2, 1] and c.free_slots() == 2
 
 
@@ -89,9 +90,44 @@ def test_a_stale_result_of_an_earlier_run_is_not_applied() -> None:
     c = core()
     c.admit([row(1)])
     c.claimed([row(1)])
-    assert c.finished([TaskResult(1, "error", "late", run_id=99)]) == []
+    run_id = c.running[1].run_id
+    assert c.finished([TaskResult(1, "error", "late", run_id=run_id - 1)]) == []
     assert c.free_slots() == 3
-    assert [r.id for r in c.finished([TaskResult(1, "ok", run_id=1)])] == [1]
+    assert [r.id for r in c.finished([TaskResult(1, "ok", run_id=run_id)])] == [1]
+
+
+def test_run_ids_are_unique_across_dispatcher_restarts() -> None:
+    clock = FakeClock()
+    first = DispatcherCore(settings(), clock)
+    first.hosts.hello(b"h1", "h1", ["t"], 8, 0.0)
+    first.admit([row(1)])
+    first.claimed([row(1)])
+    clock.advance(0.001)
+    second = DispatcherCore(settings(), clock)
+    second.hosts.hello(b"h1", "h1", ["t"], 8, 0.0)
+    second.admit([row(2)])
+    second.claimed([row(2)])
+    assert second.running[2].run_id > first.running[1].run_id
+
+
+def test_a_restarted_dispatcher_adopts_what_hosts_report_and_cancels_the_rest() -> None:
+    c = core()
+    running = {1: row(1), 2: row(2)}
+    stale = c.adopt(b"h1", {1: 77, 3: 78}, running)
+    assert stale == [3]  # not running in the Store any more
+    assert c.running[1].run_id == 77
+    assert c.finished([TaskResult(1, "ok", run_id=77)])[0].id == 1
+
+
+def test_orphans_are_running_rows_nobody_reports_after_the_grace_period() -> None:
+    clock = FakeClock()
+    c = DispatcherCore(settings(), clock)
+    now = c.now_ms()
+    rows = [
+        TaskRow(1, "t", "k" * 64, "l", 128, "running", started_at_ms=now - 10_000),
+        TaskRow(2, "t", "j" * 64, "l", 128, "running", started_at_ms=now - 1_000),
+    ]
+    assert c.orphans(rows, grace_s=5.0) == [1]
 
 
 def test_transitions_become_the_events_of_semantics() -> None:
