@@ -335,7 +335,13 @@ class ActorThread:
         if self._thread.is_alive():
             from bus.client import RequestClient
 
-            client = RequestClient(self.context, self.control_endpoint, timeout=timeout)
+            security, endpoint = self.security, self.control_endpoint
+
+            def configure(sock: zmq.Socket[Any]) -> None:
+                if security is not None:
+                    security.client(sock, endpoint)
+
+            client = RequestClient(self.context, endpoint, timeout=timeout, configure=configure)
             try:
                 client.request(Stop())
             except ActorUnavailable:
