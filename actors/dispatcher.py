@@ -41,6 +41,8 @@ from bus.kinds import (
     Claim,
     Finish,
     FinishReply,
+    LearnedIO,
+    LearnedReply,
     ListTasks,
     Ok,
     Peek,
@@ -89,6 +91,9 @@ from bus.server import (
 log = logging.getLogger("taskmill.dispatcher")
 
 ORPHAN_SCAN_LIMIT = 100_000
+LEARN_MIN_RUNS = 5
+LEARN_WINDOW = 20
+"""semantics.md: a type's learned IO is the mean of its last 20 runs once it has 5."""
 
 __all__ = ["Dispatcher", "Settings"]
 
@@ -168,6 +173,9 @@ class Dispatcher(Actor):
         loop.call_every(s.poll_interval, self.wake)
         loop.call_every(s.heartbeat_s, self._check_hosts)
         loop.call_every(s.orphan_grace_s, self._reconcile)
+        if s.monitoring:
+            loop.call_later(0, self._learn)
+            loop.call_every(s.learn_interval_s, self._learn)
         loop.call_later(0, self.wake)
 
     def stats(self) -> dict[str, Any]:
@@ -439,6 +447,18 @@ class Dispatcher(Actor):
                 )
 
         self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
+
+    def _learn(self) -> None:
+        """Refresh the learned IO per task type (mean actual bytes of recent runs)."""
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                self._store_failed("learned io", reply)
+                return
+            assert isinstance(reply, LearnedReply)
+            self.core.learned_io = {t: list(v) for t, v in reply.by_type.items()}
+
+        self.store.request(LearnedIO([], LEARN_MIN_RUNS, LEARN_WINDOW), on_reply)
 
     def _check_hosts(self) -> None:
         lost = self.core.hosts.lost(self.loop.clock.monotonic())

@@ -43,6 +43,7 @@ class Settings:
     monitoring: bool = False
     store_timeout: float = 5.0
     orphan_grace_s: float = 5.0
+    learn_interval_s: float = 5.0
     """A ``running`` row no host reports for this long is released (claim reply lost, host or
     Dispatcher restarted)."""
     event_queue: int = 100_000
@@ -366,7 +367,18 @@ class DispatcherCore:
             pressure=self.readings.pressure,
             pressure_breakdown=self.breakdown,
             hosts=len(self.hosts),
+            resources=self.resource_readings() if self.settings.monitoring else {},
         )
+
+    def resource_readings(self) -> dict[str, float]:
+        r = self.readings
+        return {
+            "cpu": r.cpu,
+            "disk_read_bps": r.disk_read_bps,
+            "disk_write_bps": r.disk_write_bps,
+            "net_rx_bps": r.net_rx_bps,
+            "net_tx_bps": r.net_tx_bps,
+        }
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -73,6 +73,7 @@ class DispatcherState(Message):
     pressure: float = 0.0
     pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
     hosts: int = 0
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @message("dispatcher.state", reply=DispatcherState)

@@ -41,6 +41,7 @@ class AppSpec:
     app_state: list[object] = field(default_factory=list)
     store_config: StoreConfig = field(default_factory=StoreConfig)
     metrics_port: int | None = None
+    run_dir: str | None = None
 
 
 class SchedulerBuilder:
@@ -131,6 +132,12 @@ class SchedulerBuilder:
 
     def store_config(self, config: StoreConfig) -> SchedulerBuilder:
         self.spec.store_config = config
+        return self
+
+    def run_dir(self, path: str | Path) -> SchedulerBuilder:
+        """Embedded, but over ipc sockets in ``path`` (created 0700) instead of inproc, so that
+        other processes can submit, subscribe and publish pressure to this scheduler."""
+        self.spec.run_dir = str(path)
         return self
 
     def metrics_port(self, port: int) -> SchedulerBuilder:

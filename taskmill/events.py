@@ -156,6 +156,29 @@ class Resumed(SchedulerEvent):
 
 
 @dataclass(frozen=True)
+class Resources(SchedulerEvent):
+    """The ResourceMonitor's readings, every sampling interval (for dashboards).
+
+    Rates are smoothed bytes/s; ``pressure`` is the combined backpressure and ``breakdown`` its
+    ``(source, value)`` pairs.
+    """
+
+    TYPE: ClassVar[str] = "resources"
+
+    cpu: float = 0.0
+    disk_read_bps: float = 0.0
+    disk_write_bps: float = 0.0
+    net_rx_bps: float = 0.0
+    net_tx_bps: float = 0.0
+    pressure: float = 0.0
+    breakdown: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        pairs = tuple((str(name), float(value)) for name, value in self.breakdown)
+        object.__setattr__(self, "breakdown", pairs)
+
+
+@dataclass(frozen=True)
 class UnknownEvent(SchedulerEvent):
     """An event of a type this version does not know, kept as its type string and raw data."""
 
@@ -176,6 +199,7 @@ EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     cls.TYPE: cls
     for cls in (
         Dispatched, Completed, Failed, Preempted, Cancelled, Progress, Waiting, Paused, Resumed,
+        Resources,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

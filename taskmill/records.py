@@ -382,3 +382,6 @@ class SchedulerSnapshot(_ToDict):
     pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
     max_concurrency: int = 0
     is_paused: bool = False
+    resources: dict[str, float] = field(default_factory=dict)
+    """Smoothed readings when monitoring is on: ``cpu`` (0..1), ``disk_read_bps``,
+    ``disk_write_bps``, ``net_rx_bps``, ``net_tx_bps`` (bytes/s)."""

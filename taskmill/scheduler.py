@@ -89,7 +89,7 @@ class Scheduler:
     async def start(cls, spec: AppSpec) -> Scheduler:
         """Start every actor (the Dispatcher idle until ``run``); called by ``build()``."""
         context: zmq.Context[Any] = zmq.Context()
-        topology = Topology.inproc()
+        topology = Topology.ipc(spec.run_dir) if spec.run_dir else Topology.inproc()
         threads: dict[str, ActorThread] = {}
         runners = {t: make_runner(e) for t, e in spec.executors.items()}
         state = {type(obj): obj for obj in spec.app_state}
@@ -263,6 +263,7 @@ class Scheduler:
             pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
             max_concurrency=state.max_concurrency,
             is_paused=state.is_paused,
+            resources=dict(state.resources),
         )
 
     async def subscribe(self) -> EventSubscription:

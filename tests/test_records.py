@@ -221,7 +221,7 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
     }  # fmt: skip
     assert set(data) == {
         "running", "pending_count", "paused_count", "waiting_count", "progress", "pressure",
-        "pressure_breakdown", "max_concurrency", "is_paused",
+        "pressure_breakdown", "max_concurrency", "is_paused", "resources",
     }  # fmt: skip
 
 

@@ -1,0 +1,153 @@
+"""Backpressure and IO budgets in a real embedded scheduler, with a fake sampler and sources."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from taskmill import (
+    Priority,
+    Resources,
+    ResourceSnapshot,
+    SamplerConfig,
+    SchedulerEvent,
+    TaskContext,
+    TaskSubmission,
+)
+from tests.scheduler_support import EventRecorder, builder
+
+FAST = SamplerConfig(interval=0.05, ewma_alpha=1.0)  # no smoothing: readings follow at once
+
+
+class Knob:
+    """A pressure source the test turns (read from the monitor's thread)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def pressure(self) -> float:
+        return self.value
+
+    def name(self) -> str:
+        return "knob"
+
+
+class FakeSampler:
+    def __init__(self) -> None:
+        self.snapshot = ResourceSnapshot()
+
+    def sample(self) -> ResourceSnapshot:
+        return self.snapshot
+
+
+def resources(
+    predicate: Callable[[Resources], bool],
+) -> Callable[[list[SchedulerEvent]], bool]:
+    def match(events: list[SchedulerEvent]) -> bool:
+        return any(isinstance(e, Resources) and predicate(e) for e in events)
+
+    return match
+
+
+async def two_more_readings(events: EventRecorder) -> None:
+    """Wait until the monitor published twice more: the Dispatcher has seen the same readings
+    since, and had cycles (each submission and completion runs one) to dispatch held work."""
+    seen = sum(isinstance(e, Resources) for e in events.events)
+    await events.wait_for(lambda evs: sum(isinstance(e, Resources) for e in evs) >= seen + 2)
+
+
+def sub(key: str, priority: int) -> TaskSubmission:
+    return TaskSubmission("work", key=key, priority=priority)
+
+
+async def noop(ctx: TaskContext) -> None:
+    return None
+
+
+async def test_pressure_holds_background_above_half_and_normal_above_three_quarters(
+    tmp_path: Path,
+) -> None:
+    knob = Knob()
+    scheduler = await (
+        builder(tmp_path, work=noop).pressure_source(knob).sampler_config(FAST).build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        knob.value = 0.8
+        await events.wait_for(resources(lambda r: r.pressure == 0.8))
+        await scheduler.submit_batch(
+            [sub("bg", Priority.BACKGROUND), sub("normal", Priority.NORMAL), sub("high", 64)]
+        )
+        await events.wait_count("completed", 1)
+        await two_more_readings(events)
+        assert [e.label for e in events.of("completed")] == ["high"]
+        assert await scheduler.store().pending_count() == 2
+        snap = await scheduler.snapshot()
+        assert snap.pressure == 0.8 and ("knob", 0.8) in snap.pressure_breakdown
+        knob.value = 0.6  # NORMAL may run now, BACKGROUND not yet
+        await events.wait_count("completed", 2)
+        await two_more_readings(events)
+        assert events.of("completed")[1].label == "normal"
+        assert await scheduler.store().pending_count() == 1
+        knob.value = 0.5  # not above 0.5: BACKGROUND runs
+        await events.wait_count("completed", 3)
+        assert events.of("completed")[2].label == "bg"
+        await events.close()
+
+
+async def test_io_heavy_tasks_wait_while_the_disk_is_saturated(tmp_path: Path) -> None:
+    sampler = FakeSampler()
+    sampler.snapshot = ResourceSnapshot(io_read_bytes_per_sec=1_000.0)
+    scheduler = await (
+        builder(tmp_path, work=noop).resource_sampler(sampler).sampler_config(FAST).build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await events.wait_for(resources(lambda r: r.disk_read_bps == 1_000.0))
+        heavy = TaskSubmission("work", key="heavy").expected_io(10_000, 0)
+        light = TaskSubmission("work", key="light", priority=Priority.BACKGROUND).expected_io(
+            1_000, 0
+        )
+        await scheduler.submit_batch([heavy, light])
+        # The budget is 0.8 x 2 s x 1,000 B/s = 1,600 bytes: the heavy head is held, and with
+        # it everything behind it (a budget hold ends the cycle).
+        await two_more_readings(events)
+        assert await scheduler.store().pending_count() == 2
+        assert (await scheduler.snapshot()).resources["disk_read_bps"] == 1_000.0
+        sampler.snapshot = ResourceSnapshot(io_read_bytes_per_sec=100_000.0)
+        await events.wait_count("completed", 2)
+        assert [e.label for e in events.of("completed")] == ["heavy", "light"]
+        await events.close()
+
+
+async def test_a_reading_from_another_process_holds_work_until_it_expires(
+    tmp_path: Path,
+) -> None:
+    scheduler = await (
+        builder(tmp_path, work=noop)
+        .run_dir(tmp_path / "run")
+        .sampler_config(SamplerConfig(interval=0.1))
+        .build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        endpoint = scheduler.topology.pressure
+        code = (
+            "import sys; from taskmill import publish_pressure; "
+            "sys.exit(0 if publish_pressure(sys.argv[1], 'web-app', 0.9) else 1)"
+        )
+        subprocess.run([sys.executable, "-c", code, endpoint], check=True, timeout=30)
+        await events.wait_for(resources(lambda r: ("web-app", 0.9) in r.breakdown))
+        await scheduler.submit(sub("bg", Priority.BACKGROUND))
+        # Held while the reading is fresh; 3 intervals later it expires and the task runs.
+        await events.wait_count("completed", 1)
+        kinds = [
+            ("held" if e.pressure > 0 else "free") if isinstance(e, Resources) else e.type
+            for e in events.events
+        ]
+        first_held = kinds.index("held")
+        expiry = kinds.index("free", first_held)
+        assert expiry < kinds.index("dispatched"), kinds  # it ran only after the expiry
+        await events.close()
