@@ -34,6 +34,7 @@ from taskmill.priority import Priority
 from taskmill.scheduler import Scheduler
 from taskmill.task import TaskSubmission
 
+TIERS = {"thumbnail": "NORMAL", "upload": "BACKGROUND", "open-photo": "REALTIME"}
 _ANSI = re.compile(r"\033\[[0-9;]*[A-Za-z]")
 PHOTOS = [f"IMG_{4100 + i}.jpg" for i in range(14)]
 
@@ -73,6 +74,7 @@ class View:
     out: TextIO
     tty: bool
     bars: dict[int, tuple[str, str, float]] = field(default_factory=dict)
+    paused: dict[int, tuple[str, str, float]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     drawn_lines: int = 0
@@ -88,6 +90,7 @@ class View:
     def apply(self, event: SchedulerEvent) -> None:
         self.counts[event.type] += 1
         if isinstance(event, Dispatched):
+            self.paused.pop(event.task_id, None)
             self.bars[event.task_id] = (event.task_type, event.label, 0.0)
         elif isinstance(event, Progress):
             if event.task_id in self.bars:
@@ -103,7 +106,9 @@ class View:
                 f"  \033[33m↻\033[0m {event.task_type:<10} {event.label}: {event.error} ({tag})"
             )
         elif isinstance(event, Preempted):
-            self.bars.pop(event.task_id, None)
+            bar = self.bars.pop(event.task_id, None)
+            if bar is not None:
+                self.paused[event.task_id] = bar
             self.note(f"  \033[35m⏸\033[0m {event.task_type:<10} {event.label} preempted")
         elif isinstance(event, Cancelled):
             self.bars.pop(event.task_id, None)
@@ -118,11 +123,24 @@ class View:
             f"done {self.counts['completed']}  retries {self.counts['failed']}  "
             f"preempted {self.counts['preempted']}",
         ]
+        lines.append(
+            "\033[2m  4 slots · thumbnails NORMAL · uploads BACKGROUND · "
+            "a REALTIME request arrives midway\033[0m"
+        )
         for kind, label, pct in sorted(self.bars.values()):
             filled = int(pct * width)
             bar = "█" * filled + "░" * (width - filled)
             colour = "\033[31m" if kind == "open-photo" else "\033[36m"
-            lines.append(f"  {colour}{kind:<10}\033[0m {label:<14} {bar} {pct * 100:5.1f}%")
+            tier = TIERS.get(kind, "")
+            name = f"{colour}{kind:<10}\033[0m"
+            lines.append(f"  {name} {label:<14} {bar} {pct * 100:5.1f}%  \033[2m{tier}\033[0m")
+        for kind, label, pct in sorted(self.paused.values()):
+            filled = int(pct * width)
+            bar = "▒" * filled + "░" * (width - filled)
+            lines.append(
+                f"  \033[2m{kind:<10} {label:<14} {bar} {pct * 100:5.1f}%  preempted: "
+                "waits for the urgent task, then a slot\033[0m"
+            )
         lines += ["", *self.log]
         up = f"\033[{self.drawn_lines}F" if self.drawn_lines else ""
         self.out.write(up + "".join(line + "\033[K\n" for line in lines) + "\033[J")
