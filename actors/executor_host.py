@@ -29,7 +29,7 @@ import zmq
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
 from bus.clock import Clock, SystemClock, now_ms
-from bus.errors import ProtocolError, TaskError
+from bus.errors import ActorUnavailable, ProtocolError, TaskError
 from bus.kinds import Outcome, Submission, Submit, SubmitReply, TaskResult, TaskRow
 from bus.kinds_run import (
     CancelRuns,
@@ -45,6 +45,8 @@ from bus.protocol import Message, decode, encode
 from bus.runtime import Actor, ActorLoop
 
 log = logging.getLogger("taskmill.worker")
+
+SUBMIT_ATTEMPTS = 5
 
 T = TypeVar("T")
 Runner = Callable[["RunHandle"], Awaitable[None]]
@@ -93,8 +95,20 @@ class RunHandle:
             self.bytes[index] += int(n)
 
     async def submit(self, submissions: list[Submission]) -> list[Outcome]:
-        reply = await self._host.store().call(Submit(submissions), SubmitReply)
-        return reply.outcomes
+        """Submit (children) to the Store; retried with the same request id while the Store is
+        unreachable (a restart), which the Store applies at most once."""
+        request = Submit(submissions, request_id=uuid.uuid4().hex)
+        delay = 0.1
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                reply = await self._host.store().call(request, SubmitReply)
+                return reply.outcomes
+            except ActorUnavailable:
+                if attempt == SUBMIT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(delay)  # back off before asking a restarting Store again
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
 
     def submit_from_thread(self, submissions: list[Submission]) -> list[Outcome]:
         """``submit`` for a plain-function executor running in a worker thread."""

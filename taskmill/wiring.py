@@ -12,16 +12,22 @@ from bus.clock import SystemClock
 from taskmill.builder import AppSpec
 
 
-def store_actor(spec: AppSpec, topology: Topology) -> StoreActor:
+def store_actor(
+    spec: AppSpec, topology: Topology, *, path: str | None = None, recover_running: bool = True
+) -> StoreActor:
+    """The Store actor of ``spec``. ``recover_running``: True when the whole scheduler starts
+    (embedded); False for a Store process of a deployment, which may restart alone while hosts
+    still run their tasks (the Dispatcher releases the running rows nobody reports)."""
     policy = spec.store_config.retention_policy
-    path = spec.store_path
+    db_path = path or spec.store_path
 
     def open_db() -> StoreDB:
         return StoreDB(
-            path,
+            db_path,
             clock=SystemClock(),
             retention_max_count=policy.keep,
             retention_max_age_days=policy.days,
+            recover_running=recover_running,
         )
 
     return StoreActor(open_db, topology.store, topology.store_notify)
