@@ -301,7 +301,8 @@ class DispatcherCore:
             if t.was_running and t.id in self.running:
                 to_cancel.append(t.id)
             if t.result in ("completed", "requeued"):
-                events.append(Event("completed", task_data(t), now))
+                extra = {} if t.duration_ms is None else {"duration_ms": t.duration_ms}
+                events.append(Event("completed", task_data(t, **extra), now))
             elif t.result in ("retry", "failed"):
                 will_retry = t.result == "retry"
                 events.append(

@@ -33,7 +33,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import zmq
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, PublishedEvent, Welcome
@@ -114,16 +114,75 @@ class EventMetrics:
             "Subscription frames seen (welcome topics included).",
             registry=r,
         )
+        self.retried = Counter(
+            "taskmill_tasks_retried",
+            "Failed runs that will retry, by task type.",
+            ["task_type"],
+            registry=r,
+        )
+        self.preempted = Counter(
+            "taskmill_tasks_preempted",
+            "Running tasks preempted, by task type.",
+            ["task_type"],
+            registry=r,
+        )
+        self.pressure = Gauge("taskmill_pressure", "Combined backpressure, 0..1.", registry=r)
+        self.source_pressure = Gauge(
+            "taskmill_pressure_source", "Backpressure per source, 0..1.", ["source"], registry=r
+        )
+        self.resource = {
+            "cpu": Gauge("taskmill_cpu_usage_ratio", "Smoothed CPU usage, 0..1.", registry=r),
+            "disk_read_bps": Gauge(
+                "taskmill_disk_read_bytes_per_second", "Smoothed disk read rate.", registry=r
+            ),
+            "disk_write_bps": Gauge(
+                "taskmill_disk_write_bytes_per_second", "Smoothed disk write rate.", registry=r
+            ),
+            "net_rx_bps": Gauge(
+                "taskmill_network_receive_bytes_per_second",
+                "Smoothed network rx rate.",
+                registry=r,
+            ),
+            "net_tx_bps": Gauge(
+                "taskmill_network_transmit_bytes_per_second",
+                "Smoothed network tx rate.",
+                registry=r,
+            ),
+        }
+        self.sources = LabelCap()
 
     def observe(self, event_type: str, task_type: str, data: Mapping[str, Any]) -> None:
         self.events.labels(type=event_type).inc()
         if event_type == "completed":
             self.completed.labels(task_type=task_type).inc()
         elif event_type == "failed":
-            self.failed.labels(task_type=task_type).inc()
+            if data.get("will_retry"):
+                self.retried.labels(task_type=task_type).inc()
+            else:
+                self.failed.labels(task_type=task_type).inc()
+        elif event_type == "preempted":
+            self.preempted.labels(task_type=task_type).inc()
+        elif event_type == "resources":
+            self._resources(data)
         duration_ms = data.get("duration_ms")
         if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
             self.duration.labels(task_type=task_type).observe(max(0.0, duration_ms / 1000))
+
+    def _resources(self, data: Mapping[str, Any]) -> None:
+        for key, gauge in self.resource.items():
+            value = data.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                gauge.set(value)
+        pressure = data.get("pressure")
+        if isinstance(pressure, int | float) and not isinstance(pressure, bool):
+            self.pressure.set(pressure)
+        breakdown = data.get("breakdown")
+        if isinstance(breakdown, list):
+            for item in breakdown:
+                if isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
+                    name, value = item
+                    if isinstance(value, int | float):
+                        self.source_pressure.labels(source=self.sources(name)).set(value)
 
 
 class EventPublisher(Actor):

@@ -58,6 +58,7 @@ def transition(
     children_count: int = 0,
     was_running: bool = False,
     priority: int | None = None,
+    duration_ms: int | None = None,
 ) -> Transition:
     """The transition of ``row`` to ``result``, with what an event about it needs."""
     return Transition(
@@ -71,6 +72,7 @@ def transition(
         children_count=children_count,
         was_running=was_running,
         group_key=row.group_key,
+        duration_ms=duration_ms,
     )
 
 
@@ -132,11 +134,13 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
             _resolve_finished_children(core, load_required(core, row.id), out)
         return
     finished = _finished_at(core, result)
+    started = task.run_started_at_ms or row.started_at_ms
+    duration = None if started is None else max(0, finished - started)
     core.write_history(
         row.id,
         "completed",
         completed_at_ms=finished,
-        started_at_ms=task.run_started_at_ms or row.started_at_ms,
+        started_at_ms=started,
         actual=_actual(result),
     )
     if row.requeue:
@@ -148,10 +152,14 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
             "acc_write_bytes = 0, acc_net_rx_bytes = 0, acc_net_tx_bytes = 0 WHERE id = ?",
             (requeue_priority, row.id),
         )
-        out.append(transition(row, "requeued", was_running=True, priority=requeue_priority))
+        out.append(
+            transition(
+                row, "requeued", was_running=True, priority=requeue_priority, duration_ms=duration
+            )
+        )
         return
     core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
-    out.append(transition(row, "completed", was_running=True))
+    out.append(transition(row, "completed", was_running=True, duration_ms=duration))
     child_terminal(core, row, None, out)
 
 

@@ -186,6 +186,8 @@ class Transition:
     children_count: int = 0
     was_running: bool = False
     group_key: str | None = None
+    duration_ms: int | None = None
+    """For completed runs: how long the run took (for the duration histogram)."""
 
 
 # -- the Store (ROUTER, requests from clients, the Dispatcher and executor hosts) ---------------
