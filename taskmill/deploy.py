@@ -142,6 +142,8 @@ _TYPES: dict[str, type] = {
     "app": str,
 }
 
+_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}
+
 
 def _from_toml(path: Path) -> dict[str, Any]:
     try:
@@ -159,7 +161,7 @@ def _from_toml(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown setting {name!r} (known: {known})")
         # bool is an int: a port of `true` is refused, not taken as 1.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"{path}: {name} must be a {kind.__name__}, got {value!r}")
+            raise ConfigError(f"{path}: {name} must be {_KIND_NAMES[kind]}, got {value!r}")
         values[name] = value
     return values
 
@@ -213,7 +215,7 @@ def load_app(reference: str, *, app_dir: str | Path | None = None) -> SchedulerB
         return obj
     if not callable(obj):
         raise ConfigError(
-            f"{reference} is a {type(obj).__name__}, not a SchedulerBuilder "
+            f"{reference} is of type {type(obj).__name__!r}, not a SchedulerBuilder "
             "or a function returning one"
         )
     try:
@@ -225,6 +227,6 @@ def load_app(reference: str, *, app_dir: str | Path | None = None) -> SchedulerB
     result = obj()
     if not isinstance(result, SchedulerBuilder):
         raise ConfigError(
-            f"{reference}() returned a {type(result).__name__}, not a SchedulerBuilder"
+            f"{reference}() returned a {type(result).__name__!r}, not a SchedulerBuilder"
         )
     return result

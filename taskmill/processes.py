@@ -18,6 +18,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -31,7 +32,7 @@ from bus.client import RequestClient
 from bus.errors import TaskmillError
 from bus.kinds import Ok, Stop
 from bus.kinds_run import Shutdown
-from bus.runtime import Actor, run_actor
+from bus.runtime import Actor, SocketSecurity, run_actor
 from taskmill.builder import AppSpec
 from taskmill.context import make_runner
 from taskmill.deploy import DeploymentConfig
@@ -61,6 +62,22 @@ ACTORS = ("store", "dispatcher", "monitor", "limiter", "worker", "events")
 
 STOP_TIMEOUT_S = 10.0
 
+ClientConfigure = Callable[[str], Callable[[Any], None] | None]
+"""Given an endpoint, how to configure a client socket for it (security), or None."""
+
+
+def _client_configure(security: SocketSecurity | None) -> ClientConfigure:
+    def for_endpoint(endpoint: str) -> Callable[[Any], None] | None:
+        if security is None:
+            return None
+
+        def configure(sock: Any) -> None:
+            security.client(sock, endpoint)
+
+        return configure
+
+    return for_endpoint
+
 
 @dataclass(frozen=True)
 class ActorProcess:
@@ -70,7 +87,7 @@ class ActorProcess:
     actor: Actor
     control: str
     topology: Topology
-    before_stop: Callable[[zmq.Context[Any]], None] | None = None
+    before_stop: Callable[[zmq.Context[Any], ClientConfigure], None] | None = None
     """Called (in a helper thread) before STOP, e.g. the Dispatcher's shutdown."""
 
 
@@ -85,20 +102,27 @@ def app_spec(spec: AppSpec, cfg: DeploymentConfig) -> AppSpec:
 
 
 def build_store(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
+    """The Store on the database of ``cfg`` (else the application's), creating its directory."""
     topology = cfg.topology()
     spec = app_spec(spec, cfg)
+    if cfg.database is not None:  # the deployment's own directory (e.g. .taskmill/): create it
+        Path(cfg.database).parent.mkdir(parents=True, exist_ok=True)
     return ActorProcess("store", store_actor(spec, topology), topology.store_control, topology)
 
 
 def build_dispatcher(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
+    """The Dispatcher, dispatching from the start; on SIGTERM it first shuts down (draining per
+    the application's shutdown mode)."""
     topology = cfg.topology()
     mode = spec.shutdown_mode
     drain = mode.timeout_s if mode.is_graceful else 0.0
 
-    def shutdown(context: zmq.Context[Any]) -> None:
+    def shutdown(context: zmq.Context[Any], configure: ClientConfigure) -> None:
         # Stop dispatching and drain (or cancel) running tasks before the loop stops, as the
         # embedded scheduler does on close.
-        client = RequestClient(context, topology.dispatcher)
+        client = RequestClient(
+            context, topology.dispatcher, configure=configure(topology.dispatcher)
+        )
         try:
             client.call(Shutdown(drain), Ok, timeout=drain + STOP_TIMEOUT_S)
         finally:
@@ -109,6 +133,7 @@ def build_dispatcher(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
 
 
 def build_monitor(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
+    """The ResourceMonitor: the application's sampler and pressure sources."""
     topology = cfg.topology()
     return ActorProcess(
         "monitor", monitor_actor(spec, topology), topology.monitor_control, topology
@@ -116,6 +141,7 @@ def build_monitor(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
 
 
 def build_limiter(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
+    """The GroupLimiter with the application's group limits."""
     topology = cfg.topology()
     return ActorProcess(
         "limiter", limiter_actor(spec, topology), topology.limiter_control, topology
@@ -123,6 +149,7 @@ def build_limiter(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
 
 
 def build_events(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
+    """The EventPublisher, serving Prometheus metrics on ``cfg``'s (else the app's) port."""
     topology = cfg.topology()
     spec = app_spec(spec, cfg)
     publisher = EventPublisher(topology.events_in, topology.events, metrics_port=spec.metrics_port)
@@ -186,9 +213,12 @@ def build(name: str, spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
 class _Stopper:
     """Turns the first SIGTERM/SIGINT into a clean stop; a second one interrupts at once."""
 
-    def __init__(self, process: ActorProcess, context: zmq.Context[Any]) -> None:
+    def __init__(
+        self, process: ActorProcess, context: zmq.Context[Any], configure: ClientConfigure
+    ) -> None:
         self.process = process
         self.context = context
+        self.configure = configure
         self.thread: threading.Thread | None = None
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -203,10 +233,15 @@ class _Stopper:
         process = self.process
         if process.before_stop is not None:
             try:
-                process.before_stop(self.context)
+                process.before_stop(self.context, self.configure)
             except TaskmillError as exc:
                 log.warning("%s: shutdown failed: %s", process.name, exc)
-        client = RequestClient(self.context, process.control, timeout=STOP_TIMEOUT_S)
+        client = RequestClient(
+            self.context,
+            process.control,
+            timeout=STOP_TIMEOUT_S,
+            configure=self.configure(process.control),
+        )
         try:
             client.call(Stop(), Ok)
         except TaskmillError as exc:
@@ -219,20 +254,21 @@ class _Stopper:
             self.thread.join(STOP_TIMEOUT_S)
 
 
-def serve(process: ActorProcess) -> int:
+def serve(process: ActorProcess, *, security: SocketSecurity | None = None) -> int:
     """Run ``process``'s actor in this thread until SIGTERM/SIGINT; the exit status.
 
     0: stopped cleanly. 1: the actor crashed (the error is logged). 130: interrupted by a second
     signal before it had stopped. Must be called from the main thread (signal handlers).
+    ``security`` configures the actor's sockets, and those used to stop it (CURVE on tcp).
     """
     context: zmq.Context[Any] = zmq.Context()
-    stopper = _Stopper(process, context)
+    stopper = _Stopper(process, context, _client_configure(security))
     previous = {
         sig: signal.signal(sig, stopper.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     log.info("%s: starting, control endpoint %s", process.name, process.control)
     try:
-        run_actor(process.actor, context, process.control)
+        run_actor(process.actor, context, process.control, security=security)
     except KeyboardInterrupt:
         log.warning("%s: interrupted before it stopped cleanly", process.name)
         return 130

@@ -45,7 +45,9 @@ class EventSubscription:
         return self
 
     async def __anext__(self) -> SchedulerEvent:
-        return await self.recv()
+        """The next event; ``async for`` ends once the subscription (or its scheduler) closed."""
+        event = await self._sub.__anext__()
+        return event_from_wire(event.type, event.data, event.seq, event.at_ms)
 
     async def close(self) -> None:
         await self._sub.aclose()
