@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.topology import Topology
+from bus.endpoints import ipc
 from bus.errors import TaskmillError
 from taskmill.builder import SchedulerBuilder
 
@@ -118,9 +119,12 @@ class DeploymentConfig:
                 )
             return Topology.tcp(self.host, self.base_port)
         try:
-            return Topology.ipc(self.run_dir)
+            # Every path is checked before the run directory is created.
+            for f in dataclasses.fields(Topology):
+                ipc(self.run_dir, f.name.replace("_", "-"))
         except ValueError as exc:
             raise ConfigError(f"{exc}: choose a shorter run_dir") from None
+        return Topology.ipc(self.run_dir)
 
     def with_(self, **changes: Any) -> DeploymentConfig:
         """A copy with some settings changed."""

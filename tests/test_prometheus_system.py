@@ -115,7 +115,10 @@ async def test_prometheus_scrapes_task_and_pressure_series(
         )
 
         def scraped() -> list[dict[str, Any]]:
-            return query(base, 'taskmill_tasks_completed_total{task_type="work"}')
+            try:  # Prometheus answers 503, or not at all, until it is ready
+                return query(base, 'taskmill_tasks_completed_total{task_type="work"}')
+            except OSError:
+                return []
 
         [completed] = poll_until(scraped, timeout=60)
         assert float(completed["value"][1]) == 9
