@@ -193,8 +193,8 @@ async def test_a_finalize_interrupted_by_a_crash_runs_after_restart(tmp_path: Pa
     assert parent.finalized == [outcome.id]
     parent.finalize_latch.release()
     again = await builder(tmp_path, parent=parent, part=part).build()
+    events = await EventRecorder.start(again)  # live before dispatching starts
     async with again:
-        events = await EventRecorder.start(again)
         await events.wait_count("completed", 1)
         history = await again.store().history(limit=10)
         assert [h.status for h in history if h.task_id == outcome.id] == [HistoryStatus.COMPLETED]

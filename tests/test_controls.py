@@ -197,8 +197,8 @@ async def test_hard_shutdown_cancels_and_the_task_runs_again_after_restart(
     record = await again.store().task_by_id(outcome.id)
     assert record is not None and record.status == TaskStatus.PENDING
     assert record.retry_count == 0
+    events = await EventRecorder.start(again)  # live before dispatching starts
     async with again:
-        events = await EventRecorder.start(again)
         await events.wait_count("completed", 1)
     assert completed_runs == [outcome.id]
     history = await _history_after(tmp_path)

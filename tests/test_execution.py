@@ -181,8 +181,8 @@ async def test_queue_order_is_priority_then_fifo(tmp_path: Path) -> None:
         TaskSubmission("work", key="h2", priority=Priority.HIGH),
     ]
     await scheduler.submit_batch(subs)  # before run: all queued when dispatch starts
+    events = await EventRecorder.start(scheduler)  # live before dispatching starts
     async with scheduler:
-        events = await EventRecorder.start(scheduler)
         await events.wait_count("completed", 5)
         await events.close()
     assert order == ["h1", "h2", "n1", "n2", "i1"]

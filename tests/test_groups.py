@@ -97,8 +97,8 @@ async def test_held_groups_keep_priority_order_among_admitted_tasks(tmp_path: Pa
             TaskSubmission("upload", key="first", priority=64),
         ]
     )
+    events = await EventRecorder.start(scheduler)  # live before dispatching starts
     async with scheduler:
-        events = await EventRecorder.start(scheduler)
         await events.wait_count("completed", 2)
         await events.close()
     assert order == ["first", "second"]

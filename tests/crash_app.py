@@ -1,0 +1,44 @@
+"""A scheduler process for the crash test: runs slow tasks until it is killed.
+
+    python -m tests.crash_app <database> <run dir>
+
+It prints ``ready`` once it runs (so the test can subscribe to its events over ipc), then
+dispatches forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from taskmill import CancellationToken, Scheduler, TaskContext
+
+
+async def slow(ctx: TaskContext) -> None:
+    ctx.progress.report(0.5, "working")
+    await asyncio.wait_for(ctx.token.wait(), 0.05 + (ctx.record.id % 5) * 0.02)
+
+
+async def work(ctx: TaskContext) -> None:
+    try:
+        await slow(ctx)
+    except TimeoutError:
+        return  # finished its "work" without being cancelled
+
+
+async def main(database: str, run_dir: str) -> None:
+    scheduler = await (
+        Scheduler.builder()
+        .store_path(database)
+        .run_dir(run_dir)
+        .executor("work", work)
+        .max_concurrency(4)
+        .build()
+    )
+    token = CancellationToken()
+    print("ready", flush=True)
+    await scheduler.run(token)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
