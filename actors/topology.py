@@ -49,10 +49,11 @@ class Topology:
         return cls(**{f.name: tcp(host, base_port + i) for i, f in enumerate(fields(cls))})
 
     def host_control(self, host_id: str) -> str:
-        """A control endpoint for one executor host (one per host process)."""
+        """A control endpoint for one executor host (one per host process), beside the Store's
+        (deployments keep control endpoints local: ipc, or inproc embedded)."""
         base = self.store_control.rsplit("store-control", 1)[0]
-        if self.store_control.startswith("tcp://"):
-            return "tcp://127.0.0.1:0"
+        if base.startswith("tcp://"):
+            raise ValueError("control endpoints are local (ipc or inproc), not tcp")
         return f"{base}worker-{host_id}-control{'.sock' if base.startswith('ipc') else ''}"
 
     def with_(self, **changes: str) -> Topology:

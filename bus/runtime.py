@@ -365,8 +365,13 @@ def run_actor(
     from bus.server import serve_control
 
     loop = ActorLoop(context, actor.name, security=security)
-    serve_control(loop, actor, control_endpoint)
-    actor.setup(loop)
+    try:
+        serve_control(loop, actor, control_endpoint)
+        actor.setup(loop)
+    except BaseException:
+        loop.close()
+        actor.on_stop()
+        raise
     try:
         if actor.uses_asyncio:
             asyncio.run(loop.run_async())

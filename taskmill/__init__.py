@@ -23,6 +23,7 @@ from bus.errors import (
     TaskmillError,
 )
 from taskmill.builder import SchedulerBuilder
+from taskmill.client import AsyncClient, Client
 from taskmill.config import (
     GroupLimits,
     RetentionPolicy,
@@ -32,6 +33,7 @@ from taskmill.config import (
     StoreConfig,
 )
 from taskmill.context import TaskContext, TaskExecutor
+from taskmill.deploy import ConfigError, DeploymentConfig, load_app
 from taskmill.events import (
     Cancelled,
     Completed,
@@ -69,11 +71,15 @@ from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 
 __all__ = [
     "ActorUnavailable",
+    "AsyncClient",
     "CancellationToken",
     "Cancelled",
+    "Client",
     "Completed",
     "CompositePressure",
+    "ConfigError",
     "DatabaseError",
+    "DeploymentConfig",
     "Dispatched",
     "EstimatedProgress",
     "EventSubscriber",
@@ -125,6 +131,7 @@ __all__ = [
     "TypedTask",
     "Waiting",
     "generate_dedup_key",
+    "load_app",
     "platform_sampler",
     "publish_pressure",
 ]

@@ -29,6 +29,20 @@ ACTOR_HELP = {
 }
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from bus.security import generate_keys
+
+    clients = tuple(args.client or ["client"])
+    directory = generate_keys(args.directory, clients=clients)
+    print(f"keys written to {directory} (mode 0700):")
+    print("  server.key_secret   the servers' pair: every process that binds tcp needs it")
+    for name in clients:
+        print(f"  {name}.key_secret   a client pair: --client-key {name}")
+    print("  authorized/         client public keys the servers accept (add or remove files)")
+    print(f"use it with --transport tcp --curve-dir {directory}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from taskmill.demo import main
 
@@ -44,6 +58,8 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
         "base_port": args.port,
         "database": args.database,
         "insecure": args.insecure,
+        "curve_dir": args.curve_dir,
+        "client_key": args.client_key,
     }
     for name in ("app", "metrics_port", "capacity"):
         overrides[name] = getattr(args, name, None)
@@ -64,7 +80,7 @@ def _actor(args: argparse.Namespace) -> int:
         process = build_worker(spec, cfg, host_id=args.host_id)
     else:
         process = build(args.command, spec, cfg)
-    return serve(process)
+    return serve(process, security=cfg.security(), authorized=cfg.authorized_keys())
 
 
 def _user(args: argparse.Namespace) -> int:
@@ -92,6 +108,10 @@ def _deployment_options() -> argparse.ArgumentParser:
         default=None,
         help="allow plain, unauthenticated tcp (TASKMILL_INSECURE)",
     )
+    group.add_argument(
+        "--curve-dir", help="CURVE keys for tcp, from `taskmill keys` (TASKMILL_CURVE_DIR)"
+    )
+    group.add_argument("--client-key", help="this process's client key name in the CURVE directory")
     return common
 
 
@@ -158,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     common = _deployment_options()
     _add_actor_commands(sub, common)
     _add_user_commands(sub, common)
+    keys = sub.add_parser(
+        "keys",
+        help="generate CURVE key pairs for tcp deployments",
+        description="Write a server key pair, client key pairs and authorized/ (the client "
+        "public keys the servers accept) into DIR, private to its owner.",
+    )
+    keys.add_argument("directory", metavar="DIR")
+    keys.add_argument(
+        "--client",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a client key pair to make (repeatable; default: one named client)",
+    )
+    keys.set_defaults(func=_keys, log_level=logging.WARNING, verbose=0)
     demo = sub.add_parser("demo", help="run an embedded scheduler on a sample workload")
     demo.add_argument("--db", help="database file (default: a temporary one)")
     demo.set_defaults(func=_demo, log_level=logging.WARNING, verbose=0)

@@ -27,6 +27,7 @@ from typing import Any
 from actors.topology import Topology
 from bus.endpoints import ipc
 from bus.errors import TaskmillError
+from bus.security import CurveSecurity
 from taskmill.builder import SchedulerBuilder
 
 __all__ = ["ENV_VARS", "ConfigError", "DeploymentConfig", "load_app"]
@@ -43,6 +44,8 @@ ENV_VARS: dict[str, str] = {
     "TASKMILL_INSECURE": "insecure",
     "TASKMILL_METRICS_PORT": "metrics_port",
     "TASKMILL_CAPACITY": "capacity",
+    "TASKMILL_CURVE_DIR": "curve_dir",
+    "TASKMILL_CLIENT_KEY": "client_key",
 }
 """Each environment variable and the setting it gives."""
 
@@ -59,10 +62,13 @@ class DeploymentConfig:
     """Where a deployment's actors listen, and what they run.
 
     ``transport`` ``"ipc"`` puts every socket in ``run_dir`` (created with mode 0700);
-    ``"tcp"`` uses ``host`` and consecutive ports from ``base_port``, and needs ``insecure``
-    until CURVE authentication is available. ``database`` overrides the application's store
-    path; ``metrics_port`` its Prometheus port; ``capacity`` is how many tasks a worker runs at
-    once (default: the application's ``max_concurrency``).
+    ``"tcp"`` uses ``host`` and consecutive ports from ``base_port`` with CURVE authentication
+    and encryption (keys in ``curve_dir``, made by ``taskmill keys``: servers accept only the
+    client keys in ``curve_dir/authorized``, clients present ``curve_dir/<client_key>``), or
+    plain tcp with an explicit ``insecure``. Control endpoints stay local (ipc in ``run_dir``)
+    on every transport. ``database`` overrides the application's store path; ``metrics_port``
+    its Prometheus port; ``capacity`` is how many tasks a worker runs at once (default: the
+    application's ``max_concurrency``).
     """
 
     run_dir: str = ".taskmill/run"
@@ -74,6 +80,8 @@ class DeploymentConfig:
     metrics_port: int | None = None
     capacity: int | None = None
     app: str | None = None
+    curve_dir: str | None = None
+    client_key: str = "client"
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -111,20 +119,43 @@ class DeploymentConfig:
 
     def topology(self) -> Topology:
         """Every endpoint of this deployment (creating the ipc run directory, mode 0700)."""
-        if self.transport == "tcp":
-            if not self.insecure:
-                raise ConfigError(
-                    "plain tcp is unauthenticated and unencrypted; CURVE is not available yet, "
-                    "so tcp needs an explicit --insecure (or TASKMILL_INSECURE=1, insecure = true)"
-                )
-            return Topology.tcp(self.host, self.base_port)
         try:
             # Every path is checked before the run directory is created.
             for f in dataclasses.fields(Topology):
                 ipc(self.run_dir, f.name.replace("_", "-"))
         except ValueError as exc:
             raise ConfigError(f"{exc}: choose a shorter run_dir") from None
-        return Topology.ipc(self.run_dir)
+        local = Topology.ipc(self.run_dir)
+        if self.transport == "ipc":
+            return local
+        if self.curve_dir is None and not self.insecure:
+            raise ConfigError(
+                "tcp needs CURVE keys (curve_dir, made by `taskmill keys DIR`) or, for plain "
+                "unauthenticated tcp, an explicit --insecure (TASKMILL_INSECURE=1, insecure = true)"
+            )
+        remote = Topology.tcp(self.host, self.base_port)
+        controls = {
+            f.name: getattr(local, f.name)
+            for f in dataclasses.fields(Topology)
+            if f.name.endswith("_control")
+        }
+        return remote.with_(**controls)
+
+    def security(self) -> CurveSecurity | None:
+        """The CURVE settings of this process's sockets (tcp with ``curve_dir``), else None."""
+        if self.transport != "tcp" or self.curve_dir is None:
+            return None
+        try:
+            return CurveSecurity.from_directory(self.curve_dir, client=self.client_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load CURVE keys from {self.curve_dir}: {exc}") from None
+
+    def authorized_keys(self) -> Path | None:
+        """The directory of client public keys the servers of this deployment accept."""
+        if self.security() is None:
+            return None
+        assert self.curve_dir is not None
+        return Path(self.curve_dir) / "authorized"
 
     def with_(self, **changes: Any) -> DeploymentConfig:
         """A copy with some settings changed."""
@@ -144,6 +175,8 @@ _TYPES: dict[str, type] = {
     "metrics_port": int,
     "capacity": int,
     "app": str,
+    "curve_dir": str,
+    "client_key": str,
 }
 
 _KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}

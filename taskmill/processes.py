@@ -33,6 +33,7 @@ from bus.errors import TaskmillError
 from bus.kinds import Ok, Stop
 from bus.kinds_run import Shutdown
 from bus.runtime import Actor, SocketSecurity, run_actor
+from bus.security import start_authenticator
 from taskmill.builder import AppSpec
 from taskmill.context import make_runner
 from taskmill.deploy import DeploymentConfig
@@ -254,14 +255,21 @@ class _Stopper:
             self.thread.join(STOP_TIMEOUT_S)
 
 
-def serve(process: ActorProcess, *, security: SocketSecurity | None = None) -> int:
+def serve(
+    process: ActorProcess,
+    *,
+    security: SocketSecurity | None = None,
+    authorized: Path | None = None,
+) -> int:
     """Run ``process``'s actor in this thread until SIGTERM/SIGINT; the exit status.
 
     0: stopped cleanly. 1: the actor crashed (the error is logged). 130: interrupted by a second
     signal before it had stopped. Must be called from the main thread (signal handlers).
-    ``security`` configures the actor's sockets, and those used to stop it (CURVE on tcp).
+    ``security`` configures the actor's sockets, and those used to stop it (CURVE on tcp);
+    ``authorized`` is the directory of client keys its tcp servers accept.
     """
     context: zmq.Context[Any] = zmq.Context()
+    auth = start_authenticator(context, authorized) if authorized is not None else None
     stopper = _Stopper(process, context, _client_configure(security))
     previous = {
         sig: signal.signal(sig, stopper.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
@@ -279,6 +287,8 @@ def serve(process: ActorProcess, *, security: SocketSecurity | None = None) -> i
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stopper.join()
+        if auth is not None:
+            auth.stop()
         context.destroy(linger=0)
     log.info("%s: stopped", process.name)
     return 0

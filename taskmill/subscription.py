@@ -8,7 +8,7 @@ from typing import Any
 
 import zmq
 
-from bus.subscribe import AsyncSubscription, Subscription
+from bus.subscribe import AsyncSubscription, Configure, Subscription
 from taskmill.events import SchedulerEvent, event_from_wire
 
 __all__ = ["EventSubscriber", "EventSubscription"]
@@ -29,8 +29,11 @@ class EventSubscription:
         endpoint: str,
         topics: Sequence[bytes] = TOPICS,
         timeout: float = 10.0,
+        *,
+        configure: Configure | None = None,
     ) -> EventSubscription:
-        return cls(await AsyncSubscription.open(context, endpoint, topics, timeout))
+        sub = await AsyncSubscription.open(context, endpoint, topics, timeout, configure=configure)
+        return cls(sub)
 
     @property
     def missed(self) -> int:
@@ -72,10 +75,13 @@ class EventSubscriber:
         *,
         timeout: float = 10.0,
         context: zmq.Context[Any] | None = None,
+        configure: Configure | None = None,
     ) -> None:
         self._own_context = context is None
         self._context = context or zmq.Context()
-        self._sub = Subscription(self._context, endpoint, list(topics), timeout=timeout)
+        self._sub = Subscription(
+            self._context, endpoint, list(topics), timeout=timeout, configure=configure
+        )
 
     def recv(self, timeout: float | None = None) -> SchedulerEvent | None:
         event = self._sub.recv(timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,8 @@ async def test_sigkill_mid_run_then_restart_completes_every_task_exactly_once(
     tmp_path: Path,
 ) -> None:
     database = tmp_path / "tasks.db"
-    run_dir = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp")) / "run"  # short ipc paths
+    short = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp"))  # short ipc paths
+    run_dir = short / "run"
     setup = await builder(tmp_path).store_path(database).build()
     await setup.submit_batch([TaskSubmission("work", key=f"t{i}") for i in range(60)])
     await setup.close()
@@ -52,6 +54,7 @@ async def test_sigkill_mid_run_then_restart_completes_every_task_exactly_once(
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+        shutil.rmtree(short, ignore_errors=True)
 
     async def work(ctx: TaskContext) -> None:
         return None

@@ -1,0 +1,324 @@
+"""``Client`` and ``AsyncClient``: producers and dashboards in other processes.
+
+Both talk to a running deployment (the Procfile processes, or any set of actors on known
+endpoints) over the bus: submissions and queries go to the Store, controls and the running set to
+the Dispatcher. Nothing here schedules.
+
+Every ``Submit`` carries a fresh ``request_id``. When the Store does not answer in time
+(``ActorUnavailable``: it is restarting, say) the same message is sent again, a few times with a
+doubling pause; the Store remembers request ids and answers a repeat with the outcomes it stored
+the first time, so a submission is applied exactly once however many times it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+
+from actors.topology import Topology
+from bus.client import AsyncRequester, RequestClient
+from bus.errors import ActorUnavailable
+from bus.kinds import (
+    Counts,
+    CountsReply,
+    History,
+    HistoryReply,
+    HistoryStats,
+    Lookup,
+    LookupReply,
+    Ok,
+    Submit,
+    SubmitReply,
+    TypeStatsReply,
+)
+from bus.kinds_run import CancelTask, DispatcherState, GetState, RunningTask
+from bus.security import CurveSecurity
+from bus.subscribe import Configure
+from taskmill.deploy import DeploymentConfig
+from taskmill.progress import estimate_progress
+from taskmill.records import (
+    EstimatedProgress,
+    SchedulerSnapshot,
+    SubmitOutcome,
+    TaskHistoryRecord,
+    TaskLookup,
+    TaskRecord,
+    TypeStats,
+    ms_to_datetime,
+)
+from taskmill.store import TaskStore, estimates
+from taskmill.subscription import EventSubscriber, EventSubscription
+from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
+
+__all__ = ["AsyncClient", "Client"]
+
+Target = DeploymentConfig | Topology | None
+Submittable = TaskSubmission | TypedTask
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_RETRIES = 3
+FIRST_BACKOFF_S = 0.25
+
+
+def _topology(target: Target) -> tuple[Topology, CurveSecurity | None]:
+    """The endpoints, and the CURVE settings a deployment on tcp asks for."""
+    if isinstance(target, Topology):
+        return target, None
+    cfg = target if target is not None else DeploymentConfig.load()
+    return cfg.topology(), cfg.security()
+
+
+def _configure(security: CurveSecurity | None, endpoint: str) -> Configure | None:
+    return security.configure_client(endpoint) if security is not None else None
+
+
+def _submit_message(submissions: Sequence[Submittable]) -> Submit | None:
+    wire = [(s.to_submission() if isinstance(s, TypedTask) else s).to_wire() for s in submissions]
+    return Submit(wire, request_id=uuid.uuid4().hex) if wire else None
+
+
+def _outcomes(reply: SubmitReply) -> list[SubmitOutcome]:
+    return [SubmitOutcome.from_wire(o) for o in reply.outcomes]
+
+
+def _dedup_data(data: bytes | str | None) -> bytes | None:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _snapshot(
+    state: DispatcherState, counts: CountsReply, progress: list[EstimatedProgress]
+) -> SchedulerSnapshot:
+    return SchedulerSnapshot(
+        running=[TaskRecord.from_row(r.task) for r in state.running],
+        pending_count=counts.pending,
+        paused_count=counts.paused,
+        waiting_count=counts.waiting,
+        progress=progress,
+        pressure=state.pressure,
+        pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
+        max_concurrency=state.max_concurrency,
+        is_paused=state.is_paused,
+        resources=dict(state.resources),
+    )
+
+
+def _progress(
+    running: Sequence[RunningTask], stats: dict[str, TypeStats], now: datetime
+) -> list[EstimatedProgress]:
+    # The blocking twin of ``taskmill.store.estimates`` (which awaits its statistics).
+    out = []
+    for r in running:
+        s = stats[r.task.task_type]
+        reported = None
+        if r.progress is not None:
+            reported = (r.progress.percent, ms_to_datetime(r.progress.reported_at_ms))
+        out.append(
+            estimate_progress(
+                TaskRecord.from_row(r.task),
+                ms_to_datetime(r.started_at_ms),
+                reported,
+                s.avg_duration_ms / 1000 if s.count else None,
+                now,
+            )
+        )
+    return out
+
+
+class Client:
+    """A blocking client of a running deployment. One per thread (zmq sockets are not shared).
+
+    ``Client(DeploymentConfig.load(...))``, ``Client(topology)``, or ``Client()`` for the
+    configuration in ``TASKMILL_*`` environment variables. A request that gets no answer within
+    ``timeout`` seconds raises ``ActorUnavailable``; submissions are first retried ``retries``
+    times (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        target: Target = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.topology, self.security = _topology(target)
+        self.retries = retries
+        self._own_context = context is None
+        self._context: zmq.Context[Any] = context if context is not None else zmq.Context()
+        t, sec = self.topology, self.security
+        self._store = RequestClient(
+            self._context, t.store, timeout=timeout, configure=_configure(sec, t.store)
+        )
+        self._dispatcher = RequestClient(
+            self._context, t.dispatcher, timeout=timeout, configure=_configure(sec, t.dispatcher)
+        )
+        self._closed = False
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def submit(self, submission: Submittable) -> SubmitOutcome:
+        """Submit one task (a ``TaskSubmission`` or a ``TypedTask``); its outcome."""
+        return self.submit_batch([submission])[0]
+
+    def submit_batch(self, submissions: Sequence[Submittable]) -> list[SubmitOutcome]:
+        """Submit many tasks in one transaction; one outcome each, in order."""
+        message = _submit_message(submissions)
+        if message is None:
+            return []
+        delay = FIRST_BACKOFF_S
+        for attempt in range(self.retries + 1):
+            try:
+                return _outcomes(self._store.call(message, SubmitReply))
+            except ActorUnavailable:
+                if attempt == self.retries:
+                    raise
+            time.sleep(delay)  # the Store may be restarting: give it time before the retry
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- controls and queries ----------------------------------------------------------------
+
+    def cancel(self, task_id: int) -> bool:
+        """Cancel a task (and its children); False when no active task has that id."""
+        return bool(self._dispatcher.call(CancelTask(task_id), Ok).value)
+
+    def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
+        """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
+        key = generate_dedup_key(task_type, _dedup_data(data))
+        return TaskLookup.from_reply(self._store.call(Lookup(key), LookupReply))
+
+    def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
+        """Terminal runs, newest first."""
+        rows = self._store.call(History(limit, offset), HistoryReply).rows
+        return [TaskHistoryRecord.from_row(r) for r in rows]
+
+    def snapshot(self) -> SchedulerSnapshot:
+        """Running tasks with progress estimates, queue counts, pressure, limits."""
+        state = self._dispatcher.call(GetState(), DispatcherState)
+        types = sorted({r.task.task_type for r in state.running})
+        replies = self._store.pipeline([Counts(), *(HistoryStats(t) for t in types)])
+        counts = replies[0]
+        assert isinstance(counts, CountsReply)
+        stats = {}
+        for task_type, reply in zip(types, replies[1:], strict=True):
+            assert isinstance(reply, TypeStatsReply)
+            stats[task_type] = TypeStats.from_reply(reply)
+        return _snapshot(state, counts, _progress(state.running, stats, datetime.now(UTC)))
+
+    def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscriber:
+        """A live subscription to every event (close it before the client)."""
+        events = self.topology.events
+        return EventSubscriber(
+            events,
+            timeout=timeout,
+            context=self._context,
+            configure=_configure(self.security, events),
+        )
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._store.close()
+        self._dispatcher.close()
+        if self._own_context:
+            self._context.destroy(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """``Client`` for asyncio: every call is a coroutine. Create it on the loop that uses it."""
+
+    def __init__(
+        self,
+        target: Target = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.topology, self.security = _topology(target)
+        self.retries = retries
+        self._own_context = context is None
+        self._context: zmq.Context[Any] = context if context is not None else zmq.Context()
+        t, sec = self.topology, self.security
+        self._store = AsyncRequester(
+            self._context, t.store, timeout=timeout, configure=_configure(sec, t.store)
+        )
+        self._dispatcher = AsyncRequester(
+            self._context, t.dispatcher, timeout=timeout, configure=_configure(sec, t.dispatcher)
+        )
+        self._tasks = TaskStore(self._store)
+        self._closed = False
+
+    async def submit(self, submission: Submittable) -> SubmitOutcome:
+        return (await self.submit_batch([submission]))[0]
+
+    async def submit_batch(self, submissions: Sequence[Submittable]) -> list[SubmitOutcome]:
+        message = _submit_message(submissions)
+        if message is None:
+            return []
+        delay = FIRST_BACKOFF_S
+        for attempt in range(self.retries + 1):
+            try:
+                return _outcomes(await self._store.call(message, SubmitReply))
+            except ActorUnavailable:
+                if attempt == self.retries:
+                    raise
+            await asyncio.sleep(delay)  # the Store may be restarting
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def cancel(self, task_id: int) -> bool:
+        return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)
+
+    async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
+        return await self._tasks.lookup(generate_dedup_key(task_type, _dedup_data(data)))
+
+    async def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
+        return await self._tasks.history(limit, offset)
+
+    def store(self) -> TaskStore:
+        """Every query of the Store (``TaskStore``), over this client's connection."""
+        return self._tasks
+
+    async def snapshot(self) -> SchedulerSnapshot:
+        state, counts = await asyncio.gather(
+            self._dispatcher.call(GetState(), DispatcherState), self._tasks.counts()
+        )
+        return _snapshot(state, counts, await estimates(self._tasks, state.running))
+
+    async def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscription:
+        """A live subscription to every event (close it before the client)."""
+        events = self.topology.events
+        return await EventSubscription.open(
+            self._context, events, timeout=timeout, configure=_configure(self.security, events)
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._store.close()
+        self._dispatcher.close()
+        if self._own_context:
+            self._context.destroy(linger=0)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,39 @@
+"""A tiny application for the system tests: a no-op executor and a sleepy one.
+
+The actor processes load it as ``tests.system_app:app``; the database path comes from the
+deployment configuration (``TASKMILL_DATABASE``), overriding the default below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from taskmill import Scheduler, SchedulerBuilder, TaskContext, TaskError
+
+
+async def noop(ctx: TaskContext) -> None:
+    """Does nothing: measures the machinery, not the work."""
+
+
+async def sleepy(ctx: TaskContext) -> None:
+    """Sleeps ``{"seconds": s, "steps": n}`` in n steps (default 4), reporting progress after
+    each; stops early (as interrupted) when its token is cancelled."""
+    job = ctx.payload()
+    seconds, steps = float(job["seconds"]), int(job.get("steps", 4))
+    for step in range(steps):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.token.wait(), seconds / steps)
+        if ctx.token.is_cancelled():
+            raise TaskError("interrupted")
+        ctx.progress.report_fraction(step + 1, steps, "sleeping")
+
+
+def app() -> SchedulerBuilder:
+    return (
+        Scheduler.builder()
+        .store_path("system-app.db")
+        .executor("noop", noop)
+        .executor("sleepy", sleepy)
+        .max_concurrency(16)
+    )

@@ -1,0 +1,189 @@
+"""``Client`` and ``AsyncClient`` against real actors on ipc sockets.
+
+The actors are built by the same functions the Procfile processes use (``taskmill.processes``)
+and run as threads of this process; the clients reach them only through the ipc endpoints of the
+deployment configuration, as another process would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.errors import ActorUnavailable
+from bus.kinds import Outcome, Submit, SubmitReply
+from taskmill.client import AsyncClient, Client
+from taskmill.deploy import DeploymentConfig
+from taskmill.events import Completed, SchedulerEvent
+from taskmill.subscription import EventSubscriber
+from taskmill.task import TaskSubmission
+from tests.procfile_support import actor_threads
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Iterator[DeploymentConfig]:
+    """A running deployment (every actor a thread, on ipc sockets); its configuration."""
+    with actor_threads(tmp_path) as cfg:
+        yield cfg
+
+
+def _until(
+    events: EventSubscriber, predicate: Callable[[Any], bool], timeout: float = 10.0
+) -> list[SchedulerEvent]:
+    """Events received until one satisfies ``predicate`` (that one included)."""
+    seen: list[SchedulerEvent] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = events.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if event is not None:
+            seen.append(event)
+            if predicate(event):
+                return seen
+    raise AssertionError(f"no matching event within {timeout}s; saw {[e.type for e in seen]}")
+
+
+def _sleepy(key: str, seconds: float) -> TaskSubmission:
+    # Many steps: the first progress report comes early.
+    return TaskSubmission("sleepy", key=key, label=key).payload_json(
+        {"seconds": seconds, "steps": int(seconds * 20)}
+    )
+
+
+def test_submit_lookup_and_history(cfg: DeploymentConfig) -> None:
+    with Client(cfg) as client, client.subscribe() as events:
+        outcomes = client.submit_batch(
+            [TaskSubmission("noop", key="a"), TaskSubmission("noop", key="a")]
+        )
+        assert [o.kind.value for o in outcomes] == ["inserted", "duplicate"]
+        one = client.submit(TaskSubmission("noop", key="b", label="bee"))
+        assert one.is_inserted() and one.id != outcomes[0].id
+        assert client.submit_batch([]) == []
+        done: set[int] = set()
+
+        def both_completed(event: SchedulerEvent) -> bool:
+            if isinstance(event, Completed):
+                done.add(event.task_id)
+            return len(done) == 2
+
+        _until(events, both_completed)
+        assert done == {outcomes[0].id, one.id}
+
+        found = client.lookup("noop", "b")
+        assert found.location == "history" and found.record is not None
+        assert found.record.label == "bee" and found.record.status == "completed"
+        assert client.lookup("noop", b"b") == found
+        assert client.lookup("noop", "nothing").location == "not_found"
+
+        history = client.history()
+        assert [h.task_id for h in history] == [one.id, outcomes[0].id]  # newest first
+        assert [h.task_id for h in client.history(limit=1, offset=1)] == [outcomes[0].id]
+
+
+def test_snapshot_shows_running_tasks_with_progress_and_cancel_stops_one(
+    cfg: DeploymentConfig,
+) -> None:
+    with Client(cfg) as client, client.subscribe() as events:
+        outcome = client.submit(_sleepy("long", 40.0))
+        _until(events, lambda e: e.type == "progress" and e.task_id == outcome.id, timeout=15)
+        snapshot = client.snapshot()
+        assert [t.id for t in snapshot.running] == [outcome.id]
+        assert snapshot.pending_count == 0 and snapshot.max_concurrency == 16
+        assert not snapshot.is_paused
+        (progress,) = snapshot.progress
+        assert progress.task_id == outcome.id
+        assert progress.reported_percent is not None and 0 < progress.reported_percent < 0.5
+        assert client.lookup("sleepy", "long").location == "active"
+
+        assert outcome.id is not None
+        assert client.cancel(outcome.id) is True
+        _until(events, lambda e: e.type == "cancelled" and e.task_id == outcome.id)
+        assert client.cancel(outcome.id) is False  # no longer active
+        assert client.snapshot().running == []
+        assert client.history(limit=1)[0].status == "cancelled"
+
+
+async def test_the_async_client_does_the_same(cfg: DeploymentConfig) -> None:
+    async with AsyncClient(cfg) as client, await client.subscribe() as events:
+        outcome = await client.submit(_sleepy("async", 40.0))
+        quick = await client.submit_batch([TaskSubmission("noop", key=f"q{i}") for i in range(5)])
+        assert all(o.is_inserted() for o in quick)
+        async for event in events:
+            if event.type == "progress" and getattr(event, "task_id", None) == outcome.id:
+                break
+        snapshot = await client.snapshot()
+        assert outcome.id in [t.id for t in snapshot.running]
+        assert [p.task_id for p in snapshot.progress if p.reported_percent] == [outcome.id]
+        assert (await client.lookup("sleepy", "async")).location == "active"
+        assert outcome.id is not None
+        assert await client.cancel(outcome.id) is True
+        async for event in events:
+            if event.type == "cancelled" and getattr(event, "task_id", None) == outcome.id:
+                break
+        found = await client.lookup("sleepy", "async")
+        assert found.location == "history" and found.record is not None
+        assert found.record.status == "cancelled"
+        by_key = await client.store().history_by_key(found.record.key)
+        assert [h.task_id for h in by_key] == [outcome.id]
+        assert outcome.id in [h.task_id for h in await client.history(limit=100)]
+
+
+def test_the_configuration_comes_from_the_environment_by_default(
+    cfg: DeploymentConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKMILL_RUN_DIR", cfg.run_dir)
+    with Client() as client:
+        assert client.topology == cfg.topology()
+        assert client.submit(TaskSubmission("noop", key="env")).is_inserted()
+
+
+class FlakyStore:
+    """Stands in for the Store's request client: unavailable ``failures`` times, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[Submit] = []
+
+    def call(self, message: Submit, reply_type: type, timeout: float | None = None) -> Any:
+        self.sent.append(message)
+        if len(self.sent) <= self.failures:
+            raise ActorUnavailable("store did not answer")
+        return SubmitReply([Outcome("inserted", i + 1) for i in range(len(message.submissions))])
+
+    def close(self) -> None:
+        pass
+
+
+def _flaky_client(monkeypatch: pytest.MonkeyPatch, failures: int, retries: int) -> Any:
+    pauses: list[float] = []
+    monkeypatch.setattr("taskmill.client.time.sleep", pauses.append)
+    client = Client(DeploymentConfig(transport="tcp", insecure=True), retries=retries)
+    client._store.close()
+    store = FlakyStore(failures)
+    client._store = store  # type: ignore[assignment]
+    return client, store, pauses
+
+
+def test_a_submission_is_retried_with_the_same_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, store, pauses = _flaky_client(monkeypatch, failures=2, retries=3)
+    with client:
+        outcomes = client.submit_batch([TaskSubmission("noop", key="x"), TaskSubmission("noop")])
+        assert [o.id for o in outcomes] == [1, 2]
+        assert len(store.sent) == 3
+        assert len({m.request_id for m in store.sent}) == 1  # one request, sent three times
+        assert store.sent[0].request_id and len(store.sent[0].request_id) == 32
+        assert pauses == [0.25, 0.5]  # doubling
+        client.submit(TaskSubmission("noop", key="y"))
+        assert store.sent[-1].request_id != store.sent[0].request_id  # a new request, a new id
+
+
+def test_a_store_that_stays_away_raises_after_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, store, pauses = _flaky_client(monkeypatch, failures=10, retries=2)
+    with client, pytest.raises(ActorUnavailable):
+        client.submit(TaskSubmission("noop"))
+    assert len(store.sent) == 3 and len(pauses) == 2
