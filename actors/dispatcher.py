@@ -54,6 +54,7 @@ from bus.kinds import (
     TasksReply,
 )
 from bus.kinds_run import (
+    AckResults,
     Admit,
     AdmitReply,
     CancelRuns,
@@ -116,6 +117,8 @@ class Dispatcher(Actor):
         self._shutdown_waiters: list[Request] = []
         self._drain_timer: Timer | None = None
         self._pending_results: list[TaskResult] = []
+        self._result_hosts: dict[int, bytes] = {}
+        """Run id → the host that reported it, until its result is committed and acknowledged."""
         self._finish_in_flight = False
         self.counters = {
             "cycles": 0,
@@ -349,9 +352,19 @@ class Dispatcher(Actor):
             self.loop.call_later(0.5, self._flush_results)
             return
         assert isinstance(reply, FinishReply)
+        self._ack(batch)
         self._apply_transitions(reply.transitions)
         self._flush_results()
         self.wake()
+
+    def _ack(self, results: list[TaskResult]) -> None:
+        by_host: dict[bytes, list[int]] = {}
+        for result in results:
+            identity = self._result_hosts.pop(result.run_id, None)
+            if identity is not None:
+                by_host.setdefault(identity, []).append(result.run_id)
+        for identity, run_ids in by_host.items():
+            self._send_host(identity, AckResults(run_ids))
 
     def _apply_transitions(self, transitions: list[Any]) -> None:
         cancels, events = self.core.transitions(transitions)
@@ -391,7 +404,10 @@ class Dispatcher(Actor):
                 self._send_host(identity, HostWelcome(self.settings.dispatcher_id, known))
             elif isinstance(message, RunResults):
                 self.core.hosts.seen(identity, now)
-                results.extend(r for r in message.results if r.id not in self.core.interrupted)
+                for r in message.results:
+                    if r.id not in self.core.interrupted:
+                        results.append(r)
+                        self._result_hosts[r.run_id] = identity
             elif isinstance(message, RunProgress):
                 self._emit(self.core.progress(message.items))
             else:
@@ -399,6 +415,9 @@ class Dispatcher(Actor):
         if results:
             self.counters["results"] += len(results)
             apply = self.core.finished(results)
+            for result in results:
+                if result not in apply:  # stale: never applied, but the host may forget it
+                    self._send_host(identity, AckResults([result.run_id]))
             self.counters["stale_results"] += len(results) - len(apply)
             if apply:
                 self._finish(apply)

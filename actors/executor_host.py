@@ -32,6 +32,7 @@ from bus.clock import Clock, SystemClock, now_ms
 from bus.errors import ActorUnavailable, ProtocolError, TaskError
 from bus.kinds import Outcome, Submission, Submit, SubmitReply, TaskResult, TaskRow
 from bus.kinds_run import (
+    AckResults,
     CancelRuns,
     HostHeartbeat,
     HostHello,
@@ -153,6 +154,8 @@ class ExecutorHost(Actor):
         self._runs: dict[int, tuple[RunHandle, asyncio.Task[None]]] = {}
         """Live runs by run id (a task preempted and resumed may briefly have two)."""
         self._results: list[TaskResult] = []
+        self._unacked: dict[int, TaskResult] = {}
+        """Results sent but not yet committed by the Dispatcher: sent again after a reconnect."""
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
@@ -201,9 +204,16 @@ class ExecutorHost(Actor):
                 [run_id for _, run_id in runs],
             )
         )
+        if self._unacked:  # a new Dispatcher (or connection) may never have seen these
+            self._send(RunResults(s.host_id, list(self._unacked.values())))
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "running": len(self._runs), "types": sorted(self.runners)}
+        return {
+            **self.counters,
+            "running": len(self._runs),
+            "unacknowledged": len(self._unacked),
+            "types": sorted(self.runners),
+        }
 
     def on_stop(self) -> None:
         for handle, _ in self._runs.values():
@@ -259,6 +269,9 @@ class ExecutorHost(Actor):
             elif isinstance(message, CancelRuns):
                 for task_id in message.ids:
                     self._cancel(task_id)
+            elif isinstance(message, AckResults):
+                for run_id in message.run_ids:
+                    self._unacked.pop(run_id, None)
             elif isinstance(message, HostWelcome):
                 if not message.known:
                     self._hello()  # a restarted Dispatcher learns what this host runs
@@ -336,4 +349,6 @@ class ExecutorHost(Actor):
             self._send(RunProgress(self.settings.host_id, items))
         if self._results:
             results, self._results = self._results, []
+            for result in results:
+                self._unacked[result.run_id] = result
             self._send(RunResults(self.settings.host_id, results))

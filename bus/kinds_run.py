@@ -224,6 +224,15 @@ class RunResults(Message):
     results: list[TaskResult]
 
 
+@message("host.ack")
+@dataclass(frozen=True, slots=True)
+class AckResults(Message):
+    """These runs' results are committed: the host forgets them. Until then it keeps them and
+    sends them again after reconnecting, so a Dispatcher restart loses no result."""
+
+    run_ids: list[int]
+
+
 @message("host.progress")
 @dataclass(frozen=True, slots=True)
 class RunProgress(Message):

@@ -108,7 +108,10 @@ def build_store(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
     spec = app_spec(spec, cfg)
     if cfg.database is not None:  # the deployment's own directory (e.g. .taskmill/): create it
         Path(cfg.database).parent.mkdir(parents=True, exist_ok=True)
-    return ActorProcess("store", store_actor(spec, topology), topology.store_control, topology)
+    # A Store process may restart alone while hosts still run their tasks: it leaves running
+    # rows alone, and the Dispatcher releases those no host reports.
+    actor = store_actor(spec, topology, recover_running=False)
+    return ActorProcess("store", actor, topology.store_control, topology)
 
 
 def build_dispatcher(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
