@@ -58,10 +58,13 @@ class MultipartUpload(TypedTask):
 
 @dataclass
 class FakeObjectStore:
-    """Stands in for S3: remembers uploaded parts and completed objects (thread-safe)."""
+    """Stands in for S3: parts and completed objects are files under ``root``, so executor
+    hosts in several processes (``honcho start -c worker=3``) share one "bucket" store.
 
-    parts: dict[str, list[int]] = field(default_factory=dict)
-    completed: dict[str, list[int]] = field(default_factory=dict)
+    ``peak`` counts parts uploading at once per bucket, in this process.
+    """
+
+    root: Path
     in_flight: dict[str, int] = field(default_factory=dict)
     peak: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,14 +77,26 @@ class FakeObjectStore:
     def put_part(self, bucket: str, key: str, number: int) -> None:
         with self.lock:
             self.in_flight[bucket] -= 1
-            self.parts.setdefault(f"{bucket}/{key}", []).append(number)
+        folder = self.root / bucket / key
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"part-{number}").touch()
 
     def complete(self, bucket: str, key: str, numbers: list[int]) -> None:
-        with self.lock:
-            uploaded = sorted(self.parts.get(f"{bucket}/{key}", []))
-            if uploaded != sorted(numbers):
-                raise TaskError(f"parts missing for {bucket}/{key}: have {uploaded}")
-            self.completed[f"{bucket}/{key}"] = sorted(numbers)
+        folder = self.root / bucket / key
+        uploaded = sorted(int(p.name[5:]) for p in folder.glob("part-*"))
+        if uploaded != sorted(numbers):
+            raise TaskError(f"parts missing for {bucket}/{key}: have {uploaded}")
+        (folder / "COMPLETED").touch()
+
+    @property
+    def completed(self) -> dict[str, list[int]]:
+        """Completed objects and their parts, read back from the files."""
+        return {
+            f"{done.parent.parent.name}/{done.parent.name}": sorted(
+                int(p.name[5:]) for p in done.parent.glob("part-*")
+            )
+            for done in self.root.glob("*/*/COMPLETED")
+        }
 
 
 class MultipartUploadExecutor(TaskExecutor):
@@ -123,7 +138,7 @@ async def upload_part(ctx: TaskContext) -> None:
 
 
 def app(
-    store_path: str | Path = "multipart.db", objects: FakeObjectStore | None = None
+    store_path: str | Path = ".taskmill/multipart.db", objects: FakeObjectStore | None = None
 ) -> SchedulerBuilder:
     """The application description: embedded mode and every Procfile process build from it."""
     return (
@@ -133,7 +148,7 @@ def app(
         .executor("upload-part", upload_part)
         .max_concurrency(6)
         .default_group_concurrency(PARTS_PER_BUCKET)
-        .app_state(objects or FakeObjectStore())
+        .app_state(objects or FakeObjectStore(Path(".taskmill/objects")))
     )
 
 
@@ -167,8 +182,8 @@ async def run(store_path: Path, objects: FakeObjectStore) -> dict[str, list[int]
 
 
 def main() -> None:
-    objects = FakeObjectStore()
     with tempfile.TemporaryDirectory() as tmp:
+        objects = FakeObjectStore(Path(tmp) / "objects")
         completed = asyncio.run(run(Path(tmp) / "multipart.db", objects))
     for name, parts in sorted(completed.items()):
         print(f"completed {name}: parts {parts}")

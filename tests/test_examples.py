@@ -10,7 +10,7 @@ from examples.multipart_upload import PARTS_PER_BUCKET, FakeObjectStore, run, sa
 async def test_multipart_upload_completes_every_object_within_bucket_limits(
     tmp_path: Path,
 ) -> None:
-    objects = FakeObjectStore()
+    objects = FakeObjectStore(tmp_path / "objects")
     completed = await run(tmp_path / "multipart.db", objects)
     expected = {f"{u.bucket}/{u.key}": [p.number for p in u.parts] for u in sample_uploads()}
     assert completed == expected
