@@ -236,6 +236,7 @@ class ExecutorHost(Actor):
             self.sock.send_multipart(encode(message), zmq.NOBLOCK)
         except zmq.Again:
             log.warning("dispatcher not reading; %s dropped", message.KIND)
+        self.loop.poke()  # sent from a coroutine maybe: make sure no arrival goes unnoticed
 
     def _heartbeat(self) -> None:
         s = self.settings

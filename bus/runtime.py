@@ -13,7 +13,6 @@ it; ``run_actor`` lets it propagate (a non-zero exit).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -86,7 +85,10 @@ class ActorLoop:
         self._stopping = False
         self._after_stop: list[Callable[[], None]] = []
         self._aio_loop: asyncio.AbstractEventLoop | None = None
-        self._aio_event: asyncio.Event | None = None
+        self._aio_done: asyncio.Future[None] | None = None
+        self._aio_scheduled = False
+        self._aio_timer: asyncio.TimerHandle | None = None
+        self._aio_timer_due = 0.0
 
     # -- sockets -----------------------------------------------------------------------------
 
@@ -104,7 +106,7 @@ class ActorLoop:
         self._handlers[sock] = handler
         self._poller.register(sock, zmq.POLLIN)
         if self._aio_loop is not None:
-            self._aio_loop.add_reader(_fd(sock), self._aio_poke)
+            self._aio_loop.add_reader(_fd(sock), self.poke)
 
     def remove_reader(self, sock: zmq.Socket[Any]) -> None:
         if self._handlers.pop(sock, None) is not None:
@@ -136,11 +138,15 @@ class ActorLoop:
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(self.clock.monotonic() + max(0.0, delay), callback, None)
         heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
+        if self._aio_loop is not None:
+            self._arm_timer()
         return timer
 
     def call_every(self, interval: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(self.clock.monotonic() + interval, callback, interval)
         heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
+        if self._aio_loop is not None:
+            self._arm_timer()
         return timer
 
     def after_stop(self, callback: Callable[[], None]) -> None:
@@ -151,42 +157,77 @@ class ActorLoop:
 
     def stop(self) -> None:
         self._stopping = True
-        self._aio_poke()
+        self.poke()
 
-    def _aio_poke(self) -> None:
-        if self._aio_event is not None:
-            self._aio_event.set()
+    def poke(self) -> None:
+        """Under asyncio: look at the sockets soon. Call it after sending from code that is not
+        a handler of this loop (a coroutine): a send may consume the edge of an (edge-triggered)
+        zmq descriptor, and then only a poll notices the messages that arrived."""
+        loop = self._aio_loop
+        if loop is not None and not self._aio_scheduled:
+            self._aio_scheduled = True
+            loop.call_soon(self._aio_service)
 
     async def run_async(self) -> None:
         """Drive this loop from asyncio (an actor that also runs coroutines, e.g. a host).
 
-        zmq descriptors are edge-triggered: each wake polls every socket with a zero timeout
-        until none is ready, and the loop polls once more after clearing the wake flag so that an
-        edge consumed by a send is never missed.
+        Each socket's descriptor calls ``_aio_service`` when it signals; that polls every socket
+        with a zero timeout until none is ready (the descriptors are edge-triggered), runs due
+        timers, and schedules itself for the nearest timer. Messages are handled in the
+        descriptor's callback itself: no task switch between a message and its handler.
         """
         loop = asyncio.get_running_loop()
         self._aio_loop = loop
-        self._aio_event = event = asyncio.Event()
-        fds = [_fd(sock) for sock in self._handlers]
-        for fd in fds:
-            loop.add_reader(fd, self._aio_poke)
+        self._aio_done = loop.create_future()
+        for sock in self._handlers:
+            loop.add_reader(_fd(sock), self.poke)
+        self.poke()
         try:
-            while not self._stopping:
-                self.run_once(0)
-                event.clear()
-                if self._poller.poll(0) or self._stopping:
-                    continue
-                timeout = self._next_timeout_ms() / 1000
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout)
-            self.run_once(0)
+            await self._aio_done
         finally:
             for sock in self._handlers:
                 loop.remove_reader(_fd(sock))
-            self._aio_loop = self._aio_event = None
+            if self._aio_timer is not None:
+                self._aio_timer.cancel()
+            self._aio_loop = None
+            self.run_once(0)
             for callback in self._after_stop:
                 callback()
             self.close()
+
+    def _aio_service(self) -> None:
+        self._aio_scheduled = False
+        while not self._stopping:
+            ready = self._poller.poll(0)
+            if ready:
+                self._dispatch(ready)
+                continue
+            self._run_timers()
+            if not self._poller.poll(0):
+                break
+        if self._stopping:
+            if self._aio_done is not None and not self._aio_done.done():
+                self._aio_done.set_result(None)
+            return
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers or self._aio_loop is None:
+            return
+        due = self._timers[0][0]
+        if self._aio_timer is not None:
+            if self._aio_timer_due <= due:
+                return
+            self._aio_timer.cancel()
+        delay = max(0.0, due - self.clock.monotonic())
+        self._aio_timer_due = due
+        self._aio_timer = self._aio_loop.call_later(delay, self._on_aio_timer)
+
+    def _on_aio_timer(self) -> None:
+        self._aio_timer = None
+        self._aio_service()
 
     @property
     def stopping(self) -> bool:
@@ -216,6 +257,10 @@ class ActorLoop:
         if timeout_ms is None:
             timeout_ms = self._next_timeout_ms()
         ready = self._poller.poll(timeout_ms)
+        self._dispatch(ready)
+        self._run_timers()
+
+    def _dispatch(self, ready: list[tuple[Any, int]]) -> None:
         for sock, _ in ready:
             handler = self._handlers.get(sock)
             if handler is None:
@@ -229,7 +274,6 @@ class ActorLoop:
                 pass
             if batch:
                 handler(batch)
-        self._run_timers()
 
     def run(self) -> None:
         try:
