@@ -17,7 +17,8 @@ import apsw
 import pytest
 
 from bus.client import RequestClient
-from bus.kinds import Stats, StatsReply
+from bus.kinds import Ping, Pong, Stats, StatsReply
+from bus.kinds_run import DispatcherState, GetState
 from taskmill.client import Client
 from taskmill.records import HistoryStatus, SubmitOutcome
 from taskmill.subscription import EventSubscriber
@@ -49,6 +50,27 @@ def wait_until(
         events.recv(timeout=0.5)
 
 
+def running_on(deployment: Deployment, host_id: str) -> int:
+    stats = RequestClient(deployment.context, deployment.control(host_id))
+    try:
+        return int(stats.call(Stats(), StatsReply).counters["running"])
+    finally:
+        stats.close()
+
+
+def wait_for_hosts(deployment: Deployment, n: int, timeout: float = 15.0) -> None:
+    """Ask the Dispatcher until ``n`` executor hosts have said hello (each ask is a reply)."""
+    client = RequestClient(deployment.context, deployment.topology.dispatcher)
+    deadline = time.monotonic() + timeout
+    try:
+        while client.call(GetState(), DispatcherState).hosts < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n} hosts joined within {timeout}s")
+            client.call(Ping(), Pong)  # one more round trip before asking again
+    finally:
+        client.close()
+
+
 def sleepy(key: str, seconds: float, steps: int = 1) -> TaskSubmission:
     return TaskSubmission("sleepy", key=key, label=key).payload_json(
         {"seconds": seconds, "steps": steps}
@@ -57,6 +79,7 @@ def sleepy(key: str, seconds: float, steps: int = 1) -> TaskSubmission:
 
 def test_a_killed_host_s_tasks_run_again_on_another_host(deployment: Deployment) -> None:
     procs = deployment.start_actors(workers=("w1", "w2"))
+    wait_for_hosts(deployment, 2)
     lost: list[float] = []
     with Client(deployment.topology) as client, client.subscribe() as events:
         client.submit_batch([sleepy(f"slow-{i}", 3.0, steps=30) for i in range(8)])
@@ -75,14 +98,12 @@ def test_a_killed_host_s_tasks_run_again_on_another_host(deployment: Deployment)
             if event is not None:
                 note(event)
         assert all_running()
-        stats = RequestClient(deployment.context, deployment.control("w1"))
-        try:
-            on_w1 = stats.call(Stats(), StatsReply).counters["running"]
-        finally:
-            stats.close()
-        assert on_w1 >= 1
+        running = {host: running_on(deployment, host) for host in ("w1", "w2")}
+        victim = max(running, key=lambda host: running[host])
+        on_w1 = running[victim]
+        assert on_w1 >= 1 and sum(running.values()) == 8
 
-        procs["w1"].popen.kill()
+        procs[victim].popen.kill()
         killed = time.monotonic()
         completed: set[int] = set()
         while len(completed) < 8 and time.monotonic() < killed + 30:
