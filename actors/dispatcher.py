@@ -39,6 +39,8 @@ from bus.kinds import (
     Cancel,
     CancelReply,
     Claim,
+    ClaimNext,
+    ClaimNextReply,
     Finish,
     FinishReply,
     LearnedIO,
@@ -51,6 +53,7 @@ from bus.kinds import (
     ResumePaused,
     StoreChanged,
     TaskResult,
+    TaskRow,
     TasksReply,
 )
 from bus.kinds_run import (
@@ -103,7 +106,7 @@ __all__ = ["Dispatcher", "Settings"]
 class _Cycle:
     busy: bool = False
     again: bool = False
-    lookahead: int = 32
+    lookahead: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,6 +117,8 @@ class Dispatcher(Actor):
         self.settings = settings
         self.core = DispatcherCore(settings)
         self._cycle = _Cycle()
+        self._fast = True
+        """Claim without a peek while no grouped task was seen at the head of the queue."""
         self._shutdown_waiters: list[Request] = []
         self._drain_timer: Timer | None = None
         self._pending_results: list[TaskResult] = []
@@ -249,11 +254,37 @@ class Dispatcher(Actor):
         if free <= 0 or not self.core.may_dispatch() or not self.core.hosts.has_room():
             self._end_cycle()
             return
+        max_priority = self.core.open_gate_max_priority()
+        if self._fast and max_priority is not None:
+            # The gate is open but for the throttle: peek and claim in one Store request.
+            if max_priority < 0:
+                self._end_cycle()
+                return
+            limit = min(free, self.core.hosts_room())
+            self.store.request(
+                ClaimNext(limit, max_priority, sorted(self.core.saturated), self.core.now_ms()),
+                lambda reply: self._on_claim_next(reply, limit),
+            )
+            return
         limit = free + self._cycle.lookahead
         self.store.request(
             Peek(limit, sorted(self.core.saturated)),
             lambda reply: self._on_peek(reply, limit),
         )
+
+    def _on_claim_next(self, reply: Message | TaskmillError, limit: int) -> None:
+        if isinstance(reply, TaskmillError):
+            self._store_failed("claim next", reply)
+            self._end_cycle()
+            return
+        assert isinstance(reply, ClaimNextReply)
+        if reply.held_by_group:
+            self._fast = False  # grouped work is queued: the GroupLimiter must see it
+        self._dispatch_claimed(*self.core.claimed_next(reply.tasks))
+        if reply.held_by_group or (len(reply.tasks) == limit and self.core.free_slots() > 0):
+            self._peek()
+        else:
+            self._end_cycle()
 
     def _on_peek(self, reply: Message | TaskmillError, limit: int) -> None:
         if isinstance(reply, TaskmillError):
@@ -261,6 +292,7 @@ class Dispatcher(Actor):
             self._end_cycle()
             return
         assert isinstance(reply, TasksReply)
+        self._fast = not any(t.group_key is not None for t in reply.tasks)
         ids = self.core.admit(reply.tasks)
         more = len(reply.tasks) >= limit
         grouped = self.core.grouped_candidates(ids)
@@ -315,7 +347,18 @@ class Dispatcher(Actor):
             self._end_cycle()
             return
         assert isinstance(reply, TasksReply)
-        runs, unserved, events = self.core.claimed(reply.tasks)
+        self._dispatch_claimed(*self.core.claimed(reply.tasks))
+        if self.core.free_slots() > 0 and (more or len(reply.tasks) < asked):
+            self._peek()
+        else:
+            self._end_cycle()
+
+    def _dispatch_claimed(
+        self,
+        runs: dict[bytes, list[tuple[TaskRow, int]]],
+        unserved: list[TaskResult],
+        events: list[Event],
+    ) -> None:
         self._flush_releases()
         for identity, placed in runs.items():
             self._send_host(identity, RunTasks([r for r, _ in placed], [i for _, i in placed]))
@@ -323,10 +366,6 @@ class Dispatcher(Actor):
         self._emit(events)
         if unserved:
             self._finish(unserved)
-        if self.core.free_slots() > 0 and (more or len(reply.tasks) < asked):
-            self._peek()
-        else:
-            self._end_cycle()
 
     # -- finishing ---------------------------------------------------------------------------
 

@@ -113,6 +113,33 @@ class DispatcherCore:
 
     # -- admission and claims ----------------------------------------------------------------
 
+    def open_gate_max_priority(self) -> int | None:
+        """The least urgent priority the local gate admits now, when only the throttle can hold
+        a task (no IO budget): claims can then skip the peek. None when every candidate needs
+        the full gate, -1 when the throttle holds everything."""
+        if self.settings.monitoring:
+            return None  # the IO budget looks at each candidate's expected bytes
+        pressure = self.readings.pressure
+        held = [floor for floor, limit in self.settings.throttle if pressure > limit]
+        return min(held) - 1 if held else 255
+
+    def claimed_next(
+        self, rows: list[TaskRow]
+    ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]:
+        """Rows claimed without a peek: place them on hosts like admitted candidates."""
+        self._tentative.clear()
+        self._candidates.clear()
+        host_free = {h: self.hosts_free(h) for h in self.hosts.identities()}
+        for row in rows:
+            identity = (
+                self._pick(row.task_type, host_free) if self.hosts.serves(row.task_type) else None
+            )
+            if identity is not None:
+                host_free[identity] -= 1
+            self._tentative[row.id] = identity
+            self._candidates[row.id] = row
+        return self.claimed(rows)
+
     def admit(self, candidates: Iterable[TaskRow]) -> list[int]:
         """Run the gate over candidates in queue order; return the ids to claim."""
         self._tentative.clear()
@@ -166,6 +193,9 @@ class DispatcherCore:
         for task_id in ids:
             self._tentative.pop(task_id, None)
             self._candidates.pop(task_id, None)
+
+    def hosts_room(self) -> int:
+        return self.hosts.room()
 
     def hosts_free(self, identity: bytes) -> int:
         host = self.hosts._hosts.get(identity)

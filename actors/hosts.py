@@ -68,6 +68,9 @@ class HostTable:
                 best = host
         return best
 
+    def room(self) -> int:
+        return sum(max(0, h.free) for h in self._hosts.values())
+
     def has_room(self) -> bool:
         return any(h.free > 0 for h in self._hosts.values())
 

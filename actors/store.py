@@ -45,6 +45,8 @@ from bus.kinds import (
     Cancel,
     CancelReply,
     Claim,
+    ClaimNext,
+    ClaimNextReply,
     Counts,
     Error,
     Finish,
@@ -97,6 +99,9 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Prune: lambda m: Ok(db.prune(m.keep, m.days)),
         Peek: lambda m: TasksReply(db.peek(m.limit, m.skip_groups)),
         Claim: lambda m: TasksReply(db.claim(m.ids, m.now_ms)),
+        ClaimNext: lambda m: ClaimNextReply(
+            *db.claim_next(m.limit, m.max_priority, m.skip_groups, m.now_ms)
+        ),
         Finish: lambda m: FinishReply(db.finish(m.results, m.max_retries)),
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         ResumePaused: lambda m: TasksReply(db.resume_paused(m.preempt_priority)),

@@ -223,6 +223,30 @@ class StoreDB:
         claimed.sort(key=lambda r: (r.phase != "finalize", r.priority, r.id))
         return claimed
 
+    def claim_next(
+        self,
+        limit: int,
+        max_priority: int = 255,
+        skip_groups: Sequence[str] = (),
+        now_ms: int = 0,
+    ) -> tuple[list[TaskRow], bool]:
+        """Peek and claim in one step, for a Dispatcher whose gate is open: the most urgent
+        dispatchable rows (as ``peek``) up to ``limit``, stopping before the first row above
+        ``max_priority`` (held by the throttle) or in a group (whose limit only the GroupLimiter
+        knows). The claimed rows, and whether a grouped row stopped the walk."""
+        queries.check_limit(limit)
+        candidates = self.peek(limit, skip_groups)
+        ids: list[int] = []
+        held_by_group = False
+        for row in candidates:
+            if row.priority > max_priority:
+                break
+            if row.group_key is not None:
+                held_by_group = True
+                break
+            ids.append(row.id)
+        return (self.claim(ids, now_ms) if ids else []), held_by_group
+
     def finish(self, results: Sequence[TaskResult], max_retries: int = 3) -> list[Transition]:
         """Apply executor results (see ``store_children.finish``); one transition each."""
         with self._core.atomic():

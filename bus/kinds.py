@@ -356,6 +356,26 @@ class Claim(Message):
     now_ms: int = 0
 
 
+@message("store.claim_next.reply")
+@dataclass(frozen=True, slots=True)
+class ClaimNextReply(Message):
+    tasks: list[TaskRow]
+    held_by_group: bool = False
+
+
+@message("store.claim_next", reply=ClaimNextReply)
+@dataclass(frozen=True, slots=True)
+class ClaimNext(Message):
+    """Peek and claim in one request when the Dispatcher's gate is open: up to ``limit`` of the
+    most urgent rows, stopping at the first above ``max_priority`` (throttled) or in a group
+    (the GroupLimiter decides those: ``held_by_group`` tells the Dispatcher to ask it)."""
+
+    limit: int
+    max_priority: int = 255
+    skip_groups: list[str] = field(default_factory=list)
+    now_ms: int = 0
+
+
 @message("store.finish.reply")
 @dataclass(frozen=True, slots=True)
 class FinishReply(Message):

@@ -5,9 +5,8 @@ then its loop runs until STOP: poll with a timeout taken from the nearest timer 
 drain every ready socket in a batch (so a handler sees everything that arrived together: that is
 what makes the Store's group commit possible), run due timers, repeat. Handlers never block.
 
-``ActorThread`` runs an actor in a thread (embedded mode); ``run_actor`` runs it in the calling
-thread (one process per actor). An actor's crash is never swallowed: ``ActorThread.stop`` re-raises
-it; ``run_actor`` lets it propagate (a non-zero exit).
+``bus.hosting`` runs loops: ``ActorThread`` in a thread (embedded mode), ``run_actor`` in the
+calling thread (one process per actor).
 """
 
 from __future__ import annotations
@@ -16,15 +15,12 @@ import asyncio
 import heapq
 import itertools
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq
 
 from bus.clock import Clock, SystemClock
-from bus.errors import ActorUnavailable
-from bus.kinds import Stop
 
 log = logging.getLogger("taskmill.bus")
 
@@ -310,117 +306,3 @@ class Actor:
 
     def on_stop(self) -> None:
         """Called in the actor's thread after the loop stopped; release resources here."""
-
-
-class ActorThread:
-    """Runs one actor in a daemon thread; ``stop`` asks it to stop over its control endpoint."""
-
-    def __init__(
-        self,
-        actor: Actor,
-        context: zmq.Context[Any],
-        control_endpoint: str,
-        *,
-        clock: Clock | None = None,
-        security: SocketSecurity | None = None,
-    ) -> None:
-        self.actor = actor
-        self.security = security
-        self.context = context
-        self.control_endpoint = control_endpoint
-        self.clock = clock
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._main, name=f"taskmill-{actor.name}", daemon=True
-        )
-
-    def start(self, timeout: float = 10.0) -> ActorThread:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise ActorUnavailable(f"actor {self.actor.name} did not start within {timeout}s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _main(self) -> None:
-        loop = ActorLoop(self.context, self.actor.name, clock=self.clock, security=self.security)
-        try:
-            from bus.server import serve_control
-
-            serve_control(loop, self.actor, self.control_endpoint)
-            self.actor.setup(loop)
-        except BaseException as exc:
-            self._error = exc
-            loop.close()
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            if self.actor.uses_asyncio:
-                asyncio.run(loop.run_async())
-            else:
-                loop.run()
-        except BaseException as exc:
-            log.exception("actor %s crashed", self.actor.name)
-            self._error = exc
-        finally:
-            try:
-                self.actor.on_stop()
-            except BaseException as exc:
-                self._error = self._error or exc
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the actor and wait for its thread; re-raise the exception it died of, if any."""
-        if self._thread.is_alive():
-            from bus.client import RequestClient
-
-            security, endpoint = self.security, self.control_endpoint
-
-            def configure(sock: zmq.Socket[Any]) -> None:
-                if security is not None:
-                    security.client(sock, endpoint)
-
-            client = RequestClient(self.context, endpoint, timeout=timeout, configure=configure)
-            try:
-                client.request(Stop())
-            except ActorUnavailable:
-                pass
-            finally:
-                client.close()
-            self._thread.join(timeout)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-
-def run_actor(
-    actor: Actor,
-    context: zmq.Context[Any],
-    control_endpoint: str,
-    *,
-    security: SocketSecurity | None = None,
-) -> ActorLoop:
-    """Run ``actor`` in this thread until it is stopped (one process per actor)."""
-    from bus.server import serve_control
-
-    loop = ActorLoop(context, actor.name, security=security)
-    try:
-        serve_control(loop, actor, control_endpoint)
-        actor.setup(loop)
-    except BaseException:
-        loop.close()
-        actor.on_stop()
-        raise
-    try:
-        if actor.uses_asyncio:
-            asyncio.run(loop.run_async())
-        else:
-            loop.run()
-    finally:
-        actor.on_stop()
-    return loop

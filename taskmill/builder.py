@@ -42,6 +42,7 @@ class AppSpec:
     store_config: StoreConfig = field(default_factory=StoreConfig)
     metrics_port: int | None = None
     run_dir: str | None = None
+    separate_threads: bool = False
 
 
 class SchedulerBuilder:
@@ -138,6 +139,12 @@ class SchedulerBuilder:
         """Embedded, but over ipc sockets in ``path`` (created 0700) instead of inproc, so that
         other processes can submit, subscribe and publish pressure to this scheduler."""
         self.spec.run_dir = str(path)
+        return self
+
+    def separate_threads(self, separate: bool = True) -> SchedulerBuilder:
+        """Embedded: one thread per actor instead of one shared by all but the executor host
+        (slower under the GIL; for comparison and debugging)."""
+        self.spec.separate_threads = separate
         return self
 
     def metrics_port(self, port: int) -> SchedulerBuilder:

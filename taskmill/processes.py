@@ -30,9 +30,10 @@ from actors.publisher import EventPublisher
 from actors.topology import Topology
 from bus.client import RequestClient
 from bus.errors import TaskmillError
+from bus.hosting import run_actor
 from bus.kinds import Ok, Stop
 from bus.kinds_run import Shutdown
-from bus.runtime import Actor, SocketSecurity, run_actor
+from bus.runtime import Actor, SocketSecurity
 from bus.security import start_authenticator
 from taskmill.builder import AppSpec
 from taskmill.context import make_runner

@@ -26,6 +26,7 @@ from actors.publisher import EventPublisher
 from actors.topology import Topology
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
+from bus.hosting import ActorThread
 from bus.kinds import Ok, Submit, SubmitReply
 from bus.kinds_run import (
     CancelTask,
@@ -41,7 +42,7 @@ from bus.kinds_run import (
     Shutdown,
     Start,
 )
-from bus.runtime import ActorThread
+from bus.runtime import Actor
 from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
 from taskmill.context import make_runner
@@ -98,26 +99,35 @@ class Scheduler:
             HostSettings(topology.hosts, topology.store, capacity=max(32, spec.max_concurrency)),
             state=state,
         )
+        # Set up in this order (the Store first, so it is the last closed).
+        actors: list[tuple[str, Actor, str]] = [
+            ("store", store_actor(spec, topology), topology.store_control),
+            (
+                "events",
+                EventPublisher(topology.events_in, topology.events, metrics_port=spec.metrics_port),
+                topology.events_control,
+            ),
+            ("limiter", limiter_actor(spec, topology), topology.limiter_control),
+            ("monitor", monitor_actor(spec, topology), topology.monitor_control),
+            (
+                "dispatcher",
+                Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
+                topology.dispatcher_control,
+            ),
+        ]
         try:
-            for name, actor, control in (
-                ("store", store_actor(spec, topology), topology.store_control),
-                (
-                    "events",
-                    EventPublisher(
-                        topology.events_in, topology.events, metrics_port=spec.metrics_port
-                    ),
-                    topology.events_control,
-                ),
-                ("limiter", limiter_actor(spec, topology), topology.limiter_control),
-                ("monitor", monitor_actor(spec, topology), topology.monitor_control),
-                (
-                    "dispatcher",
-                    Dispatcher(dispatcher_settings(spec, topology, autostart=False)),
-                    topology.dispatcher_control,
-                ),
-                ("worker", host, topology.host_control(host.settings.host_id)),
-            ):
-                threads[name] = await asyncio.to_thread(ActorThread(actor, context, control).start)
+            if spec.separate_threads:
+                for name, actor, control in actors:
+                    thread = ActorThread(actor, context, control)
+                    threads[name] = await asyncio.to_thread(thread.start)
+            else:
+                # One thread for the actors that only pass messages: under the GIL, a message
+                # between threads costs a wake-up and a GIL hand-off; within one loop it costs
+                # neither. Same actors, same sockets: only the scheduling of their loops changes.
+                group = ActorThread([(a, c) for _, a, c in actors], context, name="actors")
+                threads["actors"] = await asyncio.to_thread(group.start)
+            worker = ActorThread(host, context, topology.host_control(host.settings.host_id))
+            threads["worker"] = await asyncio.to_thread(worker.start)
         except BaseException:
             await asyncio.to_thread(_stop_all, threads)
             context.term()
@@ -276,7 +286,7 @@ class Scheduler:
 def _stop_all(threads: dict[str, ActorThread]) -> list[BaseException]:
     errors: list[BaseException] = []
     # The monitor pushes events too: stop it before the publisher.
-    for name in ("worker", "dispatcher", "monitor", "limiter", "events", "store"):
+    for name in ("worker", "dispatcher", "monitor", "limiter", "events", "store", "actors"):
         thread = threads.get(name)
         if thread is None:
             continue

@@ -29,8 +29,8 @@ import zmq
 from actors.topology import Topology
 from bus.client import RequestClient
 from bus.errors import ActorUnavailable
+from bus.hosting import ActorThread
 from bus.kinds import Ping, Pong
-from bus.runtime import ActorThread
 from taskmill.deploy import DeploymentConfig
 from taskmill.processes import build, build_worker
 from tests.system_app import app

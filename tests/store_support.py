@@ -15,8 +15,8 @@ from actors.store import StoreActor
 from actors.store_db import StoreDB
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
+from bus.hosting import ActorThread
 from bus.kinds import Submission, TaskResult, TaskRow
-from bus.runtime import ActorThread
 
 
 def key(name: str) -> str:

@@ -16,6 +16,7 @@ from bus.client import RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import inproc, new_namespace
 from bus.errors import InvalidRequest
+from bus.hosting import ActorThread
 from bus.kinds import Claim, Submit, SubmitReply, TasksReply
 from bus.kinds_run import (
     Admit,
@@ -28,7 +29,6 @@ from bus.kinds_run import (
     SetGroupLimit,
 )
 from bus.protocol import decode
-from bus.runtime import ActorThread
 from tests.store_support import sub
 
 

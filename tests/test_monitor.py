@@ -23,10 +23,10 @@ from actors.topology import Topology
 from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
+from bus.hosting import ActorThread
 from bus.kinds import Stats, StatsReply
 from bus.kinds_run import Event, PressureReading, Readings
 from bus.protocol import PROTOCOL, decode_as, encode
-from bus.runtime import ActorThread
 from taskmill.builder import AppSpec
 from taskmill.config import SamplerConfig
 from taskmill.monitoring import PressurePublisher, monitor_actor, publish_pressure

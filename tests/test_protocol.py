@@ -39,6 +39,7 @@ from bus.errors import (
     TaskmillError,
     error_from_reply,
 )
+from bus.hosting import ActorThread
 from bus.kinds import (
     Counts,
     Error,
@@ -73,7 +74,7 @@ from bus.protocol import (
     registry,
     split_envelope,
 )
-from bus.runtime import Actor, ActorLoop, ActorThread
+from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox, RequestServer, dispatch_each
 
 WAIT = 5.0

@@ -26,10 +26,10 @@ from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
 from bus.errors import ActorUnavailable
+from bus.hosting import ActorThread
 from bus.kinds import Stats, StatsReply
 from bus.kinds_run import Event, PublishedEvent, Welcome
 from bus.protocol import PROTOCOL, decode_as, encode
-from bus.runtime import ActorThread
 from bus.subscribe import AsyncSubscription, Subscription
 
 WAIT = 5.0

@@ -17,8 +17,8 @@ from bus.client import RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import tcp
 from bus.errors import ActorUnavailable
+from bus.hosting import ActorThread
 from bus.kinds import Counts, CountsReply, Ping
-from bus.runtime import ActorThread
 from bus.security import CurveSecurity, generate_keys, load_authorized, start_authenticator
 
 

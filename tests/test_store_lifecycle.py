@@ -453,3 +453,28 @@ def test_a_failed_parent_tells_its_own_parent(db: StoreDB) -> None:
     transitions = db.finish([error(leaf, "deep")])
     assert results(transitions) == [(leaf, "failed"), (middle, "failed"), (top, "failed")]
     assert transitions[-1].error == f"child task {middle} failed: child task {leaf} failed: deep"
+
+
+def test_claim_next_claims_in_queue_order_and_stops_at_throttle_or_group(db: StoreDB) -> None:
+    high = insert(db, "h1", "h2", priority=64)
+    bg = insert(db, "b1", priority=192)
+    grouped = insert(db, "g1", priority=128, group_key="bucket")
+    insert(db, "n1", priority=128)
+    claimed, held = db.claim_next(2)
+    assert [r.id for r in claimed] == high and not held
+    assert {r.status for r in claimed} == {"running"}
+    # The grouped row is next: nothing after it is claimed, and the caller is told why.
+    claimed, held = db.claim_next(5)
+    assert claimed == [] and held
+    claimed, held = db.claim_next(5, skip_groups=["bucket"])
+    assert [r.label for r in claimed] == ["n1", "b1"] and not held
+    assert db.get_task(grouped[0]) is not None
+    assert db.get_task(bg[0]).status == "running"  # type: ignore[union-attr]
+
+
+def test_claim_next_respects_the_throttle_ceiling(db: StoreDB) -> None:
+    insert(db, "n1", priority=128)
+    insert(db, "b1", priority=192)
+    claimed, _ = db.claim_next(5, max_priority=191)
+    assert [r.label for r in claimed] == ["n1"]
+    assert db.counts().pending == 1
