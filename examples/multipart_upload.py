@@ -148,6 +148,7 @@ def app(
         .executor("upload-part", upload_part)
         .max_concurrency(6)
         .default_group_concurrency(PARTS_PER_BUCKET)
+        .with_resource_monitoring()  # psutil: `taskmill status` shows CPU, disk and network
         .app_state(objects or FakeObjectStore(Path(".taskmill/objects")))
     )
 

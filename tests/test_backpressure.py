@@ -151,3 +151,56 @@ async def test_a_reading_from_another_process_holds_work_until_it_expires(
         expiry = kinds.index("free", first_held)
         assert expiry < kinds.index("dispatched"), kinds  # it ran only after the expiry
         await events.close()
+
+
+async def test_taskmill_status_shows_live_readings_of_the_real_sampler(tmp_path: Path) -> None:
+    """The platform (psutil) sampler, and `taskmill status` from another process."""
+    import json
+    import shutil
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp"))
+    try:
+        scheduler = await (
+            builder(tmp_path, work=noop).run_dir(short / "run").with_resource_monitoring().build()
+        )
+        async with scheduler:
+            events = await EventRecorder.start(scheduler)
+            await events.wait_for(resources(lambda r: True), timeout=10)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "taskmill",
+                    "status",
+                    "--json",
+                    "--run-dir",
+                    str(short / "run"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            status = json.loads(done.stdout)
+            readings = status["resources"]
+            assert set(readings) == {
+                "cpu",
+                "disk_read_bps",
+                "disk_write_bps",
+                "net_rx_bps",
+                "net_tx_bps",
+            }
+            assert 0.0 <= readings["cpu"] <= 1.0
+            assert all(value >= 0 for value in readings.values())
+            text = subprocess.run(
+                [sys.executable, "-m", "taskmill", "status", "--run-dir", str(short / "run")],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+            assert "cpu" in text.lower()
+            await events.close()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
