@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.dispatcher_settings import Settings as Settings
 from actors.gate import GateView, Readings, Verdict, evaluate
 from actors.hosts import Host, HostTable
 from bus.clock import Clock, SystemClock, now_ms
@@ -20,35 +21,6 @@ from bus.kinds_run import DispatcherState, Event, ProgressRow, RunningTask
 from bus.kinds_run import Readings as ReadingsMsg
 
 NO_EXECUTOR = "no executor registered for type '{}'"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the Dispatcher is configured with (one frozen object, passed down)."""
-
-    control_endpoint: str
-    hosts_endpoint: str
-    store_endpoint: str
-    store_notify_endpoint: str
-    events_endpoint: str
-    readings_endpoint: str | None = None
-    max_concurrency: int = 4
-    max_retries: int = 3
-    preempt_priority: int = 0
-    poll_interval: float = 0.5
-    heartbeat_s: float = 1.0
-    limiter_endpoint: str | None = None
-    limiter_notify_endpoint: str | None = None
-    throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
-    monitoring: bool = False
-    store_timeout: float = 5.0
-    orphan_grace_s: float = 5.0
-    learn_interval_s: float = 5.0
-    """A ``running`` row no host reports for this long is released (claim reply lost, host or
-    Dispatcher restarted)."""
-    event_queue: int = 100_000
-    dispatcher_id: str = "dispatcher"
-    autostart: bool = True
 
 
 @dataclass(slots=True)

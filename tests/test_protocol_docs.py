@@ -24,7 +24,7 @@ import pytest
 
 import bus  # noqa: F401  (registers every kind)
 from actors.publisher import SCHEDULER_EVENTS, TASK_EVENTS, topic_for
-from bus import kinds, kinds_run
+from bus import kinds, kinds_run, structs
 from bus.errors import ErrorCode, error_from_reply
 from bus.protocol import Message, registry
 
@@ -109,9 +109,10 @@ def documented(pattern: re.Pattern[str]) -> dict[str, Section]:
 
 
 def struct_classes() -> dict[str, type]:
-    """Every nested record of the protocol: the non-message dataclasses of the kinds modules."""
+    """Every nested record of the protocol: the non-message dataclasses of the kinds and structs
+    modules."""
     found: dict[str, type] = {}
-    for module in (kinds, kinds_run):
+    for module in (kinds, kinds_run, structs):
         for name, obj in vars(module).items():
             if (
                 isinstance(obj, type)

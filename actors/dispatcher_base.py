@@ -1,0 +1,113 @@
+"""What the Dispatcher's parts share: its state, its sockets, and the few helpers every part
+uses. The Dispatcher is one actor; its handlers are split by concern over ``dispatcher.py`` (setup
+and the dispatch cycle), ``dispatcher_results.py`` (work coming back from hosts, recovery) and
+``dispatcher_controls.py`` (preemption and the client controls), each a mixin of this base.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from actors.dispatcher_state import DispatcherCore, Settings
+from bus.client import Peer
+from bus.errors import TaskmillError
+from bus.kinds import (
+    TaskResult,
+)
+from bus.kinds_run import (
+    Event,
+)
+from bus.protocol import Message, encode
+from bus.runtime import Actor, ActorLoop, Timer
+from bus.server import (
+    Request,
+)
+
+log = logging.getLogger("taskmill.dispatcher")
+
+
+@dataclass(slots=True)
+class _Cycle:
+    busy: bool = False
+    again: bool = False
+    lookahead: int = 4
+
+
+class DispatcherBase(Actor):
+    """State and shared helpers; the mixins and ``Dispatcher`` add the handlers."""
+
+    name = "dispatcher"
+    loop: ActorLoop
+    store: Peer
+    limiter: Peer | None
+    _hosts_sock: zmq.Socket[Any]
+    _events: zmq.Socket[Any]
+
+    name = "dispatcher"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core = DispatcherCore(settings)
+        self._cycle = _Cycle()
+        self._fast = True
+        """Claim without a peek while no grouped task was seen at the head of the queue."""
+        self._shutdown_waiters: list[Request] = []
+        self._drain_timer: Timer | None = None
+        self._pending_results: list[TaskResult] = []
+        self._result_hosts: dict[int, bytes] = {}
+        """Run id → the host that reported it, until its result is committed and acknowledged."""
+        self._finish_in_flight = False
+        self.counters = {
+            "cycles": 0,
+            "dispatched": 0,
+            "results": 0,
+            "events": 0,
+            "events_dropped": 0,
+            "store_errors": 0,
+            "preempted": 0,
+            "stale_results": 0,
+        }
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            try:
+                self._events.send_multipart(encode(event), zmq.NOBLOCK)
+                self.counters["events"] += 1
+            except zmq.Again:
+                self.counters["events_dropped"] += 1
+
+    def _store_failed(self, what: str, error: TaskmillError) -> None:
+        self.counters["store_errors"] += 1
+        log.warning("store %s failed: %s", what, error)
+
+    def _send_host(self, identity: bytes, message: Message) -> None:
+        try:
+            self._hosts_sock.send_multipart([identity, *encode(message)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("message to host %r dropped: %s", identity, exc)
+
+    # -- implemented by the parts ------------------------------------------------------------
+
+    def wake(self) -> None:
+        raise NotImplementedError
+
+    def _check_drained(self) -> None:
+        raise NotImplementedError
+
+    def _apply_transitions(self, transitions: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _finish(self, results: list[TaskResult]) -> None:
+        raise NotImplementedError
+
+    def _flush_releases(self) -> None:
+        raise NotImplementedError
+
+    def _on_released(self, reply: Message | TaskmillError) -> None:
+        raise NotImplementedError

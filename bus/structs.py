@@ -1,0 +1,139 @@
+"""The records nested inside messages: tasks, history rows, outcomes, results, transitions.
+
+Registered with ``@struct`` so the codec decodes them back into these dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bus.protocol import struct
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One submission as the Store receives it; ``key`` is the 64-hex dedup hash."""
+
+    task_type: str
+    key: str
+    label: str
+    priority: int = 128
+    payload: bytes | None = None
+    expected_read_bytes: int = 0
+    expected_write_bytes: int = 0
+    expected_net_rx_bytes: int = 0
+    expected_net_tx_bytes: int = 0
+    group_key: str | None = None
+    fail_fast: bool = True
+    parent_id: int | None = None
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """An active task (a row of the ``tasks`` table)."""
+
+    id: int
+    task_type: str
+    key: str
+    label: str
+    priority: int
+    status: str
+    payload: bytes | None = None
+    expected_read_bytes: int = 0
+    expected_write_bytes: int = 0
+    expected_net_rx_bytes: int = 0
+    expected_net_tx_bytes: int = 0
+    retry_count: int = 0
+    last_error: str | None = None
+    created_at_ms: int = 0
+    started_at_ms: int | None = None
+    requeue: bool = False
+    requeue_priority: int | None = None
+    parent_id: int | None = None
+    fail_fast: bool = True
+    group_key: str | None = None
+    phase: str = "execute"
+    """``execute`` or ``finalize``: which executor method a dispatch of this row runs."""
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A terminal run (a row of the ``history`` table)."""
+
+    id: int
+    task_id: int
+    task_type: str
+    key: str
+    label: str
+    priority: int
+    status: str
+    payload: bytes | None = None
+    expected_read_bytes: int = 0
+    expected_write_bytes: int = 0
+    expected_net_rx_bytes: int = 0
+    expected_net_tx_bytes: int = 0
+    actual_read_bytes: int = 0
+    actual_write_bytes: int = 0
+    actual_net_rx_bytes: int = 0
+    actual_net_tx_bytes: int = 0
+    retry_count: int = 0
+    last_error: str | None = None
+    created_at_ms: int = 0
+    started_at_ms: int | None = None
+    completed_at_ms: int = 0
+    duration_ms: int | None = None
+    parent_id: int | None = None
+    fail_fast: bool = True
+    group_key: str | None = None
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: str  # inserted | upgraded | requeued | duplicate
+    id: int | None
+    priority: int = 128
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What an executor run ended with, reported by a host and applied by the Store."""
+
+    id: int
+    outcome: str  # ok | error | cancelled
+    error: str | None = None
+    retryable: bool = False
+    phase: str = "execute"
+    read_bytes: int = 0
+    write_bytes: int = 0
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+    finished_at_ms: int = 0
+    run_id: int = 0
+    """The Dispatcher's id of this run (a task preempted and resumed has several)."""
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state change the Store committed, for the Dispatcher to publish as an event.
+
+    ``result``: completed | retry | failed | requeued | waiting | cancelled | finalize | ignored.
+    """
+
+    id: int
+    result: str
+    task_type: str = ""
+    key: str = ""
+    label: str = ""
+    priority: int = 128
+    error: str | None = None
+    children_count: int = 0
+    was_running: bool = False
+    group_key: str | None = None
+    duration_ms: int | None = None
+    """For completed runs: how long the run took (for the duration histogram)."""
