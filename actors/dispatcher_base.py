@@ -21,7 +21,7 @@ from bus.kinds import (
 from bus.kinds_run import (
     Event,
 )
-from bus.protocol import Message, encode
+from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop, Timer
 from bus.server import (
     Request,
@@ -77,7 +77,7 @@ class DispatcherBase(Actor):
     def _emit(self, events: list[Event]) -> None:
         for event in events:
             try:
-                self._events.send_multipart(encode(event), zmq.NOBLOCK)
+                send_frames(self._events, encode(event))
                 self.counters["events"] += 1
             except zmq.Again:
                 self.counters["events_dropped"] += 1
@@ -88,7 +88,7 @@ class DispatcherBase(Actor):
 
     def _send_host(self, identity: bytes, message: Message) -> None:
         try:
-            self._hosts_sock.send_multipart([identity, *encode(message)], zmq.NOBLOCK)
+            send_frames(self._hosts_sock, [identity, *encode(message)])
         except zmq.ZMQError as exc:
             log.warning("message to host %r dropped: %s", identity, exc)
 

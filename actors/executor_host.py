@@ -42,7 +42,7 @@ from bus.kinds_run import (
     RunResults,
     RunTasks,
 )
-from bus.protocol import Message, decode, encode
+from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 
 log = logging.getLogger("taskmill.worker")
@@ -233,7 +233,7 @@ class ExecutorHost(Actor):
 
     def _send(self, message: Message) -> None:
         try:
-            self.sock.send_multipart(encode(message), zmq.NOBLOCK)
+            send_frames(self.sock, encode(message))
         except zmq.Again:
             log.warning("dispatcher not reading; %s dropped", message.KIND)
         self.loop.poke()  # sent from a coroutine maybe: make sure no arrival goes unnoticed

@@ -40,7 +40,7 @@ from bus.kinds_run import (
     SetDefaultGroupLimit,
     SetGroupLimit,
 )
-from bus.protocol import Message, encode
+from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import DEFER, Deferred, Request, RequestServer, current_request, dispatch_each
 
@@ -171,7 +171,7 @@ class GroupLimiter(Actor):
 
     def _changed(self) -> None:
         self.counters["changes"] += 1
-        self._notify.send_multipart(encode(LimitsChanged(self.book.saturated())), zmq.NOBLOCK)
+        send_frames(self._notify, encode(LimitsChanged(self.book.saturated())))
 
     # -- handlers (pure: message in, message out) ----------------------------------------------
 

@@ -40,7 +40,7 @@ from actors.pressure import CompositePressure, NetworkPressure, PressureSource, 
 from actors.sampler import ResourceSampler, ResourceSnapshot, SmoothedReadings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, PressureReading, Readings
-from bus.protocol import Message, encode
+from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
 
@@ -283,11 +283,11 @@ class ResourceMonitor(Actor):
 
         def emit(readings: Readings, event: Event | None) -> None:
             # A PUB never blocks: past a subscriber's queue it drops for that subscriber only.
-            pub.send_multipart(encode(readings), zmq.NOBLOCK)
+            send_frames(pub, encode(readings))
             if event is None or events is None:
                 return
             try:
-                events.send_multipart(encode(event), zmq.NOBLOCK)
+                send_frames(events, encode(event))
                 self.counters["events"] += 1
             except zmq.Again:  # the publisher is gone or slow: dashboards can miss a tick
                 self.counters["events_dropped"] += 1

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, PublishedEvent, Welcome
-from bus.protocol import Message, encode
+from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
 
@@ -315,7 +315,7 @@ class EventPublisher(Actor):
     def _send(self, frames: list[bytes]) -> None:
         assert self._xpub is not None
         try:
-            self._xpub.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(self._xpub, frames)
         except zmq.Again:
             self.dropped += 1
             self.metrics.dropped.inc()

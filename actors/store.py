@@ -71,7 +71,7 @@ from bus.kinds import (
     TaskReply,
     TasksReply,
 )
-from bus.protocol import Message, encode
+from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import Request, RequestServer
 
@@ -228,7 +228,7 @@ class StoreActor(Actor):
         if count and self._pub is not None:
             self.counters["notifications"] += 1
             try:
-                self._pub.send_multipart(encode(StoreChanged(most_urgent, count)), zmq.NOBLOCK)
+                send_frames(self._pub, encode(StoreChanged(most_urgent, count)))
             except zmq.ZMQError as exc:  # PUB drops rather than blocks; this is unexpected
                 log.warning("store: notification dropped: %s", exc)
 

@@ -47,6 +47,8 @@ class Core:
         self.terminal_since_prune = 0
         self.pruned_total = 0
         self._savepoints = itertools.count(1)
+        self.request_scope = False
+        """True while one request of a batch runs inside its savepoint."""
 
     def now(self) -> int:
         return now_ms(self.clock)
@@ -93,8 +95,12 @@ class Core:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """All or nothing: a ``BEGIN IMMEDIATE`` transaction, or a savepoint inside one."""
+        """All or nothing: a ``BEGIN IMMEDIATE`` transaction, or a savepoint inside one (none
+        inside a request's own savepoint: that one already undoes the request as a whole)."""
         if self.in_transaction:
+            if self.request_scope:
+                yield
+                return
             with self.savepoint():
                 yield
             return

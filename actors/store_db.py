@@ -57,7 +57,11 @@ class Batch:
             # rather than run them in autocommit mode.
             raise DatabaseError("the batch's transaction was rolled back by the database")
         with self._core.savepoint():
-            return fn()
+            self._core.request_scope = True
+            try:
+                return fn()
+            finally:
+                self._core.request_scope = False
 
 
 class StoreDB:

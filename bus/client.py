@@ -22,7 +22,7 @@ import zmq
 
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError, error_from_reply
 from bus.kinds import Error
-from bus.protocol import Message, decode, encode
+from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import ActorLoop, Timer
 
 log = logging.getLogger("taskmill.bus")
@@ -87,7 +87,7 @@ class RequestClient:
             correlation = str(next(self._ids)).encode()
             pending[correlation] = i
             try:
-                self._sock.send_multipart(encode(message, correlation), zmq.NOBLOCK)
+                send_frames(self._sock, encode(message, correlation))
             except zmq.Again:
                 raise ActorUnavailable(f"{self.endpoint} is not accepting requests") from None
         replies: list[Message | None] = [None] * len(messages)
@@ -140,7 +140,7 @@ class AsyncRequester:
         future: asyncio.Future[Message] = self._loop.create_future()
         self._pending[correlation] = future
         try:
-            self._sock.send_multipart(encode(message, correlation), zmq.NOBLOCK)
+            send_frames(self._sock, encode(message, correlation))
         except zmq.Again:
             del self._pending[correlation]
             raise ActorUnavailable(f"{self.endpoint} is not accepting requests") from None
@@ -230,7 +230,7 @@ class Peer:
         timer = self.loop.call_later(timeout, lambda: self._expire(correlation, timeout))
         self._pending[correlation] = (message, on_reply, timer)
         try:
-            self._sock.send_multipart(encode(message, correlation), zmq.NOBLOCK)
+            send_frames(self._sock, encode(message, correlation))
         except zmq.Again:
             self._expire(correlation, timeout)
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import msgpack
+import zmq
+import zmq.backend
 
 from bus.errors import ErrorCode, ProtocolError
 
@@ -250,3 +252,19 @@ def decode_as(frames: Sequence[bytes], cls: type[M]) -> M:
     if not isinstance(msg, cls):
         raise ProtocolError(ErrorCode.MALFORMED, f"expected {cls.KIND}, got {msg.KIND}")
     return msg
+
+
+# -- fast socket I/O ---------------------------------------------------------------------------
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_backend_send = zmq.backend.Socket.send
+
+
+def send_frames(sock: Any, frames: Sequence[bytes]) -> None:
+    """``sock.send_multipart(frames, NOBLOCK)``, five times cheaper: pyzmq's sugar layer turns
+    flags into enums for every frame, which dominates the cost of a small message on the hot
+    path. Raises ``zmq.Again`` as ``send_multipart`` does."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        _backend_send(sock, frame, _NOBLOCK if i == last else _NOBLOCK_MORE)

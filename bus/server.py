@@ -18,7 +18,7 @@ import zmq
 
 from bus.errors import ErrorCode, ProtocolError, TaskmillError
 from bus.kinds import Error, Ok, Ping, Pong, Stats, StatsReply, Stop
-from bus.protocol import Message, decode, encode, split_envelope
+from bus.protocol import Message, decode, encode, send_frames, split_envelope
 from bus.runtime import Actor, ActorLoop
 
 log = logging.getLogger("taskmill.bus")
@@ -77,7 +77,7 @@ class RequestServer:
         if isinstance(message, Error):
             self.counters["errors"] += 1
         try:
-            self.sock.send_multipart([*envelope, *encode(message, correlation)], zmq.NOBLOCK)
+            send_frames(self.sock, [*envelope, *encode(message, correlation)])
         except zmq.Again:
             log.warning("%s: reply to a peer that is not reading dropped", self.actor.name)
         except zmq.ZMQError as exc:  # e.g. EHOSTUNREACH: the peer went away

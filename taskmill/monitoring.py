@@ -21,7 +21,7 @@ from actors.sampler import ResourceSampler, platform_sampler
 from actors.topology import Topology
 from bus.clock import Clock
 from bus.kinds_run import PressureReading
-from bus.protocol import encode
+from bus.protocol import encode, send_frames
 from taskmill.builder import AppSpec
 
 __all__ = ["PressurePublisher", "monitor_actor", "publish_pressure"]
@@ -116,7 +116,7 @@ class PressurePublisher:
             raise RuntimeError("this pressure publisher is closed")
         frames = encode(_reading(self.source, value, at_ms))
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(self._sock, frames)
         except zmq.Again:
             self.dropped += 1
             return False
