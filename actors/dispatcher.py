@@ -42,6 +42,7 @@ from bus.kinds import (
     ClaimNext,
     ClaimNextReply,
     Peek,
+    Release,
     ResumePaused,
     TaskResult,
     TaskRow,
@@ -207,6 +208,10 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
             self._end_cycle()
             return
         assert isinstance(reply, ClaimNextReply)
+        if not self.core.may_dispatch():  # paused or stopping while the claim was on its way
+            self._give_back([row.id for row in reply.tasks])
+            self._end_cycle()
+            return
         if reply.held_by_group:
             self._fast = False  # grouped work is queued: the GroupLimiter must see it
         self._dispatch_claimed(*self.core.claimed_next(reply.tasks))
@@ -276,6 +281,11 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
             self._end_cycle()
             return
         assert isinstance(reply, TasksReply)
+        if not self.core.may_dispatch():  # paused or stopping while the claim was on its way
+            self.core.forget_tentative()
+            self._give_back([row.id for row in reply.tasks])
+            self._end_cycle()
+            return
         self._dispatch_claimed(*self.core.claimed(reply.tasks))
         if self.core.free_slots() > 0 and (more or len(reply.tasks) < asked):
             self._peek()
@@ -295,3 +305,13 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
         self._emit(events)
         if unserved:
             self._finish(unserved)
+        if self.core.returned:
+            self._give_back(self.core.returned)
+
+    def _give_back(self, ids: list[int]) -> None:
+        """Claimed rows that will not run now go back to pending, no attempt counted."""
+        self._flush_releases()
+        if ids:
+            self.store.request(
+                Release(ids, "claimed but not dispatched", count_retry=False), self._on_released
+            )

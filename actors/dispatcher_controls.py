@@ -139,7 +139,14 @@ class ControlsMixin(DispatcherBase):
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self.core.stopping and not self.core.running and self._shutdown_waiters:
+        """Answer Shutdown once nothing runs and every result is in the Store."""
+        in_flight = self._pending_results or self._finish_in_flight
+        if (
+            self.core.stopping
+            and not self.core.running
+            and not in_flight
+            and self._shutdown_waiters
+        ):
             if self._drain_timer is not None:
                 self._drain_timer.cancel()
                 self._drain_timer = None

@@ -98,6 +98,7 @@ class ResultsMixin(DispatcherBase):
                 continue
             now = self.loop.clock.monotonic()
             if isinstance(message, HostHello):
+                self._forget_vanished_runs(identity, message.running)
                 self.core.hosts.hello(
                     identity, message.host_id, message.task_types, message.capacity, now
                 )
@@ -110,9 +111,10 @@ class ResultsMixin(DispatcherBase):
             elif isinstance(message, RunResults):
                 self.core.hosts.seen(identity, now)
                 for r in message.results:
-                    if r.id not in self.core.interrupted:
-                        results.append(r)
-                        self._result_hosts[r.run_id] = identity
+                    if r.id in self.core.interrupted:
+                        continue  # stays running for recovery; never acknowledged
+                    results.append(r)
+                    self._result_hosts[r.run_id] = identity
             elif isinstance(message, RunProgress):
                 self._emit(self.core.progress(message.items))
             else:
@@ -121,14 +123,27 @@ class ResultsMixin(DispatcherBase):
             self.counters["results"] += len(results)
             apply = self.core.finished(results)
             for result in results:
-                if result not in apply:  # stale: never applied, but the host may forget it
-                    self._send_host(identity, AckResults([result.run_id]))
+                if result not in apply:  # stale: never applied, but its host may forget it
+                    host = self._result_hosts.pop(result.run_id, None)
+                    if host is not None:
+                        self._send_host(host, AckResults([result.run_id]))
             self.counters["stale_results"] += len(results) - len(apply)
             if apply:
                 self._finish(apply)
             self.wake()
 
     # -- recovery: runs the Dispatcher does not know (it restarted, or a claim reply was lost) --
+
+    def _forget_vanished_runs(self, identity: bytes, running: list[int]) -> None:
+        """A host says hello without tasks this Dispatcher gave it: it restarted (same identity)
+        and they died with it. Release them as a lost host's, so their slots come back."""
+        known = self.core.hosts.tasks_of(identity)
+        vanished = sorted(known - set(running))
+        if vanished:
+            log.warning("host %r restarted; %d task(s) it ran are lost", identity, len(vanished))
+            self.core.detach(vanished)
+            release = Release(vanished, max_retries=self.settings.max_retries)
+            self.store.request(release, self._on_released)
 
     def _adopt(self, identity: bytes, running: list[int], run_ids: list[int]) -> None:
         """A host says it runs these: take the ones the Store has running as this Dispatcher's
@@ -160,7 +175,8 @@ class ResultsMixin(DispatcherBase):
                 self._store_failed("reconcile", reply)
                 return
             assert isinstance(reply, TasksReply)
-            orphans = self.core.orphans(reply.tasks, self.settings.orphan_grace_s)
+            pending = [r.id for r in self._pending_results]
+            orphans = self.core.orphans(reply.tasks, self.settings.orphan_grace_s, pending)
             if orphans:
                 log.warning("releasing %d running task(s) no host reports", len(orphans))
                 self.store.request(
@@ -190,7 +206,8 @@ class ResultsMixin(DispatcherBase):
             ids = self.core.lose_host(host)
             log.warning("executor host %s lost with %d running task(s)", host.host_id, len(ids))
             if ids:
-                self.store.request(Release(ids), lambda r: self._on_released(r))
+                release = Release(ids, max_retries=self.settings.max_retries)
+                self.store.request(release, self._on_released)
 
     def _on_released(self, reply: Message | TaskmillError) -> None:
         if isinstance(reply, TaskmillError):

@@ -68,6 +68,8 @@ class DispatcherCore:
         self.learned_io: dict[str, list[float]] = {}
         # Run ids are unique across restarts of the Dispatcher: hosts keep old runs going.
         self._run_ids = itertools.count((now_ms(self.clock) << 12) + 1)
+        self.returned: list[int] = []
+        """Rows the last ``claimed`` could not place: the Dispatcher gives them back."""
         self.interrupted: set[int] = set()
         """Tasks cancelled by shutdown: their results are not applied (recovered on restart)."""
         self.malformed = 0
@@ -194,17 +196,23 @@ class DispatcherCore:
     def claimed(
         self, rows: list[TaskRow]
     ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]:
+        """Place claimed rows on their hosts. Rows no host serves fail (``unserved``); rows whose
+        host is full or gone since admission go back (``returned``), untouched."""
         runs: dict[bytes, list[tuple[TaskRow, int]]] = {}
         unserved: list[TaskResult] = []
         events: list[Event] = []
         now = self.now_ms()
+        self.returned = []
         for row in rows:
             identity = self._tentative.pop(row.id, None)
             host = self.hosts._hosts.get(identity) if identity is not None else None
             self._candidates.pop(row.id, None)
-            if host is None:
+            if host is None or host.free <= 0:
                 if row.group_key is not None:
                     self.releases.append(row.id)
+                if self.hosts.serves(row.task_type) or not len(self.hosts):
+                    self.returned.append(row.id)  # a host for it is merely full, or gone
+                    continue
                 error = NO_EXECUTOR.format(row.task_type)
                 unserved.append(
                     TaskResult(row.id, "error", error, phase=row.phase, finished_at_ms=now)
@@ -269,14 +277,19 @@ class DispatcherCore:
             self.running[task_id] = _Running(row, row.started_at_ms or self.now_ms(), run_id)
         return stale
 
-    def orphans(self, rows: Iterable[TaskRow], grace_s: float) -> list[int]:
-        """Running rows nobody runs: unknown here and claimed more than ``grace_s`` ago."""
+    def orphans(
+        self, rows: Iterable[TaskRow], grace_s: float, pending: Iterable[int] = ()
+    ) -> list[int]:
+        """Running rows nobody runs: unknown here, with no result on its way to the Store
+        (``pending``), and claimed more than ``grace_s`` ago."""
         cutoff = self.now_ms() - int(grace_s * 1000)
+        waiting = set(pending)
         return [
             r.id
             for r in rows
             if r.id not in self.running
             and r.id not in self._tentative
+            and r.id not in waiting
             and (r.started_at_ms or 0) < cutoff
         ]
 

@@ -48,6 +48,7 @@ from bus.runtime import Actor, ActorLoop
 log = logging.getLogger("taskmill.worker")
 
 SUBMIT_ATTEMPTS = 5
+MAX_BYTES = 2**63 - 1
 
 T = TypeVar("T")
 Runner = Callable[["RunHandle"], Awaitable[None]]
@@ -93,7 +94,8 @@ class RunHandle:
 
     def add_bytes(self, index: int, n: int) -> None:
         with self._lock:
-            self.bytes[index] += int(n)
+            # Clamped to what SQLite's integers hold: a runaway counter must not poison results.
+            self.bytes[index] = max(0, min(MAX_BYTES, self.bytes[index] + int(n)))
 
     async def submit(self, submissions: list[Submission]) -> list[Outcome]:
         """Submit (children) to the Store; retried with the same request id while the Store is
@@ -232,6 +234,8 @@ class ExecutorHost(Actor):
     # -- messages ----------------------------------------------------------------------------
 
     def _send(self, message: Message) -> None:
+        if self.sock.closed:
+            return  # stopping: the loop closed the socket before a scheduled flush ran
         try:
             send_frames(self.sock, encode(message))
         except zmq.Again:
@@ -307,7 +311,7 @@ class ExecutorHost(Actor):
             outcome = "cancelled"
         except TaskError as exc:
             outcome, error, retryable = "error", exc.message, bool(exc.retryable)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from user code must not kill the host
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
         if outcome == "error" and handle.token.is_cancelled():
             outcome = "cancelled"  # raised because it was told to stop: not a failure

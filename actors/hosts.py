@@ -84,6 +84,10 @@ class HostTable:
             self._hosts[identity].running.discard(task_id)
         return identity
 
+    def tasks_of(self, identity: bytes) -> set[int]:
+        host = self._hosts.get(identity)
+        return set(host.running) if host is not None else set()
+
     def host_of(self, task_id: int) -> bytes | None:
         return self._by_task.get(task_id)
 

@@ -198,7 +198,7 @@ class StoreActor(Actor):
             if isinstance(reply, Error):
                 self.counters["errors"] += 1
             request.reply(reply)
-        self._notify(replies)
+        self._notify(requests, replies)
 
     def _run_one(self, tx: Batch, message: Message) -> Message:
         handler = self._handlers.get(type(message))
@@ -212,19 +212,24 @@ class StoreActor(Actor):
             log.exception("store: handler for %s failed", message.KIND)
             return Error(int(ErrorCode.INTERNAL), f"{type(exc).__name__}: {exc}")
 
-    def _notify(self, replies: list[Message]) -> None:
+    def _notify(self, requests: list[Request], replies: list[Message]) -> None:
         count = 0
         most_urgent = 255
-        for reply in replies:
+        for request, reply in zip(requests, replies, strict=True):
             if not isinstance(reply, SubmitReply):
                 continue
-            for outcome in reply.outcomes:
+            assert isinstance(request.message, Submit)
+            subs = request.message.submissions
+            for submission, outcome in zip(subs, reply.outcomes, strict=False):
                 if outcome.kind == "duplicate":
                     self.counters["duplicates"] += 1
                     continue
                 self.counters[outcome.kind] = self.counters.get(outcome.kind, 0) + 1
                 count += 1
-                most_urgent = min(most_urgent, outcome.priority)
+                # A child never preempts (semantics.md: spawn_child has no preemption): it
+                # wakes the Dispatcher without carrying its priority.
+                if submission.parent_id is None:
+                    most_urgent = min(most_urgent, outcome.priority)
         if count and self._pub is not None:
             self.counters["notifications"] += 1
             try:

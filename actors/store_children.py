@@ -12,13 +12,16 @@ first permanent child failure cancels the siblings and fails the parent at once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from actors.store_core import Core
 from actors.store_schema import TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
-from bus.errors import InvalidRequest
+from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import TaskResult, TaskRow, Transition
+
+log = logging.getLogger("taskmill.store")
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -89,18 +92,31 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
         raise InvalidRequest(f"max_retries must be a non-negative integer, got {max_retries!r}")
     out: list[Transition] = []
     for result in results:
-        if result.outcome not in ("ok", "error", "cancelled"):
-            raise InvalidRequest(f"unknown result outcome {result.outcome!r}")
-        task = load(core, result.id)
-        if task is None or result.outcome == "cancelled":
-            out.append(_ignored(result.id))  # cancelled runs were already handled (or preempted)
-        elif result.outcome == "ok" and task.row.status in ("running", "paused"):
-            _finish_ok(core, task, result, out)
-        elif result.outcome == "error" and task.row.status == "running":
-            _finish_error(core, task, result, max_retries, out)
-        else:  # an error from a preempted victim, or a result for a row no longer running
+        mark = len(out)
+        try:
+            with core.savepoint():
+                _finish_one(core, result, max_retries, out)
+        except TaskmillError as exc:
+            # One bad result (an unknown outcome, a byte count SQLite cannot hold) must not
+            # block every other completion of the batch: it alone is ignored, and logged.
+            log.error("store: result for task %s ignored: %s", result.id, exc)
+            del out[mark:]
             out.append(_ignored(result.id))
     return out
+
+
+def _finish_one(core: Core, result: TaskResult, max_retries: int, out: list[Transition]) -> None:
+    if result.outcome not in ("ok", "error", "cancelled"):
+        raise InvalidRequest(f"unknown result outcome {result.outcome!r}")
+    task = load(core, result.id)
+    if task is None or result.outcome == "cancelled":
+        out.append(_ignored(result.id))  # cancelled runs were already handled (or preempted)
+    elif result.outcome == "ok" and task.row.status in ("running", "paused"):
+        _finish_ok(core, task, result, out)
+    elif result.outcome == "error" and task.row.status == "running":
+        _finish_error(core, task, result, max_retries, out)
+    else:  # an error from a preempted victim, or a result for a row no longer running
+        out.append(_ignored(result.id))
 
 
 def _finished_at(core: Core, result: TaskResult) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from taskmill import (
     HistoryStatus,
+    Priority,
     TaskContext,
     TaskError,
     TaskExecutor,
@@ -200,3 +201,29 @@ async def test_a_finalize_interrupted_by_a_crash_runs_after_restart(tmp_path: Pa
         assert [h.status for h in history if h.task_id == outcome.id] == [HistoryStatus.COMPLETED]
         assert sum(1 for h in history if h.parent_id == outcome.id) == 2
     assert parent.finalized == [outcome.id, outcome.id]
+
+
+async def test_an_urgent_child_never_preempts_its_parent(tmp_path: Path) -> None:
+    finalized: list[int] = []
+
+    class UrgentParent(TaskExecutor):
+        async def execute(self, ctx: TaskContext) -> None:
+            await ctx.spawn_child(
+                TaskSubmission("part", key=f"urgent-{ctx.record.id}").priority(Priority.REALTIME)
+            )
+            ctx.progress.report(0.5, "spawned")  # still running after the spawn
+
+        async def finalize(self, ctx: TaskContext) -> None:
+            finalized.append(ctx.record.id)
+
+    async def part(ctx: TaskContext) -> None:
+        return None
+
+    scheduler = await builder(tmp_path, parent=UrgentParent(), part=part).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        outcome = await scheduler.submit(TaskSubmission("parent", priority=Priority.BACKGROUND))
+        await events.wait_for(lambda evs: events.types_for(outcome.id)[-1:] == ["completed"])
+        assert "preempted" not in events.types_for(outcome.id)
+        assert finalized == [outcome.id]
+        await events.close()

@@ -162,3 +162,12 @@ def test_a_running_task_cancelled_by_the_store_is_cancelled_on_its_host() -> Non
     cancels, _ = c.transitions([Transition(1, "cancelled", "t", "k", "l", was_running=True)])
     assert cancels == {b"h1": [1]}
     assert c.free_slots() == 4
+
+
+def test_a_claimed_row_whose_host_is_full_goes_back_instead_of_failing() -> None:
+    c = core(max_concurrency=8)
+    c.hosts.hello(b"small", "small", ["resize"], 1, 0.0)
+    rows = [row(1, task_type="resize"), row(2, task_type="resize")]
+    runs, unserved, _ = c.claimed_next(rows)
+    assert [r.id for r, _ in runs[b"small"]] == [1]
+    assert unserved == [] and c.returned == [2]

@@ -271,3 +271,23 @@ async def test_many_tasks_flow_through(tmp_path: Path) -> None:
         assert len(await scheduler.store().history(limit=1000)) == 500
         await events.close()
     assert asyncio.get_running_loop().is_running()
+
+
+async def test_an_executor_calling_sys_exit_fails_its_task_not_the_host(tmp_path: Path) -> None:
+    def exits(ctx: TaskContext) -> None:
+        raise SystemExit(2)
+
+    async def fine(ctx: TaskContext) -> None:
+        ctx.record_write_bytes(2**70)  # a runaway counter is clamped, not a poisoned result
+
+    scheduler = await builder(tmp_path, exits=exits, fine=fine).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(TaskSubmission("exits"))
+        [failed] = await events.wait_count("failed", 1)
+        assert (failed.error, failed.will_retry) == ("SystemExit: 2", False)
+        await scheduler.submit(TaskSubmission("fine"))
+        await events.wait_count("completed", 1)  # the host still runs tasks
+        row = next(h for h in await scheduler.store().history() if h.task_type == "fine")
+        assert row.actual_write_bytes == 2**63 - 1
+        await events.close()
