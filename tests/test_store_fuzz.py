@@ -25,7 +25,7 @@ from store_support import key, running_store, store_endpoints, sub
 from actors.store_submit import validate
 from bus.client import RequestClient
 from bus.errors import ErrorCode, InvalidRequest, ProtocolError
-from bus.kinds import Counts, CountsReply, Error, History, HistoryReply, Submit, SubmitReply
+from bus.kinds import Counts, CountsReply, Error, Finish, History, HistoryReply, Submit, SubmitReply
 from bus.protocol import PROTOCOL, decode, registry
 
 WAIT_MS = 5_000
@@ -159,6 +159,8 @@ def predict(frames: list[bytes]) -> tuple[list[bytes], int, bytes] | None:
     except ProtocolError as exc:
         correlation = parts[2] if len(parts) >= 3 and len(parts[2]) <= 64 else b""
         return prefix, int(exc.code), correlation
+    if isinstance(message, Finish) and message.max_retries < 2**63:
+        return None  # a bad result is ignored on its own (logged): the batch is answered
     if any(isinstance(v, int) and v >= 2**63 for v in _leaves(message)):
         return prefix, int(ErrorCode.INVALID), correlation
     if isinstance(message, Submit):
