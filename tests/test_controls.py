@@ -69,10 +69,14 @@ async def test_preemption_needs_a_priority_at_or_above_the_threshold(tmp_path: P
         events = await EventRecorder.start(scheduler)
         await scheduler.submit(background("a"))
         await events.wait_count("progress", 1)
+        # NORMAL is below the HIGH threshold: it runs beside "a", preempting nothing.
         await scheduler.submit(TaskSubmission("slow", key="n", priority=Priority.NORMAL))
+        await events.wait_count("progress", 2)
+        assert events.of("preempted") == []
+        # HIGH is at the threshold: every running task strictly less urgent is a victim.
         await scheduler.submit(TaskSubmission("slow", key="h", priority=Priority.HIGH))
-        await events.wait_count("preempted", 1)
-        assert [e.label for e in events.of("preempted")] == ["a"]
+        await events.wait_count("preempted", 2)
+        assert sorted(e.label for e in events.of("preempted")) == ["a", "n"]
         latch.release()
         await events.wait_count("completed", 3)
         await events.close()
