@@ -27,11 +27,14 @@ def background(key: str) -> TaskSubmission:
 async def test_realtime_submission_preempts_less_urgent_running_work(tmp_path: Path) -> None:
     latch = Latch()
     interrupted: list[str] = []
+    both = threading.Event()
 
     async def slow(ctx: TaskContext) -> None:
         ctx.progress.report(0.1, "started")
         if not await latch.wait(ctx):
             interrupted.append(ctx.record.label)
+            if len(interrupted) == 2:
+                both.set()
             raise TaskError("interrupted")  # a victim that raises is not failed
 
     async def urgent(ctx: TaskContext) -> None:
@@ -47,6 +50,7 @@ async def test_realtime_submission_preempts_less_urgent_running_work(tmp_path: P
         assert {e.label for e in preempted} == {"a", "b"}
         await events.wait_count("completed", 1)
         assert events.of("completed")[0].task_type == "urgent"
+        assert await asyncio.to_thread(both.wait, 10)  # their tokens fired
         assert sorted(interrupted) == ["a", "b"]
         # The victims come back (same ids, retry count untouched) and run to completion.
         latch.release()
