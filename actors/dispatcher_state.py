@@ -327,8 +327,10 @@ class DispatcherCore:
                 events.append(Event("waiting", task_data(t, children_count=t.children_count), now))
             elif t.result == "cancelled":
                 events.append(Event("cancelled", task_data(t), now))
-            if t.result in ("retry", "requeued", "finalize", "cancelled", "failed"):
-                self.maybe_paused = self.maybe_paused  # state changed; a wake follows
+            if t.priority <= self.settings.preempt_priority and t.result != "ignored":
+                # An urgent task stopped running in the Store only now: a resume evaluated
+                # while its result was still queued found it running and resumed nothing.
+                self.maybe_paused = True
         return self.detach(to_cancel), events
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:

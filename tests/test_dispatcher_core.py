@@ -171,3 +171,14 @@ def test_a_claimed_row_whose_host_is_full_goes_back_instead_of_failing() -> None
     runs, unserved, _ = c.claimed_next(rows)
     assert [r.id for r, _ in runs[b"small"]] == [1]
     assert unserved == [] and c.returned == [2]
+
+
+def test_an_urgent_task_finishing_in_the_store_makes_paused_tasks_worth_resuming() -> None:
+    c = core(preempt_priority=0)
+    c.resumed([], c.urgent_generation)  # a resume found nothing to do
+    assert not c.maybe_paused
+    c.transitions([Transition(9, "completed", "t", "k", "l", priority=0)])
+    assert c.maybe_paused  # ask the Store again: the urgent task's row is gone now
+    c.resumed([], c.urgent_generation)
+    c.transitions([Transition(10, "completed", "t", "k", "l", priority=128)])
+    assert not c.maybe_paused
