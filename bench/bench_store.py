@@ -33,6 +33,7 @@ from actors.store_db import StoreDB
 from bus.client import AsyncRequester, RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import inproc, new_namespace
+from bus.hosting import ActorThread
 from bus.kinds import (
     Claim,
     FinishReply,
@@ -43,7 +44,6 @@ from bus.kinds import (
     SubmitReply,
     TasksReply,
 )
-from bus.runtime import ActorThread
 
 PAYLOAD = b"x" * 64
 

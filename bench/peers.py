@@ -1,0 +1,253 @@
+"""taskmill side by side with Huey (SQLite and Redis storage), measured in one invocation.
+
+    python bench/peers.py [--quick] [--runs N] [--json out.json] [--skip-taskmill]
+
+1. Creates a virtual environment in ``bench/results/peers-venv`` (git-ignored; reused when it
+   already has Huey) and installs ``huey`` and ``redis`` into it — benchmark tools only, never
+   dependencies of taskmill.
+2. Installs Debian's ``redis-server`` if it is missing (``apt-get update`` first), starts it on
+   127.0.0.1 on a free port with its built-in defaults (RDB snapshots, no AOF) in a temporary
+   directory, and stops it at the end, whatever happens.
+3. Runs the peers' shapes on Huey+SqliteHuey and Huey+RedisHuey (``bench/huey_bench.py``, in the
+   venv): the 20k no-op drain with one producer enqueueing one by one and a consumer with 4
+   thread workers; the producer's enqueue rate; idle latency enqueue → task start.
+4. Runs the same shapes of taskmill (``bench/run.py --only ...``, embedded and Procfile) and
+   prints every figure with the ratios taskmill/peer.
+
+All traffic stays on loopback; every loop is bounded; every process and directory is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+VENV = RESULTS / "peers-venv"
+TIMEOUT_S = 900.0
+TASKMILL_SHAPES = {
+    "drain": ("drain_20k_c4", ("drain_per_s", "producer_submit_per_s")),
+    "latency": ("idle_latency", ("start_p50_ms", "start_p99_ms")),
+}
+HIGHER_IS_BETTER = {"drain_per_s": True, "producer_submit_per_s": True}
+
+
+def sh(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=True, text=True, timeout=TIMEOUT_S, **kwargs)
+
+
+def ensure_venv() -> Path:
+    python = VENV / "bin" / "python"
+    probe = [str(python), "-c", "import huey, redis"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print(f"peers: creating {VENV} with huey and redis", flush=True)
+    sh([sys.executable, "-m", "venv", "--clear", str(VENV)])
+    sh([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "huey",
+        "redis"])  # fmt: skip
+    return python
+
+
+def ensure_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    print("peers: installing Debian's redis-server", flush=True)
+    sh(["apt-get", "update", "-qq"])
+    sh(["apt-get", "install", "-y", "-qq", "redis-server"], env={**os.environ,
+       "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+    found = shutil.which("redis-server")
+    if not found:
+        raise SystemExit("redis-server is still missing after apt-get install")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(binary: str) -> Iterator[int]:
+    """A redis-server on 127.0.0.1, stopped (SIGTERM, then SIGKILL) and its directory removed."""
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="peers-redis-"))
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(work)]
+    argv += ["--daemonize", "no", "--protected-mode", "yes"]
+    with (work / "redis.log").open("wb") as log:
+        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while not redis_ping(port):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"redis-server did not start:\n{(work / 'redis.log').read_text()}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(15)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_huey(python: Path, shape: str, storage: str, n: int, seed: int, port: int | None) -> Any:
+    with tempfile.TemporaryDirectory(prefix="peers-huey-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUEY_BENCH_")}
+        env.update(HUEY_BENCH_STORAGE=storage, HUEY_BENCH_DB=str(Path(tmp) / "huey.db"))
+        if port is not None:
+            env["HUEY_BENCH_PORT"] = str(port)
+        argv = [str(python), str(BENCH / "huey_bench.py"), shape, "--storage", storage]
+        argv += ["--n", str(n), "--seed", str(seed)]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(
+        f"huey {shape}/{storage} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    )
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def run_taskmill(runs: int, quick: bool) -> dict[str, dict[str, float]]:
+    """taskmill's figures of the same shapes, from ``bench/run.py`` in this invocation."""
+    with tempfile.TemporaryDirectory(prefix="peers-taskmill-") as tmp:
+        out = Path(tmp) / "taskmill.json"
+        only = [f"{mode}.{shape}" for mode in ("embedded", "procfile")
+                for shape, _ in TASKMILL_SHAPES.values()]  # fmt: skip
+        argv = [sys.executable, str(BENCH / "run.py"), "--runs", str(runs), "--json", str(out)]
+        argv += ["--quick"] * quick + ["--only", *only]
+        subprocess.run(argv, cwd=REPO, timeout=TIMEOUT_S * 4)
+        data = json.loads(out.read_text())
+    figures: dict[str, dict[str, float]] = {}
+    for name, entry in data["shapes"].items():
+        mode, shape = name.split(".", 1)
+        kind = next(k for k, (s, _) in TASKMILL_SHAPES.items() if s == shape)
+        for metric, summary in entry["summary"].items():
+            mine = figures.setdefault(f"taskmill {mode}", {})
+            mine[f"{kind}.{metric}"] = summary["median"]
+            if metric == "rss_actors_total_mb":  # every actor process of the deployment
+                mine["drain.rss_mb"] = summary["median"]
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 run, 2,000 tasks, 30 latencies")
+    parser.add_argument("--runs", type=int, help="runs per shape (default 3; --quick: 1)")
+    parser.add_argument("--json", type=Path, help="results (default bench/results/peers.json)")
+    parser.add_argument("--skip-taskmill", action="store_true", help="only the peers")
+    args = parser.parse_args()
+    runs = args.runs or (1 if args.quick else 3)
+    n_drain, n_latency = (2_000, 30) if args.quick else (20_000, 200)
+    python = ensure_venv()
+    binary = ensure_redis_server()
+    peers: dict[str, dict[str, list[float]]] = {}
+    with redis_server(binary) as port:
+        for storage in ("sqlite", "redis"):
+            name = f"huey+{storage}"
+            for shape, n in (("drain", n_drain), ("latency", n_latency)):
+                for i in range(runs):
+                    result = run_huey(python, shape, storage, n, i + 1, port)
+                    for metric, value in result.items():
+                        peers.setdefault(name, {}).setdefault(f"{shape}.{metric}", []).append(value)
+                    print(f"  {name} {shape} run {i + 1}/{runs}: {result}", flush=True)
+    figures = {name: {m: median(v) for m, v in ms.items()} for name, ms in peers.items()}
+    if not args.skip_taskmill:
+        figures.update(run_taskmill(runs, args.quick))
+    report = table(figures)
+    print()
+    print(report)
+    out = args.json or RESULTS / "peers.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    version = subprocess.run(
+        [str(python), "-c", "import huey, redis; print(huey.__version__, redis.__version__)"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    redis_version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    facts = {"huey": version[0], "redis_py": version[1], "redis_server": redis_version.strip()}
+    out.write_text(
+        json.dumps(
+            {"runs": runs, "quick": args.quick, "peers": facts, "figures": figures, "raw": peers},
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nresults: {out}")
+    return 0
+
+
+METRICS = (
+    ("drain.drain_per_s", "20k drain, tasks/s"),
+    ("drain.producer_submit_per_s", "one-by-one submit, /s"),
+    ("latency.start_p50_ms", "idle latency p50, ms"),
+    ("latency.start_p99_ms", "idle latency p99, ms"),
+    ("drain.rss_mb", "peak RSS (workers), MB"),
+)
+
+
+def table(figures: dict[str, dict[str, float]]) -> str:
+    """Every system's medians, then taskmill/peer for each pair (>1: taskmill higher)."""
+    systems = list(figures)
+    lines = ["metric".ljust(28) + "".join(s.rjust(20) for s in systems)]
+    for key, label in METRICS:
+        cells = [figures[s].get(key) for s in systems]
+        lines.append(label.ljust(28) + "".join(_cell(c) for c in cells))
+    tm = [s for s in systems if s.startswith("taskmill")]
+    peer_names = [s for s in systems if not s.startswith("taskmill")]
+    if tm and peer_names:
+        lines.append("")
+        lines.append("ratios taskmill/peer (throughput: >1 taskmill faster; latency: <1 faster)")
+        for key, label in METRICS[:4]:
+            for t in tm:
+                parts = []
+                for p in peer_names:
+                    a, b = figures[t].get(key), figures[p].get(key)
+                    if a is not None and b:
+                        parts.append(f"{a / b:.2f}x vs {p}")
+                if parts:
+                    lines.append(f"  {label:26} {t:18} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return "-".rjust(20)
+    return (f"{value:,.2f}" if value < 100 else f"{value:,.0f}").rjust(20)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

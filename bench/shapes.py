@@ -1,0 +1,233 @@
+"""The shapes: each is one coroutine run against a ``Target`` and returning its metrics.
+
+Every shape times only what it says: building and stopping the deployment are outside the
+timings. Completion is observed as a user would, from a subscription opened BEFORE the first
+submit, counting ``completed`` events (``EventPump``); if the publisher dropped events for the
+subscriber (``missed``), the shape falls back to polling the Store's counts until nothing is
+active, and says so in ``events_missed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.app import read_stamps
+from bench.common import EventPump, Metrics, latency_metrics
+from bench.targets import Target
+from taskmill import Priority, SchedulerEvent, TaskSubmission
+
+WAIT_S = 600.0
+"""The longest any shape waits for its tasks to complete."""
+STEP_WAIT_S = 15.0
+"""The longest a latency shape waits for one task (or one preemption round)."""
+TIERS = (Priority.IDLE, Priority.BACKGROUND, Priority.NORMAL, Priority.HIGH, Priority.REALTIME)
+
+
+def _completed(k: int) -> Callable[[EventPump], bool]:
+    return lambda p: p.counts["completed"] >= k
+
+
+async def _active(target: Target) -> int:
+    c = await target.counts()
+    return c.pending + c.running + c.paused + c.waiting
+
+
+async def wait_completed(target: Target, pump: EventPump, n: int, timeout: float = WAIT_S) -> None:
+    """Until ``n`` tasks completed (events), or — events having been dropped — none is active."""
+    deadline = time.monotonic() + timeout
+    await pump.wait(lambda p: p.counts["completed"] >= n or p.missed > 0, timeout)
+    if pump.counts["completed"] >= n:
+        return
+    while await _active(target) > 0:  # events were dropped: ask the Store instead
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tasks still active after {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+async def submit_seq(target: Target, n: int) -> Metrics:
+    """``n`` sequential awaited submits of distinct tasks (nothing dispatches meanwhile)."""
+    subs = [TaskSubmission("noop", key=f"s-{i}") for i in range(n)]
+    start = time.perf_counter()
+    for sub in subs:
+        await target.submit(sub)
+    return {"submit_per_s": n / (time.perf_counter() - start)}
+
+
+async def submit_dup(target: Target, n: int) -> Metrics:
+    """One submit, then ``n`` duplicates of it (same key): the dedup path."""
+    await target.submit(TaskSubmission("noop", key="same-key"))
+    start = time.perf_counter()
+    for _ in range(n):
+        outcome = await target.submit(TaskSubmission("noop", key="same-key"))
+    elapsed = time.perf_counter() - start
+    assert outcome.is_duplicate(), outcome
+    return {"dup_submit_per_s": n / elapsed}
+
+
+async def submit_batch(target: Target, size: int, batches: int) -> Metrics:
+    """``batches`` calls of ``submit_batch`` with ``size`` distinct tasks each; the median."""
+    rates = []
+    for b in range(batches):
+        subs = [TaskSubmission("noop", key=f"b-{b}-{i}") for i in range(size)]
+        start = time.perf_counter()
+        outcomes = await target.submit_batch(subs)
+        rates.append(size / (time.perf_counter() - start))
+        assert len(outcomes) == size
+    rates.sort()
+    return {"batch_tasks_per_s": rates[len(rates) // 2], "batch_first_tasks_per_s": rates[0]}
+
+
+async def end_to_end(target: Target, n: int, priorities: Sequence[int] = (128,)) -> Metrics:
+    """The reference crate's shape: subscribe, submit ``n`` tasks one by one, then run; timed
+    from before the first submit to the last completion."""
+    pump = EventPump(await target.subscribe())
+    try:
+        subs = [
+            TaskSubmission("noop", key=f"e-{i}", priority=priorities[i % len(priorities)])
+            for i in range(n)
+        ]
+        start = time.perf_counter()
+        for sub in subs:
+            await target.submit(sub)
+        submitted = time.perf_counter()
+        await target.start()
+        await wait_completed(target, pump, n)
+        end = time.perf_counter()
+        return {
+            "tasks_per_s": n / (end - start),
+            "submit_phase_per_s": n / (submitted - start),
+            "run_phase_per_s": n / (end - submitted),
+            "events_missed": float(pump.missed),
+        }
+    finally:
+        await pump.close()
+
+
+async def drain(target: Target, n: int) -> Metrics:
+    """The peers' shape: the scheduler runs; one producer submits ``n`` no-op tasks one by one
+    (awaited); from the first submit to the last completion. Also the producer's own submit rate
+    and the peak RSS of the processes."""
+    await target.start()
+    pump = EventPump(await target.subscribe())
+    try:
+        subs = [TaskSubmission("noop", key=f"d-{i}") for i in range(n)]
+        start = time.perf_counter()
+        for sub in subs:
+            await target.submit(sub)
+        submitted = time.perf_counter()
+        await wait_completed(target, pump, n)
+        end = time.perf_counter()
+        rss = target.rss_mb()
+        metrics = {
+            "drain_per_s": n / (end - start),
+            "producer_submit_per_s": n / (submitted - start),
+            "events_missed": float(pump.missed),
+        }
+        if "process" in rss:
+            metrics["rss_mb"] = rss["process"]
+        else:
+            actors = {k: v for k, v in rss.items() if k != "producer"}
+            metrics["rss_actors_total_mb"] = sum(actors.values())
+            metrics["rss_max_actor_mb"] = max(actors.values())
+            metrics["rss_producer_mb"] = rss["producer"]
+        return metrics
+    finally:
+        await pump.close()
+
+
+async def idle_latency(target: Target, n: int, stamps: Path, seed: int) -> Metrics:
+    """Submit → task start on an idle scheduler: ``n`` tasks spaced 20-100 ms apart (random),
+    each stamped by the executor first thing; the next one goes once this one completed."""
+    await target.start()
+    rng = random.Random(seed)
+    pump = EventPump(await target.subscribe())
+    submitted: dict[str, float] = {}
+    acked: list[float] = []
+    try:
+        for i in range(n):
+            await asyncio.sleep(rng.uniform(0.020, 0.100))
+            label = f"l{i}"
+            sub = TaskSubmission("stamp", key=label, label=label)
+            before = time.perf_counter()
+            await target.submit(sub)
+            acked.append(time.perf_counter() - before)
+            submitted[label] = before
+            await pump.wait(_completed(i + 1), STEP_WAIT_S)
+    finally:
+        await pump.close()
+    started = {label: at for kind, label, at in read_stamps(stamps) if kind == "start"}
+    latencies = [started[label] - at for label, at in submitted.items()]
+    return {**latency_metrics("start", latencies), **latency_metrics("submit_ack", acked)}
+
+
+class _Holds:
+    """Which ``hold`` tasks are holding, from the executors' own stamps (a run's ``hold`` stamp
+    after its ``on_cancel`` is registered; a ``cancel`` stamp when its token fires). Events carry
+    no run id, so a late event of a preempted run could not tell runs apart: stamps can."""
+
+    def __init__(self, stamps: Path, victims: int) -> None:
+        self.stamps = stamps
+        self.victims = victims
+        self.urgent_done = 0
+
+    def on_event(self, event: SchedulerEvent) -> None:
+        if getattr(event, "task_type", None) == "noop" and event.type == "completed":
+            self.urgent_done += 1
+
+    def holding(self) -> list[str]:
+        balance: dict[str, int] = {}
+        for kind, label, _ in read_stamps(self.stamps):
+            if kind in ("hold", "cancel"):
+                balance[label] = balance.get(label, 0) + (1 if kind == "hold" else -1)
+        return sorted(label for label, n in balance.items() if n > 0)
+
+    def urgent_at_least(self, k: int) -> Callable[[EventPump], bool]:
+        return lambda _: self.urgent_done >= k
+
+    def all_holding(self, _: EventPump) -> bool:
+        return len(self.holding()) == self.victims
+
+
+async def preemption(target: Target, n: int, victims: int, stamps: Path) -> Metrics:
+    """``victims`` BACKGROUND tasks hold every slot; a REALTIME submit preempts them. From just
+    before ``submit`` to the first (and the last) victim's token firing; ``n`` rounds, each
+    starting once the victims are holding again."""
+    await target.start()
+    pump = EventPump(await target.subscribe())
+    holds = _Holds(stamps, victims)
+    pump.listeners.append(holds.on_event)
+    submitted: list[float] = []
+    try:
+        for h in range(victims):
+            await target.submit(
+                TaskSubmission("hold", key=f"h{h}", label=f"h{h}", priority=Priority.BACKGROUND)
+            )
+        for i in range(n):
+            try:
+                await pump.wait(holds.all_holding, STEP_WAIT_S)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"round {i}: only {holds.holding()} holding; events {dict(pump.counts)}"
+                ) from None
+            before = time.perf_counter()
+            await target.submit(TaskSubmission("noop", key=f"u-{i}", priority=Priority.REALTIME))
+            submitted.append(before)
+            await pump.wait(holds.urgent_at_least(i + 1), STEP_WAIT_S)
+    finally:
+        await pump.close()
+    cancels = sorted(at for kind, _, at in read_stamps(stamps) if kind == "cancel")
+    first: list[float] = []
+    last: list[float] = []
+    bounds = [*submitted[1:], float("inf")]
+    for at, until in zip(submitted, bounds, strict=True):
+        window = [c - at for c in cancels if at <= c < until]
+        if window:
+            first.append(window[0])
+            last.append(window[-1])
+    if len(first) < n:
+        raise RuntimeError(f"only {len(first)} of {n} preemptions fired a victim's token")
+    return {**latency_metrics("first_victim", first), **latency_metrics("last_victim", last)}
