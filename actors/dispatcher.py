@@ -190,7 +190,7 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
             if max_priority < 0:
                 self._end_cycle()
                 return
-            limit = min(free, self.core.hosts_room())
+            limit = min(free, self.core.hosts.room())
             self.store.request(
                 ClaimNext(limit, max_priority, sorted(self.core.saturated), self.core.now_ms()),
                 lambda reply: self._on_claim_next(reply, limit),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from actors.dispatch_recovery import adopt, orphans
 from actors.dispatcher_base import DispatcherBase
 from bus.errors import ProtocolError, TaskmillError
 from bus.kinds import (
@@ -158,7 +159,7 @@ class ResultsMixin(DispatcherBase):
                 return
             assert isinstance(reply, TasksReply)
             rows = {row.id: row for row in reply.tasks}
-            stale = self.core.adopt(identity, pairs, rows)
+            stale = adopt(self.core, identity, pairs, rows)
             if stale:
                 self._send_host(identity, CancelRuns(stale))
 
@@ -176,12 +177,12 @@ class ResultsMixin(DispatcherBase):
                 return
             assert isinstance(reply, TasksReply)
             pending = [r.id for r in self._pending_results]
-            orphans = self.core.orphans(reply.tasks, self.settings.orphan_grace_s, pending)
-            if orphans:
-                log.warning("releasing %d running task(s) no host reports", len(orphans))
+            lost = orphans(self.core, reply.tasks, self.settings.orphan_grace_s, pending)
+            if lost:
+                log.warning("releasing %d running task(s) no host reports", len(lost))
                 self.store.request(
                     Release(
-                        orphans, "orphaned run: no executor host reported it", count_retry=False
+                        lost, "orphaned run: no executor host reported it", count_retry=False
                     ),
                     self._on_released,
                 )

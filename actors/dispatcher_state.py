@@ -7,6 +7,7 @@ The actor (``actors.dispatcher``) only moves messages in and out.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ NO_EXECUTOR = "no executor registered for type '{}'"
 
 
 @dataclass(slots=True)
-class _Running:
+class Running:
     task: TaskRow
     started_at_ms: int
     run_id: int
@@ -50,7 +51,7 @@ class DispatcherCore:
     def __post_init__(self) -> None:
         s = self.settings
         self.hosts = HostTable(s.heartbeat_s)
-        self.running: dict[int, _Running] = {}
+        self.running: dict[int, Running] = {}
         self.max_concurrency = s.max_concurrency
         self.paused = False
         self.started = s.autostart
@@ -168,9 +169,6 @@ class DispatcherCore:
             self._tentative.pop(task_id, None)
             self._candidates.pop(task_id, None)
 
-    def hosts_room(self) -> int:
-        return self.hosts.room()
-
     def hosts_free(self, identity: bytes) -> int:
         host = self.hosts._hosts.get(identity)
         return host.free if host is not None else 0
@@ -220,7 +218,7 @@ class DispatcherCore:
                 continue
             self.hosts.assign(host, row.id)
             run_id = next(self._run_ids)
-            self.running[row.id] = _Running(row, row.started_at_ms or now, run_id)
+            self.running[row.id] = Running(row, row.started_at_ms or now, run_id)
             runs.setdefault(host.identity, []).append((row, run_id))
             events.append(Event("dispatched", task_data(row, phase=row.phase), now))
         # Asked for but not claimed (taken meanwhile): give back their group places.
@@ -263,35 +261,6 @@ class DispatcherCore:
             if identity is not None:
                 by_host.setdefault(identity, []).append(task_id)
         return by_host
-
-    def adopt(self, identity: bytes, pairs: dict[int, int], rows: dict[int, TaskRow]) -> list[int]:
-        """Take over runs a host reports (after a restart); return the ids it should cancel."""
-        host = self.hosts._hosts.get(identity)
-        stale: list[int] = []
-        for task_id, run_id in pairs.items():
-            row = rows.get(task_id)
-            if host is None or row is None or task_id in self.running:
-                stale.append(task_id)
-                continue
-            self.hosts.assign(host, task_id)
-            self.running[task_id] = _Running(row, row.started_at_ms or self.now_ms(), run_id)
-        return stale
-
-    def orphans(
-        self, rows: Iterable[TaskRow], grace_s: float, pending: Iterable[int] = ()
-    ) -> list[int]:
-        """Running rows nobody runs: unknown here, with no result on its way to the Store
-        (``pending``), and claimed more than ``grace_s`` ago."""
-        cutoff = self.now_ms() - int(grace_s * 1000)
-        waiting = set(pending)
-        return [
-            r.id
-            for r in rows
-            if r.id not in self.running
-            and r.id not in self._tentative
-            and r.id not in waiting
-            and (r.started_at_ms or 0) < cutoff
-        ]
 
     def lose_host(self, host: Host) -> list[int]:
         ids = [i for i in host.running if i in self.running]
@@ -385,26 +354,21 @@ class DispatcherCore:
             pressure=self.readings.pressure,
             pressure_breakdown=self.breakdown,
             hosts=len(self.hosts),
-            resources=self.resource_readings() if self.settings.monitoring else {},
+            resources=self._resources() if self.settings.monitoring else {},
         )
 
-    def resource_readings(self) -> dict[str, float]:
-        r = self.readings
-        return {
-            "cpu": r.cpu,
-            "disk_read_bps": r.disk_read_bps,
-            "disk_write_bps": r.disk_write_bps,
-            "net_rx_bps": r.net_rx_bps,
-            "net_tx_bps": r.net_tx_bps,
-        }
+    def _resources(self) -> dict[str, float]:
+        readings = dataclasses.asdict(self.readings)
+        del readings["pressure"]  # reported on its own
+        return readings
 
     def stats(self) -> dict[str, Any]:
+        counts = {"running": len(self.running), "hosts": len(self.hosts)}
+        flags = {"paused": self.paused, "stopping": self.stopping}
         return {
-            "running": len(self.running),
+            **counts,
+            **flags,
             "max_concurrency": self.max_concurrency,
-            "paused": self.paused,
-            "stopping": self.stopping,
-            "hosts": len(self.hosts),
             "malformed": self.malformed,
             "pressure": self.readings.pressure,
         }

@@ -37,11 +37,10 @@ from bus.kinds import (
     SubmitReply,
     TypeStatsReply,
 )
-from bus.kinds_run import CancelTask, DispatcherState, GetState, RunningTask
+from bus.kinds_run import CancelTask, DispatcherState, GetState
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from taskmill.deploy import DeploymentConfig
-from taskmill.progress import estimate_progress
 from taskmill.records import (
     EstimatedProgress,
     SchedulerSnapshot,
@@ -50,9 +49,8 @@ from taskmill.records import (
     TaskLookup,
     TaskRecord,
     TypeStats,
-    ms_to_datetime,
 )
-from taskmill.store import TaskStore, estimates
+from taskmill.store import TaskStore, estimates, progress_estimates
 from taskmill.subscription import EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 
@@ -106,28 +104,6 @@ def _snapshot(
         is_paused=state.is_paused,
         resources=dict(state.resources),
     )
-
-
-def _progress(
-    running: Sequence[RunningTask], stats: dict[str, TypeStats], now: datetime
-) -> list[EstimatedProgress]:
-    # The blocking twin of ``taskmill.store.estimates`` (which awaits its statistics).
-    out = []
-    for r in running:
-        s = stats[r.task.task_type]
-        reported = None
-        if r.progress is not None:
-            reported = (r.progress.percent, ms_to_datetime(r.progress.reported_at_ms))
-        out.append(
-            estimate_progress(
-                TaskRecord.from_row(r.task),
-                ms_to_datetime(r.started_at_ms),
-                reported,
-                s.avg_duration_ms / 1000 if s.count else None,
-                now,
-            )
-        )
-    return out
 
 
 class Client:
@@ -209,7 +185,7 @@ class Client:
         for task_type, reply in zip(types, replies[1:], strict=True):
             assert isinstance(reply, TypeStatsReply)
             stats[task_type] = TypeStats.from_reply(reply)
-        return _snapshot(state, counts, _progress(state.running, stats, datetime.now(UTC)))
+        return _snapshot(state, counts, progress_estimates(state.running, stats, datetime.now(UTC)))
 
     def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscriber:
         """A live subscription to every event (close it before the client)."""

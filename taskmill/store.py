@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from bus.client import AsyncRequester
@@ -120,12 +120,16 @@ async def estimates(store: TaskStore, running: Sequence[RunningTask]) -> list[Es
     """Progress estimates for running tasks, from their reports and their types' mean duration."""
     types = sorted({r.task.task_type for r in running})
     stats = await asyncio.gather(*(store.history_stats(t) for t in types))
-    mean = {
-        t: s.avg_duration_ms / 1000 if s.count else None for t, s in zip(types, stats, strict=True)
-    }
-    now = datetime.now(UTC)
+    return progress_estimates(running, dict(zip(types, stats, strict=True)), datetime.now(UTC))
+
+
+def progress_estimates(
+    running: Sequence[RunningTask], stats: Mapping[str, TypeStats], now: datetime
+) -> list[EstimatedProgress]:
+    """The estimates of semantics.md for ``running``, given each type's history statistics."""
     out = []
     for r in running:
+        s = stats[r.task.task_type]
         reported = None
         if r.progress is not None:
             reported = (r.progress.percent, ms_to_datetime(r.progress.reported_at_ms))
@@ -134,7 +138,7 @@ async def estimates(store: TaskStore, running: Sequence[RunningTask]) -> list[Es
                 TaskRecord.from_row(r.task),
                 ms_to_datetime(r.started_at_ms),
                 reported,
-                mean[r.task.task_type],
+                s.avg_duration_ms / 1000 if s.count else None,
                 now,
             )
         )

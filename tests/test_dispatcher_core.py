@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actors.dispatch_recovery import adopt, orphans
 from actors.dispatcher_state import DispatcherCore, Settings
 from bus.clock import FakeClock
 from bus.kinds import TaskResult, TaskRow, Transition
@@ -113,7 +114,7 @@ def test_run_ids_are_unique_across_dispatcher_restarts() -> None:
 def test_a_restarted_dispatcher_adopts_what_hosts_report_and_cancels_the_rest() -> None:
     c = core()
     running = {1: row(1), 2: row(2)}
-    stale = c.adopt(b"h1", {1: 77, 3: 78}, running)
+    stale = adopt(c, b"h1", {1: 77, 3: 78}, running)
     assert stale == [3]  # not running in the Store any more
     assert c.running[1].run_id == 77
     assert c.finished([TaskResult(1, "ok", run_id=77)])[0].id == 1
@@ -127,7 +128,7 @@ def test_orphans_are_running_rows_nobody_reports_after_the_grace_period() -> Non
         TaskRow(1, "t", "k" * 64, "l", 128, "running", started_at_ms=now - 10_000),
         TaskRow(2, "t", "j" * 64, "l", 128, "running", started_at_ms=now - 1_000),
     ]
-    assert c.orphans(rows, grace_s=5.0) == [1]
+    assert orphans(c, rows, grace_s=5.0) == [1]
 
 
 def test_transitions_become_the_events_of_semantics() -> None:
