@@ -181,9 +181,7 @@ class ResultsMixin(DispatcherBase):
             if lost:
                 log.warning("releasing %d running task(s) no host reports", len(lost))
                 self.store.request(
-                    Release(
-                        lost, "orphaned run: no executor host reported it", count_retry=False
-                    ),
+                    Release(lost, "orphaned run: no executor host reported it", count_retry=False),
                     self._on_released,
                 )
 
