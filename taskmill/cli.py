@@ -149,9 +149,14 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     submit.add_argument("--payload-json", type=payload_json, metavar="JSON", help="the payload")
     submit.add_argument("--group", help="concurrency group")
     submit.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    submit.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    submit.add_argument(
+        "--retries", type=int, default=2, help="attempts after the first (same request id)"
+    )
 
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
 
     watch = user("watch", "follow the event stream live (progress bars, lifecycle events)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -214,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskmillError as exc:
         print(f"taskmill {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a run directory or database path that cannot be made or opened
+        print(f"taskmill {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def submit(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None =
         submission.priority(args.priority)
     if args.payload_json is not None:
         submission.payload_json(args.payload_json)
-    with Client(cfg) as client:
+    with Client(cfg, timeout=args.timeout, retries=args.retries) as client:
         outcome = client.submit(submission)
     if args.json:
         _dump(outcome.to_dict(), out)
@@ -78,7 +78,7 @@ def submit(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None =
 
 def status(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
-    with Client(cfg, retries=0) as client:
+    with Client(cfg, timeout=args.timeout, retries=0) as client:
         snapshot = client.snapshot()
     if args.json:
         _dump(snapshot.to_dict(), out)

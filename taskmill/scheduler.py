@@ -26,6 +26,7 @@ from actors.publisher import EventPublisher
 from actors.topology import Topology
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
+from bus.errors import ActorUnavailable
 from bus.hosting import ActorThread
 from bus.kinds import Ok, Submit, SubmitReply
 from bus.kinds_run import (
@@ -79,6 +80,7 @@ class Scheduler:
         self._limiter = AsyncRequester(context, topology.limiter)
         self._task_store = TaskStore(self._store)
         self._closed = False
+        self._closing = asyncio.Event()
         self._running = False
         self._subscriptions: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
 
@@ -140,7 +142,14 @@ class Scheduler:
         """Dispatch until ``token`` is cancelled, then shut down per the shutdown mode."""
         await self._start_dispatching()
         try:
-            await token.wait()
+            # Ends on the token, or when close() is called from elsewhere (a signal handler).
+            stopped = asyncio.ensure_future(token.wait())
+            closing = asyncio.ensure_future(self._closing.wait())
+            try:
+                await asyncio.wait({stopped, closing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                closing.cancel()
         finally:
             await self.close()
 
@@ -163,6 +172,7 @@ class Scheduler:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         mode = self._spec.shutdown_mode
         drain = mode.timeout_s if mode.is_graceful else 0.0
         try:
@@ -278,6 +288,8 @@ class Scheduler:
 
     async def subscribe(self) -> EventSubscription:
         """A live subscription to every event: nothing published after this returns is missed."""
+        if self._closed:
+            raise ActorUnavailable("the scheduler is closed")
         subscription = await EventSubscription.open(self._context, self.topology.events)
         self._subscriptions.add(subscription)
         return subscription

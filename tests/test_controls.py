@@ -6,7 +6,10 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pytest
+
 from taskmill import (
+    ActorUnavailable,
     CancellationToken,
     HistoryStatus,
     Priority,
@@ -219,3 +222,15 @@ async def _history_after(tmp_path: Path) -> list[TaskHistoryRecord]:
         return await scheduler.store().history()
     finally:
         await scheduler.close()
+
+
+async def test_close_from_elsewhere_ends_run_and_later_calls_fail_cleanly(tmp_path: Path) -> None:
+    scheduler = await builder(tmp_path).build()
+    token = CancellationToken()
+    run = asyncio.create_task(scheduler.run(token))
+    assert not await scheduler.is_paused()  # dispatching: run() has started
+    await scheduler.close()  # e.g. from a signal handler, without cancelling the token
+    await asyncio.wait_for(run, 10)
+    assert not token.is_cancelled()
+    with pytest.raises(ActorUnavailable):
+        await scheduler.subscribe()
