@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -57,6 +57,7 @@ from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 __all__ = ["AsyncClient", "Client"]
 
 Target = DeploymentConfig | Topology | None
+R = TypeVar("R", RequestClient, AsyncRequester)
 Submittable = TaskSubmission | TypedTask
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -74,6 +75,25 @@ def _topology(target: Target) -> tuple[Topology, CurveSecurity | None]:
 
 def _configure(security: CurveSecurity | None, endpoint: str) -> Configure | None:
     return security.configure_client(endpoint) if security is not None else None
+
+
+def _connect(
+    target: Target, context: zmq.Context[Any] | None
+) -> tuple[Topology, CurveSecurity | None, zmq.Context[Any], bool]:
+    """Endpoints, CURVE settings, the zmq context and whether the client owns it."""
+    topology, security = _topology(target)
+    return topology, security, context if context is not None else zmq.Context(), context is None
+
+
+class _Endpoints:
+    """What both clients share: making a requester for one of the deployment's endpoints."""
+
+    security: CurveSecurity | None
+    _context: zmq.Context[Any]
+
+    def _requester(self, kind: type[R], endpoint: str, timeout: float) -> R:
+        configure = _configure(self.security, endpoint)
+        return kind(self._context, endpoint, timeout=timeout, configure=configure)
 
 
 def _submit_message(submissions: Sequence[Submittable]) -> Submit | None:
@@ -106,7 +126,7 @@ def _snapshot(
     )
 
 
-class Client:
+class Client(_Endpoints):
     """A blocking client of a running deployment. One per thread (zmq sockets are not shared).
 
     ``Client(DeploymentConfig.load(...))``, ``Client(topology)``, or ``Client()`` for the
@@ -123,17 +143,10 @@ class Client:
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.topology, self.security = _topology(target)
         self.retries = retries
-        self._own_context = context is None
-        self._context: zmq.Context[Any] = context if context is not None else zmq.Context()
-        t, sec = self.topology, self.security
-        self._store = RequestClient(
-            self._context, t.store, timeout=timeout, configure=_configure(sec, t.store)
-        )
-        self._dispatcher = RequestClient(
-            self._context, t.dispatcher, timeout=timeout, configure=_configure(sec, t.dispatcher)
-        )
+        self.topology, self.security, self._context, self._own_context = _connect(target, context)
+        self._store = self._requester(RequestClient, self.topology.store, timeout)
+        self._dispatcher = self._requester(RequestClient, self.topology.dispatcher, timeout)
         self._closed = False
 
     # -- submitting --------------------------------------------------------------------------
@@ -215,7 +228,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Endpoints):
     """``Client`` for asyncio: every call is a coroutine. Create it on the loop that uses it."""
 
     def __init__(
@@ -226,17 +239,10 @@ class AsyncClient:
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.topology, self.security = _topology(target)
         self.retries = retries
-        self._own_context = context is None
-        self._context: zmq.Context[Any] = context if context is not None else zmq.Context()
-        t, sec = self.topology, self.security
-        self._store = AsyncRequester(
-            self._context, t.store, timeout=timeout, configure=_configure(sec, t.store)
-        )
-        self._dispatcher = AsyncRequester(
-            self._context, t.dispatcher, timeout=timeout, configure=_configure(sec, t.dispatcher)
-        )
+        self.topology, self.security, self._context, self._own_context = _connect(target, context)
+        self._store = self._requester(AsyncRequester, self.topology.store, timeout)
+        self._dispatcher = self._requester(AsyncRequester, self.topology.dispatcher, timeout)
         self._tasks = TaskStore(self._store)
         self._closed = False
 

@@ -133,28 +133,35 @@ class TaskRecord(_ToDict):
         """The record of a wire ``TaskRow``."""
         return cls(
             id=row.id,
-            task_type=row.task_type,
-            key=row.key,
-            label=row.label,
-            priority=Priority(row.priority),
             status=TaskStatus(row.status),
-            payload=row.payload,
-            expected_read_bytes=row.expected_read_bytes,
-            expected_write_bytes=row.expected_write_bytes,
-            expected_net_rx_bytes=row.expected_net_rx_bytes,
-            expected_net_tx_bytes=row.expected_net_tx_bytes,
-            retry_count=row.retry_count,
-            last_error=row.last_error,
-            created_at=ms_to_datetime(row.created_at_ms),
-            started_at=_opt_dt(row.started_at_ms),
+            **_task_fields(row),
             requeue=row.requeue,
             requeue_priority=(
                 None if row.requeue_priority is None else Priority(row.requeue_priority)
             ),
-            parent_id=row.parent_id,
-            fail_fast=row.fail_fast,
-            group_key=row.group_key,
         )
+
+
+def _task_fields(row: TaskRow | HistoryRow) -> dict[str, Any]:
+    """The fields an active task and a finished run share, converted from the wire."""
+    return {
+        "task_type": row.task_type,
+        "key": row.key,
+        "label": row.label,
+        "priority": Priority(row.priority),
+        "payload": row.payload,
+        "expected_read_bytes": row.expected_read_bytes,
+        "expected_write_bytes": row.expected_write_bytes,
+        "expected_net_rx_bytes": row.expected_net_rx_bytes,
+        "expected_net_tx_bytes": row.expected_net_tx_bytes,
+        "retry_count": row.retry_count,
+        "last_error": row.last_error,
+        "created_at": ms_to_datetime(row.created_at_ms),
+        "started_at": _opt_dt(row.started_at_ms),
+        "parent_id": row.parent_id,
+        "fail_fast": row.fail_fast,
+        "group_key": row.group_key,
+    }
 
 
 @dataclass(frozen=True)
@@ -199,23 +206,8 @@ class TaskHistoryRecord(_ToDict):
         return cls(
             id=row.id,
             task_id=row.task_id,
-            task_type=row.task_type,
-            key=row.key,
-            label=row.label,
-            priority=Priority(row.priority),
             status=HistoryStatus(row.status),
-            payload=row.payload,
-            expected_read_bytes=row.expected_read_bytes,
-            expected_write_bytes=row.expected_write_bytes,
-            expected_net_rx_bytes=row.expected_net_rx_bytes,
-            expected_net_tx_bytes=row.expected_net_tx_bytes,
-            retry_count=row.retry_count,
-            last_error=row.last_error,
-            created_at=ms_to_datetime(row.created_at_ms),
-            started_at=_opt_dt(row.started_at_ms),
-            parent_id=row.parent_id,
-            fail_fast=row.fail_fast,
-            group_key=row.group_key,
+            **_task_fields(row),
             actual_read_bytes=row.actual_read_bytes,
             actual_write_bytes=row.actual_write_bytes,
             actual_net_rx_bytes=row.actual_net_rx_bytes,
