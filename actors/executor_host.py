@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import zmq
 
+from actors.lag import LagWatch
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
 from bus.clock import Clock, SystemClock, now_ms
@@ -161,6 +162,8 @@ class ExecutorHost(Actor):
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
+        self.lag = LagWatch(self.clock)
+        """Warns when a blocking call in an async executor holds the event loop."""
         self.counters = {
             "started": 0,
             "ok": 0,
@@ -179,6 +182,8 @@ class ExecutorHost(Actor):
         self._backoff = self.settings.heartbeat_s
         self._connect()
         loop.call_every(self.settings.heartbeat_s, self._heartbeat)
+        self.lag.clock = loop.clock  # the clock the loop's timers run on
+        self.lag.start(loop)
 
     def _connect(self) -> None:
         """A fresh DEALER to the Dispatcher, then hello (Paranoid Pirate: a new socket drops
@@ -214,6 +219,8 @@ class ExecutorHost(Actor):
             **self.counters,
             "running": len(self._runs),
             "unacknowledged": len(self._unacked),
+            "loop_blocked": self.lag.blocked,
+            "loop_blocked_longest_s": round(self.lag.longest_s, 3),
             "types": sorted(self.runners),
         }
 

@@ -3,8 +3,9 @@
 ``ActorThread`` runs one actor, or a group of actors sharing one loop and thread, in a daemon
 thread. Actors that only exchange messages with each other gain nothing from threads of their
 own under the GIL: every message between threads costs a wake-up and a GIL hand-off, so the
-embedded scheduler runs its actors as one group (still one loop per actor's sockets, the same
-classes, real ZeroMQ sockets) and only the executor host, which runs user code, alone.
+embedded scheduler runs its actors as one group (the same classes and real ZeroMQ sockets; only
+the scheduling of their handlers changes). When a member uses asyncio (an executor host), asyncio
+drives the group's loop, so the host's coroutines and the other actors' handlers share it.
 
 An actor's crash is never swallowed: ``ActorThread.stop`` re-raises it; ``run_actor`` lets it
 propagate (a non-zero exit).
@@ -50,9 +51,8 @@ class ActorThread:
             members = list(actor)
         if not members:
             raise ValueError("no actor to run")
-        if len(members) > 1 and any(a.uses_asyncio for a, _ in members):
-            raise ValueError("an asyncio actor runs alone in its thread")
         self.members = members
+        self.uses_asyncio = any(a.uses_asyncio for a, _ in members)
         self.actor = members[0][0]
         self.name = name or self.actor.name
         self.security = security
@@ -91,7 +91,7 @@ class ActorThread:
             return
         self._ready.set()
         try:
-            if self.actor.uses_asyncio:
+            if any(a.uses_asyncio for a, _ in self.members):
                 asyncio.run(loop.run_async())
             else:
                 loop.run()

@@ -117,19 +117,26 @@ class Scheduler:
                 topology.dispatcher_control,
             ),
         ]
+        worker = ("worker", host, topology.host_control(host.settings.host_id))
+        alone = spec.separate_threads or spec.executor_thread
+        if not alone:
+            actors.append(worker)  # set up last, so stopped first
         try:
             if spec.separate_threads:
                 for name, actor, control in actors:
                     thread = ActorThread(actor, context, control)
                     threads[name] = await asyncio.to_thread(thread.start)
             else:
-                # One thread for the actors that only pass messages: under the GIL, a message
-                # between threads costs a wake-up and a GIL hand-off; within one loop it costs
-                # neither. Same actors, same sockets: only the scheduling of their loops changes.
+                # One thread for all the actors: under the GIL, a message between threads costs
+                # a wake-up and a GIL hand-off; within one loop it costs neither. Same actors,
+                # same sockets: only the scheduling of their handlers changes. With the host in
+                # the group, asyncio drives the loop (the executors' coroutines run on it).
                 group = ActorThread([(a, c) for _, a, c in actors], context, name="actors")
                 threads["actors"] = await asyncio.to_thread(group.start)
-            worker = ActorThread(host, context, topology.host_control(host.settings.host_id))
-            threads["worker"] = await asyncio.to_thread(worker.start)
+            if alone:
+                _, host_actor, control = worker
+                thread = ActorThread(host_actor, context, control)
+                threads["worker"] = await asyncio.to_thread(thread.start)
         except BaseException:
             await asyncio.to_thread(_stop_all, threads)
             context.term()

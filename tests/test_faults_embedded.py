@@ -61,8 +61,8 @@ async def test_sigkill_mid_run_then_restart_completes_every_task_exactly_once(
 
     again = await builder(tmp_path, work=work).store_path(database).build()
     events = await EventRecorder.start(again)  # live before dispatching starts
+    remaining = 60 - len(await again.store().history(limit=1000))  # before any completes
     async with again:
-        remaining = 60 - len(await again.store().history(limit=1000))
         await events.wait_count("completed", remaining, timeout=30)
         history = await again.store().history(limit=1000)
         keys = sorted(h.label for h in history if h.status == HistoryStatus.COMPLETED)
