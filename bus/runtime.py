@@ -102,7 +102,7 @@ class ActorLoop:
         self._handlers[sock] = handler
         self._poller.register(sock, zmq.POLLIN)
         if self._aio_loop is not None:
-            self._aio_loop.add_reader(_fd(sock), self.poke)
+            self._aio_loop.add_reader(_fd(sock), self._on_readable)
 
     def remove_reader(self, sock: zmq.Socket[Any]) -> None:
         if self._handlers.pop(sock, None) is not None:
@@ -176,7 +176,7 @@ class ActorLoop:
         self._aio_loop = loop
         self._aio_done = loop.create_future()
         for sock in self._handlers:
-            loop.add_reader(_fd(sock), self.poke)
+            loop.add_reader(_fd(sock), self._on_readable)
         self.poke()
         try:
             await self._aio_done
@@ -190,6 +190,11 @@ class ActorLoop:
             for callback in self._after_stop:
                 callback()
             self.close()
+
+    def _on_readable(self) -> None:
+        """A socket's descriptor signalled: serve the sockets now (this is a loop callback)."""
+        if not self._aio_scheduled:
+            self._aio_service()
 
     def _aio_service(self) -> None:
         self._aio_scheduled = False
