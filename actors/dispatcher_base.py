@@ -20,6 +20,7 @@ from bus.kinds import (
 )
 from bus.kinds_run import (
     Event,
+    EventBatch,
 )
 from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop, Timer
@@ -75,12 +76,15 @@ class DispatcherBase(Actor):
     # -- events ------------------------------------------------------------------------------
 
     def _emit(self, events: list[Event]) -> None:
-        for event in events:
-            try:
-                send_frames(self._events, encode(event))
-                self.counters["events"] += 1
-            except zmq.Again:
-                self.counters["events_dropped"] += 1
+        """Push events to the EventPublisher: one message for all of them."""
+        if not events:
+            return
+        message: Message = events[0] if len(events) == 1 else EventBatch(events)
+        try:
+            send_frames(self._events, encode(message))
+            self.counters["events"] += len(events)
+        except zmq.Again:
+            self.counters["events_dropped"] += len(events)
 
     def _store_failed(self, what: str, error: TaskmillError) -> None:
         self.counters["store_errors"] += 1

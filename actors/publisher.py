@@ -4,21 +4,25 @@ Owns the event sequence number, the event counters and, optionally, the Promethe
 
 Sockets:
 
-* PULL bound at ``in_endpoint``: actors PUSH ``event`` (``Event``) one-way. Malformed frames, and
-  messages of any other kind, are dropped and counted (``malformed``), never answered.
-* XPUB bound at ``pub_endpoint``: sends each event as ``[topic, *event.published]``. Topics go
-  general → specific so SUB prefix filters work: ``task.<type>`` for task events (``task.`` gets
-  them all), ``scheduler.<type>`` for scheduler-wide ones (paused, resumed, anything without a
-  task id). With ``XPUB_VERBOSE`` every subscription frame reaches the actor, repeated ones too;
-  a subscription to ``welcome.<token>`` is answered with ``event.welcome`` (``Welcome(seq)``, seq
-  of the last event published) on that topic, which tells the subscriber it is live
-  (``bus.subscribe``).
+* PULL bound at ``in_endpoint``: actors PUSH ``event`` (``Event``) or ``events`` (``EventBatch``,
+  several in order) one-way. Malformed frames, and messages of any other kind, are dropped and
+  counted (``malformed``), never answered.
+* XPUB bound at ``pub_endpoint``: sends each event as ``[topic, *event.published]``, or a run of
+  consecutive events of one topic as ``[topic, *events.published]`` (``PublishedBatch``): one
+  message instead of many when events come in bursts, unless a subscriber that reads only
+  ``event.published`` (protocol 1.0: its welcome token lacks the ``b.`` mark) is connected.
+  Topics go general → specific so SUB prefix filters work: ``task.<type>`` for task events
+  (``task.`` gets them all), ``scheduler.<type>`` for scheduler-wide ones (paused, resumed,
+  anything without a task id). With ``XPUB_VERBOSE`` every subscription frame reaches the actor,
+  repeated ones too; a subscription to ``welcome.<token>`` is answered with ``event.welcome``
+  (``Welcome(seq)``, seq of the last event published) on that topic, which tells the subscriber
+  it is live (``bus.subscribe``).
 * the control ROUTER every actor has (ping, stats, stop), bound by the runtime.
 
-Back-pressure: ``SNDHWM = queue_limit`` per subscriber. A subscriber that stops reading never
-blocks the publisher: past its queue the XPUB drops that subscriber's events (it sees a gap in
-``seq``) while the others keep receiving. libzmq drops silently, so ``dropped`` counts only the
-sends that fail outright (``zmq.Again``).
+Back-pressure: ``SNDHWM = queue_limit`` messages (a batch is one) per subscriber. A subscriber
+that stops reading never blocks the publisher: past its queue the XPUB drops that subscriber's
+events (it sees a gap in ``seq``) while the others keep receiving. libzmq drops silently, so
+``dropped`` counts only the sends that fail outright (``zmq.Again``).
 
 Timers: none; the Prometheus endpoint (``metrics_port``) is served by its own HTTP thread from a
 private registry and shut down in ``on_stop``.
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -36,7 +40,7 @@ import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from bus.clock import Clock, SystemClock, now_ms
-from bus.kinds_run import Event, PublishedEvent, Welcome
+from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent, Welcome
 from bus.protocol import Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
@@ -48,7 +52,12 @@ TASK_EVENTS = frozenset(
 )
 SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources"})
 WELCOME_PREFIX = b"welcome."
+BATCH_WELCOME_PREFIX = b"welcome.b."
+"""The welcome topic of a subscriber that reads ``events.published`` (protocol 1.1)."""
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+
+MAX_BATCH = 256
+"""Most events in one published message (a run of one topic)."""
 
 MAX_LABEL_VALUES = 200
 """Distinct values one label (event type, task type) may take; later ones are counted as other."""
@@ -67,6 +76,11 @@ def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
     else:
         family = b"scheduler."
     return family + event_type.encode("utf-8")
+
+
+def _published(topic: bytes, run: list[PublishedEvent]) -> list[bytes]:
+    message: Message = run[0] if len(run) == 1 else PublishedBatch(run)
+    return [topic, *encode(message)]
 
 
 class LabelCap:
@@ -217,6 +231,8 @@ class EventPublisher(Actor):
         self.subscriptions = 0
         self.unsubscriptions = 0
         self.welcomes = 0
+        self._single_only: set[bytes] = set()
+        """Welcome topics of connected subscribers that read only ``event.published``."""
         self._type_label = LabelCap()
         self._task_type_label = LabelCap()
         self._inbox: Inbox | None = None
@@ -226,20 +242,39 @@ class EventPublisher(Actor):
     # -- handlers (no sockets: they return the frames to send) ---------------------------------
 
     def on_events(self, messages: Sequence[Message]) -> list[list[bytes]]:
-        """Number each ``Event`` and return its frames; other kinds are counted and dropped."""
+        """Number each event (``Event``, or the events of an ``EventBatch``) and return the
+        messages to publish: a run of consecutive events of one topic goes as one
+        ``PublishedBatch`` (at most ``MAX_BATCH``), a lone event as a ``PublishedEvent``. Other
+        kinds are counted and dropped."""
         out: list[list[bytes]] = []
-        for message in messages:
-            if not isinstance(message, Event):
-                self.unexpected += 1
-                log.debug("events: dropped a %s pushed to the event inbox", message.KIND)
-                continue
+        run: list[PublishedEvent] = []
+        run_topic = b""
+        limit = MAX_BATCH if self.batching else 1
+        for event in self._events_in(messages):
             self.seq += 1
             published = PublishedEvent(
-                self.seq, message.type, message.data, message.at_ms or now_ms(self.clock)
+                self.seq, event.type, event.data, event.at_ms or now_ms(self.clock)
             )
-            out.append([topic_for(message.type, message.data), *encode(published)])
-            self._count(message)
+            topic = topic_for(event.type, event.data)
+            if run and (topic != run_topic or len(run) >= limit):
+                out.append(_published(run_topic, run))
+                run = []
+            run_topic = topic
+            run.append(published)
+            self._count(event)
+        if run:
+            out.append(_published(run_topic, run))
         return out
+
+    def _events_in(self, messages: Sequence[Message]) -> Iterator[Event]:
+        for message in messages:
+            if isinstance(message, Event):
+                yield message
+            elif isinstance(message, EventBatch):
+                yield from message.events
+            else:
+                self.unexpected += 1
+                log.debug("events: dropped a %s pushed to the event inbox", message.KIND)
 
     def _count(self, event: Event) -> None:
         self.published += 1
@@ -252,18 +287,28 @@ class EventPublisher(Actor):
         """Account for one XPUB frame; the welcome to send when it subscribes to ``welcome.*``."""
         if not frame:
             return None
+        topic = bytes(frame[1:])
+        welcome = topic.startswith(WELCOME_PREFIX) and topic != WELCOME_PREFIX
         if frame[0] == _UNSUBSCRIBE:
             self.unsubscriptions += 1
+            self._single_only.discard(topic)  # that subscriber left (its token is its own)
             return None
         if frame[0] != _SUBSCRIBE:
             return None  # not a subscription (XPUB passes user messages through): ignore
         self.subscriptions += 1
         self.metrics.subscriptions.inc()
-        topic = bytes(frame[1:])
-        if not topic.startswith(WELCOME_PREFIX) or topic == WELCOME_PREFIX:
+        if not welcome:
             return None
+        if not topic.startswith(BATCH_WELCOME_PREFIX):
+            self._single_only.add(topic)  # a 1.0 subscriber: no events.published for it
         self.welcomes += 1
         return [topic, *encode(Welcome(self.seq))]
+
+    @property
+    def batching(self) -> bool:
+        """Whether runs of events go as ``events.published``: unless a subscriber that does not
+        know that kind (its welcome token lacks the ``b.`` mark of protocol 1.1) is connected."""
+        return not self._single_only
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -275,6 +320,7 @@ class EventPublisher(Actor):
             "subscriptions": self.subscriptions,
             "unsubscriptions": self.unsubscriptions,
             "welcomes": self.welcomes,
+            "batching": self.batching,
             "queue_limit": self.queue_limit,
             "metrics_port": self.metrics_port if self._http else None,
         }

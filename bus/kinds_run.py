@@ -264,6 +264,23 @@ class PublishedEvent(Message):
     at_ms: int = 0
 
 
+@message("events")
+@dataclass(frozen=True, slots=True)
+class EventBatch(Message):
+    """Several events pushed to the EventPublisher in one message, in the order they happened."""
+
+    events: list[Event]
+
+
+@message("events.published")
+@dataclass(frozen=True, slots=True)
+class PublishedBatch(Message):
+    """Consecutive events of one topic in one message, after that topic frame (``seq`` grows by
+    one from each to the next): what the publisher sends when events come in bursts."""
+
+    events: list[PublishedEvent]
+
+
 @message("event.welcome")
 @dataclass(frozen=True, slots=True)
 class Welcome(Message):

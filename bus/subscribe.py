@@ -2,8 +2,9 @@
 
 The wire contract (``docs/protocol.md``, kinds ``event.published`` and ``event.welcome``):
 
-* every event is the frames ``[topic, *encode(PublishedEvent)]``; topics go general → specific
-  (``task.completed``) so a SUB prefix filter selects a family (``task.``) or one type;
+* every event is the frames ``[topic, *encode(PublishedEvent)]``, or travels with the events of
+  the same topic around it as ``[topic, *encode(PublishedBatch)]``; topics go general →
+  specific (``task.completed``) so a SUB prefix filter selects a family (``task.``) or one type;
 * ``seq`` grows by one per published event, across all topics;
 * when the publisher sees a subscription to ``welcome.<token>`` it sends ``Welcome(seq)`` on that
   topic, ``seq`` being the last event it published.
@@ -39,8 +40,8 @@ from typing import Any
 import zmq
 
 from bus.errors import ActorUnavailable, ProtocolError
-from bus.kinds_run import PublishedEvent, Welcome
-from bus.protocol import decode_as
+from bus.kinds_run import PublishedBatch, PublishedEvent, Welcome
+from bus.protocol import decode, decode_as
 
 WELCOME_PREFIX = b"welcome."
 
@@ -53,7 +54,7 @@ class _Tracker:
     def __init__(self, endpoint: str, topics: Sequence[bytes]) -> None:
         self.endpoint = endpoint
         self.topics: tuple[bytes, ...] = tuple(bytes(t) for t in topics)
-        self.token = secrets.token_hex(8).encode("ascii")
+        self.token = b"b." + secrets.token_hex(8).encode("ascii")  # b.: reads batches (1.1)
         self.welcome_topic = WELCOME_PREFIX + self.token
         self.welcome_seq: int | None = None
         """``seq`` of the first welcome: events after it are all delivered (or counted missed)."""
@@ -62,35 +63,44 @@ class _Tracker:
         self.malformed = 0
         self.restarts = 0
         self.sees_all = b"" in self.topics
-        self._early: deque[PublishedEvent] = deque()
+        self._ready: deque[PublishedEvent] = deque()
+        """Events decoded but not yet returned (the welcome's early ones, the rest of a batch)."""
 
     def _subscribe(self, sock: zmq.Socket[Any]) -> None:
         for topic in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
         sock.setsockopt(zmq.SUBSCRIBE, self.welcome_topic)  # last: its answer means "live"
 
-    def _feed(self, frames: list[bytes]) -> PublishedEvent | None:
-        """Account for one message; the event to deliver, or None (a welcome, garbage)."""
+    def _feed(self, frames: list[bytes]) -> list[PublishedEvent]:
+        """Account for one message; the events it delivers (none for a welcome or garbage)."""
         if len(frames) < 2:
             self.malformed += 1
-            return None
+            return []
         topic = bytes(frames[0])
         if topic.startswith(WELCOME_PREFIX):
             if topic == self.welcome_topic:
                 self._on_welcome(frames)
-            return None  # someone else's welcome, seen through a broader topic
+            return []  # someone else's welcome, seen through a broader topic
         try:
-            event = decode_as(frames[1:], PublishedEvent)
+            message, _ = decode(frames[1:])
         except ProtocolError:
             self.malformed += 1
-            return None
+            return []
+        if isinstance(message, PublishedEvent):
+            events = [message]
+        elif isinstance(message, PublishedBatch):
+            events = message.events
+        else:
+            self.malformed += 1
+            return []
         if self.welcome_seq is not None:
-            if event.seq <= self.last_seq:
-                self.restarts += 1  # seq began again: a new publisher
-            elif self.sees_all:
-                self.missed += event.seq - self.last_seq - 1
-            self.last_seq = event.seq
-        return event
+            for event in events:
+                if event.seq <= self.last_seq:
+                    self.restarts += 1  # seq began again: a new publisher
+                elif self.sees_all:
+                    self.missed += event.seq - self.last_seq - 1
+                self.last_seq = event.seq
+        return events
 
     def _on_welcome(self, frames: list[bytes]) -> None:
         try:
@@ -150,9 +160,7 @@ class Subscription(_Tracker):
             frames = self._recv_frames(deadline)
             if frames is None:
                 raise ActorUnavailable(f"no event publisher answered at {self.endpoint}")
-            event = self._feed(frames)
-            if event is not None:
-                self._early.append(event)  # published before the welcome: still delivered
+            self._ready.extend(self._feed(frames))  # published before the welcome: delivered
 
     def _recv_frames(self, deadline: float) -> list[bytes] | None:
         remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
@@ -163,16 +171,13 @@ class Subscription(_Tracker):
 
     def recv(self, timeout: float | None = None) -> PublishedEvent | None:
         """The next event, or None after ``timeout`` seconds (default: the subscription's)."""
-        if self._early:
-            return self._early.popleft()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
+        while not self._ready:
             frames = self._recv_frames(deadline)
             if frames is None:
                 return None
-            event = self._feed(frames)
-            if event is not None:
-                return event
+            self._ready.extend(self._feed(frames))
+        return self._ready.popleft()
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -234,9 +239,7 @@ class AsyncSubscription(_Tracker):
 
     async def _until_welcome(self) -> None:
         while self.welcome_seq is None:
-            event = self._feed(await self._recv_frames())
-            if event is not None:
-                self._early.append(event)
+            self._ready.extend(self._feed(await self._recv_frames()))
 
     async def _recv_frames(self) -> list[bytes]:
         while True:
@@ -266,12 +269,9 @@ class AsyncSubscription(_Tracker):
 
     async def recv(self) -> PublishedEvent:
         """The next event; ``ActorUnavailable`` once the subscription is closed."""
-        if self._early:
-            return self._early.popleft()
-        while True:
-            event = self._feed(await self._recv_frames())
-            if event is not None:
-                return event
+        while not self._ready:
+            self._ready.extend(self._feed(await self._recv_frames()))
+        return self._ready.popleft()
 
     def __aiter__(self) -> AsyncSubscription:
         return self

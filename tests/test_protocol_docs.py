@@ -156,6 +156,8 @@ def field_problems(section: Section, cls: type) -> list[str]:
 
 KINDS = documented(KIND_HEADING)
 STRUCTS = documented(STRUCT_HEADING)
+VERSIONS = set(re.findall(r"^### (1\.\d+)$", DOC.read_text(encoding="utf-8"), re.MULTILINE))
+"""The versions the Changes section records."""
 REPLY_KINDS = {cls.REPLY.KIND for cls in registry().values() if cls.REPLY is not None} | {"error"}
 
 
@@ -210,7 +212,7 @@ def test_kind_metadata_match_the_registry(kind: str) -> None:
     assert kind in KINDS, f"{kind} is not documented"
     cls = registry()[kind]
     meta = metadata(KINDS[kind])
-    assert meta.get("Version") == "1.0"
+    assert meta.get("Version") in VERSIONS, "a kind's version must be one of the Changes"
     assert meta.get("Sender → receiver"), "who sends it to whom is not documented"
     assert meta.get("Socket"), "the socket is not documented"
     reply = "none" if cls.REPLY is None else f"`{cls.REPLY.KIND}`"
@@ -250,7 +252,16 @@ def test_event_type_table_lists_every_type_with_its_topic() -> None:
         assert topic == topic_for(event_type, data).decode()
 
 
-def test_changes_record_version_one() -> None:
+def test_changes_record_every_version_newest_first() -> None:
     titles = [s.title for s in sections(DOC.read_text(encoding="utf-8"))]
     assert "## Changes" in titles
-    assert titles[titles.index("## Changes") + 1] == "### 1.0"
+    recorded = [t for t in titles[titles.index("## Changes") + 1 :] if t.startswith("### 1.")]
+    assert recorded[-1] == "### 1.0"
+    minors = [int(t.rsplit(".", 1)[1]) for t in recorded]
+    assert minors == sorted(minors, reverse=True) == list(range(len(minors) - 1, -1, -1))
+
+
+def test_the_title_names_the_latest_version_in_changes() -> None:
+    title = DOC.read_text(encoding="utf-8").splitlines()[0]
+    latest = max(VERSIONS, key=lambda v: tuple(int(p) for p in v.split(".")))
+    assert title.endswith(f"version {latest}"), title

@@ -1,0 +1,92 @@
+"""Events in batches (protocol 1.1): ``events`` into the EventPublisher, ``events.published`` out
+of it for subscribers that read it, and never for a 1.0 subscriber."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from actors.publisher import MAX_BATCH, EventPublisher
+from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent
+from bus.protocol import decode, encode
+from tests.test_publisher import context, ev, raw_sub, recv_all, recv_frames, running
+
+__all__ = ["context"]  # the fixture
+
+
+def published(frames: list[bytes]) -> tuple[bytes, list[int]]:
+    """The topic and the seqs one published message carries."""
+    message, _ = decode(frames[1:])
+    if isinstance(message, PublishedBatch):
+        return frames[0], [e.seq for e in message.events]
+    assert isinstance(message, PublishedEvent)
+    return frames[0], [message.seq]
+
+
+def test_runs_of_one_topic_are_published_as_one_message_each() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    batch = EventBatch([ev("completed", task_id=i) for i in range(3)])
+    out = publisher.on_events([batch, ev("dispatched", task_id=9), ev("completed", task_id=4)])
+    assert [published(f) for f in out] == [
+        (b"task.completed", [1, 2, 3]),
+        (b"task.dispatched", [4]),
+        (b"task.completed", [5]),
+    ]
+    assert decode(out[1][1:])[0].KIND == "event.published"  # a run of one stays a single event
+    assert publisher.stats()["by_type"] == {"completed": 4, "dispatched": 1}
+
+
+def test_a_run_longer_than_the_limit_is_split() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    out = publisher.on_events([ev("completed", task_id=i) for i in range(MAX_BATCH + 1)])
+    assert [len(published(f)[1]) for f in out] == [MAX_BATCH, 1]
+
+
+def test_a_connected_1_0_subscriber_keeps_every_event_single() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    run = [ev("completed", task_id=i) for i in range(3)]
+    assert publisher.on_subscription(b"\x01welcome.b.new") is not None
+    assert publisher.batching
+    assert publisher.on_subscription(b"\x01welcome.0ld") is not None  # no b. mark: 1.0
+    assert not publisher.batching
+    assert [published(f)[1] for f in publisher.on_events(run)] == [[1], [2], [3]]
+    publisher.on_subscription(b"\x00welcome.0ld")  # it left
+    assert publisher.batching and publisher.stats()["batching"] is True
+    assert [published(f)[1] for f in publisher.on_events(run)] == [[4, 5, 6]]
+
+
+def test_a_subscriber_receives_a_pushed_batch_event_by_event(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    events = [ev("dispatched", task_id=i) for i in range(5)] + [ev("completed", task_id=0)]
+    with running(context, "ipc", tmp_path) as bus, bus.subscribe() as sub:
+        wire = raw_sub(context, bus.pub_endpoint, [b"task."], b"b.wire")  # reads batches
+        try:
+            assert recv_frames(wire)[0] == b"welcome.b.wire"
+            bus.pusher.send_multipart(encode(EventBatch(events)))
+            got = recv_all(sub, len(events))
+            messages = [published(recv_frames(wire)), published(recv_frames(wire))]
+        finally:
+            wire.close()
+    assert [(e.seq, e.type, e.data) for e in got] == [
+        (i + 1, e.type, e.data) for i, e in enumerate(events)
+    ]
+    assert sub.missed == 0 and sub.malformed == 0
+    assert messages == [(b"task.dispatched", [1, 2, 3, 4, 5]), (b"task.completed", [6])]
+
+
+def test_a_1_0_subscriber_on_the_wire_never_sees_a_batch(context: zmq.Context[Any]) -> None:
+    events: list[Event] = [ev("completed", task_id=i) for i in range(4)]
+    with running(context) as bus, bus.subscribe() as sub:
+        old = raw_sub(context, bus.pub_endpoint, [b""], b"0ld")
+        try:
+            assert recv_frames(old)[0] == b"welcome.0ld"
+            bus.pusher.send_multipart(encode(EventBatch(events)))
+            kinds = [recv_frames(old)[2] for _ in events]
+            assert [e.seq for e in recv_all(sub, len(events))] == [1, 2, 3, 4]
+        finally:
+            old.close()
+        assert sub.recv(0) is None  # nothing else was published
+    assert kinds == [b"event.published"] * 4
