@@ -164,23 +164,33 @@ class EventMetrics:
             ),
         }
         self.sources = LabelCap()
+        self._children: dict[tuple[int, str], Any] = {}
 
     def observe(self, event_type: str, task_type: str, data: Mapping[str, Any]) -> None:
-        self.events.labels(type=event_type).inc()
+        self._child(self.events, event_type).inc()
         if event_type == "completed":
-            self.completed.labels(task_type=task_type).inc()
+            self._child(self.completed, task_type).inc()
         elif event_type == "failed":
             if data.get("will_retry"):
-                self.retried.labels(task_type=task_type).inc()
+                self._child(self.retried, task_type).inc()
             else:
-                self.failed.labels(task_type=task_type).inc()
+                self._child(self.failed, task_type).inc()
         elif event_type == "preempted":
-            self.preempted.labels(task_type=task_type).inc()
+            self._child(self.preempted, task_type).inc()
         elif event_type == "resources":
             self._resources(data)
         duration_ms = data.get("duration_ms")
         if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
-            self.duration.labels(task_type=task_type).observe(max(0.0, duration_ms / 1000))
+            self._child(self.duration, task_type).observe(max(0.0, duration_ms / 1000))
+
+    def _child(self, metric: Any, label: str) -> Any:
+        """``metric.labels(label)``, kept: labels() validates and locks on every call. Labels
+        are bounded (``LabelCap``), so the cache is too."""
+        key = (id(metric), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(label)
+        return child
 
     def _resources(self, data: Mapping[str, Any]) -> None:
         for key, gauge in self.resource.items():

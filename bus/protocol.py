@@ -54,7 +54,8 @@ _registry: dict[bytes, type[Message]] = {}
 _encoders: dict[type[Message], Callable[[Any], dict[str, Any]]] = {}
 _decoders: dict[type[Message], Callable[[dict[str, Any]], Any]] = {}
 _general_decoders: dict[type[Any], Callable[[Any], Any]] = {}
-"""The field-by-field decoders the generated ones must agree with (tests compare them)."""
+_general_encoders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+"""The field-by-field codecs the generated ones must agree with (tests compare them)."""
 
 
 def registry() -> dict[str, type[Message]]:
@@ -121,12 +122,25 @@ def _build_codec(cls: type[Any]) -> None:
         except TypeError as exc:
             raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
 
-    _encoders[cls] = encode
+    _general_encoders[cls] = encode
+    _encoders[cls] = _fast_encoder(names, dict(nested_enc))
     _general_decoders[cls] = decode
     if all(f.init for f in fields):
         _decoders[cls] = _fast_decoder(cls, [(f.name, hints[f.name]) for f in fields], decode)
     else:
         _decoders[cls] = decode
+
+
+def _fast_encoder(
+    names: tuple[str, ...], nested: dict[str, Callable[[Any], Any]]
+) -> Callable[[Any], dict[str, Any]]:
+    """The body of an instance as one generated dict display (field names are identifiers)."""
+    env: dict[str, Any] = {f"e_{n}": enc for n, enc in nested.items()}
+    items = [f"{n!r}: e_{n}(obj.{n})" if n in nested else f"{n!r}: obj.{n}" for n in names]
+    source = "def encode(obj):\n    return {" + ", ".join(items) + "}"
+    exec(source, env)  # generated from the dataclass's own fields, as dataclasses does
+    fast: Callable[[Any], dict[str, Any]] = env["encode"]
+    return fast
 
 
 def _fast_decoder(

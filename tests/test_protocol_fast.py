@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from bus.errors import ProtocolError
-from bus.protocol import _decoders, _encoders, _general_decoders
+from bus.protocol import _decoders, _encoders, _general_decoders, _general_encoders
 from tests.test_protocol import build
 
 WIRE_VALUES: list[Any] = [
@@ -79,3 +79,9 @@ def test_a_nested_struct_is_decoded_by_its_generated_decoder_too() -> None:
     )
     assert outcome(_decoders[ClaimNextReply], body)[0] == "error"
     assert _decoders[TaskRow] is not _general_decoders[TaskRow]
+
+
+@pytest.mark.parametrize("cls", CODECS, ids=lambda c: c.__qualname__)
+def test_generated_encoder_agrees_with_the_general_one(cls: Any) -> None:
+    for message in (build(cls), build(cls, required_only=True)):
+        assert _encoders[cls](message) == _general_encoders[cls](message)
