@@ -18,7 +18,10 @@ Handles (each answered with its reply kind, or ``error`` with a code): ``store.s
 ``store.release``; plus ``ping``/``stats``/``stop`` like every actor.
 
 Emits: ``store.changed(min_priority, count)`` after a commit in which Submits inserted, upgraded
-or requeued tasks (``min_priority``: the most urgent of those submissions' priorities).
+or requeued tasks (``min_priority``: the most urgent of those submissions' priorities) — unless an
+earlier notification is still unanswered (no ``store.peek``, ``store.claim`` or
+``store.claim_next`` since) and this one is not more urgent: the Dispatcher looks at the queue
+then anyway, and under a steady stream of single submits it is spared one message per task.
 
 Group commit: the loop hands over every request that arrived together; they run in one
 ``BEGIN IMMEDIATE`` transaction, each in its own savepoint (a failing request is rolled back alone
@@ -81,6 +84,9 @@ MAINTENANCE_INTERVAL_S = 60.0
 
 StoreHandler = Callable[[Any], Message]
 
+_LOOKS = (ClaimNext, Peek, Claim)
+"""Requests with which the Dispatcher looks at the queue (answering a ``store.changed``)."""
+
 
 def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
     """The pure handler of every Store kind: a decoded request in, its reply out."""
@@ -139,7 +145,10 @@ class StoreActor(Actor):
             "requeued": 0,
             "duplicates": 0,
             "notifications": 0,
+            "notifications_saved": 0,
         }
+        self._unanswered: int | None = None
+        """``min_priority`` of the last ``store.changed`` while no peek or claim followed it."""
 
     @property
     def db(self) -> StoreDB:
@@ -198,6 +207,8 @@ class StoreActor(Actor):
             if isinstance(reply, Error):
                 self.counters["errors"] += 1
             request.reply(reply)
+        if any(isinstance(r.message, _LOOKS) for r in requests):
+            self._unanswered = None  # the Dispatcher looked at the queue: the next change is news
         self._notify(requests, replies)
 
     def _run_one(self, tx: Batch, message: Message) -> Message:
@@ -231,6 +242,12 @@ class StoreActor(Actor):
                 if submission.parent_id is None:
                     most_urgent = min(most_urgent, outcome.priority)
         if count and self._pub is not None:
+            if self._unanswered is not None and most_urgent >= self._unanswered:
+                # The last notification is not answered yet (no peek or claim since): the
+                # Dispatcher will look at the queue anyway, and nothing here is more urgent.
+                self.counters["notifications_saved"] += 1
+                return
+            self._unanswered = most_urgent
             self.counters["notifications"] += 1
             try:
                 send_frames(self._pub, encode(StoreChanged(most_urgent, count)))

@@ -28,6 +28,7 @@ from bus.kinds import (
     GetTask,
     Lookup,
     LookupReply,
+    Peek,
     Stats,
     StatsReply,
     StoreChanged,
@@ -154,12 +155,20 @@ def test_store_changed_is_published_after_submits(
                 pytest.fail("no store.changed within 100 submissions")
             while next_note(0.05) is not None:  # drain notes of earlier warm-ups
                 pass
+            store.request(Peek(1))  # the notes so far are answered: the next change is news
             store.request(Submit([sub("a", 40), sub("b", 9), sub("warmup-0", 1)]))
             # warmup-0 upgraded to 1: three non-duplicate outcomes, the most urgent 1.
             assert next_note() == StoreChanged(min_priority=1, count=3)
             store.request(Submit([sub("a", 40)]))  # a duplicate: no note
-            store.request(Submit([sub("c", 77)]))
-            assert next_note() == StoreChanged(min_priority=77, count=1)
+            store.request(Submit([sub("c", 77)]))  # unanswered note, not more urgent: no note
+            store.request(Submit([sub("d", 0)]))  # more urgent than the unanswered one: a note
+            assert next_note() == StoreChanged(min_priority=0, count=1)
+            store.request(Submit([sub("e", 0)]))  # as urgent, still unanswered: no note
+            store.request(Peek(1))  # the Dispatcher looks at the queue...
+            store.request(Submit([sub("f", 150)]))  # ...so the next change is news again
+            assert next_note() == StoreChanged(min_priority=150, count=1)
+            stats = store.call(Stats(), StatsReply).counters
+            assert stats["notifications_saved"] >= 2
         finally:
             notes.close()
             store.close()
