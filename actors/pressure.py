@@ -9,8 +9,9 @@
 * ``ThrottlePolicy``: (priority floor, pressure limit) tiers; the Dispatcher holds a task when,
   for some tier, its priority number ≥ floor and pressure > limit.
 
-The ResourceMonitor evaluates the sources in its own thread (embedded) or process (Procfile);
-``pressure()`` is called there once per sampling interval and must return promptly.
+The ResourceMonitor evaluates the sources on its loop — the scheduler's actor thread (embedded)
+or its own process (Procfile); ``pressure()`` is called there once per sampling interval and must
+return promptly.
 """
 
 from __future__ import annotations

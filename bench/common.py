@@ -78,7 +78,7 @@ def source_state() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")  # not strip(): a porcelain line starts with a space
 
     snapshot = REPO / ".bench-source"  # a tree exported with `git archive` has no .git
     if snapshot.exists():
