@@ -19,7 +19,8 @@ Sockets:
   it is live (``bus.subscribe``).
 * the control ROUTER every actor has (ping, stats, stop), bound by the runtime.
 
-Back-pressure: ``SNDHWM = queue_limit`` messages (a batch is one) per subscriber. A subscriber
+Back-pressure: ``SNDHWM = queue_limit`` messages per subscriber (a batch, at most ``MAX_BATCH``
+events, is one). A subscriber
 that stops reading never blocks the publisher: past its queue the XPUB drops that subscriber's
 events (it sees a gap in ``seq``) while the others keep receiving. libzmq drops silently, so
 ``dropped`` counts only the sends that fail outright (``zmq.Again``).
@@ -56,8 +57,9 @@ BATCH_WELCOME_PREFIX = b"welcome.b."
 """The welcome topic of a subscriber that reads ``events.published`` (protocol 1.1)."""
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 
-MAX_BATCH = 256
-"""Most events in one published message (a run of one topic)."""
+MAX_BATCH = 16
+"""Most events in one published message (a run of one topic). SNDHWM counts messages, so a
+subscriber that stops reading holds at most ``queue_limit`` times this many events."""
 
 MAX_LABEL_VALUES = 200
 """Distinct values one label (event type, task type) may take; later ones are counted as other."""
