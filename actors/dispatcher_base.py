@@ -22,7 +22,7 @@ from bus.kinds_run import (
     Event,
     EventBatch,
 )
-from bus.protocol import Message, encode, send_frames
+from bus.protocol import MAX_FRAME_BYTES, Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop, Timer
 from bus.server import (
     Request,
@@ -76,15 +76,21 @@ class DispatcherBase(Actor):
     # -- events ------------------------------------------------------------------------------
 
     def _emit(self, events: list[Event]) -> None:
-        """Push events to the EventPublisher: one message for all of them."""
+        """Push events to the EventPublisher: one message for all of them (one each when that
+        message would be too large for a frame: events with very large fields)."""
         if not events:
             return
-        message: Message = events[0] if len(events) == 1 else EventBatch(events)
-        try:
-            send_frames(self._events, encode(message))
-            self.counters["events"] += len(events)
-        except zmq.Again:
-            self.counters["events_dropped"] += len(events)
+        batch = encode(EventBatch(events)) if len(events) > 1 else []
+        if batch and len(batch[3]) <= MAX_FRAME_BYTES // 4:
+            messages = [batch]
+        else:
+            messages = [encode(event) for event in events]
+        for frames in messages:
+            try:
+                send_frames(self._events, frames)
+                self.counters["events"] += len(events) if frames is batch else 1
+            except zmq.Again:
+                self.counters["events_dropped"] += len(events) if frames is batch else 1
 
     def _store_failed(self, what: str, error: TaskmillError) -> None:
         self.counters["store_errors"] += 1

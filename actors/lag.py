@@ -52,8 +52,9 @@ class LagWatch:
             if self._last_log is None or now - self._last_log >= self.quiet_s:
                 self._last_log = now
                 log.warning(
-                    "the executors' event loop was blocked for %.2fs: an async executor made a "
-                    "blocking call? Blocking work belongs in a plain `def` executor (it runs in "
-                    "a worker thread) or in asyncio.to_thread",
+                    "the event loop that runs the async executors was held for %.2fs: by a "
+                    "blocking call in an async executor (blocking work belongs in a plain `def` "
+                    "executor, run in a worker thread, or in asyncio.to_thread), or, embedded, "
+                    "by the actors sharing the loop (a very large submit_batch, say)",
                     late,
                 )

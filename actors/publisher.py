@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent, Welcome
-from bus.protocol import Message, encode, send_frames
+from bus.protocol import MAX_FRAME_BYTES, Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
 
@@ -60,6 +60,9 @@ _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 MAX_BATCH = 16
 """Most events in one published message (a run of one topic). SNDHWM counts messages, so a
 subscriber that stops reading holds at most ``queue_limit`` times this many events."""
+
+MAX_BATCH_BYTES = MAX_FRAME_BYTES // 4
+"""Largest batch body; a run whose batch would be larger goes one event per message."""
 
 MAX_LABEL_VALUES = 200
 """Distinct values one label (event type, task type) may take; later ones are counted as other."""
@@ -80,9 +83,14 @@ def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
     return family + event_type.encode("utf-8")
 
 
-def _published(topic: bytes, run: list[PublishedEvent]) -> list[bytes]:
-    message: Message = run[0] if len(run) == 1 else PublishedBatch(run)
-    return [topic, *encode(message)]
+def _published(topic: bytes, run: list[PublishedEvent]) -> list[list[bytes]]:
+    """The messages for a run of one topic: one batch, or each event alone when the run is of
+    one event or its batch would be too large for a frame (events with very large fields)."""
+    if len(run) > 1:
+        frames = encode(PublishedBatch(run))
+        if len(frames[3]) <= MAX_BATCH_BYTES:
+            return [[topic, *frames]]
+    return [[topic, *encode(event)] for event in run]
 
 
 class LabelCap:
@@ -269,13 +277,13 @@ class EventPublisher(Actor):
             )
             topic = topic_for(event.type, event.data)
             if run and (topic != run_topic or len(run) >= limit):
-                out.append(_published(run_topic, run))
+                out += _published(run_topic, run)
                 run = []
             run_topic = topic
             run.append(published)
             self._count(event)
         if run:
-            out.append(_published(run_topic, run))
+            out += _published(run_topic, run)
         return out
 
     def _events_in(self, messages: Sequence[Message]) -> Iterator[Event]:

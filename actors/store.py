@@ -20,8 +20,9 @@ Handles (each answered with its reply kind, or ``error`` with a code): ``store.s
 Emits: ``store.changed(min_priority, count)`` after a commit in which Submits inserted, upgraded
 or requeued tasks (``min_priority``: the most urgent of those submissions' priorities) — unless an
 earlier notification is still unanswered (no ``store.peek``, ``store.claim`` or
-``store.claim_next`` since) and this one is not more urgent: the Dispatcher looks at the queue
-then anyway, and under a steady stream of single submits it is spared one message per task.
+``store.claim_next`` since, and sent less than ``UNANSWERED_FOR_S`` ago), this one is not more
+urgent, and it cannot preempt (``urgent_priority``): the Dispatcher looks at the queue then
+anyway, and under a steady stream of single submits it is spared one message per task.
 
 Group commit: the loop hands over every request that arrived together; they run in one
 ``BEGIN IMMEDIATE`` transaction, each in its own savepoint (a failing request is rolled back alone
@@ -42,6 +43,7 @@ from typing import Any
 import zmq
 
 from actors.store_db import Batch, StoreDB
+from bus.clock import Clock, SystemClock
 from bus.errors import DatabaseError, ErrorCode, TaskmillError
 from bus.kinds import (
     AvgThroughput,
@@ -81,6 +83,8 @@ from bus.server import Request, RequestServer
 log = logging.getLogger("taskmill.store")
 
 MAINTENANCE_INTERVAL_S = 60.0
+UNANSWERED_FOR_S = 1.0
+"""How long an unanswered ``store.changed`` stands for later changes (see ``_folds``)."""
 
 StoreHandler = Callable[[Any], Message]
 
@@ -124,9 +128,18 @@ class StoreActor(Actor):
     name = "store"
 
     def __init__(
-        self, db_factory: Callable[[], StoreDB], endpoint: str, notify_endpoint: str
+        self,
+        db_factory: Callable[[], StoreDB],
+        endpoint: str,
+        notify_endpoint: str,
+        *,
+        urgent_priority: int = 0,
     ) -> None:
+        """``urgent_priority``: the Dispatcher's preemption threshold; a submission at or above
+        it (numerically at or below) is always notified, never folded into an earlier one."""
         self._db_factory = db_factory
+        self.urgent_priority = urgent_priority
+        self._clock: Clock = SystemClock()
         self.endpoint = endpoint
         self.notify_endpoint = notify_endpoint
         self._db: StoreDB | None = None
@@ -147,8 +160,9 @@ class StoreActor(Actor):
             "notifications": 0,
             "notifications_saved": 0,
         }
-        self._unanswered: int | None = None
-        """``min_priority`` of the last ``store.changed`` while no peek or claim followed it."""
+        self._unanswered: tuple[int, float] | None = None
+        """(``min_priority``, when) of the last ``store.changed`` while no peek or claim
+        followed it."""
 
     @property
     def db(self) -> StoreDB:
@@ -171,6 +185,7 @@ class StoreActor(Actor):
         self._pub = pub
         self._handlers = store_handlers(db)
         self._server = RequestServer(loop, router, self, self._on_batch)
+        self._clock = loop.clock
         loop.call_every(MAINTENANCE_INTERVAL_S, self._maintenance)
         if db.recovered:
             log.info("store: recovery resolved %d waiting parent(s)", len(db.recovered))
@@ -242,17 +257,25 @@ class StoreActor(Actor):
                 if submission.parent_id is None:
                     most_urgent = min(most_urgent, outcome.priority)
         if count and self._pub is not None:
-            if self._unanswered is not None and most_urgent >= self._unanswered:
-                # The last notification is not answered yet (no peek or claim since): the
-                # Dispatcher will look at the queue anyway, and nothing here is more urgent.
+            now = self._clock.monotonic()
+            if self._folds(most_urgent, now):
                 self.counters["notifications_saved"] += 1
                 return
-            self._unanswered = most_urgent
+            self._unanswered = (most_urgent, now)
             self.counters["notifications"] += 1
             try:
                 send_frames(self._pub, encode(StoreChanged(most_urgent, count)))
             except zmq.ZMQError as exc:  # PUB drops rather than blocks; this is unexpected
                 log.warning("store: notification dropped: %s", exc)
+
+    def _folds(self, most_urgent: int, now: float) -> bool:
+        """Whether a change needs no notification of its own: the last one is unanswered (no
+        peek or claim since), recent (a notification nobody received must not silence the next
+        ones for long), no less urgent, and this change cannot preempt."""
+        if self._unanswered is None or most_urgent <= self.urgent_priority:
+            return False
+        priority, sent = self._unanswered
+        return most_urgent >= priority and now - sent < UNANSWERED_FOR_S
 
     def _maintenance(self) -> None:
         try:

@@ -13,9 +13,9 @@ propagate (a non-zero exit).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +24,12 @@ import zmq
 from bus.clock import Clock
 from bus.errors import ActorUnavailable
 from bus.kinds import Stop
-from bus.runtime import Actor, ActorLoop, SocketSecurity
+from bus.runtime import Actor, ActorLoop, SocketSecurity, run_in_asyncio
 
 log = logging.getLogger("taskmill.bus")
+
+STOP_SLICE_S = 0.2
+"""How long ``ActorThread.stop`` waits for a reply before checking whether the thread died."""
 
 
 class ActorThread:
@@ -91,8 +94,8 @@ class ActorThread:
             return
         self._ready.set()
         try:
-            if any(a.uses_asyncio for a, _ in self.members):
-                asyncio.run(loop.run_async())
+            if self.uses_asyncio:
+                run_in_asyncio(loop)
             else:
                 loop.run()
         except BaseException as exc:
@@ -124,13 +127,18 @@ class ActorThread:
                     security.client(sock, endpoint)
 
             client = RequestClient(self.context, endpoint, timeout=timeout, configure=configure)
+            deadline = time.monotonic() + timeout
             try:
-                client.request(Stop())
-            except ActorUnavailable:
-                pass
+                # Ask in short slices: a thread that dies meanwhile (a crash) never answers.
+                while self._thread.is_alive() and time.monotonic() < deadline:
+                    try:
+                        client.request(Stop(), timeout=STOP_SLICE_S)
+                        break
+                    except ActorUnavailable:
+                        continue
             finally:
                 client.close()
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -156,7 +164,7 @@ def run_actor(
         raise
     try:
         if actor.uses_asyncio:
-            asyncio.run(loop.run_async())
+            run_in_asyncio(loop)
         else:
             loop.run()
     finally:

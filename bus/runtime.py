@@ -178,18 +178,23 @@ class ActorLoop:
         for sock in self._handlers:
             loop.add_reader(_fd(sock), self._on_readable)
         self.poke()
+        crashed = True
         try:
             await self._aio_done
+            crashed = False
         finally:
             for sock in self._handlers:
                 loop.remove_reader(_fd(sock))
             if self._aio_timer is not None:
                 self._aio_timer.cancel()
             self._aio_loop = None
-            self.run_once(0)
-            for callback in self._after_stop:
-                callback()
-            self.close()
+            try:
+                if not crashed:
+                    self.run_once(0)  # what had already arrived when STOP came is still handled
+            finally:
+                for callback in self._after_stop:
+                    callback()
+                self.close()
 
     def _on_readable(self) -> None:
         """A socket's descriptor signalled: serve the sockets now (this is a loop callback)."""
@@ -198,14 +203,22 @@ class ActorLoop:
 
     def _aio_service(self) -> None:
         self._aio_scheduled = False
-        while not self._stopping:
-            ready = self._poller.poll(0)
-            if ready:
-                self._dispatch(ready)
-                continue
-            self._run_timers()
-            if not self._poller.poll(0):
-                break
+        try:
+            while not self._stopping:
+                ready = self._poller.poll(0)
+                if ready:
+                    self._dispatch(ready)
+                    continue
+                self._run_timers()
+                if not self._poller.poll(0):
+                    break
+        except Exception as exc:
+            # A handler's bug ends the actor as it does under run(): asyncio would only log an
+            # exception raised in its callback and carry on, with this loop's timers unarmed.
+            self._stopping = True
+            if self._aio_done is not None and not self._aio_done.done():
+                self._aio_done.set_exception(exc)
+            return
         if self._stopping:
             if self._aio_done is not None and not self._aio_done.done():
                 self._aio_done.set_result(None)
@@ -291,6 +304,28 @@ class ActorLoop:
             sock.close(linger=0)
         self._sockets.clear()
         self._handlers.clear()
+
+
+def run_in_asyncio(loop: ActorLoop, cancel_grace_s: float = 2.0) -> None:
+    """``asyncio.run(loop.run_async())``, but a shutdown that cannot hang on user code: the
+    coroutines still running when the loop stops get ``cancel_grace_s`` to finish cancelling, and
+    threads started with ``asyncio.to_thread`` are not waited for (``asyncio.run`` waits for
+    them without limit, holding up every actor's ``on_stop`` behind a blocking call)."""
+    aio = asyncio.new_event_loop()
+    asyncio.set_event_loop(aio)
+    try:
+        aio.run_until_complete(loop.run_async())
+    finally:
+        try:
+            pending = [task for task in asyncio.all_tasks(aio) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                aio.run_until_complete(asyncio.wait(pending, timeout=cancel_grace_s))
+            aio.run_until_complete(aio.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            aio.close()  # the default executor is shut down without waiting
 
 
 class Actor:

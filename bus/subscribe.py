@@ -193,8 +193,9 @@ class AsyncSubscription(_Tracker):
     """An asyncio subscription: ``sub = await AsyncSubscription.open(...)``; live once open.
 
     Use from the loop it was opened on only. Events wait in the SUB socket until ``recv`` asks
-    for them, so a consumer that falls behind is bounded by RCVHWM (and then the publisher drops
-    for it: ``missed``) rather than by memory.
+    for them (but for the rest of a batch just read), so a consumer that falls behind is bounded
+    by RCVHWM messages, each at most one batch (and then the publisher drops for it: ``missed``),
+    rather than by memory.
     """
 
     def __init__(
@@ -269,6 +270,8 @@ class AsyncSubscription(_Tracker):
 
     async def recv(self) -> PublishedEvent:
         """The next event; ``ActorUnavailable`` once the subscription is closed."""
+        if self._closed:
+            raise ActorUnavailable(f"subscription to {self.endpoint} is closed")
         while not self._ready:
             self._ready.extend(self._feed(await self._recv_frames()))
         return self._ready.popleft()

@@ -143,8 +143,8 @@ class SchedulerBuilder:
         return self
 
     def separate_threads(self, separate: bool = True) -> SchedulerBuilder:
-        """Embedded: one thread per actor instead of one shared by all but the executor host
-        (slower under the GIL; for comparison and debugging)."""
+        """Embedded: one thread per actor, the executor host included, instead of one thread
+        shared by all (slower under the GIL; for comparison and debugging)."""
         self.spec.separate_threads = separate
         return self
 

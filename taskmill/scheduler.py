@@ -1,12 +1,13 @@
-"""``Scheduler``: the user's door to an embedded deployment (every actor a thread, over inproc).
+"""``Scheduler``: the user's door to an embedded deployment (every actor in one thread of this
+process, over inproc; ``executor_thread`` and ``separate_threads`` give threads of their own).
 
 It starts the actors, forwards each call as a message and turns replies into public types. It
 decides nothing itself: dispatch, preemption, retries and dedup happen in the actors.
 
 Shutdown order matters: the Dispatcher stops dispatching and drains (or cancels) running tasks
-first, then the executor host stops (no task left to report), then the Dispatcher and the
-EventPublisher (nothing left to publish), and the Store last, so every result reaches the
-database before it is checkpointed and closed.
+first; then the actors stop, the executor host first (the coroutines still running get a short
+grace to finish cancelling; threads they started are not waited for), the Store last, so every
+result reaches the database before it is checkpointed and closed.
 """
 
 from __future__ import annotations

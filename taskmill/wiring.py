@@ -30,7 +30,9 @@ def store_actor(
             recover_running=recover_running,
         )
 
-    return StoreActor(open_db, topology.store, topology.store_notify)
+    return StoreActor(
+        open_db, topology.store, topology.store_notify, urgent_priority=spec.preempt_priority
+    )
 
 
 def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:

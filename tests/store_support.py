@@ -88,12 +88,14 @@ def running_store(
 ) -> Iterator[StoreActor]:
     """A Store actor in its thread, stopped (and its crash re-raised) on exit."""
     clock = options.pop("clock", None) or FakeClock()
+    urgent = options.pop("urgent_priority", 0)
     actor = StoreActor(
         lambda: StoreDB(str(db_path / "tasks.db"), clock=clock, **options),
         endpoints.store,
         endpoints.notify,
+        urgent_priority=urgent,
     )
-    thread = ActorThread(actor, context, endpoints.control).start()
+    thread = ActorThread(actor, context, endpoints.control, clock=clock).start()
     try:
         yield actor
     finally:

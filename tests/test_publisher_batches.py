@@ -8,9 +8,10 @@ from typing import Any
 
 import zmq
 
-from actors.publisher import MAX_BATCH, EventPublisher
+from actors.dispatcher import Dispatcher, Settings
+from actors.publisher import MAX_BATCH, MAX_BATCH_BYTES, EventPublisher
 from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent
-from bus.protocol import decode, encode
+from bus.protocol import MAX_FRAME_BYTES, decode, encode
 from tests.test_publisher import context, ev, raw_sub, recv_all, recv_frames, running
 
 __all__ = ["context"]  # the fixture
@@ -90,3 +91,40 @@ def test_a_1_0_subscriber_on_the_wire_never_sees_a_batch(context: zmq.Context[An
             old.close()
         assert sub.recv(0) is None  # nothing else was published
     assert kinds == [b"event.published"] * 4
+
+
+def test_a_run_too_large_for_one_frame_goes_one_event_per_message() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    big = "x" * (MAX_BATCH_BYTES // 2)  # two of these exceed the batch limit
+    run = [ev("failed", task_id=i, error=big) for i in range(3)]
+    out = publisher.on_events([EventBatch(run)])
+    assert [published(f) for f in out] == [
+        (b"task.failed", [1]),
+        (b"task.failed", [2]),
+        (b"task.failed", [3]),
+    ]
+    assert all(len(f[4]) <= MAX_FRAME_BYTES for f in out)
+
+
+def test_the_dispatcher_pushes_the_events_of_one_reply_as_one_message(
+    context: zmq.Context[Any],
+) -> None:
+    pull = context.socket(zmq.PULL)
+    push = context.socket(zmq.PUSH)
+    try:
+        pull.bind("inproc://dispatcher-events")
+        push.connect("inproc://dispatcher-events")
+        dispatcher = Dispatcher(
+            Settings("inproc://c", "inproc://h", "inproc://s", "inproc://n", "")
+        )
+        dispatcher._events = push
+        small = [ev("dispatched", task_id=i) for i in range(3)]
+        big = [ev("failed", task_id=i, error="x" * (MAX_BATCH_BYTES // 2)) for i in range(2)]
+        dispatcher._emit(small)
+        dispatcher._emit(big)  # too large as one message: one event each
+        kinds = [recv_frames(pull)[1] for _ in range(3)]
+        assert kinds == [b"events", b"event", b"event"]
+        assert dispatcher.counters["events"] == 5
+    finally:
+        push.close(linger=0)
+        pull.close(linger=0)

@@ -133,7 +133,8 @@ def test_kinds_the_store_does_not_serve_get_an_error(client: RequestClient) -> N
 def test_store_changed_is_published_after_submits(
     context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
 ) -> None:
-    with running_store(context, endpoints, tmp_path):
+    clock = FakeClock()
+    with running_store(context, endpoints, tmp_path, clock=clock, urgent_priority=5):
         store = RequestClient(context, endpoints.store, timeout=WAIT)
         notes = context.socket(zmq.SUB)
         notes.setsockopt(zmq.LINGER, 0)
@@ -161,14 +162,21 @@ def test_store_changed_is_published_after_submits(
             assert next_note() == StoreChanged(min_priority=1, count=3)
             store.request(Submit([sub("a", 40)]))  # a duplicate: no note
             store.request(Submit([sub("c", 77)]))  # unanswered note, not more urgent: no note
-            store.request(Submit([sub("d", 0)]))  # more urgent than the unanswered one: a note
-            assert next_note() == StoreChanged(min_priority=0, count=1)
-            store.request(Submit([sub("e", 0)]))  # as urgent, still unanswered: no note
+            store.request(Submit([sub("d", 9)]))  # as urgent as the unanswered one: no note
+            store.request(Submit([sub("e", 5)]))  # may preempt (urgent_priority 5): a note
+            assert next_note() == StoreChanged(min_priority=5, count=1)
+            store.request(Submit([sub("f", 5)]))  # may preempt: always a note
+            assert next_note() == StoreChanged(min_priority=5, count=1)
+            store.request(Submit([sub("g", 100)]))  # unanswered and recent: no note
+            clock.advance(1.5)  # nobody answered for a while (a notification lost?)...
+            store.request(Submit([sub("h", 120)]))  # ...so a change is news again
+            assert next_note() == StoreChanged(min_priority=120, count=1)
+            store.request(Submit([sub("i", 130)]))  # unanswered (h) and recent: no note
             store.request(Peek(1))  # the Dispatcher looks at the queue...
-            store.request(Submit([sub("f", 150)]))  # ...so the next change is news again
+            store.request(Submit([sub("j", 150)]))  # ...so the next change is news again
             assert next_note() == StoreChanged(min_priority=150, count=1)
             stats = store.call(Stats(), StatsReply).counters
-            assert stats["notifications_saved"] >= 2
+            assert stats["notifications_saved"] >= 4
         finally:
             notes.close()
             store.close()

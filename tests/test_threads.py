@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from actors.lag import LagWatch
 from bus.clock import FakeClock
+from bus.endpoints import inproc, new_namespace
+from bus.hosting import ActorThread
+from bus.runtime import Actor, ActorLoop
 from taskmill import TaskContext, TaskSubmission
 from tests.scheduler_support import EventRecorder, builder
 
@@ -81,7 +86,7 @@ def test_a_timer_running_late_is_counted_and_logged_once_per_quiet_period(
         watch.tick()
     assert (watch.blocked, watch.longest_s) == (2, pytest.approx(0.8))
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and "blocked for 0.80s" in warnings[0]
+    assert len(warnings) == 1 and "held for 0.80s" in warnings[0]
     assert "plain `def` executor" in warnings[0]
     clock.advance(60.25)
     with caplog.at_level(logging.WARNING, logger="taskmill.worker"):
@@ -98,3 +103,55 @@ def test_a_loop_that_keeps_time_is_never_reported(caplog: pytest.LogCaptureFixtu
             clock.advance(0.25 + 0.4)  # late, but under the threshold
             watch.tick()
     assert watch.blocked == 0 and not caplog.records
+
+
+class _Crashing(Actor):
+    """An actor whose first timer raises: a bug in a handler."""
+
+    name = "crashing"
+
+    def setup(self, loop: ActorLoop) -> None:
+        loop.call_later(0, self.explode)
+
+    def explode(self) -> None:
+        raise RuntimeError("bug in a handler")
+
+
+class _AsyncMember(Actor):
+    name = "async-member"
+    uses_asyncio = True
+
+    def setup(self, loop: ActorLoop) -> None:
+        pass
+
+
+def test_a_crash_in_a_group_driven_by_asyncio_is_not_swallowed() -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    ns = new_namespace()
+    try:
+        members = [(_Crashing(), inproc(ns, "c1")), (_AsyncMember(), inproc(ns, "c2"))]
+        thread = ActorThread(members, context, name="group").start()
+        with pytest.raises(RuntimeError, match="bug in a handler"):
+            thread.stop(timeout=5)
+        assert not thread.alive
+    finally:
+        context.term()
+
+
+async def test_closing_does_not_wait_for_an_executor_blocked_in_a_thread(tmp_path: Path) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    async def work(ctx: TaskContext) -> None:
+        started.set()
+        await asyncio.to_thread(release.wait)  # a blocking call, moved off the loop as advised
+
+    scheduler = await builder(tmp_path, work=work).build()
+    try:
+        async with scheduler:
+            await scheduler.submit(TaskSubmission("work"))
+            assert await asyncio.to_thread(started.wait, 10)
+        # The actors stopped (the Store closed its database) though the thread still blocks.
+        assert "taskmill-actors" not in [t.name for t in threading.enumerate()]
+        assert not release.is_set()
+    finally:
+        release.set()
