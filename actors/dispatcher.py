@@ -156,6 +156,7 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
 
     def _end_cycle(self) -> None:
         self._cycle.busy = False
+        self.core.doomed.clear()  # its claims are in: nothing named is still on its way
         if self._cycle.again:
             self.wake()
 
@@ -303,6 +304,9 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
             self._send_host(identity, RunTasks([r for r, _ in placed], [i for _, i in placed]))
         self.counters["dispatched"] += sum(len(r) for r in runs.values())
         self._emit(events)
+        late = self.core.claimed_victims(runs)
+        if late:  # claimed in the batch of a preempting submission that named them
+            self._preempt(late, self.wake)
         if unserved:
             self._finish(unserved)
         if self.core.returned:

@@ -43,7 +43,9 @@ class ControlsMixin(DispatcherBase):
     def _on_notifications(self, messages: list[Message]) -> None:
         for message in messages:
             if isinstance(message, StoreChanged):
-                victims = self.core.victims_for(message.min_priority)
+                victims = self.core.victims_for(
+                    message.min_priority, message.running_below, claiming=self._cycle.busy
+                )
                 if victims:
                     self._preempt(victims, self.wake)
             elif isinstance(message, Readings):

@@ -58,6 +58,8 @@ class DispatcherCore:
         self.stopping = False
         self.maybe_paused = True
         self.urgent_generation = 0
+        self.doomed: set[int] = set()
+        """Victims the Store named that the claim in flight is bringing (``victims_for``)."""
         self.readings = Readings()
         self.breakdown: list[tuple[str, float]] = []
         self.saturated: set[str] = set()
@@ -268,10 +270,29 @@ class DispatcherCore:
             self._drop(task_id)
         return ids
 
-    def victims_for(self, priority: int) -> list[int]:
+    def victims_for(
+        self, priority: int, named: Iterable[int] = (), claiming: bool = False
+    ) -> list[int]:
+        """The running tasks a submission at ``priority`` preempts: every one strictly less
+        urgent, and those the Store ``named`` (running when it committed). A named task not
+        known to run here yet was claimed by the claim in flight (``claiming``): it is marked,
+        and preempted by ``claimed_victims`` as soon as its claim's reply places it."""
         if priority > self.settings.preempt_priority:
             return []
-        return [i for i, r in self.running.items() if r.task.priority > priority]
+        victims = {i for i, r in self.running.items() if r.task.priority > priority}
+        for task_id in named:
+            if task_id in self.running:
+                victims.add(task_id)
+            elif claiming:
+                self.doomed.add(task_id)
+        return sorted(victims)
+
+    def claimed_victims(self, runs: dict[bytes, list[tuple[TaskRow, int]]]) -> list[int]:
+        """Of rows just placed, those a preempting submission named while their claim was in
+        flight."""
+        if not self.doomed:
+            return []
+        return [row.id for placed in runs.values() for row, _ in placed if row.id in self.doomed]
 
     # -- translating Store replies into events -----------------------------------------------
 

@@ -263,10 +263,23 @@ class StoreActor(Actor):
                 return
             self._unanswered = (most_urgent, now)
             self.counters["notifications"] += 1
+            victims = self._victims(most_urgent)
             try:
-                send_frames(self._pub, encode(StoreChanged(most_urgent, count)))
+                send_frames(self._pub, encode(StoreChanged(most_urgent, count, victims)))
             except zmq.ZMQError as exc:  # PUB drops rather than blocks; this is unexpected
                 log.warning("store: notification dropped: %s", exc)
+
+    def _victims(self, most_urgent: int) -> list[int]:
+        """The running tasks a change at ``most_urgent`` preempts, read after its commit: the
+        Dispatcher may not know yet of those claimed in the same batch (the claim's reply and
+        this notification travel on different sockets), so the notification names them."""
+        if most_urgent > self.urgent_priority:
+            return []
+        try:
+            return self.db.running_below(most_urgent)
+        except DatabaseError as exc:
+            log.warning("store: preemption victims not listed: %s", exc)
+            return []
 
     def _folds(self, most_urgent: int, now: float) -> bool:
         """Whether a change needs no notification of its own: the last one is unanswered (no

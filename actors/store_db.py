@@ -270,6 +270,14 @@ class StoreDB:
                     paused.append(task_row(row))
         return paused
 
+    def running_below(self, priority: int) -> list[int]:
+        """Ids of the running tasks strictly less urgent than ``priority`` (preemption victims)."""
+        rows = self._core.all(
+            "SELECT id FROM tasks WHERE status = 'running' AND priority > ? ORDER BY id",
+            (priority,),
+        )
+        return [int(r[0]) for r in rows]
+
     def resume_paused(self, threshold: int) -> list[TaskRow]:
         """Paused rows → pending, except those a running task at or above the preemption
         ``threshold`` and strictly more urgent would preempt again at once (anti-thrash)."""

@@ -333,3 +333,5 @@ class StoreChanged(Message):
 
     min_priority: int = 255
     count: int = 0
+    running_below: list[int] = field(default_factory=list)
+    """When the change may preempt: the tasks running as it committed, less urgent than it."""

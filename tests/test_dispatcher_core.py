@@ -78,6 +78,22 @@ def test_victims_are_running_tasks_strictly_less_urgent_than_the_submission() ->
     assert c.victims_for(1) == []  # above the threshold: no preemption at all
 
 
+def test_a_victim_the_store_named_is_preempted_once_its_claim_in_flight_places_it() -> None:
+    c = core(max_concurrency=1)
+    # A claim of task 9 (BACKGROUND) and a REALTIME submission committed in one Store batch; the
+    # notification, naming 9, is read before the claim's reply.
+    assert c.victims_for(0, named=[9], claiming=True) == []  # not known to run here yet
+    runs, _, _ = c.claimed_next([row(9, priority=192)])
+    assert c.claimed_victims(runs) == [9]  # preempted as soon as it is placed
+
+
+def test_a_named_task_no_claim_is_bringing_is_not_marked() -> None:
+    c = core(max_concurrency=1)
+    assert c.victims_for(0, named=[9], claiming=False) == []
+    runs, _, _ = c.claimed_next([row(9, priority=192)])
+    assert c.claimed_victims(runs) == []  # claimed after the submission: it may run
+
+
 def test_finished_results_free_slots_and_release_group_places() -> None:
     c = core(max_concurrency=2)
     c.admit([row(1, group_key="g"), row(2, group_key="g")])

@@ -22,6 +22,8 @@ from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.errors import ErrorCode, InvalidRequest, PayloadTooLarge, ProtocolError
 from bus.kinds import (
+    ClaimNext,
+    ClaimNextReply,
     Counts,
     CountsReply,
     Error,
@@ -130,16 +132,22 @@ def test_kinds_the_store_does_not_serve_get_an_error(client: RequestClient) -> N
     assert counts(client) == CountsReply(0, 0, 0, 0)  # and the store still serves
 
 
+def notes_socket(context: zmq.Context[Any], endpoints: StoreEndpoints) -> Any:
+    """A SUB to the Store's ``store.changed`` notifications."""
+    notes = context.socket(zmq.SUB)
+    notes.setsockopt(zmq.LINGER, 0)
+    notes.setsockopt(zmq.SUBSCRIBE, b"")
+    notes.connect(endpoints.notify)
+    return notes
+
+
 def test_store_changed_is_published_after_submits(
     context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
 ) -> None:
     clock = FakeClock()
     with running_store(context, endpoints, tmp_path, clock=clock, urgent_priority=5):
         store = RequestClient(context, endpoints.store, timeout=WAIT)
-        notes = context.socket(zmq.SUB)
-        notes.setsockopt(zmq.LINGER, 0)
-        notes.setsockopt(zmq.SUBSCRIBE, b"")
-        notes.connect(endpoints.notify)
+        notes = notes_socket(context, endpoints)
         try:
 
             def next_note(timeout: float = WAIT) -> StoreChanged | None:
@@ -168,6 +176,7 @@ def test_store_changed_is_published_after_submits(
             store.request(Submit([sub("f", 5)]))  # may preempt: always a note
             assert next_note() == StoreChanged(min_priority=5, count=1)
             store.request(Submit([sub("g", 100)]))  # unanswered and recent: no note
+            store.request(Counts())  # g's notification is decided (replies go out before it)
             clock.advance(1.5)  # nobody answered for a while (a notification lost?)...
             store.request(Submit([sub("h", 120)]))  # ...so a change is news again
             assert next_note() == StoreChanged(min_priority=120, count=1)
@@ -177,6 +186,37 @@ def test_store_changed_is_published_after_submits(
             assert next_note() == StoreChanged(min_priority=150, count=1)
             stats = store.call(Stats(), StatsReply).counters
             assert stats["notifications_saved"] >= 4
+        finally:
+            notes.close()
+            store.close()
+
+
+def test_a_preempting_change_names_the_tasks_running_below_it(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
+) -> None:
+    with running_store(context, endpoints, tmp_path, urgent_priority=0):
+        store = RequestClient(context, endpoints.store, timeout=WAIT)
+        notes = notes_socket(context, endpoints)
+        try:
+            low = store.call(Submit([sub("low", 192)]), SubmitReply).outcomes[0].id
+            store.call(Submit([sub("mid", 100)]), SubmitReply)
+            claimed = store.call(ClaimNext(1, 255), ClaimNextReply).tasks
+            assert [t.id for t in claimed] == [claimed[0].id] and claimed[0].priority == 100
+            # The SUB joins asynchronously: submit urgent work until its note arrives (notes of
+            # the submissions above may come first).
+            note = None
+            for i in range(100):
+                store.request(Submit([sub(f"urgent-{i}", 0)]))
+                while notes.poll(100):
+                    note = decode_as(notes.recv_multipart(), StoreChanged)
+                    if note.min_priority == 0:
+                        break
+                if note is not None and note.min_priority == 0:
+                    break
+            else:
+                pytest.fail("no urgent store.changed within 100 submissions")
+            assert note.running_below == [claimed[0].id]  # running, less urgent; low is pending
+            assert low not in note.running_below
         finally:
             notes.close()
             store.close()
