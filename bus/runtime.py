@@ -192,9 +192,7 @@ class ActorLoop:
                 if not crashed:
                     self.run_once(0)  # what had already arrived when STOP came is still handled
             finally:
-                for callback in self._after_stop:
-                    callback()
-                self.close()
+                self._stopped()
 
     def _on_readable(self) -> None:
         """A socket's descriptor signalled: serve the sockets now (this is a loop callback)."""
@@ -295,9 +293,13 @@ class ActorLoop:
                 self.run_once()
             self.run_once(0)  # what had already arrived when STOP came is still handled
         finally:
-            for callback in self._after_stop:
-                callback()
-            self.close()
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """The loop ended (stopped or crashed): the after-stop callbacks, then the sockets."""
+        for callback in self._after_stop:
+            callback()
+        self.close()
 
     def close(self) -> None:
         for sock in self._sockets:

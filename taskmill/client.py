@@ -42,12 +42,10 @@ from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from taskmill.deploy import DeploymentConfig
 from taskmill.records import (
-    EstimatedProgress,
     SchedulerSnapshot,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
-    TaskRecord,
     TypeStats,
 )
 from taskmill.store import TaskStore, estimates, progress_estimates
@@ -107,23 +105,6 @@ def _outcomes(reply: SubmitReply) -> list[SubmitOutcome]:
 
 def _dedup_data(data: bytes | str | None) -> bytes | None:
     return data.encode("utf-8") if isinstance(data, str) else data
-
-
-def _snapshot(
-    state: DispatcherState, counts: CountsReply, progress: list[EstimatedProgress]
-) -> SchedulerSnapshot:
-    return SchedulerSnapshot(
-        running=[TaskRecord.from_row(r.task) for r in state.running],
-        pending_count=counts.pending,
-        paused_count=counts.paused,
-        waiting_count=counts.waiting,
-        progress=progress,
-        pressure=state.pressure,
-        pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
-        max_concurrency=state.max_concurrency,
-        is_paused=state.is_paused,
-        resources=dict(state.resources),
-    )
 
 
 class Client(_Endpoints):
@@ -198,7 +179,9 @@ class Client(_Endpoints):
         for task_type, reply in zip(types, replies[1:], strict=True):
             assert isinstance(reply, TypeStatsReply)
             stats[task_type] = TypeStats.from_reply(reply)
-        return _snapshot(state, counts, progress_estimates(state.running, stats, datetime.now(UTC)))
+        return SchedulerSnapshot.from_state(
+            state, counts, progress_estimates(state.running, stats, datetime.now(UTC))
+        )
 
     def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscriber:
         """A live subscription to every event (close it before the client)."""
@@ -281,7 +264,9 @@ class AsyncClient(_Endpoints):
         state, counts = await asyncio.gather(
             self._dispatcher.call(GetState(), DispatcherState), self._tasks.counts()
         )
-        return _snapshot(state, counts, await estimates(self._tasks, state.running))
+        return SchedulerSnapshot.from_state(
+            state, counts, await estimates(self._tasks, state.running)
+        )
 
     async def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscription:
         """A live subscription to every event (close it before the client)."""

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds import CountsReply, HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds_run import DispatcherState
 from taskmill.priority import Priority
 
 __all__ = [
@@ -377,3 +378,21 @@ class SchedulerSnapshot(_ToDict):
     resources: dict[str, float] = field(default_factory=dict)
     """Smoothed readings when monitoring is on: ``cpu`` (0..1), ``disk_read_bps``,
     ``disk_write_bps``, ``net_rx_bps``, ``net_tx_bps`` (bytes/s)."""
+
+    @classmethod
+    def from_state(
+        cls, state: DispatcherState, counts: CountsReply, progress: list[EstimatedProgress]
+    ) -> SchedulerSnapshot:
+        """The snapshot of the Dispatcher's state and the Store's counts (and the estimates)."""
+        return cls(
+            running=[TaskRecord.from_row(r.task) for r in state.running],
+            pending_count=counts.pending,
+            paused_count=counts.paused,
+            waiting_count=counts.waiting,
+            progress=progress,
+            pressure=state.pressure,
+            pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
+            max_concurrency=state.max_concurrency,
+            is_paused=state.is_paused,
+            resources=dict(state.resources),
+        )

@@ -281,18 +281,7 @@ class Scheduler:
     async def snapshot(self) -> SchedulerSnapshot:
         state, counts = await asyncio.gather(self._state(), self._task_store.counts())
         progress = await estimates(self._task_store, state.running)
-        return SchedulerSnapshot(
-            running=[TaskRecord.from_row(r.task) for r in state.running],
-            pending_count=counts.pending,
-            paused_count=counts.paused,
-            waiting_count=counts.waiting,
-            progress=progress,
-            pressure=state.pressure,
-            pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
-            max_concurrency=state.max_concurrency,
-            is_paused=state.is_paused,
-            resources=dict(state.resources),
-        )
+        return SchedulerSnapshot.from_state(state, counts, progress)
 
     async def subscribe(self) -> EventSubscription:
         """A live subscription to every event: nothing published after this returns is missed."""

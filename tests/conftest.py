@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 import hypothesis  # noqa: F401  (imported up front; see below)
 import pytest
+import zmq
 
 # CPython 3.11 before 3.11.8 (gh-106905) can raise "SystemError: AST constructor recursion depth
 # mismatch" when a module is compiled while the garbage collector runs finalizers in the middle of
@@ -19,3 +21,12 @@ import pytest
 def _collect_garbage_between_tests() -> Iterator[None]:
     yield
     gc.collect()
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context for one test, terminated after it: hangs (and times out) if the test
+    leaked a socket."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.term()

@@ -301,13 +301,6 @@ def wait_for(
     raise AssertionError(f"nothing matching within {WAIT}s; saw {seen[-3:]}")
 
 
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.term()  # hangs (and times out) if a test leaked a socket
-
-
 @pytest.fixture(params=["inproc", "ipc"])
 def running(
     request: pytest.FixtureRequest, context: zmq.Context[Any], tmp_path: Path

@@ -428,13 +428,6 @@ class Endpoints:
     nobody: str
 
 
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.term()
-
-
 @pytest.fixture(params=["inproc", "ipc"])
 def endpoints(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

@@ -148,13 +148,6 @@ class Running:
             client.close()
 
 
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.term()  # hangs (and times out) if a test leaked a socket
-
-
 def endpoints(transport: str, tmp_path: Path) -> tuple[str, str, str]:
     if transport == "ipc":
         run_dir = ensure_run_dir(tmp_path / "run")

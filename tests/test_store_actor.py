@@ -46,13 +46,6 @@ from bus.server import Request
 WAIT = 5.0
 
 
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.term()
-
-
 @pytest.fixture(params=["inproc", "ipc"])
 def endpoints(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEndpoints:
     return store_endpoints(request.param, tmp_path)
