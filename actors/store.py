@@ -210,9 +210,9 @@ class StoreActor(Actor):
         self.counters["max_batch"] = max(self.counters["max_batch"], len(requests))
         replies: list[Message]
         try:
-            with self.db.batch() as tx:
+            with self.db.batch(len(requests)) as tx:
                 replies = [self._run_one(tx, request.message) for request in requests]
-            self.counters["commits"] += 1
+            self.counters["commits"] += not tx.undone
         except TaskmillError as exc:  # BEGIN or COMMIT failed: nothing of the batch was written
             self.counters["failed_commits"] += 1
             log.error("store: batch of %d requests not committed: %s", len(requests), exc)

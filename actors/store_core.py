@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -94,9 +94,10 @@ class Core:
         return bool(self.conn.in_transaction)
 
     @contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self, undo: Callable[[], bool] | None = None) -> Iterator[None]:
         """All or nothing: a ``BEGIN IMMEDIATE`` transaction, or a savepoint inside one (none
-        inside a request's own savepoint: that one already undoes the request as a whole)."""
+        inside a request's own savepoint: that one already undoes the request as a whole).
+        The outermost transaction is rolled back rather than committed when ``undo()`` says so."""
         if self.in_transaction:
             if self.request_scope:
                 yield
@@ -110,7 +111,10 @@ class Core:
         except BaseException:
             self._rollback()
             raise
-        self.commit()
+        if undo is not None and undo():
+            self._rollback()
+        else:
+            self.commit()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

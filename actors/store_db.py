@@ -45,10 +45,18 @@ BUSY_TIMEOUT_MS = 5_000
 
 
 class Batch:
-    """One transaction shared by many requests; ``run`` gives each its own savepoint."""
+    """One transaction shared by many requests; ``run`` gives each its own savepoint.
 
-    def __init__(self, core: Core) -> None:
+    A batch of one request (``alone``) needs no savepoint: if the request fails, the whole
+    transaction is rolled back instead of committed, which undoes the same writes for two
+    statements less (most awaited submits come alone).
+    """
+
+    def __init__(self, core: Core, alone: bool = False) -> None:
         self._core = core
+        self._alone = alone
+        self.undone = False
+        """A lone request failed: its transaction is rolled back, not committed."""
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a savepoint: if it raises, only its own writes are rolled back."""
@@ -56,6 +64,15 @@ class Batch:
             # SQLite rolled the whole transaction back (disk full, I/O error): refuse the rest
             # rather than run them in autocommit mode.
             raise DatabaseError("the batch's transaction was rolled back by the database")
+        if self._alone:
+            self._core.request_scope = True
+            try:
+                return fn()
+            except BaseException:
+                self.undone = True
+                raise
+            finally:
+                self._core.request_scope = False
         with self._core.savepoint():
             self._core.request_scope = True
             try:
@@ -110,15 +127,17 @@ class StoreDB:
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def batch(self) -> Iterator[Batch]:
-        """One ``BEGIN IMMEDIATE`` transaction, committed when the block ends without error.
+    def batch(self, requests: int = 2) -> Iterator[Batch]:
+        """One ``BEGIN IMMEDIATE`` transaction for ``requests`` requests, committed when the
+        block ends without error (rolled back when it raises, or when a lone request failed).
 
         If the commit itself fails, everything is rolled back and ``DatabaseError`` raised.
         """
         if self._core.in_transaction:
             raise RuntimeError("StoreDB.batch() cannot be nested")
-        with self._core.atomic():
-            yield Batch(self._core)
+        tx = Batch(self._core, alone=requests == 1)
+        with self._core.atomic(undo=lambda: tx.undone):
+            yield tx
 
     @property
     def retention_counters(self) -> dict[str, int]:

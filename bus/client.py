@@ -22,7 +22,7 @@ import zmq
 
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError, error_from_reply
 from bus.kinds import Error
-from bus.protocol import Message, decode, encode, send_frames
+from bus.protocol import Message, decode, encode, readable, send_frames
 from bus.runtime import ActorLoop, Timer
 
 log = logging.getLogger("taskmill.bus")
@@ -145,7 +145,7 @@ class AsyncRequester:
             del self._pending[correlation]
             raise ActorUnavailable(f"{self.endpoint} is not accepting requests") from None
         # Sending may consume the edge of the (edge-triggered) descriptor: look for replies now.
-        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if readable(self._sock):
             self._loop.call_soon(self._drain)
         timeout = self.timeout if timeout is None else timeout
         timer = self._loop.call_later(timeout, self._expire, correlation, message.KIND, timeout)
@@ -170,7 +170,7 @@ class AsyncRequester:
 
     def _drain(self) -> None:
         sock = self._sock
-        while not self._closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while not self._closed and readable(sock):
             frames = sock.recv_multipart(zmq.NOBLOCK)
             try:
                 reply, correlation = decode(frames)

@@ -23,7 +23,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import msgpack
 import zmq
@@ -341,6 +341,11 @@ def decode_as(frames: Sequence[bytes], cls: type[M]) -> M:
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _backend_send = zmq.backend.Socket.send
+_backend_get = cast(Callable[[Any, int], int], zmq.backend.Socket.get)  # int: EVENTS, RCVMORE
+_backend_recv = zmq.backend.Socket.recv
+_EVENTS = int(zmq.EVENTS)
+_RCVMORE = int(zmq.RCVMORE)
+_POLLIN = int(zmq.POLLIN)
 
 
 def send_frames(sock: Any, frames: Sequence[bytes]) -> None:
@@ -350,3 +355,24 @@ def send_frames(sock: Any, frames: Sequence[bytes]) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         _backend_send(sock, frame, _NOBLOCK if i == last else _NOBLOCK_MORE)
+
+
+def readable(sock: Any) -> bool:
+    """Whether a whole message is waiting on ``sock`` (``EVENTS & POLLIN``, without the enums of
+    pyzmq's sugar layer). Reading it also resets the socket's edge-triggered descriptor."""
+    return bool(_backend_get(sock, _EVENTS) & _POLLIN)
+
+
+def recv_ready(sock: Any, limit: int) -> list[list[bytes]]:
+    """Every message already waiting on ``sock``, at most ``limit``; never blocks.
+
+    ``recv_multipart(NOBLOCK)`` until ``zmq.Again`` does the same, but pays for an exception (and
+    pyzmq's enums) on every call, which costs more than the message itself on the hot path.
+    """
+    batch: list[list[bytes]] = []
+    while len(batch) < limit and _backend_get(sock, _EVENTS) & _POLLIN:
+        frames = [_backend_recv(sock, _NOBLOCK)]
+        while _backend_get(sock, _RCVMORE):
+            frames.append(_backend_recv(sock, _NOBLOCK))
+        batch.append(frames)
+    return batch

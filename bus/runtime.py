@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import zmq
 
 from bus.clock import Clock, SystemClock
+from bus.protocol import recv_ready
 
 log = logging.getLogger("taskmill.bus")
 
@@ -277,13 +278,7 @@ class ActorLoop:
             handler = self._handlers.get(sock)
             if handler is None:
                 continue
-            batch: list[list[bytes]] = []
-            recv = sock.recv_multipart
-            try:
-                while len(batch) < self.max_batch:
-                    batch.append(recv(zmq.NOBLOCK))
-            except zmq.Again:
-                pass
+            batch = recv_ready(sock, self.max_batch)
             if batch:
                 handler(batch)
 

@@ -41,7 +41,7 @@ import zmq
 
 from bus.errors import ActorUnavailable, ProtocolError
 from bus.kinds_run import PublishedBatch, PublishedEvent, Welcome
-from bus.protocol import decode, decode_as
+from bus.protocol import decode, decode_as, readable
 
 WELCOME_PREFIX = b"welcome."
 
@@ -249,7 +249,7 @@ class AsyncSubscription(_Tracker):
             # The descriptor is edge-triggered: it signals new activity, not "a message is
             # waiting". EVENTS is the truth, so ask it before every wait (subscribing is a send
             # and may already have consumed the edge of messages that arrived meanwhile).
-            if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if readable(self._sock):
                 frames: list[bytes] = self._sock.recv_multipart(zmq.NOBLOCK)
                 return frames
             self._waiter = self._loop.create_future()
@@ -263,7 +263,7 @@ class AsyncSubscription(_Tracker):
             return
         # Reading EVENTS also resets the descriptor, so the loop stops calling us even while
         # nobody is waiting; the messages themselves stay queued in the socket.
-        ready = self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        ready = readable(self._sock)
         waiter = self._waiter
         if ready and waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -8,6 +8,7 @@ checked on the batch handler directly, with a recording server instead of a sock
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -249,9 +250,9 @@ class RecordingServer:
         self.sent.append((message, visible))
 
 
-def test_a_batch_commits_once_then_replies_and_failures_stay_alone(
-    context: zmq.Context[Any], tmp_path: Path
-) -> None:
+@contextmanager
+def batch_handler(context: zmq.Context[Any], tmp_path: Path) -> Iterator[StoreActor]:
+    """A set-up Store actor whose batch handler the test calls directly."""
     namespace = f"inproc://batch-{id(tmp_path)}"
     actor = StoreActor(
         lambda: StoreDB(str(tmp_path / "tasks.db"), clock=FakeClock()),
@@ -261,6 +262,16 @@ def test_a_batch_commits_once_then_replies_and_failures_stay_alone(
     loop = ActorLoop(context, "store")
     actor.setup(loop)
     try:
+        yield actor
+    finally:
+        loop.close()
+        actor.on_stop()
+
+
+def test_a_batch_commits_once_then_replies_and_failures_stay_alone(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    with batch_handler(context, tmp_path) as actor:
         server = RecordingServer(tmp_path / "tasks.db")
         messages: list[Message] = [
             Submit([sub("a")]),
@@ -282,6 +293,36 @@ def test_a_batch_commits_once_then_replies_and_failures_stay_alone(
         stats = actor.stats()
         assert (stats["batches"], stats["commits"], stats["errors"]) == (1, 1, 1)
         assert (stats["inserted"], stats["upgraded"]) == (2, 1)
-    finally:
-        loop.close()
-        actor.on_stop()
+
+
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in-a-batch"])
+def test_a_request_that_fails_after_writing_leaves_nothing_behind(
+    context: zmq.Context[Any], tmp_path: Path, alone: bool
+) -> None:
+    # A request alone in its batch runs without a savepoint; its failure must still undo what
+    # it wrote, exactly as the savepoint does for a request among others.
+    with batch_handler(context, tmp_path) as actor:
+        submit = actor._handlers[Submit]
+
+        def fails_after_writing(message: Message) -> Message:
+            assert isinstance(message, Submit)
+            reply = submit(message)
+            if message.submissions[0].key == key("doomed"):
+                raise InvalidRequest("refused after writing")
+            return reply
+
+        actor._handlers[Submit] = fails_after_writing
+        server = RecordingServer(tmp_path / "tasks.db")
+        messages: list[Message] = [Submit([sub("doomed")])]
+        if not alone:
+            messages.append(Submit([sub("kept")]))
+        requests = [Request(m, [b"peer"], str(i).encode(), server) for i, m in enumerate(messages)]  # type: ignore[arg-type]
+        actor._on_batch(requests)
+        replies = [message for message, _ in server.sent]
+        assert isinstance(replies[0], Error) and replies[0].code == ErrorCode.INVALID
+        assert actor.db.get_task(key=key("doomed")) is None
+        expected_rows = 0 if alone else 1
+        assert [visible for _, visible in server.sent] == [expected_rows] * len(messages)
+        # The Store goes on: the next lone request is committed.
+        actor._on_batch([Request(Submit([sub("next")]), [b"peer"], b"9", server)])  # type: ignore[arg-type]
+        assert actor.db.get_task(key=key("next")) is not None
