@@ -24,6 +24,7 @@ from bus.kinds import TaskResult, TaskRow, Transition
 log = logging.getLogger("taskmill.store")
 
 TERMINAL = ("completed", "failed", "cancelled")
+MAX_SQL_INT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,12 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
         raise InvalidRequest(f"max_retries must be a non-negative integer, got {max_retries!r}")
     out: list[Transition] = []
     for result in results:
+        plain = _plain_completion(core, result)
+        if plain is not None:
+            # Nothing in it can be refused, so no savepoint: a database error fails the whole
+            # request (the Dispatcher keeps its results and sends them again).
+            _finish_ok(core, plain, result, out)
+            continue
         mark = len(out)
         try:
             with core.savepoint():
@@ -103,6 +110,26 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
             del out[mark:]
             out.append(_ignored(result.id))
     return out
+
+
+def _plain_completion(core: Core, result: TaskResult) -> Active | None:
+    """The row of a result that simply completes a run (most of them: ok, not a parent, not a
+    child, every number within SQLite's range), or None for everything else."""
+    if result.outcome != "ok" or not 0 <= result.finished_at_ms <= MAX_SQL_INT:
+        return None
+    task = load(core, result.id)
+    if task is None:
+        return None
+    row = task.row
+    if (
+        row.status not in ("running", "paused")
+        or row.phase != "execute"
+        or task.has_children
+        or row.parent_id is not None
+    ):
+        return None
+    actual = zip(task.acc, _actual(result), strict=True)
+    return None if any(done + more > MAX_SQL_INT for done, more in actual) else task
 
 
 def _finish_one(core: Core, result: TaskResult, max_retries: int, out: list[Transition]) -> None:

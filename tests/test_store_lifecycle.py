@@ -478,3 +478,17 @@ def test_claim_next_respects_the_throttle_ceiling(db: StoreDB) -> None:
     claimed, _ = db.claim_next(5, max_priority=191)
     assert [r.label for r in claimed] == ["n1"]
     assert db.counts().pending == 1
+
+
+@pytest.mark.parametrize(
+    "too_big", [{"read_bytes": 2**63}, {"net_tx_bytes": 2**64 - 1}, {"finished_at_ms": 2**63}]
+)
+def test_a_result_sqlite_cannot_hold_is_ignored_and_the_others_complete(
+    db: StoreDB, too_big: dict[str, int]
+) -> None:
+    [bad, good] = run(db, "bad", "good")
+    transitions = db.finish([ok(bad, **too_big), ok(good, read_bytes=7)])
+    assert results(transitions) == [(bad, "ignored"), (good, "completed")]
+    assert row(db, bad).status == "running"
+    [done] = db.history(limit=10)
+    assert (done.task_id, done.actual_read_bytes) == (good, 7)
