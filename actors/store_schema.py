@@ -29,7 +29,8 @@ HISTORY_STATUSES = ("completed", "failed", "cancelled")
 _SCHEMA_V1 = """
 CREATE TABLE tasks (
     -- AUTOINCREMENT: an id is never reused, so a late result or a history row's task_id can
-    -- never be mistaken for a newer task's.
+    -- never be mistaken for a newer task's. Ids increase but may skip: a submission whose key
+    -- is taken tries its insert first (ON CONFLICT DO NOTHING) and uses one up.
     id                     INTEGER PRIMARY KEY AUTOINCREMENT,
     task_type              TEXT    NOT NULL,
     key                    TEXT    NOT NULL UNIQUE,

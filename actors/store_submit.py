@@ -96,13 +96,14 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
 
 
 def _apply(core: Core, sub: Submission, now: int) -> Outcome:
+    task_id = _insert(core, sub, now)
+    if task_id is not None:
+        return Outcome("inserted", task_id, sub.priority)
     found = core.one(
         "SELECT id, status, priority, requeue, requeue_priority FROM tasks WHERE key = ?",
         (sub.key,),
     )
-    if found is None:
-        task_id = _insert(core, sub, now)
-        return Outcome("inserted", task_id, sub.priority)
+    assert found is not None  # the insert just met it
     task_id, status, priority, requeue, requeue_priority = found
     if status in ("pending", "paused") and sub.priority < priority:
         core.run("UPDATE tasks SET priority = ? WHERE id = ?", (sub.priority, task_id))
@@ -116,12 +117,15 @@ def _apply(core: Core, sub: Submission, now: int) -> Outcome:
     return Outcome("duplicate", None, sub.priority)
 
 
-def _insert(core: Core, sub: Submission, now: int) -> int:
+def _insert(core: Core, sub: Submission, now: int) -> int | None:
+    """Insert a new row; None when an active row already has the key (one statement either
+    way: a new key, the common case, needs no lookup first)."""
     row = core.one(
         "INSERT INTO tasks (task_type, key, label, priority, status, payload, "
         "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
         "expected_net_tx_bytes, created_at_ms, parent_id, fail_fast, group_key) "
-        "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (key) DO NOTHING RETURNING id",
         (
             sub.task_type,
             sub.key,
@@ -138,7 +142,8 @@ def _insert(core: Core, sub: Submission, now: int) -> int:
             sub.group_key,
         ),
     )
-    assert row is not None
+    if row is None:
+        return None
     if sub.parent_id is not None:
         # The parent's current run now has children: its ok leads to waiting, then finalize.
         core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (sub.parent_id,))
