@@ -227,14 +227,23 @@ def event_from_wire(
     if cls is None:
         return UnknownEvent(event_type=type, raw=dict(data), seq=seq, at=at)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in _META:
-            continue
-        if f.name in data:
-            kwargs[f.name] = data[f.name]
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ValueError(f"{type!r} event without its {f.name!r} field")
+    for name, required in _FIELDS[cls]:
+        if name in data:
+            kwargs[name] = data[name]
+        elif required:
+            raise ValueError(f"{type!r} event without its {name!r} field")
     return cls(**kwargs, seq=seq, at=at)
+
+
+_FIELDS: dict[type[SchedulerEvent], tuple[tuple[str, bool], ...]] = {
+    cls: tuple(
+        (f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+        if f.name not in _META
+    )
+    for cls in EVENT_TYPES.values()
+}
+"""The data fields of each event class, and whether the wire must carry them."""
 
 
 def event_from_message(message: Event | PublishedEvent) -> SchedulerEvent:

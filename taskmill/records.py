@@ -345,8 +345,18 @@ class SubmitOutcome(_ToDict):
     @classmethod
     def from_wire(cls, outcome: Outcome) -> SubmitOutcome:
         """The outcome of a wire ``Outcome``."""
-        kind = OutcomeKind(outcome.kind)
-        return cls(kind, None if kind is OutcomeKind.DUPLICATE else outcome.id)
+        kind = _OUTCOME_KINDS.get(outcome.kind)
+        task_id = outcome.id
+        if kind is None or (kind is not OutcomeKind.DUPLICATE and type(task_id) is not int):
+            return cls(OutcomeKind(outcome.kind), task_id)  # raises ValueError, as it should
+        # A batch of 1,000 submits builds 1,000 outcomes: skip the checks just made.
+        made = object.__new__(cls)
+        object.__setattr__(made, "kind", kind)
+        object.__setattr__(made, "id", None if kind is OutcomeKind.DUPLICATE else task_id)
+        return made
+
+
+_OUTCOME_KINDS = {kind.value: kind for kind in OutcomeKind}
 
 
 class ParentResolution(StrEnum):
