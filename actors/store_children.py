@@ -93,11 +93,7 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
         raise InvalidRequest(f"max_retries must be a non-negative integer, got {max_retries!r}")
     out: list[Transition] = []
     for result in results:
-        plain = _plain_completion(core, result)
-        if plain is not None:
-            # Nothing in it can be refused, so no savepoint: a database error fails the whole
-            # request (the Dispatcher keeps its results and sends them again).
-            _finish_ok(core, plain, result, out)
+        if _completed_plainly(core, result, out):
             continue
         mark = len(out)
         try:
@@ -112,24 +108,62 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
     return out
 
 
-def _plain_completion(core: Core, result: TaskResult) -> Active | None:
-    """The row of a result that simply completes a run (most of them: ok, not a parent, not a
-    child, every number within SQLite's range), or None for everything else."""
+_PLAIN_COMPLETION = (
+    "INSERT INTO history (task_id, task_type, key, label, priority, status, payload, "
+    "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, "
+    "actual_read_bytes, actual_write_bytes, actual_net_rx_bytes, actual_net_tx_bytes, "
+    "retry_count, last_error, created_at_ms, started_at_ms, completed_at_ms, duration_ms, "
+    "parent_id, fail_fast, group_key) "
+    "SELECT id, task_type, key, label, priority, 'completed', payload, expected_read_bytes, "
+    "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, :r, :w, :rx, :tx, "
+    "retry_count, last_error, created_at_ms, started, :done, "
+    "CASE WHEN started IS NULL THEN NULL ELSE max(0, :done - started) END, "
+    "parent_id, fail_fast, group_key FROM ("
+    "SELECT *, CASE WHEN run_started_at_ms THEN run_started_at_ms ELSE started_at_ms END "
+    "AS started FROM tasks WHERE id = :id AND status IN ('running', 'paused') "
+    "AND phase = 'execute' AND has_children = 0 AND parent_id IS NULL AND requeue = 0 "
+    "AND acc_read_bytes = 0 AND acc_write_bytes = 0 AND acc_net_rx_bytes = 0 "
+    "AND acc_net_tx_bytes = 0) "
+    "RETURNING task_id, task_type, key, label, priority, group_key, duration_ms"
+)
+"""History row of a run that simply completes (ok; not a parent, a child or a requeue), written
+only when the active row is one: the row is read by the insert itself."""
+
+
+def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) -> bool:
+    """Complete the run of ``result`` in two statements, when it is the common case (ok, not a
+    parent, not a child, not marked for requeue, every number within SQLite's range); False,
+    having written nothing, for any other result.
+
+    No savepoint: nothing here can be refused, so a database error fails the whole request
+    (the Dispatcher keeps its results and sends them again)."""
     if result.outcome != "ok" or not 0 <= result.finished_at_ms <= MAX_SQL_INT:
-        return None
-    task = load(core, result.id)
-    if task is None:
-        return None
-    row = task.row
-    if (
-        row.status not in ("running", "paused")
-        or row.phase != "execute"
-        or task.has_children
-        or row.parent_id is not None
-    ):
-        return None
-    actual = zip(task.acc, _actual(result), strict=True)
-    return None if any(done + more > MAX_SQL_INT for done, more in actual) else task
+        return False
+    actual = _actual(result)
+    if max(actual) > MAX_SQL_INT:
+        return False
+    read, write, rx, tx = actual
+    params = {"id": result.id, "done": _finished_at(core, result)}
+    written = core.all(_PLAIN_COMPLETION, params | {"r": read, "w": write, "rx": rx, "tx": tx})
+    if not written:
+        return False
+    task_id, task_type, key, label, priority, group_key, duration = written[0]
+    core.run("DELETE FROM tasks WHERE id = ?", (task_id,))
+    core.history_written()
+    out.append(
+        Transition(
+            id=task_id,
+            result="completed",
+            task_type=task_type,
+            key=key,
+            label=label,
+            priority=priority,
+            was_running=True,
+            group_key=group_key,
+            duration_ms=duration,
+        )
+    )
+    return True
 
 
 def _finish_one(core: Core, result: TaskResult, max_retries: int, out: list[Transition]) -> None:

@@ -177,6 +177,10 @@ class Core:
             "group_key FROM tasks WHERE id = ?",
             (status, *actual, error, started_at_ms, completed_at_ms, duration, task_id),
         )
+        self.history_written()
+
+    def history_written(self) -> None:
+        """Count a history row written; apply the retention policy every ``prune_every``."""
         self.terminal_since_prune += 1
         if self.terminal_since_prune >= self.prune_every:
             self.retention_tick()

@@ -13,6 +13,7 @@ The rules are those of the spec's ``semantics.md``; the state changes live in ``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
@@ -231,18 +232,21 @@ class StoreDB:
         """Move the rows still pending to running (``started_at = now``); the claimed rows, with
         payload, finalize first, then by (priority, id)."""
         now = now_ms or self._core.now()
-        claimed: list[TaskRow] = []
-        with self._core.atomic():
-            for task_id in dict.fromkeys(ids):
-                row = self._core.one(
-                    "UPDATE tasks SET status = 'running', started_at_ms = ?, run_started_at_ms = "
-                    "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ? "
-                    "ELSE run_started_at_ms END "
-                    f"WHERE id = ? AND status = 'pending' RETURNING {TASK_COLUMNS}",
-                    (now, now, task_id),
-                )
-                if row is not None:
-                    claimed.append(task_row(row))
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        if not all(-(2**63) <= task_id < 2**63 for task_id in wanted):
+            raise InvalidRequest("an integer is outside SQLite's 64-bit range")
+        # One statement for the whole claim, the ids as one JSON array.
+        rows = self._core.all(
+            "UPDATE tasks SET status = 'running', started_at_ms = ?, run_started_at_ms = "
+            "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ? "
+            "ELSE run_started_at_ms END "
+            "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending' "
+            f"RETURNING {TASK_COLUMNS}",
+            (now, now, json.dumps(wanted)),
+        )
+        claimed = [task_row(row) for row in rows]
         claimed.sort(key=lambda r: (r.phase != "finalize", r.priority, r.id))
         return claimed
 
