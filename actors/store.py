@@ -150,6 +150,7 @@ class StoreActor(Actor):
             "requests": 0,
             "batches": 0,
             "commits": 0,
+            "rollbacks": 0,
             "failed_commits": 0,
             "errors": 0,
             "max_batch": 0,
@@ -212,7 +213,10 @@ class StoreActor(Actor):
         try:
             with self.db.batch(len(requests)) as tx:
                 replies = [self._run_one(tx, request.message) for request in requests]
-            self.counters["commits"] += not tx.undone
+            if tx.undone:
+                self._rolled_back(replies[0])
+            else:
+                self.counters["commits"] += 1
         except TaskmillError as exc:  # BEGIN or COMMIT failed: nothing of the batch was written
             self.counters["failed_commits"] += 1
             log.error("store: batch of %d requests not committed: %s", len(requests), exc)
@@ -225,6 +229,12 @@ class StoreActor(Actor):
         if any(isinstance(r.message, _LOOKS) for r in requests):
             self._unanswered = None  # the Dispatcher looked at the queue: the next change is news
         self._notify(requests, replies)
+
+    def _rolled_back(self, reply: Message) -> None:
+        """A request alone in its batch failed: its transaction was rolled back, not committed."""
+        self.counters["rollbacks"] += 1
+        if isinstance(reply, Error) and reply.code == ErrorCode.DATABASE:
+            log.error("store: request not committed: %s", reply.reason)
 
     def _run_one(self, tx: Batch, message: Message) -> Message:
         handler = self._handlers.get(type(message))

@@ -123,7 +123,8 @@ _PLAIN_COMPLETION = (
     "AS started FROM tasks WHERE id = :id AND status IN ('running', 'paused') "
     "AND phase = 'execute' AND has_children = 0 AND parent_id IS NULL AND requeue = 0 "
     "AND acc_read_bytes = 0 AND acc_write_bytes = 0 AND acc_net_rx_bytes = 0 "
-    "AND acc_net_tx_bytes = 0) "
+    "AND acc_net_tx_bytes = 0 AND coalesce("
+    "CASE WHEN run_started_at_ms THEN run_started_at_ms ELSE started_at_ms END, 0) >= 0) "
     "RETURNING task_id, task_type, key, label, priority, group_key, duration_ms"
 )
 """History row of a run that simply completes (ok; not a parent, a child or a requeue), written
@@ -133,18 +134,27 @@ only when the active row is one: the row is read by the insert itself."""
 def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) -> bool:
     """Complete the run of ``result`` in two statements, when it is the common case (ok, not a
     parent, not a child, not marked for requeue, every number within SQLite's range); False,
-    having written nothing, for any other result.
+    having written nothing, for any other result, which the general path then handles under its
+    own savepoint (and ignores alone if it is refused).
 
-    No savepoint: nothing here can be refused, so a database error fails the whole request
+    No savepoint here: a failed statement undoes itself, so the insert failing leaves nothing
+    and falls back to the general path; the delete failing after it fails the whole request
     (the Dispatcher keeps its results and sends them again)."""
-    if result.outcome != "ok" or not 0 <= result.finished_at_ms <= MAX_SQL_INT:
+    if (
+        result.outcome != "ok"
+        or not 0 <= result.finished_at_ms <= MAX_SQL_INT
+        or not -MAX_SQL_INT <= result.id <= MAX_SQL_INT
+    ):
         return False
     actual = _actual(result)
     if max(actual) > MAX_SQL_INT:
         return False
     read, write, rx, tx = actual
     params = {"id": result.id, "done": _finished_at(core, result)}
-    written = core.all(_PLAIN_COMPLETION, params | {"r": read, "w": write, "rx": rx, "tx": tx})
+    try:
+        written = core.all(_PLAIN_COMPLETION, params | {"r": read, "w": write, "rx": rx, "tx": tx})
+    except TaskmillError:
+        return False
     if not written:
         return False
     task_id, task_type, key, label, priority, group_key, duration = written[0]

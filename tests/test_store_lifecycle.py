@@ -492,3 +492,20 @@ def test_a_result_sqlite_cannot_hold_is_ignored_and_the_others_complete(
     assert row(db, bad).status == "running"
     [done] = db.history(limit=10)
     assert (done.task_id, done.actual_read_bytes) == (good, 7)
+
+
+@pytest.mark.parametrize("task_id", [2**63, 2**64 - 1, -(2**63) - 1])
+def test_a_result_for_an_id_sqlite_cannot_hold_is_ignored_alone(db: StoreDB, task_id: int) -> None:
+    # A host's garbage must not hold up every other completion of the batch.
+    [good] = run(db, "good")
+    transitions = db.finish([ok(task_id), ok(good)])
+    assert results(transitions) == [(task_id, "ignored"), (good, "completed")]
+
+
+def test_a_run_that_started_before_the_epoch_completes_without_overflow(db: StoreDB) -> None:
+    [task_id] = insert(db, "old")
+    [claimed] = db.claim([task_id], now_ms=-(2**63))  # only a crafted claim can do this
+    assert claimed.id == task_id
+    transitions = db.finish([ok(task_id)])
+    assert results(transitions) == [(task_id, "ignored")]  # as before: the duration overflows
+    assert row(db, task_id).status == "running"
