@@ -211,7 +211,7 @@ class StoreActor(Actor):
         self.counters["max_batch"] = max(self.counters["max_batch"], len(requests))
         replies: list[Message]
         try:
-            with self.db.batch(len(requests)) as tx:
+            with self.db.batch(alone=len(requests) == 1) as tx:
                 replies = [self._run_one(tx, request.message) for request in requests]
             if tx.undone:
                 self._rolled_back(replies[0])

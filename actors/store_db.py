@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 import apsw
@@ -65,19 +65,14 @@ class Batch:
             # SQLite rolled the whole transaction back (disk full, I/O error): refuse the rest
             # rather than run them in autocommit mode.
             raise DatabaseError("the batch's transaction was rolled back by the database")
-        if self._alone:
+        with nullcontext() if self._alone else self._core.savepoint():
             self._core.request_scope = True
             try:
                 return fn()
             except BaseException:
-                self.undone = True
+                if self._alone:
+                    self.undone = True
                 raise
-            finally:
-                self._core.request_scope = False
-        with self._core.savepoint():
-            self._core.request_scope = True
-            try:
-                return fn()
             finally:
                 self._core.request_scope = False
 
@@ -128,15 +123,16 @@ class StoreDB:
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def batch(self, requests: int = 2) -> Iterator[Batch]:
-        """One ``BEGIN IMMEDIATE`` transaction for ``requests`` requests, committed when the
-        block ends without error (rolled back when it raises, or when a lone request failed).
+    def batch(self, alone: bool = False) -> Iterator[Batch]:
+        """One ``BEGIN IMMEDIATE`` transaction, for many requests or one (``alone``), committed
+        when the block ends without error (rolled back when it raises, or when a lone request
+        failed).
 
         If the commit itself fails, everything is rolled back and ``DatabaseError`` raised.
         """
         if self._core.in_transaction:
             raise RuntimeError("StoreDB.batch() cannot be nested")
-        tx = Batch(self._core, alone=requests == 1)
+        tx = Batch(self._core, alone)
         with self._core.atomic(undo=lambda: tx.undone):
             yield tx
 

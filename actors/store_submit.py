@@ -31,12 +31,6 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 
 def validate(sub: Submission, index: int) -> None:
     """Raise ``InvalidRequest`` or ``PayloadTooLarge`` for a submission the Store cannot take."""
-    if not _plainly_valid(sub):
-        explain(sub, index)
-
-
-def explain(sub: Submission, index: int) -> None:
-    """``validate`` one check at a time, raising with what is wrong (the slow path)."""
     where = f"submission {index}"
     if not isinstance(sub, Submission):
         raise InvalidRequest(f"{where}: not a Submission")
@@ -74,34 +68,6 @@ def explain(sub: Submission, index: int) -> None:
         raise InvalidRequest(f"{where}: fail_fast must be a bool")
     if sub.parent_id is not None and (not _is_int(sub.parent_id) or sub.parent_id < 1):
         raise InvalidRequest(f"{where}: parent_id must be a positive integer")
-
-
-def _plainly_valid(sub: Any) -> bool:
-    """The checks of ``validate`` in one expression, for the submissions that pass them all
-    (nearly every one): True means valid; False means ``validate`` must say what is wrong."""
-    payload = sub.payload if type(sub) is Submission else b""
-    return (
-        type(sub) is Submission
-        and type(sub.task_type) is str
-        and 0 < len(sub.task_type) <= MAX_TASK_TYPE_CHARS
-        and type(sub.key) is str
-        and _KEY.fullmatch(sub.key) is not None
-        and type(sub.label) is str
-        and type(sub.priority) is int
-        and 0 <= sub.priority <= 255
-        and (payload is None or (type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES))
-        and type(sub.expected_read_bytes) is int
-        and type(sub.expected_write_bytes) is int
-        and type(sub.expected_net_rx_bytes) is int
-        and type(sub.expected_net_tx_bytes) is int
-        and 0 <= sub.expected_read_bytes < 2**63
-        and 0 <= sub.expected_write_bytes < 2**63
-        and 0 <= sub.expected_net_rx_bytes < 2**63
-        and 0 <= sub.expected_net_tx_bytes < 2**63
-        and (sub.group_key is None or type(sub.group_key) is str)
-        and type(sub.fail_fast) is bool
-        and (sub.parent_id is None or (type(sub.parent_id) is int and sub.parent_id >= 1))
-    )
 
 
 def _is_int(value: Any) -> bool:

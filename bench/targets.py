@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,9 +29,8 @@ import zmq
 
 from bench.app import CONCURRENCY_ENV, STAMPS_ENV, builder
 from bench.common import REPO, peak_rss_mb, vm_hwm_mb
-from bus.client import RequestClient
-from bus.errors import ActorUnavailable
-from bus.kinds import CountsReply, Ok, Ping, Pong
+from bus.client import RequestClient, await_pong
+from bus.kinds import CountsReply, Ok
 from bus.kinds_run import SetMaxConcurrency
 from taskmill import (
     AsyncClient,
@@ -70,24 +68,30 @@ class Target(Protocol):
         """Peak RSS of every process involved, MB."""
 
 
-class Embedded:
+class _Submitting:
+    """The calls the shapes make that a ``Scheduler`` and an ``AsyncClient`` answer alike."""
+
+    api: Scheduler | AsyncClient
+
+    async def submit(self, submission: TaskSubmission) -> SubmitOutcome:
+        return await self.api.submit(submission)
+
+    async def submit_batch(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
+        return await self.api.submit_batch(submissions)
+
+    async def subscribe(self) -> EventSubscription:
+        return await self.api.subscribe()
+
+    async def counts(self) -> CountsReply:
+        return await self.api.store().counts()
+
+
+class Embedded(_Submitting):
     mode = "embedded"
 
     def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+        self.scheduler = self.api = scheduler
         self.started = False
-
-    async def submit(self, submission: TaskSubmission) -> SubmitOutcome:
-        return await self.scheduler.submit(submission)
-
-    async def submit_batch(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
-        return await self.scheduler.submit_batch(submissions)
-
-    async def subscribe(self) -> EventSubscription:
-        return await self.scheduler.subscribe()
-
-    async def counts(self) -> CountsReply:
-        return await self.scheduler.store().counts()
 
     async def start(self) -> None:
         if not self.started:
@@ -108,7 +112,7 @@ async def embedded(work: Path, concurrency: int) -> AsyncIterator[Embedded]:
         await scheduler.close()
 
 
-class Procfile:
+class Procfile(_Submitting):
     mode = "procfile"
 
     def __init__(
@@ -119,23 +123,11 @@ class Procfile:
         concurrency: int,
         deferred: bool,
     ) -> None:
-        self.client = client
+        self.client = self.api = client
         self.processes = processes
         self._dispatcher = dispatcher
         self._concurrency = concurrency
         self._deferred = deferred
-
-    async def submit(self, submission: TaskSubmission) -> SubmitOutcome:
-        return await self.client.submit(submission)
-
-    async def submit_batch(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
-        return await self.client.submit_batch(submissions)
-
-    async def subscribe(self) -> EventSubscription:
-        return await self.client.subscribe()
-
-    async def counts(self) -> CountsReply:
-        return await self.client.store().counts()
 
     async def start(self) -> None:
         # A deferred deployment started with max_concurrency 0 (the Dispatcher dispatches from
@@ -175,21 +167,9 @@ def _wait_ready(
     context: zmq.Context[Any], popen: subprocess.Popen[bytes], control: str, log: Path
 ) -> None:
     """Until the actor answers PING on its control endpoint (re-asked every half second)."""
-    client = RequestClient(context, control)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    try:
-        while True:
-            if popen.poll() is not None:
-                raise RuntimeError(f"{control}: exited {popen.returncode}\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{control}: never answered PING\n{_tail(log)}")
-            try:
-                client.call(Ping(), Pong, timeout=0.5)
-                return
-            except ActorUnavailable:
-                continue
-    finally:
-        client.close()
+    failure = await_pong(context, control, timeout=READY_TIMEOUT_S, exited=popen.poll)
+    if failure is not None:
+        raise RuntimeError(f"{control}: {failure}\n{_tail(log)}")
 
 
 def _tail(log: Path, n: int = 20) -> str:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import zmq
 
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError, error_from_reply
-from bus.kinds import Error
+from bus.kinds import Error, Ping, Pong
 from bus.protocol import Message, decode, encode, readable, send_frames
 from bus.runtime import ActorLoop, Timer
 
@@ -110,6 +110,34 @@ class RequestClient:
 
     def close(self) -> None:
         self._sock.close(linger=0)
+
+
+def await_pong(
+    context: zmq.Context[Any],
+    endpoint: str,
+    *,
+    timeout: float,
+    exited: Callable[[], int | None],
+    every: float = 0.5,
+) -> str | None:
+    """Ask ``endpoint`` PING every ``every`` seconds until it answers (None), or say why not:
+    its process ``exited()`` (a return code), or ``timeout`` seconds passed."""
+    client = RequestClient(context, endpoint)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            code = exited()
+            if code is not None:
+                return f"exited with {code}"
+            if time.monotonic() > deadline:
+                return "never answered PING"
+            try:
+                client.call(Ping(), Pong, timeout=every)
+                return None
+            except ActorUnavailable:
+                continue
+    finally:
+        client.close()
 
 
 class AsyncRequester:

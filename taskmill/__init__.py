@@ -55,7 +55,6 @@ from taskmill.records import (
     HistoryStatus,
     OutcomeKind,
     ParentResolution,
-    SchedulerSnapshot,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -65,6 +64,7 @@ from taskmill.records import (
     TypeStats,
 )
 from taskmill.scheduler import Scheduler
+from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key

@@ -42,12 +42,12 @@ from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from taskmill.deploy import DeploymentConfig
 from taskmill.records import (
-    SchedulerSnapshot,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
     TypeStats,
 )
+from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates, progress_estimates
 from taskmill.subscription import EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key

@@ -1,4 +1,4 @@
-"""Public records and results: task rows, history rows, statistics, lookups, outcomes, snapshots.
+"""Public records and results: task rows, history rows, statistics, lookups, outcomes.
 
 Records are frozen dataclasses built from the wire structs of ``bus.kinds`` (``from_row`` /
 ``from_reply`` / ``from_wire``). Times travel as epoch milliseconds and are turned into
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from bus.kinds import CountsReply, HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
-from bus.kinds_run import DispatcherState
+from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
 from taskmill.priority import Priority
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "HistoryStatus",
     "OutcomeKind",
     "ParentResolution",
-    "SchedulerSnapshot",
     "SubmitOutcome",
     "TaskHistoryRecord",
     "TaskLookup",
@@ -370,39 +368,3 @@ class ParentResolution(StrEnum):
     WAITING = "waiting"
     FINALIZE = "finalize"
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class SchedulerSnapshot(_ToDict):
-    """A point-in-time view of the scheduler for dashboards; ``to_dict()`` is JSON-able."""
-
-    running: list[TaskRecord] = field(default_factory=list)
-    pending_count: int = 0
-    paused_count: int = 0
-    waiting_count: int = 0
-    progress: list[EstimatedProgress] = field(default_factory=list)
-    pressure: float = 0.0
-    pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
-    max_concurrency: int = 0
-    is_paused: bool = False
-    resources: dict[str, float] = field(default_factory=dict)
-    """Smoothed readings when monitoring is on: ``cpu`` (0..1), ``disk_read_bps``,
-    ``disk_write_bps``, ``net_rx_bps``, ``net_tx_bps`` (bytes/s)."""
-
-    @classmethod
-    def from_state(
-        cls, state: DispatcherState, counts: CountsReply, progress: list[EstimatedProgress]
-    ) -> SchedulerSnapshot:
-        """The snapshot of the Dispatcher's state and the Store's counts (and the estimates)."""
-        return cls(
-            running=[TaskRecord.from_row(r.task) for r in state.running],
-            pending_count=counts.pending,
-            paused_count=counts.paused,
-            waiting_count=counts.waiting,
-            progress=progress,
-            pressure=state.pressure,
-            pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],
-            max_concurrency=state.max_concurrency,
-            is_paused=state.is_paused,
-            resources=dict(state.resources),
-        )

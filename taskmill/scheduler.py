@@ -49,7 +49,8 @@ from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
 from taskmill.context import make_runner
 from taskmill.monitoring import monitor_actor
-from taskmill.records import EstimatedProgress, SchedulerSnapshot, SubmitOutcome, TaskRecord
+from taskmill.records import EstimatedProgress, SubmitOutcome, TaskRecord
+from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates
 from taskmill.subscription import EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key

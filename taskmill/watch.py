@@ -27,7 +27,7 @@ from taskmill.events import (
     TaskEvent,
     Waiting,
 )
-from taskmill.records import SchedulerSnapshot
+from taskmill.snapshot import SchedulerSnapshot
 
 __all__ = ["WatchView", "bar", "format_snapshot"]
 

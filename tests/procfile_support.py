@@ -27,10 +27,8 @@ from typing import IO, Any
 import zmq
 
 from actors.topology import Topology
-from bus.client import RequestClient
-from bus.errors import ActorUnavailable
+from bus.client import await_pong
 from bus.hosting import ActorThread
-from bus.kinds import Ping, Pong
 from taskmill.deploy import DeploymentConfig
 from taskmill.processes import build, build_worker
 from tests.system_app import app
@@ -195,23 +193,9 @@ class Deployment:
 
     def wait_ready(self, proc: Proc, control: str, timeout: float = 15.0) -> None:
         """Wait for the actor's PONG (re-asking every half second while its process lives)."""
-        deadline = time.monotonic() + timeout
-        client = RequestClient(self.context, control)
-        try:
-            while True:
-                if proc.popen.poll() is not None:
-                    raise AssertionError(
-                        f"{proc.role} exited with {proc.popen.returncode}:\n{proc.log_tail()}"
-                    )
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{proc.role} never answered PING:\n{proc.log_tail()}")
-                try:
-                    client.call(Ping(), Pong, timeout=0.5)
-                    return
-                except ActorUnavailable:
-                    continue
-        finally:
-            client.close()
+        failure = await_pong(self.context, control, timeout=timeout, exited=proc.popen.poll)
+        if failure is not None:
+            raise AssertionError(f"{proc.role} {failure}:\n{proc.log_tail()}")
 
     # -- stopping ----------------------------------------------------------------------------
 

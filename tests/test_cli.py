@@ -19,7 +19,8 @@ from taskmill.commands import parse_priority
 from taskmill.deploy import DeploymentConfig
 from taskmill.events import Completed, Dispatched, Failed, Progress, Resources
 from taskmill.priority import Priority
-from taskmill.records import EstimatedProgress, SchedulerSnapshot, TaskRecord, TaskStatus
+from taskmill.records import EstimatedProgress, TaskRecord, TaskStatus
+from taskmill.snapshot import SchedulerSnapshot
 from taskmill.watch import WatchView, format_snapshot
 from tests.procfile_support import actor_threads
 

@@ -15,7 +15,6 @@ from taskmill.records import (
     HistoryStatus,
     OutcomeKind,
     ParentResolution,
-    SchedulerSnapshot,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -26,6 +25,7 @@ from taskmill.records import (
     datetime_to_ms,
     ms_to_datetime,
 )
+from taskmill.snapshot import SchedulerSnapshot
 
 KEY = "a" * 64
 T0_MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z

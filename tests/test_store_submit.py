@@ -5,18 +5,13 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from store_support import insert, key, ok, open_db, row, run, sub
 
 from actors.store_db import StoreDB
-from actors.store_submit import _plainly_valid, explain
 from bus.clock import FakeClock
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission
@@ -241,46 +236,3 @@ def test_child_is_recorded_with_its_parent(db: StoreDB) -> None:
     [parent] = run(db, "p")
     [child] = insert(db, "c", parent_id=parent)
     assert row(db, child).parent_id == parent
-
-
-def _odd_values(*good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(
-        *good, st.none(), st.booleans(), st.floats(allow_nan=False), st.binary(max_size=3)
-    )
-
-
-_ids = st.one_of(st.integers(-5, 2**64), st.sampled_from([0, 1, 2**63 - 1, 2**63]))
-_FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "task_type": _odd_values(st.text(max_size=3), st.just("t" * 256), st.just("t" * 257)),
-    "key": _odd_values(st.just(key("k")), st.just(key("k").upper()), st.text(max_size=65)),
-    "label": _odd_values(st.text(max_size=3)),
-    "priority": _odd_values(st.integers(-2, 300), st.sampled_from([0, 255, 256])),
-    "payload": _odd_values(st.just(b"x" * MiB), st.just(b"x" * (MiB + 1)), st.text(max_size=2)),
-    "expected_read_bytes": _odd_values(_ids),
-    "expected_write_bytes": _odd_values(_ids),
-    "expected_net_rx_bytes": _odd_values(_ids),
-    "expected_net_tx_bytes": _odd_values(_ids),
-    "group_key": _odd_values(st.text(max_size=3)),
-    "fail_fast": _odd_values(st.integers(0, 1)),
-    "parent_id": _odd_values(_ids),
-}
-
-
-@st.composite
-def odd_submissions(draw: st.DrawFn) -> Submission:
-    """A valid submission with one or two fields given any value, right or wrong."""
-    fields = draw(st.lists(st.sampled_from(sorted(_FIELD_VALUES)), min_size=1, max_size=2))
-    return dataclasses.replace(sub("odd"), **{f: draw(_FIELD_VALUES[f]) for f in fields})
-
-
-@given(odd_submissions())
-@settings(max_examples=1000, deadline=None)
-def test_the_fast_check_agrees_with_the_explained_one(submission: Submission) -> None:
-    # Nearly every submission is checked by one expression; anything it does not pass gets
-    # the one-check-at-a-time path, which says what is wrong. Both must accept the same set.
-    try:
-        explain(submission, 0)
-        explained = True
-    except (InvalidRequest, PayloadTooLarge):
-        explained = False
-    assert _plainly_valid(submission) is explained
