@@ -22,7 +22,7 @@ import zmq
 
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError, error_from_reply
 from bus.kinds import Error, Ping, Pong
-from bus.protocol import Message, decode, encode, readable, send_frames
+from bus.protocol import Message, decode, encode, readable, recv_waiting, send_frames
 from bus.runtime import ActorLoop, Timer
 
 log = logging.getLogger("taskmill.bus")
@@ -199,7 +199,7 @@ class AsyncRequester:
     def _drain(self) -> None:
         sock = self._sock
         while not self._closed and readable(sock):
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = recv_waiting(sock)
             try:
                 reply, correlation = decode(frames)
             except ProtocolError as exc:

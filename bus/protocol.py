@@ -371,8 +371,14 @@ def recv_ready(sock: Any, limit: int) -> list[list[bytes]]:
     """
     batch: list[list[bytes]] = []
     while len(batch) < limit and _backend_get(sock, _EVENTS) & _POLLIN:
-        frames = [_backend_recv(sock, _NOBLOCK)]
-        while _backend_get(sock, _RCVMORE):
-            frames.append(_backend_recv(sock, _NOBLOCK))
-        batch.append(frames)
+        batch.append(recv_waiting(sock))
     return batch
+
+
+def recv_waiting(sock: Any) -> list[bytes]:
+    """The frames of the message ``readable(sock)`` said is waiting (``recv_multipart(NOBLOCK)``
+    without pyzmq's enums); raises ``zmq.Again`` when none is."""
+    frames = [_backend_recv(sock, _NOBLOCK)]
+    while _backend_get(sock, _RCVMORE):
+        frames.append(_backend_recv(sock, _NOBLOCK))
+    return frames

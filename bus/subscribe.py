@@ -41,7 +41,7 @@ import zmq
 
 from bus.errors import ActorUnavailable, ProtocolError
 from bus.kinds_run import PublishedBatch, PublishedEvent, Welcome
-from bus.protocol import decode, decode_as, readable
+from bus.protocol import decode, decode_as, readable, recv_waiting
 
 WELCOME_PREFIX = b"welcome."
 
@@ -250,8 +250,7 @@ class AsyncSubscription(_Tracker):
             # waiting". EVENTS is the truth, so ask it before every wait (subscribing is a send
             # and may already have consumed the edge of messages that arrived meanwhile).
             if readable(self._sock):
-                frames: list[bytes] = self._sock.recv_multipart(zmq.NOBLOCK)
-                return frames
+                return recv_waiting(self._sock)
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
