@@ -83,7 +83,7 @@ def rows(shapes: dict[str, Any]) -> list[list[str]]:
         for metric, s in entry["summary"].items():
             if not _shown(metric, s):
                 continue
-            target = target_for(name, metric)
+            target = target_for(name.split("@", 1)[0], metric)
             out.append(
                 [
                     name,

@@ -1,6 +1,7 @@
 """The benchmark suite: every shape, each run in a fresh process, summarised in one table.
 
-    python bench/run.py [--quick] [--runs N] [--only SHAPE...] [--big] [--json out.json]
+    python bench/run.py [--quick] [--runs N] [--only SHAPE...] [--big] [--cpus SET...]
+                        [--json out.json]
 
 Every shape runs ``--runs`` times (default 3; ``--quick``: 1 run, smaller sizes — a smoke check,
 not figures), each time as ``python -m bench.child SHAPE`` in a new process with its own
@@ -14,6 +15,12 @@ processes used meanwhile; on a 2-core machine a busy neighbour skews every figur
 waits for a quiet machine before each run and repeats a run that was disturbed
 (``--max-others``). ``--big`` puts 1,000,000 pending tasks under the peek/claim shape (else
 100,000).
+
+``--cpus`` confines runs to a set of CPUs (``0``, ``0,1``; ``all`` leaves them free, the
+default): each run's process calls ``sched_setaffinity`` before it starts anything, so every
+thread and process of the run inherits the set. With several sets (``--cpus all 0``) every
+shape runs once per set in turn, run after run, and each set's results are a shape of their own
+(``embedded.drain_20k_c4@cpus=0``): the ratios then come from one invocation.
 
 Benchmarks are scripts, never tests: CI lints this folder and runs none of it.
 """
@@ -54,10 +61,14 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(name: str, options: Options, seed: int) -> dict[str, float]:
+ALL_CPUS = "all"
+
+
+def run_child(name: str, options: Options, seed: int, cpus: str = ALL_CPUS) -> dict[str, float]:
     """One run of ``name`` in a new process group (killed whole on a timeout)."""
     argv = [sys.executable, "-m", "bench.child", name, "--seed", str(seed)]
     argv += ["--quick"] * options.quick + ["--big"] * options.big
+    argv += ["--cpus", cpus] * (cpus != ALL_CPUS)
     before = _cpu_counters()
     popen = subprocess.Popen(
         argv,
@@ -127,12 +138,32 @@ def wait_quiet(limit_pct: float) -> None:
         busy = machine_busy_pct()
 
 
-def measured_run(name: str, options: Options, seed: int, limit_pct: float) -> dict[str, float]:
+def cpu_set(value: str) -> str:
+    """``--cpus`` values: ``all``, or CPU numbers this machine has, comma-separated."""
+    if value == ALL_CPUS:
+        return value
+    try:
+        cpus = sorted({int(part) for part in value.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected all or e.g. 0 or 0,1") from None
+    if not cpus or not set(cpus) <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"{value!r}: not among this machine's CPUs")
+    return ",".join(map(str, cpus))
+
+
+def shape_key(name: str, cpus: str) -> str:
+    """The results' name of a shape run on ``cpus``."""
+    return name if cpus == ALL_CPUS else f"{name}@cpus={cpus}"
+
+
+def measured_run(
+    name: str, options: Options, seed: int, limit_pct: float, cpus: str = ALL_CPUS
+) -> dict[str, float]:
     """One run, repeated (at most ``RETRIES_WHEN_BUSY`` times) when other processes took more
     than ``limit_pct`` of the CPUs meanwhile; the last attempt counts either way."""
     for attempt in range(RETRIES_WHEN_BUSY + 1):
         wait_quiet(limit_pct)
-        result = run_child(name, options, seed)
+        result = run_child(name, options, seed, cpus)
         if result["others_cpu_pct"] <= limit_pct or attempt == RETRIES_WHEN_BUSY:
             return result
         print(f"  (others took {result['others_cpu_pct']:.0f}% of the CPUs: again)", flush=True)
@@ -140,36 +171,45 @@ def measured_run(name: str, options: Options, seed: int, limit_pct: float) -> di
 
 
 def run_suite(
-    names: list[str], options: Options, runs: int, limit_pct: float = 15.0
+    names: list[str],
+    options: Options,
+    runs: int,
+    limit_pct: float = 15.0,
+    cpu_sets: tuple[str, ...] = (ALL_CPUS,),
 ) -> dict[str, Any]:
     shapes: dict[str, Any] = {}
     every = catalog(options)
     for name in names:
-        results: list[dict[str, float]] = []
-        errors: list[str] = []
+        results: dict[str, list[dict[str, float]]] = {cpus: [] for cpus in cpu_sets}
+        errors: dict[str, list[str]] = {cpus: [] for cpus in cpu_sets}
         for i in range(runs):
-            started = time.monotonic()
-            try:
-                results.append(measured_run(name, options, i + 1, limit_pct))
-                last = results[-1]
-                status = f"{every[name].headline} = {last[every[name].headline]:,.2f}"
-                status += f" (other processes: {last['others_cpu_pct']:.0f}% of the CPUs)"
-            except RuntimeError as exc:
-                errors.append(str(exc))
-                status = f"FAILED: {str(exc).splitlines()[0]}"
-            took = time.monotonic() - started
-            print(f"  {name} run {i + 1}/{runs} ({took:.1f}s): {status}", flush=True)
-        entry: dict[str, Any] = {
-            "what": every[name].what,
-            "headline": every[name].headline,
-            "command": f"python bench/run.py --only {name}" + " --big" * options.big,
-            "runs": results,
-            "summary": summarise_shape(results) if results else {},
-        }
-        if errors:
-            entry["error"] = errors[0]
-            entry["errors"] = errors
-        shapes[name] = entry
+            for cpus in cpu_sets:  # in turn, so drift touches every set alike
+                key = shape_key(name, cpus)
+                started = time.monotonic()
+                try:
+                    last = measured_run(name, options, i + 1, limit_pct, cpus)
+                    results[cpus].append(last)
+                    status = f"{every[name].headline} = {last[every[name].headline]:,.2f}"
+                    status += f" (other processes: {last['others_cpu_pct']:.0f}% of the CPUs)"
+                except RuntimeError as exc:
+                    errors[cpus].append(str(exc))
+                    status = f"FAILED: {str(exc).splitlines()[0]}"
+                took = time.monotonic() - started
+                print(f"  {key} run {i + 1}/{runs} ({took:.1f}s): {status}", flush=True)
+        for cpus in cpu_sets:
+            command = f"python bench/run.py --only {name}" + " --big" * options.big
+            entry: dict[str, Any] = {
+                "what": every[name].what,
+                "headline": every[name].headline,
+                "command": command + f" --cpus {cpus}" * (cpus != ALL_CPUS),
+                "cpus": cpus,
+                "runs": results[cpus],
+                "summary": summarise_shape(results[cpus]) if results[cpus] else {},
+            }
+            if errors[cpus]:
+                entry["error"] = errors[cpus][0]
+                entry["errors"] = errors[cpus]
+            shapes[shape_key(name, cpus)] = entry
     return shapes
 
 
@@ -183,6 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, help="results file (default bench/results/latest.json)"
     )
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    parser.add_argument(
+        "--cpus",
+        nargs="+",
+        type=cpu_set,
+        default=[ALL_CPUS],
+        metavar="SET",
+        help="run confined to these CPUs (e.g. 0, or 0,1; all: free, the default); several "
+        "sets run every shape once per set in turn",
+    )
     parser.add_argument("--list", action="store_true", help="list the shapes and exit")
     parser.add_argument(
         "--max-others",
@@ -213,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     source_before = source_state()
     print(f"at commit {source_before['commit']}", flush=True)
     started = time.monotonic()
-    shapes = run_suite(names, options, runs, args.max_others)
+    cpu_sets = tuple(dict.fromkeys(args.cpus))
+    if cpu_sets != (ALL_CPUS,):
+        print(f"CPU sets: {', '.join(cpu_sets)}", flush=True)
+    shapes = run_suite(names, options, runs, args.max_others, cpu_sets)
     table = rows(shapes)
     print()
     print(text_table(table))
@@ -221,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite": "taskmill",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/run.py", *(argv or sys.argv[1:])]),
-        "options": {"quick": args.quick, "big": args.big, "runs": runs},
+        "options": {"quick": args.quick, "big": args.big, "runs": runs, "cpus": list(cpu_sets)},
         "machine": machine,
         "source": {"before": source_before, "after": source_state()},
         "durability": "WAL, synchronous=NORMAL (the Store's defaults)",

@@ -4,9 +4,11 @@ must never keep polling: that would burn a core while the scheduler has nothing 
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
+import pytest
 import zmq
 
 from bus.endpoints import inproc, new_namespace
@@ -36,11 +38,10 @@ class RecordingPoller:
         return found
 
 
-def test_after_a_message_the_loop_polls_a_few_times_then_sleeps(
-    context: zmq.Context[Any],
-) -> None:
-    endpoint = inproc(new_namespace(), "spin")
-    loop = ActorLoop(context, "spin")
+def polls_around_one_message(context: zmq.Context[Any], loop: ActorLoop) -> list[int]:
+    """Run ``loop`` (in a thread) until it sleeps, send it one message, wait until it sleeps
+    again; the timeouts of its polls from the one that found the message on."""
+    endpoint = inproc(new_namespace(), loop.name)
     pull = loop.socket(zmq.PULL)
     loop.bind(pull, endpoint)
     handled = threading.Event()
@@ -49,7 +50,7 @@ def test_after_a_message_the_loop_polls_a_few_times_then_sleeps(
     loop._poller = poller  # type: ignore[assignment]
     push = context.socket(zmq.PUSH)
     push.connect(endpoint)
-    runner = threading.Thread(target=loop.run, name="spin")
+    runner = threading.Thread(target=loop.run, name=loop.name)
     runner.start()
     try:
         assert poller.slept.wait(WAIT)  # idle from the start: the first poll already waits
@@ -59,10 +60,38 @@ def test_after_a_message_the_loop_polls_a_few_times_then_sleeps(
         assert handled.wait(WAIT)
         assert poller.slept.wait(WAIT)  # and asleep again
         [found] = poller.ready
-        assert poller.timeouts[found + 1 : found + 2 + SPIN_POLLS] == [0] * SPIN_POLLS + [1000]
+        return poller.timeouts[found:]
     finally:
         loop.stop()
         push.send(b"wake")  # the sleeping poll returns and the loop sees it must stop
         runner.join(WAIT)
         push.close(linger=0)
-    assert not runner.is_alive()
+        assert not runner.is_alive()
+
+
+def test_after_a_message_the_loop_polls_a_few_times_then_sleeps(
+    context: zmq.Context[Any],
+) -> None:
+    loop = ActorLoop(context, "spin")
+    timeouts = polls_around_one_message(context, loop)
+    assert timeouts[1 : 2 + SPIN_POLLS] == [0] * SPIN_POLLS + [1000]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_a_loop_confined_to_one_cpu_sleeps_right_after_its_last_message(
+    context: zmq.Context[Any],
+) -> None:
+    # Spinning there only keeps the sender, which needs that very CPU, from running.
+    made: list[ActorLoop] = []
+
+    def make() -> None:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # this thread only
+        made.append(ActorLoop(context, "pinned"))
+
+    maker = threading.Thread(target=make)
+    maker.start()
+    maker.join(WAIT)
+    [loop] = made
+    assert loop.spin_polls == 0
+    timeouts = polls_around_one_message(context, loop)
+    assert timeouts[1:2] == [1000]
