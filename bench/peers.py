@@ -1,6 +1,7 @@
 """taskmill side by side with Huey (SQLite and Redis storage), measured in one invocation.
 
     python bench/peers.py [--quick] [--runs N] [--json out.json] [--skip-taskmill]
+                          [--taskmill-cpus SET]
 
 1. Creates a virtual environment in ``bench/results/peers-venv`` (git-ignored; reused when it
    already has Huey) and installs ``huey`` and ``redis`` into it — benchmark tools only, never
@@ -12,7 +13,9 @@
    venv): the 20k no-op drain with one producer enqueueing one by one and a consumer with 4
    thread workers; the producer's enqueue rate; idle latency enqueue → task start.
 4. Runs the same shapes of taskmill (``bench/run.py --only ...``, embedded and Procfile) and
-   prints every figure with the ratios taskmill/peer.
+   prints every figure with the ratios taskmill/peer. With ``--taskmill-cpus 0`` taskmill's
+   shapes also run confined to CPU 0 (``bench/run.py --cpus all 0``, runs in turn), as their own
+   columns (``taskmill embedded@cpus=0``); the peers always run free.
 
 All traffic stays on loopback; every loop is bounded; every process and directory is removed.
 """
@@ -141,22 +144,25 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def run_taskmill(runs: int, quick: bool) -> dict[str, dict[str, float]]:
-    """taskmill's figures of the same shapes, from ``bench/run.py`` in this invocation."""
+def run_taskmill(runs: int, quick: bool, cpus: str | None = None) -> dict[str, dict[str, float]]:
+    """taskmill's figures of the same shapes, from ``bench/run.py`` in this invocation (also
+    confined to ``cpus``, when given)."""
     with tempfile.TemporaryDirectory(prefix="peers-taskmill-") as tmp:
         out = Path(tmp) / "taskmill.json"
         only = [f"{mode}.{shape}" for mode in ("embedded", "procfile")
                 for shape, _ in TASKMILL_SHAPES.values()]  # fmt: skip
         argv = [sys.executable, str(BENCH / "run.py"), "--runs", str(runs), "--json", str(out)]
         argv += ["--quick"] * quick + ["--only", *only]
-        subprocess.run(argv, cwd=REPO, timeout=TIMEOUT_S * 4)
+        argv += ["--cpus", "all", cpus] if cpus else []
+        subprocess.run(argv, cwd=REPO, timeout=TIMEOUT_S * (8 if cpus else 4))
         data = json.loads(out.read_text())
     figures: dict[str, dict[str, float]] = {}
     for name, entry in data["shapes"].items():
-        mode, shape = name.split(".", 1)
+        shape_name, at, cpu_set = name.partition("@")
+        mode, shape = shape_name.split(".", 1)
         kind = next(k for k, (s, _) in TASKMILL_SHAPES.items() if s == shape)
         for metric, summary in entry["summary"].items():
-            mine = figures.setdefault(f"taskmill {mode}", {})
+            mine = figures.setdefault(f"taskmill {mode}{at}{cpu_set}", {})
             mine[f"{kind}.{metric}"] = summary["median"]
             if metric == "rss_actors_total_mb":  # every actor process of the deployment
                 mine["drain.rss_mb"] = summary["median"]
@@ -169,6 +175,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="runs per shape (default 3; --quick: 1)")
     parser.add_argument("--json", type=Path, help="results (default bench/results/peers.json)")
     parser.add_argument("--skip-taskmill", action="store_true", help="only the peers")
+    parser.add_argument(
+        "--taskmill-cpus", metavar="SET", help="also run taskmill confined to these CPUs (e.g. 0)"
+    )
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     n_drain, n_latency = (2_000, 30) if args.quick else (20_000, 200)
@@ -186,7 +195,7 @@ def main() -> int:
                     print(f"  {name} {shape} run {i + 1}/{runs}: {result}", flush=True)
     figures = {name: {m: median(v) for m, v in ms.items()} for name, ms in peers.items()}
     if not args.skip_taskmill:
-        figures.update(run_taskmill(runs, args.quick))
+        figures.update(run_taskmill(runs, args.quick, args.taskmill_cpus))
     report = table(figures)
     print()
     print(report)
@@ -222,7 +231,7 @@ METRICS = (
 def table(figures: dict[str, dict[str, float]]) -> str:
     """Every system's medians, then taskmill/peer for each pair (>1: taskmill higher)."""
     systems = list(figures)
-    lines = ["metric".ljust(28) + "".join(s.rjust(20) for s in systems)]
+    lines = ["metric".ljust(28) + "".join(s.rjust(26) for s in systems)]
     for key, label in METRICS:
         cells = [figures[s].get(key) for s in systems]
         lines.append(label.ljust(28) + "".join(_cell(c) for c in cells))
@@ -239,14 +248,14 @@ def table(figures: dict[str, dict[str, float]]) -> str:
                     if a is not None and b:
                         parts.append(f"{a / b:.2f}x vs {p}")
                 if parts:
-                    lines.append(f"  {label:26} {t:18} " + ", ".join(parts))
+                    lines.append(f"  {label:26} {t:26} " + ", ".join(parts))
     return "\n".join(lines)
 
 
 def _cell(value: float | None) -> str:
     if value is None:
-        return "-".rjust(20)
-    return (f"{value:,.2f}" if value < 100 else f"{value:,.0f}").rjust(20)
+        return "-".rjust(26)
+    return (f"{value:,.2f}" if value < 100 else f"{value:,.0f}").rjust(26)
 
 
 if __name__ == "__main__":
