@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cpus", help="confine this process to these CPUs (e.g. 0 or 0,1)")
     args = parser.parse_args()
-    if args.cpus:  # before any thread or process starts: they all inherit it
+    if args.cpus and args.cpus != "all":  # before any thread or process starts: all inherit it
         os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     metrics = run_once(args.shape, Options(quick=args.quick, big=args.big, seed=args.seed))

@@ -37,6 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import cpu_set
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
@@ -154,7 +159,9 @@ def run_taskmill(runs: int, quick: bool, cpus: str | None = None) -> dict[str, d
         argv = [sys.executable, str(BENCH / "run.py"), "--runs", str(runs), "--json", str(out)]
         argv += ["--quick"] * quick + ["--only", *only]
         argv += ["--cpus", "all", cpus] if cpus else []
-        subprocess.run(argv, cwd=REPO, timeout=TIMEOUT_S * (8 if cpus else 4))
+        done = subprocess.run(argv, cwd=REPO, timeout=TIMEOUT_S * (8 if cpus else 4))
+        if not out.exists():
+            raise SystemExit(f"bench/run.py wrote no results (exit {done.returncode})")
         data = json.loads(out.read_text())
     figures: dict[str, dict[str, float]] = {}
     for name, entry in data["shapes"].items():
@@ -176,7 +183,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="results (default bench/results/peers.json)")
     parser.add_argument("--skip-taskmill", action="store_true", help="only the peers")
     parser.add_argument(
-        "--taskmill-cpus", metavar="SET", help="also run taskmill confined to these CPUs (e.g. 0)"
+        "--taskmill-cpus",
+        type=cpu_set,
+        metavar="SET",
+        help="also run taskmill confined to these CPUs (e.g. 0)",
     )
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)

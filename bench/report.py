@@ -83,7 +83,8 @@ def rows(shapes: dict[str, Any]) -> list[list[str]]:
         for metric, s in entry["summary"].items():
             if not _shown(metric, s):
                 continue
-            target = target_for(name.split("@", 1)[0], metric)
+            # A run confined to a CPU set (``name@cpus=0``) is shown, but judged only free.
+            target = None if "@" in name else target_for(name, metric)
             out.append(
                 [
                     name,

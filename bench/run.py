@@ -31,6 +31,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -142,11 +143,10 @@ def cpu_set(value: str) -> str:
     """``--cpus`` values: ``all``, or CPU numbers this machine has, comma-separated."""
     if value == ALL_CPUS:
         return value
-    try:
-        cpus = sorted({int(part) for part in value.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected all or e.g. 0 or 0,1") from None
-    if not cpus or not set(cpus) <= os.sched_getaffinity(0):
+    if not re.fullmatch(r"[0-9]+(,[0-9]+)*", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected all or e.g. 0 or 0,1")
+    cpus = sorted({int(part) for part in value.split(",")})
+    if not set(cpus) <= os.sched_getaffinity(0):
         raise argparse.ArgumentTypeError(f"{value!r}: not among this machine's CPUs")
     return ",".join(map(str, cpus))
 

@@ -32,16 +32,20 @@ submit) usually arrives within them, and then costs no sleep and wake-up of the 
 1,600/s with none, the drain 1,613 to 1,633/s against 1,526/s. More spins cost more than they save
 (32: drain 1,391/s). Idle, it is one burst of four polls after each timer.
 
-A loop whose thread may run on one CPU only (``taskset -c 0``, a cpuset) does not spin: the
-message it would wait for can only come from a thread that needs that very CPU (pinned, a
-10,000-task embedded drain ran at 2,307 and 2,329/s without the spin against 2,240/s with it)."""
+A loop built in a thread that may run on one CPU only (``taskset -c 0``, a cpuset) does not
+spin. The threads that feed it then usually need that very CPU: every thread of its process
+inherits the set (ZeroMQ's I/O threads too, which deliver every ipc and tcp message), and so does
+an application thread that was confined before it built the scheduler. Spinning only keeps them
+off the CPU (an embedded 10,000-task drain confined to one CPU: 2,307 and 2,329/s without the
+spin, 2,240/s twice with it). A sender confined to another CPU merely finds the loop asleep, as
+it would after the spin."""
 
 
 def usable_cpus() -> int:
     """How many CPUs the calling thread may run on (its affinity, where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity on this OS (macOS): every CPU
+    except (AttributeError, OSError):  # no affinity on this OS (macOS), or a sandbox refused
         return os.cpu_count() or 1
 
 

@@ -60,19 +60,21 @@ def polls_around_one_message(context: zmq.Context[Any], loop: ActorLoop) -> list
         assert handled.wait(WAIT)
         assert poller.slept.wait(WAIT)  # and asleep again
         [found] = poller.ready
-        return poller.timeouts[found:]
+        timeouts = poller.timeouts[found:]
     finally:
         loop.stop()
         push.send(b"wake")  # the sleeping poll returns and the loop sees it must stop
         runner.join(WAIT)
         push.close(linger=0)
-        assert not runner.is_alive()
+    assert not runner.is_alive()
+    return timeouts
 
 
 def test_after_a_message_the_loop_polls_a_few_times_then_sleeps(
     context: zmq.Context[Any],
 ) -> None:
     loop = ActorLoop(context, "spin")
+    loop.spin_polls = SPIN_POLLS  # as on a machine with several CPUs, whatever runs this test
     timeouts = polls_around_one_message(context, loop)
     assert timeouts[1 : 2 + SPIN_POLLS] == [0] * SPIN_POLLS + [1000]
 
@@ -91,6 +93,7 @@ def test_a_loop_confined_to_one_cpu_sleeps_right_after_its_last_message(
     maker = threading.Thread(target=make)
     maker.start()
     maker.join(WAIT)
+    assert made, "no loop was built in a thread confined to one CPU"
     [loop] = made
     assert loop.spin_polls == 0
     timeouts = polls_around_one_message(context, loop)
