@@ -1,9 +1,10 @@
-"""A scheduler process for the crash test: runs slow tasks until it is killed.
+"""A scheduler process for the crash tests: runs slow tasks until it is killed.
 
-    python -m tests.crash_app <database> <run dir>
+    python -m tests.crash_app <database> <run dir> [--submit]
 
 It prints ``ready`` once it runs (so the test can subscribe to its events over ipc), then
-dispatches forever.
+dispatches forever. With ``--submit`` it also submits tasks one by one (``s0``, ``s1``, …) and
+prints ``acked <key> <id>`` as soon as each submission is acknowledged.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from taskmill import CancellationToken, Scheduler, TaskContext
+from taskmill import CancellationToken, Scheduler, TaskContext, TaskSubmission
 
 
 async def slow(ctx: TaskContext) -> None:
@@ -26,7 +27,16 @@ async def work(ctx: TaskContext) -> None:
         return  # finished its "work" without being cancelled
 
 
-async def main(database: str, run_dir: str) -> None:
+async def submit_forever(scheduler: Scheduler) -> None:
+    number = 0
+    while True:
+        key = f"s{number}"
+        outcome = await scheduler.submit(TaskSubmission("work", key=key))
+        print(f"acked {key} {outcome.id}", flush=True)
+        number += 1
+
+
+async def main(database: str, run_dir: str, submit: bool) -> None:
     scheduler = await (
         Scheduler.builder()
         .store_path(database)
@@ -37,8 +47,11 @@ async def main(database: str, run_dir: str) -> None:
     )
     token = CancellationToken()
     print("ready", flush=True)
-    await scheduler.run(token)
+    if submit:
+        await asyncio.gather(scheduler.run(token), submit_forever(scheduler))
+    else:
+        await scheduler.run(token)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], "--submit" in sys.argv[3:]))

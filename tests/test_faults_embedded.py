@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from taskmill import HistoryStatus, TaskContext, TaskSubmission
+from taskmill import HistoryStatus, TaskContext, TaskHistoryRecord, TaskRecord, TaskSubmission
 from taskmill.subscription import EventSubscription
 from tests.scheduler_support import EventRecorder, Latch, builder
 
@@ -70,6 +70,55 @@ async def test_sigkill_mid_run_then_restart_completes_every_task_exactly_once(
         assert await again.store().pending_count() == 0
         assert await again.store().running_count() == 0
         await events.close()
+
+
+async def test_sigkill_while_submitting_loses_no_acknowledged_submission(tmp_path: Path) -> None:
+    # The durability rule the benchmarks run under: a submit is acknowledged only once its
+    # transaction is committed, so killing the process right after any acknowledgement (with
+    # tasks running and completing meanwhile) loses none of them.
+    database = tmp_path / "tasks.db"
+    short = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp"))  # short ipc paths
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.crash_app", str(database), str(short / "run"), "--submit"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    acked: dict[str, int] = {}
+    try:
+        assert process.stdout is not None
+        stdout = process.stdout
+        line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
+        assert line.strip() == "ready"
+        while len(acked) < 300:
+            line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
+            word, key, task_id = line.split()
+            assert word == "acked"
+            acked[key] = int(task_id)
+        process.send_signal(signal.SIGKILL)  # submits, runs and completions all in flight
+        await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        shutil.rmtree(short, ignore_errors=True)
+
+    again = await builder(tmp_path).store_path(database).build()
+    try:
+        lost = []
+        for key, task_id in acked.items():
+            found = await again.task_lookup("work", key.encode())
+            if not found.found or found.record is None or _task_id(found.record) != task_id:
+                lost.append(key)
+        assert lost == []
+    finally:
+        await again.close()
+
+
+def _task_id(record: TaskRecord | TaskHistoryRecord) -> int:
+    """The id of the task an active record or a history record is about."""
+    return record.task_id if isinstance(record, TaskHistoryRecord) else record.id
 
 
 async def test_an_executor_that_ignores_cancellation_does_not_stall_dispatch(
