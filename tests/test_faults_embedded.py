@@ -18,43 +18,59 @@ from taskmill.subscription import EventSubscription
 from tests.scheduler_support import EventRecorder, Latch, builder
 
 
+class CrashApp:
+    """``python -m tests.crash_app`` on ``database``, run with its ipc sockets in a short
+    temporary directory; killed (if need be) and cleaned up when the block ends."""
+
+    def __init__(self, database: Path, *args: str) -> None:
+        self.short = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp"))  # short ipc paths
+        self.run_dir = self.short / "run"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.crash_app", str(database), str(self.run_dir), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def line(self) -> str:
+        stdout = self.process.stdout
+        assert stdout is not None
+        return await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
+
+    async def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(self.process.wait, 30)
+
+    async def __aenter__(self) -> CrashApp:
+        assert (await self.line()).strip() == "ready"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        shutil.rmtree(self.short, ignore_errors=True)
+
+
 async def test_sigkill_mid_run_then_restart_completes_every_task_exactly_once(
     tmp_path: Path,
 ) -> None:
     database = tmp_path / "tasks.db"
-    short = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp"))  # short ipc paths
-    run_dir = short / "run"
     setup = await builder(tmp_path).store_path(database).build()
     await setup.submit_batch([TaskSubmission("work", key=f"t{i}") for i in range(60)])
     await setup.close()
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_app", str(database), str(run_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        stdout = process.stdout
-        line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
-        assert line.strip() == "ready"
+    async with CrashApp(database) as app:
         context: zmq.Context[Any] = zmq.Context()
         try:
-            sub = await EventSubscription.open(context, f"ipc://{run_dir}/events.sock")
+            sub = await EventSubscription.open(context, f"ipc://{app.run_dir}/events.sock")
             recorder = EventRecorder(sub)
             await recorder.wait_count("completed", 10, timeout=30)
-            process.send_signal(signal.SIGKILL)  # mid-run: tasks are running right now
-            await asyncio.to_thread(process.wait, 30)
+            await app.kill()  # mid-run: tasks are running right now
             await recorder.close()
         finally:
             context.destroy(linger=0)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        shutil.rmtree(short, ignore_errors=True)
 
     async def work(ctx: TaskContext) -> None:
         return None
@@ -77,32 +93,13 @@ async def test_sigkill_while_submitting_loses_no_acknowledged_submission(tmp_pat
     # transaction is committed, so killing the process right after any acknowledgement (with
     # tasks running and completing meanwhile) loses none of them.
     database = tmp_path / "tasks.db"
-    short = Path(tempfile.mkdtemp(prefix="tm", dir="/tmp"))  # short ipc paths
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_app", str(database), str(short / "run"), "--submit"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     acked: dict[str, int] = {}
-    try:
-        assert process.stdout is not None
-        stdout = process.stdout
-        line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
-        assert line.strip() == "ready"
+    async with CrashApp(database, "--submit") as app:
         while len(acked) < 300:
-            line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
-            word, key, task_id = line.split()
+            word, key, task_id = (await app.line()).split()
             assert word == "acked"
             acked[key] = int(task_id)
-        process.send_signal(signal.SIGKILL)  # submits, runs and completions all in flight
-        await asyncio.to_thread(process.wait, 30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        shutil.rmtree(short, ignore_errors=True)
+        await app.kill()  # submits, runs and completions all in flight
 
     again = await builder(tmp_path).store_path(database).build()
     try:
