@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from actors.store_core import Core
-from actors.store_schema import TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
+from actors.store_schema import HISTORY_INSERT, TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
 from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import TaskResult, TaskRow, Transition
 
@@ -108,12 +108,8 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
 
 
 _PLAIN_COMPLETION = (
-    "INSERT INTO history (task_id, task_type, key, label, priority, status, payload, "
-    "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, "
-    "actual_read_bytes, actual_write_bytes, actual_net_rx_bytes, actual_net_tx_bytes, "
-    "retry_count, last_error, created_at_ms, started_at_ms, completed_at_ms, duration_ms, "
-    "parent_id, fail_fast, group_key) "
-    "SELECT id, task_type, key, label, priority, 'completed', payload, expected_read_bytes, "
+    HISTORY_INSERT
+    + "SELECT id, task_type, key, label, priority, 'completed', payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, :r, :w, :rx, :tx, "
     "retry_count, last_error, created_at_ms, started, :done, "
     "CASE WHEN started IS NULL THEN NULL ELSE max(0, :done - started) END, "
@@ -122,8 +118,7 @@ _PLAIN_COMPLETION = (
     "AS started FROM tasks WHERE id = :id AND status IN ('running', 'paused') "
     "AND phase = 'execute' AND has_children = 0 AND parent_id IS NULL AND requeue = 0 "
     "AND acc_read_bytes = 0 AND acc_write_bytes = 0 AND acc_net_rx_bytes = 0 "
-    "AND acc_net_tx_bytes = 0 AND coalesce("
-    "CASE WHEN run_started_at_ms THEN run_started_at_ms ELSE started_at_ms END, 0) >= 0) "
+    "AND acc_net_tx_bytes = 0) WHERE coalesce(started, 0) >= 0 "
     "RETURNING task_id, task_type, key, label, priority, group_key, duration_ms"
 )
 """History row of a run that simply completes (ok; not a parent, a child or a requeue), written

@@ -16,6 +16,7 @@ from typing import Any
 
 import apsw
 
+from actors.store_schema import HISTORY_INSERT
 from bus.clock import Clock, now_ms
 from bus.errors import DatabaseError, InvalidRequest
 
@@ -165,12 +166,8 @@ class Core:
         """
         duration = None if started_at_ms is None else max(0, completed_at_ms - started_at_ms)
         self.run(
-            "INSERT INTO history (task_id, task_type, key, label, priority, status, payload, "
-            "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
-            "expected_net_tx_bytes, actual_read_bytes, actual_write_bytes, actual_net_rx_bytes, "
-            "actual_net_tx_bytes, retry_count, last_error, created_at_ms, started_at_ms, "
-            "completed_at_ms, duration_ms, parent_id, fail_fast, group_key) "
-            "SELECT id, task_type, key, label, priority, ?, payload, expected_read_bytes, "
+            HISTORY_INSERT
+            + "SELECT id, task_type, key, label, priority, ?, payload, expected_read_bytes, "
             "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, "
             "acc_read_bytes + ?, acc_write_bytes + ?, acc_net_rx_bytes + ?, acc_net_tx_bytes + ?, "
             "retry_count, coalesce(?, last_error), created_at_ms, ?, ?, ?, parent_id, fail_fast, "

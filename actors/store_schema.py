@@ -152,6 +152,9 @@ HISTORY_COLUMNS = (
 )
 """The columns of ``HistoryRow``, in field order."""
 
+HISTORY_INSERT = f"INSERT INTO history ({HISTORY_COLUMNS.removeprefix('id, ')}) "
+"""The start of a statement that writes a history row: every column but its own ``id``."""
+
 
 def task_row(t: tuple[Any, ...]) -> TaskRow:
     """A ``TaskRow`` from a tuple selected with ``TASK_COLUMNS``."""
