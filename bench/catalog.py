@@ -18,7 +18,7 @@ from typing import Any
 from bench import shapes
 from bench.app import SINK, STAMPS_ENV
 from bench.common import Metrics
-from bench.store_shapes import peek_claim
+from bench.store_shapes import floor, peek_claim
 from bench.targets import target
 
 MODES = ("embedded", "procfile")
@@ -143,6 +143,14 @@ def _store_shapes(options: Options) -> list[Shape]:
                 run,
             )
         )
+    out.append(
+        Shape(
+            "store.floor",
+            "the drain's and a batch's database work alone: StoreDB called directly",
+            "drain_sql_per_s",
+            lambda work, o: floor(work, _size(o, 20_000, 2_000)),
+        )
+    )
     return out
 
 

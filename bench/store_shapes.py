@@ -1,20 +1,33 @@
-"""Store-level shapes: peek and claim latency with a queue of a given depth.
+"""Store-level shapes: peek and claim latency with a queue of a given depth, and the Store's floor.
 
-A real ``StoreActor`` in its thread over inproc (``bench_store.store``), the queue inserted
-straight through ``StoreDB`` (``bench_store.fill``; untimed). Each round times one ``peek(1)``
-(the reference crate's ``peek_next``), then one ``peek(4)`` + ``claim`` (what one dispatch at
-concurrency 4 costs); the claimed rows are released again, untimed, so the depth stays.
+``peek_claim``: a real ``StoreActor`` in its thread over inproc (``bench_store.store``), the queue
+inserted straight through ``StoreDB`` (``bench_store.fill``; untimed). Each round times one
+``peek(1)`` (the reference crate's ``peek_next``), then one ``peek(4)`` + ``claim`` (what one
+dispatch at concurrency 4 costs); the claimed rows are released again, untimed, so the depth stays.
+
+``floor``: the database work of the embedded drain and of a batch, with nothing else — no bus, no
+thread, no other actor: ``StoreDB`` called directly, each request in its own transaction as the
+Store actor runs a request that arrives alone (``StoreDB.batch(alone=True)``). What no amount of
+work on messaging or dispatching can go below, at the Store's default durability.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from bench.bench_store import fill, store
+from actors.store_db import StoreDB
+from bench.bench_store import fill, store, submission
 from bench.common import Metrics, percentile
 from bus.client import RequestClient
+from bus.clock import SystemClock, now_ms
 from bus.kinds import Claim, FinishReply, Peek, Release, TasksReply
+from bus.structs import TaskResult
+
+T = TypeVar("T")
 
 
 def peek_claim(work: Path, pending: int, rounds: int, per_round: int = 4) -> Metrics:
@@ -45,3 +58,47 @@ def peek_claim(work: Path, pending: int, rounds: int, per_round: int = 4) -> Met
         "peek4_claim_p99_us": percentile(dispatches, 0.99) * 1e6,
         "fill_s": filled_s,
     }
+
+
+def floor(work: Path, tasks: int, per_claim: int = 4, batch: int = 1_000) -> Metrics:
+    """The drain's database work per task, as the embedded 20k drain asks for it: one awaited
+    submit per task, then per ``per_claim`` tasks one ``claim_next`` and one ``finish`` (what
+    the Dispatcher sends at concurrency 4); then ``submit`` of ``batch`` tasks in one
+    transaction, the median of 5."""
+    clock = SystemClock()
+    db = StoreDB(str(work / "floor.db"), clock=clock)
+
+    def alone(fn: Callable[[], T]) -> T:
+        with db.batch(alone=True) as tx:
+            return tx.run(fn)
+
+    spent = {"submit": 0.0, "claim": 0.0, "finish": 0.0}
+    try:
+        start = time.perf_counter()
+        for first in range(0, tasks, per_claim):
+            t0 = time.perf_counter()
+            for n in range(first, first + per_claim):
+                alone(partial(db.submit, [submission(n)]))
+            t1 = time.perf_counter()
+            rows, _ = alone(partial(db.claim_next, per_claim, 255, (), now_ms(clock)))
+            t2 = time.perf_counter()
+            done = now_ms(clock)
+            alone(partial(db.finish, [TaskResult(r.id, "ok", finished_at_ms=done) for r in rows]))
+            t3 = time.perf_counter()
+            spent["submit"] += t1 - t0
+            spent["claim"] += t2 - t1
+            spent["finish"] += t3 - t2
+        drain_s = time.perf_counter() - start
+        batches = []
+        for b in range(5):
+            subs = [submission(n) for n in range(tasks * (b + 2), tasks * (b + 2) + batch)]
+            t0 = time.perf_counter()
+            alone(partial(db.submit, subs))
+            batches.append(time.perf_counter() - t0)
+    finally:
+        db.close()
+    out: Metrics = {"drain_sql_per_s": tasks / drain_s}
+    out.update({f"{step}_us_per_task": s / tasks * 1e6 for step, s in spent.items()})
+    out["submit_sql_per_s"] = tasks / spent["submit"]
+    out["batch_sql_per_s"] = batch / percentile(batches, 0.5)
+    return out
