@@ -200,6 +200,7 @@ class StoreActor(Actor):
         counters: dict[str, Any] = dict(self.counters)
         if self._db is not None:
             counters.update(self._db.retention_counters)
+            counters.update(self._db.statement_counters)
             counters["path"] = self._db.path
         return counters
 

@@ -8,7 +8,6 @@ outermost, a ``SAVEPOINT`` inside), writes history rows and applies the retentio
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,7 +46,7 @@ class Core:
         self.prune_every = max(1, prune_every)
         self.terminal_since_prune = 0
         self.pruned_total = 0
-        self._savepoints = itertools.count(1)
+        self._savepoint_depth = 0
         self.request_scope = False
         """True while one request of a batch runs inside its savepoint."""
 
@@ -119,19 +118,30 @@ class Core:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A savepoint: an exception inside rolls back only what was done inside."""
-        name = f"sp{next(self._savepoints)}"
-        self.run(f"SAVEPOINT {name}")
+        """A savepoint: an exception inside rolls back only what was done inside.
+
+        Named by its depth, not by a counter: savepoints nest strictly, so the names open at
+        any moment are distinct, and the statements that open and close them are the same few
+        texts every time. A new name per savepoint would make each ``SAVEPOINT`` and
+        ``RELEASE`` a statement the connection had never seen: prepared afresh, and pushing the
+        statements that are used all the time (the task ``INSERT``, the claim) out of apsw's
+        statement cache, to be prepared afresh too."""
+        self._savepoint_depth += 1
+        name = f"sp{self._savepoint_depth}"
         try:
-            yield
-        except BaseException:
+            self.run(f"SAVEPOINT {name}")
             try:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
-            except apsw.Error:
-                log.exception("rolling back savepoint %s failed", name)
-            raise
-        self.run(f"RELEASE {name}")
+                yield
+            except BaseException:
+                try:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                except apsw.Error:
+                    log.exception("rolling back savepoint %s failed", name)
+                raise
+            self.run(f"RELEASE {name}")
+        finally:
+            self._savepoint_depth -= 1
 
     def commit(self) -> None:
         try:

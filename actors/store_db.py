@@ -143,6 +143,13 @@ class StoreDB:
             "history_pruned": self._core.pruned_total,
         }
 
+    @property
+    def statement_counters(self) -> dict[str, int]:
+        """How often a statement was prepared (parsed and planned) and how often one prepared
+        before was reused, since the database was opened: a steady Store prepares nothing new."""
+        cache = self._core.conn.cache_stats()
+        return {"statements_prepared": cache["misses"], "statements_reused": cache["hits"]}
+
     # -- submitting --------------------------------------------------------------------------
 
     def submit(self, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:

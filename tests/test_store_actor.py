@@ -298,6 +298,46 @@ def test_a_batch_commits_once_then_replies_and_failures_stay_alone(
         assert (stats["inserted"], stats["upgraded"]) == (2, 1)
 
 
+class Replies:
+    """Stands in for ``RequestServer``: keeps the replies."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(self, envelope: list[bytes], message: Message, correlation: bytes) -> None:
+        self.sent.append(message)
+
+
+def test_a_busy_store_prepares_no_statement_again(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    # Requests that arrive together each run in a savepoint of the batch's transaction. The
+    # statements that open and close those savepoints must be the same every time: a new text
+    # per savepoint would be prepared afresh, and push the task INSERT and the claim out of the
+    # connection's statement cache, to be prepared afresh as well.
+    with batch_handler(context, tmp_path) as actor:
+        server = Replies()
+
+        def batch_of_three(n: int) -> None:
+            requests = [
+                Request(Submit([sub(f"t{n}-{i}")]), [b"peer"], b"%d" % i, server)  # type: ignore[arg-type]
+                for i in range(3)
+            ]
+            actor._on_batch(requests)
+            actor._on_batch([Request(ClaimNext(2), [b"peer"], b"c", server)])  # type: ignore[arg-type]
+
+        for n in range(5):  # the first batches prepare what every later one uses
+            batch_of_three(n)
+        before = actor.stats()
+        for n in range(5, 205):
+            batch_of_three(n)
+        after = actor.stats()
+        assert after["commits"] - before["commits"] == 400
+        assert after["statements_reused"] > before["statements_reused"] + 2_000
+        assert after["statements_prepared"] == before["statements_prepared"]
+        assert not any(isinstance(reply, Error) for reply in server.sent)
+
+
 @pytest.mark.parametrize("alone", [True, False], ids=["alone", "in-a-batch"])
 def test_a_request_that_fails_after_writing_leaves_nothing_behind(
     context: zmq.Context[Any], tmp_path: Path, alone: bool
