@@ -341,10 +341,9 @@ def decode_as(frames: Sequence[bytes], cls: type[M]) -> M:
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _backend_send = zmq.backend.Socket.send
-_backend_get = cast(Callable[[Any, int], int], zmq.backend.Socket.get)  # int: EVENTS, RCVMORE
+_backend_get = cast(Callable[[Any, int], int], zmq.backend.Socket.get)  # int: EVENTS
 _backend_recv = zmq.backend.Socket.recv
 _EVENTS = int(zmq.EVENTS)
-_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
 
 
@@ -377,8 +376,14 @@ def recv_ready(sock: Any, limit: int) -> list[list[bytes]]:
 
 def recv_waiting(sock: Any) -> list[bytes]:
     """The frames of the message ``readable(sock)`` said is waiting (``recv_multipart(NOBLOCK)``
-    without pyzmq's enums); raises ``zmq.Again`` when none is."""
-    frames = [_backend_recv(sock, _NOBLOCK)]
-    while _backend_get(sock, _RCVMORE):
-        frames.append(_backend_recv(sock, _NOBLOCK))
-    return frames
+    without pyzmq's enums); raises ``zmq.Again`` when none is.
+
+    Each frame is received as a ``zmq.Frame``, which carries its own "more frames follow" flag:
+    asking the socket (``RCVMORE``) instead costs pyzmq an enum lookup per frame, about 1 µs,
+    more than the frame itself."""
+    frames: list[bytes] = []
+    while True:
+        frame = _backend_recv(sock, _NOBLOCK, False)
+        frames.append(frame.bytes)
+        if not frame.more:
+            return frames
