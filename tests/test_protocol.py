@@ -10,6 +10,7 @@ an event, with a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -24,7 +25,7 @@ import pytest
 import zmq
 
 import bus  # noqa: F401  (registers every kind)
-from bus.client import RequestClient, check_reply
+from bus.client import AsyncRequester, RequestClient, check_reply
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
 from bus.errors import (
     ActorUnavailable,
@@ -564,6 +565,31 @@ def test_a_request_nobody_serves_raises_actor_unavailable_in_time(
             requester.request(Ping())
         elapsed = time.monotonic() - started
         assert 0.29 <= elapsed < 2.0
+    finally:
+        requester.close()
+
+
+async def test_async_requests_nobody_serves_each_fail_at_their_own_timeout(
+    context: zmq.Context[Any], endpoints: Endpoints
+) -> None:
+    requester = AsyncRequester(context, endpoints.nobody, timeout=0.4)
+    try:
+        started = time.monotonic()
+        slow = asyncio.ensure_future(requester.request(Ping()))  # the requester's 0.4 s
+        quick = asyncio.ensure_future(requester.request(Ping(), timeout=0.1))
+        with pytest.raises(ActorUnavailable, match=r"did not answer ping within 0\.1s"):
+            await quick
+        quick_failed = time.monotonic() - started
+        assert not slow.done()
+        with pytest.raises(ActorUnavailable, match=r"did not answer ping within 0\.4s"):
+            await slow
+        slow_failed = time.monotonic() - started
+        assert 0.09 <= quick_failed < 0.39 <= slow_failed < 2.0
+        # The requester goes on: a later request gets its own full timeout again.
+        started = time.monotonic()
+        with pytest.raises(ActorUnavailable, match=r"within 0\.2s"):
+            await requester.request(Ping(), timeout=0.2)
+        assert 0.19 <= time.monotonic() - started < 2.0
     finally:
         requester.close()
 
