@@ -99,6 +99,10 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
             with core.savepoint():
                 _finish_one(core, result, max_retries, out)
         except TaskmillError as exc:
+            if not core.in_transaction:
+                # SQLite rolled the whole transaction back (disk full, I/O error): the results
+                # after this one must not run, and commit, statement by statement.
+                raise
             # One bad result (an unknown outcome, a byte count SQLite cannot hold) must not
             # block every other completion of the batch: it alone is ignored, and logged.
             log.error("store: result for task %s ignored: %s", result.id, exc)

@@ -126,6 +126,10 @@ class Core:
         ``RELEASE`` a statement the connection had never seen: prepared afresh, and pushing the
         statements that are used all the time (the task ``INSERT``, the claim) out of apsw's
         statement cache, to be prepared afresh too."""
+        if not self.in_transaction:
+            # SQLite rolled the transaction back (disk full, I/O error): a SAVEPOINT now would
+            # open a transaction of its own, and its RELEASE commit what follows on its own.
+            raise DatabaseError("the transaction was rolled back by the database")
         self._savepoint_depth += 1
         name = f"sp{self._savepoint_depth}"
         try:

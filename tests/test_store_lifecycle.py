@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import apsw
 import pytest
 from store_support import error, insert, ok, open_db, row, run, sub
 
 from actors.store_db import StoreDB
 from bus.clock import FakeClock, now_ms
+from bus.errors import DatabaseError
 from bus.kinds import TaskResult, Transition
 
 
@@ -509,3 +511,24 @@ def test_a_run_that_started_before_the_epoch_completes_without_overflow(db: Stor
     transitions = db.finish([ok(task_id)])
     assert results(transitions) == [(task_id, "ignored")]  # as before: the duration overflows
     assert row(db, task_id).status == "running"
+
+
+def test_a_transaction_the_database_rolls_back_mid_finish_writes_nothing(
+    db: StoreDB, tmp_path: Path
+) -> None:
+    # SQLite itself rolls the transaction back (as on a full disk or an I/O error) while the
+    # first result is applied: the second must not then be committed on its own, outside the
+    # transaction, while the caller is told the finish failed.
+    [a, b] = run(db, "a", "b")
+    other = apsw.Connection(str(tmp_path / "tasks.db"))
+    try:
+        other.execute(
+            f"CREATE TRIGGER fail_a BEFORE UPDATE ON tasks WHEN NEW.id = {a} "
+            "BEGIN SELECT RAISE(ROLLBACK, 'simulated I/O error'); END"
+        )
+    finally:
+        other.close()
+    with pytest.raises(DatabaseError):
+        db.finish([error(a, retryable=True), ok(b)])
+    assert (row(db, a).status, row(db, b).status) == ("running", "running")
+    assert db.history(limit=10) == []
