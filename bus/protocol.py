@@ -341,10 +341,12 @@ def decode_as(frames: Sequence[bytes], cls: type[M]) -> M:
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _backend_send = zmq.backend.Socket.send
-_backend_get = cast(Callable[[Any, int], int], zmq.backend.Socket.get)  # int: EVENTS
+_backend_get = cast(Callable[[Any, int], int], zmq.backend.Socket.get)  # int: EVENTS, RCVMORE
 _backend_recv = zmq.backend.Socket.recv
 _EVENTS = int(zmq.EVENTS)
+_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
+_FRAMES_KNOW_MORE = zmq.backend.Socket.__module__.startswith("zmq.backend.cython")
 
 
 def send_frames(sock: Any, frames: Sequence[bytes]) -> None:
@@ -380,8 +382,14 @@ def recv_waiting(sock: Any) -> list[bytes]:
 
     Each frame is received as a ``zmq.Frame``, which carries its own "more frames follow" flag:
     asking the socket (``RCVMORE``) instead costs pyzmq an enum lookup per frame, about 1 µs,
-    more than the frame itself."""
+    more than the frame itself. Only pyzmq's Cython backend sets that flag on a received frame;
+    its CFFI backend (PyPy) is asked the usual way."""
     frames: list[bytes] = []
+    if not _FRAMES_KNOW_MORE:
+        frames.append(_backend_recv(sock, _NOBLOCK))
+        while _backend_get(sock, _RCVMORE):
+            frames.append(_backend_recv(sock, _NOBLOCK))
+        return frames
     while True:
         frame = _backend_recv(sock, _NOBLOCK, False)
         frames.append(frame.bytes)

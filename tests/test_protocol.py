@@ -72,7 +72,9 @@ from bus.protocol import (
     decode_as,
     encode,
     encode_body,
+    recv_ready,
     registry,
+    send_frames,
     split_envelope,
 )
 from bus.runtime import Actor, ActorLoop
@@ -569,27 +571,54 @@ def test_a_request_nobody_serves_raises_actor_unavailable_in_time(
         requester.close()
 
 
+@pytest.mark.parametrize("frames_know_more", [True, False], ids=["cython", "cffi"])
+def test_messages_are_received_whole_frame_by_frame(
+    context: zmq.Context[Any], frames_know_more: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both ways of finding a message's last frame (the frame's own flag on pyzmq's Cython
+    # backend, the socket's RCVMORE on its CFFI backend) give the same messages.
+    monkeypatch.setattr("bus.protocol._FRAMES_KNOW_MORE", frames_know_more)
+    endpoint = inproc(new_namespace(), "frames")
+    pull = context.socket(zmq.PULL)
+    push = context.socket(zmq.PUSH)
+    try:
+        pull.bind(endpoint)
+        push.connect(endpoint)
+        sent = [[b"one"], [b"a", b"", b"c" * 70_000], [b"", b""], [b"last", b"x"]]
+        for message in sent:
+            send_frames(push, message)
+        received: list[list[bytes]] = []
+        while len(received) < len(sent):
+            assert pull.poll(int(WAIT * 1000))
+            received += recv_ready(pull, 100)
+        assert received == sent
+        assert recv_ready(pull, 100) == []
+    finally:
+        push.close(linger=0)
+        pull.close(linger=0)
+
+
 async def test_async_requests_nobody_serves_each_fail_at_their_own_timeout(
     context: zmq.Context[Any], endpoints: Endpoints
 ) -> None:
-    requester = AsyncRequester(context, endpoints.nobody, timeout=0.4)
+    requester = AsyncRequester(context, endpoints.nobody, timeout=1.0)
     try:
         started = time.monotonic()
-        slow = asyncio.ensure_future(requester.request(Ping()))  # the requester's 0.4 s
+        slow = asyncio.ensure_future(requester.request(Ping()))  # the requester's 1 s
         quick = asyncio.ensure_future(requester.request(Ping(), timeout=0.1))
         with pytest.raises(ActorUnavailable, match=r"did not answer ping within 0\.1s"):
             await quick
         quick_failed = time.monotonic() - started
         assert not slow.done()
-        with pytest.raises(ActorUnavailable, match=r"did not answer ping within 0\.4s"):
+        with pytest.raises(ActorUnavailable, match=r"did not answer ping within 1s"):
             await slow
         slow_failed = time.monotonic() - started
-        assert 0.09 <= quick_failed < 0.39 <= slow_failed < 2.0
+        assert 0.09 <= quick_failed < 0.99 <= slow_failed < 5.0
         # The requester goes on: a later request gets its own full timeout again.
         started = time.monotonic()
         with pytest.raises(ActorUnavailable, match=r"within 0\.2s"):
             await requester.request(Ping(), timeout=0.2)
-        assert 0.19 <= time.monotonic() - started < 2.0
+        assert 0.19 <= time.monotonic() - started < 5.0
     finally:
         requester.close()
 
