@@ -2,7 +2,8 @@
 
 * an executor host dies mid-task: its tasks run again on the other host within ~3 s;
 * every other process of the Procfile — the Dispatcher, the Store, the EventPublisher, the
-  GroupLimiter and the ResourceMonitor — is killed and restarted while 1,000 tasks flow: no
+  GroupLimiter and the ResourceMonitor — is killed and restarted while 1,000 tasks flow (a
+  quarter of them grouped, a quarter with expected IO, so every actor has a part in them): no
   acknowledged submission is lost, every task is completed exactly once in history, and the
   database passes ``PRAGMA integrity_check``.
 """
@@ -129,6 +130,17 @@ def test_a_killed_host_s_tasks_run_again_on_another_host(deployment: Deployment)
     assert {h.status for h in history} == {HistoryStatus.COMPLETED}
 
 
+def flowing(i: int) -> TaskSubmission:
+    """One of the 1,000: every fourth in a group (admitted by the GroupLimiter), every fourth
+    with expected IO (weighed against the ResourceMonitor's readings), the rest plain."""
+    task = sleepy(f"t{i}", 0.01)
+    if i % 4 == 0:
+        return task.group(f"g{i % 3}")
+    if i % 4 == 1:
+        return task.expected_io(read_bytes=64_000, write_bytes=64_000)
+    return task
+
+
 @pytest.mark.parametrize("victim", ["dispatcher", "store", "events", "limiter", "monitor"])
 def test_an_actor_killed_and_restarted_while_1000_tasks_flow_loses_nothing(
     deployment: Deployment, victim: str
@@ -142,7 +154,7 @@ def test_an_actor_killed_and_restarted_while_1000_tasks_flow_loses_nothing(
         try:
             with Client(deployment.topology, timeout=5.0, retries=6) as producer:
                 for start in range(0, total, 50):
-                    batch = [sleepy(f"t{i}", 0.01) for i in range(start, start + 50)]
+                    batch = [flowing(i) for i in range(start, start + 50)]
                     outcomes.extend(producer.submit_batch(batch))
         except BaseException as exc:
             errors.append(exc)
