@@ -101,6 +101,11 @@ class StoreDB:
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Requests that arrive together share a transaction, each in a savepoint, and a
+            # savepoint keeps the pages it changes in a sub-journal: by default a temporary
+            # file, opened, written and deleted for every such batch (the drain's database
+            # work ran 15-20 % slower for it). Nothing durable is ever kept there.
+            conn.execute("PRAGMA temp_store = MEMORY")
         except apsw.Error as exc:
             raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
         self._core = Core(
