@@ -6,9 +6,9 @@ inserted straight through ``StoreDB`` (``bench_store.fill``; untimed). Each roun
 dispatch at concurrency 4 costs); the claimed rows are released again, untimed, so the depth stays.
 
 ``floor``: the database work of the embedded drain and of a batch, with nothing else — no bus, no
-thread, no other actor: ``StoreDB`` called directly, each request in its own transaction as the
-Store actor runs a request that arrives alone (``StoreDB.batch(alone=True)``). What no amount of
-work on messaging or dispatching can go below, at the Store's default durability.
+thread, no other actor: ``StoreDB`` called directly, in the transactions the Store actor makes of
+those requests (``StoreDB.batch``). What no amount of work on messaging or dispatching can go
+below, at the Store's default durability.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bench.common import Metrics, percentile
 from bus.client import RequestClient
 from bus.clock import SystemClock, now_ms
 from bus.kinds import Claim, FinishReply, Peek, Release, TasksReply
-from bus.structs import TaskResult
+from bus.structs import TaskResult, TaskRow
 
 T = TypeVar("T")
 
@@ -60,11 +60,15 @@ def peek_claim(work: Path, pending: int, rounds: int, per_round: int = 4) -> Met
     }
 
 
-def floor(work: Path, tasks: int, per_claim: int = 4, batch: int = 1_000) -> Metrics:
-    """The drain's database work per task, as the embedded 20k drain asks for it: one awaited
-    submit per task, then per ``per_claim`` tasks one ``claim_next`` and one ``finish`` (what
-    the Dispatcher sends at concurrency 4); then ``submit`` of ``batch`` tasks in one
-    transaction, the median of 5."""
+def floor(
+    work: Path, tasks: int, per_claim: int = 4, batch: int = 1_000, backlog: int = 5_000
+) -> Metrics:
+    """The drain's database work per task, as the embedded 20k drain asks for it, with
+    ``backlog`` tasks already waiting (the drain's queue grows: its producer submits faster than
+    it completes). Per task one awaited submit, alone in its transaction; per ``per_claim``
+    tasks the ``finish`` of the last claimed ones and the next ``claim_next``, together in one
+    transaction (the Dispatcher sends both in the same turn, so the Store reads them in one
+    batch). Then ``submit`` of ``batch`` tasks in one transaction, the median of 5."""
     clock = SystemClock()
     db = StoreDB(str(work / "floor.db"), clock=clock)
 
@@ -72,26 +76,34 @@ def floor(work: Path, tasks: int, per_claim: int = 4, batch: int = 1_000) -> Met
         with db.batch(alone=True) as tx:
             return tx.run(fn)
 
-    spent = {"submit": 0.0, "claim": 0.0, "finish": 0.0}
+    spent = {"submit": 0.0, "finish_claim": 0.0}
     try:
+        queued = 10**9  # keys apart from the timed ones
+        for first in range(0, backlog, batch):
+            alone(partial(db.submit, [submission(queued + n) for n in range(first, first + batch)]))
+        rows: list[TaskRow] = []
         start = time.perf_counter()
         for first in range(0, tasks, per_claim):
             t0 = time.perf_counter()
             for n in range(first, first + per_claim):
                 alone(partial(db.submit, [submission(n)]))
             t1 = time.perf_counter()
-            rows, _ = alone(partial(db.claim_next, per_claim, 255, (), now_ms(clock)))
-            t2 = time.perf_counter()
             done = now_ms(clock)
-            alone(partial(db.finish, [TaskResult(r.id, "ok", finished_at_ms=done) for r in rows]))
-            t3 = time.perf_counter()
+            with db.batch() as tx:
+                if rows:
+                    tx.run(
+                        partial(
+                            db.finish, [TaskResult(r.id, "ok", finished_at_ms=done) for r in rows]
+                        )
+                    )
+                rows, _ = tx.run(partial(db.claim_next, per_claim, 255, (), done))
             spent["submit"] += t1 - t0
-            spent["claim"] += t2 - t1
-            spent["finish"] += t3 - t2
+            spent["finish_claim"] += time.perf_counter() - t1
         drain_s = time.perf_counter() - start
         batches = []
         for b in range(5):
-            subs = [submission(n) for n in range(tasks * (b + 2), tasks * (b + 2) + batch)]
+            first = 2 * 10**9 + b * batch
+            subs = [submission(n) for n in range(first, first + batch)]
             t0 = time.perf_counter()
             alone(partial(db.submit, subs))
             batches.append(time.perf_counter() - t0)
