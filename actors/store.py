@@ -25,10 +25,12 @@ urgent, and it cannot preempt (``urgent_priority``): the Dispatcher looks at the
 anyway, and under a steady stream of single submits it is spared one message per task.
 
 Group commit: the loop hands over every request that arrived together; they run in one
-``BEGIN IMMEDIATE`` transaction, each in its own savepoint (a failing request is rolled back alone
-and answered with its error), then the transaction commits, and only then is any reply sent or
+``BEGIN IMMEDIATE`` transaction, then the transaction commits, and only then is any reply sent or
 notification published — an acknowledged submission is durable. If the commit itself fails, every
-request of the batch gets the database error.
+request of the batch gets the database error. A failing request is rolled back alone and answered
+with its error: the batch runs first without savepoints, and when one of several requests fails,
+that transaction is rolled back and the batch runs again with each request in a savepoint (in
+the common case no savepoint statements, and no sub-journal for SQLite to write).
 
 Timers: every 60 s the retention policy is applied and request ids older than an hour are
 forgotten (besides the pruning done every ``prune_every`` terminal transitions).
@@ -151,6 +153,7 @@ class StoreActor(Actor):
             "batches": 0,
             "commits": 0,
             "rollbacks": 0,
+            "reruns": 0,
             "failed_commits": 0,
             "errors": 0,
             "max_batch": 0,
@@ -210,14 +213,15 @@ class StoreActor(Actor):
         self.counters["requests"] += len(requests)
         self.counters["batches"] += 1
         self.counters["max_batch"] = max(self.counters["max_batch"], len(requests))
-        replies: list[Message]
+        replies: list[Message] | None
         try:
-            with self.db.batch(alone=len(requests) == 1) as tx:
-                replies = [self._run_one(tx, request.message) for request in requests]
-            if tx.undone:
-                self._rolled_back(replies[0])
-            else:
-                self.counters["commits"] += 1
+            replies = self._attempt(requests, isolated=False)
+            if replies is None:
+                # A request failed among others: the batch's transaction was rolled back whole.
+                # Once more, each request in a savepoint, so the failure undoes only its own.
+                self.counters["reruns"] += 1
+                replies = self._attempt(requests, isolated=True)
+                assert replies is not None
         except TaskmillError as exc:  # BEGIN or COMMIT failed: nothing of the batch was written
             self.counters["failed_commits"] += 1
             log.error("store: batch of %d requests not committed: %s", len(requests), exc)
@@ -230,6 +234,24 @@ class StoreActor(Actor):
         if any(isinstance(r.message, _LOOKS) for r in requests):
             self._unanswered = None  # the Dispatcher looked at the queue: the next change is news
         self._notify(requests, replies)
+
+    def _attempt(self, requests: list[Request], *, isolated: bool) -> list[Message] | None:
+        """Run the batch in one transaction and commit it; the replies. Not ``isolated`` (no
+        savepoints), a failing request rolls the transaction back: a request alone is answered
+        with its error, a batch of several gives None, to be run again isolated."""
+        replies: list[Message] = []
+        with self.db.batch(isolated=isolated) as tx:
+            for request in requests:
+                replies.append(self._run_one(tx, request.message))
+                if tx.undone and len(requests) > 1:
+                    break
+        if not tx.undone:
+            self.counters["commits"] += 1
+            return replies
+        if len(requests) > 1:
+            return None
+        self._rolled_back(replies[0])
+        return replies
 
     def _rolled_back(self, reply: Message) -> None:
         """A request alone in its batch failed: its transaction was rolled back, not committed."""

@@ -46,31 +46,34 @@ BUSY_TIMEOUT_MS = 5_000
 
 
 class Batch:
-    """One transaction shared by many requests; ``run`` gives each its own savepoint.
+    """One transaction shared by many requests, run one after another by ``run``.
 
-    A batch of one request (``alone``) needs no savepoint: if the request fails, the whole
-    transaction is rolled back instead of committed, which undoes the same writes for two
-    statements less (most awaited submits come alone).
+    ``isolated``: each request in its own savepoint, so a failing one rolls back only its own
+    writes. Otherwise there are no savepoints, and a failing request marks the whole transaction
+    ``undone``: it is rolled back instead of committed. That undoes the same writes for two
+    statements less per request, and no sub-journal (SQLite's copy of the pages a savepoint
+    changes, a temporary file once it outgrows 64 KiB); the Store runs a batch so first, and
+    again isolated only when a request of it failed.
     """
 
-    def __init__(self, core: Core, alone: bool = False) -> None:
+    def __init__(self, core: Core, isolated: bool = True) -> None:
         self._core = core
-        self._alone = alone
+        self._isolated = isolated
         self.undone = False
-        """A lone request failed: its transaction is rolled back, not committed."""
+        """A request failed outside a savepoint: the transaction is rolled back, not committed."""
 
     def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a savepoint: if it raises, only its own writes are rolled back."""
+        """Run ``fn`` as one request of the batch (in a savepoint when isolated)."""
         if not self._core.in_transaction:
             # SQLite rolled the whole transaction back (disk full, I/O error): refuse the rest
             # rather than run them in autocommit mode.
             raise DatabaseError("the batch's transaction was rolled back by the database")
-        with nullcontext() if self._alone else self._core.savepoint():
+        with self._core.savepoint() if self._isolated else nullcontext():
             self._core.request_scope = True
             try:
                 return fn()
             except BaseException:
-                if self._alone:
+                if not self._isolated:
                     self.undone = True
                 raise
             finally:
@@ -101,11 +104,6 @@ class StoreDB:
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
-            # Requests that arrive together share a transaction, each in a savepoint, and a
-            # savepoint keeps the pages it changes in a sub-journal: by default a temporary
-            # file, opened, written and deleted for every such batch (the drain's database
-            # work ran 15-20 % slower for it). Nothing durable is ever kept there.
-            conn.execute("PRAGMA temp_store = MEMORY")
         except apsw.Error as exc:
             raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
         self._core = Core(
@@ -128,16 +126,16 @@ class StoreDB:
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def batch(self, alone: bool = False) -> Iterator[Batch]:
-        """One ``BEGIN IMMEDIATE`` transaction, for many requests or one (``alone``), committed
-        when the block ends without error (rolled back when it raises, or when a lone request
-        failed).
+    def batch(self, isolated: bool = True) -> Iterator[Batch]:
+        """One ``BEGIN IMMEDIATE`` transaction for many requests (see ``Batch``), committed when
+        the block ends without error (rolled back when it raises, or when a request failed in a
+        batch that is not ``isolated``).
 
         If the commit itself fails, everything is rolled back and ``DatabaseError`` raised.
         """
         if self._core.in_transaction:
             raise RuntimeError("StoreDB.batch() cannot be nested")
-        tx = Batch(self._core, alone)
+        tx = Batch(self._core, isolated)
         with self._core.atomic(undo=lambda: tx.undone):
             yield tx
 

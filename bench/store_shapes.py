@@ -67,13 +67,14 @@ def floor(
     ``backlog`` tasks already waiting (the drain's queue grows: its producer submits faster than
     it completes). Per task one awaited submit, alone in its transaction; per ``per_claim``
     tasks the ``finish`` of the last claimed ones and the next ``claim_next``, together in one
-    transaction (the Dispatcher sends both in the same turn, so the Store reads them in one
-    batch). Then ``submit`` of ``batch`` tasks in one transaction, the median of 5."""
+    transaction, without savepoints as the Store first runs a batch (the Dispatcher sends both in
+    the same turn, so the Store reads them in one batch). Then ``submit`` of ``batch`` tasks in
+    one transaction, the median of 5."""
     clock = SystemClock()
     db = StoreDB(str(work / "floor.db"), clock=clock)
 
     def alone(fn: Callable[[], T]) -> T:
-        with db.batch(alone=True) as tx:
+        with db.batch(isolated=False) as tx:
             return tx.run(fn)
 
     spent = {"submit": 0.0, "finish_claim": 0.0}
@@ -89,7 +90,7 @@ def floor(
                 alone(partial(db.submit, [submission(n)]))
             t1 = time.perf_counter()
             done = now_ms(clock)
-            with db.batch() as tx:
+            with db.batch(isolated=False) as tx:  # as the Store runs a batch first
                 if rows:
                     tx.run(
                         partial(

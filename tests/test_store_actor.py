@@ -311,31 +311,51 @@ class Replies:
 def test_a_busy_store_prepares_no_statement_again(
     context: zmq.Context[Any], tmp_path: Path
 ) -> None:
-    # Requests that arrive together each run in a savepoint of the batch's transaction. The
-    # statements that open and close those savepoints must be the same every time: a new text
-    # per savepoint would be prepared afresh, and push the task INSERT and the claim out of the
+    # A batch in which a request fails runs again, each request in a savepoint. The statements
+    # that open and close those savepoints must be the same every time: a new text per
+    # savepoint would be prepared afresh, and push the task INSERT and the claim out of the
     # connection's statement cache, to be prepared afresh as well.
     with batch_handler(context, tmp_path) as actor:
         server = Replies()
 
-        def batch_of_three(n: int) -> None:
+        def batch_with_a_refused_request(n: int) -> None:
+            messages = [Submit([sub(f"t{n}-0")]), Submit([sub(f"t{n}-1")]), Submit([sub("x", 999)])]
             requests = [
-                Request(Submit([sub(f"t{n}-{i}")]), [b"peer"], b"%d" % i, server)  # type: ignore[arg-type]
-                for i in range(3)
+                Request(m, [b"peer"], b"%d" % i, server)  # type: ignore[arg-type]
+                for i, m in enumerate(messages)
             ]
             actor._on_batch(requests)
             actor._on_batch([Request(ClaimNext(2), [b"peer"], b"c", server)])  # type: ignore[arg-type]
 
         for n in range(5):  # the first batches prepare what every later one uses
-            batch_of_three(n)
+            batch_with_a_refused_request(n)
         before = actor.stats()
         for n in range(5, 205):
-            batch_of_three(n)
+            batch_with_a_refused_request(n)
         after = actor.stats()
+        assert after["reruns"] - before["reruns"] == 200
         assert after["commits"] - before["commits"] == 400
         assert after["statements_reused"] > before["statements_reused"] + 2_000
         assert after["statements_prepared"] == before["statements_prepared"]
-        assert not any(isinstance(reply, Error) for reply in server.sent)
+        refused = [r for r in server.sent if isinstance(r, Error)]
+        assert len(refused) == 205 and {r.code for r in refused} == {ErrorCode.INVALID}
+        assert actor.db.counts().running == 410  # every valid submit was committed and claimed
+
+
+def test_a_batch_of_valid_requests_commits_once_without_running_again(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    with batch_handler(context, tmp_path) as actor:
+        server = Replies()
+        requests = [
+            Request(Submit([sub(f"t{i}")]), [b"peer"], b"%d" % i, server)  # type: ignore[arg-type]
+            for i in range(20)
+        ]
+        actor._on_batch(requests)
+        stats = actor.stats()
+        assert (stats["commits"], stats["reruns"], stats["rollbacks"]) == (1, 0, 0)
+        assert all(isinstance(r, SubmitReply) for r in server.sent) and len(server.sent) == 20
+        assert actor.db.counts().pending == 20
 
 
 @pytest.mark.parametrize("alone", [True, False], ids=["alone", "in-a-batch"])

@@ -71,18 +71,6 @@ def test_schema_version_and_wal(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_the_store_commits_in_wal_and_keeps_savepoint_journals_in_memory(tmp_path: Path) -> None:
-    # synchronous NORMAL in WAL: a commit survives the process being killed (issue 7's
-    # durability); temp_store MEMORY: a batch's savepoints write no temporary file.
-    db = open_db(tmp_path, FakeClock())
-    try:
-        conn = db._core.conn
-        assert conn.execute("PRAGMA synchronous").fetchall() == [(1,)]
-        assert conn.execute("PRAGMA temp_store").fetchall() == [(2,)]
-    finally:
-        db.close()
-
-
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
