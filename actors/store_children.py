@@ -312,7 +312,9 @@ def cancel_tree(core: Core, task_id: int, out: list[Transition]) -> None:
             order.append(current)
             continue
         stack.append((current, True))
-        children = core.all("SELECT id FROM tasks WHERE parent_id = ? ORDER BY id DESC", (current,))
+        children = core.all(
+            "SELECT id FROM tasks WHERE parent_id = +? ORDER BY id DESC", (current,)
+        )
         stack.extend((r[0], False) for r in children)
     now = core.now()
     for current in order:

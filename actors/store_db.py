@@ -148,8 +148,10 @@ class StoreDB:
 
     @property
     def statement_counters(self) -> dict[str, int]:
-        """How often a statement was prepared (parsed and planned) and how often one prepared
-        before was reused, since the database was opened: a steady Store prepares nothing new."""
+        """How often apsw's statement cache prepared a statement (parsed and planned) and how
+        often it reused one prepared before, since the database was opened: a steady Store
+        prepares nothing new. A statement SQLite itself prepares again, because a new binding
+        expired it, shows in neither count (see ``store_core`` on ``+?``)."""
         cache = self._core.conn.cache_stats()
         return {"statements_prepared": cache["misses"], "statements_reused": cache["hits"]}
 
@@ -222,14 +224,14 @@ class StoreDB:
         # INDEXED BY pins the partial indexes: the cost stays flat in the queue's depth.
         rows = self._core.all(
             f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_finalize "
-            f"WHERE status = 'pending' AND phase = 'finalize'{skip} ORDER BY priority, id LIMIT ?",
+            f"WHERE status = 'pending' AND phase = 'finalize'{skip} ORDER BY priority, id LIMIT +?",
             (*groups, limit),
         )
         if len(rows) < limit:
             rows += self._core.all(
                 f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready "
                 f"WHERE status = 'pending' AND phase = 'execute'{skip} "
-                "ORDER BY priority, id LIMIT ?",
+                "ORDER BY priority, id LIMIT +?",
                 (*groups, limit - len(rows)),
             )
         return [task_row(r) for r in rows]

@@ -45,13 +45,13 @@ def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
     if status == "pending":
         sql = (
             f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_ready WHERE status = 'pending' "
-            "ORDER BY priority, id LIMIT ?"
+            "ORDER BY priority, id LIMIT +?"
         )
         rows = core.all(sql, (limit,))
     elif status in TASK_STATUSES:
         sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ? AND status != 'pending' "
-            "ORDER BY priority, id LIMIT ?"
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND status != 'pending' "
+            "ORDER BY priority, id LIMIT +?"
         )
         rows = core.all(sql, (status, limit))
     else:
@@ -76,7 +76,7 @@ def counts(core: Core) -> CountsReply:
 
 def newest_history(core: Core, key: str) -> HistoryRow | None:
     row = core.one(
-        f"SELECT {HISTORY_COLUMNS} FROM history WHERE key = ? "
+        f"SELECT {HISTORY_COLUMNS} FROM history WHERE key = +? "
         "ORDER BY completed_at_ms DESC, id DESC LIMIT 1",
         (key,),
     )
@@ -114,12 +114,12 @@ def history(
     params: list[Any] = []
     for column, value in (("task_type", task_type), ("key", key), ("status", status)):
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(f"{column} = +?")
             params.append(value)
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     rows = core.all(
         f"SELECT {HISTORY_COLUMNS} FROM history {clause}"
-        "ORDER BY completed_at_ms DESC, id DESC LIMIT ? OFFSET ?",
+        "ORDER BY completed_at_ms DESC, id DESC LIMIT +? OFFSET +?",
         (*params, limit, offset),
     )
     return [history_row(r) for r in rows]
@@ -158,8 +158,8 @@ def avg_throughput(core: Core, task_type: str, n: int) -> ThroughputReply:
         "avg(actual_net_tx_bytes * 1000.0 / duration_ms) FROM ("
         "  SELECT actual_read_bytes, actual_write_bytes, actual_net_rx_bytes, "
         "  actual_net_tx_bytes, duration_ms FROM history INDEXED BY history_type "
-        "  WHERE task_type = ? AND status = 'completed' AND duration_ms > 0 "
-        "  ORDER BY completed_at_ms DESC, id DESC LIMIT ?)",
+        "  WHERE task_type = +? AND status = 'completed' AND duration_ms > 0 "
+        "  ORDER BY completed_at_ms DESC, id DESC LIMIT +?)",
         (task_type, n),
     )
     assert row is not None
@@ -184,7 +184,7 @@ def learned_io(
     for task_type in dict.fromkeys(task_types):
         runs = core.value(
             "SELECT count(*) FROM (SELECT 1 FROM history INDEXED BY history_type "
-            "WHERE task_type = ? AND status = 'completed' LIMIT ?)",
+            "WHERE task_type = ? AND status = 'completed' LIMIT +?)",
             (task_type, max(min_runs, 1)),
         )
         if int(runs) < min_runs or runs == 0:
@@ -193,8 +193,8 @@ def learned_io(
             "SELECT avg(actual_read_bytes), avg(actual_write_bytes), avg(actual_net_rx_bytes), "
             "avg(actual_net_tx_bytes) FROM ("
             "  SELECT * FROM history INDEXED BY history_type "
-            "  WHERE task_type = ? AND status = 'completed' "
-            "  ORDER BY completed_at_ms DESC, id DESC LIMIT ?)",
+            "  WHERE task_type = +? AND status = 'completed' "
+            "  ORDER BY completed_at_ms DESC, id DESC LIMIT +?)",
             (task_type, window),
         )
         if row is not None and row[0] is not None:

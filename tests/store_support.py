@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import apsw
 import zmq
 
 from actors.store import StoreActor
@@ -30,6 +31,26 @@ def sub(name: str, priority: int = 128, *, task_type: str = "t", **fields: Any) 
 
 def open_db(path: Path, clock: FakeClock, **options: Any) -> StoreDB:
     return StoreDB(str(path / "tasks.db"), clock=clock, **options)
+
+
+@contextmanager
+def compilations(db: StoreDB) -> Iterator[list[int]]:
+    """Count SQLite's work of preparing statements on ``db``'s connection while inside (the
+    count is ``[0]`` of what it yields): the authorizer is called only while a statement is
+    prepared, or prepared again because it expired, never while a prepared one runs. Setting
+    it expires every prepared statement: compare counts taken inside."""
+    conn = db._core.conn  # the connection is the Store's own; only this probe reaches in
+    count = [0]
+
+    def authorizer(*_: Any) -> int:
+        count[0] += 1
+        return apsw.SQLITE_OK
+
+    conn.authorizer = authorizer
+    try:
+        yield count
+    finally:
+        conn.authorizer = None
 
 
 def ok(task_id: int, **fields: Any) -> TaskResult:
