@@ -7,6 +7,10 @@
   ``zmq.asyncio`` because it adds nothing but a future per request.
 * ``Peer`` — for an actor asking another actor: the reply comes back as a callback on the actor's
   own loop, never a blocking wait.
+
+``RequestClient`` and ``AsyncRequester`` watch their connection over tcp and ipc (``Disconnects``):
+a request in flight when the connection drops fails at once with ``ActorUnavailable`` instead of
+at its timeout, so a caller's retry reaches a restarted peer as soon as it is back.
 """
 
 from __future__ import annotations
@@ -55,6 +59,43 @@ def _dealer(
     return sock
 
 
+class Disconnects:
+    """The drops of a DEALER's connection, from the socket's monitor (tcp and ipc: inproc has no
+    connection to drop, and ``watch`` returns None for it).
+
+    A request in flight when its connection drops is never answered: the peer died with it,
+    or the restarted peer never saw it (ZeroMQ does not send a message again). A request sent
+    while the peer is away waits in the DEALER and goes out when the peer is back.
+    """
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        self._sock = sock
+        self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        fd = self.monitor.getsockopt(zmq.FD)
+        assert isinstance(fd, int)
+        self.fd = fd
+        """The monitor's descriptor, for an event loop to watch (edge-triggered, as any)."""
+
+    @classmethod
+    def watch(cls, sock: zmq.Socket[Any], endpoint: str) -> Disconnects | None:
+        return cls(sock) if endpoint.startswith(("tcp://", "ipc://")) else None
+
+    def dropped(self) -> bool:
+        """Whether the connection dropped since the last call (reads every report)."""
+        dropped = False
+        while True:
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return dropped
+            if len(frames) == 2 and len(frames[0]) == 6:
+                dropped |= int.from_bytes(frames[0][:2], "little") == zmq.EVENT_DISCONNECTED
+
+    def close(self) -> None:
+        self._sock.disable_monitor()
+        self.monitor.close(linger=0)
+
+
 class RequestClient:
     """A blocking request client on a DEALER socket. Not thread-safe (one per thread)."""
 
@@ -70,6 +111,12 @@ class RequestClient:
         self.timeout = timeout
         self._sock = _dealer(context, endpoint, configure)
         self._ids = itertools.count(1)
+        self._disconnects = Disconnects.watch(self._sock, endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        if self._disconnects is not None:
+            self._poller.register(self._disconnects.monitor, zmq.POLLIN)
+            self._disconnects.dropped()
 
     def request(self, message: Message, timeout: float | None = None) -> Message:
         return self.pipeline([message], timeout)[0]
@@ -82,6 +129,8 @@ class RequestClient:
     def pipeline(self, messages: Sequence[Message], timeout: float | None = None) -> list[Message]:
         """Send every message, then collect every reply (in request order)."""
         timeout = self.timeout if timeout is None else timeout
+        if self._disconnects is not None:
+            self._disconnects.dropped()  # a drop before these requests cost none of them
         pending: dict[bytes, int] = {}
         for i, message in enumerate(messages):
             correlation = str(next(self._ids)).encode()
@@ -94,9 +143,13 @@ class RequestClient:
         deadline = time.monotonic() + timeout
         while pending:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
-                kind = messages[next(iter(pending.values()))].KIND
+            kind = messages[next(iter(pending.values()))].KIND
+            if remaining <= 0 or not self._poller.poll(int(remaining * 1000) + 1):
                 raise ActorUnavailable(f"{self.endpoint} did not answer {kind} within {timeout:g}s")
+            if not readable(self._sock):
+                if self._disconnects is not None and self._disconnects.dropped():
+                    raise ActorUnavailable(f"{self.endpoint} went away before it answered {kind}")
+                continue
             frames = self._sock.recv_multipart()
             try:
                 reply, correlation = decode(frames)
@@ -109,6 +162,8 @@ class RequestClient:
         return [check_reply(m, r) for m, r in zip(messages, replies, strict=True) if r is not None]
 
     def close(self) -> None:
+        if self._disconnects is not None:
+            self._disconnects.close()
         self._sock.close(linger=0)
 
 
@@ -167,6 +222,10 @@ class AsyncRequester:
         self._sweep: asyncio.TimerHandle | None = None
         self._fd = self._sock.getsockopt(zmq.FD)
         self._loop.add_reader(self._fd, self._drain)
+        self._disconnects = Disconnects.watch(self._sock, endpoint)
+        if self._disconnects is not None:
+            self._disconnects.dropped()
+            self._loop.add_reader(self._disconnects.fd, self._on_monitor)
         self._closed = False
 
     async def request(self, message: Message, timeout: float | None = None) -> Message:
@@ -235,11 +294,28 @@ class AsyncRequester:
             if future is not None and not future.done():
                 future.set_result(reply)
 
+    def _on_monitor(self) -> None:
+        """The connection dropped: fail every request in flight now (after taking the replies
+        that came before the drop)."""
+        if self._closed or self._disconnects is None or not self._disconnects.dropped():
+            return
+        self._drain()
+        for correlation, future in list(self._pending.items()):
+            if not future.done():
+                kind = self._deadlines[correlation][1] if correlation in self._deadlines else "?"
+                future.set_exception(
+                    ActorUnavailable(f"{self.endpoint} went away before it answered {kind}")
+                )
+        self._pending.clear()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._loop.remove_reader(self._fd)
+        if self._disconnects is not None:
+            self._loop.remove_reader(self._disconnects.fd)
+            self._disconnects.close()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
