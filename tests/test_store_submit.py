@@ -146,6 +146,45 @@ def test_batch_applies_in_order_first_occurrence_wins(db: StoreDB) -> None:
     assert row(db, a).payload == b"one"
 
 
+def test_a_big_batch_gives_what_the_same_submissions_one_by_one_give(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # New keys go in many rows per statement (64, then 8, then 1): across those chunks, with
+    # keys repeated inside the batch and keys already active, a batch must end as the same
+    # submissions sent one at a time do: the same outcomes, the same rows.
+    def scenario(db: StoreDB) -> list[Submission]:
+        [running] = run(db, "running")
+        insert(db, "pending", priority=100)
+        db.claim([running])
+        names = [f"k{i}" for i in range(137)]
+        batch = [sub(n, 128, payload=n.encode()) for n in names]
+        batch[70:70] = [sub("k3", 50), sub("pending", 10), sub("running", 20), sub("k200", 9)]
+        batch += [sub("k3", 60), sub("k200", 1), sub("k71", 128), sub("running", 30)]
+        return batch
+
+    def state(db: StoreDB) -> list[tuple[object, ...]]:
+        rows = db.list_tasks("pending", 1000) + db.list_tasks("running", 1000)
+        return sorted((r.key, r.priority, r.status, r.payload, r.requeue) for r in rows)
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "batch").mkdir()
+    one_by_one = open_db(tmp_path / "one", clock)
+    batched = open_db(tmp_path / "batch", clock)
+    try:
+        singles = [
+            db_outcome for s in scenario(one_by_one) for db_outcome in one_by_one.submit([s])
+        ]
+        together = batched.submit(scenario(batched))
+        assert [(o.kind, o.priority) for o in together] == [(o.kind, o.priority) for o in singles]
+        assert kinds(together).count("inserted") == 138
+        assert state(batched) == state(one_by_one)
+        ids = [o.id for o in together if o.kind == "inserted"]
+        assert ids == sorted(ids)  # in submission order
+    finally:
+        one_by_one.close()
+        batched.close()
+
+
 def test_payload_of_exactly_one_mib_is_accepted(db: StoreDB) -> None:
     [outcome] = db.submit([sub("big", payload=b"x" * MiB)])
     assert outcome.kind == "inserted"
