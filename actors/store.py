@@ -44,7 +44,8 @@ from typing import Any
 
 import zmq
 
-from actors.store_db import Batch, StoreDB
+from actors.store_core import Batch
+from actors.store_db import StoreDB
 from bus.clock import Clock, SystemClock
 from bus.errors import DatabaseError, ErrorCode, TaskmillError
 from bus.kinds import (

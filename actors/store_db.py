@@ -2,9 +2,10 @@
 
 One apsw connection in WAL mode (``synchronous=NORMAL``: a commit survives a crash of the
 process, and WAL keeps readers of the file off the writer's back). Every write runs in an
-immediate transaction; ``batch()`` lets the Store actor run many requests in one transaction with
-a savepoint each (group commit), so a failing request rolls back only itself. Times are epoch
-milliseconds from the injected clock. Every apsw error surfaces as ``DatabaseError``.
+immediate transaction; ``batch()`` lets the Store actor run many requests in one transaction
+(group commit, see ``store_core.Batch``), and a failing request still rolls back only itself.
+Times are epoch milliseconds from the injected clock. Every apsw error surfaces as
+``DatabaseError``.
 
 The rules are those of the spec's ``semantics.md``; the state changes live in ``store_submit``
 (submitting) and ``store_children`` (finishing, cancelling, parents), the reads in
@@ -14,15 +15,14 @@ The rules are those of the spec's ``semantics.md``; the state changes live in ``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from typing import TypeVar
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import apsw
 
 from actors import store_children as lifecycle
 from actors import store_queries as queries
-from actors.store_core import Core
+from actors.store_core import Batch, Core
 from actors.store_schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, migrate, task_row
 from actors.store_submit import submit as apply_submissions
 from bus.clock import Clock
@@ -40,44 +40,7 @@ from bus.kinds import (
     TypeStatsReply,
 )
 
-T = TypeVar("T")
-
 BUSY_TIMEOUT_MS = 5_000
-
-
-class Batch:
-    """One transaction shared by many requests, run one after another by ``run``.
-
-    ``isolated``: each request in its own savepoint, so a failing one rolls back only its own
-    writes. Otherwise there are no savepoints, and a failing request marks the whole transaction
-    ``undone``: it is rolled back instead of committed. That undoes the same writes for two
-    statements less per request, and no sub-journal (SQLite's copy of the pages a savepoint
-    changes, a temporary file once it outgrows 64 KiB); the Store runs a batch so first, and
-    again isolated only when a request of it failed.
-    """
-
-    def __init__(self, core: Core, isolated: bool = True) -> None:
-        self._core = core
-        self._isolated = isolated
-        self.undone = False
-        """A request failed outside a savepoint: the transaction is rolled back, not committed."""
-
-    def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` as one request of the batch (in a savepoint when isolated)."""
-        if not self._core.in_transaction:
-            # SQLite rolled the whole transaction back (disk full, I/O error): refuse the rest
-            # rather than run them in autocommit mode.
-            raise DatabaseError("the batch's transaction was rolled back by the database")
-        with self._core.savepoint() if self._isolated else nullcontext():
-            self._core.request_scope = True
-            try:
-                return fn()
-            except BaseException:
-                if not self._isolated:
-                    self.undone = True
-                raise
-            finally:
-                self._core.request_scope = False
 
 
 class StoreDB:

@@ -143,11 +143,12 @@ class RequestClient:
         deadline = time.monotonic() + timeout
         while pending:
             remaining = deadline - time.monotonic()
-            kind = messages[next(iter(pending.values()))].KIND
             if remaining <= 0 or not self._poller.poll(int(remaining * 1000) + 1):
+                kind = messages[next(iter(pending.values()))].KIND
                 raise ActorUnavailable(f"{self.endpoint} did not answer {kind} within {timeout:g}s")
             if not readable(self._sock):
                 if self._disconnects is not None and self._disconnects.dropped():
+                    kind = messages[next(iter(pending.values()))].KIND
                     raise ActorUnavailable(f"{self.endpoint} went away before it answered {kind}")
                 continue
             frames = self._sock.recv_multipart()
@@ -301,8 +302,8 @@ class AsyncRequester:
             return
         self._drain()
         for correlation, future in list(self._pending.items()):
-            if not future.done():
-                kind = self._deadlines[correlation][1] if correlation in self._deadlines else "?"
+            if not future.done():  # a request in flight has its deadline (set before any await)
+                kind = self._deadlines[correlation][1]
                 future.set_exception(
                     ActorUnavailable(f"{self.endpoint} went away before it answered {kind}")
                 )

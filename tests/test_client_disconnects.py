@@ -68,12 +68,16 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx.destroy(linger=0)
 
 
-def answered_by_a_new_peer(context: zmq.Context[Any], endpoint: str, client: RequestClient) -> None:
-    back = FakePeer(context, endpoint)
-    thread = threading.Thread(target=back.answer)
+def answered(peer: FakePeer, client: RequestClient) -> None:
+    thread = threading.Thread(target=peer.answer)
     thread.start()
     assert client.call(Ping(), Pong).name == "peer"
     thread.join()
+
+
+def answered_by_a_new_peer(context: zmq.Context[Any], endpoint: str, client: RequestClient) -> None:
+    back = FakePeer(context, endpoint)
+    answered(back, client)
     back.go_away()
 
 
@@ -105,10 +109,7 @@ def test_a_drop_while_nothing_was_in_flight_costs_no_later_request(
     peer = FakePeer(context, endpoint)
     client = RequestClient(context, endpoint, timeout=LONG)
     try:
-        thread = threading.Thread(target=peer.answer)
-        thread.start()
-        assert client.call(Ping(), Pong).name == "peer"
-        thread.join()
+        answered(peer, client)
         peer.go_away()
         monitor = client._disconnects.monitor  # type: ignore[union-attr]
         assert monitor.poll(WAIT_MS), "the client never saw the drop"
