@@ -30,6 +30,7 @@ import zmq
 import zmq.backend
 
 from bus.errors import ErrorCode, ProtocolError
+from bus.frozen import speed_up_init
 
 PROTOCOL = b"TMP1"
 PROTOCOL_NAME = "TMP"
@@ -91,6 +92,7 @@ def struct(cls: type[S]) -> type[S]:
 
 
 def _build_codec(cls: type[Any]) -> None:
+    speed_up_init(cls)
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     names = tuple(f.name for f in fields)

@@ -1,0 +1,107 @@
+"""The faster ``__init__`` of frozen wire records behaves as the one ``dataclasses`` writes:
+same signature, defaults, errors, equality, hashing and immutability."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+
+import pytest
+
+from bus.frozen import speed_up_init
+from bus.kinds import Submit
+from bus.protocol import _decoders
+from bus.structs import Outcome, Submission, TaskRow
+
+
+def twins() -> tuple[type, type]:
+    """The same frozen, slotted dataclass twice: the second with the faster init."""
+
+    def make() -> type:
+        @dataclass(frozen=True, slots=True)
+        class Rec:
+            name: str
+            size: int = 3
+            tags: tuple[str, ...] = ()
+
+        return Rec
+
+    plain, fast = make(), make()
+    assert speed_up_init(fast)
+    return plain, fast
+
+
+CALLS: list[tuple[tuple[object, ...], dict[str, object]]] = [
+    (("a",), {}),
+    (("a", 5), {}),
+    (("a", 5, ("x",)), {}),
+    ((), {"name": "a", "tags": ("y",)}),
+    (("a",), {"size": 9}),
+    ((), {}),  # missing name
+    (("a", 1, (), 4), {}),  # too many
+    (("a",), {"name": "b"}),  # twice
+    (("a",), {"colour": "red"}),  # unknown
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), CALLS)
+def test_every_call_gives_what_the_dataclass_init_gives(
+    args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    plain, fast = twins()
+    try:
+        expected = dataclasses.astuple(plain(*args, **kwargs))
+    except TypeError:
+        with pytest.raises(TypeError):
+            fast(*args, **kwargs)
+        return
+    made = fast(*args, **kwargs)
+    assert dataclasses.astuple(made) == expected
+    assert made == fast(*args, **kwargs) and hash(made) == hash(fast(*args, **kwargs))
+
+
+def test_the_record_stays_frozen_and_keeps_its_signature() -> None:
+    plain, fast = twins()
+    made = fast("a")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.size = 4  # type: ignore[misc]
+    assert list(inspect.signature(fast).parameters) == list(inspect.signature(plain).parameters)
+    assert repr(made) == repr(plain("a")).replace(plain.__qualname__, fast.__qualname__)
+
+
+def test_classes_it_could_change_are_left_alone() -> None:
+    @dataclass(frozen=True, slots=True)
+    class WithFactory:
+        items: list[int] = field(default_factory=list)
+
+    @dataclass(frozen=True, slots=True)
+    class WithPostInit:
+        n: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclass(frozen=True)
+    class NoSlots:
+        n: int
+
+    @dataclass(slots=True)
+    class NotFrozen:
+        n: int
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class KeywordOnly:
+        n: int
+
+    for cls in (WithFactory, WithPostInit, NoSlots, NotFrozen, KeywordOnly):
+        before = cls.__init__
+        assert not speed_up_init(cls), cls.__name__
+        assert cls.__init__ is before
+
+
+def test_the_hot_wire_records_have_it() -> None:
+    for cls in (Submission, Outcome, TaskRow, Submit):
+        assert cls in _decoders
+        assert cls.__init__.__module__ == cls.__module__
+        assert "set0" in cls.__init__.__code__.co_names, cls.__name__
