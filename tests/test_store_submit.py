@@ -6,12 +6,14 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 from store_support import insert, key, ok, open_db, row, run, sub
 
 from actors.store_db import StoreDB
+from actors.store_submit import _explain, _plainly_valid
 from bus.clock import FakeClock
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission
@@ -275,3 +277,19 @@ def test_child_is_recorded_with_its_parent(db: StoreDB) -> None:
     [parent] = run(db, "p")
     [child] = insert(db, "c", parent_id=parent)
     assert row(db, child).parent_id == parent
+
+
+FIELD_VALUES: list[object] = [
+    None, True, False, 0, 1, -1, 255, 256, 2**63 - 1, 2**63, 1.0, "", "t", "x" * 257,
+    key("a"), key("a").upper(), b"", b"p", b"x" * (MiB + 1), [], {},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", [f.name for f in fields(Submission)])
+def test_the_quick_check_accepts_only_what_the_full_checks_accept(field: str) -> None:
+    # validate() trusts _plainly_valid's True without running _explain's field-by-field checks.
+    for value in FIELD_VALUES:
+        candidate = replace(sub("a"), **{field: value})
+        if _plainly_valid(candidate):
+            _explain(candidate, "submission 0")  # raises if the quick check let a bad one by
+    assert _plainly_valid(sub("a"))
