@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bus.codec import _decoders
 from bus.frozen import speed_up_init
 from bus.kinds import Submit
-from bus.protocol import _decoders
 from bus.structs import Outcome, Submission, TaskRow
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from bus.codec import _decoders, _encoders, _general_decoders, _general_encoders
 from bus.errors import ProtocolError
-from bus.protocol import _decoders, _encoders, _general_decoders, _general_encoders
 from tests.test_protocol import build
 
 WIRE_VALUES: list[Any] = [

@@ -1,0 +1,252 @@
+"""The message registry and the msgpack codec behind ``bus.protocol``.
+
+A message's body is a msgpack map of its fields; a struct nested inside one (``@struct``) is a
+msgpack array of its fields in declaration order. ``docs/protocol.md`` ("Encoding") is the
+authoritative description.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from bus.errors import ErrorCode, ProtocolError
+from bus.frozen import speed_up_init
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """Base of every message kind: a frozen dataclass registered under ``KIND``."""
+
+    KIND: ClassVar[str] = ""
+    REPLY: ClassVar[type[Message] | None] = None
+
+    def to_body(self) -> dict[str, Any]:
+        return _encoders[type(self)](self)
+
+
+_registry: dict[bytes, type[Message]] = {}
+_encoders: dict[type[Message], Callable[[Any], dict[str, Any]]] = {}
+_decoders: dict[type[Message], Callable[[dict[str, Any]], Any]] = {}
+_general_decoders: dict[type[Any], Callable[[Any], Any]] = {}
+_general_encoders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+"""The field-by-field codecs the generated ones must agree with (tests compare them)."""
+
+
+def registry() -> dict[str, type[Message]]:
+    """Every registered kind, by name (used by the protocol docs test)."""
+    return {k.decode(): v for k, v in _registry.items()}
+
+
+def message(kind: str, reply: type[Message] | None = None) -> Callable[[type[M]], type[M]]:
+    """Register a frozen dataclass as the message kind ``kind`` (replying with ``reply``)."""
+
+    def register(cls: type[M]) -> type[M]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        key = kind.encode("ascii")
+        if key in _registry:
+            raise ValueError(f"message kind {kind!r} registered twice")
+        cls.KIND = kind
+        cls.REPLY = reply
+        _registry[key] = cls
+        _build_codec(cls)
+        return cls
+
+    return register
+
+
+S = TypeVar("S")
+
+
+def struct(cls: type[S]) -> type[S]:
+    """Register a dataclass used only nested inside messages (a record, an outcome)."""
+    _build_codec(cls)
+    return cls
+
+
+def _build_codec(cls: type[Any]) -> None:
+    speed_up_init(cls)
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    converters: list[tuple[str, Callable[[Any], Any]]] = []
+    nested_enc: list[tuple[str, Callable[[Any], Any]]] = []
+    for f in fields:
+        conv, enc = _converter(hints[f.name])
+        if conv is not None:
+            converters.append((f.name, conv))
+        if enc is not None:
+            nested_enc.append((f.name, enc))
+    nameset = frozenset(names)
+
+    def encode(obj: Any) -> dict[str, Any]:
+        body = {n: getattr(obj, n) for n in names}
+        for n, enc in nested_enc:
+            body[n] = enc(body[n])
+        return body
+
+    def decode(body: dict[str, Any]) -> Any:
+        if not isinstance(body, dict):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__} body must be a map")
+        kwargs = {k: v for k, v in body.items() if k in nameset}
+        for n, conv in converters:
+            if n in kwargs:
+                kwargs[n] = conv(kwargs[n])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
+
+    _general_encoders[cls] = encode
+    _encoders[cls] = _fast_encoder(names, dict(nested_enc))
+    _general_decoders[cls] = decode
+    if all(f.init for f in fields):
+        _decoders[cls] = _fast_decoder(cls, [(f.name, hints[f.name]) for f in fields], decode)
+    else:
+        _decoders[cls] = decode
+
+
+def _fast_encoder(
+    names: tuple[str, ...], nested: dict[str, Callable[[Any], Any]]
+) -> Callable[[Any], dict[str, Any]]:
+    """The body of an instance as one generated dict display (field names are identifiers)."""
+    env: dict[str, Any] = {f"e_{n}": enc for n, enc in nested.items()}
+    items = [f"{n!r}: e_{n}(obj.{n})" if n in nested else f"{n!r}: obj.{n}" for n in names]
+    source = "def encode(obj):\n    return {" + ", ".join(items) + "}"
+    exec(source, env)  # generated from the dataclass's own fields, as dataclasses does
+    fast: Callable[[Any], dict[str, Any]] = env["encode"]
+    return fast
+
+
+def _fast_decoder(
+    cls: type[Any], typed: list[tuple[str, Any]], general: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    """``general``'s result, sooner for the usual body: every field present, nothing else.
+
+    Generated code reads each field, lets a value of exactly the expected type through with one
+    ``type()`` test and hands anything else to the field's converter (which converts, or raises
+    the same error as ``general``); any other body (fields missing or unknown, not a map) goes to
+    ``general``, which fills defaults and ignores unknown fields. Same results, same errors.
+    """
+    env: dict[str, Any] = {"cls": cls, "general": general, "ProtocolError": ProtocolError}
+    env["MALFORMED"] = ErrorCode.MALFORMED
+    lines = [
+        "def decode(body):",
+        f"    if type(body) is not dict or len(body) != {len(typed)}:",
+        "        return general(body)",
+        "    try:",
+        "        pass",
+    ]
+    checks: list[str] = []
+    for i, (name, tp) in enumerate(typed):
+        lines.append(f"        a{i} = body[{name!r}]")
+        conv, _ = _converter(tp)
+        if conv is None:
+            continue
+        env[f"c{i}"] = conv
+        exact = _exact_types(tp)
+        if exact is None:
+            checks.append(f"    a{i} = c{i}(a{i})")
+        elif len(exact) == 1:
+            env[f"t{i}"] = next(iter(exact))
+            checks.append(f"    if type(a{i}) is not t{i}: a{i} = c{i}(a{i})")
+        else:
+            env[f"t{i}"] = exact
+            checks.append(f"    if type(a{i}) not in t{i}: a{i} = c{i}(a{i})")
+    lines += ["    except KeyError:", "        return general(body)", *checks]
+    args = ", ".join(f"a{i}" for i in range(len(typed)))
+    lines += [
+        "    try:",
+        f"        return cls({args})",
+        "    except TypeError as exc:",
+        "        raise ProtocolError(MALFORMED, f'{cls.__name__}: {exc}') from None",
+    ]
+    exec("\n".join(lines), env)  # generated from the dataclass's own fields, as dataclasses does
+    fast: Callable[[Any], Any] = env["decode"]
+    return fast
+
+
+def _exact_types(tp: Any) -> frozenset[type] | None:
+    """The types a field's converter passes through unchanged (None: always convert)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        exact = _exact_types(inner[0]) if len(inner) == 1 else None
+        return None if exact is None else exact | {type(None)}
+    if tp in _SCALARS:
+        return frozenset(_SCALARS[tp])
+    if origin is dict:
+        return frozenset({dict})
+    return None
+
+
+def _converter(
+    tp: Any,
+) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """(decode converter, encode converter) for a field type; None where the value passes as is."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            dec, enc = _converter(inner[0])
+            return (
+                (lambda v: None if v is None else dec(v)) if dec else None,
+                (lambda v: None if v is None else enc(v)) if enc else None,
+            )
+        return None, None
+    if isinstance(tp, type) and tp in _decoders:
+        d, e = _decoders[tp], _encoders[tp]
+        return d, e
+    if tp in _SCALARS:
+        return _checker(tp, _SCALARS[tp]), None
+    if origin is dict:
+        return _checker(dict, (dict,)), None
+    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        return _as_tuple, None
+    if origin in (list, tuple, Sequence) and args:
+        item_dec, item_enc = _converter(args[0])
+        wrap: Callable[[Any], Any] = tuple if origin is tuple else list
+
+        def dec_seq(v: Any) -> Any:
+            if not isinstance(v, (list, tuple)):
+                raise ProtocolError(ErrorCode.MALFORMED, "expected a list")
+            return wrap([item_dec(x) for x in v]) if item_dec else wrap(v)
+
+        enc_seq = (lambda v: [item_enc(x) for x in v]) if item_enc else None
+        return dec_seq, enc_seq
+    return None, None
+
+
+_SCALARS: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    bytes: (bytes,),
+    bool: (bool,),
+    dict: (dict,),
+}
+
+
+def _as_tuple(v: Any) -> tuple[Any, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise ProtocolError(ErrorCode.MALFORMED, "expected a list")
+    return tuple(v)
+
+
+def _checker(tp: Any, accepted: tuple[type, ...]) -> Callable[[Any], Any]:
+    name = getattr(tp, "__name__", str(tp))
+
+    rejects_bool = bool not in accepted  # bool is an int subclass: refuse it for numbers
+
+    def check(v: Any) -> Any:
+        if not isinstance(v, accepted) or (rejects_bool and isinstance(v, bool)):
+            raise ProtocolError(ErrorCode.MALFORMED, f"expected {name}, got {type(v).__name__}")
+        return v
+
+    return check
