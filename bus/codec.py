@@ -26,14 +26,16 @@ class Message:
     REPLY: ClassVar[type[Message] | None] = None
 
     def to_body(self) -> dict[str, Any]:
-        return _encoders[type(self)](self)
+        body: dict[str, Any] = _encoders[type(self)](self)
+        return body
 
 
 _registry: dict[bytes, type[Message]] = {}
-_encoders: dict[type[Message], Callable[[Any], dict[str, Any]]] = {}
-_decoders: dict[type[Message], Callable[[dict[str, Any]], Any]] = {}
+_encoders: dict[type[Any], Callable[[Any], Any]] = {}
+"""Instance -> body: a dict for a message, a list for a struct."""
+_decoders: dict[type[Any], Callable[[Any], Any]] = {}
 _general_decoders: dict[type[Any], Callable[[Any], Any]] = {}
-_general_encoders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+_general_encoders: dict[type[Any], Callable[[Any], Any]] = {}
 """The field-by-field codecs the generated ones must agree with (tests compare them)."""
 
 
@@ -54,7 +56,7 @@ def message(kind: str, reply: type[Message] | None = None) -> Callable[[type[M]]
         cls.KIND = kind
         cls.REPLY = reply
         _registry[key] = cls
-        _build_codec(cls)
+        _build_codec(cls, as_array=False)
         return cls
 
     return register
@@ -64,12 +66,13 @@ S = TypeVar("S")
 
 
 def struct(cls: type[S]) -> type[S]:
-    """Register a dataclass used only nested inside messages (a record, an outcome)."""
-    _build_codec(cls)
+    """Register a dataclass used only nested inside messages (a record, an outcome): encoded as
+    the array of its fields in declaration order, so new fields go at the end."""
+    _build_codec(cls, as_array=True)
     return cls
 
 
-def _build_codec(cls: type[Any]) -> None:
+def _build_codec(cls: type[Any], *, as_array: bool) -> None:
     speed_up_init(cls)
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
@@ -102,6 +105,9 @@ def _build_codec(cls: type[Any]) -> None:
         except TypeError as exc:
             raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
 
+    if as_array:
+        _build_array_codec(cls, names, converters, nested_enc)
+        return
     _general_encoders[cls] = encode
     _encoders[cls] = _fast_encoder(names, dict(nested_enc))
     _general_decoders[cls] = decode
@@ -111,40 +117,90 @@ def _build_codec(cls: type[Any]) -> None:
         _decoders[cls] = decode
 
 
+def _build_array_codec(
+    cls: type[Any],
+    names: tuple[str, ...],
+    converters: list[tuple[str, Callable[[Any], Any]]],
+    nested_enc: list[tuple[str, Callable[[Any], Any]]],
+) -> None:
+    """A struct's codec: the array of its fields in order. A shorter array leaves the trailing
+    fields to their defaults, a longer one's extra items are ignored (fields added later)."""
+    count = len(names)
+    by_index = [(names.index(n), conv) for n, conv in converters]
+    enc_by_name = dict(nested_enc)
+
+    def encode(obj: Any) -> list[Any]:
+        return [
+            enc_by_name[n](getattr(obj, n)) if n in enc_by_name else getattr(obj, n) for n in names
+        ]
+
+    def decode(body: Any) -> Any:
+        if not isinstance(body, list):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__} must be an array")
+        values = body[:count]
+        for i, conv in by_index:
+            if i < len(values):
+                values[i] = conv(values[i])
+        try:
+            return cls(*values)
+        except TypeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
+
+    hints = typing.get_type_hints(cls)
+    _general_encoders[cls] = encode
+    _encoders[cls] = _fast_encoder(names, enc_by_name, as_array=True)
+    _general_decoders[cls] = decode
+    _decoders[cls] = _fast_decoder(cls, [(n, hints[n]) for n in names], decode, as_array=True)
+
+
 def _fast_encoder(
-    names: tuple[str, ...], nested: dict[str, Callable[[Any], Any]]
-) -> Callable[[Any], dict[str, Any]]:
-    """The body of an instance as one generated dict display (field names are identifiers)."""
+    names: tuple[str, ...], nested: dict[str, Callable[[Any], Any]], *, as_array: bool = False
+) -> Callable[[Any], Any]:
+    """The body of an instance as one generated dict (or list) display (field names are
+    identifiers)."""
     env: dict[str, Any] = {f"e_{n}": enc for n, enc in nested.items()}
-    items = [f"{n!r}: e_{n}(obj.{n})" if n in nested else f"{n!r}: obj.{n}" for n in names]
-    source = "def encode(obj):\n    return {" + ", ".join(items) + "}"
+    values = [f"e_{n}(obj.{n})" if n in nested else f"obj.{n}" for n in names]
+    if as_array:
+        display = "[" + ", ".join(values) + "]"
+    else:
+        display = "{" + ", ".join(f"{n!r}: {v}" for n, v in zip(names, values, strict=True)) + "}"
+    source = f"def encode(obj):\n    return {display}"
     exec(source, env)  # generated from the dataclass's own fields, as dataclasses does
-    fast: Callable[[Any], dict[str, Any]] = env["encode"]
+    fast: Callable[[Any], Any] = env["encode"]
     return fast
 
 
 def _fast_decoder(
-    cls: type[Any], typed: list[tuple[str, Any]], general: Callable[[Any], Any]
+    cls: type[Any],
+    typed: list[tuple[str, Any]],
+    general: Callable[[Any], Any],
+    *,
+    as_array: bool = False,
 ) -> Callable[[Any], Any]:
     """``general``'s result, sooner for the usual body: every field present, nothing else.
 
     Generated code reads each field, lets a value of exactly the expected type through with one
     ``type()`` test and hands anything else to the field's converter (which converts, or raises
-    the same error as ``general``); any other body (fields missing or unknown, not a map) goes to
-    ``general``, which fills defaults and ignores unknown fields. Same results, same errors.
+    the same error as ``general``); any other body (fields missing or unknown, not a map or an
+    array of the struct's length) goes to ``general``, which fills defaults and ignores unknown
+    fields. Same results, same errors.
     """
     env: dict[str, Any] = {"cls": cls, "general": general, "ProtocolError": ProtocolError}
     env["MALFORMED"] = ErrorCode.MALFORMED
+    args = ", ".join(f"a{i}" for i in range(len(typed)))
     lines = [
         "def decode(body):",
-        f"    if type(body) is not dict or len(body) != {len(typed)}:",
+        f"    if type(body) is not {'list' if as_array else 'dict'} or len(body) != {len(typed)}:",
         "        return general(body)",
         "    try:",
-        "        pass",
+        f"        {args}{',' if len(typed) == 1 else ''} = body"
+        if as_array and typed
+        else "        pass",
     ]
     checks: list[str] = []
     for i, (name, tp) in enumerate(typed):
-        lines.append(f"        a{i} = body[{name!r}]")
+        if not as_array:
+            lines.append(f"        a{i} = body[{name!r}]")
         conv, _ = _converter(tp)
         if conv is None:
             continue
@@ -159,7 +215,6 @@ def _fast_decoder(
             env[f"t{i}"] = exact
             checks.append(f"    if type(a{i}) not in t{i}: a{i} = c{i}(a{i})")
     lines += ["    except KeyError:", "        return general(body)", *checks]
-    args = ", ".join(f"a{i}" for i in range(len(typed)))
     lines += [
         "    try:",
         f"        return cls({args})",

@@ -4,13 +4,14 @@ Every message on every socket is the same four frames (after any ROUTER routing 
 
     [PROTOCOL, kind, correlation id, body]
 
-* ``PROTOCOL`` is ``b"TMP1"``: the protocol name and its major version. A peer speaking another
+* ``PROTOCOL`` is ``b"TMP2"``: the protocol name and its major version. A peer speaking another
   major version gets ``ErrorCode.VERSION_MISMATCH``.
 * ``kind`` is the ASCII name of a registered message kind (``b"store.submit"``).
 * ``correlation id`` is opaque bytes chosen by the requester and echoed in the reply; one-way
   messages carry ``b""``.
-* ``body`` is one msgpack map of the message's fields. Decoders ignore unknown fields and fill
-  missing ones from defaults, so fields can be added within a major version.
+* ``body`` is one msgpack map of the message's fields; a struct inside it is the array of its
+  fields in order (``bus.codec``). Decoders ignore unknown fields (a struct's extra trailing
+  items) and fill missing ones from defaults, so fields can be added within a major version.
 
 msgpack's traps are handled on purpose: tuples come back as lists (fields are typed ``list`` or
 ``tuple`` and converted), map keys are str, and times travel as epoch milliseconds in fields named
@@ -35,9 +36,9 @@ __all__ = [
     "registry", "send_frames", "split_envelope", "struct",
 ]  # fmt: skip
 
-PROTOCOL = b"TMP1"
+PROTOCOL = b"TMP2"
 PROTOCOL_NAME = "TMP"
-PROTOCOL_MAJOR = 1
+PROTOCOL_MAJOR = 2
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest body any socket accepts; payloads themselves are capped lower (1 MiB) by the Store."""
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import zmq
 
+from bus.protocol import PROTOCOL
 from taskmill import HistoryStatus, TaskContext, TaskHistoryRecord, TaskRecord, TaskSubmission
 from taskmill.subscription import EventSubscription
 from tests.scheduler_support import EventRecorder, Latch, builder
@@ -154,8 +155,8 @@ async def test_garbage_on_the_dispatcher_sockets_changes_nothing(tmp_path: Path)
         topology = scheduler.topology
         garbage = [
             [b"not a frame"],
-            [b"TMP1", b"dispatcher.cancel", b"1", b"\xc1"],
-            [b"TMP1", b"no.such.kind", b"2", b"\x80"],
+            [PROTOCOL, b"dispatcher.cancel", b"1", b"\xc1"],
+            [PROTOCOL, b"no.such.kind", b"2", b"\x80"],
             [b"TMP9", b"dispatcher.state", b"3", b"\x80"],
         ]
         for endpoint in (topology.dispatcher, topology.hosts):

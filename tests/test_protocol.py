@@ -145,7 +145,7 @@ def test_every_kind_round_trips(kind: str) -> None:
     cls = registry()[kind]
     message = build(cls)
     wire = encode(message, b"42")
-    assert wire[:3] == [b"TMP1", kind.encode("ascii"), b"42"]
+    assert wire[:3] == [b"TMP2", kind.encode("ascii"), b"42"]
     body = msgpack.unpackb(wire[3], raw=False)
     assert sorted(body) == sorted(f.name for f in dataclasses.fields(message))
     decoded, correlation = decode(wire)
@@ -164,7 +164,7 @@ def test_bytes_travel_as_bin_and_str_as_str() -> None:
     sub = Submission("t", KEY, "label", payload=b"\xff\x00")
     body = msgpack.unpackb(encode_body(Submit([sub])), raw=True)
     item = body[b"submissions"][0]
-    assert item[b"payload"] == b"\xff\x00"
+    assert item[:5] == [b"t", KEY.encode(), b"label", 128, b"\xff\x00"]  # a struct: an array
     raw_body = encode_body(Submit([sub]))
     assert b"\xc4\x02\xff\x00" in raw_body  # bin 8, length 2
     assert b"\xa5label" in raw_body  # fixstr, length 5
@@ -208,23 +208,30 @@ def test_nested_struct_lists_decode_to_dataclasses() -> None:
 def test_unknown_fields_are_ignored() -> None:
     body = {"status": "pending", "limit": 3, "added_in_1_7": {"x": 1}}
     assert decode(frames("store.tasks", body))[0] == ListTasks("pending", 3)
-    nested = {"submissions": [{"task_type": "t", "key": KEY, "label": "l", "later": 1}]}
-    assert decode(frames("store.submit", nested))[0] == Submit([Submission("t", KEY, "l")])
+    # A struct is an array of its fields in order: items past its last field were added later.
+    wire = ["t", KEY, "l", 128, None, 0, 0, 0, 0, None, True, None, "added later"]
+    assert decode(frames("store.submit", {"submissions": [wire]}))[0] == Submit(
+        [Submission("t", KEY, "l")]
+    )
 
 
 def test_missing_fields_take_their_defaults() -> None:
     assert decode(frames("store.tasks", {"status": "paused"}))[0] == ListTasks("paused", 100)
-    sub = decode(
-        frames("store.submit", {"submissions": [{"task_type": "t", "key": KEY, "label": "l"}]})
-    )[0]
+    sub = decode(frames("store.submit", {"submissions": [["t", KEY, "l"]]}))[0]
     assert sub == Submit([Submission("t", KEY, "l", 128, None, fail_fast=True)])
+    sub = decode(frames("store.submit", {"submissions": [["t", KEY, "l", 7, b"p"]]}))[0]
+    assert sub == Submit([Submission("t", KEY, "l", 7, b"p")])
     assert decode(frames("ping", {}))[0] == Ping()
 
 
 def test_a_missing_required_field_is_malformed() -> None:
     error = raises(ErrorCode.MALFORMED, frames("store.tasks", {"limit": 3}))
     assert "status" in error.message
-    raises(ErrorCode.MALFORMED, frames("store.submit", {"submissions": [{"task_type": "t"}]}))
+    raises(ErrorCode.MALFORMED, frames("store.submit", {"submissions": [["t", KEY]]}))
+    error = raises(
+        ErrorCode.MALFORMED, frames("store.submit", {"submissions": [{"task_type": "t"}]})
+    )
+    assert "Submission must be an array" in error.message
     # a required field whose type allows nil must still be present
     raises(ErrorCode.MALFORMED, frames("store.task.reply", {}))
     assert decode(frames("store.task.reply", {"task": None}))[0].task is None  # type: ignore[attr-defined]
@@ -241,7 +248,7 @@ def test_a_missing_required_field_is_malformed() -> None:
         ("store.claim", {"ids": 3}),
         ("store.submit", {"submissions": [5]}),
         ("store.submit", {"submissions": "abc"}),
-        ("store.submit", {"submissions": [{"task_type": "t", "key": KEY, "label": 1}]}),
+        ("store.submit", {"submissions": [["t", KEY, 1]]}),
         ("stats.reply", {"name": "x", "counters": [1, 2]}),
         ("error", {"code": "404", "reason": "r"}),
         ("event", {"type": "x", "data": {}, "at_ms": msgpack.Timestamp(1, 0)}),
@@ -266,11 +273,11 @@ def test_an_unknown_kind_is_unknown_kind() -> None:
 
 def test_another_major_version_is_version_mismatch() -> None:
     wire = encode(Ping(), b"1")
-    error = raises(ErrorCode.VERSION_MISMATCH, [b"TMP2", *wire[1:]])
-    assert "TMP2" in error.message and "TMP1" in error.message
+    error = raises(ErrorCode.VERSION_MISMATCH, [b"TMP1", *wire[1:]])
+    assert "TMP1" in error.message and "TMP2" in error.message
 
 
-@pytest.mark.parametrize("header", [b"ZMTP", b"HTTP", b"", b"\x00TMP1", b"tmp1"])
+@pytest.mark.parametrize("header", [b"ZMTP", b"HTTP", b"", b"\x00TMP2", b"tmp2"])
 def test_a_non_taskmill_header_is_malformed(header: bytes) -> None:
     raises(ErrorCode.MALFORMED, [header, *encode(Ping())[1:]])
 
@@ -328,7 +335,7 @@ def test_routing_frames_are_split_from_the_message() -> None:
     wire = encode(Ping(), b"9")
     assert split_envelope([b"\x00id", b"", *wire]) == ([b"\x00id", b""], wire)
     # By position, not content: a routing id may start with the header's bytes.
-    assert split_envelope([b"TMP1-id", *wire]) == ([b"TMP1-id"], wire)
+    assert split_envelope([b"TMP2-id", *wire]) == ([b"TMP2-id"], wire)
     assert split_envelope([b"\x00id", b"garbage"]) == ([b"\x00id"], [b"garbage"])
     with pytest.raises(ProtocolError):
         split_envelope([b"only-an-id"])
@@ -515,7 +522,7 @@ def test_malformed_requests_get_an_error_reply_with_their_correlation_id(
     sock = raw_dealer(context, endpoints.requests)
     try:
         sent = [
-            ([b"TMP2", b"ping", b"c1", b"\x80"], ErrorCode.VERSION_MISMATCH, b"c1"),
+            ([b"TMP1", b"ping", b"c1", b"\x80"], ErrorCode.VERSION_MISMATCH, b"c1"),
             ([PROTOCOL, b"no.such.kind", b"c2", b"\x80"], ErrorCode.UNKNOWN_KIND, b"c2"),
             (
                 frames("dispatcher.set_max_concurrency", {"n": "x"}, b"c3"),
@@ -546,7 +553,7 @@ def test_malformed_one_way_messages_are_dropped_and_counted(
     push.connect(endpoints.inbox)
     try:
         push.send_multipart([b"garbage"])
-        push.send_multipart([b"TMP2", *encode(Event("x", {}))[1:]])
+        push.send_multipart([b"TMP1", *encode(Event("x", {}))[1:]])
         push.send_multipart(frames("event", {"type": 5, "data": {}}))
         push.send_multipart(encode(Event("completed", {"task_id": 1})))  # last, and valid
         assert tiny.got_event.wait(WAIT)

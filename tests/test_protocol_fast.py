@@ -1,6 +1,6 @@
 """The generated decoders agree with the general field-by-field ones: the same message for every
 body, or the same error. The bodies are every kind's sample, then each field replaced by a value
-of every wire type, each field removed, and an unknown field added."""
+of every wire type, each field removed (a struct's array cut short), and an unknown field added."""
 
 from __future__ import annotations
 
@@ -43,12 +43,19 @@ def outcome(decoder: Any, body: Any) -> tuple[str, Any]:
 
 
 def bodies(cls: Any) -> list[Any]:
-    """The wire body of a sample of ``cls`` (through msgpack, as a peer sends it), and mutants."""
+    """The wire body of a sample of ``cls`` (through msgpack, as a peer sends it), and mutants:
+    a message's map, or a struct's array of fields."""
     message = build(cls)
     body = msgpack.unpackb(
         msgpack.packb(_encoders[cls](message), use_bin_type=True), raw=False, timestamp=0
     )
-    out: list[Any] = [body, [], "not a map", {**body, "unknown_field": 1}]
+    if isinstance(body, list):
+        out: list[Any] = [body, {}, "not an array", [*body, "added later"]]
+        for i in range(len(body)):
+            out.append(body[:i])
+            out.extend([*body[:i], value, *body[i + 1 :]] for value in WIRE_VALUES)
+        return out
+    out = [body, [], "not a map", {**body, "unknown_field": 1}]
     for name in body:
         out.append({k: v for k, v in body.items() if k != name})
         out.extend({**body, name: value} for value in WIRE_VALUES)
@@ -73,7 +80,7 @@ def test_a_nested_struct_is_decoded_by_its_generated_decoder_too() -> None:
 
     reply = build(ClaimNextReply)
     body = msgpack.unpackb(msgpack.packb(_encoders[ClaimNextReply](reply)), raw=False)
-    body["tasks"][0]["priority"] = "urgent"  # a wrong type deep inside: the same error either way
+    body["tasks"][0][4] = "urgent"  # a wrong type (priority) deep inside: the same error either way
     assert outcome(_decoders[ClaimNextReply], body) == outcome(
         _general_decoders[ClaimNextReply], body
     )

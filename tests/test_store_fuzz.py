@@ -24,20 +24,31 @@ from store_support import key, running_store, store_endpoints, sub
 
 from actors.store_submit import validate
 from bus.client import RequestClient
+from bus.codec import _encoders
 from bus.errors import ErrorCode, InvalidRequest, ProtocolError
 from bus.kinds import Counts, CountsReply, Error, Finish, History, HistoryReply, Submit, SubmitReply
 from bus.protocol import PROTOCOL, decode, registry
+from bus.structs import Submission
 
 WAIT_MS = 5_000
 
 KNOWN_KINDS = {k.encode() for k in registry()}
 
-VALID_SUBMISSION = {"task_type": "t", "key": key("fuzz"), "label": "fuzz", "priority": 128}
+VALID_FIELDS: dict[str, Any] = {"task_type": "t", "key": key("fuzz"), "label": "fuzz"}
+
+
+def submission(**values: Any) -> list[Any]:
+    """A submission as it travels: the array of its fields (any values, valid or not)."""
+    wire: list[Any] = _encoders[Submission](Submission(**{**VALID_FIELDS, **values}))
+    return wire
+
+
+VALID_SUBMISSION = submission()
 
 TEMPLATES: dict[bytes, dict[str, Any]] = {
     b"store.submit": {"submissions": [VALID_SUBMISSION]},
     b"store.claim": {"ids": [1], "now_ms": 0},
-    b"store.finish": {"results": [{"id": 1, "outcome": "ok"}], "max_retries": 3},
+    b"store.finish": {"results": [[1, "ok"]], "max_retries": 3},
     b"store.preempt": {"ids": [1]},
     b"store.cancel": {"id": 1},
     b"store.release": {"ids": [1], "error": "lost"},
@@ -68,7 +79,7 @@ def huge_ints(draw: st.DrawFn) -> list[bytes]:
                 (b"store.claim", {"ids": [1, huge]}),
                 (b"store.preempt", {"ids": [huge]}),
                 (b"store.task", {"id": huge}),
-                (b"store.finish", {"results": [{"id": huge, "outcome": "ok"}]}),
+                (b"store.finish", {"results": [[huge, "ok"]]}),
                 (b"store.release", {"ids": [huge]}),
             ]
         )
@@ -81,11 +92,11 @@ def wrong_typed(draw: st.DrawFn) -> list[bytes]:
     """A known write kind whose body has one field (maybe nested) of the wrong type."""
     kind = draw(st.sampled_from(sorted(TEMPLATES)))
     body = {k: (list(v) if isinstance(v, list) else v) for k, v in TEMPLATES[kind].items()}
-    nested = [k for k, v in body.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    nested = [k for k, v in body.items() if isinstance(v, list) and v and isinstance(v[0], list)]
     if nested and draw(st.booleans()):
-        name = nested[0]
-        item = dict(body[name][0])
-        item[draw(st.sampled_from(sorted(item)))] = draw(wrong_values)
+        name = nested[0]  # a list of structs: each struct an array of its fields
+        item = list(body[name][0])
+        item[draw(st.integers(0, len(item) - 1))] = draw(wrong_values)
         body[name] = [item]
     else:
         body[draw(st.sampled_from(sorted(body)))] = draw(wrong_values)
@@ -105,7 +116,7 @@ def refused_submission(draw: st.DrawFn) -> list[bytes]:
         )
     )
     assume(not (isinstance(bad.get("key"), str) and len(bad["key"]) == 64))
-    subs = [dict(VALID_SUBMISSION, key=key("other")), dict(VALID_SUBMISSION, **bad)]
+    subs = [submission(key=key("other")), submission(**bad)]
     return [PROTOCOL, b"store.submit", draw(correlations), packb({"submissions": subs})]
 
 
