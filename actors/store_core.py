@@ -89,6 +89,12 @@ class Core:
         except OverflowError:
             raise InvalidRequest("an integer is outside SQLite's 64-bit range") from None
 
+    def insert(self, sql: str, params: Params = ()) -> tuple[int, int]:
+        """Execute an ``INSERT``: the number of rows it inserted and the last one's rowid
+        (meaningless when it inserted none)."""
+        changed = self.run(sql, params)
+        return changed, int(self.conn.last_insert_rowid())
+
     def many(self, sql: str, rows: Sequence[Params]) -> None:
         try:
             self.conn.executemany(sql, rows)
