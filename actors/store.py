@@ -39,6 +39,7 @@ forgotten (besides the pruning done every ``prune_every`` terminal transitions).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -280,16 +281,19 @@ class StoreActor(Actor):
                 continue
             assert isinstance(request.message, Submit)
             subs = request.message.submissions
-            for submission, outcome in zip(subs, reply.outcomes, strict=False):
-                if outcome.kind == "duplicate":
-                    self.counters["duplicates"] += 1
-                    continue
-                self.counters[outcome.kind] = self.counters.get(outcome.kind, 0) + 1
-                count += 1
-                # A child never preempts (semantics.md: spawn_child has no preemption): it
-                # wakes the Dispatcher without carrying its priority.
-                if submission.parent_id is None:
-                    most_urgent = min(most_urgent, outcome.priority)
+            kinds = Counter(outcome.kind for outcome in reply.outcomes)
+            for kind, n in kinds.items():
+                key = "duplicates" if kind == "duplicate" else kind
+                self.counters[key] = self.counters.get(key, 0) + n
+            count += len(reply.outcomes) - kinds["duplicate"]
+            # A child never preempts (semantics.md: spawn_child has no preemption): it wakes
+            # the Dispatcher without carrying its priority.
+            urgent = (
+                outcome.priority
+                for submission, outcome in zip(subs, reply.outcomes, strict=False)
+                if outcome.kind != "duplicate" and submission.parent_id is None
+            )
+            most_urgent = min(most_urgent, min(urgent, default=255))
         if count and self._pub is not None:
             now = self._clock.monotonic()
             if self._folds(most_urgent, now):
