@@ -76,20 +76,38 @@ def _build_codec(cls: type[Any], *, as_array: bool) -> None:
     speed_up_init(cls)
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    names = tuple(f.name for f in fields)
     converters: list[tuple[str, Callable[[Any], Any]]] = []
-    nested_enc: list[tuple[str, Callable[[Any], Any]]] = []
+    nested_enc: dict[str, Callable[[Any], Any]] = {}
     for f in fields:
         conv, enc = _converter(hints[f.name])
         if conv is not None:
             converters.append((f.name, conv))
         if enc is not None:
-            nested_enc.append((f.name, enc))
+            nested_enc[f.name] = enc
+    typed = [(f.name, hints[f.name]) for f in fields]
+    if as_array:
+        if any(not f.init or f.kw_only for f in fields):
+            raise TypeError(f"{cls.__name__}: a struct's fields are positional, all in __init__")
+        _build_array_codec(cls, typed, converters, nested_enc)
+    else:
+        _build_map_codec(cls, typed, converters, nested_enc, all(f.init for f in fields))
+
+
+def _build_map_codec(
+    cls: type[Any],
+    typed: list[tuple[str, Any]],
+    converters: list[tuple[str, Callable[[Any], Any]]],
+    nested_enc: dict[str, Callable[[Any], Any]],
+    positional: bool,
+) -> None:
+    """A message's codec: the map of its fields. Unknown keys are ignored, missing ones take
+    their defaults."""
+    names = tuple(name for name, _ in typed)
     nameset = frozenset(names)
 
     def encode(obj: Any) -> dict[str, Any]:
         body = {n: getattr(obj, n) for n in names}
-        for n, enc in nested_enc:
+        for n, enc in nested_enc.items():
             body[n] = enc(body[n])
         return body
 
@@ -105,33 +123,27 @@ def _build_codec(cls: type[Any], *, as_array: bool) -> None:
         except TypeError as exc:
             raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
 
-    if as_array:
-        _build_array_codec(cls, names, converters, nested_enc)
-        return
     _general_encoders[cls] = encode
-    _encoders[cls] = _fast_encoder(names, dict(nested_enc))
+    _encoders[cls] = _fast_encoder(names, nested_enc)
     _general_decoders[cls] = decode
-    if all(f.init for f in fields):
-        _decoders[cls] = _fast_decoder(cls, [(f.name, hints[f.name]) for f in fields], decode)
-    else:
-        _decoders[cls] = decode
+    _decoders[cls] = _fast_decoder(cls, typed, decode) if positional else decode
 
 
 def _build_array_codec(
     cls: type[Any],
-    names: tuple[str, ...],
+    typed: list[tuple[str, Any]],
     converters: list[tuple[str, Callable[[Any], Any]]],
-    nested_enc: list[tuple[str, Callable[[Any], Any]]],
+    nested_enc: dict[str, Callable[[Any], Any]],
 ) -> None:
     """A struct's codec: the array of its fields in order. A shorter array leaves the trailing
     fields to their defaults, a longer one's extra items are ignored (fields added later)."""
+    names = tuple(name for name, _ in typed)
     count = len(names)
     by_index = [(names.index(n), conv) for n, conv in converters]
-    enc_by_name = dict(nested_enc)
 
     def encode(obj: Any) -> list[Any]:
         return [
-            enc_by_name[n](getattr(obj, n)) if n in enc_by_name else getattr(obj, n) for n in names
+            nested_enc[n](getattr(obj, n)) if n in nested_enc else getattr(obj, n) for n in names
         ]
 
     def decode(body: Any) -> Any:
@@ -146,11 +158,10 @@ def _build_array_codec(
         except TypeError as exc:
             raise ProtocolError(ErrorCode.MALFORMED, f"{cls.__name__}: {exc}") from None
 
-    hints = typing.get_type_hints(cls)
     _general_encoders[cls] = encode
-    _encoders[cls] = _fast_encoder(names, enc_by_name, as_array=True)
+    _encoders[cls] = _fast_encoder(names, nested_enc, as_array=True)
     _general_decoders[cls] = decode
-    _decoders[cls] = _fast_decoder(cls, [(n, hints[n]) for n in names], decode, as_array=True)
+    _decoders[cls] = _fast_decoder(cls, typed, decode, as_array=True)
 
 
 def _fast_encoder(
@@ -188,19 +199,20 @@ def _fast_decoder(
     env: dict[str, Any] = {"cls": cls, "general": general, "ProtocolError": ProtocolError}
     env["MALFORMED"] = ErrorCode.MALFORMED
     args = ", ".join(f"a{i}" for i in range(len(typed)))
+    if as_array:  # one unpacking of the whole array (its length was just checked)
+        fetch = [f"        {args}, = body"] if typed else []
+    else:
+        fetch = [f"        a{i} = body[{name!r}]" for i, (name, _) in enumerate(typed)]
     lines = [
         "def decode(body):",
         f"    if type(body) is not {'list' if as_array else 'dict'} or len(body) != {len(typed)}:",
         "        return general(body)",
         "    try:",
-        f"        {args}{',' if len(typed) == 1 else ''} = body"
-        if as_array and typed
-        else "        pass",
+        "        pass",
+        *fetch,
     ]
     checks: list[str] = []
-    for i, (name, tp) in enumerate(typed):
-        if not as_array:
-            lines.append(f"        a{i} = body[{name!r}]")
+    for i, (_, tp) in enumerate(typed):
         conv, _ = _converter(tp)
         if conv is None:
             continue

@@ -17,6 +17,8 @@ those of the dataclass.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import types
 from typing import Any
 
 _MISSING = dataclasses.MISSING
@@ -36,7 +38,10 @@ def speed_up_init(cls: type[Any]) -> bool:
     params_src: list[str] = []
     body: list[str] = []
     for i, f in enumerate(fields):
-        env[f"set{i}"] = cls.__dict__[f.name].__set__  # the slot's member descriptor
+        slot = inspect.getattr_static(cls, f.name, None)  # maybe a base class's slot
+        if not isinstance(slot, types.MemberDescriptorType):
+            return False
+        env[f"set{i}"] = slot.__set__
         if f.default is _MISSING:
             params_src.append(f.name)
         else:

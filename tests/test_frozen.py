@@ -105,3 +105,19 @@ def test_the_hot_wire_records_have_it() -> None:
         assert cls in _decoders
         assert cls.__init__.__module__ == cls.__module__
         assert "set0" in cls.__init__.__code__.co_names, cls.__name__
+
+
+def test_fields_inherited_from_a_slotted_base_are_set_too() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Child(Base):
+        b: str = "x"
+
+    assert speed_up_init(Child)
+    made = Child(1, "y")
+    assert (made.a, made.b) == (1, "y") and made == Child(a=1, b="y")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.a = 2  # type: ignore[misc]

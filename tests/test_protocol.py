@@ -76,6 +76,7 @@ from bus.protocol import (
     registry,
     send_frames,
     split_envelope,
+    struct,
 )
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox, RequestServer, dispatch_each
@@ -711,3 +712,13 @@ def test_requests_queued_when_an_actor_stops_are_answered_stopping(
             event.set()
         runner.join(WAIT)
         sock.close()
+
+
+def test_a_struct_takes_every_field_positionally() -> None:
+    # A struct travels as an array: a field outside __init__ or keyword-only has no position.
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Named:
+        n: int
+
+    with pytest.raises(TypeError, match="positional"):
+        struct(Named)
