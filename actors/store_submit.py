@@ -199,10 +199,10 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
     statement's.
     """
     inserted: dict[str, int] = {}
-    start = floor = 0
+    start = 0
+    # Read once, when a statement of several rows will run; each statement then moves it on.
+    floor = (core.value(_LAST_ID) or 0) if len(subs) >= _CHUNKS[-2] else 0
     for size in _CHUNKS:
-        if size > 1 and len(subs) - start >= size:
-            floor = core.value(_LAST_ID) or 0
         while len(subs) - start >= size:
             chunk = subs[start : start + size]
             start += size

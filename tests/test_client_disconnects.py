@@ -68,6 +68,13 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx.destroy(linger=0)
 
 
+@pytest.fixture
+def client(context: zmq.Context[Any], endpoint: str) -> Iterator[RequestClient]:
+    requester = RequestClient(context, endpoint, timeout=LONG)
+    yield requester
+    requester.close()
+
+
 def answered(peer: FakePeer, client: RequestClient) -> None:
     thread = threading.Thread(target=peer.answer)
     thread.start()
@@ -82,41 +89,33 @@ def answered_by_a_new_peer(context: zmq.Context[Any], endpoint: str, client: Req
 
 
 def test_a_request_in_flight_fails_when_the_peer_goes_away(
-    context: zmq.Context[Any], endpoint: str
+    context: zmq.Context[Any], endpoint: str, client: RequestClient
 ) -> None:
     peer = FakePeer(context, endpoint)
-    client = RequestClient(context, endpoint, timeout=LONG)
-    try:
 
-        def take_then_go_away() -> None:
-            peer.take()
-            peer.go_away()
+    def take_then_go_away() -> None:
+        peer.take()
+        peer.go_away()
 
-        thread = threading.Thread(target=take_then_go_away)
-        thread.start()
-        with pytest.raises(ActorUnavailable, match="went away before it answered ping"):
-            client.request(Ping())
-        thread.join()
-        # The peer is back on the same endpoint: the client reaches it again.
-        answered_by_a_new_peer(context, endpoint, client)
-    finally:
-        client.close()
+    thread = threading.Thread(target=take_then_go_away)
+    thread.start()
+    with pytest.raises(ActorUnavailable, match="went away before it answered ping"):
+        client.request(Ping())
+    thread.join()
+    # The peer is back on the same endpoint: the client reaches it again.
+    answered_by_a_new_peer(context, endpoint, client)
 
 
 def test_a_drop_while_nothing_was_in_flight_costs_no_later_request(
-    context: zmq.Context[Any], endpoint: str
+    context: zmq.Context[Any], endpoint: str, client: RequestClient
 ) -> None:
     peer = FakePeer(context, endpoint)
-    client = RequestClient(context, endpoint, timeout=LONG)
-    try:
-        answered(peer, client)
-        peer.go_away()
-        monitor = client._disconnects.monitor  # type: ignore[union-attr]
-        assert monitor.poll(WAIT_MS), "the client never saw the drop"
-        # The drop is reported and unread when the next request goes out: it must not fail it.
-        answered_by_a_new_peer(context, endpoint, client)
-    finally:
-        client.close()
+    answered(peer, client)
+    peer.go_away()
+    monitor = client._disconnects.monitor  # type: ignore[union-attr]
+    assert monitor.poll(WAIT_MS), "the client never saw the drop"
+    # The drop is reported and unread when the next request goes out: it must not fail it.
+    answered_by_a_new_peer(context, endpoint, client)
 
 
 async def test_async_requests_in_flight_fail_when_the_peer_goes_away(
