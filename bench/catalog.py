@@ -18,7 +18,7 @@ from typing import Any
 from bench import shapes
 from bench.app import SINK, STAMPS_ENV
 from bench.common import Metrics
-from bench.store_shapes import floor, peek_claim
+from bench.store_shapes import batch_growth, floor, peek_claim
 from bench.targets import target
 
 MODES = ("embedded", "procfile")
@@ -149,6 +149,14 @@ def _store_shapes(options: Options) -> list[Shape]:
             "the drain's and a batch's database work alone: StoreDB called directly",
             "drain_sql_per_s",
             lambda work, o: floor(work, _size(o, 20_000, 2_000)),
+        )
+    )
+    out.append(
+        Shape(
+            "store.batch_growth",
+            "a batch's database work as the queue grows to 100,000 pending",
+            "batch_sql_per_s_at_100k",
+            lambda work, o: batch_growth(work),
         )
     )
     return out

@@ -9,6 +9,11 @@ dispatch at concurrency 4 costs); the claimed rows are released again, untimed, 
 thread, no other actor: ``StoreDB`` called directly, in the transactions the Store actor makes of
 those requests (``StoreDB.batch``). What no amount of work on messaging or dispatching can go
 below, at the Store's default durability.
+
+``batch_growth``: ``floor``'s batch of 1,000 as the queue grows: batches into an empty database
+until ``100,000`` tasks are pending, the rate measured at a few depths. Each key is a random
+SHA-256, so each batch writes a page of the key index per row once that index outgrows the
+batch: what a batch costs depends on the queue it lands in.
 """
 
 from __future__ import annotations
@@ -114,4 +119,31 @@ def floor(
     out.update({f"{step}_us_per_task": s / tasks * 1e6 for step, s in spent.items()})
     out["submit_sql_per_s"] = tasks / spent["submit"]
     out["batch_sql_per_s"] = batch / percentile(batches, 0.5)
+    return out
+
+
+GROWTH_MARKS = (0, 50_000, 100_000)
+
+
+def batch_growth(work: Path, marks: tuple[int, ...] = GROWTH_MARKS, batch: int = 1_000) -> Metrics:
+    """The batch SQL rate (rows/s, the median of 5 batches) at each depth of ``marks``: batches
+    of ``batch`` distinct tasks go into an empty database, nothing claimed, until past the last
+    mark."""
+    db = StoreDB(str(work / "growth.db"), clock=SystemClock())
+    times: list[float] = []
+    try:
+        for b in range(marks[-1] // batch + 5):
+            subs = [submission(n) for n in range(b * batch, (b + 1) * batch)]
+            t0 = time.perf_counter()
+            with db.batch(isolated=False) as tx:
+                tx.run(partial(db.submit, subs))
+            times.append(time.perf_counter() - t0)
+    finally:
+        db.close()
+    out: Metrics = {}
+    for mark in marks:
+        first = mark // batch
+        out[f"batch_sql_per_s_at_{mark // 1_000}k"] = batch / percentile(
+            times[first : first + 5], 0.5
+        )
     return out
