@@ -199,6 +199,7 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
     statement's.
     """
     inserted: dict[str, int] = {}
+    parents: set[int] = set()
     start = 0
     # Read once, when a statement of several rows will run; each statement then moves it on.
     floor = (core.value(_LAST_ID) or 0) if len(subs) >= _CHUNKS[-2] else 0
@@ -211,19 +212,18 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
             if count == size and (size == 1 or last == floor + size):
                 keys = [sub.key for sub in chunk]
                 inserted.update(zip(keys, range(last - size + 1, last + 1), strict=True))
-                parents = [sub.parent_id for sub in chunk if sub.parent_id is not None]
+                parents.update(sub.parent_id for sub in chunk if sub.parent_id is not None)
             elif size == 1:
                 continue  # its key was taken: nothing inserted
             else:  # a key among several was taken: its row was skipped, and used up an id
                 rows = core.all(_NEWER, (floor,)) if count else []
                 inserted.update((key, task_id) for task_id, key, _ in rows)
-                parents = [parent_id for _, _, parent_id in rows if parent_id is not None]
+                parents.update(parent_id for _, _, parent_id in rows if parent_id is not None)
                 last = core.value(_LAST_ID)
             floor = last
-            for parent_id in parents:
-                # The parent's current run now has children: its ok leads to waiting, then
-                # finalize.
-                core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (parent_id,))
+    for parent_id in parents:  # once per parent, however many children the batch spawned
+        # The parent's current run now has children: its ok leads to waiting, then finalize.
+        core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (parent_id,))
     return inserted
 
 
