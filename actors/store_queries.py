@@ -15,6 +15,7 @@ from actors.store_schema import (
     TASK_COLUMNS,
     TASK_STATUSES,
     history_row,
+    key8,
     task_row,
 )
 from bus.errors import InvalidRequest
@@ -33,7 +34,9 @@ def get_task(core: Core, id: int | None = None, key: str | None = None) -> TaskR
     if id is not None:
         row = core.one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (id,))
     elif key is not None:
-        row = core.one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?", (key,))
+        row = core.one(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE key8 = ? AND key = ?", (key8(key), key)
+        )
     else:
         raise InvalidRequest("get_task needs an id or a key")
     return None if row is None else task_row(row)

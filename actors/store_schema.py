@@ -12,7 +12,8 @@ Besides the fields of ``TaskRow``, a task row keeps a few columns the Store need
   a history query, so history retention can never make a failed child disappear);
 * ``run_started_at_ms`` — when the current run's ``execute`` was dispatched: a parent's history
   row spans execute, the wait for its children and finalize;
-* ``acc_*_bytes`` — actual IO already reported by the run's ``execute`` (added to finalize's).
+* ``acc_*_bytes`` — actual IO already reported by the run's ``execute`` (added to finalize's);
+* ``key8`` — the key's first 8 bytes as an integer: dedup looks a key up by it (``key8``).
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ from typing import Any
 
 from bus.kinds import HistoryRow, TaskRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TASK_STATUSES = ("pending", "running", "paused", "waiting")
 HISTORY_STATUSES = ("completed", "failed", "cancelled")
 
-_SCHEMA_V1 = """
+_TASKS = """
 CREATE TABLE tasks (
     -- AUTOINCREMENT: an id is never reused, so a late result or a history row's task_id can
-    -- never be mistaken for a newer task's. Ids increase but may skip: a submission whose key
-    -- is taken tries its insert first (ON CONFLICT DO NOTHING) and uses one up.
+    -- never be mistaken for a newer task's.
     id                     INTEGER PRIMARY KEY AUTOINCREMENT,
     task_type              TEXT    NOT NULL,
-    key                    TEXT    NOT NULL UNIQUE,
+    -- Unique among active rows, but not declared so: the Store, the only writer, inserts a key
+    -- only where no row has it (store_submit) and finds it by ``key8`` (see ``key8``).
+    key                    TEXT    NOT NULL,
+    key8                   INTEGER NOT NULL,
     label                  TEXT    NOT NULL,
     priority               INTEGER NOT NULL,
     status                 TEXT    NOT NULL
@@ -62,6 +65,9 @@ CREATE TABLE tasks (
     acc_net_rx_bytes       INTEGER NOT NULL DEFAULT 0,
     acc_net_tx_bytes       INTEGER NOT NULL DEFAULT 0
 );
+-- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
+-- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
+CREATE INDEX tasks_key8 ON tasks(key8);
 -- The ready order. Partial, so claim and peek cost the same whatever the queue depth.
 CREATE INDEX tasks_ready ON tasks(priority, id) WHERE status = 'pending';
 -- Finalize-ready parents, dispatched ahead of everything else.
@@ -70,7 +76,9 @@ CREATE INDEX tasks_finalize ON tasks(priority, id)
 -- Everything not pending (a small set): counts, lists and the anti-thrash check.
 CREATE INDEX tasks_busy ON tasks(status, priority, id) WHERE status != 'pending';
 CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
+"""
 
+_HISTORY_AND_REQUESTS = """
 CREATE TABLE history (
     id                     INTEGER PRIMARY KEY,
     task_id                INTEGER NOT NULL,
@@ -113,19 +121,49 @@ CREATE INDEX requests_age ON requests(at_ms);
 """
 
 
-def migrate(conn: Any) -> None:
-    """Create the schema on a new database; refuse one written by a newer taskmill.
+def key8(key: str) -> int | None:
+    """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
 
-    Runs inside the caller's transaction, so a half-created schema is never committed.
+    Keys are SHA-256 digests, so prefixes of different keys rarely meet; a lookup compares the
+    full key too. ``None`` for a string that is no key (the Store stores only valid keys)."""
+    try:
+        return int(key[:16], 16) - 2**63
+    except (TypeError, ValueError):
+        return None
+
+
+def migrate(conn: Any) -> None:
+    """Bring a database to ``SCHEMA_VERSION``; refuse one written by a newer taskmill.
+
+    Runs inside the caller's transaction, so a half-migrated schema is never committed.
     """
     version = conn.execute("PRAGMA user_version").fetchall()[0][0]
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_SCHEMA_V1)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        return
-    raise ValueError(f"database schema version {version} is newer than this taskmill's")
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS)
+    elif version == 1:
+        _from_v1(conn)
+    else:
+        raise ValueError(f"database schema version {version} is newer than this taskmill's")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _from_v1(conn: Any) -> None:
+    """Version 1 declared ``key TEXT UNIQUE``; an inline constraint cannot be dropped, so the
+    table is rebuilt under the same name. The id sequence moves with the old table's rename and
+    is given back, so no id is ever reused."""
+    conn.create_scalar_function("taskmill_key8", key8, 1, deterministic=True)
+    conn.execute(
+        "DROP INDEX tasks_ready; DROP INDEX tasks_finalize; DROP INDEX tasks_busy; "
+        "DROP INDEX tasks_parent; ALTER TABLE tasks RENAME TO tasks_v1;"
+        + _TASKS
+        + f"INSERT INTO tasks ({_ALL_TASK_COLUMNS}, key8) "
+        f"SELECT {_ALL_TASK_COLUMNS}, taskmill_key8(key) FROM tasks_v1 ORDER BY id;"
+        "DELETE FROM sqlite_sequence WHERE name = 'tasks';"
+        "UPDATE sqlite_sequence SET name = 'tasks' WHERE name = 'tasks_v1';"
+        "DROP TABLE tasks_v1;"
+    )
 
 
 TASK_COLUMNS = (
@@ -143,6 +181,9 @@ TASK_INTERNAL_COLUMNS = (
     "has_children, child_failures, run_started_at_ms, "
     "acc_read_bytes, acc_write_bytes, acc_net_rx_bytes, acc_net_tx_bytes"
 )
+
+_ALL_TASK_COLUMNS = f"{TASK_COLUMNS}, {TASK_INTERNAL_COLUMNS}"
+"""Every column of ``tasks`` but ``key8``: version 1's."""
 
 HISTORY_COLUMNS = (
     "id, task_id, task_type, key, label, priority, status, payload, expected_read_bytes, "

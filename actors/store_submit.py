@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from actors.store_core import Core
+from actors.store_schema import key8
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission
 
@@ -150,8 +151,9 @@ def _existing(core: Core, sub: Submission) -> Outcome:
     """The outcome of a submission whose key an active row holds (maybe one this batch
     inserted for an earlier submission of the same key)."""
     found = core.one(
-        "SELECT id, status, priority, requeue, requeue_priority FROM tasks WHERE key = ?",
-        (sub.key,),
+        "SELECT id, status, priority, requeue, requeue_priority FROM tasks "
+        "WHERE key8 = ? AND key = ?",
+        (key8(sub.key), sub.key),
     )
     assert found is not None  # the insert just met it
     task_id, status, priority, requeue, requeue_priority = found
@@ -168,59 +170,66 @@ def _existing(core: Core, sub: Submission) -> Outcome:
 
 
 _COLUMNS = (
-    "task_type, key, label, priority, status, payload, expected_read_bytes, "
+    "task_type, key, key8, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, created_at_ms, "
     "parent_id, fail_fast, group_key"
 )
-_ROW = "(?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_WIDTH = 14
+"""Parameters a row takes: every column but the status."""
+_ROW = "(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _CHUNKS = (64, 8, 1)
 """Rows per ``INSERT``: a statement of many rows costs less per row than one each (4.0 against
 5.9 µs, a batch of 1,000), and a few fixed sizes keep the statements prepared."""
 _INSERTS = {
-    n: f"INSERT INTO tasks ({_COLUMNS}) VALUES {', '.join([_ROW] * n)} ON CONFLICT (key) DO NOTHING"
-    for n in _CHUNKS
+    n: f"INSERT INTO tasks ({_COLUMNS}) SELECT * FROM (VALUES {', '.join([_ROW] * n)}) AS offered "
+    "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE key8 = offered.column3 AND key = offered.column2)"
+    for n in _CHUNKS[:-1]
 }
-_LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'"
+_INSERTS[1] = (
+    f"INSERT INTO tasks ({_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, 'pending', "
+    + ", ".join(f"?{i}" for i in range(6, _WIDTH + 1))
+    + " WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE key8 = ?3 AND key = ?2)"
+)
 _NEWER = "SELECT id, key, parent_id FROM tasks WHERE id > +?"
 
 
 def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, int]:
     """Insert a row for each submission whose key no active row holds; their ids by key.
 
-    Rows go in in order, so of several submissions with a new key the first is inserted and the
-    later ones meet it. A new key, the common case, needs no lookup first.
+    Of several submissions of one key only the first is offered; the later ones meet its row.
+    Each statement inserts the rows whose key no row has (a new key, the common case, costs one
+    probe of ``tasks_key8``; the table's rows are read before any is inserted, hence the first
+    of a key, picked here).
 
     Which rows went in, and their ids, without ``RETURNING`` (which costs ~0.8 µs a row, a fifth
-    of the insert): ``AUTOINCREMENT`` gives every new row an id above any the table ever had
-    (``floor``, kept in ``sqlite_sequence``), increasing in the order of the ``VALUES``. So when
-    a statement of ``n`` rows inserted ``n`` and its last id is ``floor + n``, their ids are
-    ``floor + 1 .. floor + n`` in order (one row: its id is the last). Otherwise (a key was
-    taken: its row was skipped, and used up an id) the rows above ``floor`` are this
-    statement's.
+    of the insert): ``AUTOINCREMENT`` gives the rows a statement inserts consecutive ids above any
+    the table ever had, in the order of the ``VALUES``, and a skipped row uses none up. So when
+    a statement of ``n`` rows inserted ``n`` and its last id is ``last``, their ids are
+    ``last - n + 1 .. last`` in order; when it inserted ``count < n``, they are the rows above
+    ``last - count``.
     """
+    if len(subs) > 1 and len({sub.key for sub in subs}) < len(subs):
+        firsts: dict[str, Submission] = {}
+        for sub in subs:
+            firsts.setdefault(sub.key, sub)
+        subs = list(firsts.values())
     inserted: dict[str, int] = {}
     parents: set[int] = set()
     start = 0
-    # Read once, when a statement of several rows will run; each statement then moves it on.
-    floor = (core.value(_LAST_ID) or 0) if len(subs) >= _CHUNKS[-2] else 0
     for size in _CHUNKS:
         while len(subs) - start >= size:
             chunk = subs[start : start + size]
             start += size
             params = [v for sub in chunk for v in _values(sub, now)]
             count, last = core.insert(_INSERTS[size], params)
-            if count == size and (size == 1 or last == floor + size):
+            if count == size:
                 keys = [sub.key for sub in chunk]
                 inserted.update(zip(keys, range(last - size + 1, last + 1), strict=True))
                 parents.update(sub.parent_id for sub in chunk if sub.parent_id is not None)
-            elif size == 1:
-                continue  # its key was taken: nothing inserted
-            else:  # a key among several was taken: its row was skipped, and used up an id
-                rows = core.all(_NEWER, (floor,)) if count else []
+            elif count:  # some keys were taken: their rows were skipped
+                rows = core.all(_NEWER, (last - count,))
                 inserted.update((key, task_id) for task_id, key, _ in rows)
                 parents.update(parent_id for _, _, parent_id in rows if parent_id is not None)
-                last = core.value(_LAST_ID)
-            floor = last
     for parent_id in parents:  # once per parent, however many children the batch spawned
         # The parent's current run now has children: its ok leads to waiting, then finalize.
         core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (parent_id,))
@@ -231,6 +240,7 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
     return (
         sub.task_type,
         sub.key,
+        key8(sub.key),
         sub.label,
         sub.priority,
         sub.payload,

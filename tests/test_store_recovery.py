@@ -5,12 +5,14 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import apsw
 import pytest
 from store_support import error, insert, key, ok, open_db, row, run, sub
 
+from actors.store_schema import TASK_STATUSES
 from bus.clock import FakeClock
 from bus.errors import DatabaseError
 
@@ -66,8 +68,62 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(1,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(2,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+    conn.close()
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    """``data/schema-v1.db`` was written by ``StoreDB`` at commit a00fb4c, the last with schema
+    version 1 (``key`` declared ``UNIQUE``). Ids 1 to 11 were given out (6 used up by a duplicate
+    submission); 9 ("failed") and 11 ("done", the highest) are in history only."""
+    shutil.copy(Path(__file__).parent / "data" / "schema-v1.db", tmp_path / "tasks.db")
+    db = open_db(tmp_path, FakeClock())
+    try:
+        tasks = {r.label: r for s in TASK_STATUSES for r in db.list_tasks(s, 100)}
+        assert {label: (r.id, r.status) for label, r in tasks.items()} == {
+            "pending": (1, "pending"),
+            "urgent": (2, "pending"),
+            "running": (3, "pending"),  # recovered on open
+            "paused": (4, "paused"),
+            "marked": (5, "pending"),
+            "parent": (7, "waiting"),
+            "child": (8, "pending"),
+            "requested": (10, "pending"),
+        }
+        first = tasks["pending"]
+        assert (first.payload, first.group_key, first.expected_write_bytes) == (b"\x00\x01", "g", 5)
+        assert (tasks["running"].retry_count, tasks["running"].last_error) == (1, "flaky")
+        assert (tasks["marked"].requeue, tasks["marked"].requeue_priority) == (True, 7)
+        assert [(h.task_id, h.status) for h in db.history()] == [(11, "completed"), (9, "failed")]
+        assert db.lookup(key("child")).task == tasks["child"]
+        # Keys still dedup, and a retried request still gets its first answer.
+        assert [(o.kind, o.id) for o in db.submit([sub("pending"), sub("urgent", 5)])] == [
+            ("duplicate", None),
+            ("upgraded", 2),
+        ]
+        [retried] = db.submit([sub("requested")], request_id="req-1")
+        assert (retried.kind, retried.id) == ("inserted", 10)
+        # The parent still knows it has a child: the child's end finalizes it.
+        db.claim([8])
+        db.finish([ok(8)])
+        assert (row(db, 7).status, row(db, 7).phase) == ("pending", "finalize")
+        # No id is reused, not even 11, which only history holds.
+        [fresh] = db.submit([sub("fresh")])
+        assert fresh.id == 12
+    finally:
+        db.close()
+    conn = raw(tmp_path)
+    assert conn.execute("PRAGMA user_version").fetchall() == [(2,)]
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'").fetchall()
+    assert sorted(indexes) == [
+        ("tasks",),
+        ("tasks_busy",),
+        ("tasks_finalize",),
+        ("tasks_key8",),
+        ("tasks_parent",),
+        ("tasks_ready",),
+    ]
     conn.close()
 
 

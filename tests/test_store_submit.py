@@ -152,8 +152,9 @@ def test_a_big_batch_gives_what_the_same_submissions_one_by_one_give(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     # New keys go in many rows per statement (64, then 8, then 1): across those chunks, with
-    # keys repeated inside the batch and keys already active, a batch must end as the same
-    # submissions sent one at a time do: the same outcomes, the same rows.
+    # keys repeated inside the batch (in one chunk and across chunks) and keys already active,
+    # a batch must end as the same submissions sent one at a time do: the same outcomes, the
+    # same rows.
     def scenario(db: StoreDB) -> list[Submission]:
         [running] = run(db, "running")
         insert(db, "pending", priority=100)
@@ -161,6 +162,7 @@ def test_a_big_batch_gives_what_the_same_submissions_one_by_one_give(
         names = [f"k{i}" for i in range(137)]
         batch = [sub(n, 128, payload=n.encode()) for n in names]
         batch[70:70] = [sub("k3", 50), sub("pending", 10), sub("running", 20), sub("k200", 9)]
+        batch[10:10] = [sub("k20", 40)]  # "k20" twice in one statement's rows
         batch += [sub("k3", 60), sub("k200", 1), sub("k71", 128), sub("running", 30)]
         return batch
 
