@@ -178,12 +178,16 @@ def test_a_big_batch_gives_what_the_same_submissions_one_by_one_give(
         singles = [
             db_outcome for s in scenario(one_by_one) for db_outcome in one_by_one.submit([s])
         ]
-        together = batched.submit(scenario(batched))
+        batch = scenario(batched)
+        together = batched.submit(batch)
         assert [(o.kind, o.priority) for o in together] == [(o.kind, o.priority) for o in singles]
         assert kinds(together).count("inserted") == 138
         assert state(batched) == state(one_by_one)
         ids = [o.id for o in together if o.kind == "inserted"]
         assert ids == sorted(ids)  # in submission order
+        # Each outcome's id is its own submission's row (ids are read from the statements).
+        named = [(s.key, o.id) for s, o in zip(batch, together, strict=True) if o.id]
+        assert all(row(batched, task_id).key == k for k, task_id in named)
     finally:
         one_by_one.close()
         batched.close()
