@@ -15,6 +15,7 @@ from store_support import error, insert, key, ok, open_db, row, run, sub
 from actors.store_schema import TASK_STATUSES
 from bus.clock import FakeClock
 from bus.errors import DatabaseError
+from bus.kinds import Submission
 
 
 def raw(tmp_path: Path) -> apsw.Connection:
@@ -125,6 +126,30 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         ("tasks_ready",),
     ]
     conn.close()
+
+
+def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None:
+    """Version 2 indexes keys by their first 8 bytes: two version 1 keys that share them stay two
+    tasks, each found by its own key."""
+    shutil.copy(Path(__file__).parent / "data" / "schema-v1.db", tmp_path / "tasks.db")
+    twin = key("pending")[:16] + key("twin")[16:]
+    conn = raw(tmp_path)
+    conn.execute(
+        "INSERT INTO tasks (task_type, key, label, priority, status, created_at_ms) "
+        "VALUES ('t', ?, 'twin', 9, 'pending', 0)",
+        (twin,),
+    )
+    conn.close()
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert (db.lookup(key("pending")).task.label, db.lookup(twin).task.label) == (
+            "pending",
+            "twin",
+        )
+        [again] = db.submit([Submission("t", twin, "twin", 9)])
+        assert again.kind == "duplicate"
+    finally:
+        db.close()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -289,6 +289,33 @@ def test_child_is_recorded_with_its_parent(db: StoreDB) -> None:
     assert row(db, child).parent_id == parent
 
 
+def twin(name: str) -> Submission:
+    """A submission whose key shares its first 8 bytes (what the Store indexes keys by) with
+    ``key("a")``'s, and differs after them."""
+    return Submission("t", key("a")[:16] + key(name)[16:], name, 128)
+
+
+def test_keys_that_share_a_prefix_are_different_tasks(db: StoreDB) -> None:
+    [a] = insert(db, "a")
+    [b] = db.submit([twin("b")])
+    assert (b.kind, b.id != a) == ("inserted", True)
+    # In a batch of several rows, one statement's: each twin is its own task, once.
+    batch = [sub(f"n{i}") for i in range(8)]
+    batch[2:2] = [twin("c"), replace(twin("c"), priority=50), replace(twin("b"), priority=5)]
+    outcomes = db.submit(batch)
+    assert kinds(outcomes) == ["inserted"] * 3 + ["upgraded"] * 2 + ["inserted"] * 6
+    c = outcomes[2].id
+    assert outcomes[3] == Outcome("upgraded", c, 50) and outcomes[4] == Outcome("upgraded", b.id, 5)
+    assert [db.lookup(s.key).task.id for s in (sub("a"), twin("b"), twin("c"))] == [a, b.id, c]
+    # One leaves; the others stay, and a new twin is new.
+    db.claim([a])
+    db.finish([ok(a)])
+    [d] = db.submit([twin("d")])
+    assert d.kind == "inserted"
+    assert [db.lookup(s.key).task.id for s in (twin("b"), twin("c"), twin("d"))] == [b.id, c, d.id]
+    assert db.lookup(key("a")).location == "history"
+
+
 FIELD_VALUES: list[object] = [
     None, True, False, 0, 1, -1, 255, 256, 2**63 - 1, 2**63, 1.0, "", "t", "x" * 257,
     key("a"), key("a").upper(), b"", b"p", b"x" * (MiB + 1), [], {},
