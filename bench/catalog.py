@@ -18,7 +18,7 @@ from typing import Any
 from bench import shapes
 from bench.app import SINK, STAMPS_ENV
 from bench.common import Metrics
-from bench.store_shapes import batch_growth, floor, peek_claim
+from bench.store_shapes import batch_growth, floor, peek_claim, saturated_group
 from bench.targets import target
 
 MODES = ("embedded", "procfile")
@@ -157,6 +157,14 @@ def _store_shapes(options: Options) -> list[Shape]:
             "a batch's database work as the queue grows to 100,000 pending",
             "batch_sql_per_s_at_100k",
             lambda work, o: batch_growth(work),
+        )
+    )
+    out.append(
+        Shape(
+            "store.saturated_group",
+            "peek(4) passing over a full group of up to 100,000 more urgent tasks",
+            "peek4_skip_us_at_100k",
+            lambda work, o: saturated_group(work),
         )
     )
     return out

@@ -14,12 +14,18 @@ below, at the Store's default durability.
 until ``100,000`` tasks are pending, the rate measured at a few depths. Each key is a random
 SHA-256, so each batch writes a page of the key index per row once that index outgrows the
 batch: what a batch costs depends on the queue it lands in.
+
+``saturated_group``: a peek that passes over a group at its limit. ``StoreDB`` directly: a group
+of ``N`` pending tasks more urgent than 10 ungrouped ones; ``peek(4)`` with that group in
+``skip_groups`` (what the Dispatcher asks while the group is full) must find the ungrouped ones
+behind it, at a few ``N``; a plain ``peek(4)`` beside it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -146,4 +152,40 @@ def batch_growth(work: Path, marks: tuple[int, ...] = GROWTH_MARKS, batch: int =
         out[f"batch_sql_per_s_at_{mark // 1_000}k"] = batch / percentile(
             times[first : first + 5], 0.5
         )
+    return out
+
+
+SATURATED_MARKS = (1_000, 10_000, 100_000)
+
+
+def saturated_group(work: Path, marks: tuple[int, ...] = SATURATED_MARKS) -> Metrics:
+    """The median of 50 ``peek(4)`` calls (µs) that skip a group of each size in ``marks``,
+    every task of the group more urgent (priority 10) than the 10 ungrouped ones (priority 200)
+    the peek must return; and of a plain ``peek(4)`` at the last size."""
+    db = StoreDB(str(work / "groups.db"), clock=SystemClock())
+    out: Metrics = {}
+    try:
+        db.submit([replace(submission(-n - 1, 200), group_key=None) for n in range(10)])
+        grouped = 0
+        for mark in marks:
+            while grouped < mark:
+                size = min(10_000, mark - grouped)
+                subs = [submission(n, 10) for n in range(grouped, grouped + size)]
+                db.submit([replace(sub, group_key="full") for sub in subs])
+                grouped += size
+            times = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                rows = db.peek(4, ["full"])
+                times.append(time.perf_counter() - t0)
+                assert [r.priority for r in rows] == [200] * 4
+            out[f"peek4_skip_us_at_{mark // 1_000}k"] = percentile(times, 0.5) * 1e6
+        times = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            db.peek(4)
+            times.append(time.perf_counter() - t0)
+        out[f"peek4_us_at_{marks[-1] // 1_000}k"] = percentile(times, 0.5) * 1e6
+    finally:
+        db.close()
     return out
