@@ -191,12 +191,7 @@ class StoreDB:
             (*groups, limit),
         )
         if len(rows) < limit:
-            rows += self._core.all(
-                f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready "
-                f"WHERE status = 'pending' AND phase = 'execute'{skip} "
-                "ORDER BY priority, id LIMIT +?",
-                (*groups, limit - len(rows)),
-            )
+            rows += queries.ready(self._core, TASK_COLUMNS_NO_PAYLOAD, limit - len(rows), groups)
         return [task_row(r) for r in rows]
 
     def claim(self, ids: Sequence[int], now_ms: int = 0) -> list[TaskRow]:

@@ -42,15 +42,76 @@ def get_task(core: Core, id: int | None = None, key: str | None = None) -> TaskR
     return None if row is None else task_row(row)
 
 
+_PENDING = "WHERE status = 'pending' AND group_key"
+_UNGROUPED = f"FROM tasks INDEXED BY tasks_ready_ungrouped {_PENDING} IS NULL"
+_GROUPED = f"FROM tasks INDEXED BY tasks_ready_grouped {_PENDING} IS NOT NULL"
+_BY_GROUP = f"FROM tasks INDEXED BY tasks_ready_by_group {_PENDING} IS NOT NULL"
+_ORDER = " ORDER BY priority, id LIMIT +?"
+_WINDOW = 64
+"""Grouped rows (beyond the ``limit`` asked for) a peek that skips groups reads in queue order
+before it looks group by group."""
+_MAX_GROUPS = 256
+"""Groups a peek looks at one by one before it walks the grouped order after all."""
+
+
+def _queue_order(rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
+    """The first ``limit`` of rows selected with the task columns, by (priority, id)."""
+    rows.sort(key=lambda r: (r[4], r[0]))
+    return rows[:limit]
+
+
+def ready(core: Core, columns: str, limit: int, skip_groups: list[str]) -> list[tuple[Any, ...]]:
+    """The first ``limit`` pending rows to execute by (priority, id), none of ``skip_groups``
+    (``columns``: ``TASK_COLUMNS`` or a variant of it).
+
+    Ungrouped and grouped rows have an index each, so the full groups' rows never stand in the
+    way of the ungrouped ones. Among grouped rows, the full groups' may fill the top of the
+    order (a backlog for a host at its limit): the first ``_WINDOW`` rows of that order are read,
+    and if too few of them are of other groups, each other group's first rows are read from
+    ``tasks_ready_by_group`` instead: the cost grows with the number of groups, not with the
+    full groups' backlog. Past ``_MAX_GROUPS`` groups the grouped order is walked to the end.
+    """
+    execute = f"SELECT {columns} {{}} AND phase = 'execute'"
+    rows = core.all(execute.format(_UNGROUPED) + _ORDER, (limit,))
+    if not skip_groups:
+        return _queue_order(rows + core.all(execute.format(_GROUPED) + _ORDER, (limit,)), limit)
+    skip = set(skip_groups)
+    size = _WINDOW + limit
+    window = core.all(execute.format(_GROUPED) + _ORDER, (size,))
+    grouped = [r for r in window if r[19] not in skip]  # 19: group_key
+    if len(grouped) < limit and len(window) == size:
+        grouped = _grouped_skipping(core, execute, limit, skip)
+    return _queue_order(rows + grouped, limit)
+
+
+def _grouped_skipping(
+    core: Core, execute: str, limit: int, skip: set[str]
+) -> list[tuple[Any, ...]]:
+    """The first ``limit`` rows of each group not in ``skip``, group by group (see ``ready``)."""
+    first = f"SELECT group_key {_BY_GROUP}"
+    out: list[tuple[Any, ...]] = []
+    group = core.value(first + " ORDER BY group_key LIMIT 1")
+    for _ in range(_MAX_GROUPS):
+        if group is None:
+            return out
+        if group not in skip:
+            out += core.all(
+                execute.format(_BY_GROUP) + " AND group_key = +?" + _ORDER, (group, limit)
+            )
+        group = core.value(first + " AND group_key > +? ORDER BY group_key LIMIT 1", (group,))
+    marks = ", ".join("?" * len(skip))
+    return core.all(
+        execute.format(_GROUPED) + f" AND group_key NOT IN ({marks})" + _ORDER, (*skip, limit)
+    )
+
+
 def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
     """Active tasks of one status in queue order (priority, id)."""
     check_limit(limit)
     if status == "pending":
-        sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_ready WHERE status = 'pending' "
-            "ORDER BY priority, id LIMIT +?"
-        )
-        rows = core.all(sql, (limit,))
+        select = f"SELECT {TASK_COLUMNS} "
+        rows = core.all(select + _UNGROUPED + _ORDER, (limit,))
+        rows = _queue_order(rows + core.all(select + _GROUPED + _ORDER, (limit,)), limit)
     elif status in TASK_STATUSES:
         sql = (
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND status != 'pending' "
@@ -63,9 +124,7 @@ def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
 
 
 def counts(core: Core) -> CountsReply:
-    pending = core.value(
-        "SELECT count(*) FROM tasks INDEXED BY tasks_ready WHERE status = 'pending'"
-    )
+    pending = core.value(f"SELECT (SELECT count(*) {_UNGROUPED}) + (SELECT count(*) {_GROUPED})")
     busy = dict(
         core.all("SELECT status, count(*) FROM tasks WHERE status != 'pending' GROUP BY status")
     )

@@ -22,12 +22,27 @@ from typing import Any
 
 from bus.kinds import HistoryRow, TaskRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TASK_STATUSES = ("pending", "running", "paused", "waiting")
 HISTORY_STATUSES = ("completed", "failed", "cancelled")
 
-_TASKS = """
+_READY = """
+-- The ready order, by (priority, id), in two parts, so that a peek passing over a full group
+-- never walks that group's rows to reach the ungrouped ones. Partial, so claim and peek cost
+-- the same whatever the queue depth.
+CREATE INDEX tasks_ready_ungrouped ON tasks(priority, id)
+    WHERE status = 'pending' AND group_key IS NULL;
+CREATE INDEX tasks_ready_grouped ON tasks(priority, id)
+    WHERE status = 'pending' AND group_key IS NOT NULL;
+-- Grouped rows by group: a peek that skips full groups takes the others' first rows from here
+-- when the full ones fill the top of the grouped order.
+CREATE INDEX tasks_ready_by_group ON tasks(group_key, priority, id)
+    WHERE status = 'pending' AND group_key IS NOT NULL;
+"""
+
+_TASKS = (
+    """
 CREATE TABLE tasks (
     -- AUTOINCREMENT: an id is never reused, so a late result or a history row's task_id can
     -- never be mistaken for a newer task's.
@@ -68,8 +83,6 @@ CREATE TABLE tasks (
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
 CREATE INDEX tasks_key8 ON tasks(key8);
--- The ready order. Partial, so claim and peek cost the same whatever the queue depth.
-CREATE INDEX tasks_ready ON tasks(priority, id) WHERE status = 'pending';
 -- Finalize-ready parents, dispatched ahead of everything else.
 CREATE INDEX tasks_finalize ON tasks(priority, id)
     WHERE status = 'pending' AND phase = 'finalize';
@@ -77,6 +90,8 @@ CREATE INDEX tasks_finalize ON tasks(priority, id)
 CREATE INDEX tasks_busy ON tasks(status, priority, id) WHERE status != 'pending';
 CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
 """
+    + _READY
+)
 
 _HISTORY_AND_REQUESTS = """
 CREATE TABLE history (
@@ -144,6 +159,8 @@ def migrate(conn: Any) -> None:
         conn.execute(_TASKS + _HISTORY_AND_REQUESTS)
     elif version == 1:
         _from_v1(conn)
+    elif version == 2:  # one ready index for grouped and ungrouped rows alike
+        conn.execute("DROP INDEX tasks_ready;" + _READY)
     else:
         raise ValueError(f"database schema version {version} is newer than this taskmill's")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -102,6 +102,32 @@ def test_peek_and_claim_cost_does_not_grow_with_queue_depth(db: StoreDB) -> None
     assert big_claim < small_claim * 1.5
 
 
+def test_a_full_groups_backlog_costs_a_peek_nothing(db: StoreDB) -> None:
+    # A group at its limit with a backlog more urgent than everything else: the peek that skips
+    # it (the Dispatcher's) must find the rest without walking that backlog.
+    db.submit([sub(f"open-{i}", 150, group_key="open") for i in range(2)])
+    db.submit([sub(f"free-{i}", 200) for i in range(10)])
+
+    def peek() -> list[str]:
+        return [r.label for r in db.peek(4, ["full"])]
+
+    db.submit([sub(f"full-{i}", 10, group_key="full") for i in range(100)])
+    small = vm_steps(db, peek)
+    for chunk in range(5):
+        db.submit([sub(f"full-{chunk}-{i}", 10, group_key="full") for i in range(1000)])
+    big = vm_steps(db, peek)
+    assert peek() == ["open-0", "open-1", "free-0", "free-1"]
+    assert big < small * 1.5  # 50x the backlog: the same work
+
+
+def test_a_peek_past_many_groups_still_skips_the_full_ones(db: StoreDB) -> None:
+    # More groups than a peek looks at one by one: it walks the grouped order instead.
+    db.submit([sub(f"full-{i}", 10, group_key="full") for i in range(100)])
+    db.submit([sub(f"g{i}", 100 + i % 3, group_key=f"g{i:03}") for i in range(300)])
+    assert [r.label for r in db.peek(4, ["full", "g000"])] == ["g3", "g6", "g9", "g12"]
+    assert [r.label for r in db.peek(2)] == ["full-0", "full-1"]
+
+
 def test_finalize_ready_parents_come_first(db: StoreDB) -> None:
     [parent] = run(db, "parent", priority=200)
     [child] = insert(db, "child", priority=100, parent_id=parent)

@@ -69,7 +69,7 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(2,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(3,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
@@ -114,8 +114,12 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         assert fresh.id == 12
     finally:
         db.close()
+    assert_current_schema(tmp_path)
+
+
+def assert_current_schema(tmp_path: Path) -> None:
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(2,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(3,)]
     indexes = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'").fetchall()
     assert sorted(indexes) == [
         ("tasks",),
@@ -123,9 +127,35 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         ("tasks_finalize",),
         ("tasks_key8",),
         ("tasks_parent",),
-        ("tasks_ready",),
+        ("tasks_ready_by_group",),
+        ("tasks_ready_grouped",),
+        ("tasks_ready_ungrouped",),
     ]
     conn.close()
+
+
+def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
+    """Version 2 kept one ready index for grouped and ungrouped tasks alike; version 3 has one
+    each (and one by group), so a peek passing over a full group never walks its rows."""
+    db = open_db(tmp_path, FakeClock())
+    db.submit([sub("a", 5, group_key="g"), sub("b", 9), sub("c", 7, group_key="h")])
+    db.close()
+    conn = raw(tmp_path)  # back to version 2's indexes, as version 2 left them
+    conn.execute(
+        "DROP INDEX tasks_ready_ungrouped; DROP INDEX tasks_ready_grouped; "
+        "DROP INDEX tasks_ready_by_group; "
+        "CREATE INDEX tasks_ready ON tasks(priority, id) WHERE status = 'pending'; "
+        "PRAGMA user_version = 2"
+    )
+    conn.close()
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert [r.label for r in db.peek(10)] == ["a", "c", "b"]
+        assert [r.label for r in db.peek(10, ["g"])] == ["c", "b"]
+        assert db.counts().pending == 3
+    finally:
+        db.close()
+    assert_current_schema(tmp_path)
 
 
 def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None:
