@@ -111,6 +111,7 @@ def builder(concurrency: int = 4) -> SchedulerBuilder:
         .executor("stamp", stamp)
         .executor("hold", hold)
         .max_concurrency(concurrency)
+        .group_concurrency("full", 1)  # bench.shapes.FULL_GROUP
     )
 
 

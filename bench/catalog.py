@@ -89,6 +89,9 @@ def _deployment_shapes(mode: str) -> list[Shape]:
     def drain(t: Any, _: Path, o: Options) -> Awaitable[Metrics]:
         return shapes.drain(t, _size(o, 20_000, 2_000))
 
+    def behind(t: Any, _: Path, o: Options) -> Awaitable[Metrics]:
+        return shapes.behind_full_group(t, _size(o, 20_000, 2_000), _size(o, 2_000, 200))
+
     def latency(t: Any, stamps: Path, o: Options) -> Awaitable[Metrics]:
         return shapes.idle_latency(t, _size(o, 200, 30), stamps, o.seed)
 
@@ -114,6 +117,8 @@ def _deployment_shapes(mode: str) -> list[Shape]:
          e2e(500, 100, tiers=True), True),
         ("drain_20k_c4", "20k no-op drain, 1 producer, concurrency 4", "drain_per_s", 4,
          drain, False),
+        ("behind_full_group", "2,000 ungrouped tasks behind a full group of 20,000", "tasks_per_s",
+         4, behind, False),
         ("idle_latency", "idle submit -> task start, 200 tasks", "start_p50_ms", 4,
          latency, False),
         ("preempt", "REALTIME submit -> victim's token, 50 rounds", "first_victim_p99_ms", 4,

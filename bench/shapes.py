@@ -139,6 +139,50 @@ async def drain(target: Target, n: int) -> Metrics:
         await pump.close()
 
 
+FULL_GROUP = "full"
+"""The group ``bench.app`` limits to one task at a time."""
+
+
+async def behind_full_group(target: Target, backlog: int, n: int) -> Metrics:
+    """Ungrouped work behind a full group: ``backlog`` no-op tasks of ``FULL_GROUP`` (limit 1),
+    all HIGH, are queued; the scheduler runs; one producer submits ``n`` ungrouped NORMAL no-op
+    tasks one by one, as in ``drain``, timed from the first of those submits to the last of them
+    completed. While the group is at its limit the Dispatcher's peeks pass over its backlog."""
+    for first in range(0, backlog, 1_000):
+        await target.submit_batch(
+            [
+                TaskSubmission("noop", key=f"f-{i}", priority=Priority.HIGH, group=FULL_GROUP)
+                for i in range(first, min(backlog, first + 1_000))
+            ]
+        )
+    await target.start()
+    pump = EventPump(await target.subscribe())
+    done = 0
+
+    def count(event: SchedulerEvent) -> None:
+        nonlocal done
+        if event.type == "completed" and getattr(event, "label", "").startswith("u-"):
+            done += 1
+
+    pump.listeners.append(count)
+    try:
+        subs = [TaskSubmission("noop", key=f"u-{i}", label=f"u-{i}") for i in range(n)]
+        start = time.perf_counter()
+        for sub in subs:
+            await target.submit(sub)
+        submitted = time.perf_counter()
+        await pump.wait(lambda p: done >= n or p.missed > 0, WAIT_S)
+        if done < n:
+            raise RuntimeError(f"the publisher dropped {pump.missed} events: no figure")
+        end = time.perf_counter()
+        return {
+            "tasks_per_s": n / (end - start),
+            "producer_submit_per_s": n / (submitted - start),
+        }
+    finally:
+        await pump.close()
+
+
 async def idle_latency(target: Target, n: int, stamps: Path, seed: int) -> Metrics:
     """Submit → task start on an idle scheduler: ``n`` tasks spaced 20-100 ms apart (random),
     each stamped by the executor first thing; the next one goes once this one completed."""
