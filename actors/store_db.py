@@ -80,7 +80,7 @@ class StoreDB:
         try:
             with self._core.atomic():
                 migrate(conn)
-        except ValueError as exc:
+        except (ValueError, apsw.Error) as exc:  # a newer schema; a failed upgrade, undone
             conn.close()
             raise DatabaseError(f"{self.path}: {exc}") from exc
         self.recovered: list[Transition] = self.recover()
@@ -181,6 +181,8 @@ class StoreDB:
         then pending rows by (priority, id); rows of ``skip_groups`` are passed over."""
         queries.check_limit(limit)
         groups = list(dict.fromkeys(skip_groups))
+        if not all(isinstance(group, str) for group in groups):
+            raise InvalidRequest("skip_groups must be group names (strings)")
         skip = ""
         if groups:
             skip = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(groups))}))"

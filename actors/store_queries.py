@@ -6,6 +6,7 @@ when there is one).
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from actors.store_core import Core
@@ -47,71 +48,126 @@ _UNGROUPED = f"FROM tasks INDEXED BY tasks_ready_ungrouped {_PENDING} IS NULL"
 _GROUPED = f"FROM tasks INDEXED BY tasks_ready_grouped {_PENDING} IS NOT NULL"
 _BY_GROUP = f"FROM tasks INDEXED BY tasks_ready_by_group {_PENDING} IS NOT NULL"
 _ORDER = " ORDER BY priority, id LIMIT +?"
-_WINDOW = 64
-"""Grouped rows (beyond the ``limit`` asked for) a peek that skips groups reads in queue order
-before it looks group by group."""
-_MAX_GROUPS = 256
-"""Groups a peek looks at one by one before it walks the grouped order after all."""
+_AFTER = " AND (priority, id) > (?, ?)"
+_WALK_BUDGET = 1_024
+"""Grouped rows a peek that skips groups has SQLite step over, in queue order, before it looks
+at the other groups one by one instead (a row of a full group costs ~0.1 µs to step over, a
+group two index lookups)."""
+_MAX_GROUPS = 64
+"""Groups a peek looks at one by one before it goes back to walking the queue order."""
+_STEP = 4
+"""Rows of one group read at a time while groups are merged one by one."""
 
 
-def _queue_order(rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
-    """The first ``limit`` of rows selected with the task columns, by (priority, id)."""
-    rows.sort(key=lambda r: (r[4], r[0]))
-    return rows[:limit]
+def queue_order(core: Core, columns: str, limit: int, where: str = "") -> list[tuple[Any, ...]]:
+    """The first ``limit`` pending rows by (priority, id), grouped or not (``columns``:
+    ``TASK_COLUMNS`` or a variant of it; ``where``: more conditions). One statement: SQLite
+    merges the two ready indexes and stops at the limit."""
+    return core.all(
+        f"SELECT {columns} {_UNGROUPED}{where} UNION ALL "
+        f"SELECT {columns} {_GROUPED}{where}" + _ORDER,
+        (limit,),
+    )
 
 
 def ready(core: Core, columns: str, limit: int, skip_groups: list[str]) -> list[tuple[Any, ...]]:
-    """The first ``limit`` pending rows to execute by (priority, id), none of ``skip_groups``
-    (``columns``: ``TASK_COLUMNS`` or a variant of it).
+    """The first ``limit`` pending rows to execute by (priority, id), none of ``skip_groups``.
 
     Ungrouped and grouped rows have an index each, so the full groups' rows never stand in the
-    way of the ungrouped ones. Among grouped rows, the full groups' may fill the top of the
-    order (a backlog for a host at its limit): the first ``_WINDOW`` rows of that order are read,
-    and if too few of them are of other groups, each other group's first rows are read from
-    ``tasks_ready_by_group`` instead: the cost grows with the number of groups, not with the
-    full groups' backlog. Past ``_MAX_GROUPS`` groups the grouped order is walked to the end.
+    way of the ungrouped ones. Among grouped rows the full groups' may fill the top of the order
+    (a backlog for a host at its limit): SQLite filters the first ``_WALK_BUDGET`` rows of that
+    order, stopping at ``limit``; if those hold fewer, the other groups are looked at one by one
+    (``_by_group``), so the cost stops growing with the full groups' backlog.
     """
-    execute = f"SELECT {columns} {{}} AND phase = 'execute'"
-    rows = core.all(execute.format(_UNGROUPED) + _ORDER, (limit,))
-    if not skip_groups:
-        return _queue_order(rows + core.all(execute.format(_GROUPED) + _ORDER, (limit,)), limit)
-    skip = set(skip_groups)
-    size = _WINDOW + limit
-    window = core.all(execute.format(_GROUPED) + _ORDER, (size,))
-    grouped = [r for r in window if r[19] not in skip]  # 19: group_key
-    if len(grouped) < limit and len(window) == size:
-        grouped = _grouped_skipping(core, execute, limit, skip)
-    return _queue_order(rows + grouped, limit)
-
-
-def _grouped_skipping(
-    core: Core, execute: str, limit: int, skip: set[str]
-) -> list[tuple[Any, ...]]:
-    """The first ``limit`` rows of each group not in ``skip``, group by group (see ``ready``)."""
-    first = f"SELECT group_key {_BY_GROUP}"
-    out: list[tuple[Any, ...]] = []
-    group = core.value(first + " ORDER BY group_key LIMIT 1")
-    for _ in range(_MAX_GROUPS):
-        if group is None:
-            return out
-        if group not in skip:
-            out += core.all(
-                execute.format(_BY_GROUP) + " AND group_key = +?" + _ORDER, (group, limit)
-            )
-        group = core.value(first + " AND group_key > +? ORDER BY group_key LIMIT 1", (group,))
-    marks = ", ".join("?" * len(skip))
-    return core.all(
-        execute.format(_GROUPED) + f" AND group_key NOT IN ({marks})" + _ORDER, (*skip, limit)
+    execute = " AND phase = 'execute'"
+    if not skip_groups or not limit:
+        return queue_order(core, columns, limit, execute)
+    allowed = f" AND group_key NOT IN ({', '.join('?' * len(skip_groups))})"
+    # SQLite filters the first rows of the grouped order (reading two columns of each), and
+    # stops once it has ``limit``; their whole rows are read after.
+    window = f"SELECT id, group_key {_GROUPED}{execute}{_ORDER}"
+    found = core.all(
+        f"SELECT {columns} FROM tasks WHERE id IN "
+        f"(SELECT id FROM ({window}) WHERE true{allowed} LIMIT +?)",
+        (_WALK_BUDGET, *skip_groups, limit),
     )
+    ungrouped = f"SELECT {columns} {_UNGROUPED}{execute}"
+    if len(found) >= limit:  # only the ungrouped rows ahead of the last of those can count
+        worst = max((r[4], r[0]) for r in found)
+        ahead = core.all(ungrouped + " AND (priority, id) < (?, ?)" + _ORDER, (*worst, limit))
+        return _merged(ahead, found, limit)
+    # Fewer: no other row of the window is allowed, so any that is comes after the last found
+    # (or from the start); the other groups have them, looked at one by one.
+    after = max((r[4], r[0]) for r in found) if found else (-1, -1)
+    more = _by_group(core, columns, limit, set(skip_groups), after)
+    if more is None:  # too many groups to look at one by one: walk on, as SQLite filters
+        more = core.all(
+            f"SELECT {columns} {_GROUPED}{execute}{_AFTER}{allowed}{_ORDER}",
+            (*after, *skip_groups, limit),
+        )
+    return _merged(core.all(ungrouped + _ORDER, (limit,)) + found, more, limit)
+
+
+def _merged(
+    first: list[tuple[Any, ...]], second: list[tuple[Any, ...]], limit: int
+) -> list[tuple[Any, ...]]:
+    """The first ``limit`` of both lists of rows, by (priority, id)."""
+    rows = first + second
+    rows.sort(key=lambda r: (r[4], r[0]))  # 4: priority, 0: id
+    return rows[:limit]
+
+
+def _by_group(
+    core: Core, columns: str, limit: int, skip: set[str], after: tuple[int, int]
+) -> list[tuple[Any, ...]] | None:
+    """The first ``limit`` rows after ``after`` in queue order of the groups not in ``skip``,
+    merged group by group; None past ``_MAX_GROUPS`` groups.
+
+    Each group's first row comes from ``tasks_ready_by_group`` (one lookup, two when the group
+    had rows before ``after``); then the groups' rows are merged in queue order, a few more read
+    from a group each time its last one is taken."""
+    of_group = f"SELECT {columns} {_BY_GROUP} AND phase = 'execute' AND group_key = +?{_AFTER}"
+    first_of_next = (
+        f"SELECT {columns} {_BY_GROUP} AND phase = 'execute' AND group_key > +? "
+        "ORDER BY group_key, priority, id LIMIT 1"
+    )
+    heads: list[tuple[tuple[int, int], str, list[tuple[Any, ...]]]] = []
+    row = core.one(
+        f"SELECT {columns} {_BY_GROUP} AND phase = 'execute' "
+        "ORDER BY group_key, priority, id LIMIT 1"
+    )
+    for _ in range(_MAX_GROUPS):
+        if row is None:
+            break
+        group = row[19]  # group_key
+        if group not in skip:
+            if (row[4], row[0]) <= after:  # it had rows in the window: its first after it
+                rows = core.all(of_group + _ORDER, (group, *after, _STEP))
+            else:
+                rows = [row]
+            if rows:
+                heads.append(((rows[0][4], rows[0][0]), group, rows))
+        row = core.one(first_of_next, (group,))
+    if row is not None:
+        return None
+    heapq.heapify(heads)
+    out: list[tuple[Any, ...]] = []
+    while heads and len(out) < limit:
+        _, group, rows = heapq.heappop(heads)
+        taken = rows.pop(0)
+        out.append(taken)
+        if not rows:
+            rows = core.all(of_group + _ORDER, (group, taken[4], taken[0], _STEP))
+        if rows:
+            heapq.heappush(heads, ((rows[0][4], rows[0][0]), group, rows))
+    return out
 
 
 def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
     """Active tasks of one status in queue order (priority, id)."""
     check_limit(limit)
     if status == "pending":
-        select = f"SELECT {TASK_COLUMNS} "
-        rows = core.all(select + _UNGROUPED + _ORDER, (limit,))
-        rows = _queue_order(rows + core.all(select + _GROUPED + _ORDER, (limit,)), limit)
+        rows = queue_order(core, TASK_COLUMNS, limit)
     elif status in TASK_STATUSES:
         sql = (
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND status != 'pending' "

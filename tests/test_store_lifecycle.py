@@ -14,7 +14,7 @@ from store_support import error, insert, ok, open_db, row, run, sub
 
 from actors.store_db import StoreDB
 from bus.clock import FakeClock, now_ms
-from bus.errors import DatabaseError
+from bus.errors import DatabaseError, InvalidRequest
 from bus.kinds import TaskResult, Transition
 
 
@@ -68,6 +68,8 @@ def test_peek_leaves_payload_out_and_skips_groups(db: StoreDB) -> None:
     assert [r.label for r in db.peek(10, ["hot", "cold"])] == ["b"]
     assert all(r.payload is None for r in db.peek(10))
     assert [r.label for r in db.peek(10)] == ["a", "b", "c", "d"]
+    with pytest.raises(InvalidRequest, match="skip_groups"):
+        db.peek(10, [None])  # type: ignore[list-item]
 
 
 def vm_steps(db: StoreDB, action: Callable[[], object]) -> int:
@@ -102,30 +104,33 @@ def test_peek_and_claim_cost_does_not_grow_with_queue_depth(db: StoreDB) -> None
     assert big_claim < small_claim * 1.5
 
 
-def test_a_full_groups_backlog_costs_a_peek_nothing(db: StoreDB) -> None:
+def test_a_peek_stops_paying_for_a_full_groups_backlog(db: StoreDB) -> None:
     # A group at its limit with a backlog more urgent than everything else: the peek that skips
-    # it (the Dispatcher's) must find the rest without walking that backlog.
+    # it (the Dispatcher's) steps over a bounded part of that backlog, then finds the rest
+    # group by group.
     db.submit([sub(f"open-{i}", 150, group_key="open") for i in range(2)])
     db.submit([sub(f"free-{i}", 200) for i in range(10)])
 
     def peek() -> list[str]:
         return [r.label for r in db.peek(4, ["full"])]
 
-    db.submit([sub(f"full-{i}", 10, group_key="full") for i in range(100)])
-    small = vm_steps(db, peek)
-    for chunk in range(5):
+    for chunk in range(30):
         db.submit([sub(f"full-{chunk}-{i}", 10, group_key="full") for i in range(1000)])
+        if chunk == 9:
+            small = vm_steps(db, peek)
     big = vm_steps(db, peek)
     assert peek() == ["open-0", "open-1", "free-0", "free-1"]
-    assert big < small * 1.5  # 50x the backlog: the same work
+    assert big < small * 1.2  # 3x the backlog: the same work
 
 
 def test_a_peek_past_many_groups_still_skips_the_full_ones(db: StoreDB) -> None:
-    # More groups than a peek looks at one by one: it walks the grouped order instead.
-    db.submit([sub(f"full-{i}", 10, group_key="full") for i in range(100)])
+    # A backlog deeper than a peek steps over, and more groups than it looks at one by one:
+    # it walks the grouped order to the end instead.
+    for chunk in range(9):
+        db.submit([sub(f"full-{chunk}-{i}", 10, group_key="full") for i in range(1000)])
     db.submit([sub(f"g{i}", 100 + i % 3, group_key=f"g{i:03}") for i in range(300)])
     assert [r.label for r in db.peek(4, ["full", "g000"])] == ["g3", "g6", "g9", "g12"]
-    assert [r.label for r in db.peek(2)] == ["full-0", "full-1"]
+    assert [r.label for r in db.peek(2)] == ["full-0-0", "full-0-1"]
 
 
 def test_finalize_ready_parents_come_first(db: StoreDB) -> None:

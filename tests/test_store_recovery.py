@@ -182,6 +182,21 @@ def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None
         db.close()
 
 
+def test_a_failed_upgrade_is_a_database_error_and_leaves_the_file_as_it_was(
+    tmp_path: Path,
+) -> None:
+    shutil.copy(Path(__file__).parent / "data" / "schema-v1.db", tmp_path / "tasks.db")
+    conn = raw(tmp_path)  # an index of the user's, named as version 2 names one of its own
+    conn.execute("CREATE INDEX tasks_key8 ON tasks(label)")
+    conn.close()
+    with pytest.raises(DatabaseError, match="tasks_key8"):
+        open_db(tmp_path, FakeClock())
+    conn = raw(tmp_path)
+    assert conn.execute("PRAGMA user_version").fetchall() == [(1,)]
+    assert conn.execute("SELECT count(*) FROM tasks").fetchall() == [(8,)]
+    conn.close()
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
