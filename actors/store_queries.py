@@ -48,6 +48,7 @@ _UNGROUPED = f"FROM tasks INDEXED BY tasks_ready_ungrouped {_PENDING} IS NULL"
 _GROUPED = f"FROM tasks INDEXED BY tasks_ready_grouped {_PENDING} IS NOT NULL"
 _BY_GROUP = f"FROM tasks INDEXED BY tasks_ready_by_group {_PENDING} IS NOT NULL"
 _ORDER = " ORDER BY priority, id LIMIT +?"
+_EXECUTE = " AND phase = 'execute'"
 _AFTER = " AND (priority, id) > (?, ?)"
 _WALK_BUDGET = 1_024
 """Grouped rows a peek that skips groups has SQLite step over, in queue order, before it looks
@@ -79,19 +80,18 @@ def ready(core: Core, columns: str, limit: int, skip_groups: list[str]) -> list[
     order, stopping at ``limit``; if those hold fewer, the other groups are looked at one by one
     (``_by_group``), so the cost stops growing with the full groups' backlog.
     """
-    execute = " AND phase = 'execute'"
     if not skip_groups or not limit:
-        return queue_order(core, columns, limit, execute)
+        return queue_order(core, columns, limit, _EXECUTE)
     allowed = f" AND group_key NOT IN ({', '.join('?' * len(skip_groups))})"
     # SQLite filters the first rows of the grouped order (reading two columns of each), and
     # stops once it has ``limit``; their whole rows are read after.
-    window = f"SELECT id, group_key {_GROUPED}{execute}{_ORDER}"
+    window = f"SELECT id, group_key {_GROUPED}{_EXECUTE}{_ORDER}"
     found = core.all(
         f"SELECT {columns} FROM tasks WHERE id IN "
         f"(SELECT id FROM ({window}) WHERE true{allowed} LIMIT +?)",
         (_WALK_BUDGET, *skip_groups, limit),
     )
-    ungrouped = f"SELECT {columns} {_UNGROUPED}{execute}"
+    ungrouped = f"SELECT {columns} {_UNGROUPED}{_EXECUTE}"
     if len(found) >= limit:  # only the ungrouped rows ahead of the last of those can count
         worst = max((r[4], r[0]) for r in found)
         ahead = core.all(ungrouped + " AND (priority, id) < (?, ?)" + _ORDER, (*worst, limit))
@@ -102,7 +102,7 @@ def ready(core: Core, columns: str, limit: int, skip_groups: list[str]) -> list[
     more = _by_group(core, columns, limit, set(skip_groups), after)
     if more is None:  # too many groups to look at one by one: walk on, as SQLite filters
         more = core.all(
-            f"SELECT {columns} {_GROUPED}{execute}{_AFTER}{allowed}{_ORDER}",
+            f"SELECT {columns} {_GROUPED}{_EXECUTE}{_AFTER}{allowed}{_ORDER}",
             (*after, *skip_groups, limit),
         )
     return _merged(core.all(ungrouped + _ORDER, (limit,)) + found, more, limit)
@@ -126,16 +126,12 @@ def _by_group(
     Each group's first row comes from ``tasks_ready_by_group`` (one lookup, two when the group
     had rows before ``after``); then the groups' rows are merged in queue order, a few more read
     from a group each time its last one is taken."""
-    of_group = f"SELECT {columns} {_BY_GROUP} AND phase = 'execute' AND group_key = +?{_AFTER}"
-    first_of_next = (
-        f"SELECT {columns} {_BY_GROUP} AND phase = 'execute' AND group_key > +? "
-        "ORDER BY group_key, priority, id LIMIT 1"
-    )
+    rows_of = f"SELECT {columns} {_BY_GROUP}{_EXECUTE}"
+    of_group = f"{rows_of} AND group_key = +?{_AFTER}"
+    in_group_order = " ORDER BY group_key, priority, id LIMIT 1"
+    first_of_next = f"{rows_of} AND group_key > +?{in_group_order}"
     heads: list[tuple[tuple[int, int], str, list[tuple[Any, ...]]]] = []
-    row = core.one(
-        f"SELECT {columns} {_BY_GROUP} AND phase = 'execute' "
-        "ORDER BY group_key, priority, id LIMIT 1"
-    )
+    row = core.one(rows_of + in_group_order)
     for _ in range(_MAX_GROUPS):
         if row is None:
             break
