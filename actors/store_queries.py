@@ -31,13 +31,17 @@ def check_limit(limit: int, name: str = "limit") -> int:
     return limit
 
 
+def by_key(core: Core, columns: str, key: str) -> tuple[Any, ...] | None:
+    """``columns`` of the active row with ``key``: found by its first 8 bytes (``key8``), the
+    full key compared."""
+    return core.one(f"SELECT {columns} FROM tasks WHERE key8 = ? AND key = ?", (key8(key), key))
+
+
 def get_task(core: Core, id: int | None = None, key: str | None = None) -> TaskRow | None:
     if id is not None:
         row = core.one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (id,))
     elif key is not None:
-        row = core.one(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE key8 = ? AND key = ?", (key8(key), key)
-        )
+        row = by_key(core, TASK_COLUMNS, key)
     else:
         raise InvalidRequest("get_task needs an id or a key")
     return None if row is None else task_row(row)

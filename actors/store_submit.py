@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from actors.store_core import Core
+from actors.store_queries import by_key
 from actors.store_schema import key8
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission
@@ -150,11 +151,7 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
 def _existing(core: Core, sub: Submission) -> Outcome:
     """The outcome of a submission whose key an active row holds (maybe one this batch
     inserted for an earlier submission of the same key)."""
-    found = core.one(
-        "SELECT id, status, priority, requeue, requeue_priority FROM tasks "
-        "WHERE key8 = ? AND key = ?",
-        (key8(sub.key), sub.key),
-    )
+    found = by_key(core, "id, status, priority, requeue, requeue_priority", sub.key)
     assert found is not None  # the insert just met it
     task_id, status, priority, requeue, requeue_priority = found
     if status in ("pending", "paused") and sub.priority < priority:
