@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,24 @@ def compilations(db: StoreDB) -> Iterator[list[int]]:
         yield count
     finally:
         conn.authorizer = None
+
+
+def vm_steps(db: StoreDB, action: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps an action costs (a deterministic measure of work)."""
+    steps = 0
+
+    def count() -> bool:
+        nonlocal steps
+        steps += 1
+        return False
+
+    conn = db._core.conn  # the connection is the Store's own; only this probe reaches in
+    conn.set_progress_handler(count, 1)
+    try:
+        action()
+    finally:
+        conn.set_progress_handler(None)
+    return steps
 
 
 def ok(task_id: int, **fields: Any) -> TaskResult:

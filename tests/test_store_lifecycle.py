@@ -5,12 +5,12 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
 import pytest
-from store_support import error, insert, ok, open_db, row, run, sub
+from store_support import error, insert, ok, open_db, row, run, sub, vm_steps
 
 from actors.store_db import StoreDB
 from bus.clock import FakeClock, now_ms
@@ -70,24 +70,6 @@ def test_peek_leaves_payload_out_and_skips_groups(db: StoreDB) -> None:
     assert [r.label for r in db.peek(10)] == ["a", "b", "c", "d"]
     with pytest.raises(InvalidRequest, match="skip_groups"):
         db.peek(10, [None])  # type: ignore[list-item]
-
-
-def vm_steps(db: StoreDB, action: Callable[[], object]) -> int:
-    """SQLite virtual-machine steps an action costs (a deterministic measure of work)."""
-    steps = 0
-
-    def count() -> bool:
-        nonlocal steps
-        steps += 1
-        return False
-
-    conn = db._core.conn  # diagnostics only: the test peeks at the engine's work
-    conn.set_progress_handler(count, 1)
-    try:
-        action()
-    finally:
-        conn.set_progress_handler(None)
-    return steps
 
 
 def test_peek_and_claim_cost_does_not_grow_with_queue_depth(db: StoreDB) -> None:

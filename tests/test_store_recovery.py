@@ -69,69 +69,86 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(3,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(4,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
 
-def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
-    """``data/schema-v1.db`` was written by ``StoreDB`` at commit a00fb4c, the last with schema
-    version 1 (``key`` declared ``UNIQUE``). Ids 1 to 11 were given out (6 used up by a duplicate
-    submission); 9 ("failed") and 11 ("done", the highest) are in history only."""
-    shutil.copy(Path(__file__).parent / "data" / "schema-v1.db", tmp_path / "tasks.db")
+OLDER = {
+    # file: the labels of the ids StoreDB gave out writing it, in order
+    "schema-v1.db": "pending urgent running paused marked - parent child failed requested done",
+    "schema-v3.db": "pending urgent running paused marked parent child failed requested done",
+}
+"""``data/schema-v1.db`` was written by ``StoreDB`` at commit a00fb4c, the last with schema
+version 1 (``key`` declared ``UNIQUE``), ``data/schema-v3.db`` at c58e47c, the last with version
+3 (the status checked with ``IN``), each by the same steps. Version 1 used up an id on a
+duplicate submission ("-"). "failed" and "done" (the highest id) are in history only."""
+
+
+@pytest.mark.parametrize("fixture", sorted(OLDER))
+def test_an_older_database_is_upgraded_in_place(tmp_path: Path, fixture: str) -> None:
+    ids = {label: i for i, label in enumerate(OLDER[fixture].split(), start=1)}
+    shutil.copy(Path(__file__).parent / "data" / fixture, tmp_path / "tasks.db")
     db = open_db(tmp_path, FakeClock())
     try:
         tasks = {r.label: r for s in TASK_STATUSES for r in db.list_tasks(s, 100)}
         assert {label: (r.id, r.status) for label, r in tasks.items()} == {
-            "pending": (1, "pending"),
-            "urgent": (2, "pending"),
-            "running": (3, "pending"),  # recovered on open
-            "paused": (4, "paused"),
-            "marked": (5, "pending"),
-            "parent": (7, "waiting"),
-            "child": (8, "pending"),
-            "requested": (10, "pending"),
+            "pending": (ids["pending"], "pending"),
+            "urgent": (ids["urgent"], "pending"),
+            "running": (ids["running"], "pending"),  # recovered on open
+            "paused": (ids["paused"], "paused"),
+            "marked": (ids["marked"], "pending"),
+            "parent": (ids["parent"], "waiting"),
+            "child": (ids["child"], "pending"),
+            "requested": (ids["requested"], "pending"),
         }
         first = tasks["pending"]
         assert (first.payload, first.group_key, first.expected_write_bytes) == (b"\x00\x01", "g", 5)
         assert (tasks["running"].retry_count, tasks["running"].last_error) == (1, "flaky")
         assert (tasks["marked"].requeue, tasks["marked"].requeue_priority) == (True, 7)
-        assert [(h.task_id, h.status) for h in db.history()] == [(11, "completed"), (9, "failed")]
+        assert [(h.task_id, h.status) for h in db.history()] == [
+            (ids["done"], "completed"),
+            (ids["failed"], "failed"),
+        ]
         assert db.lookup(key("child")).task == tasks["child"]
         # Keys still dedup, and a retried request still gets its first answer.
         assert [(o.kind, o.id) for o in db.submit([sub("pending"), sub("urgent", 5)])] == [
             ("duplicate", None),
-            ("upgraded", 2),
+            ("upgraded", ids["urgent"]),
         ]
         [retried] = db.submit([sub("requested")], request_id="req-1")
-        assert (retried.kind, retried.id) == ("inserted", 10)
+        assert (retried.kind, retried.id) == ("inserted", ids["requested"])
         # The parent still knows it has a child: the child's end finalizes it.
-        db.claim([8])
-        db.finish([ok(8)])
-        assert (row(db, 7).status, row(db, 7).phase) == ("pending", "finalize")
-        # No id is reused, not even 11, which only history holds.
+        db.claim([ids["child"]])
+        db.finish([ok(ids["child"])])
+        parent = row(db, ids["parent"])
+        assert (parent.status, parent.phase) == ("pending", "finalize")
+        # No id is reused, not even the highest, which only history holds.
         [fresh] = db.submit([sub("fresh")])
-        assert fresh.id == 12
+        assert fresh.id == ids["done"] + 1
     finally:
         db.close()
     assert_current_schema(tmp_path)
 
 
 def assert_current_schema(tmp_path: Path) -> None:
-    conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(3,)]
-    indexes = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'").fetchall()
-    assert sorted(indexes) == [
-        ("tasks",),
-        ("tasks_busy",),
-        ("tasks_finalize",),
-        ("tasks_key8",),
-        ("tasks_parent",),
-        ("tasks_ready_by_group",),
-        ("tasks_ready_grouped",),
-        ("tasks_ready_ungrouped",),
-    ]
-    conn.close()
+    """The upgraded file's schema is a new database's, word for word."""
+    (tmp_path / "new").mkdir()
+    open_db(tmp_path / "new", FakeClock()).close()
+    schemas = []
+    for conn in (raw(tmp_path), raw(tmp_path / "new")):
+        schemas.append(
+            (
+                conn.execute("PRAGMA user_version").fetchall(),
+                conn.execute(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name"
+                ).fetchall(),
+            )
+        )
+        conn.close()
+    upgraded, new = schemas
+    assert upgraded == new
+    assert new[0] == [(4,)]
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
