@@ -152,11 +152,10 @@ def assert_current_schema(tmp_path: Path) -> None:
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
-    """Version 2 kept one ready index for grouped and ungrouped tasks alike; version 3 has one
-    each (and one by group), so a peek passing over a full group never walks its rows."""
-    db = open_db(tmp_path, FakeClock())
-    db.submit([sub("a", 5, group_key="g"), sub("b", 9), sub("c", 7, group_key="h")])
-    db.close()
+    """Version 2 kept one ready index for grouped and ungrouped tasks alike (and checked the
+    status with ``IN``); later versions have one each, and one by group, so a peek passing over
+    a full group never walks its rows."""
+    shutil.copy(Path(__file__).parent / "data" / "schema-v3.db", tmp_path / "tasks.db")
     conn = raw(tmp_path)  # back to version 2's indexes, as version 2 left them
     conn.execute(
         "DROP INDEX tasks_ready_ungrouped; DROP INDEX tasks_ready_grouped; "
@@ -167,12 +166,50 @@ def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None
     conn.close()
     db = open_db(tmp_path, FakeClock())
     try:
-        assert [r.label for r in db.peek(10)] == ["a", "c", "b"]
-        assert [r.label for r in db.peek(10, ["g"])] == ["c", "b"]
-        assert db.counts().pending == 3
+        ungrouped = ["running", "urgent", "marked", "child", "requested"]
+        assert [r.label for r in db.peek(10)] == [*ungrouped[:2], "pending", *ungrouped[2:]]
+        assert [r.label for r in db.peek(10, ["g"])] == ungrouped
+        assert db.counts().pending == 6
     finally:
         db.close()
     assert_current_schema(tmp_path)
+
+
+@pytest.mark.parametrize("fixture", sorted(OLDER))
+def test_an_upgrade_keeps_what_the_user_made_on_the_file(tmp_path: Path, fixture: str) -> None:
+    """The rebuild of ``tasks`` keeps a user's own index and trigger on it, and the views and
+    other tables' triggers that read it still read the new table."""
+    shutil.copy(Path(__file__).parent / "data" / fixture, tmp_path / "tasks.db")
+    conn = raw(tmp_path)
+    conn.execute(
+        "CREATE TABLE audit (what TEXT, n INTEGER);"
+        "CREATE INDEX my_labels ON tasks(label);"
+        "CREATE TRIGGER my_inserts AFTER INSERT ON tasks BEGIN "
+        "INSERT INTO audit VALUES ('inserted', new.id); END;"
+        "CREATE TRIGGER my_finishes AFTER INSERT ON history BEGIN "
+        "INSERT INTO audit SELECT 'left', count(*) FROM tasks; END;"
+        "CREATE VIEW my_pending AS SELECT label FROM tasks WHERE status = 'pending';"
+    )
+    conn.close()
+    db = open_db(tmp_path, FakeClock())
+    try:
+        [fresh] = db.submit([sub("fresh")])
+        [done] = run(db, "done-now")
+        db.finish([ok(done)])
+    finally:
+        db.close()
+    conn = raw(tmp_path)
+    try:
+        assert conn.execute("SELECT what, n FROM audit").fetchall() == [
+            ("inserted", fresh.id),
+            ("inserted", done),
+            ("left", 10),  # the file's 8, "fresh", and "done-now" (its history row comes first)
+        ]
+        assert ("fresh",) in conn.execute("SELECT label FROM my_pending").fetchall()
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE label = 'x'").fetchall()
+        assert "my_labels" in str(plan)
+    finally:
+        conn.close()
 
 
 def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None:
@@ -199,17 +236,27 @@ def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None
         db.close()
 
 
+@pytest.mark.parametrize(
+    ("fixture", "users_sql", "error"),
+    [
+        # an index of the user's, named as version 2 names one of its own
+        ("schema-v1.db", "CREATE INDEX tasks_key8 ON tasks(label)", "tasks_key8"),
+        # a table of the user's, named as the rebuild names the old table
+        ("schema-v3.db", "CREATE TABLE tasks_old (x)", "tasks_old"),
+    ],
+)
 def test_a_failed_upgrade_is_a_database_error_and_leaves_the_file_as_it_was(
-    tmp_path: Path,
+    tmp_path: Path, fixture: str, users_sql: str, error: str
 ) -> None:
-    shutil.copy(Path(__file__).parent / "data" / "schema-v1.db", tmp_path / "tasks.db")
-    conn = raw(tmp_path)  # an index of the user's, named as version 2 names one of its own
-    conn.execute("CREATE INDEX tasks_key8 ON tasks(label)")
-    conn.close()
-    with pytest.raises(DatabaseError, match="tasks_key8"):
-        open_db(tmp_path, FakeClock())
+    shutil.copy(Path(__file__).parent / "data" / fixture, tmp_path / "tasks.db")
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(1,)]
+    conn.execute(users_sql)
+    conn.close()
+    before = (tmp_path / "tasks.db").read_bytes()
+    with pytest.raises(DatabaseError, match=error):
+        open_db(tmp_path, FakeClock())
+    assert (tmp_path / "tasks.db").read_bytes() == before
+    conn = raw(tmp_path)
     assert conn.execute("SELECT count(*) FROM tasks").fetchall() == [(8,)]
     conn.close()
 

@@ -60,10 +60,12 @@ def check_steps(db: StoreDB, action_at: Callable[[int], object]) -> float:
     with the checks on, ``action_at(1)`` with them off (``PRAGMA ignore_check_constraints``)."""
     conn = db._core.conn  # the connection is the Store's own; only this probe reaches in
     steps = []
-    for ignore in (0, 1):
-        conn.execute(f"PRAGMA ignore_check_constraints = {ignore}")
-        steps.append(vm_steps(db, lambda n=ignore: action_at(n)))
-    conn.execute("PRAGMA ignore_check_constraints = 0")
+    try:
+        for ignore in (0, 1):
+            conn.execute(f"PRAGMA ignore_check_constraints = {ignore}")
+            steps.append(vm_steps(db, lambda n=ignore: action_at(n)))
+    finally:
+        conn.execute("PRAGMA ignore_check_constraints = 0")
     return (steps[0] - steps[1]) / 32
 
 
