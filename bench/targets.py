@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from actors.topology import Topology
 from bench.app import CONCURRENCY_ENV, STAMPS_ENV, builder
 from bench.common import REPO, peak_rss_mb, vm_hwm_mb
 from bus.client import RequestClient, await_pong
@@ -122,9 +123,12 @@ class Procfile(_Submitting):
         dispatcher: RequestClient,
         concurrency: int,
         deferred: bool,
+        topology: Topology,
     ) -> None:
         self.client = self.api = client
         self.processes = processes
+        self.topology = topology
+        """Where each actor listens (its control endpoint answers ``Stats``)."""
         self._dispatcher = dispatcher
         self._concurrency = concurrency
         self._deferred = deferred
@@ -195,6 +199,14 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> dict[str, int]:
     return codes
 
 
+def control(topology: Topology, actor: str) -> str:
+    """The control endpoint of one of ``ACTORS`` (the worker's by its host id)."""
+    if actor == "worker":
+        return topology.host_control(WORKER_ID)
+    endpoint: str = getattr(topology, f"{actor}_control")
+    return endpoint
+
+
 @asynccontextmanager
 async def procfile(work: Path, concurrency: int, deferred: bool) -> AsyncIterator[Procfile]:
     # A unix socket path must stay under ~100 bytes: keep the run directory short.
@@ -218,14 +230,9 @@ async def procfile(work: Path, concurrency: int, deferred: bool) -> AsyncIterato
                 processes[name] = subprocess.Popen(
                     argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
                 )
-            control = (
-                topology.host_control(WORKER_ID)
-                if name == "worker"
-                else getattr(topology, f"{name}_control")
-            )
-            _wait_ready(context, processes[name], control, log)
+            _wait_ready(context, processes[name], control(topology, name), log)
         client = AsyncClient(cfg, context=context)
-        yield Procfile(client, processes, dispatcher, concurrency, deferred)
+        yield Procfile(client, processes, dispatcher, concurrency, deferred, topology)
     finally:
         if client is not None:
             await client.close()
