@@ -173,19 +173,20 @@ def saturated_group(work: Path, marks: tuple[int, ...] = SATURATED_MARKS) -> Met
                 subs = [submission(n, 10) for n in range(grouped, grouped + size)]
                 db.submit([replace(sub, group_key="full") for sub in subs])
                 grouped += size
-            times = []
-            for _ in range(50):
-                t0 = time.perf_counter()
-                rows = db.peek(4, ["full"])
-                times.append(time.perf_counter() - t0)
-                assert [r.priority for r in rows] == [200] * 4
-            out[f"peek4_skip_us_at_{mark // 1_000}k"] = percentile(times, 0.5) * 1e6
-        times = []
-        for _ in range(50):
-            t0 = time.perf_counter()
-            db.peek(4)
-            times.append(time.perf_counter() - t0)
-        out[f"peek4_us_at_{marks[-1] // 1_000}k"] = percentile(times, 0.5) * 1e6
+            rows = db.peek(4, ["full"])
+            assert [r.priority for r in rows] == [200] * 4
+            out[f"peek4_skip_us_at_{mark // 1_000}k"] = _median_us(partial(db.peek, 4, ["full"]))
+        out[f"peek4_us_at_{marks[-1] // 1_000}k"] = _median_us(partial(db.peek, 4))
     finally:
         db.close()
     return out
+
+
+def _median_us(call: Callable[[], object], times: int = 50) -> float:
+    """The median time of ``times`` calls, µs."""
+    spent = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        call()
+        spent.append(time.perf_counter() - t0)
+    return percentile(spent, 0.5) * 1e6

@@ -33,6 +33,11 @@ def open_db(path: Path, clock: FakeClock, **options: Any) -> StoreDB:
     return StoreDB(str(path / "tasks.db"), clock=clock, **options)
 
 
+def raw(path: Path) -> apsw.Connection:
+    """A second connection to ``open_db``'s file, to inspect it or to fake a crash's leftovers."""
+    return apsw.Connection(str(path / "tasks.db"))
+
+
 @contextmanager
 def compilations(db: StoreDB) -> Iterator[list[int]]:
     """Count SQLite's work of preparing statements on ``db``'s connection while inside (the

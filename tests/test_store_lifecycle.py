@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import apsw
 import pytest
-from store_support import error, insert, ok, open_db, row, run, sub, vm_steps
+from store_support import error, insert, ok, open_db, raw, row, run, sub, vm_steps
 
 from actors.store_db import StoreDB
 from bus.clock import FakeClock, now_ms
@@ -533,7 +532,7 @@ def test_a_transaction_the_database_rolls_back_mid_finish_writes_nothing(
     # first result is applied: the second must not then be committed on its own, outside the
     # transaction, while the caller is told the finish failed.
     [a, b] = run(db, "a", "b")
-    other = apsw.Connection(str(tmp_path / "tasks.db"))
+    other = raw(tmp_path)
     try:
         other.execute(
             f"CREATE TRIGGER fail_a BEFORE UPDATE ON tasks WHEN NEW.id = {a} "

@@ -8,19 +8,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import apsw
 import pytest
-from store_support import error, insert, key, ok, open_db, row, run, sub
+from store_support import error, insert, key, ok, open_db, raw, row, run, sub
 
 from actors.store_schema import TASK_STATUSES
 from bus.clock import FakeClock
 from bus.errors import DatabaseError
 from bus.kinds import Submission
-
-
-def raw(tmp_path: Path) -> apsw.Connection:
-    """A second connection to the file, to inspect it or to fake a crash's leftovers."""
-    return apsw.Connection(str(tmp_path / "tasks.db"))
 
 
 def test_every_task_survives_a_restart(tmp_path: Path) -> None:

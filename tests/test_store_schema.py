@@ -10,7 +10,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from store_support import insert, open_db, sub, vm_steps
+from store_support import insert, open_db, raw, sub, vm_steps
 
 from actors.store_db import StoreDB
 from actors.store_schema import HISTORY_STATUSES, TASK_STATUSES
@@ -26,7 +26,7 @@ def db(tmp_path: Path) -> Iterator[StoreDB]:
 
 def test_a_task_row_takes_only_a_task_status(db: StoreDB, tmp_path: Path) -> None:
     [task_id] = insert(db, "a")
-    conn = apsw.Connection(str(tmp_path / "tasks.db"))
+    conn = raw(tmp_path)
     try:
         for status in TASK_STATUSES:
             conn.execute("UPDATE tasks SET status = ? WHERE id = ?", (status, task_id))
@@ -43,7 +43,7 @@ def test_a_task_row_takes_only_a_task_status(db: StoreDB, tmp_path: Path) -> Non
 
 
 def test_a_history_row_takes_only_a_final_status(db: StoreDB, tmp_path: Path) -> None:
-    conn = apsw.Connection(str(tmp_path / "tasks.db"))
+    conn = raw(tmp_path)
     try:
         row = "INSERT INTO history (task_id, task_type, key, label, priority, status, "
         row += "created_at_ms, completed_at_ms) VALUES (1, 't', 'k', 'l', 1, ?, 0, 0)"
