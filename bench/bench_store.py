@@ -28,8 +28,8 @@ from typing import Any
 
 import zmq
 
-from actors.store import StoreActor
-from actors.store_db import StoreDB
+from actors.store.actor import StoreActor
+from actors.store.db import StoreDB
 from bus.client import AsyncRequester, RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import inproc, new_namespace

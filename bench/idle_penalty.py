@@ -31,7 +31,7 @@ import zmq
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.store_db import StoreDB
+from actors.store.db import StoreDB
 from bench.common import percentile
 from bus.clock import SystemClock
 from bus.structs import Submission, TaskResult

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from actors.store_db import StoreDB
+from actors.store.db import StoreDB
 from bench.bench_store import fill, store, submission
 from bench.common import Metrics, percentile
 from bus.client import RequestClient

@@ -27,12 +27,12 @@ from typing import Any, Protocol
 
 import zmq
 
-from actors.topology import Topology
 from bench.app import CONCURRENCY_ENV, STAMPS_ENV, builder
 from bench.common import REPO, peak_rss_mb, vm_hwm_mb
 from bus.client import RequestClient, await_pong
 from bus.kinds import CountsReply, Ok
 from bus.kinds_run import SetMaxConcurrency
+from bus.topology import Topology
 from taskmill import (
     AsyncClient,
     DeploymentConfig,

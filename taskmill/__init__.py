@@ -4,14 +4,14 @@ An actor system on ZeroMQ: this package is the user's door (``Scheduler``, ``Cli
 records and events); the scheduling itself happens in the actors.
 """
 
-from actors.pressure import (
+from actors.monitor.pressure import (
     CompositePressure,
     NetworkPressure,
     PressureSource,
     ResourceReader,
     ThrottlePolicy,
 )
-from actors.sampler import ResourceSampler, ResourceSnapshot, platform_sampler
+from actors.monitor.sampler import ResourceSampler, ResourceSnapshot, platform_sampler
 from bus.cancel import CancellationToken
 from bus.errors import (
     ActorUnavailable,

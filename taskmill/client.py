@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import zmq
 
-from actors.topology import Topology
 from bus.client import AsyncRequester, RequestClient
 from bus.errors import ActorUnavailable
 from bus.kinds import (
@@ -40,6 +39,7 @@ from bus.kinds import (
 from bus.kinds_run import CancelTask, DispatcherState, GetState
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
+from bus.topology import Topology
 from taskmill.deploy import DeploymentConfig
 from taskmill.records import (
     SubmitOutcome,

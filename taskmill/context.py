@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, overload
 
-from actors.executor_host import RunHandle, Runner
+from actors.host.actor import RunHandle, Runner
 from bus.cancel import CancellationToken
 from taskmill.payload import decode_payload
 from taskmill.progress import ProgressReporter

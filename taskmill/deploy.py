@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.topology import Topology
 from bus.endpoints import ipc
 from bus.errors import TaskmillError
 from bus.security import CurveSecurity
+from bus.topology import Topology
 from taskmill.builder import SchedulerBuilder
 
 __all__ = ["ENV_VARS", "ConfigError", "DeploymentConfig", "load_app"]

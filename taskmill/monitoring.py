@@ -15,13 +15,13 @@ from typing import Any
 
 import zmq
 
-from actors.monitor import MonitorSettings, ResourceMonitor
-from actors.pressure import PressureSource
-from actors.sampler import ResourceSampler, platform_sampler
-from actors.topology import Topology
+from actors.monitor.actor import MonitorSettings, ResourceMonitor
+from actors.monitor.pressure import PressureSource
+from actors.monitor.sampler import ResourceSampler, platform_sampler
 from bus.clock import Clock
 from bus.kinds_run import PressureReading
 from bus.protocol import encode, send_frames
+from bus.topology import Topology
 from taskmill.builder import AppSpec
 
 __all__ = ["PressurePublisher", "monitor_actor", "publish_pressure"]

@@ -24,10 +24,9 @@ from typing import Any
 
 import zmq
 
-from actors.dispatcher import Dispatcher
-from actors.executor_host import ExecutorHost, HostSettings
-from actors.publisher import EventPublisher
-from actors.topology import Topology
+from actors.dispatcher.actor import Dispatcher
+from actors.host.actor import ExecutorHost, HostSettings
+from actors.publisher.actor import EventPublisher
 from bus.client import RequestClient
 from bus.errors import TaskmillError
 from bus.hosting import run_actor
@@ -35,6 +34,7 @@ from bus.kinds import Ok, Stop
 from bus.kinds_run import Shutdown
 from bus.runtime import Actor, SocketSecurity
 from bus.security import start_authenticator
+from bus.topology import Topology
 from taskmill.builder import AppSpec
 from taskmill.context import make_runner
 from taskmill.deploy import DeploymentConfig

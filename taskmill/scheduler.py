@@ -21,10 +21,9 @@ from typing import Any
 
 import zmq
 
-from actors.dispatcher import Dispatcher
-from actors.executor_host import ExecutorHost, HostSettings
-from actors.publisher import EventPublisher
-from actors.topology import Topology
+from actors.dispatcher.actor import Dispatcher
+from actors.host.actor import ExecutorHost, HostSettings
+from actors.publisher.actor import EventPublisher
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
 from bus.errors import ActorUnavailable
@@ -45,6 +44,7 @@ from bus.kinds_run import (
     Start,
 )
 from bus.runtime import Actor
+from bus.topology import Topology
 from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
 from taskmill.context import make_runner

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from actors.dispatcher_state import Settings
-from actors.limiter import GroupLimiter, LimiterSettings
-from actors.pressure import ThrottlePolicy
-from actors.store import StoreActor
-from actors.store_db import StoreDB
-from actors.topology import Topology
+from actors.dispatcher.state import Settings
+from actors.limiter.actor import GroupLimiter, LimiterSettings
+from actors.monitor.pressure import ThrottlePolicy
+from actors.store.actor import StoreActor
+from actors.store.db import StoreDB
 from bus.clock import SystemClock
+from bus.topology import Topology
 from taskmill.builder import AppSpec
 
 

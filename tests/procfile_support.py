@@ -26,9 +26,9 @@ from typing import IO, Any
 
 import zmq
 
-from actors.topology import Topology
 from bus.client import await_pong
 from bus.hosting import ActorThread
+from bus.topology import Topology
 from taskmill.deploy import DeploymentConfig
 from taskmill.processes import build, build_worker
 from tests.system_app import app

@@ -12,8 +12,8 @@ from typing import Any
 import apsw
 import zmq
 
-from actors.store import StoreActor
-from actors.store_db import StoreDB
+from actors.store.actor import StoreActor
+from actors.store.db import StoreDB
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
 from bus.hosting import ActorThread

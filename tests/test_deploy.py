@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from actors.dispatcher import Dispatcher
-from actors.executor_host import ExecutorHost
-from actors.limiter import GroupLimiter
-from actors.monitor import ResourceMonitor
-from actors.publisher import EventPublisher
-from actors.store import StoreActor
+from actors.dispatcher.actor import Dispatcher
+from actors.host.actor import ExecutorHost
+from actors.limiter.actor import GroupLimiter
+from actors.monitor.actor import ResourceMonitor
+from actors.publisher.actor import EventPublisher
+from actors.store.actor import StoreActor
 from taskmill.builder import SchedulerBuilder
 from taskmill.deploy import ConfigError, DeploymentConfig, load_app
 from taskmill.processes import (

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from actors.dispatch_recovery import adopt, orphans
-from actors.dispatcher_state import DispatcherCore, Settings
+from actors.dispatcher.recovery import adopt, orphans
+from actors.dispatcher.state import DispatcherCore, Settings
 from bus.clock import FakeClock
 from bus.kinds import TaskResult, TaskRow, Transition
 

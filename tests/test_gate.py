@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.gate import (
+from actors.dispatcher.gate import (
     GateView,
     Readings,
     Verdict,

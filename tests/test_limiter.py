@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import zmq
 
-from actors.limiter import GroupBook, GroupLimiter, LimiterSettings
-from actors.store import StoreActor
-from actors.store_db import StoreDB
+from actors.limiter.actor import GroupBook, GroupLimiter, LimiterSettings
+from actors.store.actor import StoreActor
+from actors.store.db import StoreDB
 from bus.client import RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import inproc, new_namespace

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import zmq
 
-from actors.monitor import MonitorSettings, ResourceMonitor
-from actors.pressure import PressureSource
-from actors.sampler import PsutilSampler, ResourceSnapshot
-from actors.topology import Topology
+from actors.monitor.actor import MonitorSettings, ResourceMonitor
+from actors.monitor.pressure import PressureSource
+from actors.monitor.sampler import PsutilSampler, ResourceSnapshot
 from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
@@ -27,6 +26,7 @@ from bus.hosting import ActorThread
 from bus.kinds import Stats, StatsReply
 from bus.kinds_run import Event, PressureReading, Readings
 from bus.protocol import PROTOCOL, decode_as, encode
+from bus.topology import Topology
 from taskmill.builder import AppSpec
 from taskmill.config import SamplerConfig
 from taskmill.monitoring import PressurePublisher, monitor_actor, publish_pressure

@@ -6,8 +6,13 @@ import logging
 
 import pytest
 
-from actors.pressure import CompositePressure, NetworkPressure, PressureSource, ThrottlePolicy
-from actors.sampler import ResourceSnapshot
+from actors.monitor.pressure import (
+    CompositePressure,
+    NetworkPressure,
+    PressureSource,
+    ThrottlePolicy,
+)
+from actors.monitor.sampler import ResourceSnapshot
 from taskmill.priority import Priority
 
 

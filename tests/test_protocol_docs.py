@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import bus  # noqa: F401  (registers every kind)
-from actors.publisher import SCHEDULER_EVENTS, TASK_EVENTS, topic_for
+from actors.publisher.actor import SCHEDULER_EVENTS, TASK_EVENTS, topic_for
 from bus import kinds, kinds_run, structs
 from bus.errors import ErrorCode, error_from_reply
 from bus.protocol import Message, registry

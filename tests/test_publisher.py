@@ -21,7 +21,7 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.publisher import EventPublisher, LabelCap, topic_for
+from actors.publisher.actor import EventPublisher, LabelCap, topic_for
 from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace

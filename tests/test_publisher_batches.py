@@ -8,8 +8,8 @@ from typing import Any
 
 import zmq
 
-from actors.dispatcher import Dispatcher, Settings
-from actors.publisher import MAX_BATCH, MAX_BATCH_BYTES, EventPublisher
+from actors.dispatcher.actor import Dispatcher, Settings
+from actors.publisher.actor import MAX_BATCH, MAX_BATCH_BYTES, EventPublisher
 from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent
 from bus.protocol import MAX_FRAME_BYTES, decode, encode
 from tests.test_publisher import ev, raw_sub, recv_all, recv_frames, running

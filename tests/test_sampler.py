@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from actors.sampler import (
+from actors.monitor.sampler import (
     Ewma,
     PsutilSampler,
     ResourceSampler,

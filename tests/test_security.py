@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import zmq
 
-from actors.store import StoreActor
-from actors.store_db import StoreDB
+from actors.store.actor import StoreActor
+from actors.store.db import StoreDB
 from bus.client import RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import tcp

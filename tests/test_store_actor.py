@@ -17,8 +17,8 @@ import pytest
 import zmq
 from store_support import StoreEndpoints, key, running_store, store_endpoints, sub
 
-from actors.store import StoreActor
-from actors.store_db import StoreDB
+from actors.store.actor import StoreActor
+from actors.store.db import StoreDB
 from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.errors import ErrorCode, InvalidRequest, PayloadTooLarge, ProtocolError

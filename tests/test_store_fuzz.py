@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from store_support import key, running_store, store_endpoints, sub
 
-from actors.store_submit import validate
+from actors.store.submit import validate
 from bus.client import RequestClient
 from bus.codec import _encoders
 from bus.errors import ErrorCode, InvalidRequest, ProtocolError

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from store_support import error, insert, ok, open_db, raw, row, run, sub, vm_steps
 
-from actors.store_db import StoreDB
+from actors.store.db import StoreDB
 from bus.clock import FakeClock, now_ms
 from bus.errors import DatabaseError, InvalidRequest
 from bus.kinds import TaskResult, Transition

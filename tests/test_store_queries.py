@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from store_support import compilations, error, insert, key, ok, open_db, row, run
 
-from actors.store_db import StoreDB
+from actors.store.db import StoreDB
 from bus.clock import FakeClock, now_ms
 from bus.errors import InvalidRequest
 from bus.kinds import CountsReply

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from store_support import error, insert, key, ok, open_db, raw, row, run, sub
 
-from actors.store_schema import TASK_STATUSES
+from actors.store.schema import TASK_STATUSES
 from bus.clock import FakeClock
 from bus.errors import DatabaseError
 from bus.kinds import Submission

@@ -12,8 +12,8 @@ import apsw
 import pytest
 from store_support import insert, open_db, raw, sub, vm_steps
 
-from actors.store_db import StoreDB
-from actors.store_schema import HISTORY_STATUSES, TASK_STATUSES
+from actors.store.db import StoreDB
+from actors.store.schema import HISTORY_STATUSES, TASK_STATUSES
 from bus.clock import FakeClock
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from store_support import insert, key, ok, open_db, row, run, sub
 
-from actors.store_db import StoreDB
-from actors.store_submit import _explain, _plainly_valid
+from actors.store.db import StoreDB
+from actors.store.submit import _explain, _plainly_valid
 from bus.clock import FakeClock
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import zmq
 
-from actors.lag import LagWatch
+from actors.host.lag import LagWatch
 from bus.clock import FakeClock
 from bus.endpoints import inproc, new_namespace
 from bus.hosting import ActorThread

@@ -45,8 +45,8 @@ from typing import Any
 
 import zmq
 
-from actors.store_core import Batch
-from actors.store_db import StoreDB
+from actors.store.core import Batch
+from actors.store.db import StoreDB
 from bus.clock import Clock, SystemClock
 from bus.errors import DatabaseError, ErrorCode, TaskmillError
 from bus.kinds import (

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from actors.lag import LagWatch
+from actors.host.lag import LagWatch
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
 from bus.clock import Clock, SystemClock, now_ms

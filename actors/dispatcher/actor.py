@@ -31,10 +31,10 @@ from typing import Any
 
 import zmq
 
-from actors.dispatcher_base import DispatcherBase
-from actors.dispatcher_controls import ControlsMixin
-from actors.dispatcher_results import ResultsMixin
-from actors.dispatcher_state import Settings
+from actors.dispatcher.base import DispatcherBase
+from actors.dispatcher.controls import ControlsMixin
+from actors.dispatcher.results import ResultsMixin
+from actors.dispatcher.state import Settings
 from bus.client import Peer
 from bus.errors import TaskmillError
 from bus.kinds import (

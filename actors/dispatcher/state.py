@@ -2,7 +2,7 @@
 
 ``DispatcherCore`` answers: which candidates to admit (the gate), where each claimed task runs,
 which running tasks are victims of a preemption, what events a Store transition stands for.
-The actor (``actors.dispatcher``) only moves messages in and out.
+The actor (``actors.dispatcher.actor``) only moves messages in and out.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.dispatcher_settings import Settings as Settings
-from actors.gate import GateView, Readings, Verdict, evaluate
-from actors.hosts import Host, HostTable
+from actors.dispatcher.gate import GateView, Readings, Verdict, evaluate
+from actors.dispatcher.hosts import Host, HostTable
+from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds import TaskResult, TaskRow, Transition
 from bus.kinds_run import DispatcherState, Event, ProgressRow, RunningTask

@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from actors.dispatcher_state import DispatcherCore, Settings
+from actors.dispatcher.state import DispatcherCore, Settings
 from bus.client import Peer
 from bus.errors import TaskmillError
 from bus.kinds import (

@@ -36,8 +36,13 @@ from typing import Any
 
 import zmq
 
-from actors.pressure import CompositePressure, NetworkPressure, PressureSource, clamp_pressure
-from actors.sampler import ResourceSampler, ResourceSnapshot, SmoothedReadings
+from actors.monitor.pressure import (
+    CompositePressure,
+    NetworkPressure,
+    PressureSource,
+    clamp_pressure,
+)
+from actors.monitor.sampler import ResourceSampler, ResourceSnapshot, SmoothedReadings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, PressureReading, Readings
 from bus.protocol import Message, encode, send_frames

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors.dispatch_recovery import adopt, orphans
-from actors.dispatcher_base import DispatcherBase
+from actors.dispatcher.base import DispatcherBase
+from actors.dispatcher.recovery import adopt, orphans
 from bus.errors import ProtocolError, TaskmillError
 from bus.kinds import (
     Finish,

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors import store_children as lifecycle
-from actors import store_queries as queries
-from actors.store_core import Batch, Core
-from actors.store_schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, migrate, task_row
-from actors.store_submit import submit as apply_submissions
+from actors.store import lifecycle, queries
+from actors.store.core import Batch, Core
+from actors.store.schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, migrate, task_row
+from actors.store.submit import submit as apply_submissions
 from bus.clock import Clock
 from bus.errors import DatabaseError, InvalidRequest
 from bus.kinds import (

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from actors.store_schema import HISTORY_INSERT
+from actors.store.schema import HISTORY_INSERT
 from bus.clock import Clock, now_ms
 from bus.errors import DatabaseError, InvalidRequest
 

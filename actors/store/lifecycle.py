@@ -16,8 +16,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from actors.store_core import Core
-from actors.store_schema import HISTORY_INSERT, TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
+from actors.store.core import Core
+from actors.store.schema import HISTORY_INSERT, TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
 from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import TaskResult, TaskRow, Transition
 

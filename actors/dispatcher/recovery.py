@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from actors.dispatcher_state import DispatcherCore, Running
+from actors.dispatcher.state import DispatcherCore, Running
 from bus.kinds import TaskRow
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from actors.dispatcher_base import DispatcherBase
+from actors.dispatcher.base import DispatcherBase
 from bus.errors import ErrorCode, TaskmillError
 from bus.kinds import (
     Cancel,

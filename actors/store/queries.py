@@ -9,8 +9,8 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from actors.store_core import Core
-from actors.store_schema import (
+from actors.store.core import Core
+from actors.store.schema import (
     HISTORY_COLUMNS,
     HISTORY_STATUSES,
     TASK_COLUMNS,

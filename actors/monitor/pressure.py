@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from actors.sampler import ResourceSnapshot
+from actors.monitor.sampler import ResourceSnapshot
 
 log = logging.getLogger("taskmill.monitor")
 

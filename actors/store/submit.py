@@ -22,9 +22,9 @@ from typing import Any
 
 import msgpack
 
-from actors.store_core import Core
-from actors.store_queries import by_key
-from actors.store_schema import key8
+from actors.store.core import Core
+from actors.store.queries import by_key
+from actors.store.schema import key8
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission
 

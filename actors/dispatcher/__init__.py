@@ -1,0 +1,1 @@
+"""The Dispatcher actor's room: the dispatch cycle, its gate, the hosts it sends work to."""

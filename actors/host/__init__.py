@@ -1,0 +1,1 @@
+"""The executor host actor's room: runs tasks with the executors it hosts."""

@@ -1,0 +1,1 @@
+"""The GroupLimiter actor's room: group concurrency policy."""

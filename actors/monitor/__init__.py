@@ -1,0 +1,1 @@
+"""The ResourceMonitor actor's room: resource sampling and backpressure."""

@@ -1,0 +1,1 @@
+"""The EventPublisher actor's room: numbered events over pub/sub, and the Prometheus endpoint."""

@@ -1,0 +1,1 @@
+"""The Store actor's room: the only owner of the SQLite database, and everything it needs."""
