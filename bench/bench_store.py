@@ -36,6 +36,7 @@ from bus.endpoints import inproc, new_namespace
 from bus.hosting import ActorThread
 from bus.kinds import (
     Claim,
+    ClaimSpec,
     FinishReply,
     Peek,
     Release,
@@ -142,7 +143,7 @@ def dispatch_latency(db_file: Path, rounds: int, per_round: int = 4) -> tuple[fl
         samples: list[float] = []
         for _ in range(rounds):
             start = time.perf_counter()
-            rows = client.call(Peek(per_round), TasksReply).tasks
+            rows = client.call(Peek(ClaimSpec(per_round)), TasksReply).tasks
             claimed = client.call(Claim([r.id for r in rows]), TasksReply).tasks
             samples.append((time.perf_counter() - start) * 1e6)
             assert len(claimed) == per_round

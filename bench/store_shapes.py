@@ -16,8 +16,8 @@ SHA-256, so each batch writes a page of the key index per row once that index ou
 batch: what a batch costs depends on the queue it lands in.
 
 ``saturated_group``: a peek that passes over a group at its limit. ``StoreDB`` directly: a group
-of ``N`` pending tasks more urgent than 10 ungrouped ones; ``peek(4)`` with that group in
-``skip_groups`` (what the Dispatcher asks while the group is full) must find the ungrouped ones
+of ``N`` pending tasks more urgent than 10 ungrouped ones; ``peek(4)`` with that group
+full (its limit 0, as while it runs at its limit) must find the ungrouped ones
 behind it, at a few ``N``; a plain ``peek(4)`` beside it.
 """
 
@@ -35,7 +35,7 @@ from bench.bench_store import fill, store, submission
 from bench.common import Metrics, percentile
 from bus.client import RequestClient
 from bus.clock import SystemClock, now_ms
-from bus.kinds import Claim, FinishReply, Peek, Release, TasksReply
+from bus.kinds import Claim, ClaimSpec, FinishReply, Peek, Release, TasksReply
 from bus.structs import TaskResult, TaskRow
 
 T = TypeVar("T")
@@ -51,11 +51,11 @@ def peek_claim(work: Path, pending: int, rounds: int, per_round: int = 4) -> Met
         try:
             for _ in range(rounds):
                 start = time.perf_counter()
-                rows = client.call(Peek(1), TasksReply).tasks
+                rows = client.call(Peek(ClaimSpec(1)), TasksReply).tasks
                 peeks.append(time.perf_counter() - start)
                 assert len(rows) == 1
                 start = time.perf_counter()
-                rows = client.call(Peek(per_round), TasksReply).tasks
+                rows = client.call(Peek(ClaimSpec(per_round)), TasksReply).tasks
                 claimed = client.call(Claim([r.id for r in rows]), TasksReply).tasks
                 dispatches.append(time.perf_counter() - start)
                 assert len(claimed) == per_round
@@ -173,9 +173,11 @@ def saturated_group(work: Path, marks: tuple[int, ...] = SATURATED_MARKS) -> Met
                 subs = [submission(n, 10) for n in range(grouped, grouped + size)]
                 db.submit([replace(sub, group_key="full") for sub in subs])
                 grouped += size
-            rows = db.peek(4, ["full"])
+            db.set_groups("configured", 0, {"full": 0})  # the group is full: passed over
+            rows = db.peek(4)
             assert [r.priority for r in rows] == [200] * 4
-            out[f"peek4_skip_us_at_{mark // 1_000}k"] = _median_us(partial(db.peek, 4, ["full"]))
+            out[f"peek4_skip_us_at_{mark // 1_000}k"] = _median_us(partial(db.peek, 4))
+        db.set_groups("configured", 0, {}, replace=True)
         out[f"peek4_us_at_{marks[-1] // 1_000}k"] = _median_us(partial(db.peek, 4))
     finally:
         db.close()

@@ -331,7 +331,10 @@ ReplyCallback = Callable[[Message | TaskmillError], None]
 
 
 class Peer:
-    """An actor's requests to another actor; replies arrive as callbacks on the actor's loop."""
+    """An actor's requests to another actor; replies arrive as callbacks on the actor's loop.
+
+    ``on_notice`` receives the one-way messages (empty correlation id) the other actor sends on
+    the same pipe: they arrive in order with the replies (the Store's ``store.changed``)."""
 
     def __init__(
         self,
@@ -340,8 +343,10 @@ class Peer:
         *,
         timeout: float = 10.0,
         configure: Callable[[Any], None] | None = None,
+        on_notice: Callable[[Message], None] | None = None,
     ) -> None:
         self.loop = loop
+        self.on_notice = on_notice
         self.endpoint = endpoint
         self.timeout = timeout
         self._sock = loop.socket(zmq.DEALER)
@@ -385,6 +390,10 @@ class Peer:
                 reply, correlation = decode(frames)
             except ProtocolError as exc:
                 log.warning("undecodable reply from %s dropped: %s", self.endpoint, exc)
+                continue
+            if not correlation:
+                if self.on_notice is not None:
+                    self.on_notice(reply)
                 continue
             entry = self._pending.pop(correlation, None)
             if entry is None:

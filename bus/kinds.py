@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.protocol import Message, message
+from bus.protocol import Message, message, struct
 from bus.structs import (
     HistoryRow as HistoryRow,
 )
@@ -224,19 +224,34 @@ class Prune(Message):
     days: float | None = None
 
 
+@struct
+@dataclass(frozen=True, slots=True)
+class ClaimSpec:
+    """What a claim may take: up to ``limit`` rows, none less urgent than ``max_priority`` (the
+    throttle floor), with ``preempt_priority`` the threshold under which a running task holds
+    back every less urgent one (resuming after preemption)."""
+
+    limit: int
+    max_priority: int = 255
+    preempt_priority: int = -1
+    now_ms: int = 0
+
+
 @message("store.peek", reply=TasksReply)
 @dataclass(frozen=True, slots=True)
 class Peek(Message):
-    """The most urgent dispatchable rows: finalize-ready parents first, then pending ones."""
+    """The rows a ``store.claim_next`` of ``claim`` would take now (no payload), in dispatch
+    order: for a Dispatcher whose gate must look at each candidate (IO budgets) before
+    ``store.claim``."""
 
-    limit: int
-    skip_groups: list[str] = field(default_factory=list)
+    claim: ClaimSpec
 
 
 @message("store.claim", reply=TasksReply)
 @dataclass(frozen=True, slots=True)
 class Claim(Message):
-    """Atomically move these rows to ``running``; the reply holds those actually claimed."""
+    """Atomically move these rows to ``running``, each while its group has room; the reply holds
+    those actually claimed, in dispatch order."""
 
     ids: list[int]
     now_ms: int = 0
@@ -246,35 +261,37 @@ class Claim(Message):
 @dataclass(frozen=True, slots=True)
 class ClaimNextReply(Message):
     tasks: list[TaskRow]
-    held_by_group: bool = False
+    exhausted: bool = True
+    """True when nothing more can be claimed until something changes (a submission, a finish,
+    a limit, the pressure): the Dispatcher does not ask again before then."""
 
 
 @message("store.claim_next", reply=ClaimNextReply)
 @dataclass(frozen=True, slots=True)
 class ClaimNext(Message):
-    """Peek and claim in one request when the Dispatcher's gate is open: up to ``limit`` of the
-    most urgent rows, stopping at the first above ``max_priority`` (throttled) or in a group
-    (the GroupLimiter decides those: ``held_by_group`` tells the Dispatcher to ask it)."""
+    """Walk the queue and claim, in one transaction: priority order, group limits, the throttle
+    floor and the preemption rule applied where the rows are."""
 
-    limit: int
-    max_priority: int = 255
-    skip_groups: list[str] = field(default_factory=list)
-    now_ms: int = 0
+    claim: ClaimSpec
 
 
 @message("store.finish.reply")
 @dataclass(frozen=True, slots=True)
 class FinishReply(Message):
     transitions: list[Transition]
+    claimed: list[TaskRow] = field(default_factory=list)
+    exhausted: bool = True
 
 
 @message("store.finish", reply=FinishReply)
 @dataclass(frozen=True, slots=True)
 class Finish(Message):
-    """Apply executor results (completion, retry or failure) in one transaction."""
+    """Apply executor results (completion, retry or failure) in one transaction and, with
+    ``claim``, claim the next rows in the same transaction (the slots the results freed)."""
 
     results: list[TaskResult]
     max_retries: int = 3
+    claim: ClaimSpec | None = None
 
 
 @message("store.preempt", reply=TasksReply)
@@ -283,15 +300,6 @@ class Preempt(Message):
     """Move running rows to ``paused`` (started_at cleared, retries unchanged)."""
 
     ids: list[int]
-
-
-@message("store.resume", reply=TasksReply)
-@dataclass(frozen=True, slots=True)
-class ResumePaused(Message):
-    """Paused rows back to pending, unless a running task at or above the threshold and strictly
-    more urgent exists (anti-thrash)."""
-
-    preempt_priority: int
 
 
 @message("store.cancel.reply")
@@ -333,5 +341,34 @@ class StoreChanged(Message):
 
     min_priority: int = 255
     count: int = 0
-    running_below: list[int] = field(default_factory=list)
-    """When the change may preempt: the tasks running as it committed, less urgent than it."""
+
+
+# -- group policy (the GroupLimiter keeps it in the Store, where the claim applies it) -----------
+
+
+@message("store.groups.reply")
+@dataclass(frozen=True, slots=True)
+class GroupsReply(Message):
+    configured_default: int
+    configured: dict[str, int]
+    runtime_default: int | None
+    runtime: dict[str, int]
+    running: dict[str, int]
+
+
+@message("store.groups", reply=GroupsReply)
+@dataclass(frozen=True, slots=True)
+class GetGroups(Message):
+    """The group policy's two layers and the running count of every group."""
+
+
+@message("store.set_groups", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetGroups(Message):
+    """Change one layer of the group policy (``configured`` or ``runtime``): ``replace`` clears
+    it first, ``default`` None keeps the default, a limit None removes that group's value."""
+
+    layer: str
+    default: int | None = None
+    limits: dict[str, int | None] = field(default_factory=dict)
+    replace: bool = False

@@ -93,7 +93,7 @@ class Shutdown(Message):
     drain_s: float = 0.0
 
 
-# -- the GroupLimiter (ROUTER "limiter"; PUB "limiter_notify" tells the Dispatcher of changes) --
+# -- the GroupLimiter (ROUTER "limiter"): group policy, kept in the Store where claims apply it --
 
 
 @message("limiter.set_limit", reply=Ok)
@@ -113,39 +113,6 @@ class SetDefaultGroupLimit(Message):
     n: int
 
 
-@struct
-@dataclass(frozen=True, slots=True)
-class GroupCandidate:
-    id: int
-    group: str
-
-
-@message("limiter.admit.reply")
-@dataclass(frozen=True, slots=True)
-class AdmitReply(Message):
-    """Admitted candidate ids (now counted as running) and the groups now at their limit."""
-
-    admitted: list[int]
-    saturated: list[str] = field(default_factory=list)
-
-
-@message("limiter.admit", reply=AdmitReply)
-@dataclass(frozen=True, slots=True)
-class Admit(Message):
-    """Admit candidates, in order, while their group is under its limit (a full group is skipped,
-    never blocking the candidates behind it). Admitted tasks count as running at once."""
-
-    candidates: list[GroupCandidate]
-
-
-@message("limiter.release", reply=Ok)
-@dataclass(frozen=True, slots=True)
-class ReleaseGroups(Message):
-    """These tasks stopped running (finished, preempted, cancelled, never claimed)."""
-
-    ids: list[int]
-
-
 @message("limiter.state.reply")
 @dataclass(frozen=True, slots=True)
 class LimiterState(Message):
@@ -159,14 +126,6 @@ class LimiterState(Message):
 @dataclass(frozen=True, slots=True)
 class GetLimiterState(Message):
     pass
-
-
-@message("limiter.changed")
-@dataclass(frozen=True, slots=True)
-class LimitsChanged(Message):
-    """One-way, on the limiter's PUB: a limit changed or a group has room again; wake up."""
-
-    saturated: list[str] = field(default_factory=list)
 
 
 # -- executor hosts (DEALER host <-> ROUTER "hosts" on the Dispatcher) --------------------------

@@ -4,7 +4,7 @@ Every message on every socket is the same four frames (after any ROUTER routing 
 
     [PROTOCOL, kind, correlation id, body]
 
-* ``PROTOCOL`` is ``b"TMP2"``: the protocol name and its major version. A peer speaking another
+* ``PROTOCOL`` is ``b"TMP3"``: the protocol name and its major version. A peer speaking another
   major version gets ``ErrorCode.VERSION_MISMATCH``.
 * ``kind`` is the ASCII name of a registered message kind (``b"store.submit"``).
 * ``correlation id`` is opaque bytes chosen by the requester and echoed in the reply; one-way
@@ -36,9 +36,9 @@ __all__ = [
     "registry", "send_frames", "split_envelope", "struct",
 ]  # fmt: skip
 
-PROTOCOL = b"TMP2"
+PROTOCOL = b"TMP3"
 PROTOCOL_NAME = "TMP"
-PROTOCOL_MAJOR = 2
+PROTOCOL_MAJOR = 3
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest body any socket accepts; payloads themselves are capped lower (1 MiB) by the Store."""
 

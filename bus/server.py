@@ -76,12 +76,21 @@ class RequestServer:
     def send(self, envelope: list[bytes], message: Message, correlation: bytes) -> None:
         if isinstance(message, Error):
             self.counters["errors"] += 1
+        self.send_frames(envelope, encode(message, correlation))
+
+    def send_frames(self, envelope: list[bytes], frames: list[bytes]) -> bool:
+        """Send encoded message frames to the peer at ``envelope``: a reply, or a one-way
+        message (empty correlation id) that travels behind the replies sent before it. False
+        when the message was dropped."""
         try:
-            send_frames(self.sock, [*envelope, *encode(message, correlation)])
+            send_frames(self.sock, [*envelope, *frames])
         except zmq.Again:
             log.warning("%s: reply to a peer that is not reading dropped", self.actor.name)
         except zmq.ZMQError as exc:  # e.g. EHOSTUNREACH: the peer went away
             log.warning("%s: reply dropped: %s", self.actor.name, exc)
+        else:
+            return True
+        return False
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         requests: list[Request] = []

@@ -3,8 +3,8 @@
 Embedded mode uses ``Topology.inproc()``; the Procfile deployment ``Topology.ipc(run_dir)`` (or
 tcp for hosts on other machines). Who asks whom (acyclic; the Store at the bottom asks nobody):
 
-    clients ──▶ Store, Dispatcher          Dispatcher ──▶ Store
-    executor hosts ──▶ Dispatcher, Store   every actor ──▶ EventPublisher (one-way)
+    clients ──▶ Store, Dispatcher, GroupLimiter    Dispatcher, GroupLimiter ──▶ Store
+    executor hosts ──▶ Dispatcher, Store          every actor ──▶ EventPublisher (one-way)
     ResourceMonitor ──▶ Dispatcher (one-way readings)
 """
 
@@ -27,7 +27,6 @@ class Topology:
     readings: str
     pressure: str
     limiter: str
-    limiter_notify: str
     store_control: str
     dispatcher_control: str
     events_control: str

@@ -39,7 +39,6 @@ def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
     return GroupLimiter(
         LimiterSettings(
             topology.limiter,
-            topology.limiter_notify,
             topology.store,
             default_group_concurrency=spec.default_group_concurrency,
             group_concurrency=tuple(spec.group_concurrency.items()),
@@ -54,15 +53,12 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         control_endpoint=topology.dispatcher,
         hosts_endpoint=topology.hosts,
         store_endpoint=topology.store,
-        store_notify_endpoint=topology.store_notify,
         events_endpoint=topology.events_in,
         readings_endpoint=topology.readings,
         max_concurrency=spec.max_concurrency,
         max_retries=spec.max_retries,
         preempt_priority=spec.preempt_priority,
         poll_interval=spec.poll_interval,
-        limiter_endpoint=topology.limiter,
-        limiter_notify_endpoint=topology.limiter_notify,
         throttle=tiers,
         monitoring=spec.monitoring,
         autostart=autostart,

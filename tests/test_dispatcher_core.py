@@ -29,14 +29,13 @@ def test_admits_in_queue_order_up_to_free_slots() -> None:
     assert c.admit([row(1), row(2), row(3)]) == [1, 2]
 
 
-def test_grouped_candidates_go_to_the_limiter_in_order() -> None:
-    c = core(max_concurrency=4)
-    ids = c.admit([row(1, group_key="g"), row(2), row(3, group_key="h")])
-    assert ids == [1, 2, 3]
-    assert c.grouped_candidates(ids) == [(1, "g"), (3, "h")]
-    c.drop_tentative([3])
-    runs, _, _ = c.claimed([row(1, group_key="g"), row(2)])
-    assert [r.id for r, _ in runs[b"h1"]] == [1, 2]
+def test_throttle_floor_is_the_least_urgent_priority_the_pressure_lets_start() -> None:
+    c = core()
+    assert c.throttle_floor() == 255
+    c.readings.pressure = 0.6  # above BACKGROUND's 0.50
+    assert c.throttle_floor() == 191
+    c.readings.pressure = 0.8  # above NORMAL's 0.75 too
+    assert c.throttle_floor() == 127
 
 
 def test_throttle_hold_ends_admission() -> None:
@@ -78,29 +77,19 @@ def test_victims_are_running_tasks_strictly_less_urgent_than_the_submission() ->
     assert c.victims_for(1) == []  # above the threshold: no preemption at all
 
 
-def test_a_victim_the_store_named_is_preempted_once_its_claim_in_flight_places_it() -> None:
-    c = core(max_concurrency=1)
-    # A claim of task 9 (BACKGROUND) and a REALTIME submission committed in one Store batch; the
-    # notification, naming 9, is read before the claim's reply.
-    assert c.victims_for(0, named=[9], claiming=True) == []  # not known to run here yet
-    runs, _, _ = c.claimed_next([row(9, priority=192)])
-    assert c.claimed_victims(runs) == [9]  # preempted as soon as it is placed
+def test_an_urgent_change_makes_every_less_urgent_running_task_a_victim() -> None:
+    c = core(max_concurrency=3, preempt_priority=0)
+    c.claimed_next([row(1, priority=0), row(2, priority=128), row(3, priority=192)])
+    assert c.victims_for(0) == [2, 3]
+    assert c.victims_for(64) == []  # not urgent enough to preempt anything
 
 
-def test_a_named_task_no_claim_is_bringing_is_not_marked() -> None:
-    c = core(max_concurrency=1)
-    assert c.victims_for(0, named=[9], claiming=False) == []
-    runs, _, _ = c.claimed_next([row(9, priority=192)])
-    assert c.claimed_victims(runs) == []  # claimed after the submission: it may run
-
-
-def test_finished_results_free_slots_and_release_group_places() -> None:
+def test_finished_results_free_their_slots() -> None:
     c = core(max_concurrency=2)
-    c.admit([row(1, group_key="g"), row(2, group_key="g")])
-    c.claimed([row(1, group_key="g")])  # 2 was taken meanwhile: its place goes back
-    assert c.releases == [2]
+    c.claimed_next([row(1, group_key="g"), row(2, group_key="g")])
+    assert c.free_slots() == 0
     c.finished([TaskResult(1, "ok", run_id=c.running[1].run_id)])
-    assert c.releases == [2, 1] and c.free_slots() == 2
+    assert c.free_slots() == 1 and list(c.running) == [2]
 
 
 def test_a_stale_result_of_an_earlier_run_is_not_applied() -> None:
@@ -188,14 +177,3 @@ def test_a_claimed_row_whose_host_is_full_goes_back_instead_of_failing() -> None
     runs, unserved, _ = c.claimed_next(rows)
     assert [r.id for r, _ in runs[b"small"]] == [1]
     assert unserved == [] and c.returned == [2]
-
-
-def test_an_urgent_task_finishing_in_the_store_makes_paused_tasks_worth_resuming() -> None:
-    c = core(preempt_priority=0)
-    c.resumed([], c.urgent_generation)  # a resume found nothing to do
-    assert not c.maybe_paused
-    c.transitions([Transition(9, "completed", "t", "k", "l", priority=0)])
-    assert c.maybe_paused  # ask the Store again: the urgent task's row is gone now
-    c.resumed([], c.urgent_generation)
-    c.transitions([Transition(10, "completed", "t", "k", "l", priority=128)])
-    assert not c.maybe_paused

@@ -1,88 +1,40 @@
-"""The GroupLimiter: the rule of semantics.md "Groups", and its actor over real sockets."""
+"""The GroupLimiter: the group policy it owns, kept in the Store where claims apply it; the actor
+over real sockets with a real Store."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
+from store_support import sub
 
-from actors.limiter.actor import GroupBook, GroupLimiter, LimiterSettings
+from actors.limiter.actor import GroupLimiter, LimiterSettings
 from actors.store.actor import StoreActor
+from actors.store.claim import GroupPolicy
 from actors.store.db import StoreDB
 from bus.client import RequestClient
 from bus.clock import SystemClock
 from bus.endpoints import inproc, new_namespace
 from bus.errors import InvalidRequest
 from bus.hosting import ActorThread
-from bus.kinds import Claim, Submit, SubmitReply, TasksReply
-from bus.kinds_run import (
-    Admit,
-    AdmitReply,
-    GetLimiterState,
-    GroupCandidate,
-    LimiterState,
-    LimitsChanged,
-    ReleaseGroups,
-    SetGroupLimit,
-)
-from bus.protocol import decode
-from tests.store_support import sub
-
-
-def c(task_id: int, group: str) -> GroupCandidate:
-    return GroupCandidate(task_id, group)
+from bus.kinds import ClaimNext, ClaimNextReply, ClaimSpec, Submit, SubmitReply
+from bus.kinds_run import GetLimiterState, LimiterState, SetDefaultGroupLimit, SetGroupLimit
 
 
 def test_effective_limit_is_override_else_positive_default_else_unlimited() -> None:
-    book = GroupBook(default=2, overrides={"hot": 8, "off": 0})
-    assert book.limit("hot") == 8
-    assert book.limit("off") == 0
-    assert book.limit("other") == 2
-    assert GroupBook(default=0).limit("any") is None
-
-
-def test_admission_counts_running_and_skips_full_groups_without_blocking() -> None:
-    book = GroupBook(overrides={"a": 1})
-    assert book.admit([c(1, "a"), c(2, "a"), c(3, "b"), c(4, "a")]) == [1, 3]
-    assert book.saturated() == ["a"]
-    assert book.admit([c(5, "a")]) == []
-
-
-def test_zero_blocks_a_group() -> None:
-    book = GroupBook(overrides={"off": 0})
-    assert book.admit([c(1, "off")]) == []
-    assert book.saturated() == ["off"]
-
-
-def test_release_frees_a_place_and_says_so() -> None:
-    book = GroupBook(overrides={"a": 1})
-    book.admit([c(1, "a")])
-    assert book.release([1]) is True
-    assert book.admit([c(2, "a")]) == [2]
-    assert book.release([999]) is False
-
-
-def test_a_repeated_admit_of_the_same_task_is_not_counted_twice() -> None:
-    book = GroupBook(overrides={"a": 2})
-    book.admit([c(1, "a")])
-    assert book.admit([c(1, "a"), c(2, "a")]) == [1, 2]
-    assert book.running["a"] == 2
-
-
-def test_limits_change_at_runtime() -> None:
-    book = GroupBook(default=1)
-    book.admit([c(1, "a")])
-    assert book.admit([c(2, "a")]) == []
-    book.set_limit("a", 3)
-    assert book.admit([c(2, "a"), c(3, "a"), c(4, "a")]) == [2, 3]
-    book.set_limit("a", None)
-    book.set_default(0)
-    assert book.admit([c(4, "a")]) == [4]
-    with pytest.raises(InvalidRequest):
-        book.set_limit("a", -1)
+    policy = GroupPolicy(configured_default=0, configured={"a": 2, "z": 0})
+    assert (policy.limit("a"), policy.limit("z"), policy.limit("other")) == (2, 0, None)
+    policy.runtime_default = 3
+    assert policy.limit("other") == 3
+    policy.runtime["a"] = 5  # a runtime value wins over the configured one
+    assert policy.limit("a") == 5
+    policy.runtime["z"] = -1  # the override removed, the configured one too: the default applies
+    assert policy.limit("z") == 3
+    assert policy.full({"a": 5, "other": 2, "b": 3}) == {"a", "b"}
 
 
 @pytest.fixture
@@ -92,11 +44,14 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx.destroy(linger=0)
 
 
-def test_a_restarted_limiter_rebuilds_its_counts_from_the_store(
-    tmp_path: Path, context: zmq.Context[Any]
-) -> None:
+@contextmanager
+def store_and_limiter(
+    context: zmq.Context[Any], tmp_path: Path, **limits: Any
+) -> Iterator[tuple[RequestClient, RequestClient, ActorThread]]:
+    """A Store and a GroupLimiter in their threads, and a client of each; the limiter thread is
+    yielded so that a test can stop it."""
     ns = new_namespace()
-    store_ep, limiter_ep, notify_ep = (inproc(ns, n) for n in ("store", "limiter", "notify"))
+    store_ep, limiter_ep = inproc(ns, "store"), inproc(ns, "limiter")
 
     def open_db() -> StoreDB:
         return StoreDB(str(tmp_path / "t.db"), clock=SystemClock())
@@ -104,70 +59,89 @@ def test_a_restarted_limiter_rebuilds_its_counts_from_the_store(
     store = ActorThread(
         StoreActor(open_db, store_ep, inproc(ns, "store-notify")), context, inproc(ns, "sc")
     ).start()
-    client = RequestClient(context, store_ep)
-    limiter_client = RequestClient(context, limiter_ep)
-    watcher = context.socket(zmq.SUB)
-    watcher.setsockopt(zmq.SUBSCRIBE, b"")
+    limiter = ActorThread(
+        GroupLimiter(LimiterSettings(limiter_ep, store_ep, **limits)), context, inproc(ns, "lc")
+    ).start()
+    store_client, limiter_client = (
+        RequestClient(context, store_ep),
+        RequestClient(context, limiter_ep),
+    )
     try:
-        outcomes = client.call(
-            Submit([sub("a1", group_key="a"), sub("a2", group_key="a"), sub("b1", group_key="b")]),
-            SubmitReply,
-        ).outcomes
-        ids = [o.id for o in outcomes if o.id is not None]
-        client.call(Claim(ids[:2]), TasksReply)  # a1 and a2 are running before the limiter starts
-        settings = LimiterSettings(limiter_ep, notify_ep, store_ep, group_concurrency=(("a", 2),))
-        limiter = ActorThread(GroupLimiter(settings), context, inproc(ns, "lc")).start()
-        try:
-            # An admit sent at once is answered only after the counts were rebuilt.
-            reply = limiter_client.call(Admit([c(ids[2], "b"), c(99, "a")]), AdmitReply)
-            assert (reply.admitted, reply.saturated) == ([ids[2]], ["a"])
-            state = limiter_client.call(GetLimiterState(), LimiterState)
-            assert state.ready and state.running == {"a": 2, "b": 1}
-            limiter_client.request(ReleaseGroups([ids[0]]))
-            state = limiter_client.call(GetLimiterState(), LimiterState)
-            assert state.running == {"a": 1, "b": 1}
-        finally:
-            limiter.stop()
+        yield store_client, limiter_client, limiter
     finally:
-        watcher.close(linger=0)
-        client.close()
+        store_client.close()
         limiter_client.close()
-        store.stop()
-
-
-def test_a_limit_change_is_published(context: zmq.Context[Any], tmp_path: Path) -> None:
-    ns = new_namespace()
-    store_ep, limiter_ep, notify_ep = (inproc(ns, n) for n in ("store", "limiter", "notify"))
-
-    def open_db() -> StoreDB:
-        return StoreDB(str(tmp_path / "t.db"), clock=SystemClock())
-
-    store = ActorThread(
-        StoreActor(open_db, store_ep, inproc(ns, "store-notify")), context, inproc(ns, "sc")
-    ).start()
-    settings = LimiterSettings(limiter_ep, notify_ep, store_ep)
-    limiter = ActorThread(GroupLimiter(settings), context, inproc(ns, "lc")).start()
-    watcher = context.socket(zmq.SUB)
-    watcher.setsockopt(zmq.SUBSCRIBE, b"")
-    watcher.connect(notify_ep)
-    client = RequestClient(context, limiter_ep)
-    try:
-        assert client.call(GetLimiterState(), LimiterState) is not None
-        # PUB/SUB has no handshake: repeat the change until the subscription has taken.
-        for _ in range(50):
-            client.request(SetGroupLimit("g", 0))
-            if watcher.poll(100):
-                break
-        seen: list[list[str]] = []
-        while watcher.poll(1000):
-            message = decode(watcher.recv_multipart())[0]
-            assert isinstance(message, LimitsChanged)
-            seen.append(message.saturated)
-            if ["g"] in seen:
-                break
-        assert ["g"] in seen
-    finally:
-        watcher.close(linger=0)
-        client.close()
         limiter.stop()
         store.stop()
+
+
+def ready_state(client: RequestClient) -> LimiterState:
+    """The limiter's state once it has handed its configured limits to the Store."""
+    for _ in range(200):
+        state = client.call(GetLimiterState(), LimiterState)
+        if state.ready:
+            return state
+    raise AssertionError("the limiter never handed its limits to the store")
+
+
+def claim(store: RequestClient, limit: int = 10) -> list[str]:
+    return [t.label for t in store.call(ClaimNext(ClaimSpec(limit)), ClaimNextReply).tasks]
+
+
+def test_the_claim_applies_the_limiters_policy_and_counts_running_tasks(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    with store_and_limiter(context, tmp_path, group_concurrency=(("a", 2),)) as (store, lim, _):
+        assert ready_state(lim).overrides == {"a": 2}
+        store.call(Submit([sub(f"a{i}", group_key="a") for i in range(3)]), SubmitReply)
+        store.call(Submit([sub("b1", group_key="b")]), SubmitReply)
+        assert claim(store) == ["a0", "a1", "b1"]  # a at its limit, passed over
+        state = lim.call(GetLimiterState(), LimiterState)
+        assert state.running == {"a": 2, "b": 1}
+        lim.request(SetGroupLimit("a", 3))
+        assert claim(store) == ["a2"]  # answered after the Store committed the change
+
+
+def test_runtime_limits_survive_a_restart_and_the_configured_ones_are_set_anew(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    with store_and_limiter(context, tmp_path, group_concurrency=(("a", 2), ("c", 1))) as (
+        _,
+        lim,
+        __,
+    ):
+        ready_state(lim)
+        lim.request(SetGroupLimit("b", 0))
+        lim.request(SetGroupLimit("c", None))  # removes the configured override too
+        lim.request(SetDefaultGroupLimit(7))
+    with store_and_limiter(context, tmp_path, group_concurrency=(("a", 4),)) as (_, lim, __):
+        state = ready_state(lim)
+        assert (state.default, state.overrides) == (7, {"a": 4, "b": 0})
+
+
+def test_a_bad_limit_is_refused_and_changes_nothing(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    with store_and_limiter(context, tmp_path) as (_, lim, __):
+        ready_state(lim)
+        for bad in (SetGroupLimit("g", -1), SetGroupLimit("", 2), SetDefaultGroupLimit(-3)):
+            with pytest.raises(InvalidRequest):
+                lim.request(bad)
+        state = lim.call(GetLimiterState(), LimiterState)
+        assert (state.default, state.overrides) == (0, {})
+
+
+def test_grouped_work_is_claimed_while_the_limiter_is_down(
+    context: zmq.Context[Any], tmp_path: Path
+) -> None:
+    # The policy lives in the Store: no claim waits on the limiter.
+    with store_and_limiter(context, tmp_path, group_concurrency=(("a", 1),)) as (store, lim, t):
+        ready_state(lim)
+        t.stop()
+        store.call(Submit([sub("a1", group_key="a"), sub("a2", group_key="a")]), SubmitReply)
+        assert claim(store) == ["a1"]
+
+
+def test_a_limiter_with_a_bad_configuration_does_not_start() -> None:
+    with pytest.raises(InvalidRequest):
+        GroupLimiter(LimiterSettings("inproc://x", "inproc://y", group_concurrency=(("g", -1),)))

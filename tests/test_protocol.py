@@ -146,7 +146,7 @@ def test_every_kind_round_trips(kind: str) -> None:
     cls = registry()[kind]
     message = build(cls)
     wire = encode(message, b"42")
-    assert wire[:3] == [b"TMP2", kind.encode("ascii"), b"42"]
+    assert wire[:3] == [b"TMP3", kind.encode("ascii"), b"42"]
     body = msgpack.unpackb(wire[3], raw=False)
     assert sorted(body) == sorted(f.name for f in dataclasses.fields(message))
     decoded, correlation = decode(wire)
@@ -275,7 +275,7 @@ def test_an_unknown_kind_is_unknown_kind() -> None:
 def test_another_major_version_is_version_mismatch() -> None:
     wire = encode(Ping(), b"1")
     error = raises(ErrorCode.VERSION_MISMATCH, [b"TMP1", *wire[1:]])
-    assert "TMP1" in error.message and "TMP2" in error.message
+    assert "TMP1" in error.message and "TMP3" in error.message
 
 
 @pytest.mark.parametrize("header", [b"ZMTP", b"HTTP", b"", b"\x00TMP2", b"tmp2"])

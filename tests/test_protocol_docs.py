@@ -156,7 +156,7 @@ def field_problems(section: Section, cls: type) -> list[str]:
 
 KINDS = documented(KIND_HEADING)
 STRUCTS = documented(STRUCT_HEADING)
-VERSIONS = set(re.findall(r"^### (1\.\d+)$", DOC.read_text(encoding="utf-8"), re.MULTILINE))
+VERSIONS = set(re.findall(r"^### (\d+\.\d+)$", DOC.read_text(encoding="utf-8"), re.MULTILINE))
 """The versions the Changes section records."""
 REPLY_KINDS = {cls.REPLY.KIND for cls in registry().values() if cls.REPLY is not None} | {"error"}
 
@@ -212,7 +212,8 @@ def test_kind_metadata_match_the_registry(kind: str) -> None:
     assert kind in KINDS, f"{kind} is not documented"
     cls = registry()[kind]
     meta = metadata(KINDS[kind])
-    assert meta.get("Version") in VERSIONS, "a kind's version must be one of the Changes"
+    version = (meta.get("Version") or "").split(" ")[0]
+    assert version in VERSIONS, "a kind's version must be one of the Changes"
     assert meta.get("Sender → receiver"), "who sends it to whom is not documented"
     assert meta.get("Socket"), "the socket is not documented"
     reply = "none" if cls.REPLY is None else f"`{cls.REPLY.KIND}`"
@@ -265,3 +266,15 @@ def test_the_title_names_the_latest_version_in_changes() -> None:
     title = DOC.read_text(encoding="utf-8").splitlines()[0]
     latest = max(VERSIONS, key=lambda v: tuple(int(p) for p in v.split(".")))
     assert title.endswith(f"version {latest}"), title
+
+
+def test_the_documented_version_and_header_are_the_codes() -> None:
+    from bus.protocol import PROTOCOL, PROTOCOL_MAJOR
+
+    text = DOC.read_text(encoding="utf-8")
+    title = re.search(r"^# .*version (\d+)\.(\d+)$", text, re.MULTILINE)
+    assert title is not None and int(title.group(1)) == PROTOCOL_MAJOR
+    newest = max(VERSIONS, key=lambda v: tuple(int(n) for n in v.split(".")))
+    assert newest == f"{title.group(1)}.{title.group(2)}", "the title names the newest change"
+    header = f'`b"{PROTOCOL.decode()}"`'
+    assert header in text and f"major version, `{PROTOCOL_MAJOR}`" in text

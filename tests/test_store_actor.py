@@ -25,6 +25,7 @@ from bus.errors import ErrorCode, InvalidRequest, PayloadTooLarge, ProtocolError
 from bus.kinds import (
     ClaimNext,
     ClaimNextReply,
+    ClaimSpec,
     Counts,
     CountsReply,
     Error,
@@ -40,7 +41,7 @@ from bus.kinds import (
     TaskReply,
 )
 from bus.kinds_run import PauseAll
-from bus.protocol import Message, decode_as
+from bus.protocol import Message, decode, decode_as, encode, send_frames
 from bus.runtime import ActorLoop
 from bus.server import Request
 
@@ -153,7 +154,7 @@ def test_store_changed_is_published_after_submits(
             # warm-up follows a peek, so it is news even when the one before was lost (unheard
             # notes fold the next ones, and this clock never moves on).
             for i in range(100):
-                store.request(Peek(1))
+                store.request(Peek(ClaimSpec(1)))
                 store.request(Submit([sub(f"warmup-{i}", 200)]))
                 if next_note(0.1) is not None:
                     break
@@ -161,7 +162,7 @@ def test_store_changed_is_published_after_submits(
                 pytest.fail("no store.changed within 100 submissions")
             while next_note(0.05) is not None:  # drain notes of earlier warm-ups
                 pass
-            store.request(Peek(1))  # the notes so far are answered: the next change is news
+            store.request(Peek(ClaimSpec(1)))  # the notes so far are answered: the next is news
             store.request(Submit([sub("a", 40), sub("b", 9), sub("warmup-0", 1)]))
             # warmup-0 upgraded to 1: three non-duplicate outcomes, the most urgent 1.
             assert next_note() == StoreChanged(min_priority=1, count=3)
@@ -178,7 +179,7 @@ def test_store_changed_is_published_after_submits(
             store.request(Submit([sub("h", 120)]))  # ...so a change is news again
             assert next_note() == StoreChanged(min_priority=120, count=1)
             store.request(Submit([sub("i", 130)]))  # unanswered (h) and recent: no note
-            store.request(Peek(1))  # the Dispatcher looks at the queue...
+            store.request(Peek(ClaimSpec(1)))  # the Dispatcher looks at the queue...
             store.request(Submit([sub("j", 150)]))  # ...so the next change is news again
             assert next_note() == StoreChanged(min_priority=150, count=1)
             stats = store.call(Stats(), StatsReply).counters
@@ -188,35 +189,28 @@ def test_store_changed_is_published_after_submits(
             store.close()
 
 
-def test_a_preempting_change_names_the_tasks_running_below_it(
+def test_a_change_reaches_the_claimer_on_its_own_pipe_behind_the_claims_reply(
     context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
 ) -> None:
     with running_store(context, endpoints, tmp_path, urgent_priority=0):
-        store = RequestClient(context, endpoints.store, timeout=WAIT)
-        notes = notes_socket(context, endpoints)
+        producer = RequestClient(context, endpoints.store, timeout=WAIT)
+        dispatcher = context.socket(zmq.DEALER)
+        dispatcher.connect(endpoints.store)
         try:
-            low = store.call(Submit([sub("low", 192)]), SubmitReply).outcomes[0].id
-            store.call(Submit([sub("mid", 100)]), SubmitReply)
-            claimed = store.call(ClaimNext(1, 255), ClaimNextReply).tasks
-            assert [t.id for t in claimed] == [claimed[0].id] and claimed[0].priority == 100
-            # The SUB joins asynchronously: submit urgent work until its note arrives (notes of
-            # the submissions above may come first).
-            note = None
-            for i in range(100):
-                store.request(Submit([sub(f"urgent-{i}", 0)]))
-                while notes.poll(100):
-                    note = decode_as(notes.recv_multipart(), StoreChanged)
-                    if note.min_priority == 0:
-                        break
-                if note is not None and note.min_priority == 0:
-                    break
-            else:
-                pytest.fail("no urgent store.changed within 100 submissions")
-            assert note.running_below == [claimed[0].id]  # running, less urgent; low is pending
-            assert low not in note.running_below
+            producer.call(Submit([sub("mid", 100)]), SubmitReply)
+            # The claim and an urgent submission leave together; whatever order the Store
+            # runs them in, the claim's reply comes first on the claimer's pipe.
+            send_frames(dispatcher, encode(ClaimNext(ClaimSpec(1, 255, 0)), b"c1"))
+            producer.call(Submit([sub("urgent", 0)]), SubmitReply)
+            assert dispatcher.poll(int(WAIT * 1000))
+            reply, correlation = decode(dispatcher.recv_multipart())
+            assert correlation == b"c1" and isinstance(reply, ClaimNextReply)
+            assert dispatcher.poll(int(WAIT * 1000))
+            note, correlation = decode(dispatcher.recv_multipart())
+            assert correlation == b"" and note == StoreChanged(min_priority=0, count=1)
         finally:
-            notes.close()
-            store.close()
+            dispatcher.close(linger=0)
+            producer.close()
 
 
 def test_tasks_survive_an_actor_restart(
@@ -325,7 +319,7 @@ def test_a_busy_store_prepares_no_statement_again(
                 for i, m in enumerate(messages)
             ]
             actor._on_batch(requests)
-            actor._on_batch([Request(ClaimNext(2), [b"peer"], b"c", server)])  # type: ignore[arg-type]
+            actor._on_batch([Request(ClaimNext(ClaimSpec(2)), [b"peer"], b"c", server)])  # type: ignore[arg-type]
 
         for n in range(5):  # the first batches prepare what every later one uses
             batch_with_a_refused_request(n)

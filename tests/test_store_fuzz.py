@@ -53,7 +53,7 @@ TEMPLATES: dict[bytes, dict[str, Any]] = {
     b"store.cancel": {"id": 1},
     b"store.release": {"ids": [1], "error": "lost"},
     b"store.resume": {"preempt_priority": 0},
-    b"store.peek": {"limit": 5, "skip_groups": []},
+    b"store.peek": {"claim": [5]},
 }
 
 packb = msgpack.Packer(use_bin_type=True).pack

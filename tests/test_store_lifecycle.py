@@ -54,7 +54,7 @@ def test_claim_takes_only_rows_still_pending(db: StoreDB) -> None:
     assert db.counts().running == 2
 
 
-def test_peek_leaves_payload_out_and_skips_groups(db: StoreDB) -> None:
+def test_peek_leaves_payload_out_and_passes_over_full_groups(db: StoreDB) -> None:
     db.submit(
         [
             sub("a", 1, group_key="hot", payload=b"x"),
@@ -63,12 +63,18 @@ def test_peek_leaves_payload_out_and_skips_groups(db: StoreDB) -> None:
             sub("d", 4, group_key="hot"),
         ]
     )
-    assert [r.label for r in db.peek(10, ["hot"])] == ["b", "c"]
-    assert [r.label for r in db.peek(10, ["hot", "cold"])] == ["b"]
     assert all(r.payload is None for r in db.peek(10))
     assert [r.label for r in db.peek(10)] == ["a", "b", "c", "d"]
-    with pytest.raises(InvalidRequest, match="skip_groups"):
-        db.peek(10, [None])  # type: ignore[list-item]
+    db.set_groups("configured", 0, {"hot": 0})  # 0 blocks the group
+    assert [r.label for r in db.peek(10)] == ["b", "c"]
+    db.set_groups("runtime", None, {"cold": 0})
+    assert [r.label for r in db.peek(10)] == ["b"]
+    db.set_groups("configured", 0, {"hot": 1}, replace=True)
+    assert [r.label for r in db.peek(10)] == ["a", "b"]  # one of hot, none of cold
+    with pytest.raises(InvalidRequest, match="group limit"):
+        db.set_groups("configured", None, {"hot": -1})
+    with pytest.raises(InvalidRequest, match="layer"):
+        db.set_groups("mine", None, {"hot": 1})
 
 
 def test_peek_and_claim_cost_does_not_grow_with_queue_depth(db: StoreDB) -> None:
@@ -92,8 +98,10 @@ def test_a_peek_stops_paying_for_a_full_groups_backlog(db: StoreDB) -> None:
     db.submit([sub(f"open-{i}", 150, group_key="open") for i in range(2)])
     db.submit([sub(f"free-{i}", 200) for i in range(10)])
 
+    db.set_groups("configured", 0, {"full": 0})
+
     def peek() -> list[str]:
-        return [r.label for r in db.peek(4, ["full"])]
+        return [r.label for r in db.peek(4)]
 
     for chunk in range(30):
         db.submit([sub(f"full-{chunk}-{i}", 10, group_key="full") for i in range(1000)])
@@ -110,7 +118,9 @@ def test_a_peek_past_many_groups_still_skips_the_full_ones(db: StoreDB) -> None:
     for chunk in range(9):
         db.submit([sub(f"full-{chunk}-{i}", 10, group_key="full") for i in range(1000)])
     db.submit([sub(f"g{i}", 100 + i % 3, group_key=f"g{i:03}") for i in range(300)])
-    assert [r.label for r in db.peek(4, ["full", "g000"])] == ["g3", "g6", "g9", "g12"]
+    db.set_groups("configured", 0, {"full": 0, "g000": 0})
+    assert [r.label for r in db.peek(4)] == ["g3", "g6", "g9", "g12"]
+    db.set_groups("configured", 0, {}, replace=True)
     assert [r.label for r in db.peek(2)] == ["full-0-0", "full-0-1"]
 
 
@@ -265,26 +275,36 @@ def test_preempt_pauses_only_running_rows(db: StoreDB) -> None:
     assert row(db, pending).status == "pending"
 
 
-def test_resume_is_held_back_by_a_more_urgent_running_task(db: StoreDB) -> None:
+def test_nothing_less_urgent_starts_while_a_preemptor_runs(db: StoreDB) -> None:
     [low, equal] = run(db, "low", "equal", priority=128)
-    db.preempt([low])
+    db.preempt([low, equal])
     [urgent] = run(db, "urgent", priority=0)
-    assert db.resume_paused(0) == []  # anti-thrash: it would be preempted again at once
+    [pending] = insert(db, "pending", priority=64)
+    assert db.claim_next(5, preempt_priority=0) == ([], True)  # held, pending or paused
     assert row(db, low).status == "paused"
-    db.submit([sub("equal-level", 0)])
-    db.preempt([equal])
-    db.submit([sub("equal", 0)])  # paused at 128 → upgraded to 0, same urgency as the runner
-    assert [r.id for r in db.resume_paused(0)] == [equal]
-    db.finish([ok(urgent)])
-    assert [r.id for r in db.resume_paused(0)] == [low]
-    assert row(db, low).status == "pending"
+    db.submit([sub("equal", 0)])  # paused at 128 → upgraded to 0, as urgent as the runner
+    claimed, _ = db.claim_next(5, preempt_priority=0)
+    assert [r.id for r in claimed] == [equal]
+    db.finish([ok(urgent), ok(equal)])
+    claimed, _ = db.claim_next(5, preempt_priority=0)
+    assert [r.id for r in claimed] == [pending, low]  # by priority once no preemptor runs
 
 
-def test_running_tasks_below_the_threshold_do_not_hold_resume_back(db: StoreDB) -> None:
+def test_running_tasks_below_the_threshold_hold_nothing_back(db: StoreDB) -> None:
     [victim] = run(db, "victim", priority=200)
     db.preempt([victim])
     run(db, "busy", priority=10)
-    assert [r.id for r in db.resume_paused(0)] == [victim]
+    claimed, _ = db.claim_next(1, preempt_priority=0)
+    assert [r.id for r in claimed] == [victim]
+
+
+def test_a_paused_task_starts_before_a_pending_one_of_the_same_priority(db: StoreDB) -> None:
+    [first] = insert(db, "first", priority=128)
+    [paused] = run(db, "paused", priority=128)
+    db.preempt([paused])
+    claimed, _ = db.claim_next(1, preempt_priority=0)
+    assert [r.id for r in claimed] == [paused]  # though ``first`` has the smaller id
+    assert row(db, first).status == "pending"
 
 
 def test_release_returns_running_rows_with_a_retry_counted(db: StoreDB) -> None:
@@ -469,21 +489,27 @@ def test_a_failed_parent_tells_its_own_parent(db: StoreDB) -> None:
     assert transitions[-1].error == f"child task {middle} failed: child task {leaf} failed: deep"
 
 
-def test_claim_next_claims_in_queue_order_and_stops_at_throttle_or_group(db: StoreDB) -> None:
+def test_claim_next_claims_in_queue_order_past_full_groups_and_stops_at_throttle(
+    db: StoreDB,
+) -> None:
     high = insert(db, "h1", "h2", priority=64)
     bg = insert(db, "b1", priority=192)
-    grouped = insert(db, "g1", priority=128, group_key="bucket")
-    insert(db, "n1", priority=128)
-    claimed, held = db.claim_next(2)
-    assert [r.id for r in claimed] == high and not held
+    [g1, g2] = insert(db, "g1", "g2", priority=128, group_key="bucket")
+    insert(db, "n1", priority=130)
+    db.set_groups("configured", 0, {"bucket": 1})
+    claimed, exhausted = db.claim_next(2)
+    assert [r.id for r in claimed] == high and not exhausted
     assert {r.status for r in claimed} == {"running"}
-    # The grouped row is next: nothing after it is claimed, and the caller is told why.
-    claimed, held = db.claim_next(5)
-    assert claimed == [] and held
-    claimed, held = db.claim_next(5, skip_groups=["bucket"])
-    assert [r.label for r in claimed] == ["n1", "b1"] and not held
-    assert db.get_task(grouped[0]) is not None
-    assert db.get_task(bg[0]).status == "running"  # type: ignore[union-attr]
+    # One of the group (its limit), then past it: the group never blocks what follows.
+    claimed, exhausted = db.claim_next(2, max_priority=191)
+    assert [r.label for r in claimed] == ["g1", "n1"] and not exhausted
+    claimed, exhausted = db.claim_next(5, max_priority=191)
+    assert claimed == [] and exhausted  # held by the throttle floor and the full group
+    claimed, exhausted = db.claim_next(5)
+    assert [r.id for r in claimed] == bg and exhausted
+    db.finish([ok(g1)])  # the group's slot is free for the very next claim
+    claimed, _ = db.claim_next(5)
+    assert [r.id for r in claimed] == [g2]
 
 
 def test_claim_next_respects_the_throttle_ceiling(db: StoreDB) -> None:

@@ -180,9 +180,9 @@ def test_queries_with_new_values_run_as_prepared(db: StoreDB, clock: FakeClock) 
 
     def use(n: int) -> None:
         task_type, done = f"t{n % 3}", key(f"done-{n % 3}")
-        assert len(db.peek(n)) == n  # 20 queued, and one more resumed each round
-        db.peek(n, ["g"])
-        assert len(db.list_tasks("pending", n)) == n
+        assert len(db.peek(n)) == n  # 20 queued, and one more paused each round
+        db.peek(n, 255 - n % 50, n % 3)
+        assert len(db.list_tasks("pending", n)) == min(n, 20)
         db.list_tasks("running", n)
         db.get_task(id=n)
         db.get_task(key=key(f"p{n % 20}"))
@@ -195,12 +195,12 @@ def test_queries_with_new_values_run_as_prepared(db: StoreDB, clock: FakeClock) 
         db.avg_throughput(task_type, n)
         db.learned_io([task_type], 1, n)
         db.prune(keep=100 + n)
-        db.running_below(n)
+        db.groups()
         ids = insert(db, f"x{n}-a", f"x{n}-b", f"x{n}-c", priority=n)
         db.claim(ids[:2])
         db.finish([ok(ids[0])])
         db.preempt([ids[1]])
-        db.resume_paused(255)
+        assert db.claim_next(1, max_priority=-n, preempt_priority=n % 3) == ([], True)
         db.cancel(ids[2])
 
     with compilations(db) as count:

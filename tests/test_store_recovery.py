@@ -63,7 +63,7 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(4,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(5,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
@@ -142,7 +142,7 @@ def assert_current_schema(tmp_path: Path) -> None:
         conn.close()
     upgraded, new = schemas
     assert upgraded == new
-    assert new[0] == [(4,)]
+    assert new[0] == [(5,)]
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
@@ -160,9 +160,11 @@ def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None
     conn.close()
     db = open_db(tmp_path, FakeClock())
     try:
-        ungrouped = ["running", "urgent", "marked", "child", "requested"]
-        assert [r.label for r in db.peek(10)] == [*ungrouped[:2], "pending", *ungrouped[2:]]
-        assert [r.label for r in db.peek(10, ["g"])] == ungrouped
+        # A paused row comes before the pending rows of its priority.
+        ungrouped = ["running", "urgent", "paused", "marked", "child", "requested"]
+        assert [r.label for r in db.peek(10)] == [*ungrouped[:3], "pending", *ungrouped[3:]]
+        db.set_groups("configured", 0, {"g": 0})
+        assert [r.label for r in db.peek(10)] == ungrouped
         assert db.counts().pending == 6
     finally:
         db.close()

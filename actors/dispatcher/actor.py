@@ -1,26 +1,27 @@
 """The Dispatcher actor: turns the queue into work on executor hosts.
 
 Owns: the set of running tasks (which host runs each, its latest progress), the hosts table,
-max_concurrency, the paused flag, and the dispatch cycle of semantics.md "Dispatch".
+max_concurrency, the paused flag, the resource readings the gate uses, and the dispatch cycle.
+Its decisions are pure parts beside it: ``state`` (running tasks, placement, events), ``gate``
+(the IO budget), ``hosts`` and ``recovery``; this module only moves messages in and out.
 
 Sockets:
 * ROUTER ``control_endpoint`` (bound) — client controls: ``dispatcher.*`` kinds.
 * ROUTER ``hosts_endpoint`` (bound) — executor hosts: ``host.hello``/``host.heartbeat``/
   ``host.results``/``host.progress`` in; ``host.welcome``/``host.run``/``host.cancel`` out.
-* DEALER to the Store (``Peer``) — peek, claim, finish, preempt, resume, cancel, release.
-* DEALER to the GroupLimiter (``Peer``) — the group step of the gate (``limiter.admit``) and
-  ``limiter.release`` when grouped tasks stop running; SUB to its ``limiter.changed``.
-* SUB to the Store's notifications — ``store.changed`` wakes a cycle and may preempt.
+* DEALER to the Store (``Peer``) — claim, finish (with the next claim), preempt, cancel,
+  release; and, on the same ordered pipe, the Store's one-way ``store.changed``: a change notice
+  can never overtake the reply of a claim made before it, or fall behind one made after it.
+* SUB to the ResourceMonitor's readings.
 * PUSH to the EventPublisher — every task lifecycle event, sent only after the Store committed.
 
-Timers: the poll interval (a cycle), the host liveness check (every heartbeat interval), the
-graceful-shutdown drain deadline.
-
-The cycle is a chain of requests, never a blocking wait: resume paused → peek → local gate →
-GroupLimiter (only when a candidate has a group) → claim → send to hosts; at most one cycle is
-in flight, a wake during it runs one more after it. Finishing work is pipelined the same way:
-results from hosts go to the Store in batches, and the events for them are published from the
-Store's reply.
+The cycle: one claim in flight at a time. The Store applies priority order, group limits, the
+throttle floor and the preemption rule in the claim's own transaction, so a claim is one
+request (two, peek then claim, when an IO budget must look at each candidate). Results go back
+with the next claim in one ``store.finish``. The Dispatcher asks only when something may have
+changed (``_dirty``): a notice, a finish, a control, a host, lower pressure; a claim that comes
+back ``exhausted`` clears it. Idle, it sends nothing but a safety claim once a second, which also
+tells a restarted Store where to send its notices.
 """
 
 from __future__ import annotations
@@ -31,44 +32,61 @@ from typing import Any
 
 import zmq
 
-from actors.dispatcher.base import DispatcherBase
-from actors.dispatcher.controls import ControlsMixin
-from actors.dispatcher.results import ResultsMixin
-from actors.dispatcher.state import Settings
+from actors.dispatcher.recovery import adopt, orphans
+from actors.dispatcher.state import DispatcherCore, Settings
 from bus.client import Peer
-from bus.errors import TaskmillError
+from bus.errors import ErrorCode, ProtocolError, TaskmillError
 from bus.kinds import (
+    Cancel,
+    CancelReply,
     Claim,
     ClaimNext,
     ClaimNextReply,
+    ClaimSpec,
+    Finish,
+    FinishReply,
+    LearnedIO,
+    LearnedReply,
+    ListTasks,
+    Ok,
     Peek,
+    Preempt,
     Release,
-    ResumePaused,
+    StoreChanged,
     TaskResult,
     TaskRow,
     TasksReply,
+    Transition,
 )
 from bus.kinds_run import (
-    Admit,
-    AdmitReply,
+    AckResults,
+    CancelRuns,
     CancelTask,
     Event,
+    EventBatch,
     GetState,
-    GroupCandidate,
+    HostHeartbeat,
+    HostHello,
+    HostWelcome,
     PauseAll,
-    ReleaseGroups,
+    Readings,
     ResumeAll,
+    RunProgress,
+    RunResults,
     RunTasks,
     SetMaxConcurrency,
     Shutdown,
     Start,
 )
-from bus.protocol import Message
-from bus.runtime import ActorLoop
+from bus.protocol import MAX_FRAME_BYTES, Message, decode, encode, send_frames
+from bus.runtime import Actor, ActorLoop, Timer
 from bus.server import (
+    DEFER,
     Deferred,
     Inbox,
+    Request,
     RequestServer,
+    current_request,
     dispatch_each,
 )
 
@@ -76,9 +94,59 @@ log = logging.getLogger("taskmill.dispatcher")
 
 __all__ = ["Dispatcher", "Settings"]
 
+SAFETY_TICK_S = 1.0
+"""Idle, the Dispatcher claims once this often even with nothing announced: a notice lost with a
+restarted Store is found, and the Store learns where to send the next ones."""
+LOOKAHEAD = 4
+"""Candidates a peek asks for beyond the free slots, for the IO budget to choose among."""
+ORPHAN_SCAN_LIMIT = 100_000
+LEARN_MIN_RUNS = 5
+LEARN_WINDOW = 20
+"""A type's learned IO is the mean of its last 20 runs once it has 5."""
 
-class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
+Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]
+
+
+class Dispatcher(Actor):
     """The Dispatcher actor (see the module docstring)."""
+
+    name = "dispatcher"
+    loop: ActorLoop
+    store: Peer
+    _hosts_sock: zmq.Socket[Any]
+    _events: zmq.Socket[Any]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core = DispatcherCore(settings)
+        self._busy = False
+        """A claim (alone, or riding on a finish) is in flight."""
+        self._again = False
+        """Something changed while it was: look again when it is back."""
+        self._dirty = True
+        """Something claimable may be there: the last claim was not exhausted, or a change came
+        after it."""
+        self._store_heard = 0.0
+        self._results: list[TaskResult] = []
+        """Results read from hosts in the batch of frames being handled."""
+        self._shutdown_waiters: list[Request] = []
+        self._drain_timer: Timer | None = None
+        self._pending_results: list[TaskResult] = []
+        self._result_hosts: dict[int, bytes] = {}
+        """Run id → the host that reported it, until its result is committed and acknowledged."""
+        self._finish_in_flight = False
+        self.counters = {
+            "cycles": 0,
+            "claims": 0,
+            "dispatched": 0,
+            "results": 0,
+            "events": 0,
+            "events_dropped": 0,
+            "store_errors": 0,
+            "preempted": 0,
+            "stale_results": 0,
+            "notices": 0,
+        }
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -88,7 +156,7 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
         self.core.clock = loop.clock
         control = loop.socket(zmq.ROUTER)
         loop.bind(control, s.control_endpoint)
-        handlers: dict[type[Message], Callable[[Any], Message | Deferred]] = {
+        controls: dict[type[Message], Callable[[Any], Message | Deferred]] = {
             Start: self._start,
             PauseAll: self._pause_all,
             ResumeAll: self._resume_all,
@@ -97,32 +165,26 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
             GetState: lambda m: self.core.state(),
             Shutdown: self._shutdown,
         }
-        RequestServer(loop, control, self, dispatch_each(handlers, self.name))
+        RequestServer(loop, control, self, dispatch_each(controls, self.name))
         self._hosts_sock = loop.socket(zmq.ROUTER)
         self._hosts_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         loop.bind(self._hosts_sock, s.hosts_endpoint)
         loop.add_reader(self._hosts_sock, self._on_host_frames)
-        notify = loop.socket(zmq.SUB)
-        notify.setsockopt(zmq.SUBSCRIBE, b"")
-        loop.connect(notify, s.store_notify_endpoint)
-        Inbox(loop, notify, self._on_notifications)
+        self._from_hosts: dict[type[Message], Callable[[bytes, Any], None]] = {
+            HostHello: self._on_hello,
+            HostHeartbeat: self._on_heartbeat,
+            RunResults: self._on_results,
+            RunProgress: lambda identity, m: self._emit(self.core.progress(m.items)),
+        }
         if s.readings_endpoint:
             readings = loop.socket(zmq.SUB)
             readings.setsockopt(zmq.SUBSCRIBE, b"")
             loop.connect(readings, s.readings_endpoint)
-            Inbox(loop, readings, self._on_notifications)
+            Inbox(loop, readings, self._on_readings)
         self._events = loop.socket(zmq.PUSH, hwm=s.event_queue)
         loop.connect(self._events, s.events_endpoint)
-        self.store = Peer(loop, s.store_endpoint, timeout=s.store_timeout)
-        self.limiter: Peer | None = None
-        if s.limiter_endpoint:
-            self.limiter = Peer(loop, s.limiter_endpoint, timeout=s.store_timeout)
-        if s.limiter_notify_endpoint:
-            changes = loop.socket(zmq.SUB)
-            changes.setsockopt(zmq.SUBSCRIBE, b"")
-            loop.connect(changes, s.limiter_notify_endpoint)
-            Inbox(loop, changes, self._on_notifications)
-        loop.call_every(s.poll_interval, self.wake)
+        self.store = Peer(loop, s.store_endpoint, timeout=s.store_timeout, on_notice=self._notice)
+        loop.call_every(s.poll_interval, self._tick)
         loop.call_every(s.heartbeat_s, self._check_hosts)
         loop.call_every(s.orphan_grace_s, self._reconcile)
         if s.monitoring:
@@ -136,177 +198,98 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
     # -- the cycle ---------------------------------------------------------------------------
 
     def wake(self) -> None:
-        self._flush_releases()
-        if not self.core.may_dispatch():
+        """Something may have become claimable: look (now, or when the claim in flight is back)."""
+        self._dirty = True
+        self._run()
+
+    def _run(self) -> None:
+        if self._busy:
+            self._again = True
             return
-        if self._cycle.busy:
-            self._cycle.again = True
+        spec = self._claim_spec()
+        if spec is None:
             return
-        self._cycle.busy = True
-        self._cycle.again = False
+        self._busy = True
+        self._again = False
         self.counters["cycles"] += 1
-        if self.core.maybe_paused:
-            generation = self.core.urgent_generation
-            self.store.request(
-                ResumePaused(self.settings.preempt_priority),
-                lambda reply: self._on_resumed(reply, generation),
-            )
+        self.counters["claims"] += 1
+        if self.core.needs_gate():
+            peek = ClaimSpec(spec.limit + LOOKAHEAD, spec.max_priority, spec.preempt_priority)
+            self.store.request(Peek(peek), lambda reply: self._on_peek(reply, spec.limit))
         else:
-            self._peek()
+            self.store.request(ClaimNext(spec), lambda reply: self._on_claim(reply, spec.limit))
 
-    def _end_cycle(self) -> None:
-        self._cycle.busy = False
-        self.core.doomed.clear()  # its claims are in: nothing named is still on its way
-        if self._cycle.again:
-            self.wake()
+    def _claim_spec(self) -> ClaimSpec | None:
+        """What to claim now, or None when a claim could take nothing or nothing changed."""
+        if not self._dirty or not self.core.may_dispatch():
+            return None
+        limit = min(self.core.free_slots(), self.core.hosts.room())
+        max_priority = self.core.throttle_floor()
+        if limit <= 0 or max_priority < 0:
+            return None
+        return ClaimSpec(limit, max_priority, self.settings.preempt_priority, self.core.now_ms())
 
-    def _flush_releases(self) -> None:
-        if not self.core.releases:
-            return
-        ids, self.core.releases = self.core.releases, []
-        if self.limiter is not None:
-            self.limiter.request(ReleaseGroups(ids), self._on_released_groups)
+    def _end_cycle(self, exhausted: bool) -> None:
+        self._busy = False
+        if exhausted and not self._again:
+            self._dirty = False
+        self._run()
 
-    def _on_released_groups(self, reply: Message | TaskmillError) -> None:
+    def _heard(self, reply: Message | TaskmillError) -> bool:
+        """Note a reply from the Store; False (after logging) when it is an error."""
         if isinstance(reply, TaskmillError):
-            log.warning("group limiter did not take a release: %s", reply)
+            self.counters["store_errors"] += 1
+            log.warning("store request failed: %s", reply)
+            return False
+        self._store_heard = self.loop.clock.monotonic()
+        return True
 
-    def _on_resumed(self, reply: Message | TaskmillError, generation: int) -> None:
-        if isinstance(reply, TaskmillError):
-            self._store_failed("resume", reply)
-            self._end_cycle()
-            return
-        assert isinstance(reply, TasksReply)
-        self.core.resumed(reply.tasks, generation)
-        self._peek()
-
-    def _peek(self) -> None:
-        free = self.core.free_slots()
-        if free <= 0 or not self.core.may_dispatch() or not self.core.hosts.has_room():
-            self._end_cycle()
-            return
-        max_priority = self.core.open_gate_max_priority()
-        if self._fast and max_priority is not None:
-            # The gate is open but for the throttle: peek and claim in one Store request.
-            if max_priority < 0:
-                self._end_cycle()
-                return
-            limit = min(free, self.core.hosts.room())
-            self.store.request(
-                ClaimNext(limit, max_priority, sorted(self.core.saturated), self.core.now_ms()),
-                lambda reply: self._on_claim_next(reply, limit),
-            )
-            return
-        limit = free + self._cycle.lookahead
-        self.store.request(
-            Peek(limit, sorted(self.core.saturated)),
-            lambda reply: self._on_peek(reply, limit),
-        )
-
-    def _on_claim_next(self, reply: Message | TaskmillError, limit: int) -> None:
-        if isinstance(reply, TaskmillError):
-            self._store_failed("claim next", reply)
-            self._end_cycle()
+    def _on_claim(self, reply: Message | TaskmillError, asked: int) -> None:
+        if not self._heard(reply):
+            self._end_cycle(False)
             return
         assert isinstance(reply, ClaimNextReply)
-        if not self.core.may_dispatch():  # paused or stopping while the claim was on its way
-            self._give_back([row.id for row in reply.tasks])
-            self._end_cycle()
-            return
-        if reply.held_by_group:
-            self._fast = False  # grouped work is queued: the GroupLimiter must see it
-        self._dispatch_claimed(*self.core.claimed_next(reply.tasks))
-        if reply.held_by_group or (len(reply.tasks) == limit and self.core.free_slots() > 0):
-            self._peek()
-        else:
-            self._end_cycle()
-
-    def _on_peek(self, reply: Message | TaskmillError, limit: int) -> None:
-        if isinstance(reply, TaskmillError):
-            self._store_failed("peek", reply)
-            self._end_cycle()
-            return
-        assert isinstance(reply, TasksReply)
-        self._fast = not any(t.group_key is not None for t in reply.tasks)
-        ids = self.core.admit(reply.tasks)
-        more = len(reply.tasks) >= limit
-        grouped = self.core.grouped_candidates(ids)
-        if grouped and self.limiter is not None:
-            candidates = [GroupCandidate(i, g) for i, g in grouped]
-            self.limiter.request(
-                Admit(candidates), lambda r: self._on_admitted(r, ids, grouped, more)
-            )
-        else:
-            self._claim(ids, more)
-
-    def _on_admitted(
-        self,
-        reply: Message | TaskmillError,
-        ids: list[int],
-        grouped: list[tuple[int, str]],
-        more: bool,
-    ) -> None:
-        """The group step of the gate: drop the candidates whose group is full."""
-        if isinstance(reply, TaskmillError):
-            log.warning("group limiter unavailable, grouped tasks held: %s", reply)
-            admitted: set[int] = set()
-            saturated = self.core.saturated
-        else:
-            assert isinstance(reply, AdmitReply)
-            admitted = set(reply.admitted)
-            saturated = set(reply.saturated)
-        refused = [i for i, _ in grouped if i not in admitted]
-        self.core.drop_tentative(refused)
-        changed = saturated != self.core.saturated
-        self.core.saturated = saturated
-        final = [i for i in ids if i not in refused]
-        if final:
-            self._claim(final, more or bool(refused))
-        elif refused and changed:
-            self._peek()  # skip the groups found full and look further down the queue
-        else:
-            self._end_cycle()
-
-    def _claim(self, ids: list[int], more: bool) -> None:
-        if not ids:
-            self._end_cycle()
-            return
-        self.store.request(
-            Claim(ids, self.core.now_ms()), lambda r: self._on_claim(r, len(ids), more)
+        self._place(
+            self.core.claimed_next(reply.tasks) if self.core.may_dispatch() else None, reply.tasks
         )
+        self._end_cycle(reply.exhausted or len(reply.tasks) < asked)
 
-    def _on_claim(self, reply: Message | TaskmillError, asked: int, more: bool) -> None:
-        if isinstance(reply, TaskmillError):
-            self._store_failed("claim", reply)
-            self.core.forget_tentative()
-            self._end_cycle()
+    def _on_peek(self, reply: Message | TaskmillError, free: int) -> None:
+        if not self._heard(reply):
+            self._end_cycle(False)
             return
         assert isinstance(reply, TasksReply)
-        if not self.core.may_dispatch():  # paused or stopping while the claim was on its way
-            self.core.forget_tentative()
-            self._give_back([row.id for row in reply.tasks])
-            self._end_cycle()
+        ids = self.core.admit(reply.tasks)
+        if not ids:
+            # Held by the IO budget (or nothing there): a finish or new readings look again.
+            self._end_cycle(True)
             return
-        self._dispatch_claimed(*self.core.claimed(reply.tasks))
-        if self.core.free_slots() > 0 and (more or len(reply.tasks) < asked):
-            self._peek()
-        else:
-            self._end_cycle()
+        exhausted = len(reply.tasks) < free + LOOKAHEAD
 
-    def _dispatch_claimed(
-        self,
-        runs: dict[bytes, list[tuple[TaskRow, int]]],
-        unserved: list[TaskResult],
-        events: list[Event],
-    ) -> None:
-        self._flush_releases()
-        for identity, placed in runs.items():
-            self._send_host(identity, RunTasks([r for r, _ in placed], [i for _, i in placed]))
+        def on_claimed(claimed: Message | TaskmillError) -> None:
+            if not self._heard(claimed):
+                self.core.forget_tentative()
+                self._end_cycle(False)
+                return
+            assert isinstance(claimed, TasksReply)
+            placed = self.core.claimed(claimed.tasks) if self.core.may_dispatch() else None
+            self._place(placed, claimed.tasks)
+            self._end_cycle(exhausted and len(ids) == len(reply.tasks))
+
+        self.store.request(Claim(ids, self.core.now_ms()), on_claimed)
+
+    def _place(self, placed: Results | None, rows: list[TaskRow]) -> None:
+        """Send claimed rows to their hosts; give back what will not run now (paused or
+        stopping while the claim was on its way, or a host gone full)."""
+        if placed is None:
+            self.core.forget_tentative()
+            self._give_back([row.id for row in rows])
+            return
+        runs, unserved, events = placed
+        for identity, pairs in runs.items():
+            self._send_host(identity, RunTasks([r for r, _ in pairs], [i for _, i in pairs]))
         self.counters["dispatched"] += sum(len(r) for r in runs.values())
         self._emit(events)
-        late = self.core.claimed_victims(runs)
-        if late:  # claimed in the batch of a preempting submission that named them
-            self._preempt(late, self.wake)
         if unserved:
             self._finish(unserved)
         if self.core.returned:
@@ -314,8 +297,351 @@ class Dispatcher(ResultsMixin, ControlsMixin, DispatcherBase):
 
     def _give_back(self, ids: list[int]) -> None:
         """Claimed rows that will not run now go back to pending, no attempt counted."""
-        self._flush_releases()
         if ids:
             self.store.request(
                 Release(ids, "claimed but not dispatched", count_retry=False), self._on_released
             )
+
+    def _tick(self) -> None:
+        if not self._dirty and self.loop.clock.monotonic() - self._store_heard >= SAFETY_TICK_S:
+            self._dirty = True
+        self._run()
+
+    # -- what the Store and the monitor tell -------------------------------------------------
+
+    def _notice(self, message: Message) -> None:
+        """A one-way message on the Store pipe: ``store.changed`` (it follows every reply to a
+        claim the Store ran before the change, so the running set here is current)."""
+        if not isinstance(message, StoreChanged):
+            self.core.malformed += 1
+            return
+        self.counters["notices"] += 1
+        victims = self.core.victims_for(message.min_priority)
+        if victims:
+            self._preempt(victims, self.wake)
+        self.wake()
+
+    def _on_readings(self, messages: list[Message]) -> None:
+        for message in messages:
+            if not isinstance(message, Readings):
+                self.core.malformed += 1
+                continue
+            before = self.core.throttle_floor()
+            self.core.set_readings(message)
+            if self.core.throttle_floor() > before or self.core.needs_gate():
+                self.wake()  # less is held back now
+
+    # -- finishing ---------------------------------------------------------------------------
+
+    def _finish(self, results: list[TaskResult]) -> None:
+        self._pending_results.extend(results)
+        if not self._finish_in_flight:
+            self._flush_results()
+
+    def _flush_results(self) -> None:
+        """Send the results waiting; when no claim is in flight and the gate needs no look at
+        each candidate, with the next claim, which then sees the slots they free."""
+        if not self._pending_results:
+            return
+        batch, self._pending_results = self._pending_results, []
+        self._finish_in_flight = True
+        spec: ClaimSpec | None = None
+        if not self._busy and not self.core.needs_gate():
+            self._dirty = True  # the results free slots and may put tasks back in the queue
+            spec = self._claim_spec()
+        if spec is not None:
+            self._busy = True
+            self._again = False
+            self.counters["cycles"] += 1
+        finish = Finish(batch, self.settings.max_retries, spec)
+        self.store.request(finish, lambda r: self._on_finished(r, batch, spec))
+
+    def _on_finished(
+        self, reply: Message | TaskmillError, batch: list[TaskResult], spec: ClaimSpec | None
+    ) -> None:
+        self._finish_in_flight = False
+        if not self._heard(reply):
+            self._pending_results[:0] = batch  # keep them: resent on the next flush
+            if spec is not None:
+                self._busy = False
+            self.loop.call_later(0.5, self._flush_results)
+            return
+        assert isinstance(reply, FinishReply)
+        self._ack(batch)
+        self._apply_transitions(reply.transitions)
+        if spec is not None:
+            placed = self.core.claimed_next(reply.claimed) if self.core.may_dispatch() else None
+            self._place(placed, reply.claimed)
+            self._flush_results()
+            self._end_cycle(reply.exhausted or len(reply.claimed) < spec.limit)
+        else:
+            self._flush_results()
+            self.wake()
+
+    def _ack(self, results: list[TaskResult]) -> None:
+        by_host: dict[bytes, list[int]] = {}
+        for result in results:
+            identity = self._result_hosts.pop(result.run_id, None)
+            if identity is not None:
+                by_host.setdefault(identity, []).append(result.run_id)
+        for identity, run_ids in by_host.items():
+            self._send_host(identity, AckResults(run_ids))
+
+    def _apply_transitions(self, transitions: list[Transition]) -> None:
+        cancels, events = self.core.transitions(transitions)
+        for identity, ids in cancels.items():
+            self._send_host(identity, CancelRuns(ids))
+        self._emit(events)
+        self._check_drained()
+
+    def _on_released(self, reply: Message | TaskmillError) -> None:
+        if not self._heard(reply):
+            return
+        assert isinstance(reply, FinishReply)
+        self._apply_transitions(reply.transitions)
+        self.wake()
+
+    # -- hosts -------------------------------------------------------------------------------
+
+    def _on_host_frames(self, batch: list[list[bytes]]) -> None:
+        for frames in batch:
+            identity = frames[0]
+            try:
+                message, _ = decode(frames[1:])
+            except ProtocolError as exc:
+                self.core.malformed += 1
+                log.debug("malformed host message dropped: %s", exc)
+                continue
+            handler = self._from_hosts.get(type(message))
+            if handler is None:
+                self.core.malformed += 1
+                continue
+            handler(identity, message)
+        results, self._results = self._results, []
+        if not results:
+            return
+        self.counters["results"] += len(results)
+        apply = self.core.finished(results)
+        for result in results:
+            if result not in apply:  # stale: never applied, but its host may forget it
+                host = self._result_hosts.pop(result.run_id, None)
+                if host is not None:
+                    self._send_host(host, AckResults([result.run_id]))
+        self.counters["stale_results"] += len(results) - len(apply)
+        if apply:
+            self._finish(apply)
+        else:
+            self.wake()
+
+    def _on_hello(self, identity: bytes, message: HostHello) -> None:
+        self._forget_vanished_runs(identity, message.running)
+        now = self.loop.clock.monotonic()
+        self.core.hosts.hello(identity, message.host_id, message.task_types, message.capacity, now)
+        self._send_host(identity, HostWelcome(self.settings.dispatcher_id))
+        self._adopt(identity, message.running, message.run_ids)
+        self.wake()
+
+    def _on_heartbeat(self, identity: bytes, message: HostHeartbeat) -> None:
+        known = self.core.hosts.seen(identity, self.loop.clock.monotonic())
+        self._send_host(identity, HostWelcome(self.settings.dispatcher_id, known))
+
+    def _on_results(self, identity: bytes, message: RunResults) -> None:
+        self.core.hosts.seen(identity, self.loop.clock.monotonic())
+        for result in message.results:
+            if result.id in self.core.interrupted:
+                continue  # stays running for recovery; never acknowledged
+            self._results.append(result)
+            self._result_hosts[result.run_id] = identity
+
+    def _check_hosts(self) -> None:
+        for host in self.core.hosts.lost(self.loop.clock.monotonic()):
+            ids = self.core.lose_host(host)
+            log.warning("executor host %s lost with %d running task(s)", host.host_id, len(ids))
+            if ids:
+                release = Release(ids, max_retries=self.settings.max_retries)
+                self.store.request(release, self._on_released)
+
+    def _send_host(self, identity: bytes, message: Message) -> None:
+        try:
+            send_frames(self._hosts_sock, [identity, *encode(message)])
+        except zmq.ZMQError as exc:
+            log.warning("message to host %r dropped: %s", identity, exc)
+
+    # -- recovery: runs the Dispatcher does not know (it restarted, or a claim reply was lost) --
+
+    def _forget_vanished_runs(self, identity: bytes, running: list[int]) -> None:
+        """A host says hello without tasks this Dispatcher gave it: it restarted (same identity)
+        and they died with it. Release them as a lost host's, so their slots come back."""
+        vanished = sorted(self.core.hosts.tasks_of(identity) - set(running))
+        if vanished:
+            log.warning("host %r restarted; %d task(s) it ran are lost", identity, len(vanished))
+            self.core.detach(vanished)
+            release = Release(vanished, max_retries=self.settings.max_retries)
+            self.store.request(release, self._on_released)
+
+    def _adopt(self, identity: bytes, running: list[int], run_ids: list[int]) -> None:
+        """A host says it runs these: take the ones the Store has running as this Dispatcher's
+        own; cancel the others on the host (finished, cancelled or given to another host)."""
+        pairs = {t: r for t, r in zip(running, run_ids, strict=False) if t not in self.core.running}
+        if not pairs:
+            return
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if not self._heard(reply):
+                return
+            assert isinstance(reply, TasksReply)
+            stale = adopt(self.core, identity, pairs, {row.id: row for row in reply.tasks})
+            if stale:
+                self._send_host(identity, CancelRuns(stale))
+
+        self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
+
+    def _reconcile(self) -> None:
+        """Release ``running`` rows that no host has reported for a while: their claim reply was
+        lost, or a previous Dispatcher claimed them and no live host runs them."""
+        if self.core.stopping:
+            return  # tasks interrupted by the shutdown stay running, for recovery at restart
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if not self._heard(reply):
+                return
+            assert isinstance(reply, TasksReply)
+            pending = [r.id for r in self._pending_results]
+            lost = orphans(self.core, reply.tasks, self.settings.orphan_grace_s, pending)
+            if lost:
+                log.warning("releasing %d running task(s) no host reports", len(lost))
+                self.store.request(
+                    Release(lost, "orphaned run: no executor host reported it", count_retry=False),
+                    self._on_released,
+                )
+
+        self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
+
+    def _learn(self) -> None:
+        """Refresh the learned IO per task type (mean actual bytes of recent runs)."""
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if not self._heard(reply):
+                return
+            assert isinstance(reply, LearnedReply)
+            self.core.learned_io = {t: list(v) for t, v in reply.by_type.items()}
+
+        self.store.request(LearnedIO([], LEARN_MIN_RUNS, LEARN_WINDOW), on_reply)
+
+    # -- preemption and the controls ---------------------------------------------------------
+
+    def _preempt(self, ids: list[int], then: Callable[[], None]) -> None:
+        for identity, host_ids in self.core.detach(ids).items():
+            self._send_host(identity, CancelRuns(host_ids))
+        self.counters["preempted"] += len(ids)
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if self._heard(reply):
+                assert isinstance(reply, TasksReply)
+                self._emit(self.core.preempted(reply.tasks))
+            self._check_drained()
+            then()
+
+        self.store.request(Preempt(ids), on_reply)
+
+    def _pause_all(self, message: PauseAll) -> Message | Deferred:
+        request = current_request()
+        self.core.paused = True
+        victims = list(self.core.running)
+
+        def done() -> None:
+            self._emit([self.core.scheduler_event("paused")])
+            request.reply(Ok())
+
+        if victims:
+            self._preempt(victims, done)
+        else:
+            done()
+        return DEFER
+
+    def _start(self, message: Start) -> Message:
+        self.core.started = True
+        self.wake()
+        return Ok()
+
+    def _resume_all(self, message: ResumeAll) -> Message:
+        self.core.paused = False
+        self._emit([self.core.scheduler_event("resumed")])
+        self.wake()
+        return Ok()
+
+    def _set_max_concurrency(self, message: SetMaxConcurrency) -> Message:
+        if message.n < 0:
+            raise TaskmillError("max_concurrency must be >= 0", ErrorCode.INVALID)
+        self.core.max_concurrency = message.n
+        self.wake()
+        return Ok()
+
+    def _cancel(self, message: CancelTask) -> Message | Deferred:
+        request = current_request()
+
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                request.fail(reply.code, reply.message)
+                return
+            assert isinstance(reply, CancelReply)
+            self._apply_transitions(reply.transitions)
+            request.reply(Ok(bool(reply.transitions)))
+            self.wake()
+
+        self.store.request(Cancel(message.id), on_reply)
+        return DEFER
+
+    def _shutdown(self, message: Shutdown) -> Message | Deferred:
+        self.core.stopping = True
+        self._shutdown_waiters.append(current_request())
+        if message.drain_s > 0 and self.core.running:
+            if self._drain_timer is None:
+                self._drain_timer = self.loop.call_later(message.drain_s, self._cancel_all)
+        else:
+            self._cancel_all()
+        return DEFER
+
+    def _cancel_all(self) -> None:
+        # Tasks interrupted by shutdown stay `running` in the database and are recovered on the
+        # next start, so whatever their executors report from now on is not applied.
+        interrupted = list(self.core.running)
+        self.core.interrupted.update(interrupted)
+        for identity, ids in self.core.detach(interrupted).items():
+            self._send_host(identity, CancelRuns(ids))
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        """Answer Shutdown once nothing runs and every result is in the Store."""
+        in_flight = self._pending_results or self._finish_in_flight
+        if (
+            self.core.stopping
+            and not self.core.running
+            and not in_flight
+            and self._shutdown_waiters
+        ):
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
+                self._drain_timer = None
+            waiters, self._shutdown_waiters = self._shutdown_waiters, []
+            for request in waiters:
+                request.reply(Ok())
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        """Push events to the EventPublisher: one message for all of them (one each when that
+        message would be too large for a frame: events with very large fields)."""
+        if not events:
+            return
+        batch = encode(EventBatch(events)) if len(events) > 1 else []
+        if batch and len(batch[3]) <= MAX_FRAME_BYTES // 4:
+            messages = [batch]
+        else:
+            messages = [encode(event) for event in events]
+        for frames in messages:
+            try:
+                send_frames(self._events, frames)
+                self.counters["events"] += len(events) if frames is batch else 1
+            except zmq.Again:
+                self.counters["events_dropped"] += len(events) if frames is batch else 1

@@ -12,7 +12,6 @@ class Settings:
     control_endpoint: str
     hosts_endpoint: str
     store_endpoint: str
-    store_notify_endpoint: str
     events_endpoint: str
     readings_endpoint: str | None = None
     max_concurrency: int = 4
@@ -20,8 +19,6 @@ class Settings:
     preempt_priority: int = 0
     poll_interval: float = 0.5
     heartbeat_s: float = 1.0
-    limiter_endpoint: str | None = None
-    limiter_notify_endpoint: str | None = None
     throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
     monitoring: bool = False
     store_timeout: float = 5.0

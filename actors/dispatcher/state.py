@@ -56,16 +56,8 @@ class DispatcherCore:
         self.paused = False
         self.started = s.autostart
         self.stopping = False
-        self.maybe_paused = True
-        self.urgent_generation = 0
-        self.doomed: set[int] = set()
-        """Victims the Store named that the claim in flight is bringing (``victims_for``)."""
         self.readings = Readings()
         self.breakdown: list[tuple[str, float]] = []
-        self.saturated: set[str] = set()
-        """Groups the GroupLimiter last reported full: peeks skip them."""
-        self.releases: list[int] = []
-        """Grouped tasks that stopped running, to tell the GroupLimiter."""
         self._tentative: dict[int, bytes | None] = {}
         self._candidates: dict[int, TaskRow] = {}
         self.learned_io: dict[str, list[float]] = {}
@@ -90,12 +82,13 @@ class DispatcherCore:
 
     # -- admission and claims ----------------------------------------------------------------
 
-    def open_gate_max_priority(self) -> int | None:
-        """The least urgent priority the local gate admits now, when only the throttle can hold
-        a task (no IO budget): claims can then skip the peek. None when every candidate needs
-        the full gate, -1 when the throttle holds everything."""
-        if self.settings.monitoring:
-            return None  # the IO budget looks at each candidate's expected bytes
+    def needs_gate(self) -> bool:
+        """Whether each candidate must pass the IO budget here before it is claimed (a peek,
+        then a claim); otherwise the Store's claim applies every rule by itself."""
+        return self.settings.monitoring
+
+    def throttle_floor(self) -> int:
+        """The least urgent priority the throttle lets start now (-1: it holds everything)."""
         pressure = self.readings.pressure
         held = [floor for floor, limit in self.settings.throttle if pressure > limit]
         return min(held) - 1 if held else 255
@@ -156,21 +149,6 @@ class DispatcherCore:
             ids.append(task.id)
         return ids
 
-    def grouped_candidates(self, ids: Iterable[int]) -> list[tuple[int, str]]:
-        """(id, group) of the admitted candidates that belong to a group, in order."""
-        out = []
-        for task_id in ids:
-            group = self._candidates[task_id].group_key
-            if group is not None:
-                out.append((task_id, group))
-        return out
-
-    def drop_tentative(self, ids: Iterable[int]) -> None:
-        """Candidates the GroupLimiter refused: not claimed this cycle."""
-        for task_id in ids:
-            self._tentative.pop(task_id, None)
-            self._candidates.pop(task_id, None)
-
     def hosts_free(self, identity: bytes) -> int:
         host = self.hosts._hosts.get(identity)
         return host.free if host is not None else 0
@@ -188,8 +166,7 @@ class DispatcherCore:
         return best
 
     def forget_tentative(self) -> None:
-        """Drop this cycle's candidates (a failed claim): release their group places."""
-        self.releases.extend(i for i, t in self._candidates.items() if t.group_key is not None)
+        """Drop this cycle's candidates (a failed claim)."""
         self._tentative.clear()
         self._candidates.clear()
 
@@ -208,8 +185,6 @@ class DispatcherCore:
             host = self.hosts._hosts.get(identity) if identity is not None else None
             self._candidates.pop(row.id, None)
             if host is None or host.free <= 0:
-                if row.group_key is not None:
-                    self.releases.append(row.id)
                 if self.hosts.serves(row.task_type) or not len(self.hosts):
                     self.returned.append(row.id)  # a host for it is merely full, or gone
                     continue
@@ -223,8 +198,6 @@ class DispatcherCore:
             self.running[row.id] = Running(row, row.started_at_ms or now, run_id)
             runs.setdefault(host.identity, []).append((row, run_id))
             events.append(Event("dispatched", task_data(row, phase=row.phase), now))
-        # Asked for but not claimed (taken meanwhile): give back their group places.
-        self.releases.extend(i for i, t in self._candidates.items() if t.group_key is not None)
         self._tentative.clear()
         self._candidates.clear()
         return runs, unserved, events
@@ -232,11 +205,7 @@ class DispatcherCore:
     # -- running tasks leaving ---------------------------------------------------------------
 
     def _drop(self, task_id: int) -> bytes | None:
-        entry = self.running.pop(task_id, None)
-        if entry is not None and entry.task.priority <= self.settings.preempt_priority:
-            self.urgent_generation += 1  # paused tasks it held back may resume now
-        if entry is not None and entry.task.group_key is not None:
-            self.releases.append(task_id)
+        self.running.pop(task_id, None)
         return self.hosts.release(task_id)
 
     def finished(self, results: list[TaskResult]) -> list[TaskResult]:
@@ -270,29 +239,12 @@ class DispatcherCore:
             self._drop(task_id)
         return ids
 
-    def victims_for(
-        self, priority: int, named: Iterable[int] = (), claiming: bool = False
-    ) -> list[int]:
+    def victims_for(self, priority: int) -> list[int]:
         """The running tasks a submission at ``priority`` preempts: every one strictly less
-        urgent, and those the Store ``named`` (running when it committed). A named task not
-        known to run here yet was claimed by the claim in flight (``claiming``): it is marked,
-        and preempted by ``claimed_victims`` as soon as its claim's reply places it."""
+        urgent, when ``priority`` is at or above the preemption threshold."""
         if priority > self.settings.preempt_priority:
             return []
-        victims = {i for i, r in self.running.items() if r.task.priority > priority}
-        for task_id in named:
-            if task_id in self.running:
-                victims.add(task_id)
-            elif claiming:
-                self.doomed.add(task_id)
-        return sorted(victims)
-
-    def claimed_victims(self, runs: dict[bytes, list[tuple[TaskRow, int]]]) -> list[int]:
-        """Of rows just placed, those a preempting submission named while their claim was in
-        flight."""
-        if not self.doomed:
-            return []
-        return [row.id for placed in runs.values() for row, _ in placed if row.id in self.doomed]
+        return sorted(i for i, r in self.running.items() if r.task.priority > priority)
 
     # -- translating Store replies into events -----------------------------------------------
 
@@ -317,26 +269,11 @@ class DispatcherCore:
                 events.append(Event("waiting", task_data(t, children_count=t.children_count), now))
             elif t.result == "cancelled":
                 events.append(Event("cancelled", task_data(t), now))
-            if t.priority <= self.settings.preempt_priority and t.result != "ignored":
-                # An urgent task stopped running in the Store only now: a resume evaluated
-                # while its result was still queued found it running and resumed nothing.
-                self.maybe_paused = True
         return self.detach(to_cancel), events
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:
-        self.maybe_paused = True
         now = self.now_ms()
         return [Event("preempted", task_data(r), now) for r in rows]
-
-    def resumed(self, rows: list[TaskRow], generation: int) -> None:
-        """The Store resumed ``rows``; ``generation`` is ``urgent_generation`` at the request.
-
-        Paused rows stay paused only while an urgent task runs. If none runs now and none left
-        since the request was sent, every paused row was resumed: stop asking until a preemption.
-        """
-        threshold = self.settings.preempt_priority
-        urgent = any(r.task.priority <= threshold for r in self.running.values())
-        self.maybe_paused = urgent or generation != self.urgent_generation
 
     def progress(self, items: list[ProgressRow]) -> list[Event]:
         events: list[Event] = []

@@ -1,26 +1,27 @@
-"""The GroupLimiter actor: per-group concurrency limits and the running count of each group.
+"""The GroupLimiter actor: owns the per-group concurrency policy.
 
-Owns: the default limit (``default_group_concurrency``), the per-group overrides, and which running
-task belongs to which group (finalizers included). The rule (semantics.md "Groups"): a group's
-effective limit is its override if set (0 blocks the group), else the default if > 0, else none.
+Owns: the default limit (``default_group_concurrency``) and the per-group overrides the
+application was built with, and every change made at runtime. The rule: a group's effective
+limit is its override if set (0 blocks the group), else the default if > 0, else none; a value
+set at runtime wins over the one the application was built with, and survives restarts.
+
+The limiter hands its policy to the Store ahead of time (``store.set_groups``), where the claim
+applies it in the same transaction that counts each group's running tasks: no task ever waits
+on a round trip to the limiter, and no count can drift when an actor restarts. At every start it
+sets the ``configured`` layer anew (so a rebuilt application's limits take effect); runtime
+changes go to the ``runtime`` layer and are answered once the Store has committed them.
 
 Sockets:
-* ROUTER ``endpoint`` (bound) — ``limiter.admit`` / ``limiter.release`` from the Dispatcher,
-  ``limiter.set_limit`` / ``limiter.set_default`` / ``limiter.state`` from clients.
-* PUB ``notify_endpoint`` (bound) — ``limiter.changed`` when a limit changes or a full group gets
-  room again, so the Dispatcher runs a cycle at once instead of on its next poll.
-* DEALER to the Store (``Peer``) — on start, the running tasks, to rebuild the counts.
+* ROUTER ``endpoint`` (bound) — ``limiter.set_limit`` / ``limiter.set_default`` /
+  ``limiter.state`` from clients.
+* DEALER to the Store (``Peer``) — ``store.set_groups`` and ``store.groups``.
 
-Timers: a retry of the rebuild while the Store does not answer. ``limiter.admit`` requests that
-arrive before the counts are rebuilt are answered after it, so a restarted limiter never lets a
-group exceed its limit.
+Timers: a retry of the configured layer's hand-over while the Store does not answer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,191 +29,128 @@ import zmq
 
 from bus.client import Peer
 from bus.errors import InvalidRequest, TaskmillError
-from bus.kinds import ListTasks, Ok, TasksReply
-from bus.kinds_run import (
-    Admit,
-    AdmitReply,
-    GetLimiterState,
-    GroupCandidate,
-    LimiterState,
-    LimitsChanged,
-    ReleaseGroups,
-    SetDefaultGroupLimit,
-    SetGroupLimit,
-)
-from bus.protocol import Message, encode, send_frames
+from bus.kinds import GetGroups, GroupsReply, Ok, SetGroups
+from bus.kinds_run import GetLimiterState, LimiterState, SetDefaultGroupLimit, SetGroupLimit
+from bus.protocol import Message
 from bus.runtime import Actor, ActorLoop
-from bus.server import DEFER, Deferred, Request, RequestServer, current_request, dispatch_each
+from bus.server import DEFER, Deferred, RequestServer, current_request, dispatch_each
 
 log = logging.getLogger("taskmill.limiter")
 
-
-class GroupBook:
-    """Limits and running counts; pure bookkeeping, unit-tested without sockets."""
-
-    def __init__(self, default: int = 0, overrides: Mapping[str, int] | None = None) -> None:
-        self.default = default
-        self.overrides: dict[str, int] = dict(overrides or {})
-        self.running: Counter[str] = Counter()
-        self.members: dict[int, str] = {}
-
-    def limit(self, group: str) -> int | None:
-        if group in self.overrides:
-            return self.overrides[group]
-        return self.default if self.default > 0 else None
-
-    def has_room(self, group: str) -> bool:
-        limit = self.limit(group)
-        return limit is None or self.running[group] < limit
-
-    def saturated(self) -> list[str]:
-        groups = set(self.running) | set(self.overrides)
-        return sorted(g for g in groups if not self.has_room(g))
-
-    def admit(self, candidates: Iterable[GroupCandidate]) -> list[int]:
-        admitted: list[int] = []
-        for candidate in candidates:
-            if candidate.id in self.members:
-                admitted.append(candidate.id)  # already counted (a repeated request)
-            elif self.has_room(candidate.group):
-                self.members[candidate.id] = candidate.group
-                self.running[candidate.group] += 1
-                admitted.append(candidate.id)
-        return admitted
-
-    def release(self, ids: Iterable[int]) -> bool:
-        """Forget these tasks; True if a group that was full has room now."""
-        freed = False
-        for task_id in ids:
-            group = self.members.pop(task_id, None)
-            if group is None:
-                continue
-            was_full = not self.has_room(group)
-            self.running[group] -= 1
-            if self.running[group] <= 0:
-                del self.running[group]
-            freed = freed or (was_full and self.has_room(group))
-        return freed
-
-    def set_limit(self, group: str, limit: int | None) -> None:
-        if limit is None:
-            self.overrides.pop(group, None)
-        else:
-            self.overrides[group] = _non_negative(limit)
-
-    def set_default(self, n: int) -> None:
-        self.default = _non_negative(n)
+RETRY_S = 1.0
+CLEARED = -1
+"""The runtime value that removes a group's override (the Store's ``group_policy``)."""
 
 
-def _non_negative(n: int) -> int:
+def check_limit(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidRequest(f"a group limit must be an integer >= 0, got {n!r}")
     return n
 
 
+def check_group(group: object) -> str:
+    if not isinstance(group, str) or not group:
+        raise InvalidRequest(f"a group name must be a non-empty string, got {group!r}")
+    return group
+
+
 @dataclass(frozen=True, slots=True)
 class LimiterSettings:
     endpoint: str
-    notify_endpoint: str
     store_endpoint: str
     default_group_concurrency: int = 0
     group_concurrency: tuple[tuple[str, int], ...] = ()
     store_timeout: float = 10.0
-    rebuild_limit: int = 100_000
 
 
 class GroupLimiter(Actor):
     name = "limiter"
 
     def __init__(self, settings: LimiterSettings) -> None:
-        s = self.settings = settings
-        self.book = GroupBook(s.default_group_concurrency, dict(s.group_concurrency))
+        self.settings = settings
+        check_limit(settings.default_group_concurrency)
+        for group, limit in settings.group_concurrency:
+            check_group(group)
+            check_limit(limit)
         self.ready = False
-        self._waiting: list[Request] = []
-        self.counters = {"admitted": 0, "refused": 0, "released": 0, "changes": 0}
+        """The configured layer is in the Store."""
+        self.counters = {"changes": 0, "handovers": 0, "store_errors": 0}
 
     def setup(self, loop: ActorLoop) -> None:
         s = self.settings
+        self.loop = loop
         sock = loop.socket(zmq.ROUTER)
         loop.bind(sock, s.endpoint)
         handlers: dict[type[Message], Any] = {
-            Admit: self.on_admit,
-            ReleaseGroups: self.on_release,
             SetGroupLimit: self.on_set_limit,
             SetDefaultGroupLimit: self.on_set_default,
             GetLimiterState: self.on_state,
         }
         RequestServer(loop, sock, self, dispatch_each(handlers, self.name))
-        self._notify = loop.socket(zmq.PUB)
-        loop.bind(self._notify, s.notify_endpoint)
         self._store = Peer(loop, s.store_endpoint, timeout=s.store_timeout)
-        self._rebuild()
+        self._hand_over()
 
-    def _rebuild(self) -> None:
-        """Count the tasks the Store says are running (after a restart of this actor)."""
+    def _hand_over(self) -> None:
+        """Set the configured layer in the Store (at every start; again until it answers)."""
+        s = self.settings
+        configured = SetGroups(
+            "configured", s.default_group_concurrency, dict(s.group_concurrency), replace=True
+        )
 
         def on_reply(reply: Message | TaskmillError) -> None:
             if isinstance(reply, TaskmillError):
-                log.warning("cannot rebuild group counts yet: %s", reply)
-                self._store.loop.call_later(1.0, self._rebuild)
+                self.counters["store_errors"] += 1
+                log.warning("group limits not handed to the store yet: %s", reply)
+                self.loop.call_later(RETRY_S, self._hand_over)
                 return
-            assert isinstance(reply, TasksReply)
-            self.book.admit(
-                GroupCandidate(t.id, t.group_key) for t in reply.tasks if t.group_key is not None
-            )
+            self.counters["handovers"] += 1
             self.ready = True
-            for request in self._waiting:
-                assert isinstance(request.message, Admit)
-                request.reply(self._admit(request.message))
-            self._waiting.clear()
-            self._changed()
 
-        self._store.request(ListTasks("running", self.settings.rebuild_limit), on_reply)
+        self._store.request(configured, on_reply)
 
-    def _changed(self) -> None:
-        self.counters["changes"] += 1
-        send_frames(self._notify, encode(LimitsChanged(self.book.saturated())))
+    def _change(self, change: SetGroups) -> Deferred:
+        """Apply a runtime change in the Store; answer the client once it is committed."""
+        request = current_request()
 
-    # -- handlers (pure: message in, message out) ----------------------------------------------
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                request.fail(reply.code, reply.message)
+                return
+            self.counters["changes"] += 1
+            request.reply(Ok())
 
-    def on_admit(self, message: Admit) -> Message | Deferred:
-        if not self.ready:
-            self._waiting.append(current_request())  # answered once the counts are rebuilt
-            return DEFER
-        return self._admit(message)
+        self._store.request(change, on_reply)
+        return DEFER
 
-    def _admit(self, message: Admit) -> AdmitReply:
-        admitted = self.book.admit(message.candidates)
-        self.counters["admitted"] += len(admitted)
-        self.counters["refused"] += len(message.candidates) - len(admitted)
-        return AdmitReply(admitted, self.book.saturated())
+    # -- handlers ------------------------------------------------------------------------------
 
-    def on_release(self, message: ReleaseGroups) -> Message:
-        self.counters["released"] += len(message.ids)
-        if self.book.release(message.ids):
-            self._changed()
-        return Ok()
+    def on_set_limit(self, message: SetGroupLimit) -> Deferred:
+        group = check_group(message.group)
+        # Removing an override is a runtime value of its own (-1), so that it also removes the
+        # override the application was built with, and stays removed across restarts.
+        limit = CLEARED if message.limit is None else check_limit(message.limit)
+        return self._change(SetGroups("runtime", None, {group: limit}))
 
-    def on_set_limit(self, message: SetGroupLimit) -> Message:
-        self.book.set_limit(message.group, message.limit)
-        self._changed()
-        return Ok()
+    def on_set_default(self, message: SetDefaultGroupLimit) -> Deferred:
+        return self._change(SetGroups("runtime", check_limit(message.n)))
 
-    def on_set_default(self, message: SetDefaultGroupLimit) -> Message:
-        self.book.set_default(message.n)
-        self._changed()
-        return Ok()
+    def on_state(self, message: GetLimiterState) -> Deferred:
+        request = current_request()
 
-    def on_state(self, message: GetLimiterState) -> Message:
-        return LimiterState(
-            self.book.default, dict(self.book.overrides), dict(self.book.running), self.ready
-        )
+        def on_reply(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                request.fail(reply.code, reply.message)
+                return
+            assert isinstance(reply, GroupsReply)
+            default = reply.configured_default
+            if reply.runtime_default is not None:
+                default = reply.runtime_default
+            merged = {**reply.configured, **reply.runtime}
+            overrides = {g: n for g, n in merged.items() if n != CLEARED}
+            request.reply(LimiterState(default, overrides, reply.running, self.ready))
+
+        self._store.request(GetGroups(), on_reply)
+        return DEFER
 
     def stats(self) -> dict[str, Any]:
-        return {
-            **self.counters,
-            "ready": self.ready,
-            "default": self.book.default,
-            "overrides": dict(self.book.overrides),
-            "running": dict(self.book.running),
-        }
+        return {**self.counters, "ready": self.ready}

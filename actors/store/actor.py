@@ -60,6 +60,7 @@ from bus.kinds import (
     Error,
     Finish,
     FinishReply,
+    GetGroups,
     GetTask,
     History,
     HistoryReply,
@@ -73,7 +74,7 @@ from bus.kinds import (
     Preempt,
     Prune,
     Release,
-    ResumePaused,
+    SetGroups,
     StoreChanged,
     Submit,
     SubmitReply,
@@ -92,8 +93,18 @@ UNANSWERED_FOR_S = 1.0
 
 StoreHandler = Callable[[Any], Message]
 
-_LOOKS = (ClaimNext, Peek, Claim)
-"""Requests with which the Dispatcher looks at the queue (answering a ``store.changed``)."""
+
+def _looks(message: Message) -> bool:
+    """Whether the Dispatcher looks at the queue with this request (answering a
+    ``store.changed``); the sender of the latest such request is who ``store.changed`` goes to."""
+    if isinstance(message, Finish):
+        return message.claim is not None
+    return isinstance(message, ClaimNext | Peek | Claim)
+
+
+def _ok(change: Callable[..., None], *args: Any) -> Ok:
+    change(*args)
+    return Ok()
 
 
 def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
@@ -111,14 +122,19 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         AvgThroughput: lambda m: db.avg_throughput(m.task_type, m.n),
         LearnedIO: lambda m: LearnedReply(db.learned_io(m.task_types, m.min_runs, m.window)),
         Prune: lambda m: Ok(db.prune(m.keep, m.days)),
-        Peek: lambda m: TasksReply(db.peek(m.limit, m.skip_groups)),
+        Peek: lambda m: TasksReply(
+            db.peek(m.claim.limit, m.claim.max_priority, m.claim.preempt_priority)
+        ),
         Claim: lambda m: TasksReply(db.claim(m.ids, m.now_ms)),
         ClaimNext: lambda m: ClaimNextReply(
-            *db.claim_next(m.limit, m.max_priority, m.skip_groups, m.now_ms)
+            *db.claim_next(
+                m.claim.limit, m.claim.max_priority, m.claim.preempt_priority, m.claim.now_ms
+            )
         ),
-        Finish: lambda m: FinishReply(db.finish(m.results, m.max_retries)),
+        Finish: lambda m: FinishReply(*db.finish_and_claim(m.results, m.max_retries, m.claim)),
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
-        ResumePaused: lambda m: TasksReply(db.resume_paused(m.preempt_priority)),
+        GetGroups: lambda m: db.groups(),
+        SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
         Cancel: lambda m: CancelReply(db.cancel(m.id)),
         Release: lambda m: FinishReply(
             db.release(m.ids, m.error, m.max_retries, count_retry=m.count_retry)
@@ -166,6 +182,8 @@ class StoreActor(Actor):
             "notifications": 0,
             "notifications_saved": 0,
         }
+        self._watcher: list[bytes] | None = None
+        """The routing envelope of the Dispatcher (the sender of the latest claim)."""
         self._unanswered: tuple[int, float] | None = None
         """(``min_priority``, when) of the last ``store.changed`` while no peek or claim
         followed it."""
@@ -233,7 +251,7 @@ class StoreActor(Actor):
             if isinstance(reply, Error):
                 self.counters["errors"] += 1
             request.reply(reply)
-        if any(isinstance(r.message, _LOOKS) for r in requests):
+        if any(_looks(r.message) for r in requests):
             self._unanswered = None  # the Dispatcher looked at the queue: the next change is news
         self._notify(requests, replies)
 
@@ -276,7 +294,12 @@ class StoreActor(Actor):
     def _notify(self, requests: list[Request], replies: list[Message]) -> None:
         count = 0
         most_urgent = 255
+        policy_changed = False
         for request, reply in zip(requests, replies, strict=True):
+            if _looks(request.message):
+                self._watcher = request.envelope
+            if isinstance(request.message, SetGroups) and isinstance(reply, Ok):
+                policy_changed = True  # a limit may have been raised: a group may have room
             if not isinstance(reply, SubmitReply):
                 continue
             assert isinstance(request.message, Submit)
@@ -286,38 +309,33 @@ class StoreActor(Actor):
                 key = "duplicates" if kind == "duplicate" else kind
                 self.counters[key] = self.counters.get(key, 0) + n
             count += len(reply.outcomes) - kinds["duplicate"]
-            # A child never preempts (semantics.md: spawn_child has no preemption): it wakes
-            # the Dispatcher without carrying its priority.
+            # A child never preempts (spawn_child has no preemption): it wakes the Dispatcher
+            # without carrying its priority.
             urgent = (
                 outcome.priority
                 for submission, outcome in zip(subs, reply.outcomes, strict=False)
                 if outcome.kind != "duplicate" and submission.parent_id is None
             )
             most_urgent = min(most_urgent, min(urgent, default=255))
-        if count and self._pub is not None:
-            now = self._clock.monotonic()
-            if self._folds(most_urgent, now):
-                self.counters["notifications_saved"] += 1
-                return
-            self._unanswered = (most_urgent, now)
-            self.counters["notifications"] += 1
-            victims = self._victims(most_urgent)
+        if not count and not policy_changed:
+            return
+        now = self._clock.monotonic()
+        if not policy_changed and self._folds(most_urgent, now):
+            self.counters["notifications_saved"] += 1
+            return
+        self._unanswered = (most_urgent, now)
+        self.counters["notifications"] += 1
+        frames = encode(StoreChanged(most_urgent, count))
+        # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's
+        # reply and a change that committed after that claim never cross.
+        watcher, server = self._watcher, self._server
+        if watcher is not None and server is not None and not server.send_frames(watcher, frames):
+            self._watcher = None  # gone: its next claim names the new one
+        if self._pub is not None:
             try:
-                send_frames(self._pub, encode(StoreChanged(most_urgent, count, victims)))
+                send_frames(self._pub, frames)
             except zmq.ZMQError as exc:  # PUB drops rather than blocks; this is unexpected
                 log.warning("store: notification dropped: %s", exc)
-
-    def _victims(self, most_urgent: int) -> list[int]:
-        """The running tasks a change at ``most_urgent`` preempts, read after its commit: the
-        Dispatcher may not know yet of those claimed in the same batch (the claim's reply and
-        this notification travel on different sockets), so the notification names them."""
-        if most_urgent > self.urgent_priority:
-            return []
-        try:
-            return self.db.running_below(most_urgent)
-        except DatabaseError as exc:
-            log.warning("store: preemption victims not listed: %s", exc)
-            return []
 
     def _folds(self, most_urgent: int, now: float) -> bool:
         """Whether a change needs no notification of its own: the last one is unanswered (no

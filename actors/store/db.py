@@ -14,20 +14,21 @@ The rules are those of the spec's ``semantics.md``; the state changes live in ``
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import apsw
 
-from actors.store import lifecycle, queries
+from actors.store import claim, lifecycle, queries
 from actors.store.core import Batch, Core
-from actors.store.schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, migrate, task_row
+from actors.store.schema import TASK_COLUMNS, migrate, task_row
 from actors.store.submit import submit as apply_submissions
 from bus.clock import Clock
 from bus.errors import DatabaseError, InvalidRequest
 from bus.kinds import (
+    ClaimSpec,
     CountsReply,
+    GroupsReply,
     HistoryRow,
     LookupReply,
     Outcome,
@@ -175,76 +176,59 @@ class StoreDB:
 
     # -- dispatching -------------------------------------------------------------------------
 
-    def peek(self, limit: int, skip_groups: Sequence[str] = ()) -> list[TaskRow]:
-        """The most urgent dispatchable rows (payload left out): finalize-ready parents first,
-        then pending rows by (priority, id); rows of ``skip_groups`` are passed over."""
-        queries.check_limit(limit)
-        groups = list(dict.fromkeys(skip_groups))
-        if not all(isinstance(group, str) for group in groups):
-            raise InvalidRequest("skip_groups must be group names (strings)")
-        skip = ""
-        if groups:
-            skip = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(groups))}))"
-        # INDEXED BY pins the partial indexes: the cost stays flat in the queue's depth.
-        rows = self._core.all(
-            f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_finalize "
-            f"WHERE status = 'pending' AND phase = 'finalize'{skip} ORDER BY priority, id LIMIT +?",
-            (*groups, limit),
-        )
-        if len(rows) < limit:
-            rows += queries.ready(self._core, TASK_COLUMNS_NO_PAYLOAD, limit - len(rows), groups)
+    def peek(
+        self, limit: int, max_priority: int = 255, preempt_priority: int = -1
+    ) -> list[TaskRow]:
+        """The rows ``claim_next`` would take now (payload left out), in dispatch order."""
+        rows, _ = claim.walk(self._core, limit, max_priority, preempt_priority)
         return [task_row(r) for r in rows]
 
     def claim(self, ids: Sequence[int], now_ms: int = 0) -> list[TaskRow]:
-        """Move the rows still pending to running (``started_at = now``); the claimed rows, with
-        payload, finalize first, then by (priority, id)."""
-        now = now_ms or self._core.now()
-        wanted = list(dict.fromkeys(ids))
-        if not wanted:
-            return []
-        if not all(-(2**63) <= task_id < 2**63 for task_id in wanted):
-            raise InvalidRequest("an integer is outside SQLite's 64-bit range")
-        # One statement for the whole claim, the ids as one JSON array.
-        rows = self._core.all(
-            "UPDATE tasks SET status = 'running', started_at_ms = ?, run_started_at_ms = "
-            "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ? "
-            "ELSE run_started_at_ms END "
-            "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending' "
-            f"RETURNING {TASK_COLUMNS}",
-            (now, now, json.dumps(wanted)),
-        )
-        claimed = [task_row(row) for row in rows]
-        claimed.sort(key=lambda r: (r.phase != "finalize", r.priority, r.id))
-        return claimed
+        """Move the chosen rows still pending or paused to running, each while its group has
+        room; the claimed rows, with payload, in dispatch order."""
+        with self._core.atomic():
+            return claim.claim_ids(self._core, ids, now_ms or self._core.now())
 
     def claim_next(
-        self,
-        limit: int,
-        max_priority: int = 255,
-        skip_groups: Sequence[str] = (),
-        now_ms: int = 0,
+        self, limit: int, max_priority: int = 255, preempt_priority: int = -1, now_ms: int = 0
     ) -> tuple[list[TaskRow], bool]:
-        """Peek and claim in one step, for a Dispatcher whose gate is open: the most urgent
-        dispatchable rows (as ``peek``) up to ``limit``, stopping before the first row above
-        ``max_priority`` (held by the throttle) or in a group (whose limit only the GroupLimiter
-        knows). The claimed rows, and whether a grouped row stopped the walk."""
-        queries.check_limit(limit)
-        candidates = self.peek(limit, skip_groups)
-        ids: list[int] = []
-        held_by_group = False
-        for row in candidates:
-            if row.priority > max_priority:
-                break
-            if row.group_key is not None:
-                held_by_group = True
-                break
-            ids.append(row.id)
-        return (self.claim(ids, now_ms) if ids else []), held_by_group
+        """Walk the queue and claim (see ``actors.store.claim``); the claimed rows, and whether
+        nothing more can be claimed until something changes."""
+        with self._core.atomic():
+            now = now_ms or self._core.now()
+            return claim.claim_next(self._core, limit, max_priority, preempt_priority, now)
+
+    def groups(self) -> GroupsReply:
+        return claim.groups(self._core)
+
+    def set_groups(
+        self,
+        layer: str,
+        default: int | None = None,
+        limits: Mapping[str, int | None] | None = None,
+        replace: bool = False,
+    ) -> None:
+        with self._core.atomic():
+            claim.set_policy(self._core, layer, default, limits or {}, replace)
 
     def finish(self, results: Sequence[TaskResult], max_retries: int = 3) -> list[Transition]:
-        """Apply executor results (see ``store_children.finish``); one transition each."""
+        """Apply executor results (see ``lifecycle.finish``); one transition each."""
         with self._core.atomic():
             return lifecycle.finish(self._core, results, max_retries)
+
+    def finish_and_claim(
+        self, results: Sequence[TaskResult], max_retries: int, then: ClaimSpec | None
+    ) -> tuple[list[Transition], list[TaskRow], bool]:
+        """``finish``, then with ``then`` the next claim in the same transaction, which sees the
+        slots and the group room the results freed."""
+        with self._core.atomic():
+            transitions = self.finish(results, max_retries)
+            if then is None:
+                return transitions, [], True
+            claimed, exhausted = self.claim_next(
+                then.limit, then.max_priority, then.preempt_priority, then.now_ms
+            )
+            return transitions, claimed, exhausted
 
     def preempt(self, ids: Sequence[int]) -> list[TaskRow]:
         """Running rows → paused (``started_at`` cleared, retry_count unchanged)."""
@@ -259,35 +243,6 @@ class StoreDB:
                 if row is not None:
                     paused.append(task_row(row))
         return paused
-
-    def running_below(self, priority: int) -> list[int]:
-        """Ids of the running tasks strictly less urgent than ``priority`` (preemption victims)."""
-        rows = self._core.all(
-            "SELECT id FROM tasks WHERE status = 'running' AND priority > ? ORDER BY id",
-            (priority,),
-        )
-        return [int(r[0]) for r in rows]
-
-    def resume_paused(self, threshold: int) -> list[TaskRow]:
-        """Paused rows → pending, except those a running task at or above the preemption
-        ``threshold`` and strictly more urgent would preempt again at once (anti-thrash)."""
-        if isinstance(threshold, bool) or not isinstance(threshold, int):
-            raise InvalidRequest(f"threshold must be an integer, got {threshold!r}")
-        with self._core.atomic():
-            top = self._core.value(
-                "SELECT min(priority) FROM tasks WHERE status = 'running' AND status != 'pending'"
-            )
-            limit, params = "", []
-            if top is not None and top <= threshold:
-                limit, params = " AND priority <= ?", [top]
-            rows = self._core.all(
-                "UPDATE tasks SET status = 'pending' "
-                f"WHERE status = 'paused' AND status != 'pending'{limit} RETURNING {TASK_COLUMNS}",
-                params,
-            )
-        resumed = [task_row(r) for r in rows]
-        resumed.sort(key=lambda r: (r.priority, r.id))
-        return resumed
 
     def cancel(self, id: int) -> list[Transition]:
         """Cancel a task and its children (deepest first); [] when no active task has ``id``."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from bus.kinds import HistoryRow, TaskRow
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TASK_STATUSES = ("pending", "running", "paused", "waiting")
 HISTORY_STATUSES = ("completed", "failed", "cancelled")
@@ -141,6 +141,19 @@ CREATE TABLE requests (
 CREATE INDEX requests_age ON requests(at_ms);
 """
 
+_GROUP_POLICY = """
+-- The GroupLimiter's policy, kept where the claim counts running rows (actors/store/claim.py):
+-- 'configured' is what the application was built with (set anew at every start of the
+-- limiter), 'runtime' what was changed while running (kept across restarts).
+CREATE TABLE group_policy (
+    layer      TEXT    NOT NULL CHECK (layer IN ('configured', 'runtime')),
+    scope      TEXT    NOT NULL CHECK (scope IN ('default', 'group')),
+    group_key  TEXT    NOT NULL,
+    lim        INTEGER NOT NULL CHECK (lim >= -1),  -- -1: the override removed
+    PRIMARY KEY (layer, scope, group_key)
+) WITHOUT ROWID;
+"""
+
 
 def key8(key: str) -> int | None:
     """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
@@ -162,16 +175,19 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS)
-    elif version == 1:  # key declared UNIQUE, no key8
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    if version == 1:  # key declared UNIQUE, no key8
         conn.create_scalar_function("taskmill_key8", key8, 1, deterministic=True)
         _rebuild_tasks(conn, ("tasks_ready",), "taskmill_key8(key)")
     elif version == 2:  # one ready index for grouped and ungrouped rows alike
         _rebuild_tasks(conn, ("tasks_ready", "tasks_key8"), "key8")
     elif version == 3:  # the status checked with IN
         _rebuild_tasks(conn, (*_READY_INDEXES, "tasks_key8"), "key8")
-    else:
+    elif version != 4:  # 4: no group policy
         raise ValueError(f"database schema version {version} is newer than this taskmill's")
+    conn.execute(_GROUP_POLICY)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

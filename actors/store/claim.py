@@ -1,0 +1,308 @@
+"""The one claim: which ready rows may start now, and starting them, in one transaction.
+
+A claim walks the ready rows in dispatch order — finalize-ready parents first, then by
+(priority, paused before pending, id) — and takes up to ``limit`` of them, applying every rule
+that depends on what the database holds, counted in the same transaction that claims:
+
+* **group limits**: a group's running rows (finalizers included) plus those this walk took may
+  not exceed its limit; a full group's rows are passed over, never blocking the rows behind
+  them. The limits are the GroupLimiter's policy, which it keeps in ``group_policy`` ahead of
+  time (``set_policy``): no claim waits on a round trip to it;
+* **the throttle floor** (``max_priority``, from the Dispatcher's pressure readings): the walk
+  stops at the first row less urgent than it (everything behind is less urgent still);
+* **resuming after preemption**: while a task at or above the preemption threshold runs, no
+  less urgent task starts, pending or paused. Paused rows are claimed directly, ahead of pending
+  rows of the same priority.
+
+Because running rows are counted where they are written, a finished task's group slot is free
+for the very next claim, and nothing about groups can be lost when an actor restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.store import queries
+from actors.store.core import Core
+from actors.store.schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
+from bus.errors import InvalidRequest
+from bus.kinds import GroupsReply, TaskRow
+
+MAX_ROUNDS = 8
+"""Times a walk looks at the queue again after groups filled up under it; past that the claim
+answers with what it has (not ``exhausted``), and the Dispatcher asks again."""
+
+LAYERS = ("configured", "runtime")
+CLEARED = -1
+"""A runtime value that removes a group's override, the configured one included: the default
+applies to the group."""
+DEFAULT = ""
+"""The ``group_key`` of a layer's default limit in ``group_policy`` (scope ``default``)."""
+
+_PRIORITY, _STATUS, _GROUP, _PHASE = 4, 5, 19, 20
+"""Positions in a row selected with ``TASK_COLUMNS``."""
+
+
+@dataclass(slots=True)
+class GroupPolicy:
+    """Group limits in two layers: what the application was built with (``configured``, set
+    anew by the GroupLimiter at every start) and what was changed at runtime (``runtime``, kept
+    across restarts). A runtime value wins over a configured one."""
+
+    configured_default: int = 0
+    configured: dict[str, int] = field(default_factory=dict)
+    runtime_default: int | None = None
+    runtime: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def default(self) -> int:
+        if self.runtime_default is not None:
+            return self.runtime_default
+        return self.configured_default
+
+    def limit(self, group: str) -> int | None:
+        """The group's effective limit: its override if set (0 blocks it), else the default
+        if > 0, else None (unlimited)."""
+        limit = self.runtime.get(group)
+        if limit is None:
+            limit = self.configured.get(group)
+        if limit is not None and limit != CLEARED:
+            return limit
+        default = self.default
+        return default if default > 0 else None
+
+    def full(self, running: Mapping[str, int]) -> set[str]:
+        """Groups with no room now: at or over their limit, or blocked (limit 0)."""
+        groups = set(running) | set(self.configured) | set(self.runtime)
+        out = set()
+        for group in groups:
+            limit = self.limit(group)
+            if limit is not None and running.get(group, 0) >= limit:
+                out.add(group)
+        return out
+
+
+def load_policy(core: Core) -> GroupPolicy:
+    policy = GroupPolicy()
+    for layer, scope, group, limit in core.all(
+        "SELECT layer, scope, group_key, lim FROM group_policy"
+    ):
+        if layer == "configured":
+            if scope == "default":
+                policy.configured_default = limit
+            else:
+                policy.configured[group] = limit
+        elif scope == "default":
+            policy.runtime_default = limit
+        else:
+            policy.runtime[group] = limit
+    return policy
+
+
+def set_policy(
+    core: Core,
+    layer: str,
+    default: int | None,
+    limits: Mapping[str, int | None],
+    replace: bool,
+) -> None:
+    """Change one layer: ``replace`` clears it first; ``default`` None leaves the default as it
+    is; a limit None removes that group's value from the layer."""
+    if layer not in LAYERS:
+        raise InvalidRequest(f"a group policy layer is one of {LAYERS}, got {layer!r}")
+    lowest = CLEARED if layer == "runtime" else 0
+    for value in (default, *limits.values()):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < lowest
+        ):
+            raise InvalidRequest(f"a group limit must be an integer >= 0, got {value!r}")
+    if default == CLEARED:
+        raise InvalidRequest("a default group limit must be an integer >= 0")
+    if not all(isinstance(group, str) for group in limits):
+        raise InvalidRequest("group names must be strings")
+    if replace:
+        core.run("DELETE FROM group_policy WHERE layer = ?", (layer,))
+    if default is not None:
+        core.run(
+            "INSERT OR REPLACE INTO group_policy VALUES (?, 'default', ?, ?)",
+            (layer, DEFAULT, default),
+        )
+    for group, limit in limits.items():
+        if limit is None:
+            core.run(
+                "DELETE FROM group_policy WHERE layer = ? AND scope = 'group' AND group_key = ?",
+                (layer, group),
+            )
+        else:
+            core.run(
+                "INSERT OR REPLACE INTO group_policy VALUES (?, 'group', ?, ?)",
+                (layer, group, limit),
+            )
+
+
+def running_by_group(core: Core) -> Counter[str]:
+    # ``status != 'pending'`` lets SQLite use the small index of rows that are not pending.
+    return Counter(
+        dict(
+            core.all(
+                "SELECT group_key, count(*) FROM tasks WHERE status = 'running' "
+                "AND status != 'pending' AND group_key IS NOT NULL GROUP BY group_key"
+            )
+        )
+    )
+
+
+def groups(core: Core) -> GroupsReply:
+    policy = load_policy(core)
+    return GroupsReply(
+        policy.configured_default,
+        policy.configured,
+        policy.runtime_default,
+        policy.runtime,
+        dict(running_by_group(core)),
+    )
+
+
+def urgent_bound(core: Core, preempt_priority: int) -> int | None:
+    """The priority no less urgent task may pass while an urgent task runs, or None."""
+    top = core.value(
+        "SELECT min(priority) FROM tasks WHERE status = 'running' AND status != 'pending'"
+    )
+    return top if top is not None and top <= preempt_priority else None
+
+
+def _order(row: tuple[Any, ...]) -> tuple[int, int, int, int]:
+    return (row[_PHASE] != "finalize", row[_PRIORITY], row[_STATUS] != "paused", row[0])
+
+
+def _window(core: Core, columns: str, size: int, skip: list[str], max_priority: int) -> list[Any]:
+    """The first ``size`` rows of the dispatch order outside the groups of ``skip``."""
+    where = ""
+    if skip:
+        where = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(skip))}))"
+    # INDEXED BY pins the partial indexes: the cost stays flat in the queue's depth.
+    rows = core.all(
+        f"SELECT {columns} FROM tasks INDEXED BY tasks_finalize "
+        f"WHERE status = 'pending' AND phase = 'finalize'{where} ORDER BY priority, id LIMIT +?",
+        (*skip, size),
+    )
+    if len(rows) < size:
+        rows += queries.ready(core, columns, size - len(rows), skip)
+    rows += core.all(
+        f"SELECT {columns} FROM tasks WHERE status = 'paused' AND status != 'pending' "
+        f"AND priority <= +?{where} ORDER BY priority, id LIMIT +?",
+        (max_priority, *skip, size),
+    )
+    rows.sort(key=_order)
+    return rows[:size]
+
+
+def walk(
+    core: Core,
+    limit: int,
+    max_priority: int = 255,
+    preempt_priority: int = -1,
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """The rows a claim of ``limit`` takes now, in dispatch order, and whether the walk saw every
+    row it could have taken (``exhausted``: asking again changes nothing until something does)."""
+    queries.check_limit(limit)
+    bound = urgent_bound(core, preempt_priority)
+    if bound is not None:
+        max_priority = min(max_priority, bound)
+    policy = load_policy(core)
+    running = running_by_group(core)
+    full = policy.full(running)
+    taken: Counter[str] = Counter()
+    out: list[tuple[Any, ...]] = []
+    seen: set[int] = set()
+    for _ in range(MAX_ROUNDS):
+        if len(out) >= limit:
+            return out, False
+        size = limit + len(out)  # rows taken in an earlier round come back: look past them
+        rows = _window(core, TASK_COLUMNS_NO_PAYLOAD, size, sorted(full), max_priority)
+        passed_over = False
+        for row in rows:
+            if row[0] in seen:
+                continue
+            if row[_PRIORITY] > max_priority:
+                if row[_PHASE] == "finalize":
+                    continue
+                return out, True  # held: everything behind is less urgent
+            group = row[_GROUP]
+            if group is not None:
+                if group in full:
+                    continue
+                room = policy.limit(group)
+                if room is not None and running[group] + taken[group] >= room:
+                    full.add(group)
+                    passed_over = True
+                    continue
+                taken[group] += 1
+            out.append(row)
+            seen.add(row[0])
+            if len(out) >= limit:
+                return out, False
+        if not passed_over or len(rows) < size:
+            return out, True
+    return out, False
+
+
+def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
+    """Move these rows, if still pending or paused, to running (``started_at = now``); the
+    claimed rows with payload, in dispatch order."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return []
+    if not all(-(2**63) <= task_id < 2**63 for task_id in wanted):
+        raise InvalidRequest("an integer is outside SQLite's 64-bit range")
+    # One statement for the whole claim, the ids as one JSON array.
+    rows = core.all(
+        "UPDATE tasks SET status = 'running', started_at_ms = ?, run_started_at_ms = "
+        "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ? "
+        "ELSE run_started_at_ms END "
+        "WHERE id IN (SELECT value FROM json_each(?)) "
+        "AND (status = 'pending' OR status = 'paused') "
+        f"RETURNING {TASK_COLUMNS}",
+        (now, now, json.dumps(wanted)),
+    )
+    rows.sort(key=_order)
+    return [task_row(row) for row in rows]
+
+
+def claim_next(
+    core: Core, limit: int, max_priority: int, preempt_priority: int, now: int
+) -> tuple[list[TaskRow], bool]:
+    """Walk and claim in one step; the claimed rows and whether the walk was exhausted."""
+    rows, exhausted = walk(core, limit, max_priority, preempt_priority)
+    return claim_rows(core, [r[0] for r in rows], now), exhausted
+
+
+def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
+    """Claim chosen rows (the Dispatcher's gate picked them from a peek), in dispatch order, each
+    only while its group has room: a limit lowered since the peek still holds."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return []
+    if not all(isinstance(i, int) and -(2**63) <= i < 2**63 for i in wanted):
+        raise InvalidRequest("an integer is outside SQLite's 64-bit range")
+    rows = core.all(
+        f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) "
+        "AND (status = 'pending' OR status = 'paused')",
+        (json.dumps(wanted),),
+    )
+    policy = load_policy(core)
+    running = running_by_group(core)
+    keep: list[int] = []
+    for row in sorted(rows, key=_order):
+        group = row[_GROUP]
+        if group is not None:
+            room = policy.limit(group)
+            if room is not None and running[group] >= room:
+                continue
+            running[group] += 1
+        keep.append(row[0])
+    return claim_rows(core, keep, now)
