@@ -117,6 +117,8 @@ class SchedulerBuilder:
         return self
 
     def throttle_policy(self, policy: Any) -> SchedulerBuilder:
+        """Replace the default tiers (``ThrottlePolicy.default_three_tier()``) by ``policy``;
+        ``ThrottlePolicy([])`` holds nothing back, however high the pressure."""
         self.spec.throttle_policy = policy
         return self
 

@@ -48,7 +48,9 @@ def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
 
 
 def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
-    policy = ThrottlePolicy(spec.throttle_policy or ThrottlePolicy.default_three_tier())
+    # None means no policy was given (the default tiers); an empty policy never holds anything.
+    given = spec.throttle_policy
+    policy = ThrottlePolicy.default_three_tier() if given is None else ThrottlePolicy(given)
     tiers = tuple((int(floor), float(limit)) for floor, limit in policy.tiers)
     return Settings(
         control_endpoint=topology.dispatcher,
