@@ -18,7 +18,8 @@ def store_actor(
     """The Store actor of ``spec``. ``recover_running``: True when the whole scheduler starts
     (embedded); False for a Store process of a deployment, which may restart alone while hosts
     still run their tasks (the Dispatcher releases the running rows nobody reports)."""
-    policy = spec.store_config.retention_policy
+    config = spec.store_config
+    policy = config.retention_policy
     db_path = path or spec.store_path
 
     def open_db() -> StoreDB:
@@ -27,6 +28,7 @@ def store_actor(
             clock=SystemClock(),
             retention_max_count=policy.keep,
             retention_max_age_days=policy.days,
+            prune_every=config.prune_every,
             recover_running=recover_running,
         )
 
