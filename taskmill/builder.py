@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskmill.config import SamplerConfig, ShutdownMode, StoreConfig
+from taskmill.config import SamplerConfig, SchedulerConfig, ShutdownMode, StoreConfig
 from taskmill.context import ExecutorLike
 from taskmill.priority import Priority
 from taskmill.task import TypedTask
@@ -88,6 +88,19 @@ class SchedulerBuilder:
         self.spec.poll_interval = float(seconds)
         return self
 
+    def scheduler_config(self, config: SchedulerConfig) -> SchedulerBuilder:
+        """Every setting ``config`` carries at once: concurrency, retries, preemption priority,
+        poll interval, shutdown mode and the group limits (its overrides replace any set
+        before). A later call of one of the single-setting methods changes that setting again."""
+        self.spec.max_concurrency = config.max_concurrency
+        self.spec.max_retries = config.max_retries
+        self.spec.preempt_priority = int(config.preempt_priority)
+        self.spec.poll_interval = config.poll_interval
+        self.spec.shutdown_mode = config.shutdown_mode
+        self.spec.default_group_concurrency = config.default_group_concurrency
+        self.spec.group_concurrency = dict(config.group_concurrency)
+        return self
+
     def shutdown_mode(self, mode: ShutdownMode) -> SchedulerBuilder:
         self.spec.shutdown_mode = mode
         return self
@@ -117,6 +130,8 @@ class SchedulerBuilder:
         return self
 
     def throttle_policy(self, policy: Any) -> SchedulerBuilder:
+        """Replace the default tiers (``ThrottlePolicy.default_three_tier()``) by ``policy``;
+        ``ThrottlePolicy([])`` holds nothing back, however high the pressure."""
         self.spec.throttle_policy = policy
         return self
 
@@ -133,6 +148,8 @@ class SchedulerBuilder:
         return self
 
     def store_config(self, config: StoreConfig) -> SchedulerBuilder:
+        """How much history the Store keeps, and how often it drops the rest: every
+        ``prune_every`` tasks that finish (completed, failed or cancelled)."""
         self.spec.store_config = config
         return self
 

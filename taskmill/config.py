@@ -92,7 +92,8 @@ class ShutdownMode:
 
     ``ShutdownMode.HARD`` (the default) cancels running tasks at once;
     ``ShutdownMode.graceful(timeout_s)`` stops dispatching and lets running tasks finish for up
-    to ``timeout_s`` seconds before cancelling what is left.
+    to ``timeout_s`` seconds before cancelling what is left. A cancelled task's token is
+    cancelled first, and its executor gets up to a second to return on its own.
     """
 
     HARD: ClassVar[ShutdownMode]

@@ -5,9 +5,10 @@ It starts the actors, forwards each call as a message and turns replies into pub
 decides nothing itself: dispatch, preemption, retries and dedup happen in the actors.
 
 Shutdown order matters: the Dispatcher stops dispatching and drains (or cancels) running tasks
-first; then the actors stop, the executor host first (the coroutines still running get a short
-grace to finish cancelling; threads they started are not waited for), the Store last, so every
-result reaches the database before it is checkpointed and closed.
+first; the executors whose tokens it cancelled get up to ``STOP_GRACE_S`` to return on their
+own; then the actors stop, the executor host first (the coroutines still running are cancelled
+and get a short grace to finish cancelling; threads they started are not waited for), the Store
+last, so every result reaches the database before it is checkpointed and closed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import zmq
 
 from actors.dispatcher.actor import Dispatcher
-from actors.host.actor import ExecutorHost, HostSettings
+from actors.host.actor import STOP_GRACE_S, ExecutorHost, HostSettings
 from actors.publisher.actor import EventPublisher
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
@@ -188,6 +189,10 @@ class Scheduler:
             await self._dispatcher.call(Shutdown(drain), Ok, timeout=drain + 10.0)
         except Exception as exc:  # still stop every actor below
             log.warning("dispatcher shutdown failed: %s", exc)
+        else:
+            # The Dispatcher has cancelled the tokens of what still ran: let those executors
+            # stop on their own before the host's loop stops and cancels their coroutines.
+            await asyncio.to_thread(self._host.wait_until_idle, STOP_GRACE_S)
         for requester in (self._store, self._dispatcher, self._limiter):
             requester.close()
         errors = await asyncio.to_thread(_stop_all, self._threads)

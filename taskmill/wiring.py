@@ -18,7 +18,8 @@ def store_actor(
     """The Store actor of ``spec``. ``recover_running``: True when the whole scheduler starts
     (embedded); False for a Store process of a deployment, which may restart alone while hosts
     still run their tasks (the Dispatcher releases the running rows nobody reports)."""
-    policy = spec.store_config.retention_policy
+    config = spec.store_config
+    policy = config.retention_policy
     db_path = path or spec.store_path
 
     def open_db() -> StoreDB:
@@ -27,6 +28,7 @@ def store_actor(
             clock=SystemClock(),
             retention_max_count=policy.keep,
             retention_max_age_days=policy.days,
+            prune_every=config.prune_every,
             recover_running=recover_running,
         )
 
@@ -47,7 +49,9 @@ def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
 
 
 def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
-    policy = ThrottlePolicy(spec.throttle_policy or ThrottlePolicy.default_three_tier())
+    # None means no policy was given (the default tiers); an empty policy never holds anything.
+    given = spec.throttle_policy
+    policy = ThrottlePolicy.default_three_tier() if given is None else ThrottlePolicy(given)
     tiers = tuple((int(floor), float(limit)) for floor, limit in policy.tiers)
     return Settings(
         control_endpoint=topology.dispatcher,

@@ -15,6 +15,7 @@ from taskmill import (
     SchedulerEvent,
     TaskContext,
     TaskSubmission,
+    ThrottlePolicy,
 )
 from tests.scheduler_support import EventRecorder, builder
 
@@ -94,6 +95,25 @@ async def test_pressure_holds_background_above_half_and_normal_above_three_quart
         knob.value = 0.5  # not above 0.5: BACKGROUND runs
         await events.wait_count("completed", 3)
         assert events.of("completed")[2].label == "bg"
+        await events.close()
+
+
+async def test_an_empty_throttle_policy_holds_nothing_at_full_pressure(tmp_path: Path) -> None:
+    knob = Knob()
+    knob.value = 1.0
+    scheduler = await (
+        builder(tmp_path, work=noop)
+        .pressure_source(knob)
+        .sampler_config(FAST)
+        .throttle_policy(ThrottlePolicy([]))
+        .build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await events.wait_for(resources(lambda r: r.pressure == 1.0))
+        await scheduler.submit_batch([sub("bg", Priority.BACKGROUND), sub("idle", Priority.IDLE)])
+        await events.wait_count("completed", 2)
+        assert (await scheduler.snapshot()).pressure == 1.0
         await events.close()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.host.actor import STOP_GRACE_S
 from taskmill import (
     ActorUnavailable,
     CancellationToken,
@@ -214,6 +215,56 @@ async def test_hard_shutdown_cancels_and_the_task_runs_again_after_restart(
     assert completed_runs == [outcome.id]
     history = await _history_after(tmp_path)
     assert [(h.task_id, h.status) for h in history] == [(outcome.id, HistoryStatus.COMPLETED)]
+
+
+@pytest.mark.parametrize("own_thread", [False, True], ids=["shared-thread", "executor-thread"])
+async def test_hard_shutdown_lets_an_async_executor_stop_on_its_token(
+    tmp_path: Path, own_thread: bool
+) -> None:
+    cleaned_up = threading.Event()
+
+    async def slow(ctx: TaskContext) -> None:
+        ctx.progress.report(0.1)
+        await ctx.token.wait()
+        # Stopping cleanly takes a moment of its own (here a tenth of a second: say, aborting
+        # an upload), well within the grace a hard shutdown gives.
+        await asyncio.to_thread(threading.Event().wait, 0.1)
+        cleaned_up.set()
+
+    scheduler = await builder(tmp_path, slow=slow).executor_thread(own_thread).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(background("a"))
+        await events.wait_count("progress", 1)
+        await events.close()
+    assert cleaned_up.is_set()
+
+
+async def test_hard_shutdown_cancels_an_executor_that_ignores_its_token(tmp_path: Path) -> None:
+    never = threading.Event()
+    outcome: list[str] = []
+
+    async def stubborn(ctx: TaskContext) -> None:
+        ctx.progress.report(0.1)
+        try:
+            await asyncio.to_thread(never.wait, 30)  # ignores the token
+            outcome.append("finished")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    scheduler = await builder(tmp_path, slow=stubborn).build()
+    loop = asyncio.get_running_loop()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(background("a"))
+        await events.wait_count("progress", 1)
+        await events.close()
+        closing = loop.time()
+    took = loop.time() - closing
+    never.set()  # lets the abandoned worker thread end
+    assert outcome == ["cancelled"]
+    assert STOP_GRACE_S <= took < STOP_GRACE_S + 5.0  # the grace, then no longer
 
 
 async def _history_after(tmp_path: Path) -> list[TaskHistoryRecord]:

@@ -106,14 +106,19 @@ def test_a_loop_that_keeps_time_is_never_reported(caplog: pytest.LogCaptureFixtu
 
 
 class _Crashing(Actor):
-    """An actor whose first timer raises: a bug in a handler."""
+    """An actor whose handler raises on the first message: a bug in a handler."""
 
     name = "crashing"
 
-    def setup(self, loop: ActorLoop) -> None:
-        loop.call_later(0, self.explode)
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
 
-    def explode(self) -> None:
+    def setup(self, loop: ActorLoop) -> None:
+        sock = loop.socket(zmq.PULL)
+        loop.bind(sock, self.endpoint)
+        loop.add_reader(sock, self.explode)
+
+    def explode(self, batch: list[list[bytes]]) -> None:
         raise RuntimeError("bug in a handler")
 
 
@@ -129,13 +134,19 @@ def test_a_crash_in_a_group_driven_by_asyncio_is_not_swallowed() -> None:
     context: zmq.Context[Any] = zmq.Context()
     ns = new_namespace()
     try:
-        members = [(_Crashing(), inproc(ns, "c1")), (_AsyncMember(), inproc(ns, "c2"))]
+        inbox = inproc(ns, "inbox")
+        members = [(_Crashing(inbox), inproc(ns, "c1")), (_AsyncMember(), inproc(ns, "c2"))]
         thread = ActorThread(members, context, name="group").start()
+        # The crash comes once start() has returned (a crash from the first turn of the loop
+        # could beat start() to its check, and be raised there instead).
+        push = context.socket(zmq.PUSH)
+        push.connect(inbox)
+        push.send(b"boom")
         with pytest.raises(RuntimeError, match="bug in a handler"):
             thread.stop(timeout=5)
         assert not thread.alive
     finally:
-        context.term()
+        context.destroy(linger=0)
 
 
 async def test_closing_does_not_wait_for_an_executor_blocked_in_a_thread(tmp_path: Path) -> None:

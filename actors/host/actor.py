@@ -11,6 +11,8 @@ Sockets:
 
 Many tasks are in flight at once; results that finish in the same loop turn go back in one
 message. An executor that ignores its token is cancelled outright ``cancel_grace_s`` later.
+A scheduler that shuts down waits (``wait_until_idle``) up to ``STOP_GRACE_S`` for the runs it
+cancelled before it stops the host, since stopping the loop cancels every coroutine at once.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ log = logging.getLogger("taskmill.worker")
 
 SUBMIT_ATTEMPTS = 5
 MAX_BYTES = 2**63 - 1
+STOP_GRACE_S = 1.0
+"""How long a scheduler that shuts down waits for the runs whose tokens it cancelled to end on
+their own before it stops the host, whose loop then cancels what is left outright. An executor
+that watches its token gets the time to stop cleanly; one that ignores it holds the shutdown
+up by no more than this."""
 
 T = TypeVar("T")
 Runner = Callable[["RunHandle"], Awaitable[None]]
@@ -156,6 +163,9 @@ class ExecutorHost(Actor):
         self.thread_id = 0
         self._runs: dict[int, tuple[RunHandle, asyncio.Task[None]]] = {}
         """Live runs by run id (a task preempted and resumed may briefly have two)."""
+        self._idle = threading.Event()
+        """Set while no run is live: another thread waits on it (``wait_until_idle``)."""
+        self._idle.set()
         self._results: list[TaskResult] = []
         self._unacked: dict[int, TaskResult] = {}
         """Results sent but not yet committed by the Dispatcher: sent again after a reconnect."""
@@ -231,6 +241,11 @@ class ExecutorHost(Actor):
         if self._store is not None:
             self._store.close()
 
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Block the calling thread (not the host's) until no run is live, or ``timeout``
+        seconds: whether none is."""
+        return self._idle.wait(timeout)
+
     def store(self) -> AsyncRequester:
         if self._store is None:
             self._store = AsyncRequester(
@@ -298,6 +313,7 @@ class ExecutorHost(Actor):
         handle = RunHandle(self, task, run_id)
         runner = asyncio.ensure_future(self._run(handle))
         self._runs[run_id] = (handle, runner)
+        self._idle.clear()
         self.counters["started"] += 1
 
     def _cancel(self, task_id: int) -> None:
@@ -324,6 +340,8 @@ class ExecutorHost(Actor):
             outcome = "cancelled"  # raised because it was told to stop: not a failure
         self.counters[{"ok": "ok", "error": "errors", "cancelled": "cancelled"}[outcome]] += 1
         self._runs.pop(handle.run_id, None)
+        if not self._runs:
+            self._idle.set()
         r, w, rx, tx = handle.bytes
         self._results.append(
             TaskResult(
