@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from actors.dispatcher.state import Settings
 from actors.limiter.actor import GroupLimiter, LimiterSettings
+from actors.monitor.actor import MonitorSettings
 from actors.monitor.pressure import ThrottlePolicy
 from actors.store.actor import StoreActor
 from actors.store.db import StoreDB
@@ -50,6 +51,10 @@ def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
 def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = True) -> Settings:
     policy = ThrottlePolicy(spec.throttle_policy or ThrottlePolicy.default_three_tier())
     tiers = tuple((int(floor), float(limit)) for floor, limit in policy.tiers)
+    # The monitor's readings live as long as a pressure reading pushed to it over the bus.
+    sampling = MonitorSettings(
+        topology.readings, topology.pressure, None, spec.sampler_config.interval
+    )
     return Settings(
         control_endpoint=topology.dispatcher,
         hosts_endpoint=topology.hosts,
@@ -65,5 +70,6 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         limiter_notify_endpoint=topology.limiter_notify,
         throttle=tiers,
         monitoring=spec.monitoring,
+        readings_expiry_s=sampling.expiry_s,
         autostart=autostart,
     )

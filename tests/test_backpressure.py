@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -94,6 +95,30 @@ async def test_pressure_holds_background_above_half_and_normal_above_three_quart
         knob.value = 0.5  # not above 0.5: BACKGROUND runs
         await events.wait_count("completed", 3)
         assert events.of("completed")[2].label == "bg"
+        await events.close()
+
+
+async def test_work_held_by_pressure_starts_once_the_monitor_stops(tmp_path: Path) -> None:
+    """A monitor that dies while pressure is high must not stall the deployment: its last
+    reading expires after three sampling intervals and the held work starts."""
+    knob = Knob()
+    knob.value = 0.9
+    scheduler = await (
+        builder(tmp_path, work=noop)
+        .pressure_source(knob)
+        .sampler_config(FAST)
+        .separate_threads()
+        .build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await events.wait_for(resources(lambda r: r.pressure == 0.9))
+        await scheduler.submit_batch([sub("normal", Priority.NORMAL), sub("bg", 192)])
+        await two_more_readings(events)
+        assert await scheduler.store().pending_count() == 2
+        await asyncio.to_thread(scheduler._threads["monitor"].stop)
+        await events.wait_count("completed", 2)
+        assert (await scheduler.snapshot()).pressure == 0.0
         await events.close()
 
 

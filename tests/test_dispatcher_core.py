@@ -6,6 +6,7 @@ from actors.dispatcher.recovery import adopt, orphans
 from actors.dispatcher.state import DispatcherCore, Settings
 from bus.clock import FakeClock
 from bus.kinds import TaskResult, TaskRow, Transition
+from bus.kinds_run import Readings
 
 
 def settings(**kw: object) -> Settings:
@@ -39,10 +40,37 @@ def test_grouped_candidates_go_to_the_limiter_in_order() -> None:
     assert [r.id for r, _ in runs[b"h1"]] == [1, 2]
 
 
+def readings(pressure: float = 0.0, bps: float = 0.0) -> Readings:
+    return Readings(0.5, bps, bps, bps, bps, pressure, [("knob", pressure)])
+
+
 def test_throttle_hold_ends_admission() -> None:
     c = core(max_concurrency=4)
-    c.readings.pressure = 0.6
+    c.set_readings(readings(0.6))
     assert c.admit([row(1, priority=128), row(2, priority=192), row(3, priority=128)]) == [1]
+
+
+def test_a_reading_older_than_its_lifetime_counts_as_no_reading() -> None:
+    """A monitor that stops publishing (crashed, stopped) must not hold work for good: with the
+    clock alone, past three sampling intervals the pressure is 0 and the rates unknown."""
+    clock = FakeClock()
+    c = DispatcherCore(settings(readings_expiry_s=3.0, monitoring=True), clock)
+    c.hosts.hello(b"h1", "h1", ["t"], 8, 0.0)
+    c.set_readings(readings(0.9, bps=1e6))
+    normal, background = row(1, priority=128), row(2, priority=192)
+    assert c.admit([normal, background]) == []
+    clock.advance(3.0)
+    assert c.admit([normal, background]) == []  # three intervals old: still counts
+    assert c.state().pressure == 0.9
+    clock.advance(0.01)
+    assert c.admit([normal, background]) == [1, 2]
+    state = c.state()
+    assert state.pressure == 0.0
+    assert state.resources == dict.fromkeys(
+        ["cpu", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps"], 0.0
+    )
+    c.set_readings(readings(0.9))  # a fresh reading holds again
+    assert c.admit([row(3, priority=128)]) == []
 
 
 def test_a_type_no_host_serves_is_claimed_to_fail_with_the_stated_message() -> None:

@@ -12,6 +12,7 @@ the tasks behind it.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,32 @@ class Readings:
     net_rx_bps: float = 0.0
     net_tx_bps: float = 0.0
     pressure: float = 0.0
+
+
+@dataclass(slots=True)
+class HeldReadings:
+    """The monitor's last readings, and when they arrived (monotonic seconds).
+
+    The monitor publishes every sampling interval; readings that stopped coming (the monitor
+    crashed or was stopped) must not hold work for good. So a reading is only good for
+    ``lifetime_s`` after it arrived: past that it reads as no reading at all, pressure 0 and
+    every rate 0 (unknown). Its age is counted on the receiver's own clock whenever the gate
+    looks, not when a next message comes, so the clock alone lets held work go.
+    """
+
+    lifetime_s: float
+    last: Readings = field(default_factory=Readings)
+    arrived_at: float = -math.inf
+
+    def update(self, readings: Readings, now: float) -> None:
+        self.last = readings
+        self.arrived_at = now
+
+    def fresh(self, now: float) -> bool:
+        return now - self.arrived_at <= self.lifetime_s
+
+    def current(self, now: float) -> Readings:
+        return self.last if self.fresh(now) else Readings()
 
 
 @dataclass(slots=True)

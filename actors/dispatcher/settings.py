@@ -26,9 +26,12 @@ class Settings:
     monitoring: bool = False
     store_timeout: float = 5.0
     orphan_grace_s: float = 5.0
-    learn_interval_s: float = 5.0
     """A ``running`` row no host reports for this long is released (claim reply lost, host or
     Dispatcher restarted)."""
+    learn_interval_s: float = 5.0
+    readings_expiry_s: float = 3.0
+    """A reading of the monitor received longer ago than this counts as none (pressure 0, rates
+    unknown): three of its sampling intervals, like a pressure reading pushed over the bus."""
     event_queue: int = 100_000
     dispatcher_id: str = "dispatcher"
     autostart: bool = True

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.dispatcher.gate import GateView, Readings, Verdict, evaluate
+from actors.dispatcher.gate import GateView, HeldReadings, Readings, Verdict, evaluate
 from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
@@ -60,8 +60,8 @@ class DispatcherCore:
         self.urgent_generation = 0
         self.doomed: set[int] = set()
         """Victims the Store named that the claim in flight is bringing (``victims_for``)."""
-        self.readings = Readings()
-        self.breakdown: list[tuple[str, float]] = []
+        self._readings = HeldReadings(s.readings_expiry_s)
+        self._breakdown: list[tuple[str, float]] = []
         self.saturated: set[str] = set()
         """Groups the GroupLimiter last reported full: peeks skip them."""
         self.releases: list[int] = []
@@ -353,7 +353,7 @@ class DispatcherCore:
         return Event(kind, {}, self.now_ms())
 
     def set_readings(self, message: ReadingsMsg) -> None:
-        self.readings = Readings(
+        readings = Readings(
             message.cpu,
             message.disk_read_bps,
             message.disk_write_bps,
@@ -361,7 +361,17 @@ class DispatcherCore:
             message.net_tx_bps,
             message.pressure,
         )
-        self.breakdown = list(message.breakdown)
+        self._readings.update(readings, self.clock.monotonic())
+        self._breakdown = list(message.breakdown)
+
+    @property
+    def readings(self) -> Readings:
+        """The monitor's last readings while they are fresh; none (all 0) once they expired."""
+        return self._readings.current(self.clock.monotonic())
+
+    @property
+    def breakdown(self) -> list[tuple[str, float]]:
+        return self._breakdown if self._readings.fresh(self.clock.monotonic()) else []
 
     # -- explaining --------------------------------------------------------------------------
 
