@@ -70,6 +70,8 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         limiter_notify_endpoint=topology.limiter_notify,
         throttle=tiers,
         monitoring=spec.monitoring,
+        disk_capacity_bps=spec.disk_bandwidth,
+        net_capacity_bps=spec.bandwidth_limit,
         readings_expiry_s=sampling.expiry_s,
         autostart=autostart,
     )

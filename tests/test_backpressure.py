@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from taskmill import (
     Priority,
     Resources,
@@ -17,7 +19,7 @@ from taskmill import (
     TaskContext,
     TaskSubmission,
 )
-from tests.scheduler_support import EventRecorder, builder
+from tests.scheduler_support import EventRecorder, Latch, builder
 
 FAST = SamplerConfig(interval=0.05, ewma_alpha=1.0)  # no smoothing: readings follow at once
 
@@ -122,28 +124,85 @@ async def test_work_held_by_pressure_starts_once_the_monitor_stops(tmp_path: Pat
         await events.close()
 
 
-async def test_io_heavy_tasks_wait_while_the_disk_is_saturated(tmp_path: Path) -> None:
+class Latches:
+    """One latch per task label: the test decides when each run ends."""
+
+    def __init__(self) -> None:
+        self.latches: dict[str, Latch] = {}
+
+    def __getitem__(self, label: str) -> Latch:
+        return self.latches.setdefault(label, Latch())
+
+    async def run(self, ctx: TaskContext) -> None:
+        await self[ctx.record.label].wait(ctx)
+
+
+def dispatched(events: EventRecorder, label: str) -> bool:
+    return any(e.label == label for e in events.of("dispatched"))
+
+
+async def test_the_readme_upload_example_starts_on_a_quiet_machine(tmp_path: Path) -> None:
+    """Parts declaring the bytes they send all start while the machine sends ~2 B/s: the
+    budget is headroom below a capacity, not a share of what happens to be moving."""
     sampler = FakeSampler()
-    sampler.snapshot = ResourceSnapshot(io_read_bytes_per_sec=1_000.0)
+    sampler.snapshot = ResourceSnapshot(net_rx_bytes_per_sec=2.0, net_tx_bytes_per_sec=2.0)
+    parts = Latches()
     scheduler = await (
-        builder(tmp_path, work=noop).resource_sampler(sampler).sampler_config(FAST).build()
+        builder(tmp_path, upload_part=parts.run)
+        .resource_sampler(sampler)
+        .sampler_config(FAST)
+        .max_concurrency(4)
+        .build()
     )
     async with scheduler:
         events = await EventRecorder.start(scheduler)
-        await events.wait_for(resources(lambda r: r.disk_read_bps == 1_000.0))
-        heavy = TaskSubmission("work", key="heavy").expected_io(10_000, 0)
-        light = TaskSubmission("work", key="light", priority=Priority.BACKGROUND).expected_io(
-            1_000, 0
-        )
-        await scheduler.submit_batch([heavy, light])
-        # The budget is 0.8 x 2 s x 1,000 B/s = 1,600 bytes: the heavy head is held, and with
-        # it everything behind it (a budget hold ends the cycle).
+        await events.wait_for(resources(lambda r: r.net_tx_bps == 2.0))
+        uploads = [
+            TaskSubmission("upload-part", key=f"etag-{n}").expected_net_io(0, 5_000_000)
+            for n in range(4)
+        ]
+        await scheduler.submit_batch(uploads)
+        await events.wait_count("dispatched", 4)
+        for n in range(4):
+            parts[f"etag-{n}"].release()
+        await events.wait_count("completed", 4)
+        await events.close()
+
+
+@pytest.mark.parametrize("axis", ["disk", "network"])
+async def test_a_configured_capacity_holds_a_second_big_task_while_the_first_runs(
+    tmp_path: Path, axis: str
+) -> None:
+    """10 MB/s configured, nothing moving: 20 MB of headroom, so two 15 MB tasks run one after
+    the other, and a task declaring no bytes passes meanwhile. (A held task ends the cycle:
+    the light one passes because it is more urgent, not by skipping the held one.)"""
+    runs = Latches()
+    b = builder(tmp_path, work=runs.run).resource_sampler(FakeSampler()).sampler_config(FAST)
+    limited = (
+        b.disk_bandwidth(1_000_000_000, 10_000_000) if axis == "disk" else b.bandwidth_limit(10**7)
+    )
+
+    def big(key: str) -> TaskSubmission:
+        submission = TaskSubmission("work", key=key)
+        if axis == "disk":
+            return submission.expected_io(0, 15_000_000)
+        return submission.expected_net_io(15_000_000, 0)
+
+    scheduler = await limited.build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(big("first"))
+        await events.wait_for(lambda evs: dispatched(events, "first"))
+        await scheduler.submit_batch([big("second"), sub("light", Priority.HIGH)])
+        await events.wait_for(lambda evs: dispatched(events, "light"))
+        runs["light"].release()
+        await events.wait_count("completed", 1)
         await two_more_readings(events)
-        assert await scheduler.store().pending_count() == 2
-        assert (await scheduler.snapshot()).resources["disk_read_bps"] == 1_000.0
-        sampler.snapshot = ResourceSnapshot(io_read_bytes_per_sec=100_000.0)
-        await events.wait_count("completed", 2)
-        assert [e.label for e in events.of("completed")] == ["heavy", "light"]
+        assert not dispatched(events, "second")
+        runs["first"].release()
+        await events.wait_for(lambda evs: dispatched(events, "second"))
+        runs["second"].release()
+        await events.wait_count("completed", 3)
         await events.close()
 
 

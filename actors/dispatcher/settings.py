@@ -24,6 +24,10 @@ class Settings:
     limiter_notify_endpoint: str | None = None
     throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
     monitoring: bool = False
+    disk_capacity_bps: tuple[float, float] | None = None
+    """Configured disk (read, write) capacity for the IO budget; None: learned from the peaks."""
+    net_capacity_bps: float | None = None
+    """Configured network capacity, of rx and of tx each; None: learned from the peaks."""
     store_timeout: float = 5.0
     orphan_grace_s: float = 5.0
     """A ``running`` row no host reports for this long is released (claim reply lost, host or

@@ -13,7 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.dispatcher.gate import GateView, HeldReadings, Readings, Verdict, evaluate
+from actors.dispatcher.gate import (
+    Capacity,
+    GateView,
+    HeldReadings,
+    Readings,
+    Verdict,
+    axis_rates,
+    evaluate,
+)
 from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
@@ -61,6 +69,8 @@ class DispatcherCore:
         self.doomed: set[int] = set()
         """Victims the Store named that the claim in flight is bringing (``victims_for``)."""
         self._readings = HeldReadings(s.readings_expiry_s)
+        read, write = s.disk_capacity_bps or (None, None)
+        self.capacity = Capacity((read, write, s.net_capacity_bps, s.net_capacity_bps))
         self._breakdown: list[tuple[str, float]] = []
         self.saturated: set[str] = set()
         """Groups the GroupLimiter last reported full: peeks skip them."""
@@ -124,9 +134,11 @@ class DispatcherCore:
         free = self.free_slots()
         rows = [r.task for r in self.running.values()]
         host_free = {h: self.hosts_free(h) for h in self.hosts.identities()}
+        now = self.clock.monotonic()
         view = GateView(
             running=rows,
-            readings=self.readings,
+            readings=self._readings.current(now),
+            capacity=self.capacity.current(now),
             monitoring=self.settings.monitoring,
             throttle=self.settings.throttle,
             learned_io=self.learned_io,
@@ -361,7 +373,9 @@ class DispatcherCore:
             message.net_tx_bps,
             message.pressure,
         )
-        self._readings.update(readings, self.clock.monotonic())
+        now = self.clock.monotonic()
+        self._readings.update(readings, now)
+        self.capacity.observe(axis_rates(readings), now)
         self._breakdown = list(message.breakdown)
 
     @property
