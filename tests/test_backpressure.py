@@ -206,6 +206,41 @@ async def test_a_configured_capacity_holds_a_second_big_task_while_the_first_run
         await events.close()
 
 
+async def test_learned_io_applies_from_the_run_after_the_fifth_completed_one(
+    tmp_path: Path,
+) -> None:
+    """Runs of `copy` declare nothing but read 1 MB each. Once five have completed, the sixth
+    counts as 1 MB: beside a running reader it exceeds the 200 KB budget and waits for it."""
+    runs = Latches()
+
+    async def copy(ctx: TaskContext) -> None:
+        ctx.record_read_bytes(1_000_000)
+
+    scheduler = await (
+        builder(tmp_path, block=runs.run, copy=copy)
+        .resource_sampler(FakeSampler())
+        .sampler_config(FAST)
+        .disk_bandwidth(100_000, 10**9)
+        .max_concurrency(2)
+        .build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        reader = TaskSubmission("block", key="reader", priority=Priority.HIGH).expected_io(1, 0)
+        await scheduler.submit(reader)
+        await events.wait_for(lambda evs: dispatched(events, "reader"))
+        # One slot left: the copies run one after the other.
+        await scheduler.submit_batch([TaskSubmission("copy", key=f"copy-{n}") for n in range(6)])
+        await events.wait_count("completed", 5)
+        await two_more_readings(events)
+        assert not dispatched(events, "copy-5")
+        runs["reader"].release()
+        await events.wait_count("completed", 7)
+        order = [e.label for e in events.events if e.type in ("dispatched", "completed")]
+        assert order.index("copy-5") > order.index("reader", order.index("copy-4"))
+        await events.close()
+
+
 async def test_a_reading_from_another_process_holds_work_until_it_expires(
     tmp_path: Path,
 ) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from actors.dispatcher.gate import (
     Capacity,
     GateView,
+    IOLearning,
     Readings,
     Verdict,
     disk_check,
@@ -127,3 +130,49 @@ def test_checks_run_in_order_throttle_first() -> None:
     assert evaluate(row(priority=192), view) is Verdict.HOLD
     assert evaluate(row(priority=64, expected_read_bytes=1), view) is Verdict.HOLD
     assert evaluate(row(priority=64, expected_write_bytes=1), view) is Verdict.ADMIT
+
+
+def test_a_completed_run_of_a_type_not_learned_yet_holds_its_type_until_the_answer() -> None:
+    learning = IOLearning(refresh_s=5.0)
+    learning.completed(run_id=1, task_type="copy")
+    learning.completed(run_id=2, task_type="copy")
+    assert learning.waiting == {"copy"}
+    view = GateView(monitoring=True, learning=learning.waiting)
+    assert evaluate(row(task_type="copy"), view) is Verdict.HOLD
+    assert evaluate(row(task_type="other"), view) is Verdict.ADMIT
+    assert evaluate(row(task_type="copy"), GateView(learning=learning.waiting)) is Verdict.ADMIT
+    # Run 1's result goes out alone: a refresh is asked at once, whatever the rate limit.
+    assert learning.sent([1], now=0.0) == (["copy"], Counter(copy=1))
+    learning.answered({}, Counter(copy=1))  # 4 runs: nothing learned yet
+    assert learning.waiting == {"copy"}  # run 2's answer is still to come
+    assert learning.sent([2], now=0.1) == (["copy"], Counter(copy=1))
+    learning.answered({"copy": [1e6, 0.0, 0.0, 0.0]}, Counter(copy=1))
+    assert learning.waiting == frozenset() and learning.means["copy"][0] == 1e6
+
+
+def test_learned_types_are_refreshed_at_most_every_interval() -> None:
+    learning = IOLearning(refresh_s=5.0)
+    assert learning.due(0.0) == []  # at start: every type in history
+    learning.answered({"copy": [1.0, 0.0, 0.0, 0.0]}, Counter())
+    assert learning.due(10.0) is None  # nothing completed since
+    learning.completed(1, "copy")
+    assert learning.waiting == frozenset()  # learned already: nothing waits
+    assert learning.sent([1], now=10.0) == (["copy"], Counter(copy=1))
+    learning.completed(2, "copy")
+    assert learning.sent([2], now=11.0) is None  # asked 1 s ago
+    assert learning.due(12.0) is None
+    assert learning.due(15.0) == ["copy"]
+
+
+def test_a_refresh_that_fails_holds_nothing_and_is_asked_again() -> None:
+    learning = IOLearning(refresh_s=5.0)
+    assert learning.due(0.0) == []
+    learning.failed([], Counter())
+    assert learning.due(0.5) is None  # asked 0.5 s ago
+    assert learning.due(5.0) == []  # the whole history again
+    learning.completed(1, "copy")
+    asked = learning.sent([1], now=6.0)
+    assert asked is not None
+    learning.failed(*asked)
+    assert learning.waiting == frozenset()
+    assert learning.due(11.0) == ["copy"]

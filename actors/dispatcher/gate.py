@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bus.kinds import TaskRow
@@ -122,6 +122,84 @@ class Capacity:
         return read, write, rx, tx
 
 
+class IOLearning:
+    """The IO learned per task type, and when to ask the Store for it again.
+
+    A type's learned IO can appear with any completed run (it needs five) and must count from
+    the very next run. So when a run of a type not learned yet completes, tasks of that type
+    wait (``waiting``) until a refresh asked *after* the run's result went to the Store has
+    answered: requests on one connection are answered in order, so that answer already counts
+    the run. Types already learned change slowly; they are refreshed at most every
+    ``refresh_s``, and not at all while none of their runs completed.
+    """
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self.means: dict[str, list[float]] = {}
+        self._awaiting: Counter[str] = Counter()
+        """Per type not learned yet: completed runs whose refresh has not answered."""
+        self._runs: dict[int, str] = {}
+        """Run id → type of the completed runs whose result is not sent to the Store yet."""
+        self._stale: set[str] = set()
+        """Types with runs completed since they were last asked about."""
+        self._asked_at = -math.inf
+        self._started = False
+
+    @property
+    def waiting(self) -> frozenset[str]:
+        return frozenset(self._awaiting)
+
+    def completed(self, run_id: int, task_type: str) -> None:
+        """A run of ``task_type`` completed; its result is on its way to the Store."""
+        self._runs[run_id] = task_type
+        if task_type not in self.means:
+            self._awaiting[task_type] += 1
+
+    def sent(self, run_ids: Iterable[int], now: float) -> tuple[list[str], Counter[str]] | None:
+        """Results of these runs were sent to the Store: what to ask now, as (types, the runs
+        the answer accounts for), or None when no refresh is due."""
+        batch = Counter(self._runs.pop(r) for r in run_ids if r in self._runs)
+        if not batch:
+            return None
+        self._stale.update(batch)
+        if not any(t in self._awaiting for t in batch) and now - self._asked_at < self.refresh_s:
+            return None
+        return self._ask(now), batch
+
+    def due(self, now: float) -> list[str] | None:
+        """The periodic refresh: every type the first time (history from earlier runs), then
+        the types with runs completed since last asked; None when there is nothing to ask."""
+        if now - self._asked_at < self.refresh_s or (self._started and not self._stale):
+            return None
+        self._started = True
+        return self._ask(now)
+
+    def _ask(self, now: float) -> list[str]:
+        types, self._stale = sorted(self._stale), set()
+        self._asked_at = now
+        return types
+
+    def answered(self, by_type: Mapping[str, Sequence[float]], runs: Counter[str]) -> None:
+        """The Store's answer to a refresh that accounts for ``runs``."""
+        self.means.update({t: list(v) for t, v in by_type.items()})
+        self._settle(runs)
+
+    def failed(self, types: list[str], runs: Counter[str]) -> None:
+        """A refresh got no answer: ask about its types again later; the tasks held for it go
+        on with what is known (a Store that does not answer holds nothing for good)."""
+        if types:
+            self._stale.update(types)
+        else:
+            self._started = False
+        self._settle(runs)
+
+    def _settle(self, runs: Counter[str]) -> None:
+        self._awaiting.subtract(runs)
+        for task_type in list(self._awaiting):
+            if self._awaiting[task_type] <= 0 or task_type in self.means:
+                del self._awaiting[task_type]
+
+
 @dataclass(slots=True)
 class GateView:
     """What the checks may look at: running tasks, readings, the capacity of each IO axis, the
@@ -133,6 +211,8 @@ class GateView:
     monitoring: bool = False
     throttle: Sequence[tuple[int, float]] = ((192, 0.50), (128, 0.75))
     learned_io: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    learning: Collection[str] = frozenset()
+    """Types whose learned IO may have just changed: their tasks wait for it (``IOLearning``)."""
 
 
 Check = Callable[[TaskRow, GateView], Verdict]
@@ -190,6 +270,13 @@ def _budget(task: TaskRow, view: GateView, axes: Sequence[int]) -> Verdict:
     return Verdict.ADMIT
 
 
+def learning_check(task: TaskRow, view: GateView) -> Verdict:
+    """Held while the learned IO of the task's type may have changed and is being asked for."""
+    if view.monitoring and task.task_type in view.learning:
+        return Verdict.HOLD
+    return Verdict.ADMIT
+
+
 def disk_check(task: TaskRow, view: GateView) -> Verdict:
     return _budget(task, view, (0, 1))
 
@@ -198,7 +285,7 @@ def network_check(task: TaskRow, view: GateView) -> Verdict:
     return _budget(task, view, (2, 3))
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (throttle_check, disk_check, network_check)
+DEFAULT_CHECKS: tuple[Check, ...] = (throttle_check, learning_check, disk_check, network_check)
 
 
 def evaluate(task: TaskRow, view: GateView, checks: Sequence[Check] = DEFAULT_CHECKS) -> Verdict:

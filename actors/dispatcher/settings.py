@@ -33,6 +33,7 @@ class Settings:
     """A ``running`` row no host reports for this long is released (claim reply lost, host or
     Dispatcher restarted)."""
     learn_interval_s: float = 5.0
+    """The learned IO of types that have some is refreshed at most this often."""
     readings_expiry_s: float = 3.0
     """A reading of the monitor received longer ago than this counts as none (pressure 0, rates
     unknown): three of its sampling intervals, like a pressure reading pushed over the bus."""

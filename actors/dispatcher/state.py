@@ -17,6 +17,7 @@ from actors.dispatcher.gate import (
     Capacity,
     GateView,
     HeldReadings,
+    IOLearning,
     Readings,
     Verdict,
     axis_rates,
@@ -78,7 +79,7 @@ class DispatcherCore:
         """Grouped tasks that stopped running, to tell the GroupLimiter."""
         self._tentative: dict[int, bytes | None] = {}
         self._candidates: dict[int, TaskRow] = {}
-        self.learned_io: dict[str, list[float]] = {}
+        self.learned_io = IOLearning(s.learn_interval_s)
         # Run ids are unique across restarts of the Dispatcher: hosts keep old runs going.
         self._run_ids = itertools.count((now_ms(self.clock) << 12) + 1)
         self.returned: list[int] = []
@@ -141,7 +142,8 @@ class DispatcherCore:
             capacity=self.capacity.current(now),
             monitoring=self.settings.monitoring,
             throttle=self.settings.throttle,
-            learned_io=self.learned_io,
+            learned_io=self.learned_io.means,
+            learning=self.learned_io.waiting,
         )
         ids: list[int] = []
         for task in candidates:
