@@ -34,6 +34,7 @@ class AppSpec:
     sampler_config: SamplerConfig = field(default_factory=SamplerConfig)
     sampler: Any = None
     bandwidth_limit: float | None = None
+    disk_bandwidth: tuple[float, float] | None = None
     pressure_sources: list[Any] = field(default_factory=list)
     throttle_policy: Any = None
     default_group_concurrency: int = 0
@@ -119,9 +120,23 @@ class SchedulerBuilder:
         return self
 
     def bandwidth_limit(self, bytes_per_sec: float) -> SchedulerBuilder:
+        """The network's capacity (bytes/s), of receive and of send each: network pressure is
+        the traffic over it, and the IO budget admits network work into 2 s of what it has to
+        spare. Turns resource monitoring on."""
         if bytes_per_sec <= 0:
             raise ValueError("bandwidth limit must be > 0 bytes/s")
         self.spec.bandwidth_limit = float(bytes_per_sec)
+        self.spec.monitoring = True
+        return self
+
+    def disk_bandwidth(self, read_bps: float, write_bps: float) -> SchedulerBuilder:
+        """The disk's read and write capacity (bytes/s), for the IO budget: a task is admitted
+        while the running tasks' expected bytes and its own fit in 2 s of what the disk has to
+        spare. Without it the capacity is the highest rate seen in the last hour. Turns the
+        budget (resource monitoring) on."""
+        if not (read_bps > 0 and write_bps > 0):
+            raise ValueError("disk bandwidth must be > 0 bytes/s for read and for write")
+        self.spec.disk_bandwidth = (float(read_bps), float(write_bps))
         self.spec.monitoring = True
         return self
 

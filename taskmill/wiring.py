@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from actors.dispatcher.state import Settings
 from actors.limiter.actor import GroupLimiter, LimiterSettings
+from actors.monitor.actor import MonitorSettings
 from actors.monitor.pressure import ThrottlePolicy
 from actors.store.actor import StoreActor
 from actors.store.db import StoreDB
@@ -53,6 +54,10 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
     given = spec.throttle_policy
     policy = ThrottlePolicy.default_three_tier() if given is None else ThrottlePolicy(given)
     tiers = tuple((int(floor), float(limit)) for floor, limit in policy.tiers)
+    # The monitor's readings live as long as a pressure reading pushed to it over the bus.
+    sampling = MonitorSettings(
+        topology.readings, topology.pressure, None, spec.sampler_config.interval
+    )
     return Settings(
         control_endpoint=topology.dispatcher,
         hosts_endpoint=topology.hosts,
@@ -65,5 +70,8 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         poll_interval=spec.poll_interval,
         throttle=tiers,
         monitoring=spec.monitoring,
+        disk_capacity_bps=spec.disk_bandwidth,
+        net_capacity_bps=spec.bandwidth_limit,
+        readings_expiry_s=sampling.expiry_s,
         autostart=autostart,
     )

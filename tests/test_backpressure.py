@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from taskmill import (
     Priority,
@@ -17,7 +20,7 @@ from taskmill import (
     TaskSubmission,
     ThrottlePolicy,
 )
-from tests.scheduler_support import EventRecorder, builder
+from tests.scheduler_support import EventRecorder, Latch, builder
 
 FAST = SamplerConfig(interval=0.05, ewma_alpha=1.0)  # no smoothing: readings follow at once
 
@@ -117,28 +120,144 @@ async def test_an_empty_throttle_policy_holds_nothing_at_full_pressure(tmp_path:
         await events.close()
 
 
-async def test_io_heavy_tasks_wait_while_the_disk_is_saturated(tmp_path: Path) -> None:
-    sampler = FakeSampler()
-    sampler.snapshot = ResourceSnapshot(io_read_bytes_per_sec=1_000.0)
+async def test_work_held_by_pressure_starts_once_the_monitor_stops(tmp_path: Path) -> None:
+    """A monitor that dies while pressure is high must not stall the deployment: its last
+    reading expires after three sampling intervals and the held work starts."""
+    knob = Knob()
+    knob.value = 0.9
     scheduler = await (
-        builder(tmp_path, work=noop).resource_sampler(sampler).sampler_config(FAST).build()
+        builder(tmp_path, work=noop)
+        .pressure_source(knob)
+        .sampler_config(FAST)
+        .separate_threads()
+        .build()
     )
     async with scheduler:
         events = await EventRecorder.start(scheduler)
-        await events.wait_for(resources(lambda r: r.disk_read_bps == 1_000.0))
-        heavy = TaskSubmission("work", key="heavy").expected_io(10_000, 0)
-        light = TaskSubmission("work", key="light", priority=Priority.BACKGROUND).expected_io(
-            1_000, 0
-        )
-        await scheduler.submit_batch([heavy, light])
-        # The budget is 0.8 x 2 s x 1,000 B/s = 1,600 bytes: the heavy head is held, and with
-        # it everything behind it (a budget hold ends the cycle).
+        await events.wait_for(resources(lambda r: r.pressure == 0.9))
+        await scheduler.submit_batch([sub("normal", Priority.NORMAL), sub("bg", 192)])
         await two_more_readings(events)
         assert await scheduler.store().pending_count() == 2
-        assert (await scheduler.snapshot()).resources["disk_read_bps"] == 1_000.0
-        sampler.snapshot = ResourceSnapshot(io_read_bytes_per_sec=100_000.0)
+        await asyncio.to_thread(scheduler._threads["monitor"].stop)
         await events.wait_count("completed", 2)
-        assert [e.label for e in events.of("completed")] == ["heavy", "light"]
+        assert (await scheduler.snapshot()).pressure == 0.0
+        await events.close()
+
+
+class Latches:
+    """One latch per task label: the test decides when each run ends."""
+
+    def __init__(self) -> None:
+        self.latches: dict[str, Latch] = {}
+
+    def __getitem__(self, label: str) -> Latch:
+        return self.latches.setdefault(label, Latch())
+
+    async def run(self, ctx: TaskContext) -> None:
+        await self[ctx.record.label].wait(ctx)
+
+
+def dispatched(events: EventRecorder, label: str) -> bool:
+    return any(e.label == label for e in events.of("dispatched"))
+
+
+async def test_the_readme_upload_example_starts_on_a_quiet_machine(tmp_path: Path) -> None:
+    """Parts declaring the bytes they send all start while the machine sends ~2 B/s: the
+    budget is headroom below a capacity, not a share of what happens to be moving."""
+    sampler = FakeSampler()
+    sampler.snapshot = ResourceSnapshot(net_rx_bytes_per_sec=2.0, net_tx_bytes_per_sec=2.0)
+    parts = Latches()
+    scheduler = await (
+        builder(tmp_path, upload_part=parts.run)
+        .resource_sampler(sampler)
+        .sampler_config(FAST)
+        .max_concurrency(4)
+        .build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await events.wait_for(resources(lambda r: r.net_tx_bps == 2.0))
+        uploads = [
+            TaskSubmission("upload-part", key=f"etag-{n}").expected_net_io(0, 5_000_000)
+            for n in range(4)
+        ]
+        await scheduler.submit_batch(uploads)
+        await events.wait_count("dispatched", 4)
+        for n in range(4):
+            parts[f"etag-{n}"].release()
+        await events.wait_count("completed", 4)
+        await events.close()
+
+
+@pytest.mark.parametrize("axis", ["disk", "network"])
+async def test_a_configured_capacity_holds_a_second_big_task_while_the_first_runs(
+    tmp_path: Path, axis: str
+) -> None:
+    """10 MB/s configured, nothing moving: 20 MB of headroom, so two 15 MB tasks run one after
+    the other, and a task declaring no bytes passes meanwhile. (A held task ends the cycle:
+    the light one passes because it is more urgent, not by skipping the held one.)"""
+    runs = Latches()
+    b = builder(tmp_path, work=runs.run).resource_sampler(FakeSampler()).sampler_config(FAST)
+    limited = (
+        b.disk_bandwidth(1_000_000_000, 10_000_000) if axis == "disk" else b.bandwidth_limit(10**7)
+    )
+
+    def big(key: str) -> TaskSubmission:
+        submission = TaskSubmission("work", key=key)
+        if axis == "disk":
+            return submission.expected_io(0, 15_000_000)
+        return submission.expected_net_io(15_000_000, 0)
+
+    scheduler = await limited.build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(big("first"))
+        await events.wait_for(lambda evs: dispatched(events, "first"))
+        await scheduler.submit_batch([big("second"), sub("light", Priority.HIGH)])
+        await events.wait_for(lambda evs: dispatched(events, "light"))
+        runs["light"].release()
+        await events.wait_count("completed", 1)
+        await two_more_readings(events)
+        assert not dispatched(events, "second")
+        runs["first"].release()
+        await events.wait_for(lambda evs: dispatched(events, "second"))
+        runs["second"].release()
+        await events.wait_count("completed", 3)
+        await events.close()
+
+
+async def test_learned_io_applies_from_the_run_after_the_fifth_completed_one(
+    tmp_path: Path,
+) -> None:
+    """Runs of `copy` declare nothing but read 1 MB each. Once five have completed, the sixth
+    counts as 1 MB: beside a running reader it exceeds the 200 KB budget and waits for it."""
+    runs = Latches()
+
+    async def copy(ctx: TaskContext) -> None:
+        ctx.record_read_bytes(1_000_000)
+
+    scheduler = await (
+        builder(tmp_path, block=runs.run, copy=copy)
+        .resource_sampler(FakeSampler())
+        .sampler_config(FAST)
+        .disk_bandwidth(100_000, 10**9)
+        .max_concurrency(2)
+        .build()
+    )
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        reader = TaskSubmission("block", key="reader", priority=Priority.HIGH).expected_io(1, 0)
+        await scheduler.submit(reader)
+        await events.wait_for(lambda evs: dispatched(events, "reader"))
+        # One slot left: the copies run one after the other.
+        await scheduler.submit_batch([TaskSubmission("copy", key=f"copy-{n}") for n in range(6)])
+        await events.wait_count("completed", 5)
+        await two_more_readings(events)
+        assert not dispatched(events, "copy-5")
+        runs["reader"].release()
+        await events.wait_count("completed", 7)
+        order = [e.label for e in events.events if e.type in ("dispatched", "completed")]
+        assert order.index("copy-5") > order.index("reader", order.index("copy-4"))
         await events.close()
 
 

@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from actors.dispatcher.settings import Settings
+from taskmill.builder import SchedulerBuilder
 from taskmill.config import (
     GroupLimits,
     RetentionPolicy,
@@ -135,3 +137,25 @@ def test_sampler_config() -> None:
     for bad in ({"interval": 0}, {"ewma_alpha": 0}, {"ewma_alpha": 1.5}):
         with pytest.raises(ValueError):
             SamplerConfig(**bad)
+
+
+def test_capacities_and_the_readings_lifetime_reach_the_dispatcher() -> None:
+    from bus.topology import Topology
+    from taskmill import Scheduler
+    from taskmill.wiring import dispatcher_settings
+
+    def settings(builder: SchedulerBuilder) -> Settings:
+        return dispatcher_settings(builder.spec, Topology.inproc())
+
+    plain = settings(Scheduler.builder())
+    assert not plain.monitoring and plain.disk_capacity_bps is None
+    assert plain.net_capacity_bps is None and plain.readings_expiry_s == 3.0
+    disk = settings(Scheduler.builder().disk_bandwidth(1e9, 2e8))
+    assert disk.monitoring and disk.disk_capacity_bps == (1e9, 2e8)
+    both = Scheduler.builder().disk_bandwidth(1e9, 2e8).bandwidth_limit(5e7)
+    assert settings(both).net_capacity_bps == 5e7
+    slow = Scheduler.builder().sampler_config(SamplerConfig(interval=0.5))
+    assert settings(slow).readings_expiry_s == 1.5
+    for read, write in [(0, 1), (1, -1), (float("nan"), 1)]:
+        with pytest.raises(ValueError):
+            Scheduler.builder().disk_bandwidth(read, write)

@@ -6,10 +6,11 @@ from actors.dispatcher.recovery import adopt, orphans
 from actors.dispatcher.state import DispatcherCore, Settings
 from bus.clock import FakeClock
 from bus.kinds import TaskResult, TaskRow, Transition
+from bus.kinds_run import Readings
 
 
 def settings(**kw: object) -> Settings:
-    return Settings("c", "h", "s", "n", "e", **kw)  # type: ignore[arg-type]
+    return Settings("c", "h", "s", "e", **kw)  # type: ignore[arg-type]
 
 
 def row(task_id: int, priority: int = 128, task_type: str = "t", **kw: object) -> TaskRow:
@@ -32,16 +33,79 @@ def test_admits_in_queue_order_up_to_free_slots() -> None:
 def test_throttle_floor_is_the_least_urgent_priority_the_pressure_lets_start() -> None:
     c = core()
     assert c.throttle_floor() == 255
-    c.readings.pressure = 0.6  # above BACKGROUND's 0.50
+    c.set_readings(Readings(0.0, 0.0, 0.0, 0.0, 0.0, pressure=0.6))  # above BACKGROUND's 0.50
     assert c.throttle_floor() == 191
-    c.readings.pressure = 0.8  # above NORMAL's 0.75 too
+    c.set_readings(Readings(0.0, 0.0, 0.0, 0.0, 0.0, pressure=0.8))  # above NORMAL's 0.75 too
     assert c.throttle_floor() == 127
+
+
+def readings(pressure: float = 0.0, bps: float = 0.0) -> Readings:
+    return Readings(0.5, bps, bps, bps, bps, pressure, [("knob", pressure)])
 
 
 def test_throttle_hold_ends_admission() -> None:
     c = core(max_concurrency=4)
-    c.readings.pressure = 0.6
+    c.set_readings(readings(0.6))
     assert c.admit([row(1, priority=128), row(2, priority=192), row(3, priority=128)]) == [1]
+
+
+def test_a_reading_older_than_its_lifetime_counts_as_no_reading() -> None:
+    """A monitor that stops publishing (crashed, stopped) must not hold work for good: with the
+    clock alone, past three sampling intervals the pressure is 0 and the rates unknown."""
+    clock = FakeClock()
+    c = DispatcherCore(settings(readings_expiry_s=3.0, monitoring=True), clock)
+    c.hosts.hello(b"h1", "h1", ["t"], 8, 0.0)
+    c.set_readings(readings(0.9, bps=1e6))
+    normal, background = row(1, priority=128), row(2, priority=192)
+    assert c.admit([normal, background]) == []
+    clock.advance(3.0)
+    assert c.admit([normal, background]) == []  # three intervals old: still counts
+    assert c.state().pressure == 0.9
+    clock.advance(0.01)
+    assert c.admit([normal, background]) == [1, 2]
+    state = c.state()
+    assert state.pressure == 0.0
+    assert state.resources == dict.fromkeys(
+        ["cpu", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps"], 0.0
+    )
+    c.set_readings(readings(0.9))  # a fresh reading holds again
+    assert c.admit([row(3, priority=128)]) == []
+
+
+def test_the_io_budget_measures_headroom_against_the_peak_rate_of_the_last_hour() -> None:
+    """No capacity configured: the highest rate seen in the hour counts, on the Dispatcher's
+    clock, and never less than 50 MB/s."""
+    clock = FakeClock()
+    c = DispatcherCore(settings(monitoring=True, readings_expiry_s=3.0), clock)
+    c.hosts.hello(b"h1", "h1", ["t"], 8, 0.0)
+    mb = 1_000_000
+    small, big = row(1, expected_read_bytes=1), row(2, expected_read_bytes=120 * mb)
+    c.set_readings(readings(bps=80 * mb))  # the disk once read at 80 MB/s
+    clock.advance(1.0)
+    c.set_readings(readings(bps=1 * mb))
+    # capacity 80 MB/s: 2 s x (80 - 1) MB/s = 158 MB fits 1 B + 120 MB
+    assert c.admit([small, big]) == [1, 2]
+    clock.advance(3598.0)
+    c.set_readings(readings(bps=1 * mb))
+    assert c.admit([small, big]) == [1, 2]  # the peak is 3599 s old: still in the hour
+    clock.advance(2.0)
+    c.set_readings(readings(bps=1 * mb))
+    # the peak is gone: 50 MB/s at least, 2 s x 49 MB/s = 98 MB, too little for 120 MB
+    assert c.admit([small, big]) == [1]
+    assert c.admit([big]) == [2]  # nothing running reads: a budget never starves a task
+
+
+def test_a_configured_capacity_is_used_as_it_is() -> None:
+    c = DispatcherCore(
+        settings(monitoring=True, disk_capacity_bps=(1e9, 10e6), net_capacity_bps=5e6),
+        FakeClock(),
+    )
+    c.hosts.hello(b"h1", "h1", ["t"], 8, 0.0)
+    c.set_readings(readings(bps=0.0))
+    writer, more = row(1, expected_write_bytes=10_000_000), row(2, expected_write_bytes=10_000_001)
+    assert c.admit([writer, more]) == [1]  # 2 s x 10 MB/s = 20 MB
+    sender, other = row(3, expected_net_tx_bytes=5_000_000), row(4, expected_net_tx_bytes=5_000_001)
+    assert c.admit([sender, other]) == [3]
 
 
 def test_a_type_no_host_serves_is_claimed_to_fail_with_the_stated_message() -> None:

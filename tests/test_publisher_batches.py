@@ -112,9 +112,7 @@ def test_the_dispatcher_pushes_the_events_of_one_reply_as_one_message(
     try:
         pull.bind("inproc://dispatcher-events")
         push.connect("inproc://dispatcher-events")
-        dispatcher = Dispatcher(
-            Settings("inproc://c", "inproc://h", "inproc://s", "inproc://n", "")
-        )
+        dispatcher = Dispatcher(Settings("inproc://c", "inproc://h", "inproc://s", "inproc://n"))
         dispatcher._events = push
         small = [ev("dispatched", task_id=i) for i in range(3)]
         big = [ev("failed", task_id=i, error="x" * (MAX_BATCH_BYTES // 2)) for i in range(2)]

@@ -27,6 +27,7 @@ tells a restarted Store where to send its notices.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -355,6 +356,11 @@ class Dispatcher(Actor):
             self.counters["cycles"] += 1
         finish = Finish(batch, self.settings.max_retries, spec)
         self.store.request(finish, lambda r: self._on_finished(r, batch, spec))
+        if self.settings.monitoring:
+            now = self.loop.clock.monotonic()
+            refresh = self.core.learned_io.sent([r.run_id for r in batch], now)
+            if refresh is not None:
+                self._ask_learned(*refresh)  # answered after the finish, before later claims
 
     def _on_finished(
         self, reply: Message | TaskmillError, batch: list[TaskResult], spec: ClaimSpec | None
@@ -421,6 +427,7 @@ class Dispatcher(Actor):
         if not results:
             return
         self.counters["results"] += len(results)
+        self._note_completions(results)
         apply = self.core.finished(results)
         for result in results:
             if result not in apply:  # stale: never applied, but its host may forget it
@@ -517,16 +524,34 @@ class Dispatcher(Actor):
 
         self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
 
-    def _learn(self) -> None:
-        """Refresh the learned IO per task type (mean actual bytes of recent runs)."""
+    def _note_completions(self, results: list[TaskResult]) -> None:
+        """Runs that completed, by type, before ``finished`` forgets them: the learned IO of
+        their type may change with them (``IOLearning``)."""
+        if not self.settings.monitoring:
+            return
+        for result in results:
+            entry = self.core.running.get(result.id)
+            if result.outcome == "ok" and entry is not None and entry.run_id == result.run_id:
+                self.core.learned_io.completed(result.run_id, entry.task.task_type)
 
+    def _learn(self) -> None:
+        """The periodic refresh of the learned IO per task type (mean actual bytes of recent
+        runs): everything at start, then the types with new completed runs."""
+        types = self.core.learned_io.due(self.loop.clock.monotonic())
+        if types is not None:
+            self._ask_learned(types, Counter())
+
+    def _ask_learned(self, types: list[str], runs: Counter[str]) -> None:
         def on_reply(reply: Message | TaskmillError) -> None:
             if not self._heard(reply):
-                return
-            assert isinstance(reply, LearnedReply)
-            self.core.learned_io = {t: list(v) for t, v in reply.by_type.items()}
+                self.core.learned_io.failed(types, runs)
+            else:
+                assert isinstance(reply, LearnedReply)
+                self.core.learned_io.answered(reply.by_type, runs)
+            if runs:
+                self.wake()  # tasks held for this answer
 
-        self.store.request(LearnedIO([], LEARN_MIN_RUNS, LEARN_WINDOW), on_reply)
+        self.store.request(LearnedIO(types, LEARN_MIN_RUNS, LEARN_WINDOW), on_reply)
 
     # -- preemption and the controls ---------------------------------------------------------
 

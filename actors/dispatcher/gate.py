@@ -7,12 +7,18 @@ ends, everything behind is less urgent) or SKIP (try the next candidate). New ch
 without reshaping the cycle. The last step, group concurrency, is the GroupLimiter actor's: the
 Dispatcher asks it about the candidates that passed, and a full group is skipped, never blocking
 the tasks behind it.
+
+What the view is built from is kept here too, as plain objects any claim path can hold:
+``HeldReadings`` (the monitor's readings, void once too old: docs/semantics.md "Pressure
+readings") and ``Capacity`` (what each IO axis can carry: "IO budget").
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bus.kinds import TaskRow
@@ -37,14 +43,176 @@ class Readings:
 
 
 @dataclass(slots=True)
+class HeldReadings:
+    """The monitor's last readings, and when they arrived (monotonic seconds).
+
+    The monitor publishes every sampling interval; readings that stopped coming (the monitor
+    crashed or was stopped) must not hold work for good. So a reading is only good for
+    ``lifetime_s`` after it arrived: past that it reads as no reading at all, pressure 0 and
+    every rate 0 (unknown). Its age is counted on the receiver's own clock whenever the gate
+    looks, not when a next message comes, so the clock alone lets held work go.
+    """
+
+    lifetime_s: float
+    last: Readings = field(default_factory=Readings)
+    arrived_at: float = -math.inf
+
+    def update(self, readings: Readings, now: float) -> None:
+        self.last = readings
+        self.arrived_at = now
+
+    def fresh(self, now: float) -> bool:
+        return now - self.arrived_at <= self.lifetime_s
+
+    def current(self, now: float) -> Readings:
+        return self.last if self.fresh(now) else Readings()
+
+
+MIN_CAPACITY_BPS = 50_000_000.0
+"""The least capacity an axis is assumed to have when none is configured: a machine that has
+been quiet for an hour still moves this much."""
+PEAK_WINDOW_S = 3600.0
+
+
+def axis_rates(readings: Readings) -> tuple[float, float, float, float]:
+    """The observed rates on the IO budget's axes, in the order of a task's expected bytes:
+    disk read, disk write, network rx, network tx."""
+    return (
+        readings.disk_read_bps,
+        readings.disk_write_bps,
+        readings.net_rx_bps,
+        readings.net_tx_bps,
+    )
+
+
+class Capacity:
+    """What each IO axis can carry (bytes/s): the configured capacity, or else the highest
+    smoothed rate observed in the last hour, never less than ``MIN_CAPACITY_BPS``.
+
+    The peaks are kept as a monotone queue per axis (times rising, rates falling): a rate is
+    dropped as soon as a higher one comes after it, since it can no longer be the peak of any
+    window that is still to come.
+    """
+
+    def __init__(
+        self,
+        configured: Sequence[float | None] = (None, None, None, None),
+        window_s: float = PEAK_WINDOW_S,
+    ) -> None:
+        self.configured = tuple(configured)
+        self.window_s = window_s
+        self._peaks: list[deque[tuple[float, float]]] = [deque() for _ in self.configured]
+
+    def observe(self, rates: Sequence[float], now: float) -> None:
+        for peaks, rate in zip(self._peaks, rates, strict=True):
+            while peaks and peaks[-1][1] <= rate:
+                peaks.pop()
+            peaks.append((now, rate))
+
+    def current(self, now: float) -> tuple[float, float, float, float]:
+        out: list[float] = []
+        for configured, peaks in zip(self.configured, self._peaks, strict=True):
+            while peaks and now - peaks[0][0] > self.window_s:
+                peaks.popleft()
+            if configured is not None:
+                out.append(configured)
+            else:
+                out.append(max(peaks[0][1] if peaks else 0.0, MIN_CAPACITY_BPS))
+        read, write, rx, tx = out
+        return read, write, rx, tx
+
+
+class IOLearning:
+    """The IO learned per task type, and when to ask the Store for it again.
+
+    A type's learned IO can appear with any completed run (it needs five) and must count from
+    the very next run. So when a run of a type not learned yet completes, tasks of that type
+    wait (``waiting``) until a refresh asked *after* the run's result went to the Store has
+    answered: requests on one connection are answered in order, so that answer already counts
+    the run. Types already learned change slowly; they are refreshed at most every
+    ``refresh_s``, and not at all while none of their runs completed.
+    """
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self.means: dict[str, list[float]] = {}
+        self._awaiting: Counter[str] = Counter()
+        """Per type not learned yet: completed runs whose refresh has not answered."""
+        self._runs: dict[int, str] = {}
+        """Run id → type of the completed runs whose result is not sent to the Store yet."""
+        self._stale: set[str] = set()
+        """Types with runs completed since they were last asked about."""
+        self._asked_at = -math.inf
+        self._started = False
+
+    @property
+    def waiting(self) -> frozenset[str]:
+        return frozenset(self._awaiting)
+
+    def completed(self, run_id: int, task_type: str) -> None:
+        """A run of ``task_type`` completed; its result is on its way to the Store."""
+        self._runs[run_id] = task_type
+        if task_type not in self.means:
+            self._awaiting[task_type] += 1
+
+    def sent(self, run_ids: Iterable[int], now: float) -> tuple[list[str], Counter[str]] | None:
+        """Results of these runs were sent to the Store: what to ask now, as (types, the runs
+        the answer accounts for), or None when no refresh is due."""
+        batch = Counter(self._runs.pop(r) for r in run_ids if r in self._runs)
+        if not batch:
+            return None
+        self._stale.update(batch)
+        if not any(t in self._awaiting for t in batch) and now - self._asked_at < self.refresh_s:
+            return None
+        return self._ask(now), batch
+
+    def due(self, now: float) -> list[str] | None:
+        """The periodic refresh: every type the first time (history from earlier runs), then
+        the types with runs completed since last asked; None when there is nothing to ask."""
+        if now - self._asked_at < self.refresh_s or (self._started and not self._stale):
+            return None
+        self._started = True
+        return self._ask(now)
+
+    def _ask(self, now: float) -> list[str]:
+        types, self._stale = sorted(self._stale), set()
+        self._asked_at = now
+        return types
+
+    def answered(self, by_type: Mapping[str, Sequence[float]], runs: Counter[str]) -> None:
+        """The Store's answer to a refresh that accounts for ``runs``."""
+        self.means.update({t: list(v) for t, v in by_type.items()})
+        self._settle(runs)
+
+    def failed(self, types: list[str], runs: Counter[str]) -> None:
+        """A refresh got no answer: ask about its types again later; the tasks held for it go
+        on with what is known (a Store that does not answer holds nothing for good)."""
+        if types:
+            self._stale.update(types)
+        else:
+            self._started = False
+        self._settle(runs)
+
+    def _settle(self, runs: Counter[str]) -> None:
+        self._awaiting.subtract(runs)
+        for task_type in list(self._awaiting):
+            if self._awaiting[task_type] <= 0 or task_type in self.means:
+                del self._awaiting[task_type]
+
+
+@dataclass(slots=True)
 class GateView:
-    """What the checks may look at: running tasks, readings, the learned IO per type."""
+    """What the checks may look at: running tasks, readings, the capacity of each IO axis, the
+    learned IO per type."""
 
     running: Sequence[TaskRow] = ()
     readings: Readings = field(default_factory=Readings)
+    capacity: tuple[float, float, float, float] = (MIN_CAPACITY_BPS,) * 4
     monitoring: bool = False
     throttle: Sequence[tuple[int, float]] = ((192, 0.50), (128, 0.75))
     learned_io: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    learning: Collection[str] = frozenset()
+    """Types whose learned IO may have just changed: their tasks wait for it (``IOLearning``)."""
 
 
 Check = Callable[[TaskRow, GateView], Verdict]
@@ -59,8 +227,8 @@ def throttle_check(task: TaskRow, view: GateView) -> Verdict:
     return Verdict.ADMIT
 
 
-BUDGET_FRACTION = 0.8
 BUDGET_WINDOW_S = 2.0
+"""The IO budget of an axis: the bytes its spare capacity moves in this long."""
 
 
 def expected_io(task: TaskRow, learned: Mapping[str, Sequence[float]]) -> tuple[int, ...]:
@@ -77,39 +245,47 @@ def expected_io(task: TaskRow, learned: Mapping[str, Sequence[float]]) -> tuple[
     return tuple(max(d, int(m)) for d, m in zip(declared, means, strict=False))
 
 
-def _within(expected_total: int, observed_bps: float) -> bool:
-    return observed_bps == 0 or expected_total <= BUDGET_FRACTION * BUDGET_WINDOW_S * observed_bps
+def within_headroom(mine: int, running: int, capacity: float, observed: float) -> bool:
+    """One axis of the IO budget: a task expecting no bytes on it passes, and so does any task
+    while no running task expects bytes on it (a budget never starves work); otherwise the
+    running tasks' bytes and the task's must fit in ``BUDGET_WINDOW_S`` of the headroom left
+    between the axis's capacity and the rate observed on it."""
+    if mine == 0 or running == 0:
+        return True
+    return running + mine <= BUDGET_WINDOW_S * (capacity - observed)
+
+
+def _budget(task: TaskRow, view: GateView, axes: Sequence[int]) -> Verdict:
+    if not view.monitoring:
+        return Verdict.ADMIT
+    mine = expected_io(task, view.learned_io)
+    if not any(mine[axis] for axis in axes):
+        return Verdict.ADMIT
+    running = [expected_io(t, view.learned_io) for t in view.running]
+    observed = axis_rates(view.readings)
+    for axis in axes:
+        total = sum(expected[axis] for expected in running)
+        if not within_headroom(mine[axis], total, view.capacity[axis], observed[axis]):
+            return Verdict.HOLD
+    return Verdict.ADMIT
+
+
+def learning_check(task: TaskRow, view: GateView) -> Verdict:
+    """Held while the learned IO of the task's type may have changed and is being asked for."""
+    if view.monitoring and task.task_type in view.learning:
+        return Verdict.HOLD
+    return Verdict.ADMIT
 
 
 def disk_check(task: TaskRow, view: GateView) -> Verdict:
-    if not view.monitoring:
-        return Verdict.ADMIT
-    r = view.readings
-    if r.disk_read_bps == 0 and r.disk_write_bps == 0:
-        return Verdict.ADMIT
-    mine = expected_io(task, view.learned_io)
-    running = [expected_io(t, view.learned_io) for t in view.running]
-    read = sum(x[0] for x in running) + mine[0]
-    write = sum(x[1] for x in running) + mine[1]
-    ok = _within(read, r.disk_read_bps) and _within(write, r.disk_write_bps)
-    return Verdict.ADMIT if ok else Verdict.HOLD
+    return _budget(task, view, (0, 1))
 
 
 def network_check(task: TaskRow, view: GateView) -> Verdict:
-    if not view.monitoring:
-        return Verdict.ADMIT
-    mine = expected_io(task, view.learned_io)
-    if mine[2] == 0 and mine[3] == 0:
-        return Verdict.ADMIT
-    r = view.readings
-    running = [expected_io(t, view.learned_io) for t in view.running]
-    rx = sum(x[2] for x in running) + mine[2]
-    tx = sum(x[3] for x in running) + mine[3]
-    ok = _within(rx, r.net_rx_bps) and _within(tx, r.net_tx_bps)
-    return Verdict.ADMIT if ok else Verdict.HOLD
+    return _budget(task, view, (2, 3))
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (throttle_check, disk_check, network_check)
+DEFAULT_CHECKS: tuple[Check, ...] = (throttle_check, learning_check, disk_check, network_check)
 
 
 def evaluate(task: TaskRow, view: GateView, checks: Sequence[Check] = DEFAULT_CHECKS) -> Verdict:

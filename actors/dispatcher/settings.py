@@ -21,11 +21,19 @@ class Settings:
     heartbeat_s: float = 1.0
     throttle: tuple[tuple[int, float], ...] = ((192, 0.50), (128, 0.75))
     monitoring: bool = False
+    disk_capacity_bps: tuple[float, float] | None = None
+    """Configured disk (read, write) capacity for the IO budget; None: learned from the peaks."""
+    net_capacity_bps: float | None = None
+    """Configured network capacity, of rx and of tx each; None: learned from the peaks."""
     store_timeout: float = 5.0
     orphan_grace_s: float = 5.0
-    learn_interval_s: float = 5.0
     """A ``running`` row no host reports for this long is released (claim reply lost, host or
     Dispatcher restarted)."""
+    learn_interval_s: float = 5.0
+    """The learned IO of types that have some is refreshed at most this often."""
+    readings_expiry_s: float = 3.0
+    """A reading of the monitor received longer ago than this counts as none (pressure 0, rates
+    unknown): three of its sampling intervals, like a pressure reading pushed over the bus."""
     event_queue: int = 100_000
     dispatcher_id: str = "dispatcher"
     autostart: bool = True

@@ -13,7 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.dispatcher.gate import GateView, Readings, Verdict, evaluate
+from actors.dispatcher.gate import (
+    Capacity,
+    GateView,
+    HeldReadings,
+    IOLearning,
+    Readings,
+    Verdict,
+    axis_rates,
+    evaluate,
+)
 from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
@@ -56,11 +65,13 @@ class DispatcherCore:
         self.paused = False
         self.started = s.autostart
         self.stopping = False
-        self.readings = Readings()
-        self.breakdown: list[tuple[str, float]] = []
+        self._readings = HeldReadings(s.readings_expiry_s)
+        read, write = s.disk_capacity_bps or (None, None)
+        self.capacity = Capacity((read, write, s.net_capacity_bps, s.net_capacity_bps))
+        self._breakdown: list[tuple[str, float]] = []
         self._tentative: dict[int, bytes | None] = {}
         self._candidates: dict[int, TaskRow] = {}
-        self.learned_io: dict[str, list[float]] = {}
+        self.learned_io = IOLearning(s.learn_interval_s)
         # Run ids are unique across restarts of the Dispatcher: hosts keep old runs going.
         self._run_ids = itertools.count((now_ms(self.clock) << 12) + 1)
         self.returned: list[int] = []
@@ -117,12 +128,15 @@ class DispatcherCore:
         free = self.free_slots()
         rows = [r.task for r in self.running.values()]
         host_free = {h: self.hosts_free(h) for h in self.hosts.identities()}
+        now = self.clock.monotonic()
         view = GateView(
             running=rows,
-            readings=self.readings,
+            readings=self._readings.current(now),
+            capacity=self.capacity.current(now),
             monitoring=self.settings.monitoring,
             throttle=self.settings.throttle,
-            learned_io=self.learned_io,
+            learned_io=self.learned_io.means,
+            learning=self.learned_io.waiting,
         )
         ids: list[int] = []
         for task in candidates:
@@ -290,7 +304,7 @@ class DispatcherCore:
         return Event(kind, {}, self.now_ms())
 
     def set_readings(self, message: ReadingsMsg) -> None:
-        self.readings = Readings(
+        readings = Readings(
             message.cpu,
             message.disk_read_bps,
             message.disk_write_bps,
@@ -298,7 +312,19 @@ class DispatcherCore:
             message.net_tx_bps,
             message.pressure,
         )
-        self.breakdown = list(message.breakdown)
+        now = self.clock.monotonic()
+        self._readings.update(readings, now)
+        self.capacity.observe(axis_rates(readings), now)
+        self._breakdown = list(message.breakdown)
+
+    @property
+    def readings(self) -> Readings:
+        """The monitor's last readings while they are fresh; none (all 0) once they expired."""
+        return self._readings.current(self.clock.monotonic())
+
+    @property
+    def breakdown(self) -> list[tuple[str, float]]:
+        return self._breakdown if self._readings.fresh(self.clock.monotonic()) else []
 
     # -- explaining --------------------------------------------------------------------------
 
