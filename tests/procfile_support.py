@@ -235,3 +235,16 @@ class Deployment:
         for proc in self.procs:
             if proc.log is not None:
                 yield f"--- {proc.role} ({proc.log.name})\n{proc.log_tail()}"
+
+
+@contextmanager
+def deployed(tmp_path: Path, app: str = "tests.system_app:app") -> Iterator[Deployment]:
+    """A ``Deployment`` of ``app``, closed afterwards; its processes' logs are printed then,
+    which pytest shows when the test failed."""
+    deployment = Deployment(tmp_path, app)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+        for text in deployment.logs():
+            print(text)

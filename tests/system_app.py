@@ -1,7 +1,7 @@
 """A tiny application for the system tests: a no-op executor and a sleepy one.
 
-The actor processes load it as ``tests.system_app:app``; the database path comes from the
-deployment configuration (``TASKMILL_DATABASE``), overriding the default below.
+The actor processes load it as ``tests.system_app:app`` (or ``grouped_app``); the database path
+comes from the deployment configuration (``TASKMILL_DATABASE``), overriding the default below.
 """
 
 from __future__ import annotations
@@ -37,3 +37,14 @@ def app() -> SchedulerBuilder:
         .executor("sleepy", sleepy)
         .max_concurrency(16)
     )
+
+
+PINNED_GROUP = "pg"
+"""The group ``grouped_app`` limits to ``PINNED_LIMIT`` running tasks."""
+
+PINNED_LIMIT = 4
+
+
+def grouped_app() -> SchedulerBuilder:
+    """``app`` with one group limited by configuration, so a restarted GroupLimiter knows it."""
+    return app().group_concurrency(PINNED_GROUP, PINNED_LIMIT)

@@ -25,20 +25,15 @@ from taskmill.client import Client
 from taskmill.records import HistoryStatus, SubmitOutcome
 from taskmill.subscription import EventSubscriber
 from taskmill.task import TaskSubmission
-from tests.procfile_support import Deployment
+from tests.procfile_support import Deployment, deployed
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    deployment = Deployment(tmp_path)
-    try:
+    with deployed(tmp_path) as deployment:
         yield deployment
-    finally:
-        deployment.close()
-        for text in deployment.logs():  # shown by pytest when the test failed
-            print(text)
 
 
 def wait_until(

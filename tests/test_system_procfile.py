@@ -21,7 +21,7 @@ import pytest
 from taskmill.client import Client
 from taskmill.processes import ACTORS
 from taskmill.task import TaskSubmission
-from tests.procfile_support import REPO, Deployment
+from tests.procfile_support import REPO, Deployment, deployed
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(40)]
 
@@ -30,13 +30,8 @@ TASKS = 200
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    deployment = Deployment(tmp_path)
-    try:
+    with deployed(tmp_path) as deployment:
         yield deployment
-    finally:
-        deployment.close()
-        for text in deployment.logs():  # shown by pytest when the test failed
-            print(text)
 
 
 def _run(deployment: Deployment, *args: str, timeout: float = 15.0) -> str:
