@@ -337,10 +337,13 @@ class Release(Message):
 @message("store.changed")
 @dataclass(frozen=True, slots=True)
 class StoreChanged(Message):
-    """Something became dispatchable. ``min_priority`` is the most urgent new priority."""
+    """Something became dispatchable. ``min_priority`` is the most urgent new priority; to the
+    Dispatcher, ``claimed`` holds the rows its standing claim took in the same transaction."""
 
     min_priority: int = 255
     count: int = 0
+    claimed: list[TaskRow] = field(default_factory=list)
+    exhausted: bool = True
 
 
 # -- group policy (the GroupLimiter keeps it in the Store, where the claim applies it) -----------

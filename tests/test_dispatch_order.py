@@ -60,7 +60,6 @@ def started(events: EventRecorder) -> list[str]:
     return [e.label for e in events.of("dispatched")]
 
 
-@pytest.mark.xfail(strict=True, reason="issue: dispatch path rebuild")
 async def test_a_full_group_s_next_task_starts_by_priority_when_the_group_gets_room(
     tmp_path: Path,
 ) -> None:
@@ -95,7 +94,6 @@ async def running_labels(scheduler: Scheduler) -> set[str]:
     return {t.label for t in (await scheduler.snapshot()).running}
 
 
-@pytest.mark.xfail(strict=True, reason="issue: dispatch path rebuild")
 @pytest.mark.parametrize(
     "waiting",
     [

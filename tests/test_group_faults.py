@@ -114,17 +114,7 @@ def most_at_once(rows: list[TaskHistoryRecord]) -> int:
 
 @pytest.mark.parametrize(
     "victim",
-    [
-        "store",
-        pytest.param(
-            "dispatcher",
-            marks=pytest.mark.xfail(strict=True, reason="issue: dispatch path rebuild"),
-        ),
-        pytest.param(
-            "limiter",
-            marks=pytest.mark.xfail(strict=True, reason="issue: dispatch path rebuild"),
-        ),
-    ],
+    ["store", "dispatcher", "limiter"],
 )
 def test_a_group_drains_when_an_actor_is_killed_and_restarted_mid_drain(
     deployment: Deployment, victim: str

@@ -128,6 +128,10 @@ class Dispatcher(Actor):
         """Something claimable may be there: the last claim was not exhausted, or a change came
         after it."""
         self._store_heard = 0.0
+        self._armed = 0
+        """Slots the Store's standing claim may still fill (the rest of the last claim, when it
+        found nothing more): it claims arriving work at once and sends it with the notice."""
+        self._armed_floor = 255
         self._results: list[TaskResult] = []
         """Results read from hosts in the batch of frames being handled."""
         self._shutdown_waiters: list[Request] = []
@@ -147,6 +151,7 @@ class Dispatcher(Actor):
             "preempted": 0,
             "stale_results": 0,
             "notices": 0,
+            "pushed": 0,
         }
 
     # -- setup -------------------------------------------------------------------------------
@@ -218,11 +223,11 @@ class Dispatcher(Actor):
             peek = ClaimSpec(spec.limit + LOOKAHEAD, spec.max_priority, spec.preempt_priority)
             self.store.request(Peek(peek), lambda reply: self._on_peek(reply, spec.limit))
         else:
-            self.store.request(ClaimNext(spec), lambda reply: self._on_claim(reply, spec.limit))
+            self.store.request(ClaimNext(spec), lambda reply: self._on_claim(reply, spec))
 
-    def _claim_spec(self) -> ClaimSpec | None:
+    def _claim_spec(self, force: bool = False) -> ClaimSpec | None:
         """What to claim now, or None when a claim could take nothing or nothing changed."""
-        if not self._dirty or not self.core.may_dispatch():
+        if not (self._dirty or force) or not self.core.may_dispatch():
             return None
         limit = min(self.core.free_slots(), self.core.hosts.room())
         max_priority = self.core.throttle_floor()
@@ -230,8 +235,33 @@ class Dispatcher(Actor):
             return None
         return ClaimSpec(limit, max_priority, self.settings.preempt_priority, self.core.now_ms())
 
+    def _claimed(self, spec: ClaimSpec, taken: int, exhausted: bool) -> None:
+        """What the Store keeps standing after a claim (``store.claim_next``'s rule)."""
+        self._armed = spec.limit - taken if exhausted and taken < spec.limit else 0
+        self._armed_floor = spec.max_priority
+
+    def _disarm_if_stale(self) -> None:
+        """The standing claim may take what must not start now (paused, fewer slots, higher
+        pressure): replace it with the claim that fits now (or none)."""
+        if self._armed <= 0 or self._busy:
+            return
+        spec = self._claim_spec(force=True)
+        if (
+            spec is not None
+            and spec.limit >= self._armed
+            and spec.max_priority >= self._armed_floor
+        ):
+            return
+        self._busy = True
+        self._again = False
+        spec = spec or ClaimSpec(0)
+        self.store.request(ClaimNext(spec), lambda reply: self._on_claim(reply, spec))
+
     def _end_cycle(self, exhausted: bool) -> None:
         self._busy = False
+        if self._armed and not self.core.may_dispatch():
+            self._disarm_if_stale()  # paused or stopping while the claim was on its way
+            return
         if exhausted and not self._again:
             self._dirty = False
         self._run()
@@ -245,15 +275,17 @@ class Dispatcher(Actor):
         self._store_heard = self.loop.clock.monotonic()
         return True
 
-    def _on_claim(self, reply: Message | TaskmillError, asked: int) -> None:
+    def _on_claim(self, reply: Message | TaskmillError, spec: ClaimSpec) -> None:
         if not self._heard(reply):
+            self._armed = 0  # not known: the safety claim sets it again
             self._end_cycle(False)
             return
         assert isinstance(reply, ClaimNextReply)
+        self._claimed(spec, len(reply.tasks), reply.exhausted)
         self._place(
             self.core.claimed_next(reply.tasks) if self.core.may_dispatch() else None, reply.tasks
         )
-        self._end_cycle(reply.exhausted or len(reply.tasks) < asked)
+        self._end_cycle(reply.exhausted or len(reply.tasks) < spec.limit)
 
     def _on_peek(self, reply: Message | TaskmillError, free: int) -> None:
         if not self._heard(reply):
@@ -317,10 +349,16 @@ class Dispatcher(Actor):
             self.core.malformed += 1
             return
         self.counters["notices"] += 1
+        if message.claimed:  # the standing claim took them in the change's own transaction
+            self._armed = max(0, self._armed - len(message.claimed))
+            self.counters["pushed"] += len(message.claimed)
+            placed = self.core.claimed_next(message.claimed) if self.core.may_dispatch() else None
+            self._place(placed, message.claimed)
         victims = self.core.victims_for(message.min_priority)
         if victims:
             self._preempt(victims, self.wake)
-        self.wake()
+        if not message.claimed or not message.exhausted:
+            self.wake()
 
     def _on_readings(self, messages: list[Message]) -> None:
         for message in messages:
@@ -331,6 +369,8 @@ class Dispatcher(Actor):
             self.core.set_readings(message)
             if self.core.throttle_floor() > before or self.core.needs_gate():
                 self.wake()  # less is held back now
+            elif self.core.throttle_floor() < before:
+                self._disarm_if_stale()
 
     # -- finishing ---------------------------------------------------------------------------
 
@@ -376,6 +416,7 @@ class Dispatcher(Actor):
         self._ack(batch)
         self._apply_transitions(reply.transitions)
         if spec is not None:
+            self._claimed(spec, len(reply.claimed), reply.exhausted)
             placed = self.core.claimed_next(reply.claimed) if self.core.may_dispatch() else None
             self._place(placed, reply.claimed)
             self._flush_results()
@@ -572,6 +613,7 @@ class Dispatcher(Actor):
     def _pause_all(self, message: PauseAll) -> Message | Deferred:
         request = current_request()
         self.core.paused = True
+        self._disarm_if_stale()
         victims = list(self.core.running)
 
         def done() -> None:
@@ -599,6 +641,7 @@ class Dispatcher(Actor):
         if message.n < 0:
             raise TaskmillError("max_concurrency must be >= 0", ErrorCode.INVALID)
         self.core.max_concurrency = message.n
+        self._disarm_if_stale()
         self.wake()
         return Ok()
 
@@ -619,6 +662,7 @@ class Dispatcher(Actor):
 
     def _shutdown(self, message: Shutdown) -> Message | Deferred:
         self.core.stopping = True
+        self._disarm_if_stale()
         self._shutdown_waiters.append(current_request())
         if message.drain_s > 0 and self.core.running:
             if self._drain_timer is None:

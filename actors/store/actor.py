@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -56,6 +57,7 @@ from bus.kinds import (
     Claim,
     ClaimNext,
     ClaimNextReply,
+    ClaimSpec,
     Counts,
     Error,
     Finish,
@@ -79,6 +81,7 @@ from bus.kinds import (
     Submit,
     SubmitReply,
     TaskReply,
+    TaskRow,
     TasksReply,
 )
 from bus.protocol import Message, encode, send_frames
@@ -92,6 +95,28 @@ UNANSWERED_FOR_S = 1.0
 """How long an unanswered ``store.changed`` stands for later changes (see ``_folds``)."""
 
 StoreHandler = Callable[[Any], Message]
+
+
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    envelope: list[bytes]
+    spec: ClaimSpec
+
+
+def _left_standing(request: Request, reply: Message) -> _Standing | None:
+    """The claim a Dispatcher's request leaves standing: what its claim could still have taken,
+    when it found nothing more to take (``exhausted``)."""
+    message = request.message
+    spec = message.claim if isinstance(message, ClaimNext | Finish) else None
+    if isinstance(reply, ClaimNextReply):
+        taken, exhausted = len(reply.tasks), reply.exhausted
+    elif isinstance(reply, FinishReply):
+        taken, exhausted = len(reply.claimed), reply.exhausted
+    else:
+        return None
+    if spec is None or not exhausted or taken >= spec.limit:
+        return None
+    return _Standing(request.envelope, replace(spec, limit=spec.limit - taken, now_ms=0))
 
 
 def _looks(message: Message) -> bool:
@@ -181,7 +206,12 @@ class StoreActor(Actor):
             "duplicates": 0,
             "notifications": 0,
             "notifications_saved": 0,
+            "standing_claims": 0,
         }
+        self._standing: _Standing | None = None
+        """The rest of the Dispatcher's last claim, to apply to work as it arrives."""
+        self._pushed: tuple[list[TaskRow], bool] | None = None
+        """What the standing claim took in the batch just committed, for ``store.changed``."""
         self._watcher: list[bytes] | None = None
         """The routing envelope of the Dispatcher (the sender of the latest claim)."""
         self._unanswered: tuple[int, float] | None = None
@@ -265,6 +295,8 @@ class StoreActor(Actor):
                 replies.append(self._run_one(tx, request.message))
                 if tx.undone and len(requests) > 1:
                     break
+            if not tx.undone:
+                self._claim_standing(requests, replies)
         if not tx.undone:
             self.counters["commits"] += 1
             return replies
@@ -272,6 +304,38 @@ class StoreActor(Actor):
             return None
         self._rolled_back(replies[0])
         return replies
+
+    def _claim_standing(self, requests: list[Request], replies: list[Message]) -> None:
+        """Apply the Dispatcher's standing claim to work this batch brought, in its transaction.
+
+        A claim of the Dispatcher's that found less than it could take leaves the rest standing
+        (``_standing``): when work arrives, the Store claims it at once, before the commit, and
+        sends the rows with the ``store.changed`` that announces them — no round trip for the
+        Dispatcher to make, and never two claims at once (its next claim replaces this one)."""
+        standing, arrived = self._standing, False
+        for request, reply in zip(requests, replies, strict=False):
+            message = request.message
+            if _looks(message):
+                standing, arrived = _left_standing(request, reply), False
+            elif isinstance(reply, SubmitReply):
+                arrived = arrived or any(o.kind != "duplicate" for o in reply.outcomes)
+            elif isinstance(message, SetGroups) and isinstance(reply, Ok):
+                arrived = True
+        self._standing, self._pushed = standing, None
+        if standing is None or not arrived:
+            return
+        spec = standing.spec
+        try:  # in a savepoint of its own: a failure here undoes the claim, not the batch
+            rows, exhausted = self.db.claim_next(
+                spec.limit, spec.max_priority, spec.preempt_priority
+            )
+        except TaskmillError as exc:
+            log.warning("store: standing claim not made: %s", exc)
+            return
+        self._pushed = (rows, exhausted)
+        left = spec.limit - len(rows)
+        self._standing = _Standing(standing.envelope, replace(spec, limit=left)) if left else None
+        self.counters["standing_claims"] += 1
 
     def _rolled_back(self, reply: Message) -> None:
         """A request alone in its batch failed: its transaction was rolled back, not committed."""
@@ -317,19 +381,23 @@ class StoreActor(Actor):
                 if outcome.kind != "duplicate" and submission.parent_id is None
             )
             most_urgent = min(most_urgent, min(urgent, default=255))
+        pushed, self._pushed = self._pushed, None
         if not count and not policy_changed:
             return
         now = self._clock.monotonic()
-        if not policy_changed and self._folds(most_urgent, now):
+        if pushed is None and not policy_changed and self._folds(most_urgent, now):
             self.counters["notifications_saved"] += 1
             return
         self._unanswered = (most_urgent, now)
         self.counters["notifications"] += 1
         frames = encode(StoreChanged(most_urgent, count))
+        claimed = frames
+        if pushed is not None:
+            claimed = encode(StoreChanged(most_urgent, count, pushed[0], pushed[1]))
         # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's
         # reply and a change that committed after that claim never cross.
         watcher, server = self._watcher, self._server
-        if watcher is not None and server is not None and not server.send_frames(watcher, frames):
+        if watcher is not None and server is not None and not server.send_frames(watcher, claimed):
             self._watcher = None  # gone: its next claim names the new one
         if self._pub is not None:
             try:

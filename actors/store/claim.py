@@ -87,6 +87,12 @@ class GroupPolicy:
 
 
 def load_policy(core: Core) -> GroupPolicy:
+    """The policy, read once and kept in memory until it changes (or a transaction is rolled
+    back): every claim needs it."""
+    return core.cached("group_policy", lambda: _read_policy(core))
+
+
+def _read_policy(core: Core) -> GroupPolicy:
     policy = GroupPolicy()
     for layer, scope, group, limit in core.all(
         "SELECT layer, scope, group_key, lim FROM group_policy"
@@ -124,6 +130,7 @@ def set_policy(
         raise InvalidRequest("a default group limit must be an integer >= 0")
     if not all(isinstance(group, str) for group in limits):
         raise InvalidRequest("group names must be strings")
+    core.forget("group_policy")
     if replace:
         core.run("DELETE FROM group_policy WHERE layer = ?", (layer,))
     if default is not None:
@@ -144,43 +151,54 @@ def set_policy(
             )
 
 
-def running_by_group(core: Core) -> Counter[str]:
-    # ``status != 'pending'`` lets SQLite use the small index of rows that are not pending.
-    return Counter(
-        dict(
-            core.all(
-                "SELECT group_key, count(*) FROM tasks WHERE status = 'running' "
-                "AND status != 'pending' AND group_key IS NOT NULL GROUP BY group_key"
-            )
-        )
-    )
+@dataclass(slots=True)
+class Busy:
+    """What the rows that are not pending say, read in one statement: each group's running
+    count, the most urgent running priority, whether any row is paused."""
+
+    running: Counter[str]
+    top_running: int | None
+    paused: int
+
+
+def busy(core: Core) -> Busy:
+    out = Busy(Counter(), None, 0)
+    # ``status != 'pending'`` lets SQLite read the small index of rows that are not pending.
+    for status, group, count, top in core.all(
+        "SELECT status, group_key, count(*), min(priority) FROM tasks "
+        "WHERE status != 'pending' GROUP BY status, group_key"
+    ):
+        if status == "running":
+            if group is not None:
+                out.running[group] = count
+            if out.top_running is None or top < out.top_running:
+                out.top_running = top
+        elif status == "paused":
+            out.paused += count
+    return out
 
 
 def groups(core: Core) -> GroupsReply:
     policy = load_policy(core)
     return GroupsReply(
         policy.configured_default,
-        policy.configured,
+        dict(policy.configured),
         policy.runtime_default,
-        policy.runtime,
-        dict(running_by_group(core)),
+        dict(policy.runtime),
+        dict(busy(core).running),
     )
-
-
-def urgent_bound(core: Core, preempt_priority: int) -> int | None:
-    """The priority no less urgent task may pass while an urgent task runs, or None."""
-    top = core.value(
-        "SELECT min(priority) FROM tasks WHERE status = 'running' AND status != 'pending'"
-    )
-    return top if top is not None and top <= preempt_priority else None
 
 
 def _order(row: tuple[Any, ...]) -> tuple[int, int, int, int]:
     return (row[_PHASE] != "finalize", row[_PRIORITY], row[_STATUS] != "paused", row[0])
 
 
-def _window(core: Core, columns: str, size: int, skip: list[str], max_priority: int) -> list[Any]:
-    """The first ``size`` rows of the dispatch order outside the groups of ``skip``."""
+def _window(
+    core: Core, size: int, skip: list[str], max_priority: int, paused: bool
+) -> list[tuple[Any, ...]]:
+    """The first ``size`` rows of the dispatch order outside the groups of ``skip`` (``paused``:
+    whether any row is paused, to look at them too)."""
+    columns = TASK_COLUMNS_NO_PAYLOAD
     where = ""
     if skip:
         where = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(skip))}))"
@@ -192,12 +210,13 @@ def _window(core: Core, columns: str, size: int, skip: list[str], max_priority: 
     )
     if len(rows) < size:
         rows += queries.ready(core, columns, size - len(rows), skip)
-    rows += core.all(
-        f"SELECT {columns} FROM tasks WHERE status = 'paused' AND status != 'pending' "
-        f"AND priority <= +?{where} ORDER BY priority, id LIMIT +?",
-        (max_priority, *skip, size),
-    )
-    rows.sort(key=_order)
+    if paused:
+        rows += core.all(
+            f"SELECT {columns} FROM tasks WHERE status = 'paused' AND status != 'pending' "
+            f"AND priority <= +?{where} ORDER BY priority, id LIMIT +?",
+            (max_priority, *skip, size),
+        )
+        rows.sort(key=_order)
     return rows[:size]
 
 
@@ -210,11 +229,14 @@ def walk(
     """The rows a claim of ``limit`` takes now, in dispatch order, and whether the walk saw every
     row it could have taken (``exhausted``: asking again changes nothing until something does)."""
     queries.check_limit(limit)
-    bound = urgent_bound(core, preempt_priority)
-    if bound is not None:
-        max_priority = min(max_priority, bound)
+    if limit == 0:
+        return [], False
+    now_busy = busy(core)
+    top = now_busy.top_running
+    if top is not None and top <= preempt_priority:
+        max_priority = min(max_priority, top)  # nothing less urgent than a preemptor starts
     policy = load_policy(core)
-    running = running_by_group(core)
+    running = now_busy.running
     full = policy.full(running)
     taken: Counter[str] = Counter()
     out: list[tuple[Any, ...]] = []
@@ -223,7 +245,7 @@ def walk(
         if len(out) >= limit:
             return out, False
         size = limit + len(out)  # rows taken in an earlier round come back: look past them
-        rows = _window(core, TASK_COLUMNS_NO_PAYLOAD, size, sorted(full), max_priority)
+        rows = _window(core, size, sorted(full), max_priority, now_busy.paused > 0)
         passed_over = False
         for row in rows:
             if row[0] in seen:
@@ -244,6 +266,8 @@ def walk(
                 taken[group] += 1
             out.append(row)
             seen.add(row[0])
+            if row[_PRIORITY] <= preempt_priority:
+                max_priority = min(max_priority, row[_PRIORITY])  # a preemptor starts: hold on
             if len(out) >= limit:
                 return out, False
         if not passed_over or len(rows) < size:
@@ -295,7 +319,7 @@ def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
         (json.dumps(wanted),),
     )
     policy = load_policy(core)
-    running = running_by_group(core)
+    running = busy(core).running
     keep: list[int] = []
     for row in sorted(rows, key=_order):
         group = row[_GROUP]

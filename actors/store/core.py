@@ -55,6 +55,10 @@ class Core:
         self.terminal_since_prune = 0
         self.pruned_total = 0
         self._savepoint_depth = 0
+        self.rollbacks = 0
+        """Counts rollbacks: what was read from the database and kept in memory is kept along
+        with this count, and read again once it moved (``cached``)."""
+        self._cache: dict[str, tuple[int, Any]] = {}
         self.request_scope = False
         """True while one request of a batch runs inside its savepoint."""
 
@@ -100,6 +104,19 @@ class Core:
             self.conn.executemany(sql, rows)
         except apsw.Error as exc:
             raise _db_error(exc, sql) from exc
+
+    def cached(self, name: str, load: Callable[[], T]) -> T:
+        """``load()``, kept until ``forget(name)`` or a rollback: for what the Store reads on
+        every claim and changes rarely (the group policy)."""
+        entry = self._cache.get(name)
+        if entry is None or entry[0] != self.rollbacks:
+            entry = (self.rollbacks, load())
+            self._cache[name] = entry
+        value: T = entry[1]
+        return value
+
+    def forget(self, name: str) -> None:
+        self._cache.pop(name, None)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -151,6 +168,7 @@ class Core:
             try:
                 yield
             except BaseException:
+                self.rollbacks += 1
                 try:
                     self.conn.execute(f"ROLLBACK TO {name}")
                     self.conn.execute(f"RELEASE {name}")
@@ -169,6 +187,7 @@ class Core:
             raise _db_error(exc, "COMMIT") from exc
 
     def _rollback(self) -> None:
+        self.rollbacks += 1
         if self.in_transaction:
             try:
                 self.conn.execute("ROLLBACK")
