@@ -105,6 +105,9 @@ LEARN_MIN_RUNS = 5
 LEARN_WINDOW = 20
 """A type's learned IO is the mean of its last 20 runs once it has 5."""
 
+_REQUEUING = frozenset({"retry", "requeued", "finalize"})
+"""Transitions that put a task back in the queue."""
+
 Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]
 
 
@@ -423,7 +426,13 @@ class Dispatcher(Actor):
             self._end_cycle(reply.exhausted or len(reply.claimed) < spec.limit)
         else:
             self._flush_results()
-            self.wake()
+            if any(t.result in _REQUEUING for t in reply.transitions):
+                self.wake()
+            else:
+                # Only slots were freed: the claim in flight, or the standing claim it leaves,
+                # takes what comes; a standing claim that runs out of room says so
+                # (``exhausted`` False) and the Dispatcher claims again then.
+                self._run()
 
     def _ack(self, results: list[TaskResult]) -> None:
         by_host: dict[bytes, list[int]] = {}
