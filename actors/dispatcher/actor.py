@@ -426,8 +426,8 @@ class Dispatcher(Actor):
             self._end_cycle(reply.exhausted or len(reply.claimed) < spec.limit)
         else:
             self._flush_results()
-            if any(t.result in _REQUEUING for t in reply.transitions):
-                self.wake()
+            if any(t.result in _REQUEUING or t.group_key is not None for t in reply.transitions):
+                self.wake()  # work back in the queue, or room in a group the last claim found full
             else:
                 # Only slots were freed: the claim in flight, or the standing claim it leaves,
                 # takes what comes; a standing claim that runs out of room says so
