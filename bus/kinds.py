@@ -14,6 +14,9 @@ from bus.structs import (
     HistoryRow as HistoryRow,
 )
 from bus.structs import (
+    RetrySpec as RetrySpec,
+)
+from bus.structs import (
     Outcome as Outcome,
 )
 from bus.structs import (
@@ -127,6 +130,8 @@ class CountsReply(Message):
     running: int
     paused: int
     waiting: int
+    scheduled: int = 0
+    """Not due yet (a ``run_after`` in the future, or a retry waiting out its delay)."""
 
 
 @message("store.counts", reply=CountsReply)
@@ -375,3 +380,34 @@ class SetGroups(Message):
     default: int | None = None
     limits: dict[str, int | None] = field(default_factory=dict)
     replace: bool = False
+
+
+# -- time and failure: results, dead letter ---------------------------------------------------
+
+
+@message("store.result", reply=HistoryReply)
+@dataclass(frozen=True, slots=True)
+class GetResult(Message):
+    """The newest terminal history row of a task (any status: completed, failed, cancelled,
+    dead_letter): zero or one row, with its ``result``."""
+
+    task_id: int
+
+
+@message("store.dead_letter", reply=HistoryReply)
+@dataclass(frozen=True, slots=True)
+class DeadLetter(Message):
+    """History rows with status ``dead_letter``, newest first."""
+
+    limit: int = 50
+    offset: int = 0
+
+
+@message("store.retry_dead_letter", reply=SubmitReply)
+@dataclass(frozen=True, slots=True)
+class RetryDeadLetter(Message):
+    """Submit a dead-lettered task again (retry_count 0) and remove its dead-letter row; one
+    outcome (``duplicate`` when an active task has its key). ``INVALID`` for an id that is no
+    dead-letter row."""
+
+    history_id: int

@@ -12,6 +12,22 @@ from bus.protocol import struct
 
 @struct
 @dataclass(frozen=True, slots=True)
+class RetrySpec:
+    """A retry policy on the wire: the delay before retry n (0-based) is ``constant``:
+    ``initial_s``; ``linear``: min(initial_s + n * increment_s, max_s); ``exponential``:
+    min(initial_s * multiplier**n, max_s); ``exponential_jitter``: uniform in [0, that];
+    ``none``: no retries. ``max_retries`` None: the next layer's (type, default, builder)."""
+
+    strategy: str
+    initial_s: float = 0.0
+    increment_s: float = 0.0
+    max_s: float | None = None
+    multiplier: float = 2.0
+    max_retries: int | None = None
+
+
+@struct
+@dataclass(frozen=True, slots=True)
 class Submission:
     """One submission as the Store receives it; ``key`` is the 64-hex dedup hash."""
 
@@ -27,6 +43,14 @@ class Submission:
     group_key: str | None = None
     fail_fast: bool = True
     parent_id: int | None = None
+    due_at_ms: int | None = None
+    """Not dispatched before this instant (epoch ms); None or a past instant: at once."""
+    retry: RetrySpec | None = None
+    """This task's retry policy; None: its type's, else the default."""
+    max_retries: int | None = None
+    """Overrides the policy's ``max_retries``."""
+    timeout_s: float | None = None
+    """A run longer than this is cancelled and counts as a retryable failure."""
 
 
 @struct
@@ -56,6 +80,11 @@ class TaskRow:
     group_key: str | None = None
     phase: str = "execute"
     """``execute`` or ``finalize``: which executor method a dispatch of this row runs."""
+    due_at_ms: int | None = None
+    """Status ``scheduled`` until this instant; then ``pending``."""
+    retry: RetrySpec | None = None
+    max_retries: int | None = None
+    timeout_s: float | None = None
 
 
 @struct
@@ -88,6 +117,8 @@ class HistoryRow:
     parent_id: int | None = None
     fail_fast: bool = True
     group_key: str | None = None
+    result: bytes | None = None
+    """What the run (a parent's: its finalize) returned, encoded (bytes as is, else JSON)."""
 
 
 @struct
@@ -115,6 +146,10 @@ class TaskResult:
     finished_at_ms: int = 0
     run_id: int = 0
     """The Dispatcher's id of this run (a task preempted and resumed has several)."""
+    retry_after_s: float | None = None
+    """For a retryable error: the delay the executor asked for (wins over the policy's)."""
+    result: bytes | None = None
+    """For ok: the executor's return value, encoded (bytes as is, else JSON)."""
 
 
 @struct
@@ -122,7 +157,8 @@ class TaskResult:
 class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
-    ``result``: completed | retry | failed | requeued | waiting | cancelled | finalize | ignored.
+    ``result``: completed | retry | failed | dead_letter | requeued | waiting | cancelled |
+    finalize | ignored.
     """
 
     id: int
@@ -137,3 +173,7 @@ class Transition:
     group_key: str | None = None
     duration_ms: int | None = None
     """For completed runs: how long the run took (for the duration histogram)."""
+    retry_after_s: float | None = None
+    """For ``retry``: the delay before the next attempt (None: at once)."""
+    retry_count: int = 0
+    """For ``dead_letter``: the retries made."""

@@ -55,6 +55,8 @@ class StoreDB:
         retention_max_age_days: float | None = None,
         prune_every: int = 100,
         recover_running: bool = True,
+        retry_policies: Mapping[str, RetrySpec] | None = None,
+        default_retry: RetrySpec | None = None,
     ) -> None:
         """``recover_running``: on open, put ``running`` rows back to ``pending`` (the whole
         process restarted, so nothing runs them). A Store restarted alone in a multi-process
@@ -62,6 +64,10 @@ class StoreDB:
         releases the ones no host reports."""
         self.path = str(path)
         self.recover_running = recover_running
+        self.retry_policies = dict(retry_policies or {})
+        """Retry policies per task type (the builder's ``retry_policy``)."""
+        self.default_retry = default_retry
+        """The builder's ``default_retry_policy``; None: the v1 rule (``max_retries``, no delay)."""
         try:
             conn = apsw.Connection(self.path)
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
