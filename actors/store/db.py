@@ -32,6 +32,7 @@ from bus.kinds import (
     HistoryRow,
     LookupReply,
     Outcome,
+    RetrySpec,
     Submission,
     TaskResult,
     TaskRow,
