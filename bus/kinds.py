@@ -14,10 +14,10 @@ from bus.structs import (
     HistoryRow as HistoryRow,
 )
 from bus.structs import (
-    RetrySpec as RetrySpec,
+    Outcome as Outcome,
 )
 from bus.structs import (
-    Outcome as Outcome,
+    RetrySpec as RetrySpec,
 )
 from bus.structs import (
     Submission as Submission,
