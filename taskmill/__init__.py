@@ -19,7 +19,6 @@ from bus.errors import (
     PayloadTooLarge,
     SerializationError,
     StoreError,
-    TaskError,
     TaskmillError,
 )
 from taskmill.builder import SchedulerBuilder
@@ -37,6 +36,7 @@ from taskmill.deploy import ConfigError, DeploymentConfig, load_app
 from taskmill.events import (
     Cancelled,
     Completed,
+    DeadLettered,
     Dispatched,
     Failed,
     Paused,
@@ -63,6 +63,7 @@ from taskmill.records import (
     TaskStatus,
     TypeStats,
 )
+from taskmill.retry import RetryPolicy, TaskError
 from taskmill.scheduler import Scheduler
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
@@ -79,6 +80,7 @@ __all__ = [
     "CompositePressure",
     "ConfigError",
     "DatabaseError",
+    "DeadLettered",
     "DeploymentConfig",
     "Dispatched",
     "EstimatedProgress",
@@ -104,6 +106,7 @@ __all__ = [
     "Resources",
     "Resumed",
     "RetentionPolicy",
+    "RetryPolicy",
     "SamplerConfig",
     "Scheduler",
     "SchedulerBuilder",

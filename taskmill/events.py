@@ -20,6 +20,7 @@ from taskmill.records import datetime_to_ms, ms_to_datetime
 __all__ = [
     "Cancelled",
     "Completed",
+    "DeadLettered",
     "Dispatched",
     "Failed",
     "Paused",
@@ -100,12 +101,25 @@ class Completed(TaskEvent):
 
 @dataclass(frozen=True)
 class Failed(TaskEvent):
-    """The task failed with ``error``; ``will_retry`` when it goes back to pending."""
+    """The task failed with ``error``; ``will_retry`` when it goes back to pending, then after
+    ``retry_after`` seconds (None: at once)."""
 
     TYPE: ClassVar[str] = "failed"
 
     error: str
     will_retry: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class DeadLettered(TaskEvent):
+    """A retryable failure with no retries left: the task went to history as ``dead_letter``
+    after ``retry_count`` retries (``retry_dead_letter`` submits it again)."""
+
+    TYPE: ClassVar[str] = "dead_lettered"
+
+    error: str
+    retry_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,8 +212,8 @@ class UnknownEvent(SchedulerEvent):
 EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     cls.TYPE: cls
     for cls in (
-        Dispatched, Completed, Failed, Preempted, Cancelled, Progress, Waiting, Paused, Resumed,
-        Resources,
+        Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Progress, Waiting,
+        Paused, Resumed, Resources,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

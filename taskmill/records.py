@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -98,11 +99,17 @@ class HistoryStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DEAD_LETTER = "dead_letter"
+    """A retryable failure with no retries left (``dead_letter_tasks``, ``retry_dead_letter``)."""
 
 
 @dataclass(frozen=True)
 class TaskRecord(_ToDict):
-    """An active task (pending, running, paused or waiting)."""
+    """An active task (pending, running, paused or waiting).
+
+    A task that is not due yet (a ``run_after`` in the future, or a retry waiting out its delay)
+    is ``pending`` here; the snapshot counts those apart (``scheduled_count``).
+    """
 
     id: int
     task_type: str
@@ -132,13 +139,17 @@ class TaskRecord(_ToDict):
         """The record of a wire ``TaskRow``."""
         return cls(
             id=row.id,
-            status=TaskStatus(row.status),
+            status=TaskStatus(_ACTIVE_STATUS.get(row.status, row.status)),
             **_task_fields(row),
             requeue=row.requeue,
             requeue_priority=(
                 None if row.requeue_priority is None else Priority(row.requeue_priority)
             ),
         )
+
+
+_ACTIVE_STATUS = {"scheduled": "pending"}
+"""Store statuses that users see as another: a task not due yet is pending."""
 
 
 def _task_fields(row: TaskRow | HistoryRow) -> dict[str, Any]:
@@ -198,6 +209,9 @@ class TaskHistoryRecord(_ToDict):
     actual_net_tx_bytes: int = 0
     completed_at: datetime = EPOCH
     duration_ms: int | None = None
+    result: bytes | None = None
+    """What the executor returned (a parent: its ``finalize``): bytes as returned, anything
+    else as JSON (``result_json()``); None when it returned None or did not complete."""
 
     @classmethod
     def from_row(cls, row: HistoryRow) -> TaskHistoryRecord:
@@ -213,7 +227,15 @@ class TaskHistoryRecord(_ToDict):
             actual_net_tx_bytes=row.actual_net_tx_bytes,
             completed_at=ms_to_datetime(row.completed_at_ms),
             duration_ms=row.duration_ms,
+            result=row.result,
         )
+
+    def result_json(self) -> Any:
+        """The result decoded from JSON (None without a result); ``ValueError`` when the
+        executor returned bytes that are not JSON."""
+        if self.result is None:
+            return None
+        return json.loads(self.result)
 
     @property
     def metrics(self) -> TaskMetrics:

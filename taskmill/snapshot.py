@@ -21,8 +21,11 @@ class SchedulerSnapshot(_ToDict):
 
     running: list[TaskRecord] = field(default_factory=list)
     pending_count: int = 0
+    """Tasks ready to run (due)."""
     paused_count: int = 0
     waiting_count: int = 0
+    scheduled_count: int = 0
+    """Tasks not due yet: a ``run_after`` in the future, or a retry waiting out its delay."""
     progress: list[EstimatedProgress] = field(default_factory=list)
     pressure: float = 0.0
     pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
@@ -42,6 +45,7 @@ class SchedulerSnapshot(_ToDict):
             pending_count=counts.pending,
             paused_count=counts.paused,
             waiting_count=counts.waiting,
+            scheduled_count=counts.scheduled,
             progress=progress,
             pressure=state.pressure,
             pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],

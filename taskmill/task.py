@@ -9,12 +9,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 from bus.errors import PayloadTooLarge, SerializationError
 from bus.kinds import Submission
 from taskmill.payload import decode_payload
 from taskmill.priority import Priority
+from taskmill.records import EPOCH, ms_to_datetime
+from taskmill.retry import RetryPolicy, seconds
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -51,7 +56,7 @@ def _json_default(obj: object) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
 
 
-def canonical_json(obj: object) -> bytes:
+def canonical_json(obj: object, what: str = "payload") -> bytes:
     """Encode ``obj`` as canonical JSON bytes: sorted keys, no spaces, UTF-8, no NaN.
 
     Dataclass instances (nested ones too) are encoded as the dict of their fields, so equal
@@ -69,8 +74,21 @@ def canonical_json(obj: object) -> bytes:
             default=_json_default,
         )
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SerializationError(f"cannot encode payload as JSON: {exc}") from exc
+        raise SerializationError(f"cannot encode {what} as JSON: {exc}") from exc
     return text.encode("utf-8")
+
+
+def _instant_ms(when: datetime | float) -> int:
+    """An instant as epoch ms: an aware datetime (naive = UTC) or epoch seconds."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            when = when.replace(tzinfo=UTC)
+        return (when - EPOCH) // timedelta(milliseconds=1)
+    if isinstance(when, bool) or not isinstance(when, int | float):
+        raise TypeError(f"run_at must be a datetime or epoch seconds, got {when!r}")
+    if not math.isfinite(when):
+        raise ValueError(f"run_at must be a finite instant, got {when}")
+    return math.floor(when * 1000)
 
 
 def _non_negative(name: str, value: int) -> int:
@@ -115,11 +133,18 @@ class TaskSubmission:
         group: str | None = None,
         fail_fast: bool = True,
         parent_id: int | None = None,
+        run_after: float | timedelta | None = None,
+        run_at: datetime | float | None = None,
+        retry: RetryPolicy | None = None,
+        max_retries: int | None = None,
+        timeout: float | timedelta | None = None,
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
             raise ValueError(f"task_type must be a non-empty str, got {task_type!r}")
         if payload is not None and payload_json is not _UNSET:
             raise ValueError("give either payload or payload_json, not both")
+        if run_after is not None and run_at is not None:
+            raise ValueError("give either run_after or run_at, not both")
         self.task_type: str = task_type
         """The task type: selects the executor and prefixes the dedup key."""
         self._key: str | None = None
@@ -128,6 +153,11 @@ class TaskSubmission:
         self._payload: bytes | None = None
         self._group: str | None = None
         self._fail_fast = True
+        self._run_after: float | None = None
+        self._run_at_ms: int | None = None
+        self._retry: RetryPolicy | None = None
+        self._max_retries: int | None = None
+        self._timeout: float | None = None
         self.expected_read_bytes = 0
         """Disk bytes this task expects to read (used by the IO budget)."""
         self.expected_write_bytes = 0
@@ -151,6 +181,16 @@ class TaskSubmission:
         self.expected_net_io(expected_net_rx_bytes, expected_net_tx_bytes)
         self.group(group)
         self.fail_fast(fail_fast)
+        if run_after is not None:
+            self.run_after(run_after)
+        if run_at is not None:
+            self.run_at(run_at)
+        if retry is not None:
+            self.retry(retry)
+        if max_retries is not None:
+            self.max_retries(max_retries)
+        if timeout is not None:
+            self.timeout(timeout)
 
     # -- builder -------------------------------------------------------------------------------
 
@@ -212,6 +252,40 @@ class TaskSubmission:
         self._fail_fast = bool(fail_fast)
         return self
 
+    def run_after(self, delay: float | timedelta) -> TaskSubmission:
+        """Not dispatched before ``delay`` seconds after it is submitted (replaces a
+        ``run_at``); 0 runs it at once."""
+        self._run_after = seconds("run_after", delay)
+        self._run_at_ms = None
+        return self
+
+    def run_at(self, when: datetime | float) -> TaskSubmission:
+        """Not dispatched before ``when``: an aware ``datetime`` (naive means UTC) or epoch
+        seconds (replaces a ``run_after``); a past instant runs it at once."""
+        self._run_at_ms = _instant_ms(when)
+        self._run_after = None
+        return self
+
+    def retry(self, policy: RetryPolicy) -> TaskSubmission:
+        """This task's retry policy (default: its type's, else the scheduler's)."""
+        if not isinstance(policy, RetryPolicy):
+            raise TypeError(f"retry takes a RetryPolicy, got {policy!r}")
+        self._retry = policy
+        return self
+
+    def max_retries(self, n: int) -> TaskSubmission:
+        """How many retries this task gets, whatever its retry policy says."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"max_retries must be an int, got {n!r}")
+        self._max_retries = _non_negative("max_retries", n)
+        return self
+
+    def timeout(self, limit: float | timedelta) -> TaskSubmission:
+        """The longest one run may take (> 0 seconds): past it the run is cancelled and counts
+        as a retryable failure. Default: its type's ``task_timeout``, else none."""
+        self._timeout = seconds("timeout", limit, positive=True)
+        return self
+
     # -- reading back --------------------------------------------------------------------------
 
     @property
@@ -247,6 +321,42 @@ class TaskSubmission:
         return self._fail_fast
 
     @property
+    def run_after_s(self) -> float | None:
+        """The delay given with ``run_after``, or None."""
+        return self._run_after
+
+    @property
+    def run_at_time(self) -> datetime | None:
+        """The instant given with ``run_at`` (UTC), or None."""
+        return None if self._run_at_ms is None else ms_to_datetime(self._run_at_ms)
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """The policy given with ``retry``, or None."""
+        return self._retry
+
+    @property
+    def retry_limit(self) -> int | None:
+        """The count given with ``max_retries``, or None."""
+        return self._max_retries
+
+    @property
+    def timeout_s(self) -> float | None:
+        """The time limit given with ``timeout``, or None."""
+        return self._timeout
+
+    def due_at_ms(self, now_ms: int | None = None) -> int | None:
+        """The instant (epoch ms) this task becomes due if submitted at ``now_ms`` (default:
+        this machine's clock), or None for at once."""
+        if self._run_at_ms is not None:
+            return self._run_at_ms
+        if self._run_after is None:
+            return None
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        return now_ms + math.ceil(self._run_after * 1000)
+
+    @property
     def dedup_data(self) -> bytes | None:
         """What the dedup key hashes: the explicit key's UTF-8 bytes, else the payload."""
         if self._key is not None:
@@ -264,8 +374,9 @@ class TaskSubmission:
         other.__dict__.update(self.__dict__)
         return other
 
-    def to_wire(self) -> Submission:
-        """The wire struct the Store receives; ``PayloadTooLarge`` over 1 MiB."""
+    def to_wire(self, now_ms: int | None = None) -> Submission:
+        """The wire struct the Store receives; ``PayloadTooLarge`` over 1 MiB. A ``run_after``
+        delay counts from ``now_ms`` (default: now, on this machine's clock)."""
         if self._payload is not None and len(self._payload) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(
                 f"payload of {len(self._payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
@@ -283,6 +394,10 @@ class TaskSubmission:
             self._group,
             self._fail_fast,
             self.parent_id,
+            self.due_at_ms(now_ms),
+            None if self._retry is None else self._retry.to_wire(),
+            self._max_retries,
+            self._timeout,
         )
 
     def _state(self) -> tuple[object, ...]:
@@ -290,6 +405,7 @@ class TaskSubmission:
             self.task_type, self._key, self._label, self._priority, self._payload,
             self.expected_read_bytes, self.expected_write_bytes, self.expected_net_rx_bytes,
             self.expected_net_tx_bytes, self._group, self._fail_fast, self.parent_id,
+            self._run_after, self._run_at_ms, self._retry, self._max_retries, self._timeout,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
@@ -310,6 +426,16 @@ class TaskSubmission:
             parts.append(f"payload=<{len(self._payload)} bytes>")
         if self._group is not None:
             parts.append(f"group={self._group!r}")
+        if self._run_after is not None:
+            parts.append(f"run_after={self._run_after:g}")
+        if self._run_at_ms is not None:
+            parts.append(f"run_at={self.run_at_time!r}")
+        if self._retry is not None:
+            parts.append(f"retry={self._retry!r}")
+        if self._max_retries is not None:
+            parts.append(f"max_retries={self._max_retries}")
+        if self._timeout is not None:
+            parts.append(f"timeout={self._timeout:g}")
         return f"TaskSubmission({', '.join(parts)})"
 
 

@@ -16,6 +16,7 @@ from typing import TextIO
 from taskmill.events import (
     Cancelled,
     Completed,
+    DeadLettered,
     Dispatched,
     Failed,
     Paused,
@@ -40,6 +41,7 @@ _MARKS: dict[type[SchedulerEvent], str] = {
     Dispatched: "\033[36m▶\033[0m",
     Completed: "\033[32m✔\033[0m",
     Failed: "\033[31m✘\033[0m",
+    DeadLettered: "\033[31m✘\033[0m",
     Preempted: "\033[35m⏸\033[0m",
     Cancelled: "\033[33m■\033[0m",
     Waiting: "\033[34m…\033[0m",
@@ -58,7 +60,13 @@ def _describe(event: SchedulerEvent) -> str:
     if isinstance(event, TaskEvent):
         text = f"{event.type:<10} #{event.task_id} {event.task_type}  {event.label}"
         if isinstance(event, Failed):
-            text += f": {event.error}" + (" (will retry)" if event.will_retry else "")
+            if event.will_retry:
+                later = "" if event.retry_after is None else f" in {event.retry_after:g}s"
+                text += f": {event.error} (will retry{later})"
+            else:
+                text += f": {event.error}"
+        elif isinstance(event, DeadLettered):
+            text += f": {event.error} (after {event.retry_count} retries)"
         elif isinstance(event, Waiting):
             text += f" ({event.children_count} children)"
         return text
@@ -149,7 +157,8 @@ def format_snapshot(snapshot: SchedulerSnapshot, colour: bool = False) -> str:
     lines = [
         f"\033[1mtaskmill\033[0m  {state}, max concurrency {snapshot.max_concurrency}",
         f"  running {len(snapshot.running)}   pending {snapshot.pending_count}   "
-        f"paused {snapshot.paused_count}   waiting {snapshot.waiting_count}",
+        f"paused {snapshot.paused_count}   waiting {snapshot.waiting_count}   "
+        f"scheduled {snapshot.scheduled_count}",
     ]
     pressure = f"  pressure {snapshot.pressure:.2f}"
     if snapshot.pressure_breakdown:

@@ -13,6 +13,7 @@ from bus.kinds_run import Event, PublishedEvent
 from taskmill.events import (
     Cancelled,
     Completed,
+    DeadLettered,
     Dispatched,
     Failed,
     Paused,
@@ -34,6 +35,8 @@ EVENTS: list[tuple[SchedulerEvent, str]] = [
     (Dispatched(**IDS), "dispatched"),
     (Completed(**IDS), "completed"),
     (Failed(**IDS, error="boom", will_retry=True), "failed"),
+    (Failed(**IDS, error="429", will_retry=True, retry_after=30.0), "failed"),
+    (DeadLettered(**IDS, error="reset", retry_count=3), "dead_lettered"),
     (Preempted(**IDS), "preempted"),
     (Cancelled(**IDS), "cancelled"),
     (Progress(**IDS, percent=0.25, message="resizing"), "progress"),
@@ -68,9 +71,12 @@ def test_to_dict_is_json_serialisable(event: SchedulerEvent, type_: str) -> None
 
 def test_task_events_carry_the_task_identity_and_wire_data_is_flat() -> None:
     event = Failed(**IDS, error="disk full", will_retry=False)
-    assert event_to_wire(event).data == {**IDS, "error": "disk full", "will_retry": False}
+    assert event_to_wire(event).data == {
+        **IDS, "error": "disk full", "will_retry": False, "retry_after": None,
+    }  # fmt: skip
     assert event.to_dict() == {"type": "failed", "seq": 0, "at": None, **IDS,
-                               "error": "disk full", "will_retry": False}  # fmt: skip
+                               "error": "disk full", "will_retry": False,
+                               "retry_after": None}  # fmt: skip
     assert event_to_wire(Paused()).data == {}
 
 
@@ -129,3 +135,14 @@ def test_event_from_message_keeps_published_seq() -> None:
 def test_events_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Completed(**IDS).task_id = 1  # type: ignore[misc]
+
+
+def test_the_new_outcomes_decode_from_the_dispatchers_data() -> None:
+    failed = event_from_wire(
+        "failed", {**IDS, "error": "429", "will_retry": True, "retry_after": 2.5}
+    )
+    assert isinstance(failed, Failed) and failed.retry_after == 2.5
+    v1 = event_from_wire("failed", {**IDS, "error": "boom", "will_retry": True})
+    assert isinstance(v1, Failed) and v1.retry_after is None
+    dead = event_from_wire("dead_lettered", {**IDS, "error": "reset", "retry_count": 3})
+    assert dead == DeadLettered(**IDS, error="reset", retry_count=3)

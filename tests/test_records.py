@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds import CountsReply, HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds_run import DispatcherState
 from taskmill.priority import Priority
 from taskmill.records import (
     EstimatedProgress,
@@ -71,7 +72,7 @@ def test_history_record_has_task_fields_plus_actuals() -> None:
     task_names = {f.name for f in dataclasses.fields(TaskRecord)}
     assert names - task_names == {
         "task_id", "actual_read_bytes", "actual_write_bytes", "actual_net_rx_bytes",
-        "actual_net_tx_bytes", "completed_at", "duration_ms",
+        "actual_net_tx_bytes", "completed_at", "duration_ms", "result",
     }  # fmt: skip
     assert task_names <= names
 
@@ -122,7 +123,7 @@ def test_history_record_from_row() -> None:
 
 def test_status_enums_compare_equal_to_their_values() -> None:
     assert [s.value for s in TaskStatus] == ["pending", "running", "paused", "waiting"]
-    assert [s.value for s in HistoryStatus] == ["completed", "failed", "cancelled"]
+    assert [s.value for s in HistoryStatus] == ["completed", "failed", "cancelled", "dead_letter"]
     assert TaskStatus.PAUSED == "paused"  # type: ignore[comparison-overlap]
     assert HistoryStatus("cancelled") is HistoryStatus.CANCELLED
 
@@ -220,7 +221,8 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
         "reported_percent": 0.5, "extrapolated_percent": None, "percent": 0.5,
     }  # fmt: skip
     assert set(data) == {
-        "running", "pending_count", "paused_count", "waiting_count", "progress", "pressure",
+        "running", "pending_count", "paused_count", "waiting_count", "scheduled_count",
+        "progress", "pressure",
         "pressure_breakdown", "max_concurrency", "is_paused", "resources",
     }  # fmt: skip
 
@@ -228,3 +230,31 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
 def test_history_record_to_dict_is_json_serialisable() -> None:
     data = json.loads(json.dumps(TaskHistoryRecord.from_row(history_row()).to_dict()))
     assert data["status"] == "failed" and data["payload"] is None and data["started_at"] is None
+
+
+def test_a_task_not_due_yet_shows_as_pending() -> None:
+    record = TaskRecord.from_row(task_row(status="scheduled", due_at_ms=T0_MS + 60_000))
+    assert record.status is TaskStatus.PENDING
+
+
+def test_a_history_record_carries_the_result() -> None:
+    record = TaskHistoryRecord.from_row(history_row(status="completed", result=b'{"n":1}'))
+    assert record.result == b'{"n":1}'
+    assert record.result_json() == {"n": 1}
+    assert TaskHistoryRecord.from_row(history_row()).result_json() is None
+    raw = TaskHistoryRecord.from_row(history_row(result=b"\xff"))
+    with pytest.raises(ValueError):
+        raw.result_json()
+    assert json.loads(json.dumps(record.to_dict()))["result"] == "eyJuIjoxfQ=="
+
+
+def test_dead_letter_is_a_history_status() -> None:
+    record = TaskHistoryRecord.from_row(history_row(status="dead_letter"))
+    assert record.status is HistoryStatus.DEAD_LETTER == "dead_letter"
+
+
+def test_the_snapshot_counts_scheduled_tasks_apart() -> None:
+    counts = CountsReply(pending=2, running=1, paused=0, waiting=0, scheduled=5)
+    state = DispatcherState(running=[], is_paused=False, max_concurrency=4)
+    snapshot = SchedulerSnapshot.from_state(state, counts, [])
+    assert (snapshot.pending_count, snapshot.scheduled_count) == (2, 5)
