@@ -7,12 +7,14 @@ the same object. Nothing here schedules: it only collects settings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskmill.config import SamplerConfig, SchedulerConfig, ShutdownMode, StoreConfig
 from taskmill.context import ExecutorLike
 from taskmill.priority import Priority
+from taskmill.retry import RetryPolicy, seconds
 from taskmill.task import TypedTask
 
 if TYPE_CHECKING:
@@ -45,6 +47,15 @@ class AppSpec:
     run_dir: str | None = None
     separate_threads: bool = False
     executor_thread: bool = False
+    retry_policies: dict[str, RetryPolicy] = field(default_factory=dict)
+    default_retry: RetryPolicy | None = None
+    task_timeouts: dict[str, float] = field(default_factory=dict)
+
+
+def _policy(policy: RetryPolicy) -> RetryPolicy:
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"expected a RetryPolicy, got {policy!r}")
+    return policy
 
 
 class SchedulerBuilder:
@@ -77,6 +88,23 @@ class SchedulerBuilder:
         if n < 0:
             raise ValueError("max_retries must be >= 0")
         self.spec.max_retries = n
+        return self
+
+    def retry_policy(self, task_type: str, policy: RetryPolicy) -> SchedulerBuilder:
+        """The retry policy of ``task_type``'s tasks (a submission's own ``retry`` wins)."""
+        self.spec.retry_policies[task_type] = _policy(policy)
+        return self
+
+    def default_retry_policy(self, policy: RetryPolicy) -> SchedulerBuilder:
+        """The retry policy of task types without their own. Without one, a task is retried at
+        once, up to ``max_retries`` times."""
+        self.spec.default_retry = _policy(policy)
+        return self
+
+    def task_timeout(self, task_type: str, limit: float | timedelta) -> SchedulerBuilder:
+        """The longest one run of ``task_type`` may take (a submission's ``timeout`` wins): past
+        it the run's token is cancelled, and the run counts as a retryable failure."""
+        self.spec.task_timeouts[task_type] = seconds("task timeout", limit, positive=True)
         return self
 
     def preempt_priority(self, priority: int) -> SchedulerBuilder:

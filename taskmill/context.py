@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
 from actors.host.actor import RunHandle, Runner
 from bus.cancel import CancellationToken
+from bus.errors import SerializationError
 from taskmill.payload import decode_payload
 from taskmill.progress import ProgressReporter
 from taskmill.records import SubmitOutcome, TaskRecord
-from taskmill.task import TaskSubmission, TypedTask
+from taskmill.retry import TaskError
+from taskmill.task import TaskSubmission, TypedTask, canonical_json
 
 T = TypeVar("T")
 
-__all__ = ["TaskContext", "TaskExecutor", "make_runner"]
+__all__ = ["TaskContext", "TaskExecutor", "encode_result", "make_runner"]
 
 
 class TaskContext:
@@ -92,16 +94,35 @@ class TaskContext:
 
 
 class TaskExecutor:
-    """Base class of executors: implement ``execute``; ``finalize`` runs after all children."""
+    """Base class of executors: implement ``execute``; ``finalize`` runs after all children.
 
-    async def execute(self, ctx: TaskContext) -> None:
+    What either returns is the task's result (a parent's: its ``finalize``'s), kept in its
+    history row: ``bytes`` as they are, anything else as JSON (see ``encode_result``).
+    """
+
+    async def execute(self, ctx: TaskContext) -> Any:
         raise NotImplementedError
 
-    async def finalize(self, ctx: TaskContext) -> None:
+    async def finalize(self, ctx: TaskContext) -> Any:
         """Called once all children spawned by ``execute`` have finished (none failed)."""
 
 
-ExecutorLike = TaskExecutor | Callable[[TaskContext], Awaitable[None] | None] | Any
+ExecutorLike = TaskExecutor | Callable[[TaskContext], Any] | Any
+
+
+def encode_result(value: object) -> bytes | None:
+    """An executor's return value as stored: None stays None, bytes stay as they are, anything
+    else is JSON (dataclasses as their fields). A value JSON cannot encode is a permanent
+    failure of the run (``TaskError``, message ``result: ...``); so is one over 1 MiB, which the
+    executor host refuses."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        return canonical_json(value, "result")
+    except SerializationError as exc:
+        raise TaskError(f"result: {exc}") from None
 
 
 def _phase_fn(executor: ExecutorLike, phase: str) -> Callable[[TaskContext], Any] | None:
@@ -121,16 +142,16 @@ def make_runner(executor: ExecutorLike) -> Runner:
     as the runner an executor host calls; plain functions run in the host's worker threads."""
     _phase_fn(executor, "execute")  # fail at registration, not at the first task
 
-    async def run(handle: RunHandle) -> None:
+    async def run(handle: RunHandle) -> bytes | None:
         fn = _phase_fn(executor, handle.phase)
         if fn is None:
-            return
+            return None
         ctx = TaskContext(handle)
         if inspect.iscoroutinefunction(fn):
-            await fn(ctx)
-            return
+            return encode_result(await fn(ctx))
         result = await handle.in_thread(fn, ctx)
         if inspect.isawaitable(result):
-            await result
+            result = await result
+        return encode_result(result)
 
     return run

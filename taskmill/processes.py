@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from actors.dispatcher.actor import Dispatcher
-from actors.host.actor import ExecutorHost, HostSettings
+from actors.host.actor import ExecutorHost
 from actors.publisher.actor import EventPublisher
 from bus.client import RequestClient
 from bus.errors import TaskmillError
@@ -39,7 +39,7 @@ from taskmill.builder import AppSpec
 from taskmill.context import make_runner
 from taskmill.deploy import DeploymentConfig
 from taskmill.monitoring import monitor_actor
-from taskmill.wiring import dispatcher_settings, limiter_actor, store_actor
+from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
 __all__ = [
     "ACTORS",
@@ -179,7 +179,7 @@ def build_worker(
     capacity = cfg.capacity or max(1, spec.max_concurrency)
     runners = {t: make_runner(e) for t, e in spec.executors.items()}
     state = {type(obj): obj for obj in spec.app_state}
-    settings = HostSettings(topology.hosts, topology.store, capacity=capacity, host_id=host_id)
+    settings = host_settings(spec, topology, capacity, host_id)
     host = ExecutorHost(runners, settings, state=state)
     return ActorProcess("worker", host, control_endpoint(topology, "worker", host_id), topology)
 

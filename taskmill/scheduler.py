@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 
 from actors.dispatcher.actor import Dispatcher
-from actors.host.actor import STOP_GRACE_S, ExecutorHost, HostSettings
+from actors.host.actor import STOP_GRACE_S, ExecutorHost
 from actors.publisher.actor import EventPublisher
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
@@ -55,7 +55,7 @@ from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates
 from taskmill.subscription import EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
-from taskmill.wiring import dispatcher_settings, limiter_actor, store_actor
+from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
 log = logging.getLogger("taskmill.scheduler")
 
@@ -99,11 +99,8 @@ class Scheduler:
         threads: dict[str, ActorThread] = {}
         runners = {t: make_runner(e) for t, e in spec.executors.items()}
         state = {type(obj): obj for obj in spec.app_state}
-        host = ExecutorHost(
-            runners,
-            HostSettings(topology.hosts, topology.store, capacity=max(32, spec.max_concurrency)),
-            state=state,
-        )
+        settings = host_settings(spec, topology, capacity=max(32, spec.max_concurrency))
+        host = ExecutorHost(runners, settings, state=state)
         # Set up in this order (the Store first, so it is the last closed).
         actors: list[tuple[str, Actor, str]] = [
             ("store", store_actor(spec, topology), topology.store_control),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from actors.dispatcher.state import Settings
+from actors.host.actor import HostSettings
 from actors.limiter.actor import GroupLimiter, LimiterSettings
 from actors.monitor.actor import MonitorSettings
 from actors.monitor.pressure import ThrottlePolicy
@@ -31,6 +34,8 @@ def store_actor(
             retention_max_age_days=policy.days,
             prune_every=config.prune_every,
             recover_running=recover_running,
+            retry_policies={t: p.to_wire() for t, p in spec.retry_policies.items()},
+            default_retry=None if spec.default_retry is None else spec.default_retry.to_wire(),
         )
 
     return StoreActor(
@@ -75,3 +80,13 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         readings_expiry_s=sampling.expiry_s,
         autostart=autostart,
     )
+
+
+def host_settings(
+    spec: AppSpec, topology: Topology, capacity: int, host_id: str | None = None
+) -> HostSettings:
+    """The settings of an executor host running ``spec``'s executors."""
+    settings = HostSettings(
+        topology.hosts, topology.store, capacity=capacity, task_timeouts=dict(spec.task_timeouts)
+    )
+    return settings if host_id is None else dataclasses.replace(settings, host_id=host_id)

@@ -11,6 +11,10 @@ Sockets:
 
 Many tasks are in flight at once; results that finish in the same loop turn go back in one
 message. An executor that ignores its token is cancelled outright ``cancel_grace_s`` later.
+A run with a time limit (the task's ``timeout_s``, else its type's in ``task_timeouts``) has its
+token cancelled at the deadline and is abandoned after the same grace; it reports a retryable
+error whatever the executor did after the deadline. A run's return value (bytes, encoded by
+the runner) travels in its result, up to ``MAX_RESULT_BYTES``.
 A scheduler that shuts down waits (``wait_until_idle``) up to ``STOP_GRACE_S`` for the runs it
 cancelled before it stops the host, since stopping the loop cancels every coroutine at once.
 """
@@ -46,7 +50,7 @@ from bus.kinds_run import (
     RunTasks,
 )
 from bus.protocol import Message, decode, encode, send_frames
-from bus.runtime import Actor, ActorLoop
+from bus.runtime import Actor, ActorLoop, Timer
 
 log = logging.getLogger("taskmill.worker")
 
@@ -58,9 +62,13 @@ their own before it stops the host, whose loop then cancels what is left outrigh
 that watches its token gets the time to stop cleanly; one that ignores it holds the shutdown
 up by no more than this."""
 
+MAX_RESULT_BYTES = 1_048_576
+"""The largest result a run may return (1 MiB, like a payload); a larger one fails the run."""
+
 T = TypeVar("T")
-Runner = Callable[["RunHandle"], Awaitable[None]]
-"""Runs one task (both phases): returns normally, or raises ``TaskError`` / any exception."""
+Runner = Callable[["RunHandle"], Awaitable[bytes | None]]
+"""Runs one task (both phases): returns its encoded result (or None), or raises ``TaskError``
+(whose ``retry_after``, when it has one, is the delay it asks for) / any exception."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,8 @@ class HostSettings:
     cancel_grace_s: float = 5.0
     store_timeout: float = 10.0
     threads: int | None = None
+    task_timeouts: Mapping[str, float] = field(default_factory=dict)
+    """The time limit of one run per task type (a task's own ``timeout_s`` wins)."""
 
 
 class RunHandle:
@@ -89,6 +99,9 @@ class RunHandle:
         self._host = host
         self._lock = threading.Lock()
         self.bytes = [0, 0, 0, 0]
+        self.deadline: Timer | None = None
+        self.timed_out: float | None = None
+        """The time limit the run exceeded (its token was cancelled for it), or None."""
 
     @property
     def phase(self) -> str:
@@ -181,6 +194,7 @@ class ExecutorHost(Actor):
             "cancelled": 0,
             "malformed": 0,
             "reconnects": 0,
+            "timeouts": 0,
         }
 
     def register_state(self, obj: object) -> None:
@@ -315,6 +329,23 @@ class ExecutorHost(Actor):
         self._runs[run_id] = (handle, runner)
         self._idle.clear()
         self.counters["started"] += 1
+        limit = task.timeout_s or self.settings.task_timeouts.get(task.task_type)
+        if limit:
+            handle.deadline = self.loop.call_later(limit, self._time_out(handle, runner, limit))
+
+    def _time_out(
+        self, handle: RunHandle, runner: asyncio.Task[None], limit: float
+    ) -> Callable[[], None]:
+        def time_out() -> None:
+            if self._runs.get(handle.run_id, (None,))[0] is not handle:
+                return  # the run ended just before its deadline
+            log.info("task %d timed out after %gs; cancelling it", handle.task.id, limit)
+            self.counters["timeouts"] += 1
+            handle.timed_out = limit
+            handle.token.cancel()
+            self.loop.call_later(self.settings.cancel_grace_s, _canceller(runner))
+
+        return time_out
 
     def _cancel(self, task_id: int) -> None:
         for handle, runner in list(self._runs.values()):
@@ -326,18 +357,34 @@ class ExecutorHost(Actor):
         task = handle.task
         runner = self.runners.get(task.task_type)
         outcome, error, retryable = "ok", None, False
+        result: bytes | None = None
+        retry_after: float | None = None
         try:
             if runner is None:
                 raise TaskError(f"no executor registered for type '{task.task_type}'")
-            await runner(handle)
+            result = await runner(handle)
+            if result is not None and len(result) > MAX_RESULT_BYTES:
+                raise TaskError(
+                    f"result: {len(result)} bytes exceeds the {MAX_RESULT_BYTES}-byte limit"
+                )
         except asyncio.CancelledError:
             outcome = "cancelled"
         except TaskError as exc:
             outcome, error, retryable = "error", exc.message, bool(exc.retryable)
+            # A ``taskmill.TaskError`` may carry the delay it asks for before the retry.
+            retry_after = getattr(exc, "retry_after", None) if retryable else None
         except BaseException as exc:  # SystemExit from user code must not kill the host
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
-        if outcome == "error" and handle.token.is_cancelled():
+        if handle.deadline is not None:
+            handle.deadline.cancel()
+        if handle.timed_out is not None:
+            # Whatever the executor did once its deadline passed, the run took too long.
+            outcome, error, retryable = "error", f"timed out after {handle.timed_out:g}s", True
+            retry_after = None
+        elif outcome == "error" and handle.token.is_cancelled():
             outcome = "cancelled"  # raised because it was told to stop: not a failure
+        if outcome != "ok":
+            result = None
         self.counters[{"ok": "ok", "error": "errors", "cancelled": "cancelled"}[outcome]] += 1
         self._runs.pop(handle.run_id, None)
         if not self._runs:
@@ -356,6 +403,8 @@ class ExecutorHost(Actor):
                 tx,
                 now_ms(self.clock),
                 handle.run_id,
+                retry_after,
+                result,
             )
         )
         self._schedule_flush()
