@@ -2,7 +2,8 @@
 
 Actor commands (``store``, ``dispatcher``, ``monitor``, ``limiter``, ``worker``, ``events``) each
 build one actor of the application and run it until SIGTERM/SIGINT: one process per actor, as a
-Procfile runs them. User commands (``submit``, ``status``, ``watch``, ``ping``, ``stats``) talk
+Procfile runs them. User commands (``submit``, ``result``, ``status``, ``watch``, ``ping``,
+``stats``) talk
 to a running deployment; ``demo`` runs an embedded scheduler. Every command but ``demo`` reads
 the deployment configuration from ``--config`` (TOML), ``TASKMILL_*`` variables and its flags.
 """
@@ -153,6 +154,14 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     submit.add_argument(
         "--retries", type=int, default=2, help="attempts after the first (same request id)"
     )
+
+    result = user("result", "print a finished task's status and result")
+    result.add_argument("task_id", metavar="ID", type=int, help="the task's id (from submit)")
+    result.add_argument(
+        "--wait", type=float, metavar="S", help="wait up to S seconds for the task to finish"
+    )
+    result.add_argument("--json", action="store_true", help="the history record as JSON")
+    result.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
 
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")

@@ -26,6 +26,7 @@ from bus.errors import ActorUnavailable
 from bus.kinds import (
     Counts,
     CountsReply,
+    GetResult,
     History,
     HistoryReply,
     HistoryStats,
@@ -47,6 +48,7 @@ from taskmill.records import (
     TaskLookup,
     TypeStats,
 )
+from taskmill.results import SUBSCRIBE_TIMEOUT_S, TERMINAL_TOPICS, wait_result, wait_result_blocking
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates, progress_estimates
 from taskmill.subscription import EventSubscriber, EventSubscription
@@ -168,6 +170,27 @@ class Client(_Endpoints):
         rows = self._store.call(History(limit, offset), HistoryReply).rows
         return [TaskHistoryRecord.from_row(r) for r in rows]
 
+    def result(self, task_id: int) -> TaskHistoryRecord | None:
+        """The task's terminal history record with its ``result``, or None while it has none."""
+        rows = self._store.call(GetResult(task_id), HistoryReply).rows
+        return TaskHistoryRecord.from_row(rows[0]) if rows else None
+
+    def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
+        """The task's terminal history record once it has one; ``TimeoutError`` after
+        ``timeout`` seconds (see ``Scheduler.wait_result``)."""
+        events = self.topology.events
+
+        def subscribe() -> EventSubscriber:
+            return EventSubscriber(
+                events,
+                TERMINAL_TOPICS,
+                timeout=SUBSCRIBE_TIMEOUT_S,
+                context=self._context,
+                configure=_configure(self.security, events),
+            )
+
+        return wait_result_blocking(task_id, timeout, lambda: self.result(task_id), subscribe)
+
     def snapshot(self) -> SchedulerSnapshot:
         """Running tasks with progress estimates, queue counts, pressure, limits."""
         state = self._dispatcher.call(GetState(), DispatcherState)
@@ -259,6 +282,22 @@ class AsyncClient(_Endpoints):
     def store(self) -> TaskStore:
         """Every query of the Store (``TaskStore``), over this client's connection."""
         return self._tasks
+
+    async def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
+        """The task's terminal history record once it has one; ``TimeoutError`` after
+        ``timeout`` seconds (see ``Scheduler.wait_result``)."""
+        events = self.topology.events
+
+        async def subscribe() -> EventSubscription:
+            return await EventSubscription.open(
+                self._context,
+                events,
+                TERMINAL_TOPICS,
+                timeout=SUBSCRIBE_TIMEOUT_S,
+                configure=_configure(self.security, events),
+            )
+
+        return await wait_result(task_id, timeout, lambda: self._tasks.result(task_id), subscribe)
 
     async def snapshot(self) -> SchedulerSnapshot:
         state, counts = await asyncio.gather(

@@ -1,4 +1,5 @@
-"""The user commands of ``taskmill``: ``submit``, ``status``, ``watch``, ``ping``, ``stats``.
+"""The user commands of ``taskmill``: ``submit``, ``result``, ``status``, ``watch``, ``ping``,
+``stats``.
 
 Each takes the parsed arguments and the deployment configuration, talks to the running actors
 through ``taskmill.Client`` (or a control endpoint) and returns the exit status. Output goes to
@@ -28,7 +29,9 @@ from taskmill.subscription import EventSubscriber
 from taskmill.task import TaskSubmission
 from taskmill.watch import WatchView, format_snapshot
 
-__all__ = ["parse_priority", "payload_json", "ping", "stats", "status", "submit", "watch"]
+__all__ = [
+    "parse_priority", "payload_json", "ping", "result", "stats", "status", "submit", "watch",
+]  # fmt: skip
 
 TIERS = ("realtime", "high", "normal", "background", "idle")
 
@@ -73,6 +76,37 @@ def submit(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None =
         out.write(
             f"{outcome.kind.value}" + ("" if outcome.id is None else f" #{outcome.id}") + "\n"
         )
+    return 0
+
+
+def result(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:
+    """A finished task's status, error and result (JSON as JSON, other bytes by their size).
+    Exit status 1 when the task has no terminal history row (within ``--wait`` seconds)."""
+    out = sys.stdout if out is None else out
+    with Client(cfg, timeout=args.timeout, retries=0) as client:
+        if args.wait is None:
+            record = client.result(args.task_id)
+        else:
+            try:
+                record = client.wait_result(args.task_id, timeout=args.wait)
+            except TimeoutError:
+                record = None
+    if record is None:
+        waited = "" if args.wait is None else f" after {args.wait:g}s"
+        print(f"task #{args.task_id} has not finished{waited}", file=sys.stderr)
+        return 1
+    if args.json:
+        _dump(record.to_dict(), out)
+        return 0
+    out.write(f"#{record.task_id} {record.task_type} {record.status.value}\n")
+    if record.last_error:
+        out.write(f"error: {record.last_error}\n")
+    if record.result is not None:
+        try:
+            text = json.dumps(record.result_json(), ensure_ascii=False)
+        except ValueError:
+            text = f"<{len(record.result)} bytes>"
+        out.write(f"result: {text}\n")
     return 0
 
 

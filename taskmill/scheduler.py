@@ -50,10 +50,11 @@ from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
 from taskmill.context import make_runner
 from taskmill.monitoring import monitor_actor
-from taskmill.records import EstimatedProgress, SubmitOutcome, TaskRecord
+from taskmill.records import EstimatedProgress, SubmitOutcome, TaskHistoryRecord, TaskRecord
+from taskmill.results import TERMINAL_TOPICS, wait_result
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates
-from taskmill.subscription import EventSubscription
+from taskmill.subscription import TOPICS, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
@@ -229,6 +230,20 @@ class Scheduler:
     def store(self) -> TaskStore:
         return self._task_store
 
+    async def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        """Submit a dead-lettered task again (retry count 0) and drop its dead-letter row."""
+        return await self._task_store.retry_dead_letter(history_id)
+
+    async def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
+        """The task's terminal history record (completed, failed, cancelled, dead_letter) once
+        it has one, with its ``result``; ``TimeoutError`` after ``timeout`` seconds."""
+        return await wait_result(
+            task_id,
+            timeout,
+            lambda: self._task_store.result(task_id),
+            lambda: self._subscribe(TERMINAL_TOPICS),
+        )
+
     # -- controls ----------------------------------------------------------------------------
 
     async def cancel(self, task_id: int) -> bool:
@@ -288,9 +303,12 @@ class Scheduler:
 
     async def subscribe(self) -> EventSubscription:
         """A live subscription to every event: nothing published after this returns is missed."""
+        return await self._subscribe()
+
+    async def _subscribe(self, topics: Sequence[bytes] = TOPICS) -> EventSubscription:
         if self._closed:
             raise ActorUnavailable("the scheduler is closed")
-        subscription = await EventSubscription.open(self._context, self.topology.events)
+        subscription = await EventSubscription.open(self._context, self.topology.events, topics)
         self._subscriptions.add(subscription)
         return subscription
 

@@ -11,6 +11,8 @@ from bus.kinds import (
     AvgThroughput,
     Counts,
     CountsReply,
+    DeadLetter,
+    GetResult,
     GetTask,
     History,
     HistoryReply,
@@ -20,6 +22,8 @@ from bus.kinds import (
     LookupReply,
     Ok,
     Prune,
+    RetryDeadLetter,
+    SubmitReply,
     TaskReply,
     TasksReply,
     ThroughputReply,
@@ -29,6 +33,7 @@ from bus.kinds_run import RunningTask
 from taskmill.progress import estimate_progress
 from taskmill.records import (
     EstimatedProgress,
+    SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
     TaskRecord,
@@ -81,7 +86,11 @@ class TaskStore:
     async def waiting_count(self) -> int:
         return (await self.counts()).waiting
 
-    async def _history(self, query: History) -> list[TaskHistoryRecord]:
+    async def scheduled_count(self) -> int:
+        """Tasks not due yet (a future ``run_after``, or a retry waiting out its delay)."""
+        return (await self.counts()).scheduled
+
+    async def _history(self, query: History | DeadLetter | GetResult) -> list[TaskHistoryRecord]:
         rows = (await self._store.call(query, HistoryReply)).rows
         return [TaskHistoryRecord.from_row(r) for r in rows]
 
@@ -97,6 +106,23 @@ class TaskStore:
 
     async def failed_tasks(self, limit: int = 50) -> list[TaskHistoryRecord]:
         return await self._history(History(limit, 0, status="failed"))
+
+    async def dead_letter_tasks(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
+        """Tasks whose retryable failures used up their retries, newest first."""
+        return await self._history(DeadLetter(limit, offset))
+
+    async def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        """Submit a dead-lettered task again (retry count 0) and drop its dead-letter row;
+        ``duplicate`` when an active task has its key. ``InvalidRequest`` for an id that is no
+        dead-letter row."""
+        reply = await self._store.call(RetryDeadLetter(history_id), SubmitReply)
+        return SubmitOutcome.from_wire(reply.outcomes[0])
+
+    async def result(self, task_id: int) -> TaskHistoryRecord | None:
+        """The task's newest terminal history row (any status, with its ``result``), or None
+        while it has none."""
+        rows = await self._history(GetResult(task_id))
+        return rows[0] if rows else None
 
     async def history_stats(self, task_type: str) -> TypeStats:
         return TypeStats.from_reply(await self._store.call(HistoryStats(task_type), TypeStatsReply))

@@ -1,4 +1,5 @@
-"""A tiny application for the system tests: a no-op executor and a sleepy one.
+"""A tiny application for the system tests: a no-op executor, a sleepy one, and one that
+returns its payload.
 
 The actor processes load it as ``tests.system_app:app`` (or ``grouped_app``); the database path
 comes from the deployment configuration (``TASKMILL_DATABASE``), overriding the default below.
@@ -29,12 +30,18 @@ async def sleepy(ctx: TaskContext) -> None:
         ctx.progress.report_fraction(step + 1, steps, "sleeping")
 
 
+async def echo(ctx: TaskContext) -> object:
+    """Returns its payload: the task's result."""
+    return ctx.payload()
+
+
 def app() -> SchedulerBuilder:
     return (
         Scheduler.builder()
         .store_path("system-app.db")
         .executor("noop", noop)
         .executor("sleepy", sleepy)
+        .executor("echo", echo)
         .max_concurrency(16)
     )
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from bus.topology import Topology
 from taskmill import (
@@ -10,6 +14,7 @@ from taskmill import (
     HistoryStatus,
     Priority,
     RetentionPolicy,
+    RetryPolicy,
     SchedulerConfig,
     ShutdownMode,
     StoreConfig,
@@ -17,7 +22,7 @@ from taskmill import (
     TaskError,
     TaskSubmission,
 )
-from taskmill.wiring import dispatcher_settings, limiter_actor
+from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 from tests.scheduler_support import EventRecorder, builder
 
 CONFIG = SchedulerConfig(
@@ -89,3 +94,42 @@ async def test_history_is_pruned_every_prune_every_finished_tasks(tmp_path: Path
     # 100, nothing would have gone yet; every 1, one row would be left).
     assert len(history) == 2
     assert {h.status for h in history} == {HistoryStatus.COMPLETED}
+
+
+def test_retry_policies_reach_the_store_and_time_limits_the_hosts(tmp_path: Path) -> None:
+    upload = RetryPolicy.exponential(1.0, max=60.0)
+    default = RetryPolicy.constant(0.5, max_retries=2)
+    spec = (
+        builder(tmp_path)
+        .retry_policy("upload", upload)
+        .default_retry_policy(default)
+        .task_timeout("render", 30)
+        .task_timeout("fetch", timedelta(minutes=2))
+        .spec
+    )
+    topology = Topology.inproc()
+    db = store_actor(spec, topology, path=str(tmp_path / "t.db"))._db_factory()
+    try:
+        assert (db.retry_policies, db.default_retry) == (
+            {"upload": upload.to_wire()}, default.to_wire(),
+        )  # fmt: skip
+    finally:
+        db.close()
+    settings = host_settings(spec, topology, capacity=4, host_id="h1")
+    assert (settings.task_timeouts, settings.host_id) == ({"render": 30.0, "fetch": 120.0}, "h1")
+
+
+@pytest.mark.parametrize(
+    ("configure", "error"),
+    [
+        (lambda b: b.retry_policy("t", 3), TypeError),
+        (lambda b: b.default_retry_policy(None), TypeError),
+        (lambda b: b.task_timeout("t", 0), ValueError),
+        (lambda b: b.task_timeout("t", float("nan")), ValueError),
+    ],
+)
+def test_bad_retry_and_timeout_settings_are_refused(
+    tmp_path: Path, configure: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        configure(builder(tmp_path))
