@@ -126,7 +126,9 @@ async def test_a_type_without_executor_fails_with_the_stated_message(tmp_path: P
         await events.close()
 
 
-async def test_an_executor_returning_garbage_completes(tmp_path: Path) -> None:
+async def test_an_executor_returning_what_json_cannot_encode_fails_for_good(
+    tmp_path: Path,
+) -> None:
     async def odd(ctx: TaskContext) -> object:
         return {"unexpected": object()}
 
@@ -134,7 +136,9 @@ async def test_an_executor_returning_garbage_completes(tmp_path: Path) -> None:
     async with scheduler:
         events = await EventRecorder.start(scheduler)
         await scheduler.submit(TaskSubmission("odd"))
-        await events.wait_count("completed", 1)
+        [failed] = await events.wait_count("failed", 1)
+        assert failed.error.startswith("result: cannot encode result as JSON")
+        assert not failed.will_retry
         await events.close()
 
 
