@@ -98,6 +98,9 @@ class HistoryStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DEAD_LETTER = "dead_letter"
+    """A retryable failure whose retries were used up: kept apart, to be retried by hand."""
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)
