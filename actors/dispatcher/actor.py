@@ -157,6 +157,7 @@ class Dispatcher(Actor):
             "stale_results": 0,
             "notices": 0,
             "pushed": 0,
+            "alarms": 0,
         }
 
     # -- setup -------------------------------------------------------------------------------
@@ -381,6 +382,7 @@ class Dispatcher(Actor):
 
     def _ring(self) -> None:
         self._alarm_at = self._alarm_timer = None
+        self.counters["alarms"] += 1
         self.wake()
 
     def _on_readings(self, messages: list[Message]) -> None:
