@@ -5,11 +5,16 @@ only: this file must not import taskmill.
 It is also the application the Huey consumer imports (``huey_bench.huey``), configured by the
 environment: ``HUEY_BENCH_STORAGE`` (``sqlite`` or ``redis``), ``HUEY_BENCH_DB`` (the SQLite
 file), ``HUEY_BENCH_PORT`` (redis-server on 127.0.0.1), ``HUEY_BENCH_STAMPS`` (the stamp file)
-and ``HUEY_BENCH_EXPECT`` (after that many completions the consumer writes the ``perf_counter``
-of the last one to ``HUEY_BENCH_DONE``). ``time.perf_counter`` is ``CLOCK_MONOTONIC``: stamps
-taken in the consumer compare with the producer's.
+and ``HUEY_BENCH_DONE`` (every completion appends its ``perf_counter`` there as one fixed-width
+record, from whichever worker ran it: with ``-k process`` the workers are separate processes, so
+the producer counts records instead of a counter in memory). ``time.perf_counter`` is
+``CLOCK_MONOTONIC``: stamps taken in the consumer compare with the producer's.
 
-    python bench/huey_bench.py drain|latency --storage sqlite|redis [--n N] [--seed S]
+    python bench/huey_bench.py drain|latency --storage sqlite|redis [--workers process|thread]
+                               [--n N] [--seed S]
+
+``--workers`` picks the consumer's execution model, 4 workers either way: ``process`` is how
+Huey's users run it for throughput (the default here), ``thread`` is kept as a comparison.
 
 prints ``RESULT {json}`` last, like ``bench.child``.
 """
@@ -33,10 +38,13 @@ from typing import Any
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.signals import SIGNAL_COMPLETE
 
-CONSUMER_FLAGS = ["-w", "4", "-k", "thread", "-d", "0.001", "-m", "0.01"]
-"""4 thread workers; idle polling from 1 ms backing off to 10 ms (SqliteHuey polls; RedisHuey
-blocks on BRPOP and is not affected). Huey's default (0.1 s rising to 10 s) would put its idle
-latency in the hundreds of milliseconds."""
+WORKER_TYPES = ("process", "thread")
+POLL_FLAGS = ["-d", "0.001", "-m", "0.01"]
+"""Idle polling from 1 ms backing off to 10 ms (SqliteHuey polls; RedisHuey blocks on BRPOP and
+is not affected). Huey's default (0.1 s rising to 10 s) would put its idle latency in the
+hundreds of milliseconds."""
+DONE_RECORD = 25
+"""Bytes of one completion record: ``perf_counter`` right-aligned in 24 characters, newline."""
 WAIT_S = 600.0
 STEP_WAIT_S = 15.0
 
@@ -51,7 +59,7 @@ def make_huey() -> Huey:
 
 huey = make_huey()
 _lock = threading.Lock()
-_completed = 0
+_done_fd: int | None = None
 
 
 def _stamp(kind: str, label: str, at: float) -> None:
@@ -73,16 +81,16 @@ def stamp(label: str) -> None:
 
 @huey.signal(SIGNAL_COMPLETE)
 def _on_complete(signal_name: str, task: Any, *args: Any) -> None:
-    global _completed
+    """Appends this completion's record. One ``write`` on an ``O_APPEND`` descriptor: records
+    from several worker processes or threads never interleave."""
+    global _done_fd
     at = time.perf_counter()
-    with _lock:
-        _completed += 1
-        done = _completed == int(os.environ.get("HUEY_BENCH_EXPECT", "0"))
-    if done:  # written whole, then renamed: the producer never reads half a file
-        target = Path(os.environ["HUEY_BENCH_DONE"])
-        partial = target.with_suffix(".partial")
-        partial.write_text(repr(at))
-        partial.rename(target)
+    if _done_fd is None:
+        with _lock:
+            if _done_fd is None:
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                _done_fd = os.open(os.environ["HUEY_BENCH_DONE"], flags, 0o644)
+    os.write(_done_fd, f"{at:>24.9f}\n".encode())
 
 
 # -- the producer side -------------------------------------------------------------------------
@@ -97,10 +105,35 @@ def _percentile(samples: list[float], q: float) -> float:
 
 
 def _vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone meanwhile
+        return 0.0
+    for line in text.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (the consumer's worker processes)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so after the last ")"
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _tree_hwm_mb(pid: int) -> float:
+    """Peak RSS of the consumer and its worker processes, summed (like taskmill's actors)."""
+    return sum(_vm_hwm_mb(p) for p in (pid, *_children(pid)))
 
 
 def _stamps(path: Path) -> list[tuple[str, str, float]]:
@@ -122,24 +155,34 @@ def _wait(predicate: Any, timeout: float, what: str, poll: float = 0.001) -> Non
 
 
 class Consumer:
-    """``huey_consumer huey_bench.huey`` in its own process, stopped (SIGINT, then SIGKILL)."""
+    """``huey_consumer huey_bench.huey -w 4 -k <workers>`` in its own process, stopped (SIGINT,
+    then SIGKILL)."""
 
-    def __init__(self, work: Path, expect: int) -> None:
+    def __init__(self, work: Path, workers: str) -> None:
         self.stamps = work / "stamps.txt"
         self.done = work / "done.txt"
         env = dict(os.environ)
         env.update(
             HUEY_BENCH_STAMPS=str(self.stamps),
             HUEY_BENCH_DONE=str(self.done),
-            HUEY_BENCH_EXPECT=str(expect),
             PYTHONPATH=str(Path(__file__).resolve().parent),
         )
         argv = [sys.executable, "-m", "huey.bin.huey_consumer", "huey_bench.huey"]
+        argv += ["-w", "4", "-k", workers, *POLL_FLAGS]
         self.log = work / "consumer.log"
         with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(
-                [*argv, *CONSUMER_FLAGS], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
+            self.popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def completed(self) -> int:
+        """How many tasks completed so far (records appended to the done file)."""
+        try:
+            return self.done.stat().st_size // DONE_RECORD
+        except FileNotFoundError:
+            return 0
+
+    def last_completion(self) -> float:
+        """The ``perf_counter`` of the latest completion recorded."""
+        return max(float(line) for line in self.done.read_text().split())
 
     def warm_up(self, app: Any) -> None:
         """One task through the consumer before anything is timed."""
@@ -156,31 +199,33 @@ class Consumer:
                 self.popen.wait()
 
 
-def drain(app: Any, n: int, work: Path) -> dict[str, float]:
+def drain(app: Any, n: int, work: Path, workers: str) -> dict[str, float]:
     """One producer enqueues ``n`` no-op tasks one by one while 4 workers consume them."""
-    consumer = Consumer(work, expect=n + 1)  # the warm-up task completes too
+    consumer = Consumer(work, workers)
     try:
         consumer.warm_up(app)
+        _wait(lambda: consumer.completed() >= 1, 30, "warm-up never completed")
         noop_task = app.noop
         start = time.perf_counter()
         for _ in range(n):
             noop_task()
         submitted = time.perf_counter()
-        _wait(consumer.done.exists, WAIT_S, "tasks still running", poll=0.002)
-        end = float(consumer.done.read_text())
+        # n + 1: the warm-up task completes too
+        _wait(lambda: consumer.completed() >= n + 1, WAIT_S, "tasks still running", poll=0.002)
+        end = consumer.last_completion()
         return {
             "drain_per_s": n / (end - start),
             "producer_submit_per_s": n / (submitted - start),
-            "rss_mb": _vm_hwm_mb(consumer.popen.pid),
+            "rss_mb": _tree_hwm_mb(consumer.popen.pid),
         }
     finally:
         consumer.stop()
 
 
-def latency(app: Any, n: int, work: Path, seed: int) -> dict[str, float]:
+def latency(app: Any, n: int, work: Path, seed: int, workers: str) -> dict[str, float]:
     """Enqueue → task start, ``n`` tasks spaced 20-100 ms apart (random)."""
     rng = random.Random(seed)
-    consumer = Consumer(work, expect=0)
+    consumer = Consumer(work, workers)
     submitted: dict[str, float] = {}
     try:
         consumer.warm_up(app)
@@ -207,6 +252,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Huey shapes (run by bench/peers.py)")
     parser.add_argument("shape", choices=("drain", "latency"))
     parser.add_argument("--storage", choices=("sqlite", "redis"), required=True)
+    parser.add_argument("--workers", choices=WORKER_TYPES, default="process")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -218,9 +264,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="huey-bench-") as tmp:
         app.huey.flush()
         if args.shape == "drain":
-            metrics = drain(app, args.n, Path(tmp))
+            metrics = drain(app, args.n, Path(tmp), args.workers)
         else:
-            metrics = latency(app, args.n, Path(tmp), args.seed)
+            metrics = latency(app, args.n, Path(tmp), args.seed, args.workers)
         app.huey.flush()
     print("RESULT " + json.dumps(metrics), flush=True)
     return 0

@@ -9,13 +9,18 @@
 2. Installs Debian's ``redis-server`` if it is missing (``apt-get update`` first), starts it on
    127.0.0.1 on a free port with its built-in defaults (RDB snapshots, no AOF) in a temporary
    directory, and stops it at the end, whatever happens.
-3. Runs the peers' shapes on Huey+SqliteHuey and Huey+RedisHuey (``bench/huey_bench.py``, in the
-   venv): the 20k no-op drain with one producer enqueueing one by one and a consumer with 4
-   thread workers; the producer's enqueue rate; idle latency enqueue → task start.
+3. Runs the peers' shapes on Huey+RedisHuey and Huey+SqliteHuey (``bench/huey_bench.py``, in
+   the venv): the 20k no-op drain with one producer enqueueing one by one; the producer's
+   enqueue rate; idle latency enqueue → task start. The main rows run the consumer the way
+   Huey's users run it for throughput, ``huey_consumer -w 4 -k process``; the same consumer with
+   4 thread workers (``-k thread``, slower on this shape) follows as extra rows, for comparison
+   with earlier figures.
 4. Runs the same shapes of taskmill (``bench/run.py --only ...``, embedded and Procfile) and
-   prints every figure with the ratios taskmill/peer. With ``--taskmill-cpus 0`` taskmill's
-   shapes also run confined to CPU 0 (``bench/run.py --cpus all 0``, runs in turn), as their own
-   columns (``taskmill embedded@cpus=0``); the peers always run free.
+   prints every figure, then the ratios taskmill/peer: the 20k drain (embedded, Procfile), the
+   producer's one-by-one acknowledged submit (embedded; Procfile, i.e. from a Client) against
+   Huey's enqueue, idle latency p50 and p99. With ``--taskmill-cpus 0`` taskmill's shapes also
+   run confined to CPU 0 (``bench/run.py --cpus all 0``, runs in turn), as their own rows
+   (``taskmill embedded@cpus=0``); the peers always run free.
 
 All traffic stays on loopback; every loop is bounded; every process and directory is removed.
 """
@@ -32,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +57,13 @@ TASKMILL_SHAPES = {
     "drain": ("drain_20k_c4", ("drain_per_s", "producer_submit_per_s")),
     "latency": ("idle_latency", ("start_p50_ms", "start_p99_ms")),
 }
-HIGHER_IS_BETTER = {"drain_per_s": True, "producer_submit_per_s": True}
+PEERS = (
+    ("huey+redis -k process", "redis", "process"),
+    ("huey+sqlite -k process", "sqlite", "process"),
+    ("huey+redis -k thread (extra)", "redis", "thread"),
+    ("huey+sqlite -k thread (extra)", "sqlite", "thread"),
+)
+"""Each peer row: its name, Huey's storage, the consumer's workers (``-w 4 -k ...``)."""
 
 
 def sh(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -126,20 +138,22 @@ def redis_server(binary: str) -> Iterator[int]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_huey(python: Path, shape: str, storage: str, n: int, seed: int, port: int | None) -> Any:
+def run_huey(
+    python: Path, shape: str, storage: str, workers: str, n: int, seed: int, port: int | None
+) -> Any:
     with tempfile.TemporaryDirectory(prefix="peers-huey-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUEY_BENCH_")}
         env.update(HUEY_BENCH_STORAGE=storage, HUEY_BENCH_DB=str(Path(tmp) / "huey.db"))
         if port is not None:
             env["HUEY_BENCH_PORT"] = str(port)
         argv = [str(python), str(BENCH / "huey_bench.py"), shape, "--storage", storage]
-        argv += ["--n", str(n), "--seed", str(seed)]
+        argv += ["--workers", workers, "--n", str(n), "--seed", str(seed)]
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise RuntimeError(
-        f"huey {shape}/{storage} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        f"huey {shape}/{storage}/{workers} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     )
 
 
@@ -195,18 +209,17 @@ def main() -> int:
     binary = ensure_redis_server()
     peers: dict[str, dict[str, list[float]]] = {}
     with redis_server(binary) as port:
-        for storage in ("sqlite", "redis"):
-            name = f"huey+{storage}"
+        for name, storage, workers in PEERS:
             for shape, n in (("drain", n_drain), ("latency", n_latency)):
                 for i in range(runs):
-                    result = run_huey(python, shape, storage, n, i + 1, port)
+                    result = run_huey(python, shape, storage, workers, n, i + 1, port)
                     for metric, value in result.items():
                         peers.setdefault(name, {}).setdefault(f"{shape}.{metric}", []).append(value)
                     print(f"  {name} {shape} run {i + 1}/{runs}: {result}", flush=True)
     figures = {name: {m: median(v) for m, v in ms.items()} for name, ms in peers.items()}
     if not args.skip_taskmill:
         figures.update(run_taskmill(runs, args.quick, args.taskmill_cpus))
-    report = table(figures)
+    report = table(figures, n_drain)
     print()
     print(report)
     out = args.json or RESULTS / "peers.json"
@@ -217,7 +230,12 @@ def main() -> int:
         text=True,
     ).stdout.split()
     redis_version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    facts = {"huey": version[0], "redis_py": version[1], "redis_server": redis_version.strip()}
+    facts: dict[str, Any] = {
+        "huey": version[0],
+        "redis_py": version[1],
+        "redis_server": redis_version.strip(),
+    }
+    facts["consumers"] = {name: f"huey_consumer -w 4 -k {workers}" for name, _, workers in PEERS}
     out.write_text(
         json.dumps(
             {"runs": runs, "quick": args.quick, "peers": facts, "figures": figures, "raw": peers},
@@ -230,42 +248,67 @@ def main() -> int:
 
 
 METRICS = (
-    ("drain.drain_per_s", "20k drain, tasks/s"),
-    ("drain.producer_submit_per_s", "one-by-one submit, /s"),
-    ("latency.start_p50_ms", "idle latency p50, ms"),
-    ("latency.start_p99_ms", "idle latency p99, ms"),
-    ("drain.rss_mb", "peak RSS (workers), MB"),
+    ("drain.drain_per_s", "drain/s"),
+    ("drain.producer_submit_per_s", "submit/s"),
+    ("latency.start_p50_ms", "p50 ms"),
+    ("latency.start_p99_ms", "p99 ms"),
+    ("drain.rss_mb", "RSS MB"),
 )
+LEGEND = (
+    "drain/s: no-op drain of {n:,} tasks, tasks/s (first submit to last completion); submit/s: the"
+    " producer's one-by-one submits during it (taskmill: each acknowledged; Huey: enqueue);"
+    " p50/p99 ms: idle latency, submit to task start; RSS MB: peak RSS of the workers' processes"
+    " (taskmill Procfile: every actor's; embedded: the one process)"
+)
+DEPLOYMENTS = {"embedded": "embedded", "procfile": "Procfile"}
+SUBMITTERS = {"embedded": "embedded", "procfile": "from a Client"}
+"""Who submits in each deployment's drain: the embedded ``Scheduler``, or an ``AsyncClient``
+talking to the Procfile deployment."""
+RATIOS = (
+    ("drain.drain_per_s", "drain, {mode}", DEPLOYMENTS),
+    ("drain.producer_submit_per_s", "acked submit 1 by 1, {mode} / enqueue", SUBMITTERS),
+    ("latency.start_p50_ms", "idle latency p50, {mode}", DEPLOYMENTS),
+    ("latency.start_p99_ms", "idle latency p99, {mode}", DEPLOYMENTS),
+)
+"""The ratios printed, taskmill/peer: one row per taskmill deployment for each."""
+NAME_W = 32
+CELL_W = 10
 
 
-def table(figures: dict[str, dict[str, float]]) -> str:
-    """Every system's medians, then taskmill/peer for each pair (>1: taskmill higher)."""
+def table(figures: dict[str, dict[str, float]], n_drain: int) -> str:
+    """Every system's medians, a row each; then taskmill/peer for each pair (>1: taskmill
+    higher)."""
     systems = list(figures)
-    lines = ["metric".ljust(28) + "".join(s.rjust(26) for s in systems)]
-    for key, label in METRICS:
-        cells = [figures[s].get(key) for s in systems]
-        lines.append(label.ljust(28) + "".join(_cell(c) for c in cells))
-    tm = [s for s in systems if s.startswith("taskmill")]
-    peer_names = [s for s in systems if not s.startswith("taskmill")]
-    if tm and peer_names:
-        lines.append("")
-        lines.append("ratios taskmill/peer (throughput: >1 taskmill faster; latency: <1 faster)")
-        for key, label in METRICS[:4]:
-            for t in tm:
-                parts = []
-                for p in peer_names:
-                    a, b = figures[t].get(key), figures[p].get(key)
-                    if a is not None and b:
-                        parts.append(f"{a / b:.2f}x vs {p}")
-                if parts:
-                    lines.append(f"  {label:26} {t:26} " + ", ".join(parts))
+    lines = ["system".ljust(NAME_W) + "".join(label.rjust(CELL_W) for _, label in METRICS)]
+    for s in systems:
+        lines.append(s.ljust(NAME_W) + "".join(_cell(figures[s].get(k)) for k, _ in METRICS))
+    lines += ["", *textwrap.wrap(LEGEND.format(n=n_drain), NAME_W + CELL_W * len(METRICS))]
+    tm = [s for s in systems if s.startswith("taskmill ")]
+    peer_names = [s for s in systems if not s.startswith("taskmill ")]
+    if not (tm and peer_names):
+        return "\n".join(lines)
+    rows = []
+    for key, label, modes in RATIOS:
+        for t in tm:
+            mode, at, cpus = t.removeprefix("taskmill ").partition("@")
+            cells = []
+            for p in peer_names:
+                a, b = figures[t].get(key), figures[p].get(key)
+                cells.append(f"{a / b:.2f}x" if a is not None and b else "-")
+            rows.append((label.format(mode=modes.get(mode, mode) + at + cpus), cells))
+    name_w = max(len(name) for name, _ in rows) + 2
+    heads = [p.removeprefix("huey+").removesuffix(" (extra)") for p in peer_names]
+    width = max(len(h) for h in heads) + 2
+    lines += ["", "ratios taskmill/huey (throughput: >1 taskmill faster; latency: <1 faster)"]
+    lines.append(" " * name_w + "".join(h.rjust(width) for h in heads))
+    lines += [name.ljust(name_w) + "".join(c.rjust(width) for c in cells) for name, cells in rows]
     return "\n".join(lines)
 
 
 def _cell(value: float | None) -> str:
     if value is None:
-        return "-".rjust(26)
-    return (f"{value:,.2f}" if value < 100 else f"{value:,.0f}").rjust(26)
+        return "-".rjust(CELL_W)
+    return (f"{value:,.2f}" if value < 100 else f"{value:,.0f}").rjust(CELL_W)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ class GetTask(Message):
 @dataclass(frozen=True, slots=True)
 class TasksReply(Message):
     tasks: list[TaskRow]
+    next_due_ms: int | None = None
+    """For ``store.peek``: when the earliest task scheduled for later is due (epoch ms)."""
 
 
 @message("store.tasks", reply=TasksReply)
@@ -268,7 +270,9 @@ class ClaimNextReply(Message):
     tasks: list[TaskRow]
     exhausted: bool = True
     """True when nothing more can be claimed until something changes (a submission, a finish,
-    a limit, the pressure): the Dispatcher does not ask again before then."""
+    a limit, the pressure, the next due time): the Dispatcher does not ask again before then."""
+    next_due_ms: int | None = None
+    """When the earliest task scheduled for later is due (epoch ms): the Dispatcher's alarm."""
 
 
 @message("store.claim_next", reply=ClaimNextReply)
@@ -286,6 +290,7 @@ class FinishReply(Message):
     transitions: list[Transition]
     claimed: list[TaskRow] = field(default_factory=list)
     exhausted: bool = True
+    next_due_ms: int | None = None
 
 
 @message("store.finish", reply=FinishReply)
@@ -349,6 +354,10 @@ class StoreChanged(Message):
     count: int = 0
     claimed: list[TaskRow] = field(default_factory=list)
     exhausted: bool = True
+    next_due_ms: int | None = None
+    standing: bool = False
+    """The Dispatcher's standing claim ran for this change: ``claimed`` is all it needs (and
+    ``exhausted`` False asks it to claim again)."""
 
 
 # -- group policy (the GroupLimiter keeps it in the Store, where the claim applies it) -----------

@@ -100,7 +100,8 @@ class HistoryStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     DEAD_LETTER = "dead_letter"
-    """A retryable failure with no retries left (``dead_letter_tasks``, ``retry_dead_letter``)."""
+    """A retryable failure whose retries were used up: kept apart, to be retried by hand."""
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)

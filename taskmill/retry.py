@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
+from actors.store.retry import delay_s
 from bus.errors import TaskError as _BusTaskError
 from bus.kinds import RetrySpec
 
@@ -140,24 +141,11 @@ class RetryPolicy:
         return cls("none", max_retries=0)
 
     def delay(self, n: int, rng: random.Random | None = None) -> float:
-        """The delay in seconds before retry ``n`` (0-based), as the Store computes it."""
+        """The delay in seconds before retry ``n`` (0-based), as the Store computes it (the
+        jitter drawn from ``rng``, default the ``random`` module)."""
         if n < 0:
             raise ValueError(f"retry number must be >= 0, got {n}")
-        if self.strategy == "none":
-            return 0.0
-        if self.strategy == "constant":
-            return self.initial
-        if self.strategy == "linear":
-            grown = self.initial + n * self.increment
-        else:
-            try:
-                grown = self.initial * self.multiplier**n
-            except OverflowError:
-                grown = math.inf
-        capped = grown if self.max is None else min(grown, self.max)
-        if self.strategy == "exponential_jitter":
-            return (rng or random).uniform(0.0, capped)
-        return capped
+        return delay_s(self.to_wire(), n, (rng or random).uniform)
 
     def to_wire(self) -> RetrySpec:
         """The policy as the Store receives it."""

@@ -83,8 +83,14 @@ async def test_retryable_errors_retry_at_most_max_retries_times(tmp_path: Path) 
             "failed",
         ]
         assert [e.will_retry for e in events.of("failed")] == [True, True, False]
-        [row] = await scheduler.store().failed_tasks()
-        assert (row.last_error, row.retry_count, row.task_id) == ("try again", 2, outcome.id)
+        assert await scheduler.store().failed_tasks() == []  # out of retries: a dead letter
+        [row] = await scheduler.store().history()
+        assert (row.status, row.last_error, row.retry_count, row.task_id) == (
+            "dead_letter",
+            "try again",
+            2,
+            outcome.id,
+        )
         await events.close()
 
 

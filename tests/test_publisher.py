@@ -89,6 +89,22 @@ def test_a_welcome_subscription_is_answered_with_the_current_seq() -> None:
     assert (stats["subscriptions"], stats["unsubscriptions"], stats["welcomes"]) == (3, 1, 1)
 
 
+def test_a_dead_letter_counts_as_a_failure_and_as_a_dead_letter() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    publisher.on_events(
+        [
+            ev("failed", task_id=3, task_type="y", error="x", will_retry=True, retry_after=2.0),
+            ev("failed", task_id=3, task_type="y", error="x", will_retry=False),
+            ev("dead_lettered", task_id=3, task_type="y", error="x", retry_count=1),
+        ]
+    )
+    value = publisher.metrics.registry.get_sample_value
+    assert value("taskmill_tasks_retried_total", {"task_type": "y"}) == 1
+    assert value("taskmill_tasks_failed_total", {"task_type": "y"}) == 1
+    assert value("taskmill_tasks_dead_lettered_total", {"task_type": "y"}) == 1
+    assert value("taskmill_events_total", {"type": "dead_lettered"}) == 1
+
+
 def test_metrics_have_bounded_labels_and_durations_only_when_given() -> None:
     publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
     publisher.on_events(

@@ -123,7 +123,13 @@ def test_history_record_from_row() -> None:
 
 def test_status_enums_compare_equal_to_their_values() -> None:
     assert [s.value for s in TaskStatus] == ["pending", "running", "paused", "waiting"]
-    assert [s.value for s in HistoryStatus] == ["completed", "failed", "cancelled", "dead_letter"]
+    assert [s.value for s in HistoryStatus] == [
+        "completed",
+        "failed",
+        "cancelled",
+        "dead_letter",
+        "expired",
+    ]
     assert TaskStatus.PAUSED == "paused"  # type: ignore[comparison-overlap]
     assert HistoryStatus("cancelled") is HistoryStatus.CANCELLED
 

@@ -167,7 +167,7 @@ def test_duration_uses_the_reported_finish_time(db: StoreDB, clock: FakeClock) -
     assert db.history()[0].duration_ms == 750
 
 
-def test_retryable_error_retries_until_max_then_fails(db: StoreDB) -> None:
+def test_retryable_error_retries_until_max_then_is_dead_lettered(db: StoreDB) -> None:
     [task_id] = run(db, "a")
     for attempt in range(1, 4):
         [t] = db.finish([error(task_id, f"flaky {attempt}", retryable=True)], max_retries=3)
@@ -181,9 +181,9 @@ def test_retryable_error_retries_until_max_then_fails(db: StoreDB) -> None:
         )
         db.claim([task_id])
     [t] = db.finish([error(task_id, "flaky 4", retryable=True)], max_retries=3)
-    assert t.result == "failed"
+    assert (t.result, t.retry_count) == ("dead_letter", 3)
     [h] = db.history()
-    assert (h.status, h.last_error, h.retry_count) == ("failed", "flaky 4", 3)
+    assert (h.status, h.last_error, h.retry_count) == ("dead_letter", "flaky 4", 3)
     assert db.get_task(task_id) is None
 
 
@@ -323,13 +323,14 @@ def test_release_returns_running_rows_with_a_retry_counted(db: StoreDB) -> None:
     assert row(db, b).status == "running"
 
 
-def test_release_fails_a_task_that_used_its_retries(db: StoreDB) -> None:
+def test_release_dead_letters_a_task_that_used_its_retries(db: StoreDB) -> None:
+    # A task that keeps losing its host (crashing it, say) cannot loop forever.
     [a] = run(db, "a")
     for _ in range(3):
         assert results(db.release([a], "host died", max_retries=3)) == [(a, "retry")]
         db.claim([a])
-    assert results(db.release([a], "host died", max_retries=3)) == [(a, "failed")]
-    assert (db.history()[0].status, db.history()[0].last_error) == ("failed", "host died")
+    assert results(db.release([a], "host died", max_retries=3)) == [(a, "dead_letter")]
+    assert (db.history()[0].status, db.history()[0].last_error) == ("dead_letter", "host died")
 
 
 # -- cancel -----------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(5,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(6,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
@@ -72,11 +72,15 @@ OLDER = {
     # file: the labels of the ids StoreDB gave out writing it, in order
     "schema-v1.db": "pending urgent running paused marked - parent child failed requested done",
     "schema-v3.db": "pending urgent running paused marked parent child failed requested done",
+    "schema-v5.db": "pending urgent running paused marked parent child failed requested done",
 }
 """``data/schema-v1.db`` was written by ``StoreDB`` at commit a00fb4c, the last with schema
 version 1 (``key`` declared ``UNIQUE``), ``data/schema-v3.db`` at c58e47c, the last with version
 3 (the status checked with ``IN``), each by the same steps. Version 1 used up an id on a
-duplicate submission ("-"). "failed" and "done" (the highest id) are in history only."""
+duplicate submission ("-"). "failed" and "done" (the highest id) are in history only.
+``data/schema-v5.db`` is the version 3 file opened by ``StoreDB`` at b1138bb, the last with
+version 5 (no due times, retry policies or results), without recovering its running rows, and
+given a runtime group limit (g: 3), which the upgrade keeps."""
 
 
 @pytest.mark.parametrize("fixture", sorted(OLDER))
@@ -142,7 +146,7 @@ def assert_current_schema(tmp_path: Path) -> None:
         conn.close()
     upgraded, new = schemas
     assert upgraded == new
-    assert new[0] == [(5,)]
+    assert new[0] == [(6,)]
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
@@ -342,3 +346,29 @@ def test_a_file_that_is_not_a_database_is_a_database_error(tmp_path: Path) -> No
     (tmp_path / "tasks.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DatabaseError, match="not a database"):
         open_db(tmp_path, FakeClock())
+
+
+def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Version 6 adds columns at the end of ``tasks`` and ``history`` and widens their status
+    checks by a change of the schema's text alone: the rows stay where they are, whole."""
+    shutil.copy(Path(__file__).parent / "data" / "schema-v5.db", tmp_path / "tasks.db")
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert db.groups().runtime == {"g": 3}
+        [task] = db.list_tasks("paused", 10)
+        assert (task.label, task.due_at_ms, task.retry, task.timeout_s) == (
+            "paused",
+            None,
+            None,
+            None,
+        )
+        assert {h.result for h in db.history()} == {None}
+    finally:
+        db.close()
+    conn = raw(tmp_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()

@@ -135,6 +135,8 @@ class Dispatcher(Actor):
         """Slots the Store's standing claim may still fill (the rest of the last claim, when it
         found nothing more): it claims arriving work at once and sends it with the notice."""
         self._armed_floor = 255
+        self._alarm_at: int | None = None
+        self._alarm_timer: Timer | None = None
         self._results: list[TaskResult] = []
         """Results read from hosts in the batch of frames being handled."""
         self._shutdown_waiters: list[Request] = []
@@ -155,6 +157,7 @@ class Dispatcher(Actor):
             "stale_results": 0,
             "notices": 0,
             "pushed": 0,
+            "alarms": 0,
         }
 
     # -- setup -------------------------------------------------------------------------------
@@ -285,6 +288,7 @@ class Dispatcher(Actor):
             return
         assert isinstance(reply, ClaimNextReply)
         self._claimed(spec, len(reply.tasks), reply.exhausted)
+        self._alarm(reply.next_due_ms)
         self._place(
             self.core.claimed_next(reply.tasks) if self.core.may_dispatch() else None, reply.tasks
         )
@@ -295,6 +299,7 @@ class Dispatcher(Actor):
             self._end_cycle(False)
             return
         assert isinstance(reply, TasksReply)
+        self._alarm(reply.next_due_ms)
         ids = self.core.admit(reply.tasks)
         if not ids:
             # Held by the IO budget (or nothing there): a finish or new readings look again.
@@ -357,11 +362,28 @@ class Dispatcher(Actor):
             self.counters["pushed"] += len(message.claimed)
             placed = self.core.claimed_next(message.claimed) if self.core.may_dispatch() else None
             self._place(placed, message.claimed)
+        self._alarm(message.next_due_ms)
         victims = self.core.victims_for(message.min_priority)
         if victims:
             self._preempt(victims, self.wake)
-        if not message.claimed or not message.exhausted:
+        if not message.standing or not message.exhausted:
             self.wake()
+
+    def _alarm(self, due_ms: int | None) -> None:
+        """Wake when the earliest task scheduled for later is due (sleeping until then, never
+        polling for it)."""
+        if due_ms is None or (self._alarm_at is not None and self._alarm_at <= due_ms):
+            return
+        if self._alarm_timer is not None:
+            self._alarm_timer.cancel()
+        self._alarm_at = due_ms
+        delay = max(0.0, (due_ms - self.core.now_ms()) / 1000)
+        self._alarm_timer = self.loop.call_later(delay, self._ring)
+
+    def _ring(self) -> None:
+        self._alarm_at = self._alarm_timer = None
+        self.counters["alarms"] += 1
+        self.wake()
 
     def _on_readings(self, messages: list[Message]) -> None:
         for message in messages:
@@ -416,6 +438,7 @@ class Dispatcher(Actor):
             self.loop.call_later(0.5, self._flush_results)
             return
         assert isinstance(reply, FinishReply)
+        self._alarm(reply.next_due_ms)
         self._ack(batch)
         self._apply_transitions(reply.transitions)
         if spec is not None:

@@ -274,11 +274,16 @@ class DispatcherCore:
             if t.result in ("completed", "requeued"):
                 extra = {} if t.duration_ms is None else {"duration_ms": t.duration_ms}
                 events.append(Event("completed", task_data(t, **extra), now))
-            elif t.result in ("retry", "failed"):
+            elif t.result in ("retry", "failed", "dead_letter"):
+                # A dead-lettered task is first a final failure, as subscribers of the first
+                # version know it, then a dead letter.
                 will_retry = t.result == "retry"
-                events.append(
-                    Event("failed", task_data(t, error=t.error or "", will_retry=will_retry), now)
-                )
+                data = task_data(t, error=t.error or "", will_retry=will_retry)
+                data["retry_after"] = t.retry_after_s
+                events.append(Event("failed", data, now))
+                if t.result == "dead_letter":
+                    dead = task_data(t, error=t.error or "", retry_count=t.retry_count)
+                    events.append(Event("dead_lettered", dead, now))
             elif t.result == "waiting":
                 events.append(Event("waiting", task_data(t, children_count=t.children_count), now))
             elif t.result == "cancelled":

@@ -49,7 +49,16 @@ from bus.server import Inbox
 log = logging.getLogger("taskmill.events")
 
 TASK_EVENTS = frozenset(
-    {"dispatched", "completed", "failed", "preempted", "cancelled", "progress", "waiting"}
+    {
+        "dispatched",
+        "completed",
+        "failed",
+        "dead_lettered",
+        "preempted",
+        "cancelled",
+        "progress",
+        "waiting",
+    }
 )
 SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources"})
 WELCOME_PREFIX = b"welcome."
@@ -144,6 +153,12 @@ class EventMetrics:
             ["task_type"],
             registry=r,
         )
+        self.dead_lettered = Counter(
+            "taskmill_tasks_dead_lettered",
+            "Tasks out of retries, kept in the dead letter, by task type.",
+            ["task_type"],
+            registry=r,
+        )
         self.preempted = Counter(
             "taskmill_tasks_preempted",
             "Running tasks preempted, by task type.",
@@ -185,6 +200,8 @@ class EventMetrics:
                 self._child(self.retried, task_type).inc()
             else:
                 self._child(self.failed, task_type).inc()
+        elif event_type == "dead_lettered":
+            self._child(self.dead_lettered, task_type).inc()
         elif event_type == "preempted":
             self._child(self.preempted, task_type).inc()
         elif event_type == "resources":

@@ -59,10 +59,12 @@ from bus.kinds import (
     ClaimNextReply,
     ClaimSpec,
     Counts,
+    DeadLetter,
     Error,
     Finish,
     FinishReply,
     GetGroups,
+    GetResult,
     GetTask,
     History,
     HistoryReply,
@@ -76,6 +78,7 @@ from bus.kinds import (
     Preempt,
     Prune,
     Release,
+    RetryDeadLetter,
     SetGroups,
     StoreChanged,
     Submit,
@@ -148,15 +151,21 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         LearnedIO: lambda m: LearnedReply(db.learned_io(m.task_types, m.min_runs, m.window)),
         Prune: lambda m: Ok(db.prune(m.keep, m.days)),
         Peek: lambda m: TasksReply(
-            db.peek(m.claim.limit, m.claim.max_priority, m.claim.preempt_priority)
+            db.peek(m.claim.limit, m.claim.max_priority, m.claim.preempt_priority), db.next_due()
         ),
+        GetResult: lambda m: HistoryReply(db.result(m.task_id)),
+        DeadLetter: lambda m: HistoryReply(db.history(m.limit, m.offset, status="dead_letter")),
+        RetryDeadLetter: lambda m: SubmitReply(db.retry_dead_letter(m.history_id)),
         Claim: lambda m: TasksReply(db.claim(m.ids, m.now_ms)),
         ClaimNext: lambda m: ClaimNextReply(
             *db.claim_next(
                 m.claim.limit, m.claim.max_priority, m.claim.preempt_priority, m.claim.now_ms
-            )
+            ),
+            db.next_due(),
         ),
-        Finish: lambda m: FinishReply(*db.finish_and_claim(m.results, m.max_retries, m.claim)),
+        Finish: lambda m: FinishReply(
+            *db.finish_and_claim(m.results, m.max_retries, m.claim), db.next_due()
+        ),
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
@@ -210,7 +219,7 @@ class StoreActor(Actor):
         }
         self._standing: _Standing | None = None
         """The rest of the Dispatcher's last claim, to apply to work as it arrives."""
-        self._pushed: tuple[list[TaskRow], bool] | None = None
+        self._pushed: tuple[list[TaskRow], bool, int | None] | None = None
         """What the standing claim took in the batch just committed, for ``store.changed``."""
         self._watcher: list[bytes] | None = None
         """The routing envelope of the Dispatcher (the sender of the latest claim)."""
@@ -332,7 +341,7 @@ class StoreActor(Actor):
         except TaskmillError as exc:
             log.warning("store: standing claim not made: %s", exc)
             return
-        self._pushed = (rows, exhausted)
+        self._pushed = (rows, exhausted, self.db.next_due())
         left = spec.limit - len(rows)
         self._standing = _Standing(standing.envelope, replace(spec, limit=left)) if left else None
         self.counters["standing_claims"] += 1
@@ -393,7 +402,7 @@ class StoreActor(Actor):
         frames = encode(StoreChanged(most_urgent, count))
         claimed = frames
         if pushed is not None:
-            claimed = encode(StoreChanged(most_urgent, count, pushed[0], pushed[1]))
+            claimed = encode(StoreChanged(most_urgent, count, *pushed, standing=True))
         # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's
         # reply and a change that committed after that claim never cross.
         watcher, server = self._watcher, self._server

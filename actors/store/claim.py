@@ -28,7 +28,7 @@ from typing import Any
 
 from actors.store import queries
 from actors.store.core import Core
-from actors.store.schema import TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
+from actors.store.schema import BUSY, TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
 from bus.errors import InvalidRequest
 from bus.kinds import GroupsReply, TaskRow
 
@@ -163,10 +163,11 @@ class Busy:
 
 def busy(core: Core) -> Busy:
     out = Busy(Counter(), None, 0)
-    # ``status != 'pending'`` lets SQLite read the small index of rows that are not pending.
+    # The conditions of ``tasks_busy`` let SQLite read that small index (running, paused and
+    # waiting rows), never the queue nor the tasks scheduled for later.
     for status, group, count, top in core.all(
         "SELECT status, group_key, count(*), min(priority) FROM tasks "
-        "WHERE status != 'pending' GROUP BY status, group_key"
+        f"WHERE {BUSY} GROUP BY status, group_key"
     ):
         if status == "running":
             if group is not None:
@@ -212,7 +213,7 @@ def _window(
         rows += queries.ready(core, columns, size - len(rows), skip)
     if paused:
         rows += core.all(
-            f"SELECT {columns} FROM tasks WHERE status = 'paused' AND status != 'pending' "
+            f"SELECT {columns} FROM tasks WHERE status = 'paused' AND {BUSY} "
             f"AND priority <= +?{where} ORDER BY priority, id LIMIT +?",
             (max_priority, *skip, size),
         )
@@ -220,15 +221,32 @@ def _window(
     return rows[:size]
 
 
+def promote_due(core: Core, now: int) -> None:
+    """Tasks scheduled for ``now`` or earlier join the queue (by the index of due times: the
+    tasks still in the future are never read)."""
+    core.run(
+        "UPDATE tasks SET status = 'pending' WHERE status = 'scheduled' AND due_at_ms <= ?", (now,)
+    )
+
+
+def next_due(core: Core) -> int | None:
+    """When the earliest scheduled task is due (epoch ms), or None."""
+    due = core.value("SELECT min(due_at_ms) FROM tasks WHERE status = 'scheduled'")
+    return None if due is None else int(due)
+
+
 def walk(
     core: Core,
     limit: int,
     max_priority: int = 255,
     preempt_priority: int = -1,
+    now: int | None = None,
 ) -> tuple[list[tuple[Any, ...]], bool]:
     """The rows a claim of ``limit`` takes now, in dispatch order, and whether the walk saw every
-    row it could have taken (``exhausted``: asking again changes nothing until something does)."""
+    row it could have taken (``exhausted``: asking again changes nothing until something does,
+    or the next scheduled task is due)."""
     queries.check_limit(limit)
+    promote_due(core, core.now() if now is None else now)
     if limit == 0:
         return [], False
     now_busy = busy(core)
@@ -301,7 +319,7 @@ def claim_next(
     core: Core, limit: int, max_priority: int, preempt_priority: int, now: int
 ) -> tuple[list[TaskRow], bool]:
     """Walk and claim in one step; the claimed rows and whether the walk was exhausted."""
-    rows, exhausted = walk(core, limit, max_priority, preempt_priority)
+    rows, exhausted = walk(core, limit, max_priority, preempt_priority, now)
     return claim_rows(core, [r[0] for r in rows], now), exhausted
 
 

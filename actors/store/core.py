@@ -205,6 +205,7 @@ class Core:
         started_at_ms: int | None,
         error: str | None = None,
         actual: Sequence[int] = (0, 0, 0, 0),
+        result: bytes | None = None,
     ) -> None:
         """Copy an active row into history as a terminal run (the caller deletes or resets it).
 
@@ -218,8 +219,8 @@ class Core:
             "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, "
             "acc_read_bytes + ?, acc_write_bytes + ?, acc_net_rx_bytes + ?, acc_net_tx_bytes + ?, "
             "retry_count, coalesce(?, last_error), created_at_ms, ?, ?, ?, parent_id, fail_fast, "
-            "group_key FROM tasks WHERE id = ?",
-            (status, *actual, error, started_at_ms, completed_at_ms, duration, task_id),
+            "group_key, ? FROM tasks WHERE id = ?",
+            (status, *actual, error, started_at_ms, completed_at_ms, duration, result, task_id),
         )
         self.history_written()
 

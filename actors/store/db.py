@@ -21,7 +21,8 @@ import apsw
 
 from actors.store import claim, lifecycle, queries
 from actors.store.core import Batch, Core
-from actors.store.schema import TASK_COLUMNS, migrate, task_row
+from actors.store.retry import Retries
+from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
 from actors.store.submit import submit as apply_submissions
 from bus.clock import Clock
 from bus.errors import DatabaseError, InvalidRequest
@@ -69,6 +70,7 @@ class StoreDB:
         """Retry policies per task type (the builder's ``retry_policy``)."""
         self.default_retry = default_retry
         """The builder's ``default_retry_policy``; None: the v1 rule (``max_retries``, no delay)."""
+        self._retries = Retries(self.retry_policies, default_retry)
         try:
             conn = apsw.Connection(self.path)
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
@@ -156,6 +158,40 @@ class StoreDB:
     ) -> list[HistoryRow]:
         return queries.history(self._core, limit, offset, task_type, key, status)
 
+    def result(self, task_id: int) -> list[HistoryRow]:
+        """The newest terminal history row of a task, with its result: zero or one row."""
+        return queries.result(self._core, task_id)
+
+    def retry_dead_letter(self, history_id: int) -> list[Outcome]:
+        """Submit a dead-lettered task again, as it was submitted (retry count 0), and remove its
+        dead-letter row, in one transaction; one outcome (``duplicate`` when an active task
+        holds its key: the row stays then)."""
+        with self._core.atomic():
+            row = queries.history_row_by_id(self._core, history_id)
+            if row is None or row.status != "dead_letter":
+                raise InvalidRequest(f"no dead-letter task with history id {history_id!r}")
+            parent = row.parent_id
+            if parent is not None and queries.get_task(self._core, id=parent) is None:
+                parent = None  # its parent is gone: it runs on its own
+            again = Submission(
+                row.task_type,
+                row.key,
+                row.label,
+                row.priority,
+                row.payload,
+                row.expected_read_bytes,
+                row.expected_write_bytes,
+                row.expected_net_rx_bytes,
+                row.expected_net_tx_bytes,
+                row.group_key,
+                row.fail_fast,
+                parent,
+            )
+            outcomes = apply_submissions(self._core, [again])
+            if outcomes[0].kind != "duplicate":
+                self._core.run("DELETE FROM history WHERE id = ?", (history_id,))
+            return outcomes
+
     def history_stats(self, task_type: str) -> TypeStatsReply:
         return queries.history_stats(self._core, task_type)
 
@@ -205,6 +241,10 @@ class StoreDB:
             now = now_ms or self._core.now()
             return claim.claim_next(self._core, limit, max_priority, preempt_priority, now)
 
+    def next_due(self) -> int | None:
+        """When the earliest task scheduled for later is due (epoch ms), or None."""
+        return claim.next_due(self._core)
+
     def groups(self) -> GroupsReply:
         return claim.groups(self._core)
 
@@ -221,7 +261,7 @@ class StoreDB:
     def finish(self, results: Sequence[TaskResult], max_retries: int = 3) -> list[Transition]:
         """Apply executor results (see ``lifecycle.finish``); one transition each."""
         with self._core.atomic():
-            return lifecycle.finish(self._core, results, max_retries)
+            return lifecycle.finish(self._core, results, max_retries, self._retries)
 
     def finish_and_claim(
         self, results: Sequence[TaskResult], max_retries: int, then: ClaimSpec | None
@@ -277,9 +317,12 @@ class StoreDB:
                 if task is None or task.row.status != "running":
                     out.append(Transition(id=task_id, result="ignored"))
                 elif (
-                    count_retry and max_retries is not None and task.row.retry_count >= max_retries
+                    count_retry
+                    and max_retries is not None
+                    and task.row.retry_count >= self._retries.max_retries(task.row, max_retries)
                 ):
-                    lifecycle.fail(self._core, task, error, self._core.now(), out)
+                    now = self._core.now()
+                    lifecycle.fail(self._core, task, error, now, out, status="dead_letter")
                 else:
                     self._core.run(
                         "UPDATE tasks SET status = 'pending', retry_count = retry_count + ?, "
@@ -299,7 +342,7 @@ class StoreDB:
             if self.recover_running:
                 self._core.run(
                     "UPDATE tasks SET status = 'pending', started_at_ms = NULL "
-                    "WHERE status = 'running' AND status != 'pending'"
+                    f"WHERE status = 'running' AND {BUSY}"
                 )
             return lifecycle.resolve_waiting(self._core)
 

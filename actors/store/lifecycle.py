@@ -17,13 +17,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from actors.store.core import Core
-from actors.store.schema import HISTORY_INSERT, TASK_COLUMNS, TASK_INTERNAL_COLUMNS, task_row
+from actors.store.retry import Retries
+from actors.store.schema import (
+    BUSY,
+    HISTORY_INSERT,
+    TASK_COLUMNS,
+    TASK_INTERNAL_COLUMNS,
+    TASK_WIDTH,
+    task_row,
+)
 from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import TaskResult, TaskRow, Transition
 
 log = logging.getLogger("taskmill.store")
 
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "dead_letter", "expired")
+MAX_DELAY_S = 366 * 24 * 3600.0
+"""A retry delay longer than a year (or not a number) is taken as a year."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +60,11 @@ def load(core: Core, task_id: int) -> Active | None:
     )
     if t is None:
         return None
-    return Active(task_row(t[:21]), bool(t[21]), int(t[22]), t[23], (t[24], t[25], t[26], t[27]))
+    w = TASK_WIDTH
+    row = task_row(t[:w])
+    return Active(
+        row, bool(t[w]), int(t[w + 1]), t[w + 2], (t[w + 3], t[w + 4], t[w + 5], t[w + 6])
+    )
 
 
 def transition(
@@ -62,6 +76,7 @@ def transition(
     was_running: bool = False,
     priority: int | None = None,
     duration_ms: int | None = None,
+    retry_after_s: float | None = None,
 ) -> Transition:
     """The transition of ``row`` to ``result``, with what an event about it needs."""
     return Transition(
@@ -76,6 +91,8 @@ def transition(
         was_running=was_running,
         group_key=row.group_key,
         duration_ms=duration_ms,
+        retry_after_s=retry_after_s,
+        retry_count=row.retry_count,
     )
 
 
@@ -86,8 +103,12 @@ def _ignored(task_id: int) -> Transition:
 # -- finish -----------------------------------------------------------------------------------
 
 
-def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[Transition]:
-    """Apply executor results in order; one transition per result (``ignored`` when stale)."""
+def finish(
+    core: Core, results: Sequence[TaskResult], max_retries: int, retries: Retries | None = None
+) -> list[Transition]:
+    """Apply executor results in order; one transition per result (``ignored`` when stale).
+    ``max_retries`` is the builder's; ``retries`` the policies (see ``actors.store.retry``)."""
+    retries = retries or Retries()
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise InvalidRequest(f"max_retries must be a non-negative integer, got {max_retries!r}")
     out: list[Transition] = []
@@ -97,7 +118,7 @@ def finish(core: Core, results: Sequence[TaskResult], max_retries: int) -> list[
         mark = len(out)
         try:
             with core.savepoint():
-                _finish_one(core, result, max_retries, out)
+                _finish_one(core, result, max_retries, retries, out)
         except TaskmillError as exc:
             if not core.in_transaction:
                 # SQLite rolled the whole transaction back (disk full, I/O error): the results
@@ -117,7 +138,7 @@ _PLAIN_COMPLETION = (
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, :r, :w, :rx, :tx, "
     "retry_count, last_error, created_at_ms, started, :done, "
     "CASE WHEN started IS NULL THEN NULL ELSE max(0, :done - started) END, "
-    "parent_id, fail_fast, group_key FROM ("
+    "parent_id, fail_fast, group_key, :result FROM ("
     "SELECT *, CASE WHEN run_started_at_ms THEN run_started_at_ms ELSE started_at_ms END "
     "AS started FROM tasks WHERE id = :id AND status IN ('running', 'paused') "
     "AND phase = 'execute' AND has_children = 0 AND parent_id IS NULL AND requeue = 0 "
@@ -143,7 +164,10 @@ def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) ->
     read, write, rx, tx = _actual(result)
     params = {"id": result.id, "done": _finished_at(core, result)}
     try:
-        written = core.all(_PLAIN_COMPLETION, params | {"r": read, "w": write, "rx": rx, "tx": tx})
+        written = core.all(
+            _PLAIN_COMPLETION,
+            params | {"r": read, "w": write, "rx": rx, "tx": tx, "result": result.result},
+        )
     except TaskmillError:  # e.g. a number SQLite cannot hold: the general path ignores it alone
         return False
     if not written:
@@ -167,7 +191,9 @@ def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) ->
     return True
 
 
-def _finish_one(core: Core, result: TaskResult, max_retries: int, out: list[Transition]) -> None:
+def _finish_one(
+    core: Core, result: TaskResult, max_retries: int, retries: Retries, out: list[Transition]
+) -> None:
     if result.outcome not in ("ok", "error", "cancelled"):
         raise InvalidRequest(f"unknown result outcome {result.outcome!r}")
     task = load(core, result.id)
@@ -176,7 +202,7 @@ def _finish_one(core: Core, result: TaskResult, max_retries: int, out: list[Tran
     elif result.outcome == "ok" and task.row.status in ("running", "paused"):
         _finish_ok(core, task, result, out)
     elif result.outcome == "error" and task.row.status == "running":
-        _finish_error(core, task, result, max_retries, out)
+        _finish_error(core, task, result, max_retries, retries, out)
     else:  # an error from a preempted victim, or a result for a row no longer running
         out.append(_ignored(result.id))
 
@@ -220,6 +246,7 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
         completed_at_ms=finished,
         started_at_ms=started,
         actual=_actual(result),
+        result=result.result,
     )
     if row.requeue:
         requeue_priority = row.priority if row.requeue_priority is None else row.requeue_priority
@@ -242,19 +269,46 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
 
 
 def _finish_error(
-    core: Core, task: Active, result: TaskResult, max_retries: int, out: list[Transition]
+    core: Core,
+    task: Active,
+    result: TaskResult,
+    max_retries: int,
+    retries: Retries,
+    out: list[Transition],
 ) -> None:
     row = task.row
     error = result.error or "task failed"
-    if result.retryable and row.retry_count < max_retries:
+    finished = _finished_at(core, result)
+    if not result.retryable:
+        fail(core, task, error, finished, out, actual=_actual(result))
+        return
+    plan = retries.plan(row, result, max_retries)
+    if not plan.retry:  # retries exhausted: kept apart, to be looked at and retried by hand
+        fail(core, task, error, finished, out, actual=_actual(result), status="dead_letter")
+        return
+    retry(core, row, error, plan.delay_s, out)
+
+
+def retry(core: Core, row: TaskRow, error: str, delay_s: float, out: list[Transition]) -> None:
+    """Back to the queue with one more retry counted: at once, or ``scheduled`` until its
+    delay has passed."""
+    if delay_s != delay_s or delay_s > MAX_DELAY_S:  # NaN or past a year
+        delay_s = MAX_DELAY_S
+    if delay_s > 0:
+        due = core.now() + int(delay_s * 1000)
+        core.run(
+            "UPDATE tasks SET status = 'scheduled', due_at_ms = ?, retry_count = retry_count + 1, "
+            "last_error = ?, started_at_ms = NULL WHERE id = ?",
+            (due, error, row.id),
+        )
+    else:
         core.run(
             "UPDATE tasks SET status = 'pending', retry_count = retry_count + 1, last_error = ?, "
             "started_at_ms = NULL WHERE id = ?",
             (error, row.id),
         )
-        out.append(transition(row, "retry", error=error, was_running=True))
-        return
-    fail(core, task, error, _finished_at(core, result), out, actual=_actual(result))
+    after = delay_s if delay_s > 0 else None
+    out.append(transition(row, "retry", error=error, was_running=True, retry_after_s=after))
 
 
 def fail(
@@ -265,19 +319,21 @@ def fail(
     out: list[Transition],
     *,
     actual: Sequence[int] = (0, 0, 0, 0),
+    status: str = "failed",
 ) -> None:
-    """Fail a task permanently (its requeue mark goes with it), then tell its parent."""
+    """Fail a task permanently (its requeue mark goes with it), then tell its parent.
+    ``status``: ``failed``, or ``dead_letter`` for a retryable failure out of retries."""
     row = task.row
     core.write_history(
         row.id,
-        "failed",
+        status,
         completed_at_ms=finished_at_ms,
         started_at_ms=task.history_started_at_ms,
         error=error,
         actual=actual,
     )
     core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
-    out.append(transition(row, "failed", error=error, was_running=row.status == "running"))
+    out.append(transition(row, status, error=error, was_running=row.status == "running"))
     child_terminal(core, row, error, out)
 
 
@@ -382,7 +438,7 @@ def resolve_waiting(core: Core) -> list[Transition]:
     """Recovery: resolve every waiting parent whose children have all finished."""
     out: list[Transition] = []
     for (parent_id,) in core.all(
-        "SELECT id FROM tasks WHERE status = 'waiting' AND status != 'pending' ORDER BY id"
+        f"SELECT id FROM tasks WHERE status = 'waiting' AND {BUSY} ORDER BY id"
     ):
         _resolve_parent(core, parent_id, out)
     return out

@@ -11,6 +11,7 @@ from typing import Any
 
 from actors.store.core import Core
 from actors.store.schema import (
+    BUSY,
     HISTORY_COLUMNS,
     HISTORY_STATUSES,
     TASK_COLUMNS,
@@ -168,9 +169,15 @@ def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
     check_limit(limit)
     if status == "pending":
         rows = queue_order(core, TASK_COLUMNS, limit)
+    elif status == "scheduled":  # by due time, then queue order
+        rows = core.all(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'scheduled' "
+            "ORDER BY due_at_ms, priority, id LIMIT +?",
+            (limit,),
+        )
     elif status in TASK_STATUSES:
         sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND status != 'pending' "
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND {BUSY} "
             "ORDER BY priority, id LIMIT +?"
         )
         rows = core.all(sql, (status, limit))
@@ -181,14 +188,13 @@ def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
 
 def counts(core: Core) -> CountsReply:
     pending = core.value(f"SELECT (SELECT count(*) {_UNGROUPED}) + (SELECT count(*) {_GROUPED})")
-    busy = dict(
-        core.all("SELECT status, count(*) FROM tasks WHERE status != 'pending' GROUP BY status")
-    )
+    busy = dict(core.all(f"SELECT status, count(*) FROM tasks WHERE {BUSY} GROUP BY status"))
     return CountsReply(
         pending=int(pending),
         running=int(busy.get("running", 0)),
         paused=int(busy.get("paused", 0)),
         waiting=int(busy.get("waiting", 0)),
+        scheduled=int(core.value("SELECT count(*) FROM tasks WHERE status = 'scheduled'")),
     )
 
 
@@ -241,6 +247,24 @@ def history(
         (*params, limit, offset),
     )
     return [history_row(r) for r in rows]
+
+
+def result(core: Core, task_id: int) -> list[HistoryRow]:
+    if isinstance(task_id, bool) or not isinstance(task_id, int):
+        raise InvalidRequest(f"task_id must be an integer, got {task_id!r}")
+    rows = core.all(
+        f"SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = ? "
+        "ORDER BY completed_at_ms DESC, id DESC LIMIT 1",
+        (task_id,),
+    )
+    return [history_row(r) for r in rows]
+
+
+def history_row_by_id(core: Core, history_id: int) -> HistoryRow | None:
+    if isinstance(history_id, bool) or not isinstance(history_id, int):
+        raise InvalidRequest(f"a history id must be an integer, got {history_id!r}")
+    row = core.one(f"SELECT {HISTORY_COLUMNS} FROM history WHERE id = ?", (history_id,))
+    return None if row is None else history_row(row)
 
 
 def history_stats(core: Core, task_type: str) -> TypeStatsReply:

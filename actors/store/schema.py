@@ -18,14 +18,21 @@ Besides the fields of ``TaskRow``, a task row keeps a few columns the Store need
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from bus.kinds import HistoryRow, TaskRow
+import apsw
 
-SCHEMA_VERSION = 5
+from bus.kinds import HistoryRow, RetrySpec, TaskRow
 
-TASK_STATUSES = ("pending", "running", "paused", "waiting")
-HISTORY_STATUSES = ("completed", "failed", "cancelled")
+SCHEMA_VERSION = 6
+
+BUSY = "status != 'pending' AND status != 'scheduled'"
+"""The condition of ``tasks_busy``: a query that states it reads that small index (running,
+paused and waiting rows), never the queue nor the tasks scheduled for later."""
+
+TASK_STATUSES = ("pending", "running", "paused", "waiting", "scheduled")
+HISTORY_STATUSES = ("completed", "failed", "cancelled", "dead_letter", "expired")
 
 _TASK_STATUS_CHECK = " OR ".join(f"status = '{status}'" for status in TASK_STATUSES)
 """The check on a task row's status, spelled as comparisons: SQLite evaluates ``status IN (...)``
@@ -84,7 +91,12 @@ CREATE TABLE tasks (
     acc_read_bytes         INTEGER NOT NULL DEFAULT 0,
     acc_write_bytes        INTEGER NOT NULL DEFAULT 0,
     acc_net_rx_bytes       INTEGER NOT NULL DEFAULT 0,
-    acc_net_tx_bytes       INTEGER NOT NULL DEFAULT 0
+    acc_net_tx_bytes       INTEGER NOT NULL DEFAULT 0,
+    -- Since version 6, each NULL when not set (so that rows of older versions read as unset):
+    due_at_ms              INTEGER,
+    retry_policy           BLOB,
+    max_retries            INTEGER,
+    timeout_s              REAL
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -92,9 +104,12 @@ CREATE INDEX tasks_key8 ON tasks(key8);
 -- Finalize-ready parents, dispatched ahead of everything else.
 CREATE INDEX tasks_finalize ON tasks(priority, id)
     WHERE status = 'pending' AND phase = 'finalize';
--- Everything not pending (a small set): counts, lists and the anti-thrash check.
-CREATE INDEX tasks_busy ON tasks(status, priority, id) WHERE status != 'pending';
+-- Running, paused and waiting rows (a small set): counts, lists, the claim's running counts.
+CREATE INDEX tasks_busy ON tasks(status, priority, id)
+    WHERE status != 'pending' AND status != 'scheduled';
 CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
+-- Tasks not due yet, by due time: a claim makes the due ones pending, and never reads the rest.
+CREATE INDEX tasks_scheduled ON tasks(due_at_ms) WHERE status = 'scheduled';
 """
     + _READY
 )
@@ -108,7 +123,7 @@ CREATE TABLE history (
     label                  TEXT    NOT NULL,
     priority               INTEGER NOT NULL,
     status                 TEXT    NOT NULL
-        CHECK (status IN ('completed', 'failed', 'cancelled')),
+        CHECK (status IN ('completed', 'failed', 'cancelled', 'dead_letter', 'expired')),
     payload                BLOB,
     expected_read_bytes    INTEGER NOT NULL DEFAULT 0,
     expected_write_bytes   INTEGER NOT NULL DEFAULT 0,
@@ -126,12 +141,14 @@ CREATE TABLE history (
     duration_ms            INTEGER,
     parent_id              INTEGER,
     fail_fast              INTEGER NOT NULL DEFAULT 1,
-    group_key              TEXT
+    group_key              TEXT,
+    result                 BLOB  -- since version 6
 );
 CREATE INDEX history_time ON history(completed_at_ms);
 CREATE INDEX history_type ON history(task_type, completed_at_ms);
 CREATE INDEX history_key ON history(key, completed_at_ms);
 CREATE INDEX history_status ON history(status, completed_at_ms);
+CREATE INDEX history_task ON history(task_id);
 
 CREATE TABLE requests (
     request_id  TEXT    PRIMARY KEY,
@@ -185,10 +202,52 @@ def migrate(conn: Any) -> None:
         _rebuild_tasks(conn, ("tasks_ready", "tasks_key8"), "key8")
     elif version == 3:  # the status checked with IN
         _rebuild_tasks(conn, (*_READY_INDEXES, "tasks_key8"), "key8")
-    elif version != 4:  # 4: no group policy
+    elif version in (4, 5):  # 4: no group policy; both: no due times, retry policies, results
+        _widen(conn, "tasks")
+        conn.execute("DROP INDEX tasks_busy")
+        conn.execute(_BUSY_INDEX + ";" + _SCHEDULED_INDEX)
+    else:
         raise ValueError(f"database schema version {version} is newer than this taskmill's")
-    conn.execute(_GROUP_POLICY)
+    _widen(conn, "history")
+    conn.execute("CREATE INDEX history_task ON history(task_id)")
+    if version != 5:
+        conn.execute(_GROUP_POLICY)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+_SCHEDULED_INDEX = "CREATE INDEX tasks_scheduled ON tasks(due_at_ms) WHERE status = 'scheduled'"
+_BUSY_INDEX = (
+    "CREATE INDEX tasks_busy ON tasks(status, priority, id)\n"
+    "    WHERE status != 'pending' AND status != 'scheduled'"
+)
+
+
+def _widen(conn: Any, table: str) -> None:
+    """Give ``table`` the current declaration where an older version's differs only by columns
+    added at its end (each NULL when unset) and status checks that accept more: a change of the
+    schema's text alone (SQLite's own way for such changes, as ``ADD COLUMN`` does), which leaves
+    every row as it is — no copy of a table that may hold millions of rows."""
+    fresh = _declarations()[table]
+    (version,) = conn.execute("PRAGMA schema_version").fetchall()[0]
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute(
+            "UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?", (fresh, table)
+        )
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
+def _declarations() -> dict[str, str]:
+    """The declaration of each table as SQLite stores it for the current schema."""
+    memory = apsw.Connection(":memory:")
+    try:
+        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        rows = memory.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
+        return {str(name): str(sql) for name, sql in rows.fetchall()}
+    finally:
+        memory.close()
 
 
 _READY_INDEXES = ("tasks_ready_ungrouped", "tasks_ready_grouped", "tasks_ready_by_group")
@@ -232,13 +291,17 @@ def _rebuild_tasks(conn: Any, indexes: tuple[str, ...], key8_column: str) -> Non
         conn.execute(sql)
 
 
-TASK_COLUMNS = (
+_V1_TASK_COLUMNS = (
     "id, task_type, key, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, retry_count, last_error, "
     "created_at_ms, started_at_ms, requeue, requeue_priority, parent_id, fail_fast, group_key, "
     "phase"
 )
+
+TASK_COLUMNS = f"{_V1_TASK_COLUMNS}, due_at_ms, retry_policy, max_retries, timeout_s"
 """The columns of ``TaskRow``, in field order."""
+
+TASK_WIDTH = len(TASK_COLUMNS.split(","))
 
 TASK_COLUMNS_NO_PAYLOAD = TASK_COLUMNS.replace("payload,", "NULL,")
 """As ``TASK_COLUMNS`` with the payload left out (peek: the Dispatcher gets it from claim)."""
@@ -248,14 +311,15 @@ TASK_INTERNAL_COLUMNS = (
     "acc_read_bytes, acc_write_bytes, acc_net_rx_bytes, acc_net_tx_bytes"
 )
 
-_ALL_TASK_COLUMNS = f"{TASK_COLUMNS}, {TASK_INTERNAL_COLUMNS}"
-"""Every column of ``tasks`` but ``key8`` (version 1's)."""
+_ALL_TASK_COLUMNS = f"{_V1_TASK_COLUMNS}, {TASK_INTERNAL_COLUMNS}"
+"""The columns of ``tasks`` every version has but ``key8`` (version 1's): what a rebuild copies."""
 
 HISTORY_COLUMNS = (
     "id, task_id, task_type, key, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, actual_read_bytes, "
     "actual_write_bytes, actual_net_rx_bytes, actual_net_tx_bytes, retry_count, last_error, "
-    "created_at_ms, started_at_ms, completed_at_ms, duration_ms, parent_id, fail_fast, group_key"
+    "created_at_ms, started_at_ms, completed_at_ms, duration_ms, parent_id, fail_fast, group_key, "
+    "result"
 )
 """The columns of ``HistoryRow``, in field order."""
 
@@ -267,7 +331,25 @@ def task_row(t: tuple[Any, ...]) -> TaskRow:
     """A ``TaskRow`` from a tuple selected with ``TASK_COLUMNS``."""
     return TaskRow(
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
-        t[14], bool(t[15]), t[16], t[17], bool(t[18]), t[19], t[20],
+        t[14], bool(t[15]), t[16], t[17], bool(t[18]), t[19], t[20], t[21], retry_spec(t[22]),
+        t[23], t[24],
+    )  # fmt: skip
+
+
+def retry_spec(stored: Any) -> RetrySpec | None:
+    """A task's retry policy as the ``retry_policy`` column keeps it (a JSON array of the
+    fields of ``RetrySpec``)."""
+    if stored is None:
+        return None
+    return RetrySpec(*json.loads(stored))
+
+
+def stored_retry_spec(spec: RetrySpec | None) -> str | None:
+    if spec is None:
+        return None
+    return json.dumps(
+        [spec.strategy, spec.initial_s, spec.increment_s, spec.max_s, spec.multiplier,
+         spec.max_retries]
     )  # fmt: skip
 
 
@@ -276,4 +358,5 @@ def history_row(t: tuple[Any, ...]) -> HistoryRow:
     return HistoryRow(
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
         t[14], t[15], t[16], t[17], t[18], t[19], t[20], t[21], t[22], bool(t[23]), t[24],
+        t[25],
     )  # fmt: skip

@@ -17,6 +17,7 @@ gives the outcomes of applying them one at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +25,9 @@ import msgpack
 
 from actors.store.core import Core
 from actors.store.queries import by_key
-from actors.store.schema import key8
+from actors.store.schema import key8, stored_retry_spec
 from bus.errors import InvalidRequest, PayloadTooLarge
-from bus.kinds import Outcome, Submission
+from bus.kinds import Outcome, RetrySpec, Submission
 
 MAX_PAYLOAD_BYTES = 1_048_576
 MAX_TASK_TYPE_CHARS = 256
@@ -65,6 +66,10 @@ def _plainly_valid(sub: Submission) -> bool:
         and (group_key is None or type(group_key) is str)
         and type(sub.fail_fast) is bool
         and (parent_id is None or (type(parent_id) is int and parent_id >= 1))
+        and sub.due_at_ms is None
+        and sub.retry is None
+        and sub.max_retries is None
+        and sub.timeout_s is None
     )
 
 
@@ -105,6 +110,37 @@ def _explain(sub: Submission, where: str) -> None:
         raise InvalidRequest(f"{where}: fail_fast must be a bool")
     if sub.parent_id is not None and (not _is_int(sub.parent_id) or sub.parent_id < 1):
         raise InvalidRequest(f"{where}: parent_id must be a positive integer")
+    if sub.due_at_ms is not None and (not _is_int(sub.due_at_ms) or not 0 <= sub.due_at_ms < 2**63):
+        raise InvalidRequest(f"{where}: due_at_ms must be an epoch time in milliseconds")
+    if sub.max_retries is not None and (not _is_int(sub.max_retries) or sub.max_retries < 0):
+        raise InvalidRequest(f"{where}: max_retries must be a non-negative integer")
+    if sub.timeout_s is not None and not _is_seconds(sub.timeout_s, positive=True):
+        raise InvalidRequest(f"{where}: timeout_s must be a positive number of seconds")
+    if sub.retry is not None:
+        check_retry(sub.retry, where)
+
+
+RETRY_STRATEGIES = ("none", "constant", "linear", "exponential", "exponential_jitter")
+
+
+def check_retry(spec: RetrySpec, where: str) -> None:
+    """Refuse a retry policy the Store could not apply."""
+    if not isinstance(spec, RetrySpec) or spec.strategy not in RETRY_STRATEGIES:
+        raise InvalidRequest(f"{where}: a retry strategy is one of {RETRY_STRATEGIES}")
+    if not (_is_seconds(spec.initial_s) and _is_seconds(spec.increment_s)):
+        raise InvalidRequest(f"{where}: retry delays must be non-negative numbers of seconds")
+    if spec.max_s is not None and not _is_seconds(spec.max_s):
+        raise InvalidRequest(f"{where}: a retry's max delay must be a non-negative number")
+    if not _is_seconds(spec.multiplier) or spec.multiplier < 1:
+        raise InvalidRequest(f"{where}: a retry multiplier must be a number >= 1")
+    if spec.max_retries is not None and (not _is_int(spec.max_retries) or spec.max_retries < 0):
+        raise InvalidRequest(f"{where}: max_retries must be a non-negative integer")
+
+
+def _is_seconds(value: Any, positive: bool = False) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and (value > 0 if positive else value >= 0)
 
 
 def _is_key(key: str) -> bool:
@@ -169,11 +205,11 @@ def _existing(core: Core, sub: Submission) -> Outcome:
 _COLUMNS = (
     "task_type, key, key8, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, created_at_ms, "
-    "parent_id, fail_fast, group_key"
+    "parent_id, fail_fast, group_key, due_at_ms, retry_policy, max_retries, timeout_s"
 )
-_WIDTH = 14
-"""Parameters a row takes: every column but the status."""
-_ROW = "(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_WIDTH = 19
+"""Parameters a row takes."""
+_ROW = "(" + ", ".join("?" * _WIDTH) + ")"
 _CHUNKS = (64, 8, 1)
 """Rows per ``INSERT``: a statement of many rows costs less per row than one each (4.0 against
 5.9 µs, a batch of 1,000), and a few fixed sizes keep the statements prepared."""
@@ -183,8 +219,8 @@ _INSERTS = {
     for n in _CHUNKS[:-1]
 }
 _INSERTS[1] = (
-    f"INSERT INTO tasks ({_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, 'pending', "
-    + ", ".join(f"?{i}" for i in range(6, _WIDTH + 1))
+    f"INSERT INTO tasks ({_COLUMNS}) SELECT "
+    + ", ".join(f"?{i}" for i in range(1, _WIDTH + 1))
     + " WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE key8 = ?3 AND key = ?2)"
 )
 _NEWER = "SELECT id, key, parent_id FROM tasks WHERE id > +?"
@@ -240,6 +276,7 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
         key8(sub.key),
         sub.label,
         sub.priority,
+        "scheduled" if sub.due_at_ms is not None and sub.due_at_ms > now else "pending",
         sub.payload,
         sub.expected_read_bytes,
         sub.expected_write_bytes,
@@ -249,4 +286,8 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
         sub.parent_id,
         int(sub.fail_fast),
         sub.group_key,
+        sub.due_at_ms,
+        stored_retry_spec(sub.retry),
+        sub.max_retries,
+        sub.timeout_s,
     )
