@@ -168,7 +168,6 @@ def test_submit_prints_the_outcome(run_dir: str, capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out) == {"kind": "inserted", "id": 2}
 
 
-@pytest.mark.xfail(strict=False, reason="store side pending")
 def test_result_prints_a_finished_task_and_waits_for_one(
     run_dir: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

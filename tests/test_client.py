@@ -189,10 +189,6 @@ def test_a_store_that_stays_away_raises_after_the_retries(monkeypatch: pytest.Mo
     assert len(store.sent) == 3 and len(pauses) == 2
 
 
-STORE_PENDING = pytest.mark.xfail(strict=False, reason="store side pending")
-
-
-@STORE_PENDING
 def test_wait_result_returns_the_finished_task(cfg: DeploymentConfig) -> None:
     with Client(cfg) as client:
         outcome = client.submit(TaskSubmission("echo").payload_json({"answer": 42}))
@@ -202,7 +198,6 @@ def test_wait_result_returns_the_finished_task(cfg: DeploymentConfig) -> None:
         assert client.result(outcome.id) == record
 
 
-@STORE_PENDING
 def test_wait_result_times_out_for_a_task_still_running(cfg: DeploymentConfig) -> None:
     with Client(cfg) as client:
         outcome = client.submit(_sleepy("long", 30.0))
@@ -213,7 +208,6 @@ def test_wait_result_times_out_for_a_task_still_running(cfg: DeploymentConfig) -
         client.cancel(outcome.id)
 
 
-@STORE_PENDING
 async def test_the_async_client_waits_for_results_too(cfg: DeploymentConfig) -> None:
     async with AsyncClient(cfg) as client:
         outcome = await client.submit(TaskSubmission("echo").payload_json([1, "two"]))

@@ -26,14 +26,11 @@ from taskmill import (
 )
 from tests.scheduler_support import EventRecorder, Latch, builder
 
-STORE_PENDING = pytest.mark.xfail(strict=False, reason="store side pending")
-
 
 async def echo(ctx: TaskContext) -> Any:
     return ctx.payload()
 
 
-@STORE_PENDING
 async def test_a_task_due_later_waits_while_others_run(tmp_path: Path) -> None:
     scheduler = await builder(tmp_path, echo=echo).build()
     async with scheduler:
@@ -49,7 +46,6 @@ async def test_a_task_due_later_waits_while_others_run(tmp_path: Path) -> None:
         await events.close()
 
 
-@STORE_PENDING
 async def test_a_delayed_task_starts_once_due(tmp_path: Path) -> None:
     scheduler = await builder(tmp_path, echo=echo).build()
     async with scheduler:
@@ -63,7 +59,6 @@ async def test_a_delayed_task_starts_once_due(tmp_path: Path) -> None:
         await events.close()
 
 
-@STORE_PENDING
 async def test_run_at_a_past_instant_runs_at_once(tmp_path: Path) -> None:
     scheduler = await builder(tmp_path, echo=echo).build()
     async with scheduler:
@@ -72,7 +67,6 @@ async def test_run_at_a_past_instant_runs_at_once(tmp_path: Path) -> None:
         assert record.status is HistoryStatus.COMPLETED
 
 
-@STORE_PENDING
 async def test_wait_result_hands_back_what_the_executor_returned(tmp_path: Path) -> None:
     async def raw(ctx: TaskContext) -> bytes:
         return b"\x89PNG"
@@ -88,7 +82,6 @@ async def test_wait_result_hands_back_what_the_executor_returned(tmp_path: Path)
         assert row.result == b'{"n":[1,2]}'
 
 
-@STORE_PENDING
 async def test_wait_result_times_out_while_the_task_runs(tmp_path: Path) -> None:
     latch = Latch()
 
@@ -106,7 +99,6 @@ async def test_wait_result_times_out_while_the_task_runs(tmp_path: Path) -> None
         assert (await waiting).result_json() == "done"
 
 
-@STORE_PENDING
 async def test_a_result_that_cannot_be_stored_fails_the_task(tmp_path: Path) -> None:
     async def odd(ctx: TaskContext) -> object:
         return {1, 2}
@@ -119,7 +111,6 @@ async def test_a_result_that_cannot_be_stored_fails_the_task(tmp_path: Path) -> 
         assert record.last_error is not None and record.last_error.startswith("result: ")
 
 
-@STORE_PENDING
 async def test_a_retry_waits_the_delay_the_task_error_asks_for(tmp_path: Path) -> None:
     attempts: list[int] = []
 
@@ -142,7 +133,6 @@ async def test_a_retry_waits_the_delay_the_task_error_asks_for(tmp_path: Path) -
         await events.close()
 
 
-@STORE_PENDING
 async def test_the_policy_delays_retries(tmp_path: Path) -> None:
     async def flaky(ctx: TaskContext) -> None:
         if ctx.record.retry_count < 2:
@@ -163,20 +153,26 @@ async def test_the_policy_delays_retries(tmp_path: Path) -> None:
         await events.close()
 
 
-@STORE_PENDING
-async def test_exhausted_retries_go_to_the_dead_letter_and_back(tmp_path: Path) -> None:
-    fail = [True]
+class Flaky:
+    """Fails retryably until told to recover, then returns "recovered"."""
 
-    async def flaky(ctx: TaskContext) -> str:
-        if fail[0]:
+    def __init__(self) -> None:
+        self.failing = True
+
+    async def __call__(self, ctx: TaskContext) -> str:
+        if self.failing:
             raise TaskError.retryable("connection reset")
         return "recovered"
 
-    scheduler = await (
-        builder(tmp_path, flaky=flaky)
-        .default_retry_policy(RetryPolicy.constant(0.0, max_retries=1))
-        .build()
+
+def _one_retry(tmp_path: Path, flaky: Flaky) -> Any:
+    return builder(tmp_path, flaky=flaky).default_retry_policy(
+        RetryPolicy.constant(0.0, max_retries=1)
     )
+
+
+async def test_exhausted_retries_go_to_the_dead_letter(tmp_path: Path) -> None:
+    scheduler = await _one_retry(tmp_path, Flaky()).build()
     async with scheduler:
         events = await EventRecorder.start(scheduler)
         outcome = await scheduler.submit(TaskSubmission("flaky", key="job"))
@@ -193,10 +189,23 @@ async def test_exhausted_retries_go_to_the_dead_letter_and_back(tmp_path: Path) 
         store = scheduler.store()
         assert [r.id for r in await store.dead_letter_tasks()] == [record.id]
         assert await store.failed_tasks() == []
+        await events.close()
 
-        fail[0] = False
+
+@pytest.mark.xfail(
+    strict=False, reason="the Store's notify step takes every SubmitReply for a Submit's"
+)
+async def test_a_dead_lettered_task_can_be_submitted_again(tmp_path: Path) -> None:
+    flaky = Flaky()
+    scheduler = await _one_retry(tmp_path, flaky).build()
+    async with scheduler:
+        outcome = await scheduler.submit(TaskSubmission("flaky", key="job"))
+        record = await scheduler.wait_result(outcome.id, timeout=10.0)
+        assert record.status is HistoryStatus.DEAD_LETTER
+        flaky.failing = False
         again = await scheduler.retry_dead_letter(record.id)
         assert again.is_inserted()
+        store = scheduler.store()
         assert await store.dead_letter_tasks() == []
         done = await scheduler.wait_result(again.id, timeout=10.0)
         assert (done.status, done.retry_count, done.result_json()) == (
@@ -204,10 +213,8 @@ async def test_exhausted_retries_go_to_the_dead_letter_and_back(tmp_path: Path) 
         )  # fmt: skip
         with pytest.raises(InvalidRequest):
             await scheduler.retry_dead_letter(done.id)  # not a dead-letter row
-        await events.close()
 
 
-@STORE_PENDING
 async def test_a_submission_can_forbid_retries(tmp_path: Path) -> None:
     async def flaky(ctx: TaskContext) -> None:
         raise TaskError.retryable("reset")
@@ -234,7 +241,6 @@ async def test_a_run_past_its_time_limit_fails_retryably(tmp_path: Path) -> None
         await events.close()
 
 
-@STORE_PENDING
 async def test_a_timed_out_task_without_retries_is_dead_lettered(tmp_path: Path) -> None:
     async def slow(ctx: TaskContext) -> None:
         await ctx.token.wait()
