@@ -34,7 +34,7 @@ def store_actor(
         )
 
     return StoreActor(
-        open_db, topology.store, topology.store_notify, urgent_priority=spec.preempt_priority
+        open_db, topology.store, urgent_priority=spec.preempt_priority
     )
 
 
