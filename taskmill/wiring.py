@@ -33,9 +33,7 @@ def store_actor(
             recover_running=recover_running,
         )
 
-    return StoreActor(
-        open_db, topology.store, urgent_priority=spec.preempt_priority
-    )
+    return StoreActor(open_db, topology.store, urgent_priority=spec.preempt_priority)
 
 
 def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
