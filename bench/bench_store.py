@@ -63,7 +63,6 @@ def store(db_file: Path) -> Iterator[tuple[zmq.Context[Any], str]]:
     actor = StoreActor(
         lambda: StoreDB(str(db_file), clock=SystemClock()),
         endpoint,
-        inproc(namespace, "store-notify"),
     )
     thread = ActorThread(actor, context, inproc(namespace, "store-control")).start()
     try:

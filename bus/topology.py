@@ -19,7 +19,6 @@ from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace, tcp
 @dataclass(frozen=True, slots=True)
 class Topology:
     store: str
-    store_notify: str
     dispatcher: str
     hosts: str
     events_in: str

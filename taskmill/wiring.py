@@ -38,9 +38,7 @@ def store_actor(
             default_retry=None if spec.default_retry is None else spec.default_retry.to_wire(),
         )
 
-    return StoreActor(
-        open_db, topology.store, topology.store_notify, urgent_priority=spec.preempt_priority
-    )
+    return StoreActor(open_db, topology.store, urgent_priority=spec.preempt_priority)
 
 
 def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:

@@ -111,7 +111,6 @@ def row(db: StoreDB, task_id: int) -> TaskRow:
 @dataclass(frozen=True)
 class StoreEndpoints:
     store: str
-    notify: str
     control: str
 
 
@@ -119,10 +118,10 @@ def store_endpoints(transport: str, tmp_path: Path) -> StoreEndpoints:
     """Endpoints for one Store on ``inproc`` or ``ipc`` (sockets in a 0700 dir under tmp_path)."""
     if transport == "inproc":
         namespace = new_namespace()
-        names = [inproc(namespace, n) for n in ("store", "store-notify", "store-control")]
+        names = [inproc(namespace, n) for n in ("store", "store-control")]
     else:
         run_dir = ensure_run_dir(tmp_path / "run")
-        names = [ipc(run_dir, n) for n in ("store", "notify", "control")]
+        names = [ipc(run_dir, n) for n in ("store", "control")]
     return StoreEndpoints(*names)
 
 
@@ -136,7 +135,6 @@ def running_store(
     actor = StoreActor(
         lambda: StoreDB(str(db_path / "tasks.db"), clock=clock, **options),
         endpoints.store,
-        endpoints.notify,
         urgent_priority=urgent,
     )
     thread = ActorThread(actor, context, endpoints.control, clock=clock).start()

@@ -56,9 +56,7 @@ def store_and_limiter(
     def open_db() -> StoreDB:
         return StoreDB(str(tmp_path / "t.db"), clock=SystemClock())
 
-    store = ActorThread(
-        StoreActor(open_db, store_ep, inproc(ns, "store-notify")), context, inproc(ns, "sc")
-    ).start()
+    store = ActorThread(StoreActor(open_db, store_ep), context, inproc(ns, "sc")).start()
     limiter = ActorThread(
         GroupLimiter(LimiterSettings(limiter_ep, store_ep, **limits)), context, inproc(ns, "lc")
     ).start()

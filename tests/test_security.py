@@ -40,7 +40,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[zmq.Context[Any], str, Path]]:
     def open_db() -> StoreDB:
         return StoreDB(str(tmp_path / "t.db"), clock=SystemClock())
 
-    store = StoreActor(open_db, endpoint, tcp("127.0.0.1", free_port()))
+    store = StoreActor(open_db, endpoint)
     thread = ActorThread(store, context, tcp("127.0.0.1", free_port()), security=security).start()
     try:
         yield context, endpoint, keys

@@ -41,7 +41,7 @@ from bus.kinds import (
     TaskReply,
 )
 from bus.kinds_run import PauseAll
-from bus.protocol import Message, decode, decode_as, encode, send_frames
+from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import ActorLoop
 from bus.server import Request
 
@@ -127,65 +127,79 @@ def test_kinds_the_store_does_not_serve_get_an_error(client: RequestClient) -> N
     assert counts(client) == CountsReply(0, 0, 0, 0)  # and the store still serves
 
 
-def notes_socket(context: zmq.Context[Any], endpoints: StoreEndpoints) -> Any:
-    """A SUB to the Store's ``store.changed`` notifications."""
-    notes = context.socket(zmq.SUB)
-    notes.setsockopt(zmq.LINGER, 0)
-    notes.setsockopt(zmq.SUBSCRIBE, b"")
-    notes.connect(endpoints.notify)
-    return notes
+class Watcher:
+    """A DEALER that looks at the queue as the Dispatcher does (``store.peek``), and so is the
+    one the Store sends ``store.changed`` to, on this same pipe."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
+        self.sock = context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.notes: list[StoreChanged] = []
+
+    def look(self) -> None:
+        """A peek, waited for: the Store's next change is news to it."""
+        send_frames(self.sock, encode(Peek(ClaimSpec(1)), b"look"))
+        while True:
+            _, correlation = self._read(WAIT)
+            if correlation == b"look":
+                return
+
+    def _read(self, timeout: float) -> tuple[Message, bytes]:
+        if not self.sock.poll(int(timeout * 1000)):
+            raise TimeoutError("nothing from the store")
+        message, correlation = decode(self.sock.recv_multipart())
+        if not correlation:
+            assert isinstance(message, StoreChanged)
+            self.notes.append(message)
+        return message, correlation
+
+    def next_note(self, timeout: float = WAIT) -> StoreChanged | None:
+        while not self.notes:
+            try:
+                self._read(timeout)
+            except TimeoutError:
+                return None
+        return self.notes.pop(0)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
-def test_store_changed_is_published_after_submits(
+def test_store_changed_is_sent_after_submits_and_folded_while_unanswered(
     context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
 ) -> None:
     clock = FakeClock()
     with running_store(context, endpoints, tmp_path, clock=clock, urgent_priority=5):
         store = RequestClient(context, endpoints.store, timeout=WAIT)
-        notes = notes_socket(context, endpoints)
+        watcher = Watcher(context, endpoints.store)
         try:
-
-            def next_note(timeout: float = WAIT) -> StoreChanged | None:
-                if not notes.poll(int(timeout * 1000)):
-                    return None
-                return decode_as(notes.recv_multipart(), StoreChanged)
-
-            # A subscription takes effect asynchronously: submit until one note arrives. Each
-            # warm-up follows a peek, so it is news even when the one before was lost (unheard
-            # notes fold the next ones, and this clock never moves on).
-            for i in range(100):
-                store.request(Peek(ClaimSpec(1)))
-                store.request(Submit([sub(f"warmup-{i}", 200)]))
-                if next_note(0.1) is not None:
-                    break
-            else:
-                pytest.fail("no store.changed within 100 submissions")
-            while next_note(0.05) is not None:  # drain notes of earlier warm-ups
-                pass
-            store.request(Peek(ClaimSpec(1)))  # the notes so far are answered: the next is news
-            store.request(Submit([sub("a", 40), sub("b", 9), sub("warmup-0", 1)]))
-            # warmup-0 upgraded to 1: three non-duplicate outcomes, the most urgent 1.
-            assert next_note() == StoreChanged(min_priority=1, count=3)
+            watcher.look()
+            store.request(Submit([sub("a", 40), sub("b", 9), sub("a", 1)]))
+            # a, then a again more urgent (upgraded): three non-duplicate outcomes, the most
+            # urgent 1.
+            assert watcher.next_note() == StoreChanged(min_priority=1, count=3)
             store.request(Submit([sub("a", 40)]))  # a duplicate: no note
             store.request(Submit([sub("c", 77)]))  # unanswered note, not more urgent: no note
             store.request(Submit([sub("d", 9)]))  # as urgent as the unanswered one: no note
             store.request(Submit([sub("e", 5)]))  # may preempt (urgent_priority 5): a note
-            assert next_note() == StoreChanged(min_priority=5, count=1)
+            assert watcher.next_note() == StoreChanged(min_priority=5, count=1)
             store.request(Submit([sub("f", 5)]))  # may preempt: always a note
-            assert next_note() == StoreChanged(min_priority=5, count=1)
+            assert watcher.next_note() == StoreChanged(min_priority=5, count=1)
             store.request(Submit([sub("g", 100)]))  # unanswered and recent: no note
             store.request(Counts())  # g's notification is decided (replies go out before it)
             clock.advance(1.5)  # nobody answered for a while (a notification lost?)...
             store.request(Submit([sub("h", 120)]))  # ...so a change is news again
-            assert next_note() == StoreChanged(min_priority=120, count=1)
+            assert watcher.next_note() == StoreChanged(min_priority=120, count=1)
             store.request(Submit([sub("i", 130)]))  # unanswered (h) and recent: no note
-            store.request(Peek(ClaimSpec(1)))  # the Dispatcher looks at the queue...
+            watcher.look()  # the Dispatcher looks at the queue...
             store.request(Submit([sub("j", 150)]))  # ...so the next change is news again
-            assert next_note() == StoreChanged(min_priority=150, count=1)
+            assert watcher.next_note() == StoreChanged(min_priority=150, count=1)
+            assert watcher.next_note(0.2) is None  # and nothing else came
             stats = store.call(Stats(), StatsReply).counters
             assert stats["notifications_saved"] >= 4
         finally:
-            notes.close()
+            watcher.close()
             store.close()
 
 
@@ -254,7 +268,6 @@ def batch_handler(context: zmq.Context[Any], tmp_path: Path) -> Iterator[StoreAc
     actor = StoreActor(
         lambda: StoreDB(str(tmp_path / "tasks.db"), clock=FakeClock()),
         f"{namespace}-store",
-        f"{namespace}-notify",
     )
     loop = ActorLoop(context, "store")
     actor.setup(loop)

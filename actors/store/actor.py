@@ -6,27 +6,22 @@ asks nobody.
 
 Sockets:
 
-* ROUTER bound at ``endpoint`` — requests from clients, the Dispatcher and the CLI, served by
-  ``bus.server.RequestServer``;
-* PUB bound at ``notify_endpoint`` — one-way ``store.changed`` notifications, sent as the plain
-  four protocol frames (no topic frame: subscribers subscribe to ``b""``).
+* ROUTER bound at ``endpoint`` — requests from clients, the Dispatcher, the GroupLimiter,
+  executor hosts and the CLI, served by ``bus.server.RequestServer``; and, to the Dispatcher (the
+  sender of the latest claim), the one-way ``store.changed``, behind the replies sent to it.
 
-Handles (each answered with its reply kind, or ``error`` with a code): ``store.submit``,
-``store.task``, ``store.tasks``, ``store.counts``, ``store.lookup``, ``store.history``,
-``store.stats``, ``store.throughput``, ``store.learned``, ``store.prune``, ``store.peek``,
-``store.claim``, ``store.finish``, ``store.preempt``, ``store.resume``, ``store.cancel``,
-``store.release``; plus ``ping``/``stats``/``stop`` like every actor.
+Handles every ``store.*`` kind of ``docs/protocol.md`` (each answered with its reply kind, or
+``error`` with a code); plus ``ping``/``stats``/``stop`` like every actor.
 
-Emits: ``store.changed(min_priority, count)`` after a commit in which Submits inserted, upgraded
-or requeued tasks (``min_priority``: the most urgent of those submissions' priorities) — unless an
-earlier notification is still unanswered (no ``store.peek``, ``store.claim`` or
-``store.claim_next`` since, and sent less than ``UNANSWERED_FOR_S`` ago), this one is not more
-urgent, and it cannot preempt (``urgent_priority``): the Dispatcher looks at the queue then
-anyway, and under a steady stream of single submits it is spared one message per task.
+Emits: ``store.changed`` after a commit in which Submits inserted, upgraded or requeued tasks, or
+the group policy changed — unless an earlier notification is still unanswered (no claim since,
+and sent less than ``UNANSWERED_FOR_S`` ago), this one is not more urgent, and it cannot preempt
+(``urgent_priority``): the Dispatcher looks at the queue then anyway. With the Dispatcher's
+standing claim (``_claim_standing``) the notice carries the rows claimed for it.
 
 Group commit: the loop hands over every request that arrived together; they run in one
 ``BEGIN IMMEDIATE`` transaction, then the transaction commits, and only then is any reply sent or
-notification published — an acknowledged submission is durable. If the commit itself fails, every
+notification sent — an acknowledged submission is durable. If the commit itself fails, every
 request of the batch gets the database error. A failing request is rolled back alone and answered
 with its error: the batch runs first without savepoints, and when one of several requests fails,
 that transaction is rolled back and the batch runs again with each request in a savepoint (in
@@ -87,7 +82,7 @@ from bus.kinds import (
     TaskRow,
     TasksReply,
 )
-from bus.protocol import Message, encode, send_frames
+from bus.protocol import Message, encode
 from bus.runtime import Actor, ActorLoop
 from bus.server import Request, RequestServer
 
@@ -185,7 +180,6 @@ class StoreActor(Actor):
         self,
         db_factory: Callable[[], StoreDB],
         endpoint: str,
-        notify_endpoint: str,
         *,
         urgent_priority: int = 0,
     ) -> None:
@@ -195,9 +189,7 @@ class StoreActor(Actor):
         self.urgent_priority = urgent_priority
         self._clock: Clock = SystemClock()
         self.endpoint = endpoint
-        self.notify_endpoint = notify_endpoint
         self._db: StoreDB | None = None
-        self._pub: zmq.Socket[Any] | None = None
         self._server: RequestServer | None = None
         self._handlers: dict[type[Message], StoreHandler] = {}
         self.counters: dict[str, int] = {
@@ -239,13 +231,10 @@ class StoreActor(Actor):
         try:
             router = loop.socket(zmq.ROUTER)
             loop.bind(router, self.endpoint)
-            pub = loop.socket(zmq.PUB)
-            loop.bind(pub, self.notify_endpoint)
         except BaseException:
             db.close()  # on_stop is not called when setup fails
             raise
         self._db = db
-        self._pub = pub
         self._handlers = store_handlers(db)
         self._server = RequestServer(loop, router, self, self._on_batch)
         self._clock = loop.clock
@@ -399,20 +388,15 @@ class StoreActor(Actor):
             return
         self._unanswered = (most_urgent, now)
         self.counters["notifications"] += 1
-        frames = encode(StoreChanged(most_urgent, count))
-        claimed = frames
-        if pushed is not None:
-            claimed = encode(StoreChanged(most_urgent, count, *pushed, standing=True))
+        if pushed is None:
+            frames = encode(StoreChanged(most_urgent, count))
+        else:
+            frames = encode(StoreChanged(most_urgent, count, *pushed, standing=True))
         # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's
         # reply and a change that committed after that claim never cross.
         watcher, server = self._watcher, self._server
-        if watcher is not None and server is not None and not server.send_frames(watcher, claimed):
+        if watcher is not None and server is not None and not server.send_frames(watcher, frames):
             self._watcher = None  # gone: its next claim names the new one
-        if self._pub is not None:
-            try:
-                send_frames(self._pub, frames)
-            except zmq.ZMQError as exc:  # PUB drops rather than blocks; this is unexpected
-                log.warning("store: notification dropped: %s", exc)
 
     def _folds(self, most_urgent: int, now: float) -> bool:
         """Whether a change needs no notification of its own: the last one is unanswered (no
