@@ -56,8 +56,10 @@ from bus.kinds import Counts, CountsReply, History, HistoryReply
 from bus.structs import HistoryRow
 from bus.topology import Topology
 from taskmill import (
+    RetentionPolicy,
     Scheduler,
     SchedulerBuilder,
+    StoreConfig,
     SubmitOutcome,
     TaskContext,
     TaskError,
@@ -145,6 +147,8 @@ def app() -> SchedulerBuilder:
         .executor("parent", Parent())
         .max_concurrency(8)
         .max_retries(5)
+        # Every row stays in history for the count at the end (the default keeps 10,000).
+        .store_config(StoreConfig(retention_policy=RetentionPolicy.max_age_days(1)))
     )
     for group, limit in GROUPS.items():
         builder = builder.group_concurrency(group, limit)
