@@ -173,6 +173,8 @@ def connect(context: zmq.Context[Any], kind: int, endpoint: str) -> zmq.Socket[A
     sock: zmq.Socket[Any] = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDTIMEO, 5_000)
+    # No send limit: an XSUB drops what does not fit under it (a PUSH or DEALER would block).
+    sock.setsockopt(zmq.SNDHWM, 0)
     sock.connect(endpoint)
     return sock
 
