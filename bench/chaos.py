@@ -11,6 +11,9 @@ drains, and the run prints:
 
 * acknowledged submissions lost: ids a ``submit_batch`` returned, plus the children parents
   were told were spawned, that never completed;
+* completed but never acknowledged: children whose parent's worker was killed after the Store
+  took them but before the parent heard so; the parent's next run gets ``duplicate`` outcomes,
+  which carry no id. They run and complete all the same;
 * completed twice: task ids with more than one completed row in history;
 * executed more than once: tasks whose executor ran to its end more than once. Every execution
   appends a line to one file (``O_APPEND``, one ``write`` per line), which outlives any kill. A
@@ -18,6 +21,7 @@ drains, and the run prints:
   least once, so this figure is reported, not required to be 0;
 * recovery per actor: kill → the actor answering ``ping`` again, and kill → the first task
   completion seen after the restart;
+* per group, the most of its tasks running at once (from history), against its limit;
 * ``PRAGMA integrity_check`` on the database once every process has stopped.
 
 Everything is bounded (a deadline on each wait), on ipc sockets only, and every process and
@@ -450,7 +454,8 @@ class Report:
     lost: list[int]
     """Acknowledged ids (children included) without a completed history row."""
     unacknowledged: list[int]
-    """Completed task ids nobody was told of (neither a submitter nor a parent)."""
+    """Completed task ids nobody was told of (neither a submitter nor a parent): children
+    spawned by a run whose worker died before the parent heard of them."""
     completed_twice: list[int]
     executed_twice: list[int]
     """Task ids whose executor ran to its end more than once."""
