@@ -44,7 +44,7 @@ HOST_ID = "t1"
 REQUEST_SOCKETS = ("store", "dispatcher", "limiter")
 CONTROLS = ("store", "dispatcher", "limiter", "monitor", "events")
 ONE_WAY = {"hosts": zmq.DEALER, "events_in": zmq.PUSH, "pressure": zmq.PUSH}
-PUBLISHERS = ("events", "store_notify", "readings")
+PUBLISHERS = ("events", "readings")
 """Publishing sockets: what a peer sends them are subscriptions (first byte 1, or 0 to cancel),
 which they keep, so big frames there start with another byte (a bound on subscriptions is a
 separate matter)."""
