@@ -273,6 +273,8 @@ class ClaimNextReply(Message):
     a limit, the pressure, the next due time): the Dispatcher does not ask again before then."""
     next_due_ms: int | None = None
     """When the earliest task scheduled for later is due (epoch ms): the Dispatcher's alarm."""
+    transitions: list[Transition] = field(default_factory=list)
+    """Tasks the claim found expired (history ``expired``), for their events."""
 
 
 @message("store.claim_next", reply=ClaimNextReply)
@@ -356,6 +358,8 @@ class StoreChanged(Message):
     exhausted: bool = True
     next_due_ms: int | None = None
     standing: bool = False
+    transitions: list[Transition] = field(default_factory=list)
+    """With ``standing``: tasks the claim found expired."""
     """The Dispatcher's standing claim ran for this change: ``claimed`` is all it needs (and
     ``exhausted`` False asks it to claim again)."""
 
@@ -401,6 +405,15 @@ class GetResult(Message):
     dead_letter): zero or one row, with its ``result``."""
 
     task_id: int
+
+
+@message("store.expire", reply=FinishReply)
+@dataclass(frozen=True, slots=True)
+class Expire(Message):
+    """The sweep: tasks past their TTL that have not started (pending, paused, scheduled) go to
+    history as ``expired``, at most ``limit`` of them; one ``expired`` transition each."""
+
+    limit: int = 500
 
 
 @message("store.dead_letter", reply=HistoryReply)

@@ -51,6 +51,11 @@ class Submission:
     """Overrides the policy's ``max_retries``."""
     timeout_s: float | None = None
     """A run longer than this is cancelled and counts as a retryable failure."""
+    ttl_s: float | None = None
+    """Expires (never runs) when not started this long after ``ttl_from``; None: the type's or
+    the default TTL, if any."""
+    ttl_from: str = "submission"
+    """``submission`` or ``first_attempt``."""
 
 
 @struct
@@ -85,6 +90,9 @@ class TaskRow:
     retry: RetrySpec | None = None
     max_retries: int | None = None
     timeout_s: float | None = None
+    expires_at_ms: int | None = None
+    """When the task expires if it has not started (epoch ms); None: never, or not yet known
+    (a TTL counted from the first attempt)."""
 
 
 @struct
@@ -157,8 +165,8 @@ class TaskResult:
 class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
-    ``result``: completed | retry | failed | dead_letter | requeued | waiting | cancelled |
-    finalize | ignored.
+    ``result``: completed | retry | failed | dead_letter | expired | requeued | waiting |
+    cancelled | finalize | ignored.
     """
 
     id: int
@@ -177,3 +185,5 @@ class Transition:
     """For ``retry``: the delay before the next attempt (None: at once)."""
     retry_count: int = 0
     """For ``dead_letter``: the retries made."""
+    age_s: float | None = None
+    """For ``expired``: how long the task had existed (since it was created)."""

@@ -22,6 +22,7 @@ __all__ = [
     "Completed",
     "DeadLettered",
     "Dispatched",
+    "Expired",
     "Failed",
     "Paused",
     "Preempted",
@@ -137,6 +138,16 @@ class Cancelled(TaskEvent):
 
 
 @dataclass(frozen=True)
+class Expired(TaskEvent):
+    """The task's TTL ran out before it started: it went to history as ``expired`` (``age``:
+    seconds since it was submitted)."""
+
+    TYPE: ClassVar[str] = "expired"
+
+    age: float = 0.0
+
+
+@dataclass(frozen=True)
 class Progress(TaskEvent):
     """The task reported progress: ``percent`` in 0..1 and an optional ``message``."""
 
@@ -212,8 +223,8 @@ class UnknownEvent(SchedulerEvent):
 EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     cls.TYPE: cls
     for cls in (
-        Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Progress, Waiting,
-        Paused, Resumed, Resources,
+        Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Expired, Progress,
+        Waiting, Paused, Resumed, Resources,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

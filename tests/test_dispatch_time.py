@@ -84,3 +84,35 @@ async def test_a_retry_waits_out_its_delay(tmp_path: Path) -> None:
         finally:
             store.close()
             await events.close()
+
+
+async def test_a_task_past_its_ttl_expires_at_the_next_claim_with_an_event(
+    tmp_path: Path,
+) -> None:
+    started: list[str] = []
+
+    async def work(ctx: TaskContext) -> None:
+        started.append(ctx.record.label)
+
+    scheduler = await builder(tmp_path, work=work).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        store = AsyncRequester(scheduler._context, scheduler.topology.store)  # inproc: its context
+        try:
+            # Due in 0.3 s, but its TTL ends at 0.1 s: the claim its due time brings expires it.
+            doomed = Submission(
+                "work",
+                generate_dedup_key("work", b"doomed"),
+                "doomed",
+                due_at_ms=wall_ms() + 300,
+                ttl_s=0.1,
+            )
+            [outcome] = (await store.call(Submit([doomed]), SubmitReply)).outcomes
+            [expired] = await events.wait_count("expired", 1, timeout=10.0)
+            assert expired.task_id == outcome.id and expired.age >= 0.1
+            assert started == []
+            [row] = await scheduler.store().history()
+            assert (row.status, row.task_id) == ("expired", outcome.id)
+        finally:
+            store.close()
+            await events.close()

@@ -172,3 +172,47 @@ def test_policy_delays() -> None:
     assert delay_s(jitter, 1, uniform=lambda a, b: b) == 8
     assert delay_s(jitter, 1, uniform=lambda a, b: a) == 0
     assert delay_s(spec("none"), 3) == 0
+
+
+def test_a_task_past_its_ttl_expires_at_the_claim_and_never_starts(
+    db: StoreDB, clock: FakeClock
+) -> None:
+    [short] = db.submit([sub("short", 0, ttl_s=5.0)])
+    [later] = db.submit([sub("later", 0, ttl_s=5.0, due_at_ms=now_ms(clock) + 60_000)])
+    insert(db, "plain")
+    clock.advance(6.0)
+    [gone, scheduled] = db.expire()
+    assert (gone.id, gone.result, gone.age_s) == (short.id, "expired", 6.0)
+    assert scheduled.id == later.id  # not due yet, and past its TTL all the same
+    assert claim_labels(db) == ["plain"]
+    assert {h.status for h in db.history()} == {"expired"}
+
+
+def test_a_running_task_never_expires(db: StoreDB, clock: FakeClock) -> None:
+    [task_id] = run(db, "busy", ttl_s=1.0)
+    clock.advance(5.0)
+    assert db.expire() == []
+    assert row(db, task_id).status == "running"
+
+
+def test_a_ttl_from_the_first_attempt_starts_at_the_first_claim(
+    db: StoreDB, clock: FakeClock
+) -> None:
+    [task] = db.submit([sub("t", ttl_s=10.0, ttl_from="first_attempt")])
+    clock.advance(60.0)  # a minute in the queue: no TTL counted yet
+    assert db.expire() == []
+    assert claim_labels(db) == ["t"]
+    assert row(db, task.id).expires_at_ms == now_ms(clock) + 10_000
+    db.finish([error(task.id, "again", retryable=True)])
+    clock.advance(11.0)  # its retry waited past the TTL counted from the first attempt
+    [t] = db.expire()
+    assert (t.id, t.result) == (task.id, "expired")
+
+
+def test_a_child_inherits_its_parents_remaining_ttl(db: StoreDB, clock: FakeClock) -> None:
+    [parent] = run(db, "parent", ttl_s=30.0)
+    clock.advance(10.0)
+    [child] = db.submit([sub("child", parent_id=parent)])
+    assert row(db, child.id).expires_at_ms == row(db, parent).expires_at_ms
+    [own] = db.submit([sub("own", parent_id=parent, ttl_s=100.0)])
+    assert row(db, own.id).expires_at_ms == now_ms(clock) + 100_000

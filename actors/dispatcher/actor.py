@@ -44,6 +44,7 @@ from bus.kinds import (
     ClaimNext,
     ClaimNextReply,
     ClaimSpec,
+    Expire,
     Finish,
     FinishReply,
     LearnedIO,
@@ -199,6 +200,8 @@ class Dispatcher(Actor):
         loop.call_every(s.poll_interval, self._tick)
         loop.call_every(s.heartbeat_s, self._check_hosts)
         loop.call_every(s.orphan_grace_s, self._reconcile)
+        if s.expiry_sweep_s is not None:
+            loop.call_every(s.expiry_sweep_s, self._sweep)
         if s.monitoring:
             loop.call_later(0, self._learn)
             loop.call_every(s.learn_interval_s, self._learn)
@@ -289,6 +292,8 @@ class Dispatcher(Actor):
         assert isinstance(reply, ClaimNextReply)
         self._claimed(spec, len(reply.tasks), reply.exhausted)
         self._alarm(reply.next_due_ms)
+        if reply.transitions:
+            self._apply_transitions(reply.transitions)  # tasks the claim found expired
         self._place(
             self.core.claimed_next(reply.tasks) if self.core.may_dispatch() else None, reply.tasks
         )
@@ -357,6 +362,8 @@ class Dispatcher(Actor):
             self.core.malformed += 1
             return
         self.counters["notices"] += 1
+        if message.transitions:
+            self._apply_transitions(message.transitions)  # tasks the claim found expired
         if message.claimed:  # the standing claim took them in the change's own transaction
             self._armed = max(0, self._armed - len(message.claimed))
             self.counters["pushed"] += len(message.claimed)
@@ -606,6 +613,12 @@ class Dispatcher(Actor):
             entry = self.core.running.get(result.id)
             if result.outcome == "ok" and entry is not None and entry.run_id == result.run_id:
                 self.core.learned_io.completed(result.run_id, entry.task.task_type)
+
+    def _sweep(self) -> None:
+        """Expire the tasks past their TTL that no claim came across (the queue is held, or
+        they wait behind more urgent work)."""
+        if self.core.may_dispatch() or self.core.paused:
+            self.store.request(Expire(), self._on_released)
 
     def _learn(self) -> None:
         """The periodic refresh of the learned IO per task type (mean actual bytes of recent

@@ -31,6 +31,8 @@ class Settings:
     Dispatcher restarted)."""
     learn_interval_s: float = 5.0
     """The learned IO of types that have some is refreshed at most this often."""
+    expiry_sweep_s: float | None = 30.0
+    """How often tasks past their TTL are looked for besides at each claim (None: never)."""
     readings_expiry_s: float = 3.0
     """A reading of the monitor received longer ago than this counts as none (pressure 0, rates
     unknown): three of its sampling intervals, like a pressure reading pushed over the bus."""

@@ -288,6 +288,8 @@ class DispatcherCore:
                 events.append(Event("waiting", task_data(t, children_count=t.children_count), now))
             elif t.result == "cancelled":
                 events.append(Event("cancelled", task_data(t), now))
+            elif t.result == "expired":
+                events.append(Event("expired", task_data(t, age=t.age_s or 0.0), now))
         return self.detach(to_cancel), events
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:

@@ -54,6 +54,7 @@ TASK_EVENTS = frozenset(
         "completed",
         "failed",
         "dead_lettered",
+        "expired",
         "preempted",
         "cancelled",
         "progress",
@@ -159,6 +160,12 @@ class EventMetrics:
             ["task_type"],
             registry=r,
         )
+        self.expired = Counter(
+            "taskmill_tasks_expired",
+            "Tasks past their TTL that never started, by task type.",
+            ["task_type"],
+            registry=r,
+        )
         self.preempted = Counter(
             "taskmill_tasks_preempted",
             "Running tasks preempted, by task type.",
@@ -202,6 +209,8 @@ class EventMetrics:
                 self._child(self.failed, task_type).inc()
         elif event_type == "dead_lettered":
             self._child(self.dead_lettered, task_type).inc()
+        elif event_type == "expired":
+            self._child(self.expired, task_type).inc()
         elif event_type == "preempted":
             self._child(self.preempted, task_type).inc()
         elif event_type == "resources":

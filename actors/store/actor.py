@@ -56,6 +56,7 @@ from bus.kinds import (
     Counts,
     DeadLetter,
     Error,
+    Expire,
     Finish,
     FinishReply,
     GetGroups,
@@ -79,7 +80,6 @@ from bus.kinds import (
     Submit,
     SubmitReply,
     TaskReply,
-    TaskRow,
     TasksReply,
 )
 from bus.protocol import Message, encode
@@ -130,6 +130,25 @@ def _ok(change: Callable[..., None], *args: Any) -> Ok:
     return Ok()
 
 
+def _claim(db: StoreDB, spec: ClaimSpec) -> ClaimNextReply:
+    """A claim: first the tasks past their TTL expire (they never start), then the walk."""
+    expired = db.expire(spec.now_ms)
+    rows, exhausted = db.claim_next(
+        spec.limit, spec.max_priority, spec.preempt_priority, spec.now_ms
+    )
+    return ClaimNextReply(rows, exhausted, db.next_due(), expired)
+
+
+def _finish(db: StoreDB, message: Finish) -> FinishReply:
+    if message.claim is None:
+        return FinishReply(db.finish(message.results, message.max_retries))
+    transitions = db.finish(message.results, message.max_retries)
+    claimed = _claim(db, message.claim)
+    return FinishReply(
+        transitions + claimed.transitions, claimed.tasks, claimed.exhausted, claimed.next_due_ms
+    )
+
+
 def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
     """The pure handler of every Store kind: a decoded request in, its reply out."""
     return {
@@ -152,15 +171,9 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         DeadLetter: lambda m: HistoryReply(db.history(m.limit, m.offset, status="dead_letter")),
         RetryDeadLetter: lambda m: SubmitReply(db.retry_dead_letter(m.history_id)),
         Claim: lambda m: TasksReply(db.claim(m.ids, m.now_ms)),
-        ClaimNext: lambda m: ClaimNextReply(
-            *db.claim_next(
-                m.claim.limit, m.claim.max_priority, m.claim.preempt_priority, m.claim.now_ms
-            ),
-            db.next_due(),
-        ),
-        Finish: lambda m: FinishReply(
-            *db.finish_and_claim(m.results, m.max_retries, m.claim), db.next_due()
-        ),
+        ClaimNext: lambda m: _claim(db, m.claim),
+        Finish: lambda m: _finish(db, m),
+        Expire: lambda m: FinishReply(db.expire(limit=m.limit)),
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
@@ -211,7 +224,7 @@ class StoreActor(Actor):
         }
         self._standing: _Standing | None = None
         """The rest of the Dispatcher's last claim, to apply to work as it arrives."""
-        self._pushed: tuple[list[TaskRow], bool, int | None] | None = None
+        self._pushed: ClaimNextReply | None = None
         """What the standing claim took in the batch just committed, for ``store.changed``."""
         self._watcher: list[bytes] | None = None
         """The routing envelope of the Dispatcher (the sender of the latest claim)."""
@@ -324,14 +337,12 @@ class StoreActor(Actor):
             return
         spec = standing.spec
         try:  # in a savepoint of its own: a failure here undoes the claim, not the batch
-            rows, exhausted = self.db.claim_next(
-                spec.limit, spec.max_priority, spec.preempt_priority
-            )
+            reply = _claim(self.db, spec)
         except TaskmillError as exc:
             log.warning("store: standing claim not made: %s", exc)
             return
-        self._pushed = (rows, exhausted, self.db.next_due())
-        left = spec.limit - len(rows)
+        self._pushed = reply
+        left = spec.limit - len(reply.tasks)
         self._standing = _Standing(standing.envelope, replace(spec, limit=left)) if left else None
         self.counters["standing_claims"] += 1
 
@@ -391,7 +402,17 @@ class StoreActor(Actor):
         if pushed is None:
             frames = encode(StoreChanged(most_urgent, count))
         else:
-            frames = encode(StoreChanged(most_urgent, count, *pushed, standing=True))
+            frames = encode(
+                StoreChanged(
+                    most_urgent,
+                    count,
+                    pushed.tasks,
+                    pushed.exhausted,
+                    pushed.next_due_ms,
+                    standing=True,
+                    transitions=pushed.transitions,
+                )
+            )
         # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's
         # reply and a change that committed after that claim never cross.
         watcher, server = self._watcher, self._server

@@ -302,14 +302,16 @@ def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
     if not all(-(2**63) <= task_id < 2**63 for task_id in wanted):
         raise InvalidRequest("an integer is outside SQLite's 64-bit range")
     # One statement for the whole claim, the ids as one JSON array.
+    # A TTL counted from the first attempt starts with the first claim.
     rows = core.all(
-        "UPDATE tasks SET status = 'running', started_at_ms = ?, run_started_at_ms = "
-        "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ? "
-        "ELSE run_started_at_ms END "
-        "WHERE id IN (SELECT value FROM json_each(?)) "
+        "UPDATE tasks SET status = 'running', started_at_ms = ?1, run_started_at_ms = "
+        "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ?1 "
+        "ELSE run_started_at_ms END, expires_at_ms = CASE WHEN expires_at_ms IS NULL "
+        "AND ttl_s IS NOT NULL THEN ?1 + CAST(ttl_s * 1000 AS INTEGER) ELSE expires_at_ms END "
+        "WHERE id IN (SELECT value FROM json_each(?2)) "
         "AND (status = 'pending' OR status = 'paused') "
         f"RETURNING {TASK_COLUMNS}",
-        (now, now, json.dumps(wanted)),
+        (now, json.dumps(wanted)),
     )
     rows.sort(key=_order)
     return [task_row(row) for row in rows]

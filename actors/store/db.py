@@ -241,6 +241,12 @@ class StoreDB:
             now = now_ms or self._core.now()
             return claim.claim_next(self._core, limit, max_priority, preempt_priority, now)
 
+    def expire(self, now_ms: int = 0, limit: int = 500) -> list[Transition]:
+        """Tasks past their TTL that have not started go to history as ``expired``."""
+        queries.check_limit(limit)
+        with self._core.atomic():
+            return lifecycle.expire(self._core, now_ms or self._core.now(), limit)
+
     def next_due(self) -> int | None:
         """When the earliest task scheduled for later is due (epoch ms), or None."""
         return claim.next_due(self._core)

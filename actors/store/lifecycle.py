@@ -12,6 +12,7 @@ first permanent child failure cancels the siblings and fails the parent at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -320,6 +321,7 @@ def fail(
     *,
     actual: Sequence[int] = (0, 0, 0, 0),
     status: str = "failed",
+    age_s: float | None = None,
 ) -> None:
     """Fail a task permanently (its requeue mark goes with it), then tell its parent.
     ``status``: ``failed``, or ``dead_letter`` for a retryable failure out of retries."""
@@ -333,8 +335,28 @@ def fail(
         actual=actual,
     )
     core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
-    out.append(transition(row, status, error=error, was_running=row.status == "running"))
+    ended = transition(row, status, error=error, was_running=row.status == "running")
+    out.append(ended if age_s is None else dataclasses.replace(ended, age_s=age_s))
     child_terminal(core, row, error, out)
+
+
+def expire(core: Core, now: int, limit: int = 500) -> list[Transition]:
+    """Tasks past their TTL that have not started (pending, paused, scheduled) go to history as
+    ``expired``; a running task never expires. At most ``limit``, the longest expired first."""
+    out: list[Transition] = []
+    rows = core.all(
+        "SELECT id FROM tasks WHERE expires_at_ms <= ? AND expires_at_ms IS NOT NULL "
+        "AND (status = 'pending' OR status = 'paused' OR status = 'scheduled') "
+        "ORDER BY expires_at_ms LIMIT +?",
+        (now, limit),
+    )
+    for (task_id,) in rows:
+        task = load(core, task_id)
+        if task is None:  # gone with a parent expired before it
+            continue
+        age = max(0.0, (now - task.row.created_at_ms) / 1000)
+        fail(core, task, "expired", now, out, status="expired", age_s=age)
+    return out
 
 
 def load_required(core: Core, task_id: int) -> Active:

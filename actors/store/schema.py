@@ -96,7 +96,10 @@ CREATE TABLE tasks (
     due_at_ms              INTEGER,
     retry_policy           BLOB,
     max_retries            INTEGER,
-    timeout_s              REAL
+    timeout_s              REAL,
+    ttl_s                  REAL,
+    ttl_from               TEXT,
+    expires_at_ms          INTEGER
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -110,6 +113,8 @@ CREATE INDEX tasks_busy ON tasks(status, priority, id)
 CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
 -- Tasks not due yet, by due time: a claim makes the due ones pending, and never reads the rest.
 CREATE INDEX tasks_scheduled ON tasks(due_at_ms) WHERE status = 'scheduled';
+-- Tasks with a TTL, by when they expire: the claim and the sweep read only the expired ones.
+CREATE INDEX tasks_expiry ON tasks(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
 """
     + _READY
 )
@@ -205,7 +210,7 @@ def migrate(conn: Any) -> None:
     elif version in (4, 5):  # 4: no group policy; both: no due times, retry policies, results
         _widen(conn, "tasks")
         conn.execute("DROP INDEX tasks_busy")
-        conn.execute(_BUSY_INDEX + ";" + _SCHEDULED_INDEX)
+        conn.execute(_BUSY_INDEX + ";" + _SCHEDULED_INDEX + ";" + _EXPIRY_INDEX)
     else:
         raise ValueError(f"database schema version {version} is newer than this taskmill's")
     _widen(conn, "history")
@@ -216,6 +221,7 @@ def migrate(conn: Any) -> None:
 
 
 _SCHEDULED_INDEX = "CREATE INDEX tasks_scheduled ON tasks(due_at_ms) WHERE status = 'scheduled'"
+_EXPIRY_INDEX = "CREATE INDEX tasks_expiry ON tasks(expires_at_ms) WHERE expires_at_ms IS NOT NULL"
 _BUSY_INDEX = (
     "CREATE INDEX tasks_busy ON tasks(status, priority, id)\n"
     "    WHERE status != 'pending' AND status != 'scheduled'"
@@ -298,7 +304,7 @@ _V1_TASK_COLUMNS = (
     "phase"
 )
 
-TASK_COLUMNS = f"{_V1_TASK_COLUMNS}, due_at_ms, retry_policy, max_retries, timeout_s"
+TASK_COLUMNS = f"{_V1_TASK_COLUMNS}, due_at_ms, retry_policy, max_retries, timeout_s, expires_at_ms"
 """The columns of ``TaskRow``, in field order."""
 
 TASK_WIDTH = len(TASK_COLUMNS.split(","))
@@ -332,7 +338,7 @@ def task_row(t: tuple[Any, ...]) -> TaskRow:
     return TaskRow(
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
         t[14], bool(t[15]), t[16], t[17], bool(t[18]), t[19], t[20], t[21], retry_spec(t[22]),
-        t[23], t[24],
+        t[23], t[24], t[25],
     )  # fmt: skip
 
 

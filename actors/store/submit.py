@@ -70,6 +70,8 @@ def _plainly_valid(sub: Submission) -> bool:
         and sub.retry is None
         and sub.max_retries is None
         and sub.timeout_s is None
+        and sub.ttl_s is None
+        and sub.ttl_from == "submission"
     )
 
 
@@ -118,6 +120,13 @@ def _explain(sub: Submission, where: str) -> None:
         raise InvalidRequest(f"{where}: timeout_s must be a positive number of seconds")
     if sub.retry is not None:
         check_retry(sub.retry, where)
+    if sub.ttl_s is not None and not _is_seconds(sub.ttl_s, positive=True):
+        raise InvalidRequest(f"{where}: ttl_s must be a positive number of seconds")
+    if sub.ttl_from not in TTL_FROM:
+        raise InvalidRequest(f"{where}: ttl_from must be one of {TTL_FROM}")
+
+
+TTL_FROM = ("submission", "first_attempt")
 
 
 RETRY_STRATEGIES = ("none", "constant", "linear", "exponential", "exponential_jitter")
@@ -205,9 +214,10 @@ def _existing(core: Core, sub: Submission) -> Outcome:
 _COLUMNS = (
     "task_type, key, key8, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, created_at_ms, "
-    "parent_id, fail_fast, group_key, due_at_ms, retry_policy, max_retries, timeout_s"
+    "parent_id, fail_fast, group_key, due_at_ms, retry_policy, max_retries, timeout_s, ttl_s, "
+    "ttl_from, expires_at_ms"
 )
-_WIDTH = 19
+_WIDTH = 22
 """Parameters a row takes."""
 _ROW = "(" + ", ".join("?" * _WIDTH) + ")"
 _CHUNKS = (64, 8, 1)
@@ -266,6 +276,14 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
     for parent_id in parents:  # once per parent, however many children the batch spawned
         # The parent's current run now has children: its ok leads to waiting, then finalize.
         core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (parent_id,))
+        # A child without a TTL of its own expires when its parent would.
+        expires = core.value("SELECT expires_at_ms FROM tasks WHERE id = ?", (parent_id,))
+        if expires is not None:
+            core.run(
+                "UPDATE tasks SET expires_at_ms = ? "
+                "WHERE parent_id = ? AND ttl_s IS NULL AND expires_at_ms IS NULL",
+                (expires, parent_id),
+            )
     return inserted
 
 
@@ -290,4 +308,7 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
         stored_retry_spec(sub.retry),
         sub.max_retries,
         sub.timeout_s,
+        sub.ttl_s,
+        sub.ttl_from,
+        now + int(sub.ttl_s * 1000) if sub.ttl_s and sub.ttl_from == "submission" else None,
     )
