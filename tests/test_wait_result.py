@@ -12,7 +12,7 @@ import pytest
 from bus.errors import ActorUnavailable
 from taskmill.events import Completed, Progress, SchedulerEvent
 from taskmill.records import HistoryStatus, TaskHistoryRecord
-from taskmill.results import wait_result
+from taskmill.results import wait_result, wait_result_blocking
 
 RECORD = TaskHistoryRecord(
     id=1, task_id=7, task_type="t", key="k" * 64, label="t", priority=128,  # type: ignore[arg-type]
@@ -93,3 +93,45 @@ async def test_a_finished_task_needs_no_wait() -> None:
 
     assert await wait_result(7, 0.0, store.fetch, subscribe) is RECORD
     assert store.asked == 1 and events.closed
+
+
+class BlockingEvents:
+    """Stands for an ``EventSubscriber``: ``recv`` hands out what the test queued."""
+
+    def __init__(self, events: list[SchedulerEvent]) -> None:
+        self.events = events
+        self.closed = False
+
+    def recv(self, timeout: float | None = None) -> SchedulerEvent | None:
+        return self.events.pop(0) if self.events else None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_blocking_wait_asks_again_after_an_event_about_the_task() -> None:
+    asked: list[int] = []
+    events = BlockingEvents([Progress(task_id=8, percent=0.5, **IDS), Completed(task_id=7, **IDS)])
+
+    def fetch() -> TaskHistoryRecord | None:
+        asked.append(len(events.events))
+        return RECORD if not events.events else None
+
+    assert wait_result_blocking(7, 30.0, fetch, lambda: events) is RECORD  # type: ignore[arg-type,return-value]
+    assert asked == [2, 0] and events.closed
+
+
+def test_the_blocking_wait_polls_without_an_event_stream() -> None:
+    asked = 0
+
+    def fetch() -> TaskHistoryRecord | None:
+        nonlocal asked
+        asked += 1
+        return None
+
+    def subscribe() -> Any:
+        raise ActorUnavailable("no publisher")
+
+    with pytest.raises(TimeoutError):
+        wait_result_blocking(7, 0.5, fetch, subscribe)
+    assert 2 <= asked <= 3  # at 0, 0.25 and 0.5 s
