@@ -21,7 +21,7 @@ from actors.host.actor import MAX_RESULT_BYTES, ExecutorHost, HostSettings
 from bus.clock import FakeClock
 from bus.hosting import ActorThread
 from bus.kinds import TaskResult, TaskRow
-from bus.kinds_run import AckResults, HostHeartbeat, HostHello, RunResults, RunTasks
+from bus.kinds_run import AckResults, CancelRuns, HostHeartbeat, HostHello, RunResults, RunTasks
 from bus.protocol import Message, decode, encode
 from bus.topology import Topology
 from taskmill import TaskContext, TaskError
@@ -294,3 +294,27 @@ def test_a_run_that_ends_in_time_is_not_touched_by_its_deadline(host_for: Any) -
     assert host.dispatcher.result().result == b"7"
     host.later(2.0)
     host.assert_silent()  # no second result for that run
+
+
+def test_a_run_already_told_to_stop_is_not_timed_out_as_well(host_for: Any) -> None:
+    stopping = threading.Event()
+    release = threading.Event()
+    started = Started()
+
+    async def winding_down(ctx: TaskContext) -> None:
+        started()
+        await ctx.token.wait()
+        stopping.set()
+        await asyncio.to_thread(release.wait, 10.0)  # still cleaning up at its deadline
+        raise TaskError("interrupted")
+
+    host = host_for({"slow": winding_down})
+    host.dispatcher.run(_task("slow", timeout_s=1.0))
+    started.wait()
+    host.dispatcher.send(CancelRuns([1]))  # preempted, say
+    assert stopping.wait(10.0)
+    host.later(1.0)
+    host.dispatcher.poke()  # once more: the deadline's handler has certainly run
+    release.set()
+    result = host.dispatcher.result()
+    assert (result.outcome, result.error) == ("cancelled", "interrupted")

@@ -339,6 +339,8 @@ class ExecutorHost(Actor):
         def time_out() -> None:
             if self._runs.get(handle.run_id, (None,))[0] is not handle:
                 return  # the run ended just before its deadline
+            if handle.token.is_cancelled():
+                return  # already told to stop (preempted, cancelled): that is how it ends
             log.info("task %d timed out after %gs; cancelling it", handle.task.id, limit)
             self.counters["timeouts"] += 1
             handle.timed_out = limit
