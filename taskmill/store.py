@@ -65,6 +65,10 @@ class TaskStore:
     async def pending_tasks(self, limit: int = 100) -> list[TaskRecord]:
         return await self._tasks("pending", limit)
 
+    async def scheduled_tasks(self, limit: int = 100) -> list[TaskRecord]:
+        """Tasks not due yet, the soonest first (their records say ``pending``)."""
+        return await self._tasks("scheduled", limit)
+
     async def running_tasks(self, limit: int = 1000) -> list[TaskRecord]:
         return await self._tasks("running", limit)
 

@@ -43,6 +43,9 @@ async def test_a_task_due_later_waits_while_others_run(tmp_path: Path) -> None:
         assert record is not None and record.status is TaskStatus.PENDING
         snapshot = await scheduler.snapshot()
         assert (snapshot.scheduled_count, snapshot.pending_count) == (1, 0)
+        store = scheduler.store()
+        assert [r.id for r in await store.scheduled_tasks()] == [later.id]
+        assert (await store.pending_tasks(), await store.scheduled_count()) == ([], 1)
         await events.close()
 
 
