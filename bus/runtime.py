@@ -126,6 +126,10 @@ class ActorLoop:
         self._sockets.append(sock)
         return sock
 
+    def own(self, sock: zmq.Socket[Any]) -> None:
+        """Close ``sock`` (made elsewhere, e.g. a socket's monitor) with this loop's sockets."""
+        self._sockets.append(sock)
+
     def add_reader(self, sock: zmq.Socket[Any], handler: BatchHandler) -> None:
         """Call ``handler`` with every batch of multipart messages ``sock`` receives."""
         self._handlers[sock] = handler
