@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -51,6 +52,7 @@ from bus.kinds import (
     Pong,
     Stats,
     StatsReply,
+    Stop,
     Submission,
     Submit,
     SubmitReply,
@@ -515,6 +517,21 @@ def test_ping_and_stats_answer_on_the_request_and_the_control_socket(
         assert refused.value.code == ErrorCode.UNKNOWN_KIND
     finally:
         control.close()
+
+
+def test_stop_on_a_request_socket_is_refused_as_the_protocol_doc_says(
+    client: RequestClient,
+) -> None:
+    # Only the control socket stops an actor: a requester that may talk to the Store must not
+    # be able to stop it. docs/protocol.md is the authoritative description, so it says so.
+    with pytest.raises(ProtocolError) as refused:
+        client.request(Stop())
+    assert refused.value.code == ErrorCode.UNKNOWN_KIND
+    assert client.call(Ping(), Pong) == Pong("tiny")  # still serving
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    request_sockets = doc.split("served by `RequestServer`", 1)[1].split("\n\n", 1)[0]
+    assert "stops the whole actor" not in request_sockets
+    assert "`stop` there is refused with `UNKNOWN_KIND`" in " ".join(request_sockets.split())
 
 
 def test_malformed_requests_get_an_error_reply_with_their_correlation_id(
