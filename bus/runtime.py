@@ -158,6 +158,18 @@ class ActorLoop:
             self.security.client(sock, endpoint)
         sock.connect(endpoint)
 
+    def client_security(self, endpoint: str) -> Callable[[zmq.Socket[Any]], None] | None:
+        """How to configure a client socket this loop does not own (an asyncio requester's)
+        for ``endpoint``, as ``connect`` configures the loop's own: None without security."""
+        security = self.security
+        if security is None:
+            return None
+
+        def configure(sock: zmq.Socket[Any]) -> None:
+            security.client(sock, endpoint)
+
+        return configure
+
     # -- timers ------------------------------------------------------------------------------
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:

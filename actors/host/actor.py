@@ -107,8 +107,14 @@ class RunHandle:
             try:
                 reply = await self._host.store().call(request, SubmitReply)
                 return reply.outcomes
-            except ActorUnavailable:
+            except ActorUnavailable as exc:
                 if attempt == SUBMIT_ATTEMPTS - 1:
+                    log.warning(
+                        "host %s: task %d could not submit to the Store: %s",
+                        self._host.settings.host_id,
+                        self.task.id,
+                        exc,
+                    )
                     raise
                 await asyncio.sleep(delay)  # back off before asking a restarting Store again
                 delay = min(delay * 2, 2.0)
@@ -233,8 +239,12 @@ class ExecutorHost(Actor):
 
     def store(self) -> AsyncRequester:
         if self._store is None:
+            endpoint = self.settings.store_endpoint
             self._store = AsyncRequester(
-                self.loop.context, self.settings.store_endpoint, timeout=self.settings.store_timeout
+                self.loop.context,
+                endpoint,
+                timeout=self.settings.store_timeout,
+                configure=self.loop.client_security(endpoint),  # CURVE on tcp, as every socket
             )
         return self._store
 
