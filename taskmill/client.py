@@ -75,6 +75,13 @@ def _configure(security: CurveSecurity | None, endpoint: str) -> Configure | Non
     return security.configure_client(endpoint) if security is not None else None
 
 
+def _check_options(timeout: float, retries: int) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    if not timeout > 0:  # also refuses NaN
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
 def _connect(
     target: Target, context: zmq.Context[Any] | None
 ) -> tuple[Topology, CurveSecurity | None, zmq.Context[Any], bool]:
@@ -124,6 +131,7 @@ class Client(_Endpoints):
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        _check_options(timeout, retries)
         self.retries = retries
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(RequestClient, self.topology.store, timeout)
@@ -222,6 +230,7 @@ class AsyncClient(_Endpoints):
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        _check_options(timeout, retries)
         self.retries = retries
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(AsyncRequester, self.topology.store, timeout)

@@ -187,3 +187,38 @@ def test_a_store_that_stays_away_raises_after_the_retries(monkeypatch: pytest.Mo
     with client, pytest.raises(ActorUnavailable):
         client.submit(TaskSubmission("noop"))
     assert len(store.sent) == 3 and len(pauses) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -5}, "retries must be a non-negative integer"),
+        ({"timeout": -1.0}, "timeout must be a positive number of seconds"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds"),
+    ],
+)
+def test_a_client_refuses_negative_retries_and_timeouts(
+    options: dict[str, Any], message: str
+) -> None:
+    cfg = DeploymentConfig(transport="tcp", insecure=True)
+    with pytest.raises(ValueError, match=message):
+        Client(cfg, **options)
+    with pytest.raises(ValueError, match=message):
+        AsyncClient(cfg, **options)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: TaskSubmission("t", key="a\udc80"), "key is not valid text"),
+        (lambda: TaskSubmission("t").label("\ud800"), "label is not valid text"),
+        (lambda: TaskSubmission("t", group="\udfff"), "group is not valid text"),
+        (lambda: TaskSubmission("t\udc80"), "task_type is not valid text"),
+        (lambda: TaskSubmission("t", key="k" * 1025), "key is 1025 characters long"),
+    ],
+)
+def test_text_that_cannot_travel_is_refused_where_it_is_set(
+    build: Callable[[], TaskSubmission], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
