@@ -34,10 +34,21 @@ def tcp(host: str, port: int) -> str:
     return f"tcp://{host}:{port}"
 
 
+def private_dirs(directory: str | Path) -> None:
+    """Create ``directory`` and its missing parents with mode 0700 whatever the umask. An
+    existing one is left as it is (it may be the user's own)."""
+    directory = Path(directory)
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(created, 0o700)
+
+
 def ensure_run_dir(path: str | Path) -> Path:
-    """Create the ipc run directory with mode 0700 (tightening an existing one)."""
+    """Create the ipc run directory with mode 0700 (tightening an existing one), and its
+    missing parents (the deployment's ``.taskmill/``, which may hold the database) too."""
     run_dir = Path(path)
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(run_dir)
     mode = stat.S_IMODE(os.stat(run_dir).st_mode)
     if mode != 0o700:
         os.chmod(run_dir, 0o700)

@@ -28,6 +28,7 @@ from actors.dispatcher.actor import Dispatcher
 from actors.host.actor import ExecutorHost, HostSettings
 from actors.publisher.actor import EventPublisher
 from bus.client import RequestClient
+from bus.endpoints import private_dirs
 from bus.errors import TaskmillError
 from bus.hosting import run_actor
 from bus.kinds import Ok, Stop
@@ -108,7 +109,7 @@ def build_store(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
     topology = cfg.topology()
     spec = app_spec(spec, cfg)
     if cfg.database is not None:  # the deployment's own directory (e.g. .taskmill/): create it
-        Path(cfg.database).parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(Path(cfg.database).parent)  # nobody else lists or opens what is in it
     # A Store process may restart alone while hosts still run their tasks: it leaves running
     # rows alone, and the Dispatcher releases those no host reports.
     actor = store_actor(spec, topology, recover_running=False)

@@ -15,6 +15,8 @@ The rules are those of the spec's ``semantics.md``; the state changes live in ``
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -40,6 +42,28 @@ from bus.kinds import (
 )
 
 BUSY_TIMEOUT_MS = 5_000
+PRIVATE_MODE = 0o600
+"""The database and its WAL and shm files hold payloads (secrets, maybe): their owner's only."""
+
+
+def _make_private(path: str) -> None:
+    """Create the database file with ``PRIVATE_MODE`` whatever the umask, and tighten files an
+    earlier run left readable. SQLite gives the WAL and shm files it creates the database file's
+    mode, so a private database keeps its companions private."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_MODE:
+            os.fchmod(fd, PRIVATE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            if stat.S_IMODE(os.stat(path + suffix).st_mode) != PRIVATE_MODE:
+                os.chmod(path + suffix, PRIVATE_MODE)
+        except FileNotFoundError:
+            continue
 
 
 class StoreDB:
@@ -62,11 +86,12 @@ class StoreDB:
         self.path = str(path)
         self.recover_running = recover_running
         try:
+            _make_private(self.path)
             conn = apsw.Connection(self.path)
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
-        except apsw.Error as exc:
+        except (apsw.Error, OSError) as exc:
             raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
         self._core = Core(
             conn,
