@@ -25,6 +25,7 @@ from bus.kinds_run import (
 from bus.protocol import MAX_FRAME_BYTES, Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop, Timer
 from bus.server import (
+    MalformedLog,
     Request,
 )
 
@@ -62,6 +63,7 @@ class DispatcherBase(Actor):
         self._result_hosts: dict[int, bytes] = {}
         """Run id → the host that reported it, until its result is committed and acknowledged."""
         self._finish_in_flight = False
+        self._host_malformed = MalformedLog("dispatcher hosts")
         self.counters = {
             "cycles": 0,
             "dispatched": 0,

@@ -95,7 +95,7 @@ class ResultsMixin(DispatcherBase):
                 message, _ = decode(frames[1:])
             except ProtocolError as exc:
                 self.core.malformed += 1
-                log.debug("malformed host message dropped: %s", exc)
+                self._host_malformed.note(exc, self.loop.clock.monotonic())
                 continue
             now = self.loop.clock.monotonic()
             if isinstance(message, HostHello):
@@ -120,6 +120,7 @@ class ResultsMixin(DispatcherBase):
                 self._emit(self.core.progress(message.items))
             else:
                 self.core.malformed += 1
+                self._host_malformed.note(f"a {message.KIND} message", self.loop.clock.monotonic())
         if results:
             self.counters["results"] += len(results)
             apply = self.core.finished(results)

@@ -45,6 +45,7 @@ from bus.kinds_run import (
 )
 from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import Actor, ActorLoop
+from bus.server import MalformedLog
 
 log = logging.getLogger("taskmill.worker")
 
@@ -168,6 +169,7 @@ class ExecutorHost(Actor):
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
+        self._malformed = MalformedLog(f"host {settings.host_id}: from the Dispatcher")
         self.lag = LagWatch(self.clock)
         """Warns when a blocking call in an async executor holds the event loop."""
         self.counters = {
@@ -282,7 +284,7 @@ class ExecutorHost(Actor):
                 message, _ = decode(frames)
             except ProtocolError as exc:
                 self.counters["malformed"] += 1
-                log.debug("malformed message dropped: %s", exc)
+                self._malformed.note(exc, self.loop.clock.monotonic())
                 continue
             if isinstance(message, RunTasks):
                 run_ids = message.run_ids or [0] * len(message.tasks)
@@ -299,6 +301,7 @@ class ExecutorHost(Actor):
                     self._hello()  # a restarted Dispatcher learns what this host runs
             else:
                 self.counters["malformed"] += 1
+                self._malformed.note(f"a {message.KIND} message", self.loop.clock.monotonic())
 
     # -- running -----------------------------------------------------------------------------
 
