@@ -48,7 +48,7 @@ from taskmill.records import (
     TypeStats,
 )
 from taskmill.snapshot import SchedulerSnapshot
-from taskmill.store import TaskStore, estimates, progress_estimates
+from taskmill.store import TaskStore, estimates, progress_estimates, rest_of
 from taskmill.subscription import EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 
@@ -172,9 +172,14 @@ class Client(_Endpoints):
         return TaskLookup.from_reply(self._store.call(Lookup(key), LookupReply))
 
     def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
-        """Terminal runs, newest first."""
-        rows = self._store.call(History(limit, offset), HistoryReply).rows
-        return [TaskHistoryRecord.from_row(r) for r in rows]
+        """Terminal runs, newest first (in several requests when they exceed a frame)."""
+        records: list[TaskHistoryRecord] = []
+        page: History | None = History(limit, offset)
+        while page is not None:
+            reply = self._store.call(page, HistoryReply)
+            records += [TaskHistoryRecord.from_row(r) for r in reply.rows]
+            page = rest_of(page, reply)
+        return records
 
     def snapshot(self) -> SchedulerSnapshot:
         """Running tasks with progress estimates, queue counts, pressure, limits."""

@@ -62,7 +62,6 @@ from bus.kinds import (
     FinishReply,
     GetTask,
     History,
-    HistoryReply,
     HistoryStats,
     LearnedIO,
     LearnedReply,
@@ -104,9 +103,7 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         ListTasks: lambda m: TasksReply(db.list_tasks(m.status, m.limit)),
         Counts: lambda m: db.counts(),
         Lookup: lambda m: db.lookup(m.key),
-        History: lambda m: HistoryReply(
-            db.history(m.limit, m.offset, m.task_type, m.key, m.status)
-        ),
+        History: db.history_page,
         HistoryStats: lambda m: db.history_stats(m.task_type),
         AvgThroughput: lambda m: db.avg_throughput(m.task_type, m.n),
         LearnedIO: lambda m: LearnedReply(db.learned_io(m.task_types, m.min_runs, m.window)),

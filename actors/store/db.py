@@ -30,6 +30,8 @@ from bus.clock import Clock
 from bus.errors import DatabaseError, InvalidRequest
 from bus.kinds import (
     CountsReply,
+    History,
+    HistoryReply,
     HistoryRow,
     LookupReply,
     Outcome,
@@ -172,6 +174,10 @@ class StoreDB:
         status: str | None = None,
     ) -> list[HistoryRow]:
         return queries.history(self._core, limit, offset, task_type, key, status)
+
+    def history_page(self, query: History) -> HistoryReply:
+        """``history`` as one reply: the rows that fit in a frame, and where the rest start."""
+        return queries.history_page(self._core, query)
 
     def history_stats(self, task_type: str) -> TypeStatsReply:
         return queries.history_stats(self._core, task_type)
