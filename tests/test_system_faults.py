@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ import pytest
 import zmq
 
 from bus.client import RequestClient
+from bus.errors import DatabaseError
 from bus.kinds import Ping, Pong, Stats, StatsReply
 from bus.kinds_run import DispatcherState, GetState
 from bus.subscribe import Subscription
@@ -268,3 +271,68 @@ def test_a_huge_subscription_is_refused_at_the_socket_and_others_still_subscribe
         monitor.close()
         sock.close()
     assert after - before < GROWTH_LIMIT, f"the {actor} grew by {(after - before) / MiB:.0f} MiB"
+
+
+# -- a full disk ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs, where a filler file can take the last byte; skipped where this process may
+    not mount one (only root may)."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s file system; the filler file."""
+    filler = directory / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            out.close()
+    return filler
+
+
+def test_a_full_disk_fails_commits_until_one_fits_and_the_store_still_stops_cleanly(
+    deployment: Deployment, small_disk: Path
+) -> None:
+    deployment.database = small_disk / "taskmill.db"
+    deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
+    store = started(deployment, "store")
+    with Client(deployment.topology, timeout=5.0, retries=0) as client:
+        client.submit(TaskSubmission("noop", key="before", payload=b"p" * 2000))
+        filler = fill(small_disk)
+        with pytest.raises(DatabaseError, match="full"):
+            client.submit(TaskSubmission("noop", key="full", payload=b"p" * 2000))
+        # A little room is enough for one more commit: the Store needs no restart.
+        with filler.open("r+b") as out:
+            out.truncate(filler.stat().st_size - 256 * 1024)
+        assert client.submit(TaskSubmission("noop", key="room", payload=b"p" * 2000)).id
+        fill(small_disk)
+        with pytest.raises(DatabaseError, match="full"):
+            client.submit(TaskSubmission("noop", key="full again", payload=b"p" * 2000))
+    # Stopped while the disk is full: no checkpoint fits, and it still ends cleanly.
+    assert deployment.stop(store) == 0, store.log_tail()
+    log = store.log_tail()
+    assert "Traceback" not in log and "store: stopped" in log
+    filler.unlink()
+    store = started(deployment, "store")  # what the WAL held is all there
+    with Client(deployment.topology) as client:
+        assert client.lookup("noop", "room").location == "active"
