@@ -336,3 +336,45 @@ def test_a_full_disk_fails_commits_until_one_fits_and_the_store_still_stops_clea
     store = started(deployment, "store")  # what the WAL held is all there
     with Client(deployment.topology) as client:
         assert client.lookup("noop", "room").location == "active"
+
+
+def test_while_the_disk_is_full_the_dispatcher_retries_results_with_backoff_and_one_warning(
+    deployment: Deployment, small_disk: Path
+) -> None:
+    deployment.database = small_disk / "taskmill.db"
+    deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
+    for actor in ("store", "events", "limiter", "monitor"):
+        started(deployment, actor)
+    dispatcher = deployment.start("dispatcher", "dispatcher", pipe=True)
+    deployment.wait_ready(dispatcher, deployment.control("dispatcher"))
+    worker = deployment.start("worker", "worker", "--host-id", "w1")
+    deployment.wait_ready(worker, deployment.control("w1"))
+    assert dispatcher.stderr is not None
+    stats = RequestClient(deployment.context, deployment.control("dispatcher"), timeout=10)
+    with Client(deployment.topology) as client, client.subscribe() as events:
+        task = client.submit(TaskSubmission("sleepy", key="s").payload_json({"seconds": 0.5}))
+        wait_for_event(events, "dispatched", task.id)
+        filler = fill(small_disk)
+        dispatcher.stderr.until(lambda line: "store finish failed" in line, timeout=20)
+        # Retried (with backoff) a few times while the disk stays full: still one warning.
+        while stats.call(Stats(), StatsReply).counters["store_errors"] < 4:
+            events.recv(timeout=0.25)  # paces the question; nothing is expected
+        filler.unlink()
+        wait_for_event(events, "completed", task.id)
+    stats.close()
+    assert deployment.stop(dispatcher) == 0
+    deadline = time.monotonic() + 10
+    while dispatcher.stderr.next(deadline) is not None:  # every line, to the end
+        pass
+    warnings = [line for line in dispatcher.stderr.lines if " WARNING " in line]
+    assert len(warnings) == 1 and "store finish failed" in warnings[0], warnings
+    assert any("store requests succeed again after" in line for line in dispatcher.stderr.lines)
+
+
+def wait_for_event(events: EventSubscriber, kind: str, task_id: int | None) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        event = events.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if event is not None and event.type == kind and getattr(event, "task_id", None) == task_id:
+            return
+    raise AssertionError(f"no {kind} event for task {task_id}")

@@ -59,11 +59,12 @@ class ResultsMixin(DispatcherBase):
     def _on_finished(self, reply: Message | TaskmillError, batch: list[TaskResult]) -> None:
         self._finish_in_flight = False
         if isinstance(reply, TaskmillError):
-            self._store_failed("finish", reply)
+            delay = self._store_failed("finish", reply)
             self._pending_results[:0] = batch  # keep them: resent on the next flush
-            self.loop.call_later(0.5, self._flush_results)
+            self.loop.call_later(delay, self._flush_results)
             return
         assert isinstance(reply, FinishReply)
+        self._store_trouble.succeeded()
         self._ack(batch)
         self._apply_transitions(reply.transitions)
         self._flush_results()
