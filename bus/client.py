@@ -26,7 +26,15 @@ import zmq
 
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError, error_from_reply
 from bus.kinds import Error, Ping, Pong
-from bus.protocol import Message, decode, encode, readable, recv_waiting, send_frames
+from bus.protocol import (
+    Message,
+    decode,
+    encode,
+    limit_inbound,
+    readable,
+    recv_waiting,
+    send_frames,
+)
 from bus.runtime import ActorLoop, Timer
 
 log = logging.getLogger("taskmill.bus")
@@ -53,6 +61,7 @@ def _dealer(
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
+    limit_inbound(sock)
     if configure is not None:
         configure(sock)
     sock.connect(endpoint)

@@ -130,7 +130,13 @@ def _add_actor_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from taskmill.commands import parse_priority, payload_json
+    from taskmill.commands import (
+        non_negative_int,
+        parse_priority,
+        payload_json,
+        positive_seconds,
+        task_type,
+    )
 
     def user(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(
@@ -140,7 +146,7 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     submit = user("submit", "submit a task and print its outcome")
-    submit.add_argument("task_type", metavar="TYPE")
+    submit.add_argument("task_type", metavar="TYPE", type=task_type)
     submit.add_argument("--key", help="dedup key (default: the payload)")
     submit.add_argument("--label", help="a label for events and dashboards")
     submit.add_argument(
@@ -149,14 +155,17 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     submit.add_argument("--payload-json", type=payload_json, metavar="JSON", help="the payload")
     submit.add_argument("--group", help="concurrency group")
     submit.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    submit.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    submit.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds per attempt")
     submit.add_argument(
-        "--retries", type=int, default=2, help="attempts after the first (same request id)"
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        help="attempts after the first (same request id)",
     )
 
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")
-    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    status.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
 
     watch = user("watch", "follow the event stream live (progress bars, lifecycle events)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -165,13 +174,15 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ping = user("ping", "ask actors for a PONG over their control endpoints")
     ping.add_argument("actors", nargs="*", metavar="ACTOR", help="default: every actor but workers")
     ping.add_argument("--host-id", help="the worker's host id (for `worker`)")
-    ping.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each")
+    ping.add_argument(
+        "--timeout", type=positive_seconds, default=2.0, help="seconds to wait for each"
+    )
 
     stats = user("stats", "print an actor's STATS (counters and state)")
     stats.add_argument("actor", metavar="ACTOR")
     stats.add_argument("--host-id", help="the worker's host id (for `worker`)")
     stats.add_argument("--json", action="store_true", help="as JSON")
-    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    stats.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
 
 
 def build_parser() -> argparse.ArgumentParser:

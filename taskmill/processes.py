@@ -28,6 +28,7 @@ from actors.dispatcher.actor import Dispatcher
 from actors.host.actor import ExecutorHost, HostSettings
 from actors.publisher.actor import EventPublisher
 from bus.client import RequestClient
+from bus.endpoints import EndpointInUse, lock_endpoint, private_dirs
 from bus.errors import TaskmillError
 from bus.hosting import run_actor
 from bus.kinds import Ok, Stop
@@ -108,7 +109,7 @@ def build_store(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
     topology = cfg.topology()
     spec = app_spec(spec, cfg)
     if cfg.database is not None:  # the deployment's own directory (e.g. .taskmill/): create it
-        Path(cfg.database).parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(Path(cfg.database).parent)  # nobody else lists or opens what is in it
     # A Store process may restart alone while hosts still run their tasks: it leaves running
     # rows alone, and the Dispatcher releases those no host reports.
     actor = store_actor(spec, topology, recover_running=False)
@@ -267,11 +268,28 @@ def serve(
 ) -> int:
     """Run ``process``'s actor in this thread until SIGTERM/SIGINT; the exit status.
 
-    0: stopped cleanly. 1: the actor crashed (the error is logged). 130: interrupted by a second
-    signal before it had stopped. Must be called from the main thread (signal handlers).
-    ``security`` configures the actor's sockets, and those used to stop it (CURVE on tcp);
-    ``authorized`` is the directory of client keys its tcp servers accept.
+    0: stopped cleanly. 1: the actor crashed (the error is logged). 2: not started, because
+    another copy of this actor already runs on the same run directory (its control endpoint is
+    locked, ``bus.endpoints.lock_endpoint``): binding would take that copy's sockets, and with
+    them the stop meant for it. 130: interrupted by a second signal before it had stopped.
+    Must be called from the main thread (signal handlers). ``security`` configures the actor's
+    sockets, and those used to stop it (CURVE on tcp); ``authorized`` is the directory of
+    client keys its tcp servers accept.
     """
+    try:
+        lock = lock_endpoint(process.control)
+    except EndpointInUse as exc:
+        log.error("%s: not started: another %s runs on this run directory: %s",
+                  process.name, process.name, exc)  # fmt: skip
+        return 2
+    try:
+        return _serve(process, security, authorized)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _serve(process: ActorProcess, security: SocketSecurity | None, authorized: Path | None) -> int:
     context: zmq.Context[Any] = zmq.Context()
     auth = start_authenticator(context, authorized) if authorized is not None else None
     stopper = _Stopper(process, context, _client_configure(security))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -37,6 +38,15 @@ from taskmill.records import (
 )
 
 __all__ = ["TaskStore"]
+
+
+def rest_of(query: History, reply: HistoryReply) -> History | None:
+    """The request for what ``reply`` left out of ``query`` (the Store keeps each reply within a
+    frame and says where the rest start), or None when it answered the whole query."""
+    got = len(reply.rows)
+    if reply.next_offset is None or not got or got >= query.limit:
+        return None
+    return dataclasses.replace(query, limit=query.limit - got, offset=reply.next_offset)
 
 
 class TaskStore:
@@ -82,8 +92,13 @@ class TaskStore:
         return (await self.counts()).waiting
 
     async def _history(self, query: History) -> list[TaskHistoryRecord]:
-        rows = (await self._store.call(query, HistoryReply)).rows
-        return [TaskHistoryRecord.from_row(r) for r in rows]
+        records: list[TaskHistoryRecord] = []
+        page: History | None = query
+        while page is not None:
+            reply = await self._store.call(page, HistoryReply)
+            records += [TaskHistoryRecord.from_row(r) for r in reply.rows]
+            page = rest_of(page, reply)
+        return records
 
     async def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
         """Terminal runs, newest first."""

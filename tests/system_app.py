@@ -1,4 +1,4 @@
-"""A tiny application for the system tests: a no-op executor and a sleepy one.
+"""A tiny application for the system tests: a no-op executor, a sleepy one and a parent.
 
 The actor processes load it as ``tests.system_app:app`` (or ``grouped_app``); the database path
 comes from the deployment configuration (``TASKMILL_DATABASE``), overriding the default below.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from taskmill import Scheduler, SchedulerBuilder, TaskContext, TaskError
+from taskmill import Scheduler, SchedulerBuilder, TaskContext, TaskError, TaskSubmission
 
 
 async def noop(ctx: TaskContext) -> None:
@@ -29,12 +29,18 @@ async def sleepy(ctx: TaskContext) -> None:
         ctx.progress.report_fraction(step + 1, steps, "sleeping")
 
 
+async def parent(ctx: TaskContext) -> None:
+    """Spawns one ``noop`` child, through the executor host's own connection to the Store."""
+    await ctx.spawn_child(TaskSubmission("noop", key=f"child-of-{ctx.record.id}"))
+
+
 def app() -> SchedulerBuilder:
     return (
         Scheduler.builder()
         .store_path("system-app.db")
         .executor("noop", noop)
         .executor("sleepy", sleepy)
+        .executor("parent", parent)
         .max_concurrency(16)
     )
 

@@ -110,6 +110,10 @@ def test_priorities_by_number_or_tier_name(text: str, priority: Priority) -> Non
         ["submit", "t", "--priority", "300"],
         ["submit", "t", "--payload-json", "{nope"],
         ["worker", "--capacity", "many"],
+        ["submit", ""],
+        ["submit", "t", "--retries", "-5"],
+        ["submit", "t", "--timeout", "-1"],
+        ["submit", "t", "--timeout", "nan"],
     ],
 )
 def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,6 +121,24 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
         main(argv)
     assert exit_.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["submit", "t", "--key", "\udc80"], "key is not valid text"),
+        (["submit", "t", "--label", "a\ud800b"], "label is not valid text"),
+        (["submit", "t", "--label", "x" * 1025], "label is 1025 characters long; the limit"),
+        (["submit", "t", "--group", "g" * 257], "group is 257 characters long; the limit is 256"),
+    ],
+)
+def test_a_submission_the_builder_refuses_is_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before any connection: no deployment needed, and no traceback.
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("taskmill submit: ") and message in err and err.count("\n") == 1
 
 
 # -- errors of configuration -------------------------------------------------------------------

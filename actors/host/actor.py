@@ -47,6 +47,7 @@ from bus.kinds_run import (
 )
 from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import Actor, ActorLoop
+from bus.server import MalformedLog
 
 log = logging.getLogger("taskmill.worker")
 
@@ -114,8 +115,14 @@ class RunHandle:
             try:
                 reply = await self._host.store().call(request, SubmitReply)
                 return reply.outcomes
-            except ActorUnavailable:
+            except ActorUnavailable as exc:
                 if attempt == SUBMIT_ATTEMPTS - 1:
+                    log.warning(
+                        "host %s: task %d could not submit to the Store: %s",
+                        self._host.settings.host_id,
+                        self.task.id,
+                        exc,
+                    )
                     raise
                 await asyncio.sleep(delay)  # back off before asking a restarting Store again
                 delay = min(delay * 2, 2.0)
@@ -172,6 +179,7 @@ class ExecutorHost(Actor):
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
+        self._malformed = MalformedLog(f"host {settings.host_id}: from the Dispatcher")
         self.lag = LagWatch(self.clock)
         """Warns when a blocking call in an async executor holds the event loop."""
         self.counters = {
@@ -248,8 +256,12 @@ class ExecutorHost(Actor):
 
     def store(self) -> AsyncRequester:
         if self._store is None:
+            endpoint = self.settings.store_endpoint
             self._store = AsyncRequester(
-                self.loop.context, self.settings.store_endpoint, timeout=self.settings.store_timeout
+                self.loop.context,
+                endpoint,
+                timeout=self.settings.store_timeout,
+                configure=self.loop.client_security(endpoint),  # CURVE on tcp, as every socket
             )
         return self._store
 
@@ -287,7 +299,7 @@ class ExecutorHost(Actor):
                 message, _ = decode(frames)
             except ProtocolError as exc:
                 self.counters["malformed"] += 1
-                log.debug("malformed message dropped: %s", exc)
+                self._malformed.note(exc, self.loop.clock.monotonic())
                 continue
             if isinstance(message, RunTasks):
                 run_ids = message.run_ids or [0] * len(message.tasks)
@@ -304,6 +316,7 @@ class ExecutorHost(Actor):
                     self._hello()  # a restarted Dispatcher learns what this host runs
             else:
                 self.counters["malformed"] += 1
+                self._malformed.note(f"a {message.KIND} message", self.loop.clock.monotonic())
 
     # -- running -----------------------------------------------------------------------------
 
