@@ -42,14 +42,14 @@ def monitor_actor(
     sampler: ResourceSampler | None = spec.sampler
     if sampler is not None and not isinstance(sampler, ResourceSampler):
         raise TypeError(f"a resource sampler needs a sample() method, got {sampler!r}")
+    config = spec.sampler_config
     if sampler is None and spec.monitoring:
-        sampler = platform_sampler(clock)
+        sampler = platform_sampler(clock, interfaces=config.interfaces, disks=config.disks)
     sources: list[PressureSource] = []
     for source in spec.pressure_sources:
         if not isinstance(source, PressureSource):
             raise TypeError(f"a pressure source needs pressure() and name(), got {source!r}")
         sources.append(source)
-    config = spec.sampler_config
     settings = MonitorSettings(
         readings_endpoint=topology.readings,
         pressure_endpoint=topology.pressure,
