@@ -20,7 +20,9 @@ import pytest
 import zmq
 
 from actors.host.actor import ExecutorHost, HostSettings
+from bus.client import RequestClient
 from bus.hosting import ActorThread
+from bus.kinds import Stats, StatsReply
 from taskmill import (
     HostResources,
     ResourceSnapshot,
@@ -139,4 +141,32 @@ async def test_a_busy_far_machine_holds_its_tasks_while_the_monitors_is_idle(
             assert not dispatched(events, "second")
             reported.append(IDLE)  # its disk quietened
             await events.wait_for(lambda evs: dispatched(events, "second"))
+        await events.close()
+
+
+async def test_a_host_whose_sampling_fails_still_heartbeats_and_reports_when_it_works_again(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    """A sampler that raises costs that heartbeat its readings (counted in the host's stats),
+    never the heartbeat: the host stays known and reports again at the next good sample."""
+    calls: list[int] = []
+
+    def flaky() -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("no counters yet")
+        return IDLE
+
+    scheduler = await scheduler_with(run_dir, tmp_path, IDLE)
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        async with far_host(scheduler, Latches(), flaky) as thread:
+            await events.wait_for(lambda evs: host_reports(events) > 0)
+            stats = RequestClient(thread.context, thread.control_endpoint, timeout=5.0)
+            try:
+                counters = stats.call(Stats(), StatsReply).counters
+            finally:
+                stats.close()
+            assert counters["sampler_errors"] == 1 and counters["reconnects"] == 0
+            assert "far" in (await scheduler.snapshot()).host_resources
         await events.close()
