@@ -77,7 +77,9 @@ def _actor(args: argparse.Namespace) -> int:
     # Like `python -m`, the current directory is importable (a console script's is not).
     spec = load_app(cfg.app, app_dir=os.getcwd()).spec
     if args.command == "worker":
-        process = build_worker(spec, cfg, host_id=args.host_id)
+        process = build_worker(
+            spec, cfg, host_id=args.host_id, sample_resources=args.sample_resources
+        )
     else:
         process = build(args.command, spec, cfg)
     return serve(process, security=cfg.security(), authorized=cfg.authorized_keys())
@@ -122,6 +124,13 @@ def _add_actor_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         if name == "worker":
             p.add_argument("--host-id", help="this host's id (default: host name and pid)")
             p.add_argument("--capacity", type=int, help="tasks run at once (TASKMILL_CAPACITY)")
+            p.add_argument(
+                "--sample-resources",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="report this machine's disk and network readings, by which the IO budget "
+                "of the tasks sent here is judged (default: on over tcp with monitoring on)",
+            )
         if name == "events":
             p.add_argument(
                 "--metrics-port", type=int, help="serve Prometheus metrics (TASKMILL_METRICS_PORT)"

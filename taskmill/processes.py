@@ -39,7 +39,7 @@ from bus.topology import Topology
 from taskmill.builder import AppSpec
 from taskmill.context import make_runner
 from taskmill.deploy import DeploymentConfig
-from taskmill.monitoring import monitor_actor
+from taskmill.monitoring import machine_reader, monitor_actor
 from taskmill.wiring import dispatcher_settings, limiter_actor, store_actor
 
 __all__ = [
@@ -168,12 +168,19 @@ def default_host_id() -> str:
 
 
 def build_worker(
-    spec: AppSpec, cfg: DeploymentConfig, *, host_id: str | None = None
+    spec: AppSpec,
+    cfg: DeploymentConfig,
+    *,
+    host_id: str | None = None,
+    sample_resources: bool | None = None,
 ) -> ActorProcess:
     """An executor host running every executor of the application.
 
     Capacity: ``cfg.capacity``, else the application's ``max_concurrency`` (the Dispatcher
-    bounds the total across hosts anyway).
+    bounds the total across hosts anyway). ``sample_resources``: the host reports its own
+    machine's readings, by which the IO budget of the tasks sent to it is judged; None (the
+    default) turns it on for a tcp deployment with resource monitoring on, where the host may
+    be on another machine than the ResourceMonitor.
     """
     topology = cfg.topology()
     host_id = host_id or default_host_id()
@@ -181,7 +188,10 @@ def build_worker(
     runners = {t: make_runner(e) for t, e in spec.executors.items()}
     state = {type(obj): obj for obj in spec.app_state}
     settings = HostSettings(topology.hosts, topology.store, capacity=capacity, host_id=host_id)
-    host = ExecutorHost(runners, settings, state=state)
+    if sample_resources is None:
+        sample_resources = cfg.transport == "tcp" and spec.monitoring
+    reader = machine_reader(spec.sampler_config, spec.sampler) if sample_resources else None
+    host = ExecutorHost(runners, settings, state=state, read_machine=reader)
     return ActorProcess("worker", host, control_endpoint(topology, "worker", host_id), topology)
 
 

@@ -540,6 +540,10 @@ class Dispatcher(Actor):
     def _on_heartbeat(self, identity: bytes, message: HostHeartbeat) -> None:
         known = self.core.hosts.seen(identity, self.loop.clock.monotonic())
         self._send_host(identity, HostWelcome(self.settings.dispatcher_id, known))
+        reported = self.core.host_reported(identity, message)
+        self._emit(reported)
+        if reported and self.core.needs_gate():
+            self.wake()  # new readings of its machine: work its IO budget held may go now
 
     def _on_results(self, identity: bytes, message: RunResults) -> None:
         self.core.hosts.seen(identity, self.loop.clock.monotonic())

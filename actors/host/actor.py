@@ -5,8 +5,9 @@ it), a cancellation token per running task, and the byte counters executors reco
 
 Sockets:
 * DEALER to the Dispatcher's hosts ROUTER: ``host.hello`` at start, ``host.heartbeat`` every
-  ``heartbeat_s``, ``host.results`` and ``host.progress`` batched once per loop turn; receives
-  ``host.welcome``, ``host.run`` and ``host.cancel``.
+  ``heartbeat_s`` (with this machine's readings when it samples), ``host.results`` and
+  ``host.progress`` batched once per loop turn; receives ``host.welcome``, ``host.run`` and
+  ``host.cancel``.
 * DEALER to the Store (an ``AsyncRequester``), for tasks that submit work (children).
 
 Many tasks are in flight at once; results that finish in the same loop turn go back in one
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,6 +64,9 @@ up by no more than this."""
 T = TypeVar("T")
 Runner = Callable[["RunHandle"], Awaitable[None]]
 """Runs one task (both phases): returns normally, or raises ``TaskError`` / any exception."""
+ReadMachine = Callable[[], Mapping[str, float]]
+"""Samples this host's machine: its smoothed readings by name (``host.heartbeat`` ``readings``).
+Called on the host's loop once per heartbeat, so it must return promptly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class HostSettings:
     cancel_grace_s: float = 5.0
     store_timeout: float = 10.0
     threads: int | None = None
+    machine: str = field(default_factory=socket.gethostname)
+    """The machine this host runs on, named in the readings it reports (when it samples)."""
 
 
 class RunHandle:
@@ -158,8 +165,13 @@ class ExecutorHost(Actor):
         *,
         state: dict[type, object] | None = None,
         clock: Clock | None = None,
+        read_machine: ReadMachine | None = None,
     ) -> None:
         self.runners = dict(runners)
+        self.read_machine = read_machine
+        """Set when this host reports its own machine's readings (on another machine than the
+        ResourceMonitor's), so its tasks' IO budgets are judged by them."""
+        self._sampling_failed = False
         self.settings = settings
         self.state: dict[type, object] = state if state is not None else {}
         self.clock = clock or SystemClock()
@@ -189,6 +201,7 @@ class ExecutorHost(Actor):
             "cancelled": 0,
             "malformed": 0,
             "reconnects": 0,
+            "sampler_errors": 0,
         }
 
     def register_state(self, obj: object) -> None:
@@ -289,7 +302,23 @@ class ExecutorHost(Actor):
             self._connect()
             return
         running = sorted({handle.task.id for handle, _ in self._runs.values()})
-        self._send(HostHeartbeat(s.host_id, running))
+        self._send(HostHeartbeat(s.host_id, running, self._readings(), s.machine))
+
+    def _readings(self) -> dict[str, float]:
+        """This machine's readings for the heartbeat; none when the host does not sample, or
+        when sampling failed (the Dispatcher then lets them expire)."""
+        if self.read_machine is None:
+            return {}
+        try:
+            readings = dict(self.read_machine())
+        except Exception:  # the first failure in a row with its traceback, then quietly
+            self.counters["sampler_errors"] += 1
+            level = logging.DEBUG if self._sampling_failed else logging.WARNING
+            log.log(level, "sampling this machine failed", exc_info=True)
+            self._sampling_failed = True
+            return {}
+        self._sampling_failed = False
+        return readings
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         self._last_heard = self.loop.clock.monotonic()
