@@ -26,7 +26,15 @@ import zmq
 
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError, error_from_reply
 from bus.kinds import Error, Ping, Pong
-from bus.protocol import Message, decode, encode, readable, recv_waiting, send_frames
+from bus.protocol import (
+    Message,
+    decode,
+    encode,
+    limit_inbound,
+    readable,
+    recv_waiting,
+    send_frames,
+)
 from bus.runtime import ActorLoop, Timer
 
 log = logging.getLogger("taskmill.bus")
@@ -53,6 +61,7 @@ def _dealer(
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
+    limit_inbound(sock)
     if configure is not None:
         configure(sock)
     sock.connect(endpoint)
@@ -356,6 +365,11 @@ class Peer:
         self._ids = itertools.count(1)
         self._pending: dict[bytes, tuple[Message, ReplyCallback, Timer]] = {}
         loop.add_reader(self._sock, self._on_frames)
+        self._disconnects = Disconnects.watch(self._sock, endpoint)
+        if self._disconnects is not None:
+            loop.own(self._disconnects.monitor)
+            loop.add_reader(self._disconnects.monitor, self._on_monitor)
+            loop.after_stop(self._disconnects.close)
 
     @property
     def in_flight(self) -> int:
@@ -372,6 +386,33 @@ class Peer:
             send_frames(self._sock, encode(message, correlation))
         except zmq.Again:
             self._expire(correlation, timeout)
+
+    def _on_monitor(self, batch: list[list[bytes]]) -> None:
+        """The connection dropped (the other actor died or restarted): a request in flight will
+        never be answered, so each fails now rather than at its timeout — after the replies
+        that came before the drop are taken."""
+        dropped = any(
+            len(frames) == 2
+            and len(frames[0]) == 6
+            and int.from_bytes(frames[0][:2], "little") == zmq.EVENT_DISCONNECTED
+            for frames in batch
+        )
+        if not dropped or not self._pending:
+            return
+        replies = []
+        while True:
+            try:
+                replies.append(self._sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        if replies:
+            self._on_frames(replies)
+        for correlation in list(self._pending):
+            message, on_reply, timer = self._pending.pop(correlation)
+            timer.cancel()
+            on_reply(
+                ActorUnavailable(f"{self.endpoint} went away before it answered {message.KIND}")
+            )
 
     def _expire(self, correlation: bytes, timeout: float) -> None:
         entry = self._pending.pop(correlation, None)

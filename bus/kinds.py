@@ -160,6 +160,8 @@ class Lookup(Message):
 @dataclass(frozen=True, slots=True)
 class HistoryReply(Message):
     rows: list[HistoryRow]
+    next_offset: int | None = None
+    """Set when rows were left out to keep the reply within a frame: ask again from there."""
 
 
 @message("store.history", reply=HistoryReply)

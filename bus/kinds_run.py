@@ -74,6 +74,7 @@ class DispatcherState(Message):
     pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
     hosts: int = 0
     resources: dict[str, float] = field(default_factory=dict)
+    host_resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @message("dispatcher.state", reply=DispatcherState)
@@ -147,8 +148,14 @@ class HostHello(Message):
 @message("host.heartbeat")
 @dataclass(frozen=True, slots=True)
 class HostHeartbeat(Message):
+    """``readings``: the host's own smoothed readings of its machine (``cpu``, ``disk_read_bps``,
+    ``disk_write_bps``, ``net_rx_bps``, ``net_tx_bps``), empty when it does not sample; hosts
+    that name the same ``machine`` share its disks and network."""
+
     host_id: str
     running: list[int] = field(default_factory=list)
+    readings: dict[str, float] = field(default_factory=dict)
+    machine: str = ""
 
 
 @message("host.welcome")

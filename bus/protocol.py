@@ -31,9 +31,10 @@ from bus.codec import M, Message, _decoders, _encoders, _registry, message, regi
 from bus.errors import ErrorCode, ProtocolError
 
 __all__ = [
-    "MAX_FRAME_BYTES", "PROTOCOL", "PROTOCOL_MAJOR", "PROTOCOL_NAME", "Message", "decode",
-    "decode_as", "encode", "encode_body", "message", "readable", "recv_ready", "recv_waiting",
-    "registry", "send_frames", "split_envelope", "struct",
+    "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MAX_SUBSCRIPTION_BYTES", "PROTOCOL",
+    "PROTOCOL_MAJOR", "PROTOCOL_NAME", "Message", "decode", "decode_as", "encode", "encode_body",
+    "limit_inbound", "message", "readable", "recv_ready", "recv_waiting", "registry",
+    "send_frames", "split_envelope", "struct",
 ]  # fmt: skip
 
 PROTOCOL = b"TMP3"
@@ -41,6 +42,15 @@ PROTOCOL_NAME = "TMP"
 PROTOCOL_MAJOR = 3
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest body any socket accepts; payloads themselves are capped lower (1 MiB) by the Store."""
+MAX_MESSAGE_BYTES = 2 * MAX_FRAME_BYTES
+"""Largest frame a socket reads at all (``ZMQ_MAXMSGSIZE``): libzmq disconnects a peer that sends
+a larger one instead of buffering it. Between ``MAX_FRAME_BYTES`` and this, a request still gets
+its ``TOO_LARGE`` reply."""
+MAX_SUBSCRIPTION_BYTES = 1024
+"""Largest message a publishing socket (PUB, XPUB) reads: a subscription (one byte and a topic),
+and the commands of a CURVE handshake, which the limit covers too (its longest, INITIATE, is a
+few hundred bytes). Every topic taskmill subscribes to is far shorter; libzmq keeps each one a
+peer sends, byte by byte, so a longer one would only cost memory."""
 
 
 # -- framing ---------------------------------------------------------------------------------
@@ -105,6 +115,13 @@ def decode_as(frames: Sequence[bytes], cls: type[M]) -> M:
     if not isinstance(msg, cls):
         raise ProtocolError(ErrorCode.MALFORMED, f"expected {cls.KIND}, got {msg.KIND}")
     return msg
+
+
+def limit_inbound(sock: zmq.Socket[Any]) -> None:
+    """Bound what ``sock`` reads (``ZMQ_MAXMSGSIZE``): subscriptions on a publishing socket,
+    ``MAX_MESSAGE_BYTES`` on any other."""
+    publishing = sock.type in (zmq.PUB, zmq.XPUB)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES if publishing else MAX_MESSAGE_BYTES)
 
 
 # -- fast socket I/O ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import zmq
 
 from bus.clock import Clock, SystemClock
-from bus.protocol import recv_ready
+from bus.protocol import limit_inbound, recv_ready
 
 SPIN_POLLS = 4
 """Polls without waiting (about 7 µs each over the embedded group's 20 sockets) that a loop makes
@@ -118,13 +118,19 @@ class ActorLoop:
     # -- sockets -----------------------------------------------------------------------------
 
     def socket(self, kind: int, *, linger: int = 0, hwm: int = 100_000) -> zmq.Socket[Any]:
-        """A new socket owned (and closed) by this loop."""
+        """A new socket owned (and closed) by this loop, reading no message larger than the
+        protocol allows (``bus.protocol.limit_inbound``)."""
         sock: zmq.Socket[Any] = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, linger)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
+        limit_inbound(sock)
         self._sockets.append(sock)
         return sock
+
+    def own(self, sock: zmq.Socket[Any]) -> None:
+        """Close ``sock`` (made elsewhere, e.g. a socket's monitor) with this loop's sockets."""
+        self._sockets.append(sock)
 
     def add_reader(self, sock: zmq.Socket[Any], handler: BatchHandler) -> None:
         """Call ``handler`` with every batch of multipart messages ``sock`` receives."""
@@ -157,6 +163,18 @@ class ActorLoop:
         if self.security is not None:
             self.security.client(sock, endpoint)
         sock.connect(endpoint)
+
+    def client_security(self, endpoint: str) -> Callable[[zmq.Socket[Any]], None] | None:
+        """How to configure a client socket this loop does not own (an asyncio requester's)
+        for ``endpoint``, as ``connect`` configures the loop's own: None without security."""
+        security = self.security
+        if security is None:
+            return None
+
+        def configure(sock: zmq.Socket[Any]) -> None:
+            security.client(sock, endpoint)
+
+        return configure
 
     # -- timers ------------------------------------------------------------------------------
 

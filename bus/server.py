@@ -3,7 +3,8 @@
 "Cheap or nasty": every request gets exactly one reply, the handler's result or an ``error`` with a
 numeric code. A malformed request still gets an error reply when its routing envelope can be
 recovered; malformed one-way messages are dropped and counted. Nothing here ever raises into the
-loop because of what a peer sent.
+loop because of what a peer sent. Malformed traffic is also logged, at a bounded rate
+(``MalformedLog``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,41 @@ from bus.protocol import Message, decode, encode, send_frames, split_envelope
 from bus.runtime import Actor, ActorLoop
 
 log = logging.getLogger("taskmill.bus")
+
+MALFORMED_LOG_INTERVAL_S = 60.0
+
+
+class MalformedLog:
+    """Counts the malformed messages one socket got and reports them at WARNING, at most once
+    per ``interval`` seconds with how many came since the last report: counters alone hide a
+    broken peer or a probe at the default level, and a line per message would let a flood fill
+    the log."""
+
+    __slots__ = ("_next_at", "_unreported", "count", "interval", "where")
+
+    def __init__(self, where: str, interval: float = MALFORMED_LOG_INTERVAL_S) -> None:
+        self.where = where
+        self.interval = interval
+        self.count = 0
+        self._unreported = 0
+        self._next_at = float("-inf")
+
+    def note(self, reason: object, now: float) -> None:
+        """One more malformed message at ``now`` (monotonic seconds); ``reason`` says what was
+        wrong with it."""
+        self.count += 1
+        self._unreported += 1
+        if now < self._next_at:
+            return
+        log.warning(
+            "%s: %d malformed message(s) dropped since the last report (%d in all); latest: %s",
+            self.where,
+            self._unreported,
+            self.count,
+            reason,
+        )
+        self._unreported = 0
+        self._next_at = now + self.interval
 
 
 class Deferred:
@@ -70,6 +106,7 @@ class RequestServer:
         self.actor = actor
         self.on_batch = on_batch
         self.counters = {"requests": 0, "malformed": 0, "errors": 0}
+        self.malformed = MalformedLog(f"{actor.name} {_endpoint(sock)}")
         loop.add_reader(sock, self._on_frames)
         loop.after_stop(self._refuse_queued)
 
@@ -108,11 +145,13 @@ class RequestServer:
         envelope, parts = _split(frames)
         if envelope is None:
             self.counters["malformed"] += 1
+            self.malformed.note("an empty message", self.loop.clock.monotonic())
             return None  # no way back to the sender: drop and count
         try:
             message, correlation = decode(parts)
         except ProtocolError as exc:
             self.counters["malformed"] += 1
+            self.malformed.note(exc, self.loop.clock.monotonic())
             correlation = parts[2] if len(parts) >= 3 and len(parts[2]) <= 64 else b""
             self.send(envelope, Error(int(exc.code), exc.message), bytes(correlation))
             return None
@@ -150,6 +189,17 @@ class RequestServer:
                     Error(int(ErrorCode.STOPPING), f"{self.actor.name} is stopping"),
                     bytes(parts[2]),
                 )
+
+
+def _endpoint(sock: zmq.Socket[Any]) -> str:
+    """The endpoint ``sock`` is bound or connected to, for log lines (set by ``ActorLoop``)."""
+    try:
+        endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
+    except zmq.ZMQError:
+        return "socket"
+    if not isinstance(endpoint, bytes) or not endpoint:
+        return "socket"
+    return endpoint.decode(errors="replace")
 
 
 def _split(frames: Sequence[bytes]) -> tuple[list[bytes] | None, list[bytes]]:
@@ -238,8 +288,14 @@ class Inbox:
     ) -> None:
         self.on_messages = on_messages
         self.topic_frames = topic_frames
-        self.dropped = 0
+        self.malformed = MalformedLog(f"{loop.name} {_endpoint(sock)}")
+        self.clock = loop.clock
         loop.add_reader(sock, self._on_frames)
+
+    @property
+    def dropped(self) -> int:
+        """Malformed messages dropped."""
+        return self.malformed.count
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         messages: list[Message] = []
@@ -247,8 +303,7 @@ class Inbox:
             try:
                 message, _ = decode(frames[self.topic_frames :])
             except ProtocolError as exc:
-                self.dropped += 1
-                log.debug("dropped a malformed one-way message: %s", exc)
+                self.malformed.note(exc, self.clock.monotonic())
                 continue
             messages.append(message)
         if messages:

@@ -41,7 +41,7 @@ import zmq
 
 from bus.errors import ActorUnavailable, ProtocolError
 from bus.kinds_run import PublishedBatch, PublishedEvent, Welcome
-from bus.protocol import decode, decode_as, readable, recv_waiting
+from bus.protocol import decode, decode_as, limit_inbound, readable, recv_waiting
 
 WELCOME_PREFIX = b"welcome."
 
@@ -120,6 +120,7 @@ class _Tracker:
 def _sub_socket(context: zmq.Context[Any], endpoint: str, configure: Configure | None) -> Any:
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    limit_inbound(sock)
     if configure is not None:
         configure(sock)
     # Connect before subscribing: the subscriptions then go down the pipe in the order made.

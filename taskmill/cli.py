@@ -78,7 +78,9 @@ def _actor(args: argparse.Namespace) -> int:
     # Like `python -m`, the current directory is importable (a console script's is not).
     spec = load_app(cfg.app, app_dir=os.getcwd()).spec
     if args.command == "worker":
-        process = build_worker(spec, cfg, host_id=args.host_id)
+        process = build_worker(
+            spec, cfg, host_id=args.host_id, sample_resources=args.sample_resources
+        )
     else:
         process = build(args.command, spec, cfg)
     return serve(process, security=cfg.security(), authorized=cfg.authorized_keys())
@@ -123,6 +125,13 @@ def _add_actor_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         if name == "worker":
             p.add_argument("--host-id", help="this host's id (default: host name and pid)")
             p.add_argument("--capacity", type=int, help="tasks run at once (TASKMILL_CAPACITY)")
+            p.add_argument(
+                "--sample-resources",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="report this machine's disk and network readings, by which the IO budget "
+                "of the tasks sent here is judged (default: on over tcp with monitoring on)",
+            )
         if name == "events":
             p.add_argument(
                 "--metrics-port", type=int, help="serve Prometheus metrics (TASKMILL_METRICS_PORT)"
@@ -131,7 +140,13 @@ def _add_actor_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from taskmill.commands import parse_priority, payload_json
+    from taskmill.commands import (
+        non_negative_int,
+        parse_priority,
+        payload_json,
+        positive_seconds,
+        task_type,
+    )
 
     def user(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(
@@ -141,7 +156,7 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     submit = user("submit", "submit a task and print its outcome")
-    submit.add_argument("task_type", metavar="TYPE")
+    submit.add_argument("task_type", metavar="TYPE", type=task_type)
     submit.add_argument("--key", help="dedup key (default: the payload)")
     submit.add_argument("--label", help="a label for events and dashboards")
     submit.add_argument(
@@ -150,9 +165,12 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     submit.add_argument("--payload-json", type=payload_json, metavar="JSON", help="the payload")
     submit.add_argument("--group", help="concurrency group")
     submit.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    submit.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    submit.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds per attempt")
     submit.add_argument(
-        "--retries", type=int, default=2, help="attempts after the first (same request id)"
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        help="attempts after the first (same request id)",
     )
 
     result = user("result", "print a finished task's status and result")
@@ -165,7 +183,7 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")
-    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    status.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
 
     watch = user("watch", "follow the event stream live (progress bars, lifecycle events)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -174,13 +192,15 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ping = user("ping", "ask actors for a PONG over their control endpoints")
     ping.add_argument("actors", nargs="*", metavar="ACTOR", help="default: every actor but workers")
     ping.add_argument("--host-id", help="the worker's host id (for `worker`)")
-    ping.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each")
+    ping.add_argument(
+        "--timeout", type=positive_seconds, default=2.0, help="seconds to wait for each"
+    )
 
     stats = user("stats", "print an actor's STATS (counters and state)")
     stats.add_argument("actor", metavar="ACTOR")
     stats.add_argument("--host-id", help="the worker's host id (for `worker`)")
     stats.add_argument("--json", action="store_true", help="as JSON")
-    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    stats.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,7 @@ from taskmill.records import (
 )
 from taskmill.results import SUBSCRIBE_TIMEOUT_S, TERMINAL_TOPICS, wait_result, wait_result_blocking
 from taskmill.snapshot import SchedulerSnapshot
-from taskmill.store import TaskStore, estimates, progress_estimates
+from taskmill.store import TaskStore, estimates, progress_estimates, rest_of
 from taskmill.subscription import EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 
@@ -75,6 +75,13 @@ def _topology(target: Target) -> tuple[Topology, CurveSecurity | None]:
 
 def _configure(security: CurveSecurity | None, endpoint: str) -> Configure | None:
     return security.configure_client(endpoint) if security is not None else None
+
+
+def _check_options(timeout: float, retries: int) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    if not timeout > 0:  # also refuses NaN
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
 def _connect(
@@ -126,6 +133,7 @@ class Client(_Endpoints):
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        _check_options(timeout, retries)
         self.retries = retries
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(RequestClient, self.topology.store, timeout)
@@ -166,9 +174,14 @@ class Client(_Endpoints):
         return TaskLookup.from_reply(self._store.call(Lookup(key), LookupReply))
 
     def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
-        """Terminal runs, newest first."""
-        rows = self._store.call(History(limit, offset), HistoryReply).rows
-        return [TaskHistoryRecord.from_row(r) for r in rows]
+        """Terminal runs, newest first (in several requests when they exceed a frame)."""
+        records: list[TaskHistoryRecord] = []
+        page: History | None = History(limit, offset)
+        while page is not None:
+            reply = self._store.call(page, HistoryReply)
+            records += [TaskHistoryRecord.from_row(r) for r in reply.rows]
+            page = rest_of(page, reply)
+        return records
 
     def result(self, task_id: int) -> TaskHistoryRecord | None:
         """The task's terminal history record with its ``result``, or None while it has none."""
@@ -245,6 +258,7 @@ class AsyncClient(_Endpoints):
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        _check_options(timeout, retries)
         self.retries = retries
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(AsyncRequester, self.topology.store, timeout)

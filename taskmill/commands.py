@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import zmq
 
 from bus.client import RequestClient
-from bus.errors import ActorUnavailable
+from bus.errors import ActorUnavailable, TaskmillError
 from bus.kinds import Ping, Pong, Stats, StatsReply
 from taskmill.client import Client
 from taskmill.deploy import ConfigError, DeploymentConfig
@@ -30,7 +30,8 @@ from taskmill.task import TaskSubmission
 from taskmill.watch import WatchView, format_snapshot
 
 __all__ = [
-    "parse_priority", "payload_json", "ping", "result", "stats", "status", "submit", "watch",
+    "non_negative_int", "parse_priority", "payload_json", "ping", "positive_seconds", "result",
+    "stats", "status", "submit", "task_type", "watch",
 ]  # fmt: skip
 
 TIERS = ("realtime", "high", "normal", "background", "idle")
@@ -49,6 +50,32 @@ def parse_priority(text: str) -> Priority:
         ) from None
 
 
+def task_type(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("a task type must not be empty")
+    return text
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, not {text!r}")
+    return value
+
+
 def payload_json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -63,11 +90,17 @@ def _dump(value: Any, out: TextIO) -> None:
 
 def submit(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
-    submission = TaskSubmission(args.task_type, key=args.key, label=args.label, group=args.group)
-    if args.priority is not None:
-        submission.priority(args.priority)
-    if args.payload_json is not None:
-        submission.payload_json(args.payload_json)
+    try:
+        submission = TaskSubmission(
+            args.task_type, key=args.key, label=args.label, group=args.group
+        )
+        if args.priority is not None:
+            submission.priority(args.priority)
+        if args.payload_json is not None:
+            submission.payload_json(args.payload_json)
+    except (ValueError, TaskmillError) as exc:  # refused before anything was sent
+        print(f"taskmill submit: {exc}", file=sys.stderr)
+        return 2
     with Client(cfg, timeout=args.timeout, retries=args.retries) as client:
         outcome = client.submit(submission)
     if args.json:

@@ -216,13 +216,26 @@ class GroupLimits:
 @dataclass(frozen=True)
 class SamplerConfig:
     """Resource sampling: every ``interval`` seconds (1.0), each series smoothed by an EWMA
-    with weight ``ewma_alpha`` (0.3) on the newest sample; the first sample is taken as is."""
+    with weight ``ewma_alpha`` (0.3) on the newest sample; the first sample is taken as is.
+
+    ``interfaces`` and ``disks``: the network interfaces and disks the built-in sampler counts,
+    as names or shell patterns (``("eth0", "nvme*")``); None (the default) counts the physical
+    ones only, leaving out loopback, virtual interfaces and disks, and partitions."""
 
     interval: float = 1.0
     ewma_alpha: float = 0.3
+    interfaces: tuple[str, ...] | None = None
+    disks: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "interval", _number("interval", self.interval))
+        for name in ("interfaces", "disks"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{name} must be a list of names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
         alpha = float(self.ewma_alpha)
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"ewma_alpha must be in (0, 1], got {self.ewma_alpha}")

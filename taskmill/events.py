@@ -24,6 +24,7 @@ __all__ = [
     "Dispatched",
     "Expired",
     "Failed",
+    "HostResources",
     "Paused",
     "Preempted",
     "Progress",
@@ -204,6 +205,22 @@ class Resources(SchedulerEvent):
 
 
 @dataclass(frozen=True)
+class HostResources(SchedulerEvent):
+    """An executor host's own readings of its machine, sent with each heartbeat by a host that
+    samples (``taskmill worker --sample-resources``); rates are smoothed bytes/s."""
+
+    TYPE: ClassVar[str] = "host_resources"
+
+    host: str = ""
+    machine: str = ""
+    cpu: float = 0.0
+    disk_read_bps: float = 0.0
+    disk_write_bps: float = 0.0
+    net_rx_bps: float = 0.0
+    net_tx_bps: float = 0.0
+
+
+@dataclass(frozen=True)
 class UnknownEvent(SchedulerEvent):
     """An event of a type this version does not know, kept as its type string and raw data."""
 
@@ -224,7 +241,7 @@ EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     cls.TYPE: cls
     for cls in (
         Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Expired, Progress,
-        Waiting, Paused, Resumed, Resources,
+        Waiting, Paused, Resumed, Resources, HostResources,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

@@ -1,15 +1,17 @@
 """Resource monitoring: the ResourceMonitor built from an application, and pressure from afar.
 
 ``monitor_actor`` builds the ResourceMonitor from what ``SchedulerBuilder`` recorded (embedded mode
-and the CLI use it alike). ``publish_pressure`` / ``PressurePublisher`` are the client side: any
-process (a web app under load, a batch job) pushes a named reading onto the bus, and the
-Dispatcher holds work by the throttle policy as if the source were registered in the scheduler.
-A reading counts for 3 sampling intervals, so a publisher repeats it at least that often for as
-long as it holds.
+and the CLI use it alike); ``machine_reader`` is the same sampling for an executor host that
+reports its own machine's readings (a worker on another machine). ``publish_pressure`` /
+``PressurePublisher`` are the client side: any process (a web app under load, a batch job)
+pushes a named reading onto the bus, and the Dispatcher holds work by the throttle policy as if
+the source were registered in the scheduler. A reading counts for 3 sampling intervals, so a
+publisher repeats it at least that often for as long as it holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -17,14 +19,15 @@ import zmq
 
 from actors.monitor.actor import MonitorSettings, ResourceMonitor
 from actors.monitor.pressure import PressureSource
-from actors.monitor.sampler import ResourceSampler, platform_sampler
+from actors.monitor.sampler import ResourceSampler, SmoothedReadings, platform_sampler
 from bus.clock import Clock
 from bus.kinds_run import PressureReading
 from bus.protocol import encode, send_frames
 from bus.topology import Topology
 from taskmill.builder import AppSpec
+from taskmill.config import SamplerConfig
 
-__all__ = ["PressurePublisher", "monitor_actor", "publish_pressure"]
+__all__ = ["PressurePublisher", "machine_reader", "monitor_actor", "publish_pressure"]
 
 DEFAULT_LINGER_MS = 1000
 """How long closing a publisher may still try to deliver a queued reading."""
@@ -42,14 +45,14 @@ def monitor_actor(
     sampler: ResourceSampler | None = spec.sampler
     if sampler is not None and not isinstance(sampler, ResourceSampler):
         raise TypeError(f"a resource sampler needs a sample() method, got {sampler!r}")
+    config = spec.sampler_config
     if sampler is None and spec.monitoring:
-        sampler = platform_sampler(clock)
+        sampler = platform_sampler(clock, interfaces=config.interfaces, disks=config.disks)
     sources: list[PressureSource] = []
     for source in spec.pressure_sources:
         if not isinstance(source, PressureSource):
             raise TypeError(f"a pressure source needs pressure() and name(), got {source!r}")
         sources.append(source)
-    config = spec.sampler_config
     settings = MonitorSettings(
         readings_endpoint=topology.readings,
         pressure_endpoint=topology.pressure,
@@ -64,6 +67,32 @@ def monitor_actor(
         bandwidth_limit=spec.bandwidth_limit,
         clock=clock,
     )
+
+
+def machine_reader(
+    config: SamplerConfig,
+    sampler: ResourceSampler | None = None,
+    clock: Clock | None = None,
+) -> Callable[[], dict[str, float]]:
+    """This machine's smoothed readings by name, sampled at each call (an executor host calls it
+    once per heartbeat): ``sampler`` (a custom one), else the platform sampler counting the
+    devices ``config`` names, smoothed with its ``ewma_alpha``."""
+    if sampler is not None and not isinstance(sampler, ResourceSampler):
+        raise TypeError(f"a resource sampler needs a sample() method, got {sampler!r}")
+    source = sampler or platform_sampler(clock, interfaces=config.interfaces, disks=config.disks)
+    smoothed = SmoothedReadings(config.ewma_alpha)
+
+    def read() -> dict[str, float]:
+        snapshot = smoothed.update(source.sample())
+        return {
+            "cpu": snapshot.cpu_usage,
+            "disk_read_bps": snapshot.io_read_bytes_per_sec,
+            "disk_write_bps": snapshot.io_write_bytes_per_sec,
+            "net_rx_bps": snapshot.net_rx_bytes_per_sec,
+            "net_tx_bps": snapshot.net_tx_bytes_per_sec,
+        }
+
+    return read
 
 
 def _reading(source: str, value: float, at_ms: int) -> PressureReading:

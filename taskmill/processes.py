@@ -28,6 +28,7 @@ from actors.dispatcher.actor import Dispatcher
 from actors.host.actor import ExecutorHost
 from actors.publisher.actor import EventPublisher
 from bus.client import RequestClient
+from bus.endpoints import EndpointInUse, lock_endpoint, private_dirs
 from bus.errors import TaskmillError
 from bus.hosting import run_actor
 from bus.kinds import Ok, Stop
@@ -38,7 +39,7 @@ from bus.topology import Topology
 from taskmill.builder import AppSpec
 from taskmill.context import make_runner
 from taskmill.deploy import DeploymentConfig
-from taskmill.monitoring import monitor_actor
+from taskmill.monitoring import machine_reader, monitor_actor
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
 __all__ = [
@@ -108,7 +109,7 @@ def build_store(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
     topology = cfg.topology()
     spec = app_spec(spec, cfg)
     if cfg.database is not None:  # the deployment's own directory (e.g. .taskmill/): create it
-        Path(cfg.database).parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(Path(cfg.database).parent)  # nobody else lists or opens what is in it
     # A Store process may restart alone while hosts still run their tasks: it leaves running
     # rows alone, and the Dispatcher releases those no host reports.
     actor = store_actor(spec, topology, recover_running=False)
@@ -167,12 +168,19 @@ def default_host_id() -> str:
 
 
 def build_worker(
-    spec: AppSpec, cfg: DeploymentConfig, *, host_id: str | None = None
+    spec: AppSpec,
+    cfg: DeploymentConfig,
+    *,
+    host_id: str | None = None,
+    sample_resources: bool | None = None,
 ) -> ActorProcess:
     """An executor host running every executor of the application.
 
     Capacity: ``cfg.capacity``, else the application's ``max_concurrency`` (the Dispatcher
-    bounds the total across hosts anyway).
+    bounds the total across hosts anyway). ``sample_resources``: the host reports its own
+    machine's readings, by which the IO budget of the tasks sent to it is judged; None (the
+    default) turns it on for a tcp deployment with resource monitoring on, where the host may
+    be on another machine than the ResourceMonitor.
     """
     topology = cfg.topology()
     host_id = host_id or default_host_id()
@@ -180,7 +188,10 @@ def build_worker(
     runners = {t: make_runner(e) for t, e in spec.executors.items()}
     state = {type(obj): obj for obj in spec.app_state}
     settings = host_settings(spec, topology, capacity, host_id)
-    host = ExecutorHost(runners, settings, state=state)
+    if sample_resources is None:
+        sample_resources = cfg.transport == "tcp" and spec.monitoring
+    reader = machine_reader(spec.sampler_config, spec.sampler) if sample_resources else None
+    host = ExecutorHost(runners, settings, state=state, read_machine=reader)
     return ActorProcess("worker", host, control_endpoint(topology, "worker", host_id), topology)
 
 
@@ -267,11 +278,28 @@ def serve(
 ) -> int:
     """Run ``process``'s actor in this thread until SIGTERM/SIGINT; the exit status.
 
-    0: stopped cleanly. 1: the actor crashed (the error is logged). 130: interrupted by a second
-    signal before it had stopped. Must be called from the main thread (signal handlers).
-    ``security`` configures the actor's sockets, and those used to stop it (CURVE on tcp);
-    ``authorized`` is the directory of client keys its tcp servers accept.
+    0: stopped cleanly. 1: the actor crashed (the error is logged). 2: not started, because
+    another copy of this actor already runs on the same run directory (its control endpoint is
+    locked, ``bus.endpoints.lock_endpoint``): binding would take that copy's sockets, and with
+    them the stop meant for it. 130: interrupted by a second signal before it had stopped.
+    Must be called from the main thread (signal handlers). ``security`` configures the actor's
+    sockets, and those used to stop it (CURVE on tcp); ``authorized`` is the directory of
+    client keys its tcp servers accept.
     """
+    try:
+        lock = lock_endpoint(process.control)
+    except EndpointInUse as exc:
+        log.error("%s: not started: another %s runs on this run directory: %s",
+                  process.name, process.name, exc)  # fmt: skip
+        return 2
+    try:
+        return _serve(process, security, authorized)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _serve(process: ActorProcess, security: SocketSecurity | None, authorized: Path | None) -> int:
     context: zmq.Context[Any] = zmq.Context()
     auth = start_authenticator(context, authorized) if authorized is not None else None
     stopper = _Stopper(process, context, _client_configure(security))

@@ -34,6 +34,9 @@ class SchedulerSnapshot(_ToDict):
     resources: dict[str, float] = field(default_factory=dict)
     """Smoothed readings when monitoring is on: ``cpu`` (0..1), ``disk_read_bps``,
     ``disk_write_bps``, ``net_rx_bps``, ``net_tx_bps`` (bytes/s)."""
+    host_resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Host id → the readings an executor host reports of its own machine (the keys of
+    ``resources``), for the hosts that sample theirs (on other machines than the monitor)."""
 
     @classmethod
     def from_state(
@@ -52,4 +55,5 @@ class SchedulerSnapshot(_ToDict):
             max_concurrency=state.max_concurrency,
             is_paused=state.is_paused,
             resources=dict(state.resources),
+            host_resources={host: dict(r) for host, r in state.host_resources.items()},
         )

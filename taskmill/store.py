@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from bus.client import AsyncRequester
 from bus.kinds import (
@@ -42,6 +44,18 @@ from taskmill.records import (
 )
 
 __all__ = ["TaskStore"]
+
+Paged = TypeVar("Paged", bound=History | DeadLetter)
+"""A history query the Store answers page by page."""
+
+
+def rest_of(query: Paged, reply: HistoryReply) -> Paged | None:
+    """The request for what ``reply`` left out of ``query`` (the Store keeps each reply within a
+    frame and says where the rest start), or None when it answered the whole query."""
+    got = len(reply.rows)
+    if reply.next_offset is None or not got or got >= query.limit:
+        return None
+    return dataclasses.replace(query, limit=query.limit - got, offset=reply.next_offset)
 
 
 class TaskStore:
@@ -94,9 +108,14 @@ class TaskStore:
         """Tasks not due yet (a future ``run_after``, or a retry waiting out its delay)."""
         return (await self.counts()).scheduled
 
-    async def _history(self, query: History | DeadLetter | GetResult) -> list[TaskHistoryRecord]:
-        rows = (await self._store.call(query, HistoryReply)).rows
-        return [TaskHistoryRecord.from_row(r) for r in rows]
+    async def _history(self, query: History | DeadLetter) -> list[TaskHistoryRecord]:
+        records: list[TaskHistoryRecord] = []
+        page: History | DeadLetter | None = query
+        while page is not None:
+            reply = await self._store.call(page, HistoryReply)
+            records += [TaskHistoryRecord.from_row(r) for r in reply.rows]
+            page = rest_of(page, reply)
+        return records
 
     async def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
         """Terminal runs, newest first."""
@@ -125,8 +144,8 @@ class TaskStore:
     async def result(self, task_id: int) -> TaskHistoryRecord | None:
         """The task's newest terminal history row (any status, with its ``result``), or None
         while it has none."""
-        rows = await self._history(GetResult(task_id))
-        return rows[0] if rows else None
+        rows = (await self._store.call(GetResult(task_id), HistoryReply)).rows
+        return TaskHistoryRecord.from_row(rows[0]) if rows else None
 
     async def history_stats(self, task_type: str) -> TypeStats:
         return TypeStats.from_reply(await self._store.call(HistoryStats(task_type), TypeStatsReply))

@@ -16,6 +16,14 @@ from typing import Any, ClassVar, TypeVar
 
 from bus.errors import PayloadTooLarge, SerializationError
 from bus.kinds import Submission
+from bus.limits import (
+    MAX_GROUP_CHARS,
+    MAX_KEY_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_TASK_TYPE_CHARS,
+    check_text,
+)
 from taskmill.payload import decode_payload
 from taskmill.priority import Priority
 from taskmill.records import EPOCH, ms_to_datetime
@@ -29,9 +37,6 @@ __all__ = [
     "decode_payload",
     "generate_dedup_key",
 ]
-
-MAX_PAYLOAD_BYTES = 1_048_576
-"""The largest payload accepted (1 MiB); exactly this many bytes is still accepted."""
 
 T = TypeVar("T")
 
@@ -112,9 +117,11 @@ class TaskSubmission:
     ``priority_level``, ``payload_bytes``, ``group_key``, ``is_fail_fast``, the four
     ``expected_*_bytes`` attributes and ``dedup_key``.
 
-    Validation happens as values are set (``ValueError`` for a priority outside 0..=255 or a
-    negative byte count, ``SerializationError`` from ``payload_json``); the 1 MiB payload cap
-    is checked by ``to_wire`` at submit time (``PayloadTooLarge``).
+    Validation happens as values are set (``ValueError`` for a priority outside 0..=255, a
+    negative byte count, text that is too long or not valid UTF-8 (``bus.limits``: task type
+    and group 256 characters, key and label 1,024), ``SerializationError`` from
+    ``payload_json``); the 1 MiB payload cap is checked by ``to_wire`` at submit time
+    (``PayloadTooLarge``).
     """
 
     def __init__(
@@ -141,6 +148,7 @@ class TaskSubmission:
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
             raise ValueError(f"task_type must be a non-empty str, got {task_type!r}")
+        check_text("task_type", task_type, MAX_TASK_TYPE_CHARS)
         if payload is not None and payload_json is not _UNSET:
             raise ValueError("give either payload or payload_json, not both")
         if run_after is not None and run_at is not None:
@@ -198,14 +206,14 @@ class TaskSubmission:
         """Set an explicit dedup key; its UTF-8 bytes are hashed instead of the payload."""
         if not isinstance(key, str):
             raise TypeError(f"key must be a str, got {key!r}")
-        self._key = key
+        self._key = check_text("key", key, MAX_KEY_CHARS)
         return self
 
     def label(self, label: str) -> TaskSubmission:
         """Set the human-readable label (default: the explicit key, else the task type)."""
         if not isinstance(label, str):
             raise TypeError(f"label must be a str, got {label!r}")
-        self._label = label
+        self._label = check_text("label", label, MAX_LABEL_CHARS)
         return self
 
     def priority(self, priority: int) -> TaskSubmission:
@@ -244,7 +252,7 @@ class TaskSubmission:
         """Put the task in a concurrency group (``None``: no group)."""
         if group is not None and not isinstance(group, str):
             raise TypeError(f"group must be a str, got {group!r}")
-        self._group = group
+        self._group = group if group is None else check_text("group", group, MAX_GROUP_CHARS)
         return self
 
     def fail_fast(self, fail_fast: bool) -> TaskSubmission:

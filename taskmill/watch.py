@@ -19,6 +19,7 @@ from taskmill.events import (
     DeadLettered,
     Dispatched,
     Failed,
+    HostResources,
     Paused,
     Preempted,
     Progress,
@@ -90,6 +91,8 @@ class WatchView:
         if isinstance(event, Resources):  # a sample every interval: the header, not a line
             self.resources = f"cpu {event.cpu:.0%}  pressure {event.pressure:.2f}"
             self.dirty = True
+            return
+        if isinstance(event, HostResources):  # every heartbeat of every sampling host
             return
         if isinstance(event, Progress):
             self.bars[event.task_id] = (event.task_type, event.label, event.percent)
@@ -167,6 +170,8 @@ def format_snapshot(snapshot: SchedulerSnapshot, colour: bool = False) -> str:
     lines.append(pressure)
     if snapshot.resources:
         lines.append("  " + _resources(snapshot.resources))
+    for host, readings in sorted(snapshot.host_resources.items()):
+        lines.append(f"  host {host}: " + _resources(readings))
     progress = {p.task_id: p.percent for p in snapshot.progress}
     for task in sorted(snapshot.running, key=lambda t: t.id):
         percent = progress.get(task.id, 0.0)

@@ -92,6 +92,23 @@ class Latch:
         return True
 
 
+class Latches:
+    """One latch per task label: the test decides when each run ends."""
+
+    def __init__(self) -> None:
+        self.latches: dict[str, Latch] = {}
+
+    def __getitem__(self, label: str) -> Latch:
+        return self.latches.setdefault(label, Latch())
+
+    async def run(self, ctx: TaskContext) -> None:
+        await self[ctx.record.label].wait(ctx)
+
+    def release_all(self) -> None:
+        for latch in self.latches.values():
+            latch.release()
+
+
 class Concurrency:
     """Counts concurrent runs of an executor (thread-safe) and remembers the peak."""
 

@@ -1,5 +1,5 @@
-"""A tiny application for the system tests: a no-op executor, a sleepy one, and one that
-returns its payload.
+"""A tiny application for the system tests: a no-op executor, a sleepy one, a parent, and one
+that returns its payload.
 
 The actor processes load it as ``tests.system_app:app`` (or ``grouped_app``); the database path
 comes from the deployment configuration (``TASKMILL_DATABASE``), overriding the default below.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from taskmill import Scheduler, SchedulerBuilder, TaskContext, TaskError
+from taskmill import Scheduler, SchedulerBuilder, TaskContext, TaskError, TaskSubmission
 
 
 async def noop(ctx: TaskContext) -> None:
@@ -30,6 +30,11 @@ async def sleepy(ctx: TaskContext) -> None:
         ctx.progress.report_fraction(step + 1, steps, "sleeping")
 
 
+async def parent(ctx: TaskContext) -> None:
+    """Spawns one ``noop`` child, through the executor host's own connection to the Store."""
+    await ctx.spawn_child(TaskSubmission("noop", key=f"child-of-{ctx.record.id}"))
+
+
 async def echo(ctx: TaskContext) -> object:
     """Returns its payload: the task's result."""
     return ctx.payload()
@@ -41,6 +46,7 @@ def app() -> SchedulerBuilder:
         .store_path("system-app.db")
         .executor("noop", noop)
         .executor("sleepy", sleepy)
+        .executor("parent", parent)
         .executor("echo", echo)
         .max_concurrency(16)
     )

@@ -20,7 +20,7 @@ from taskmill import (
     TaskSubmission,
     ThrottlePolicy,
 )
-from tests.scheduler_support import EventRecorder, Latch, builder
+from tests.scheduler_support import EventRecorder, Latches, builder
 
 FAST = SamplerConfig(interval=0.05, ewma_alpha=1.0)  # no smoothing: readings follow at once
 
@@ -142,19 +142,6 @@ async def test_work_held_by_pressure_starts_once_the_monitor_stops(tmp_path: Pat
         await events.wait_count("completed", 2)
         assert (await scheduler.snapshot()).pressure == 0.0
         await events.close()
-
-
-class Latches:
-    """One latch per task label: the test decides when each run ends."""
-
-    def __init__(self) -> None:
-        self.latches: dict[str, Latch] = {}
-
-    def __getitem__(self, label: str) -> Latch:
-        return self.latches.setdefault(label, Latch())
-
-    async def run(self, ctx: TaskContext) -> None:
-        await self[ctx.record.label].wait(ctx)
 
 
 def dispatched(events: EventRecorder, label: str) -> bool:

@@ -51,8 +51,6 @@ def test_a_short_fault_round_with_group_limits_loses_nothing(tmp_path: Path) -> 
     assert [r.actor for r in report.recoveries] == ["dispatcher", "limiter", "store"]
     for recovery in report.recoveries:
         assert recovery.ping_s < BACK_WITHIN_S, recovery
-        assert recovery.completion_s is not None, recovery
-    for recovery in report.recoveries[:2]:  # the Store's: see the test below
         assert recovery.completion_s is not None and recovery.completion_s < BACK_WITHIN_S
 
 
@@ -64,12 +62,6 @@ def context() -> Iterator[zmq.Context[Any]]:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="Peer (an actor's requests to another actor) does not watch its connection: a "
-    "request in flight when the other actor dies fails only at its timeout, so the Dispatcher "
-    "dispatches nothing for its whole Store timeout after a Store restart",
-)
 def test_an_actor_s_request_in_flight_fails_at_once_when_the_other_actor_dies(
     context: zmq.Context[Any], tmp_path: Path
 ) -> None:

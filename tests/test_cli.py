@@ -17,7 +17,14 @@ import pytest
 from taskmill.cli import build_parser, config_from_args, main
 from taskmill.commands import parse_priority
 from taskmill.deploy import DeploymentConfig
-from taskmill.events import Completed, Dispatched, Failed, Progress, Resources
+from taskmill.events import (
+    Completed,
+    Dispatched,
+    Failed,
+    HostResources,
+    Progress,
+    Resources,
+)
 from taskmill.priority import Priority
 from taskmill.records import EstimatedProgress, TaskRecord, TaskStatus
 from taskmill.snapshot import SchedulerSnapshot
@@ -110,6 +117,10 @@ def test_priorities_by_number_or_tier_name(text: str, priority: Priority) -> Non
         ["submit", "t", "--priority", "300"],
         ["submit", "t", "--payload-json", "{nope"],
         ["worker", "--capacity", "many"],
+        ["submit", ""],
+        ["submit", "t", "--retries", "-5"],
+        ["submit", "t", "--timeout", "-1"],
+        ["submit", "t", "--timeout", "nan"],
     ],
 )
 def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,6 +128,24 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
         main(argv)
     assert exit_.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["submit", "t", "--key", "\udc80"], "key is not valid text"),
+        (["submit", "t", "--label", "a\ud800b"], "label is not valid text"),
+        (["submit", "t", "--label", "x" * 1025], "label is 1025 characters long; the limit"),
+        (["submit", "t", "--group", "g" * 257], "group is 257 characters long; the limit is 256"),
+    ],
+)
+def test_a_submission_the_builder_refuses_is_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before any connection: no deployment needed, and no traceback.
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("taskmill submit: ") and message in err and err.count("\n") == 1
 
 
 # -- errors of configuration -------------------------------------------------------------------
@@ -216,6 +245,7 @@ def test_watch_prints_a_line_per_lifecycle_event_off_a_terminal() -> None:
         _event(Dispatched),
         _event(Progress, percent=0.5),
         Resources(cpu=0.5, pressure=0.1),
+        HostResources(host="far", cpu=0.5),  # every heartbeat: no line
         _event(Failed, error="boom", will_retry=True),
         _event(Completed, 2),
     ):
@@ -257,10 +287,12 @@ def test_status_text_shows_counts_pressure_and_progress() -> None:
         max_concurrency=4,
         is_paused=True,
         resources={"cpu": 0.5, "disk_read_bps": 2e6, "net_tx_bps": 1.5e6},
+        host_resources={"far": {"cpu": 0.1, "disk_write_bps": 9.5e6}},
     )
     text = format_snapshot(snapshot)
     assert text.splitlines()[0] == "taskmill  paused, max concurrency 4"
     assert "running 1   pending 3   paused 0   waiting 1" in text
     assert "pressure 0.40   (api-load 0.40)" in text
     assert "cpu 50%   disk read 2.0 MB/s, write 0.0 MB/s   net rx 0.0 MB/s, tx 1.5 MB/s" in text
+    assert "host far: cpu 10%   disk read 0.0 MB/s, write 9.5 MB/s   net rx 0.0" in text
     assert re.search(r"#7\s+upload\s+photo\.jpg\s+██████░+  25\.0%", text)

@@ -7,6 +7,7 @@ deployment configuration, as another process would.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from taskmill.client import AsyncClient, Client
 from taskmill.deploy import DeploymentConfig
 from taskmill.events import Completed, SchedulerEvent
 from taskmill.subscription import EventSubscriber
-from taskmill.task import TaskSubmission
+from taskmill.task import MAX_PAYLOAD_BYTES, TaskSubmission
 from tests.procfile_support import actor_threads
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,6 +84,36 @@ def test_submit_lookup_and_history(cfg: DeploymentConfig) -> None:
         history = client.history()
         assert [h.task_id for h in history] == [one.id, outcomes[0].id]  # newest first
         assert [h.task_id for h in client.history(limit=1, offset=1)] == [outcomes[0].id]
+
+
+def test_history_larger_than_a_frame_comes_back_whole_in_pages(cfg: DeploymentConfig) -> None:
+    # Five completed runs with payloads of 1 MiB (the most allowed) and labels at their limit:
+    # more than one reply frame holds, so the Store answers in pages and the client joins them.
+    payloads = [bytes([i]) * MAX_PAYLOAD_BYTES for i in range(5)]
+    with Client(cfg) as client, client.subscribe() as events:
+        ids = {
+            client.submit(TaskSubmission("noop", key=f"big{i}", label="é" * 1024).payload(p)).id
+            for i, p in enumerate(payloads)
+        }
+        done: set[int | None] = set()
+
+        def all_completed(event: SchedulerEvent) -> bool:
+            if isinstance(event, Completed):
+                done.add(event.task_id)
+            return done == ids
+
+        _until(events, all_completed)
+        history = client.history(limit=10)
+        assert [h.payload for h in reversed(history)] == payloads  # newest first
+        assert [h.task_id for h in client.history(limit=2, offset=3)] == [
+            h.task_id for h in history[3:5]
+        ]
+
+    async def from_asyncio() -> list[bytes | None]:
+        async with AsyncClient(cfg) as aclient:
+            return [h.payload for h in await aclient.history(limit=10)]
+
+    assert asyncio.run(from_asyncio()) == [h.payload for h in history]
 
 
 def test_snapshot_shows_running_tasks_with_progress_and_cancel_stops_one(
@@ -187,6 +218,41 @@ def test_a_store_that_stays_away_raises_after_the_retries(monkeypatch: pytest.Mo
     with client, pytest.raises(ActorUnavailable):
         client.submit(TaskSubmission("noop"))
     assert len(store.sent) == 3 and len(pauses) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -5}, "retries must be a non-negative integer"),
+        ({"timeout": -1.0}, "timeout must be a positive number of seconds"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds"),
+    ],
+)
+def test_a_client_refuses_negative_retries_and_timeouts(
+    options: dict[str, Any], message: str
+) -> None:
+    cfg = DeploymentConfig(transport="tcp", insecure=True)
+    with pytest.raises(ValueError, match=message):
+        Client(cfg, **options)
+    with pytest.raises(ValueError, match=message):
+        AsyncClient(cfg, **options)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: TaskSubmission("t", key="a\udc80"), "key is not valid text"),
+        (lambda: TaskSubmission("t").label("\ud800"), "label is not valid text"),
+        (lambda: TaskSubmission("t", group="\udfff"), "group is not valid text"),
+        (lambda: TaskSubmission("t\udc80"), "task_type is not valid text"),
+        (lambda: TaskSubmission("t", key="k" * 1025), "key is 1025 characters long"),
+    ],
+)
+def test_text_that_cannot_travel_is_refused_where_it_is_set(
+    build: Callable[[], TaskSubmission], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
 
 
 def test_wait_result_returns_the_finished_task(cfg: DeploymentConfig) -> None:

@@ -137,6 +137,12 @@ def test_sampler_config() -> None:
     for bad in ({"interval": 0}, {"ewma_alpha": 0}, {"ewma_alpha": 1.5}):
         with pytest.raises(ValueError):
             SamplerConfig(**bad)
+    assert SamplerConfig().interfaces is None and SamplerConfig().disks is None  # physical ones
+    listed = SamplerConfig(interfaces=["eth0", "wlan*"], disks=["nvme0n1"])  # type: ignore[arg-type]
+    assert (listed.interfaces, listed.disks) == (("eth0", "wlan*"), ("nvme0n1",))
+    for bad_list in ("eth0", [""], [3]):
+        with pytest.raises(ValueError):
+            SamplerConfig(interfaces=bad_list)  # type: ignore[arg-type]
 
 
 def test_capacities_and_the_readings_lifetime_reach_the_dispatcher() -> None:

@@ -3,6 +3,7 @@ each actor process (no sockets: building an actor opens nothing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -14,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from actors.dispatcher.actor import Dispatcher
+from actors.dispatcher.gate import READING_KEYS
 from actors.host.actor import ExecutorHost
 from actors.limiter.actor import GroupLimiter
 from actors.monitor.actor import ResourceMonitor
 from actors.publisher.actor import EventPublisher
 from actors.store.actor import StoreActor
 from taskmill.builder import SchedulerBuilder
+from taskmill.cli import build_parser
 from taskmill.deploy import ConfigError, DeploymentConfig, load_app
 from taskmill.processes import (
     ACTORS,
@@ -236,7 +239,9 @@ def test_load_app_needs_module_colon_attribute(reference: str) -> None:
 
 
 def test_the_system_test_application_loads() -> None:
-    assert set(load_app("tests.system_app:app").spec.executors) == {"noop", "sleepy", "echo"}
+    assert set(load_app("tests.system_app:app").spec.executors) == {
+        "noop", "sleepy", "parent", "echo",
+    }  # fmt: skip
 
 
 # -- building one actor per process ------------------------------------------------------------
@@ -277,7 +282,7 @@ def test_a_worker_hosts_every_executor_of_the_app(run_dir: Path) -> None:
     host = process.actor
     assert isinstance(host, ExecutorHost)
     try:
-        assert set(host.runners) == {"noop", "sleepy", "echo"}
+        assert set(host.runners) == {"noop", "sleepy", "parent", "echo"}
         assert host.settings.host_id == "w7"
         assert host.settings.capacity == spec.max_concurrency
         assert process.control == f"ipc://{run_dir}/worker-w7-control.sock"
@@ -288,6 +293,33 @@ def test_a_worker_hosts_every_executor_of_the_app(run_dir: Path) -> None:
     other.actor.pool.shutdown()
     assert other.actor.settings.capacity == 3
     assert other.actor.settings.host_id.endswith(f"-{os.getpid()}")
+
+
+def test_a_worker_samples_its_own_machine_over_tcp_with_monitoring_on(run_dir: Path) -> None:
+    """A worker over tcp may be on another machine than the monitor: it reports its readings
+    by default; over ipc it shares the monitor's machine and does not, unless told to."""
+    monitored = dataclasses.replace(app().spec, monitoring=True)
+    tcp = DeploymentConfig(transport="tcp", insecure=True)
+    ipc = DeploymentConfig(run_dir=str(run_dir))
+    cases = [
+        (monitored, tcp, None, True),
+        (app().spec, tcp, None, False),  # no IO budget to judge
+        (monitored, ipc, None, False),
+        (monitored, ipc, True, True),
+        (monitored, tcp, False, False),
+    ]
+    for spec, cfg, flag, samples in cases:
+        host = build_worker(spec, cfg, host_id="w", sample_resources=flag).actor
+        assert isinstance(host, ExecutorHost)
+        host.pool.shutdown()
+        assert (host.read_machine is not None) == samples, (cfg.transport, flag)
+        if samples:
+            assert host.read_machine is not None
+            readings = host.read_machine()
+            assert tuple(readings) == READING_KEYS
+    args = build_parser().parse_args(["worker", "--no-sample-resources"])
+    assert args.sample_resources is False
+    assert build_parser().parse_args(["worker"]).sample_resources is None
 
 
 def test_every_actor_is_known_and_others_are_refused(run_dir: Path) -> None:

@@ -6,7 +6,7 @@ from actors.dispatcher.recovery import adopt, orphans
 from actors.dispatcher.state import DispatcherCore, Settings
 from bus.clock import FakeClock
 from bus.kinds import TaskResult, TaskRow, Transition
-from bus.kinds_run import Readings
+from bus.kinds_run import HostHeartbeat, Readings
 
 
 def settings(**kw: object) -> Settings:
@@ -241,3 +241,99 @@ def test_a_claimed_row_whose_host_is_full_goes_back_instead_of_failing() -> None
     runs, unserved, _ = c.claimed_next(rows)
     assert [r.id for r, _ in runs[b"small"]] == [1]
     assert unserved == [] and c.returned == [2]
+
+
+# -- readings per host ---------------------------------------------------------------------------
+
+
+def reported(host_id: str, write_bps: float, machine: str = "") -> HostHeartbeat:
+    rates = {"cpu": 0.2, "disk_read_bps": 0.0, "disk_write_bps": write_bps}
+    return HostHeartbeat(host_id, [], {**rates, "net_rx_bps": 0.0, "net_tx_bps": 0.0}, machine)
+
+
+def two_machines(clock: FakeClock) -> DispatcherCore:
+    """``here`` shares the monitor's machine (reports nothing), ``far`` (and ``far2``) report
+    their own; 10 MB/s of write capacity everywhere, so 9.5 MB/s written leaves 1 MB."""
+    c = DispatcherCore(settings(monitoring=True, disk_capacity_bps=(1e9, 10e6)), clock)
+    c.hosts.hello(b"here", "here", ["t"], 1, 0.0)
+    c.hosts.hello(b"far", "far", ["t"], 4, 0.0)
+    c.set_readings(readings(bps=9.5e6))
+    return c
+
+
+def start(c: DispatcherCore, *tasks: TaskRow) -> dict[bytes, list[int]]:
+    """Admit and place ``tasks``; the ids placed per host."""
+    admitted = set(c.admit(list(tasks)))
+    runs, _, _ = c.claimed([t for t in tasks if t.id in admitted])
+    return {host: [row.id for row, _ in pairs] for host, pairs in runs.items()}
+
+
+def writing(task_id: int) -> TaskRow:
+    return row(task_id, expected_write_bytes=8_000_000)
+
+
+def test_a_task_is_judged_by_the_machine_of_the_host_it_goes_to() -> None:
+    clock = FakeClock()
+    c = two_machines(clock)
+    [event] = c.host_reported(b"far", reported("far", 0.0, "far-box"))
+    assert event.type == "host_resources"
+    assert event.data["host"] == "far" and event.data["machine"] == "far-box"
+    # far has the most room and an idle disk: 8 + 8 MB fit its 20 MB budget
+    assert start(c, writing(1)) == {b"far": [1]}
+    assert start(c, writing(2)) == {b"far": [2]}
+    # far's disk gets busy: the next writer goes to `here`, where no running task writes
+    c.host_reported(b"far", reported("far", 9.5e6, "far-box"))
+    assert start(c, writing(3)) == {b"here": [3]}
+    # `here` is full and far is held: the budget holds the cycle
+    assert c.admit([writing(4), row(5)]) == []
+    assert c.state().host_resources == {
+        "far": {
+            "cpu": 0.2,
+            "disk_read_bps": 0.0,
+            "disk_write_bps": 9.5e6,
+            "net_rx_bps": 0.0,
+            "net_tx_bps": 0.0,
+        }
+    }
+
+
+def test_host_readings_expire_after_three_heartbeats_and_the_monitors_judge_again() -> None:
+    clock = FakeClock()
+    c = two_machines(clock)
+    c.host_reported(b"far", reported("far", 0.0))
+    assert start(c, writing(1)) == {b"far": [1]}
+    clock.advance(3.0)  # three heartbeat intervals: still good
+    c.set_readings(readings(bps=9.5e6))
+    assert c.admit([writing(2)]) == [2]
+    c.forget_tentative()
+    clock.advance(0.01)
+    # past them far is judged like `here`, by the monitor's busy disk, beside the running writer
+    assert c.admit([writing(2)]) == []
+    assert c.state().host_resources == {}
+
+
+def test_hosts_on_one_machine_share_its_budget_and_a_lost_host_is_forgotten() -> None:
+    clock = FakeClock()
+    c = two_machines(clock)
+    c.hosts.hello(b"far2", "far2", ["t"], 2, 0.0)
+    c.host_reported(b"far", reported("far", 5e6, "box"))
+    c.host_reported(b"far2", reported("far2", 5e6, "box"))
+    assert start(c, writing(1)) == {b"far": [1]}
+    # 2 s x (10 - 5) MB/s = 10 MB: a second 8 MB writer on the same box does not fit, on far2
+    # either; `here` takes it (no writer runs on the monitor's machine)
+    assert start(c, writing(2)) == {b"here": [2]}
+    assert c.admit([writing(3)]) == []
+    assert set(c.host_readings) == {b"far", b"far2"}
+    for lost in c.hosts.lost(clock.monotonic() + 10.0):  # silent for good
+        c.lose_host(lost)
+    assert c.host_readings == {}
+
+
+def test_unusable_host_readings_are_dropped_and_counted() -> None:
+    c = two_machines(FakeClock())
+    bad = HostHeartbeat("far", [], {"disk_write_bps": float("nan")})
+    assert c.host_reported(b"far", bad) == []
+    assert c.host_reported(b"far", HostHeartbeat("far", [], {"cpu": "high"})) == []  # type: ignore[dict-item]
+    assert c.host_reported(b"nobody", reported("nobody", 0.0)) == []
+    assert c.host_reported(b"far", HostHeartbeat("far")) == []  # does not sample: no event
+    assert c.malformed == 2 and c.host_readings == {}

@@ -249,6 +249,10 @@ def test_monitor_actor_follows_the_spec() -> None:
     assert [name for name, _ in mon.tick().breakdown] == ["api", "network"]
 
     assert isinstance(monitor_actor(AppSpec(monitoring=True), topology).sampler, PsutilSampler)
+    listed = SamplerConfig(interfaces=("eth1",), disks=("sdb",))
+    sampler = monitor_actor(AppSpec(monitoring=True, sampler_config=listed), topology).sampler
+    assert isinstance(sampler, PsutilSampler)
+    assert (sampler.devices.interfaces, sampler.devices.disks) == (("eth1",), ("sdb",))
     assert monitor_actor(AppSpec(), topology).sampler is None
     with pytest.raises(TypeError):
         monitor_actor(AppSpec(pressure_sources=[object()]), topology)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 import time
 import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -26,6 +28,7 @@ import zmq
 
 import bus  # noqa: F401  (registers every kind)
 from bus.client import AsyncRequester, RequestClient, check_reply
+from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
 from bus.errors import (
     ActorUnavailable,
@@ -51,6 +54,7 @@ from bus.kinds import (
     Pong,
     Stats,
     StatsReply,
+    Stop,
     Submission,
     Submit,
     SubmitReply,
@@ -79,7 +83,7 @@ from bus.protocol import (
     struct,
 )
 from bus.runtime import Actor, ActorLoop
-from bus.server import Inbox, RequestServer, dispatch_each
+from bus.server import MALFORMED_LOG_INTERVAL_S, Inbox, RequestServer, dispatch_each
 
 WAIT = 5.0
 KEY = "ab" * 32
@@ -519,6 +523,21 @@ def test_ping_and_stats_answer_on_the_request_and_the_control_socket(
         control.close()
 
 
+def test_stop_on_a_request_socket_is_refused_as_the_protocol_doc_says(
+    client: RequestClient,
+) -> None:
+    # Only the control socket stops an actor: a requester that may talk to the Store must not
+    # be able to stop it. docs/protocol.md is the authoritative description, so it says so.
+    with pytest.raises(ProtocolError) as refused:
+        client.request(Stop())
+    assert refused.value.code == ErrorCode.UNKNOWN_KIND
+    assert client.call(Ping(), Pong) == Pong("tiny")  # still serving
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    request_sockets = doc.split("served by `RequestServer`", 1)[1].split("\n\n", 1)[0]
+    assert "stops the whole actor" not in request_sockets
+    assert "`stop` there is refused with `UNKNOWN_KIND`" in " ".join(request_sockets.split())
+
+
 def test_malformed_requests_get_an_error_reply_with_their_correlation_id(
     context: zmq.Context[Any], endpoints: Endpoints, client: RequestClient
 ) -> None:
@@ -565,6 +584,49 @@ def test_malformed_one_way_messages_are_dropped_and_counted(
         assert counters["dropped"] == 3
     finally:
         push.close()
+
+
+def test_malformed_traffic_is_logged_once_per_interval_per_socket_with_its_count(
+    context: zmq.Context[Any], endpoints: Endpoints, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    actor = Tiny(endpoints.requests, endpoints.inbox)
+    thread = ActorThread(actor, context, endpoints.control, clock=clock).start()
+    sock = raw_dealer(context, endpoints.requests)
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(endpoints.inbox)
+    caplog.set_level(logging.WARNING, logger="taskmill.bus")
+
+    def flood(n: int) -> None:
+        for i in range(n):
+            sock.send_multipart([PROTOCOL, b"ping", str(i).encode(), b"\xc1"])
+            push.send_multipart([b"garbage"])
+        push.send_multipart(encode(Event("completed", {"task_id": 1})))  # valid: a marker
+        for _ in range(n):
+            recv_reply(sock)
+        assert actor.got_event.wait(WAIT)
+        actor.got_event.clear()
+
+    def reports() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+
+    try:
+        flood(100)
+        first = reports()
+        assert len(first) == 2, first  # one per socket, for the first malformed message
+        assert all("1 malformed message(s)" in line for line in first)
+        assert any(endpoints.requests in line for line in first)
+        assert any(endpoints.inbox in line for line in first)
+        clock.advance(MALFORMED_LOG_INTERVAL_S)
+        flood(1)
+        later = reports()[2:]
+        assert len(later) == 2, later
+        assert all("100 malformed message(s)" in line and "(101 in all)" in line for line in later)
+    finally:
+        sock.close()
+        push.close()
+        thread.stop()
 
 
 def test_a_request_nobody_serves_raises_actor_unavailable_in_time(

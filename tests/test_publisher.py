@@ -130,6 +130,26 @@ def test_metrics_have_bounded_labels_and_durations_only_when_given() -> None:
     assert labels <= {"type", "task_type", "le"}
 
 
+def test_host_readings_are_gauges_labelled_by_host_and_bounded() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    publisher.metrics.hosts = LabelCap(limit=2)
+    rates = {"cpu": 0.25, "disk_read_bps": 1.0, "disk_write_bps": 2.0, "net_rx_bps": 3.0}
+    publisher.on_events(
+        [
+            ev("resources", cpu=0.5, disk_write_bps=9.0),
+            *(ev("host_resources", host=h, machine=h, **rates, net_tx_bps=4.0) for h in "abc"),
+            ev("host_resources", host="a", machine="a", disk_write_bps=7.0),
+        ]
+    )
+    value = publisher.metrics.registry.get_sample_value
+    assert value("taskmill_disk_write_bytes_per_second") == 9.0  # the monitor's machine
+    assert value("taskmill_host_disk_write_bytes_per_second", {"host": "a"}) == 7.0
+    assert value("taskmill_host_cpu_usage_ratio", {"host": "b"}) == 0.25
+    assert value("taskmill_host_network_transmit_bytes_per_second", {"host": "b"}) == 4.0
+    assert value("taskmill_host_network_receive_bytes_per_second", {"host": "other"}) == 3.0
+    assert value("taskmill_host_cpu_usage_ratio", {"host": "c"}) is None
+
+
 def test_label_cap_turns_values_past_the_limit_into_other() -> None:
     cap = LabelCap(limit=2)
     assert [cap(v) for v in ("a", "b", "c", "a", 5)] == ["a", "b", "other", "a", "other"]

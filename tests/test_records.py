@@ -228,8 +228,8 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
     }  # fmt: skip
     assert set(data) == {
         "running", "pending_count", "paused_count", "waiting_count", "scheduled_count",
-        "progress", "pressure",
-        "pressure_breakdown", "max_concurrency", "is_paused", "resources",
+        "progress", "pressure", "pressure_breakdown", "max_concurrency", "is_paused",
+        "resources", "host_resources",
     }  # fmt: skip
 
 

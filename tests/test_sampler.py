@@ -7,12 +7,15 @@ for real.
 from __future__ import annotations
 
 from collections import namedtuple
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from actors.monitor import sampler as sampler_module
 from actors.monitor.sampler import (
+    DeviceFilter,
     Ewma,
     PsutilSampler,
     ResourceSampler,
@@ -27,30 +30,78 @@ Net = namedtuple("Net", "bytes_recv bytes_sent")
 
 
 class FakePsutil:
-    """Cumulative counters that the test moves; ``cpu_percent`` answers from a queue."""
+    """Cumulative counters per device that the test moves; ``cpu_percent`` answers from a queue.
+
+    ``disk`` and ``net`` are the counters of the one physical disk (sda) and interface (eth0);
+    ``disks`` and ``nics`` hold every device, virtual ones included.
+    """
 
     def __init__(self) -> None:
-        self.disk: Disk | None = Disk(0, 0)
-        self.net: Net | None = Net(0, 0)
+        self.disks: dict[str, Disk] | None = {"sda": Disk(0, 0)}
+        self.nics: dict[str, Net] | None = {"eth0": Net(0, 0)}
         self.cpu: list[float] = []
         self.cpu_calls: list[Any] = []
+
+    @property
+    def disk(self) -> Disk | None:
+        return self.disks["sda"] if self.disks else None
+
+    @disk.setter
+    def disk(self, value: Disk | None) -> None:
+        self.disks = None if value is None else {**(self.disks or {}), "sda": value}
+
+    @property
+    def net(self) -> Net | None:
+        return self.nics["eth0"] if self.nics else None
+
+    @net.setter
+    def net(self, value: Net | None) -> None:
+        self.nics = None if value is None else {**(self.nics or {}), "eth0": value}
 
     def cpu_percent(self, interval: Any = "unset") -> float:
         self.cpu_calls.append(interval)
         return self.cpu.pop(0) if self.cpu else 0.0
 
-    def disk_io_counters(self) -> Disk | None:
-        return self.disk
+    def disk_io_counters(self, perdisk: bool = False) -> dict[str, Disk] | Disk | None:
+        if self.disks is None:
+            return None
+        if perdisk:
+            return dict(self.disks)
+        # psutil's total: every whole device, virtual ones included
+        whole = [d for name, d in self.disks.items() if not name[-1].isdigit() or "loop" in name]
+        return Disk(*(sum(column) for column in zip(*whole, strict=True)))
 
-    def net_io_counters(self) -> Net | None:
-        return self.net
+    def net_io_counters(self, pernic: bool = False) -> dict[str, Net] | Net | None:
+        if self.nics is None:
+            return None
+        if pernic:
+            return dict(self.nics)
+        return Net(*(sum(column) for column in zip(*self.nics.values(), strict=True)))  # all
+
+
+def fake_sysfs(root: Path, physical: dict[str, list[str]], virtual: dict[str, list[str]]) -> str:
+    """A sysfs tree as Linux shows it: ``class/net/<if>`` and ``block/<disk>``, with a
+    ``device`` entry behind the physical ones only."""
+    for where, names in physical.items():
+        for name in names:
+            (root / where / name / "device").mkdir(parents=True)
+    for where, names in virtual.items():
+        for name in names:
+            (root / where / name).mkdir(parents=True)
+    return str(root)
 
 
 @pytest.fixture
-def fake_psutil(monkeypatch: pytest.MonkeyPatch) -> FakePsutil:
+def fake_psutil(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakePsutil:
     fake = FakePsutil()
     for name in ("cpu_percent", "disk_io_counters", "net_io_counters"):
         monkeypatch.setattr(psutil, name, getattr(fake, name))
+    sysfs = fake_sysfs(
+        tmp_path / "sys",
+        {"class/net": ["eth0", "eth1"], "block": ["sda", "nvme0n1"]},
+        {"class/net": ["lo", "docker0", "veth9a", "br-1f", "tun0"], "block": ["loop0", "zram0"]},
+    )
+    monkeypatch.setattr(sampler_module, "SYSFS", sysfs)
     return fake
 
 
@@ -185,3 +236,53 @@ def test_the_platform_sampler_reads_this_machine() -> None:
         )
         >= 0.0
     )
+
+
+# -- which devices count ------------------------------------------------------------------------
+
+
+def test_loopback_and_virtual_interfaces_and_disks_do_not_count(fake_psutil: FakePsutil) -> None:
+    clock = FakeClock()
+    sampler = PsutilSampler(clock)
+    clock.advance(1.0)
+    # A deployment on one machine talks to itself over loopback; containers over bridges and veths.
+    fake_psutil.nics = {
+        "lo": Net(900_000, 900_000),
+        "docker0": Net(50_000, 50_000),
+        "veth9a": Net(50_000, 50_000),
+        "br-1f": Net(7_000, 7_000),
+        "tun0": Net(3_000, 3_000),
+        "eth0": Net(1_000, 200),
+        "eth1": Net(500, 100),
+    }
+    fake_psutil.disks = {
+        "sda": Disk(4_000, 2_000),
+        "sda1": Disk(4_000, 2_000),  # a partition of sda: the same bytes again
+        "nvme0n1": Disk(1_000, 0),
+        "loop0": Disk(80_000, 80_000),
+        "zram0": Disk(60_000, 60_000),
+    }
+    snapshot = sampler.sample()
+    assert (snapshot.net_rx_bytes_per_sec, snapshot.net_tx_bytes_per_sec) == (1_500.0, 300.0)
+    assert (snapshot.io_read_bytes_per_sec, snapshot.io_write_bytes_per_sec) == (5_000.0, 2_000.0)
+
+
+def test_listed_interfaces_and_disks_count_and_nothing_else(fake_psutil: FakePsutil) -> None:
+    clock = FakeClock()
+    fake_psutil.nics = {"lo": Net(0, 0), "eth0": Net(0, 0), "eth1": Net(0, 0)}
+    fake_psutil.disks = {"sda": Disk(0, 0), "loop0": Disk(0, 0), "loop1": Disk(0, 0)}
+    sampler = PsutilSampler(clock, DeviceFilter(interfaces=["lo", "eth1"], disks=["loop*"]))
+    clock.advance(2.0)
+    fake_psutil.nics = {"lo": Net(400, 200), "eth0": Net(10_000, 10_000), "eth1": Net(600, 0)}
+    fake_psutil.disks = {"sda": Disk(9_000, 9_000), "loop0": Disk(100, 0), "loop1": Disk(0, 300)}
+    snapshot = sampler.sample()
+    assert (snapshot.net_rx_bytes_per_sec, snapshot.net_tx_bytes_per_sec) == (500.0, 100.0)
+    assert (snapshot.io_read_bytes_per_sec, snapshot.io_write_bytes_per_sec) == (50.0, 150.0)
+
+
+def test_a_container_with_only_a_veth_counts_it_but_not_loopback(tmp_path: Path) -> None:
+    sysfs = fake_sysfs(tmp_path, {}, {"class/net": ["lo", "eth0"], "block": []})
+    devices = DeviceFilter(sysfs=sysfs)
+    assert devices.network(["lo", "eth0"]) == ["eth0"]
+    assert DeviceFilter(sysfs=str(tmp_path / "none")).network(["lo0", "en0", "utun3"]) == ["en0"]
+    assert DeviceFilter(sysfs=str(tmp_path / "none")).block(["disk0", "ram0"]) == ["disk0"]

@@ -14,7 +14,8 @@ from store_support import compilations, error, insert, key, ok, open_db, row, ru
 from actors.store.db import StoreDB
 from bus.clock import FakeClock, now_ms
 from bus.errors import InvalidRequest
-from bus.kinds import CountsReply
+from bus.kinds import CountsReply, History
+from bus.protocol import MAX_FRAME_BYTES
 
 
 @pytest.fixture
@@ -76,6 +77,28 @@ def test_get_task_by_id_or_key(db: StoreDB) -> None:
     assert db.get_task(key=key("zzz")) is None
     with pytest.raises(InvalidRequest):
         db.get_task()
+
+
+def test_a_history_reply_past_the_frame_size_is_a_page_that_says_where_the_rest_starts(
+    db: StoreDB, clock: FakeClock
+) -> None:
+    for i in range(5):
+        [task_id] = run(db, f"big{i}", payload=bytes([i]) * 1_048_576)
+        clock.advance(1)
+        db.finish([ok(task_id)])
+    whole = db.history(limit=10)
+    pages, offset = [], 0
+    while True:
+        reply = db.history_page(History(10 - sum(len(p) for p in pages), offset))
+        pages.append(reply.rows)
+        assert sum(len(r.payload or b"") for r in reply.rows) <= MAX_FRAME_BYTES * 3 // 4
+        if reply.next_offset is None:
+            break
+        offset = reply.next_offset
+    assert len(pages) > 1 and [r for p in pages for r in p] == whole
+    two = db.history_page(History(2))  # two fit: the whole query, nothing left to ask
+    assert (len(two.rows), two.next_offset) == (2, None)
+    assert db.history_page(History(3, 1)).next_offset == 3  # the third does not
 
 
 def test_lookup_active_then_history_then_not_found(db: StoreDB, clock: FakeClock) -> None:

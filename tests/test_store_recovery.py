@@ -5,7 +5,9 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from store_support import error, insert, key, ok, open_db, raw, row, run, sub
 
 from actors.store.schema import TASK_STATUSES
 from bus.clock import FakeClock
+from bus.endpoints import ensure_run_dir, private_dirs
 from bus.errors import DatabaseError
 from bus.kinds import Submission
 
@@ -372,3 +375,33 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_the_database_and_its_directory_are_private_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    previous = os.umask(umask)
+    try:
+        # The deployment's directory, as the Store process and the run directory make it.
+        data = tmp_path / "deploy" / ".taskmill"
+        private_dirs(data)
+        ensure_run_dir(tmp_path / "other" / "run")
+        db = open_db(data, FakeClock())
+        insert(db, "secret", payload=b"password")
+        files = [data / "tasks.db", data / "tasks.db-wal", data / "tasks.db-shm"]
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+        db.close()
+        assert mode(data) == mode(data.parent) == mode(tmp_path / "other") == 0o700
+        # A database an older version left readable is tightened when it is opened.
+        for f in files:
+            f.touch()
+            f.chmod(0o644)
+        open_db(data, FakeClock()).close()
+        assert mode(data / "tasks.db") == 0o600
+        assert all(mode(f) == 0o600 for f in files if f.exists())
+    finally:
+        os.umask(previous)

@@ -241,6 +241,8 @@ def test_priority_bounds_are_legal(db: StoreDB, priority: int) -> None:
         ("expected_read_bytes", -1, "expected_read_bytes"),
         ("expected_net_tx_bytes", -5, "expected_net_tx_bytes"),
         ("parent_id", 0, "parent_id"),
+        ("label", "x" * 1025, "label longer than 1024 characters"),
+        ("group_key", "g" * 257, "group_key longer than 256 characters"),
     ],
 )
 def test_invalid_fields_reject_the_batch(
@@ -261,6 +263,21 @@ def test_invalid_fields_reject_the_batch(
 
 def test_task_type_of_256_chars_is_accepted(db: StoreDB) -> None:
     assert kinds(db.submit([sub("a", task_type="x" * 256)])) == ["inserted"]
+
+
+def test_a_label_and_a_group_at_their_limits_are_accepted(db: StoreDB) -> None:
+    outcomes = db.submit([replace(sub("a"), label="é" * 1024, group_key="g" * 256)])
+    assert kinds(outcomes) == ["inserted"]
+
+
+def test_a_child_of_a_parent_that_does_not_exist_is_refused_and_nothing_stored(
+    db: StoreDB,
+) -> None:
+    [parent] = run(db, "p")
+    with pytest.raises(InvalidRequest, match="submission 1: parent task 999 does not exist"):
+        db.submit([sub("c1", parent_id=parent), sub("c2", parent_id=999)])
+    assert db.counts().pending == 0
+    assert row(db, parent).status == "running"
 
 
 def test_request_id_makes_a_retry_idempotent(db: StoreDB) -> None:

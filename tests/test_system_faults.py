@@ -5,27 +5,36 @@
   GroupLimiter and the ResourceMonitor — is killed and restarted while 1,000 tasks flow (a
   quarter of them grouped, a quarter with expected IO, so every actor has a part in them): no
   acknowledged submission is lost, every task is completed exactly once in history, and the
-  database passes ``PRAGMA integrity_check``.
+  database passes ``PRAGMA integrity_check``;
+* a peer sends a publishing socket a message far longer than a subscription can be: it is
+  disconnected before the actor buffers or keeps it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
+import psutil
 import pytest
+import zmq
 
 from bus.client import RequestClient
+from bus.errors import DatabaseError
 from bus.kinds import Ping, Pong, Stats, StatsReply
 from bus.kinds_run import DispatcherState, GetState
+from bus.subscribe import Subscription
 from taskmill.client import Client
 from taskmill.records import HistoryStatus, SubmitOutcome
 from taskmill.subscription import EventSubscriber
 from taskmill.task import TaskSubmission
-from tests.procfile_support import Deployment, deployed
+from tests.procfile_support import Deployment, Proc, deployed
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -196,3 +205,171 @@ def test_an_actor_killed_and_restarted_while_1000_tasks_flow_loses_nothing(
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         connection.close()
+
+
+# -- a hostile peer ---------------------------------------------------------------------------
+
+MiB = 1 << 20
+GROWTH_LIMIT = 64 * MiB
+"""More than an actor's memory moves by while it serves a few requests; far less than what
+libzmq allocates for a subscription of many MiB when it keeps one."""
+WAIT_S = 20.0
+
+
+def started(deployment: Deployment, actor: str) -> Proc:
+    proc = deployment.start(actor, actor)
+    deployment.wait_ready(proc, deployment.control(actor))
+    return proc
+
+
+def rss(proc: Proc) -> int:
+    return int(psutil.Process(proc.popen.pid).memory_info().rss)
+
+
+def raw_subscriber(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """An XSUB: it sends whatever subscription messages it is given, as a hostile peer would."""
+    sock: zmq.Socket[Any] = context.socket(zmq.XSUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+@pytest.mark.parametrize(("actor", "endpoint"), [("events", "events"), ("monitor", "readings")])
+def test_a_huge_subscription_is_refused_at_the_socket_and_others_still_subscribe(
+    deployment: Deployment, actor: str, endpoint: str
+) -> None:
+    proc = started(deployment, actor)
+    before = rss(proc)
+    context = deployment.context
+    address: str = getattr(deployment.topology, endpoint)
+    sock = raw_subscriber(context, address)
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        # Not a subscription (\x02): an XSUB would keep a subscription this long itself, in a
+        # structure it tears down recursively, and crash this process. The publishing socket
+        # refuses the message by its size before it reads what it is, as it would a
+        # subscription.
+        sock.send(b"\x02" + b"t" * (16 * MiB))
+        assert monitor.poll(int(WAIT_S * 1000)), f"the {actor} kept the connection"
+        if actor == "events":
+            with Subscription(context, address, [b""], timeout=WAIT_S) as sub:
+                assert sub.welcome_seq == 0
+        control = RequestClient(context, deployment.control(actor), timeout=WAIT_S)
+        try:
+            assert control.call(Ping(), Pong).name == actor
+        finally:
+            control.close()
+        after = rss(proc)
+    finally:
+        sock.disable_monitor()
+        monitor.close()
+        sock.close()
+    assert after - before < GROWTH_LIMIT, f"the {actor} grew by {(after - before) / MiB:.0f} MiB"
+
+
+# -- a full disk ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs, where a filler file can take the last byte; skipped where this process may
+    not mount one (only root may)."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s file system; the filler file."""
+    filler = directory / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            out.close()
+    return filler
+
+
+def test_a_full_disk_fails_commits_until_one_fits_and_the_store_still_stops_cleanly(
+    deployment: Deployment, small_disk: Path
+) -> None:
+    deployment.database = small_disk / "taskmill.db"
+    deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
+    store = started(deployment, "store")
+    with Client(deployment.topology, timeout=5.0, retries=0) as client:
+        client.submit(TaskSubmission("noop", key="before", payload=b"p" * 2000))
+        filler = fill(small_disk)
+        with pytest.raises(DatabaseError, match="full"):
+            client.submit(TaskSubmission("noop", key="full", payload=b"p" * 2000))
+        # A little room is enough for one more commit: the Store needs no restart.
+        with filler.open("r+b") as out:
+            out.truncate(filler.stat().st_size - 256 * 1024)
+        assert client.submit(TaskSubmission("noop", key="room", payload=b"p" * 2000)).id
+        fill(small_disk)
+        with pytest.raises(DatabaseError, match="full"):
+            client.submit(TaskSubmission("noop", key="full again", payload=b"p" * 2000))
+    # Stopped while the disk is full: no checkpoint fits, and it still ends cleanly.
+    assert deployment.stop(store) == 0, store.log_tail()
+    log = store.log_tail()
+    assert "Traceback" not in log and "store: stopped" in log
+    filler.unlink()
+    store = started(deployment, "store")  # what the WAL held is all there
+    with Client(deployment.topology) as client:
+        assert client.lookup("noop", "room").location == "active"
+
+
+def test_while_the_disk_is_full_the_dispatcher_retries_results_with_backoff_and_one_warning(
+    deployment: Deployment, small_disk: Path
+) -> None:
+    deployment.database = small_disk / "taskmill.db"
+    deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
+    for actor in ("store", "events", "limiter", "monitor"):
+        started(deployment, actor)
+    dispatcher = deployment.start("dispatcher", "dispatcher", pipe=True)
+    deployment.wait_ready(dispatcher, deployment.control("dispatcher"))
+    worker = deployment.start("worker", "worker", "--host-id", "w1")
+    deployment.wait_ready(worker, deployment.control("w1"))
+    assert dispatcher.stderr is not None
+    stats = RequestClient(deployment.context, deployment.control("dispatcher"), timeout=10)
+    with Client(deployment.topology) as client, client.subscribe() as events:
+        task = client.submit(TaskSubmission("sleepy", key="s").payload_json({"seconds": 0.5}))
+        wait_for_event(events, "dispatched", task.id)
+        filler = fill(small_disk)
+        dispatcher.stderr.until(lambda line: "store finish failed" in line, timeout=20)
+        # Retried (with backoff) a few times while the disk stays full: still one warning.
+        while stats.call(Stats(), StatsReply).counters["store_errors"] < 4:
+            events.recv(timeout=0.25)  # paces the question; nothing is expected
+        filler.unlink()
+        wait_for_event(events, "completed", task.id)
+    stats.close()
+    assert deployment.stop(dispatcher) == 0
+    deadline = time.monotonic() + 10
+    while dispatcher.stderr.next(deadline) is not None:  # every line, to the end
+        pass
+    warnings = [line for line in dispatcher.stderr.lines if " WARNING " in line]
+    assert len(warnings) == 1 and "store finish failed" in warnings[0], warnings
+    assert any("store requests succeed again after" in line for line in dispatcher.stderr.lines)
+
+
+def wait_for_event(events: EventSubscriber, kind: str, task_id: int | None) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        event = events.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if event is not None and event.type == kind and getattr(event, "task_id", None) == task_id:
+            return
+    raise AssertionError(f"no {kind} event for task {task_id}")

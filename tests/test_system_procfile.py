@@ -140,6 +140,27 @@ def test_an_actor_that_crashes_exits_non_zero(deployment: Deployment, tmp_path: 
     assert "cannot open the task database" in store.log_tail()
 
 
+@pytest.mark.parametrize("actor", ["store", "limiter"])
+def test_a_second_copy_of_an_actor_on_the_same_run_directory_exits_and_leaves_the_first_alone(
+    deployment: Deployment, actor: str
+) -> None:
+    first = deployment.start(actor, actor)
+    deployment.wait_ready(first, deployment.control(actor))
+    second = deployment.start(actor, actor)
+    assert second.popen.wait(15) == 2
+    log = second.log_tail()
+    assert f"{actor}: not started: another {actor} runs on this run directory" in log
+    assert f"process {first.popen.pid} already serves it" in log
+    assert "Traceback" not in log
+    # The first copy still owns its endpoints, so the stop meant for it reaches it.
+    deployment.wait_ready(first, deployment.control(actor))
+    assert deployment.stop(first) == 0
+    assert f"{actor}: stopped" in first.log_tail()
+    # Once it is gone, another copy starts.
+    third = deployment.start(actor, actor)
+    deployment.wait_ready(third, deployment.control(actor))
+
+
 def test_the_procfile_runs_every_actor_from_the_example_configuration() -> None:
     lines = (REPO / "Procfile").read_text().splitlines()
     entries = dict(

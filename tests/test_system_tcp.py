@@ -106,3 +106,24 @@ def test_curve_clients_with_the_listed_key_run_tasks_and_others_get_nothing(
         assert client.lookup("noop", b"plain").location == "not_found"
     log = "\n".join(deployment.logs())
     assert "refused a CURVE connection" in log
+
+
+def test_a_parent_spawns_its_child_over_curve(
+    tcp_deployment: tuple[Deployment, DeploymentConfig],
+) -> None:
+    # The executor host submits children over its own connection to the Store: over tcp that
+    # one must present the deployment's CURVE keys like every other.
+    deployment, cfg = tcp_deployment
+    deployment.start_actors(workers=("w1",))
+    with Client(cfg) as client, client.subscribe() as events:
+        parent = client.submit(TaskSubmission("parent", key="p"))
+        while True:
+            event = events.recv(timeout=20)
+            assert event is not None, "the parent never finished"
+            if event.type in ("completed", "failed") and event.task_id == parent.id:  # type: ignore[attr-defined]
+                break
+        history = client.history(limit=10)
+    assert {(h.task_type, h.status) for h in history} == {
+        ("parent", HistoryStatus.COMPLETED),
+        ("noop", HistoryStatus.COMPLETED),
+    }, [(h.task_type, h.status, h.last_error) for h in history]

@@ -35,6 +35,7 @@ import zmq
 
 from actors.dispatcher.recovery import adopt, orphans
 from actors.dispatcher.state import DispatcherCore, Settings
+from actors.dispatcher.trouble import StoreTrouble
 from bus.client import Peer
 from bus.errors import ErrorCode, ProtocolError, TaskmillError
 from bus.kinds import (
@@ -86,6 +87,7 @@ from bus.server import (
     DEFER,
     Deferred,
     Inbox,
+    MalformedLog,
     Request,
     RequestServer,
     current_request,
@@ -146,6 +148,10 @@ class Dispatcher(Actor):
         self._result_hosts: dict[int, bytes] = {}
         """Run id → the host that reported it, until its result is committed and acknowledged."""
         self._finish_in_flight = False
+        self._store_trouble = StoreTrouble()
+        self._retry_after = 0.0
+        """How long to wait before resending what the last failed Store request carried."""
+        self._host_malformed = MalformedLog("dispatcher hosts")
         self.counters = {
             "cycles": 0,
             "claims": 0,
@@ -275,13 +281,15 @@ class Dispatcher(Actor):
             self._dirty = False
         self._run()
 
-    def _heard(self, reply: Message | TaskmillError) -> bool:
-        """Note a reply from the Store; False (after logging) when it is an error."""
+    def _heard(self, reply: Message | TaskmillError, what: str = "request") -> bool:
+        """Note a reply from the Store; False (told once per episode) when it is an error."""
         if isinstance(reply, TaskmillError):
             self.counters["store_errors"] += 1
-            log.warning("store request failed: %s", reply)
+            self._retry_after = self._store_trouble.failed(what, reply, self.loop.clock.monotonic())
             return False
         self._store_heard = self.loop.clock.monotonic()
+        if what == "finish":  # what needs to commit succeeds again (a read may work all along)
+            self._store_trouble.succeeded()
         return True
 
     def _on_claim(self, reply: Message | TaskmillError, spec: ClaimSpec) -> None:
@@ -438,11 +446,11 @@ class Dispatcher(Actor):
         self, reply: Message | TaskmillError, batch: list[TaskResult], spec: ClaimSpec | None
     ) -> None:
         self._finish_in_flight = False
-        if not self._heard(reply):
+        if not self._heard(reply, "finish"):
             self._pending_results[:0] = batch  # keep them: resent on the next flush
             if spec is not None:
                 self._busy = False
-            self.loop.call_later(0.5, self._flush_results)
+            self.loop.call_later(self._retry_after, self._flush_results)
             return
         assert isinstance(reply, FinishReply)
         self._alarm(reply.next_due_ms)
@@ -496,11 +504,12 @@ class Dispatcher(Actor):
                 message, _ = decode(frames[1:])
             except ProtocolError as exc:
                 self.core.malformed += 1
-                log.debug("malformed host message dropped: %s", exc)
+                self._host_malformed.note(exc, self.loop.clock.monotonic())
                 continue
             handler = self._from_hosts.get(type(message))
             if handler is None:
                 self.core.malformed += 1
+                self._host_malformed.note(f"a {message.KIND} message", self.loop.clock.monotonic())
                 continue
             handler(identity, message)
         results, self._results = self._results, []
@@ -531,6 +540,10 @@ class Dispatcher(Actor):
     def _on_heartbeat(self, identity: bytes, message: HostHeartbeat) -> None:
         known = self.core.hosts.seen(identity, self.loop.clock.monotonic())
         self._send_host(identity, HostWelcome(self.settings.dispatcher_id, known))
+        reported = self.core.host_reported(identity, message)
+        self._emit(reported)
+        if reported and self.core.needs_gate():
+            self.wake()  # new readings of its machine: work its IO budget held may go now
 
     def _on_results(self, identity: bytes, message: RunResults) -> None:
         self.core.hosts.seen(identity, self.loop.clock.monotonic())

@@ -10,7 +10,8 @@ the tasks behind it.
 
 What the view is built from is kept here too, as plain objects any claim path can hold:
 ``HeldReadings`` (the monitor's readings, void once too old: docs/semantics.md "Pressure
-readings") and ``Capacity`` (what each IO axis can carry: "IO budget").
+readings"), ``Capacity`` (what each IO axis can carry: "IO budget") and ``MachineReadings`` (both,
+for a machine whose executor hosts report readings of their own).
 """
 
 from __future__ import annotations
@@ -68,6 +69,30 @@ class HeldReadings:
         return self.last if self.fresh(now) else Readings()
 
 
+READING_KEYS = ("cpu", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
+"""The names of the rates a host reports, in the order of ``Readings``' fields."""
+
+
+def resources_of(readings: Readings) -> dict[str, float]:
+    """The rates of ``readings`` by name (``READING_KEYS``), pressure left out."""
+    return dict(zip(READING_KEYS, (getattr(readings, key) for key in READING_KEYS), strict=True))
+
+
+def readings_from(values: Mapping[str, object]) -> Readings | None:
+    """A host's reported rates as ``Readings`` (a missing one reads 0, CPU at most 1), or None
+    when one is not a finite number >= 0."""
+    out: list[float] = []
+    for key in READING_KEYS:
+        value = values.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not (math.isfinite(value) and value >= 0):
+            return None
+        out.append(float(value))
+    cpu, read, write, rx, tx = out
+    return Readings(min(cpu, 1.0), read, write, rx, tx)
+
+
 MIN_CAPACITY_BPS = 50_000_000.0
 """The least capacity an axis is assumed to have when none is configured: a machine that has
 been quiet for an hour still moves this much."""
@@ -120,6 +145,20 @@ class Capacity:
                 out.append(max(peaks[0][1] if peaks else 0.0, MIN_CAPACITY_BPS))
         read, write, rx, tx = out
         return read, write, rx, tx
+
+
+@dataclass(slots=True)
+class MachineReadings:
+    """The readings an executor host reports of its own machine, good for ``held.lifetime_s``,
+    and what that machine's IO axes carry (its own peaks, the configured capacities alike)."""
+
+    machine: str
+    held: HeldReadings
+    capacity: Capacity
+
+    def update(self, readings: Readings, now: float) -> None:
+        self.held.update(readings, now)
+        self.capacity.observe(axis_rates(readings), now)
 
 
 class IOLearning:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,16 +18,19 @@ from actors.dispatcher.gate import (
     GateView,
     HeldReadings,
     IOLearning,
+    MachineReadings,
     Readings,
     Verdict,
     axis_rates,
     evaluate,
+    readings_from,
+    resources_of,
 )
 from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds import TaskResult, TaskRow, Transition
-from bus.kinds_run import DispatcherState, Event, ProgressRow, RunningTask
+from bus.kinds_run import DispatcherState, Event, HostHeartbeat, ProgressRow, RunningTask
 from bus.kinds_run import Readings as ReadingsMsg
 
 NO_EXECUTOR = "no executor registered for type '{}'"
@@ -69,6 +72,8 @@ class DispatcherCore:
         read, write = s.disk_capacity_bps or (None, None)
         self.capacity = Capacity((read, write, s.net_capacity_bps, s.net_capacity_bps))
         self._breakdown: list[tuple[str, float]] = []
+        self.host_readings: dict[bytes, MachineReadings] = {}
+        """Readings hosts report of their own machines, by host (docs/semantics.md "IO budget")."""
         self._tentative: dict[int, bytes | None] = {}
         self._candidates: dict[int, TaskRow] = {}
         self.learned_io = IOLearning(s.learn_interval_s)
@@ -126,11 +131,9 @@ class DispatcherCore:
         self._tentative.clear()
         self._candidates.clear()
         free = self.free_slots()
-        rows = [r.task for r in self.running.values()]
         host_free = {h: self.hosts_free(h) for h in self.hosts.identities()}
         now = self.clock.monotonic()
-        view = GateView(
-            running=rows,
+        base = GateView(
             readings=self._readings.current(now),
             capacity=self.capacity.current(now),
             monitoring=self.settings.monitoring,
@@ -138,6 +141,9 @@ class DispatcherCore:
             learned_io=self.learned_io.means,
             learning=self.learned_io.waiting,
         )
+        machines = _MachineViews(base, self.host_readings, now)
+        for task_id, entry in self.running.items():
+            machines.running(self.hosts.host_of(task_id)).append(entry.task)
         ids: list[int] = []
         for task in candidates:
             if len(ids) >= free:
@@ -148,20 +154,42 @@ class DispatcherCore:
                     self._candidates[task.id] = task
                     ids.append(task.id)
                 continue
-            verdict = evaluate(task, view)
+            verdict, identity = self._judge(task, host_free, machines)
             if verdict is Verdict.HOLD:
                 break
             if verdict is Verdict.SKIP:
                 continue
-            identity = self._pick(task.task_type, host_free)
             if identity is None:
                 continue  # every host of this type is full: others may still have room
             host_free[identity] -= 1
             self._tentative[task.id] = identity
             self._candidates[task.id] = task
-            rows.append(task)
+            machines.running(identity).append(task)
             ids.append(task.id)
         return ids
+
+    def _judge(
+        self, task: TaskRow, host_free: dict[bytes, int], machines: _MachineViews
+    ) -> tuple[Verdict, bytes | None]:
+        """The gate's verdict on ``task`` and the host it goes to: the hosts of its type with
+        room, most free first, each judged by its machine's view; the first one that admits it
+        takes it. With no host free the verdict is the monitor's machine's (a hold still holds)."""
+        first: Verdict | None = None
+        judged: set[str | None] = set()
+        hosts = [i for i, n in host_free.items() if n > 0 and task.task_type in self._types(i)]
+        for identity in sorted(hosts, key=lambda i: -host_free[i]):
+            machine = machines.machine_of(identity)
+            if machine in judged:
+                continue
+            judged.add(machine)
+            verdict = evaluate(task, machines.view(machine))
+            if verdict is Verdict.ADMIT:
+                return verdict, identity
+            first = first or verdict
+        return first or evaluate(task, machines.view(None)), None
+
+    def _types(self, identity: bytes) -> frozenset[str]:
+        return self.hosts._hosts[identity].task_types
 
     def hosts_free(self, identity: bytes) -> int:
         host = self.hosts._hosts.get(identity)
@@ -248,6 +276,7 @@ class DispatcherCore:
         return by_host
 
     def lose_host(self, host: Host) -> list[int]:
+        self.host_readings.pop(host.identity, None)
         ids = [i for i in host.running if i in self.running]
         for task_id in ids:
             self._drop(task_id)
@@ -324,6 +353,38 @@ class DispatcherCore:
         self.capacity.observe(axis_rates(readings), now)
         self._breakdown = list(message.breakdown)
 
+    def host_reported(self, identity: bytes, message: HostHeartbeat) -> list[Event]:
+        """A host's heartbeat with its own readings of its machine: kept (per host) for the IO
+        budget of the tasks placed on that machine, and shown to dashboards (the event)."""
+        host = self.hosts._hosts.get(identity)
+        if not message.readings or host is None:
+            return []
+        readings = readings_from(message.readings)
+        if readings is None:
+            self.malformed += 1
+            return []
+        machine = message.machine or host.host_id
+        entry = self.host_readings.get(identity)
+        if entry is None or entry.machine != machine:
+            lifetime = self.hosts.liveness * self.hosts.heartbeat_s
+            capacity = Capacity(self.capacity.configured)
+            entry = self.host_readings[identity] = MachineReadings(
+                machine, HeldReadings(lifetime), capacity
+            )
+        entry.update(readings, self.clock.monotonic())
+        data: dict[str, Any] = {"host": host.host_id, "machine": machine}
+        data.update(resources_of(readings))
+        return [Event("host_resources", data, self.now_ms())]
+
+    def host_resources(self) -> dict[str, dict[str, float]]:
+        """Host id → its fresh readings of its own machine."""
+        now = self.clock.monotonic()
+        return {
+            self.hosts._hosts[identity].host_id: resources_of(entry.held.last)
+            for identity, entry in self.host_readings.items()
+            if entry.held.fresh(now) and identity in self.hosts._hosts
+        }
+
     @property
     def readings(self) -> Readings:
         """The monitor's last readings while they are fresh; none (all 0) once they expired."""
@@ -345,13 +406,9 @@ class DispatcherCore:
             pressure=self.readings.pressure,
             pressure_breakdown=self.breakdown,
             hosts=len(self.hosts),
-            resources=self._resources() if self.settings.monitoring else {},
+            resources=resources_of(self.readings) if self.settings.monitoring else {},
+            host_resources=self.host_resources(),
         )
-
-    def _resources(self) -> dict[str, float]:
-        readings = dataclasses.asdict(self.readings)
-        del readings["pressure"]  # reported on its own
-        return readings
 
     def stats(self) -> dict[str, Any]:
         counts = {"running": len(self.running), "hosts": len(self.hosts)}
@@ -363,3 +420,53 @@ class DispatcherCore:
             "malformed": self.malformed,
             "pressure": self.readings.pressure,
         }
+
+
+class _MachineViews:
+    """The gate's view per machine for one admission cycle. A host with fresh readings of its
+    own machine is judged by them (the freshest report of any host on that machine), every other
+    host by the monitor's (machine None); each view counts the tasks running on its machine's
+    hosts only, the ones admitted in the cycle included."""
+
+    def __init__(
+        self, base: GateView, reports: Mapping[bytes, MachineReadings], now: float
+    ) -> None:
+        self.base = base
+        self.now = now
+        self.of_host: dict[bytes, str] = {}
+        self.latest: dict[str, MachineReadings] = {}
+        for identity, entry in reports.items():
+            if not entry.held.fresh(now):
+                continue
+            self.of_host[identity] = entry.machine
+            known = self.latest.get(entry.machine)
+            if known is None or entry.held.arrived_at > known.held.arrived_at:
+                self.latest[entry.machine] = entry
+        self._running: dict[str | None, list[TaskRow]] = {}
+        self._views: dict[str | None, GateView] = {}
+
+    def machine_of(self, identity: bytes | None) -> str | None:
+        return self.of_host.get(identity) if identity is not None else None
+
+    def running(self, identity: bytes | None) -> list[TaskRow]:
+        """The tasks running on the machine of host ``identity``: the list its view holds, so
+        appending an admitted task updates the view."""
+        return self._running.setdefault(self.machine_of(identity), [])
+
+    def view(self, machine: str | None) -> GateView:
+        view = self._views.get(machine)
+        if view is not None:
+            return view
+        running = self._running.setdefault(machine, [])
+        if machine is None:
+            view = dataclasses.replace(self.base, running=running)
+        else:
+            entry = self.latest[machine]
+            # Pressure is the whole deployment's (the monitor's): only the rates are local.
+            local = dataclasses.replace(entry.held.last, pressure=self.base.readings.pressure)
+            capacity = entry.capacity.current(self.now)
+            view = dataclasses.replace(
+                self.base, running=running, readings=local, capacity=capacity
+            )
+        self._views[machine] = view
+        return view

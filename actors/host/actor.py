@@ -5,8 +5,9 @@ it), a cancellation token per running task, and the byte counters executors reco
 
 Sockets:
 * DEALER to the Dispatcher's hosts ROUTER: ``host.hello`` at start, ``host.heartbeat`` every
-  ``heartbeat_s``, ``host.results`` and ``host.progress`` batched once per loop turn; receives
-  ``host.welcome``, ``host.run`` and ``host.cancel``.
+  ``heartbeat_s`` (with this machine's readings when it samples), ``host.results`` and
+  ``host.progress`` batched once per loop turn; receives ``host.welcome``, ``host.run`` and
+  ``host.cancel``.
 * DEALER to the Store (an ``AsyncRequester``), for tasks that submit work (children).
 
 Many tasks are in flight at once; results that finish in the same loop turn go back in one
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,8 +51,10 @@ from bus.kinds_run import (
     RunResults,
     RunTasks,
 )
+from bus.limits import MAX_PAYLOAD_BYTES
 from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import Actor, ActorLoop, Timer
+from bus.server import MalformedLog
 
 log = logging.getLogger("taskmill.worker")
 
@@ -62,13 +66,16 @@ their own before it stops the host, whose loop then cancels what is left outrigh
 that watches its token gets the time to stop cleanly; one that ignores it holds the shutdown
 up by no more than this."""
 
-MAX_RESULT_BYTES = 1_048_576
-"""The largest result a run may return (1 MiB, like a payload); a larger one fails the run."""
+MAX_RESULT_BYTES = MAX_PAYLOAD_BYTES
+"""The largest result a run may return (1 MiB, as a payload); a larger one fails the run."""
 
 T = TypeVar("T")
 Runner = Callable[["RunHandle"], Awaitable[bytes | None]]
 """Runs one task (both phases): returns its encoded result (or None), or raises ``TaskError``
 (whose ``retry_after``, when it has one, is the delay it asks for) / any exception."""
+ReadMachine = Callable[[], Mapping[str, float]]
+"""Samples this host's machine: its smoothed readings by name (``host.heartbeat`` ``readings``).
+Called on the host's loop once per heartbeat, so it must return promptly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,8 @@ class HostSettings:
     cancel_grace_s: float = 5.0
     store_timeout: float = 10.0
     threads: int | None = None
+    machine: str = field(default_factory=socket.gethostname)
+    """The machine this host runs on, named in the readings it reports (when it samples)."""
     task_timeouts: Mapping[str, float] = field(default_factory=dict)
     """The time limit of one run per task type (a task's own ``timeout_s`` wins)."""
 
@@ -127,8 +136,14 @@ class RunHandle:
             try:
                 reply = await self._host.store().call(request, SubmitReply)
                 return reply.outcomes
-            except ActorUnavailable:
+            except ActorUnavailable as exc:
                 if attempt == SUBMIT_ATTEMPTS - 1:
+                    log.warning(
+                        "host %s: task %d could not submit to the Store: %s",
+                        self._host.settings.host_id,
+                        self.task.id,
+                        exc,
+                    )
                     raise
                 await asyncio.sleep(delay)  # back off before asking a restarting Store again
                 delay = min(delay * 2, 2.0)
@@ -164,8 +179,13 @@ class ExecutorHost(Actor):
         *,
         state: dict[type, object] | None = None,
         clock: Clock | None = None,
+        read_machine: ReadMachine | None = None,
     ) -> None:
         self.runners = dict(runners)
+        self.read_machine = read_machine
+        """Set when this host reports its own machine's readings (on another machine than the
+        ResourceMonitor's), so its tasks' IO budgets are judged by them."""
+        self._sampling_failed = False
         self.settings = settings
         self.state: dict[type, object] = state if state is not None else {}
         self.clock = clock or SystemClock()
@@ -185,6 +205,7 @@ class ExecutorHost(Actor):
         self._progress: dict[int, ProgressRow] = {}
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
+        self._malformed = MalformedLog(f"host {settings.host_id}: from the Dispatcher")
         self.lag = LagWatch(self.clock)
         """Warns when a blocking call in an async executor holds the event loop."""
         self.counters = {
@@ -194,6 +215,7 @@ class ExecutorHost(Actor):
             "cancelled": 0,
             "malformed": 0,
             "reconnects": 0,
+            "sampler_errors": 0,
             "timeouts": 0,
         }
 
@@ -262,8 +284,12 @@ class ExecutorHost(Actor):
 
     def store(self) -> AsyncRequester:
         if self._store is None:
+            endpoint = self.settings.store_endpoint
             self._store = AsyncRequester(
-                self.loop.context, self.settings.store_endpoint, timeout=self.settings.store_timeout
+                self.loop.context,
+                endpoint,
+                timeout=self.settings.store_timeout,
+                configure=self.loop.client_security(endpoint),  # CURVE on tcp, as every socket
             )
         return self._store
 
@@ -291,7 +317,23 @@ class ExecutorHost(Actor):
             self._connect()
             return
         running = sorted({handle.task.id for handle, _ in self._runs.values()})
-        self._send(HostHeartbeat(s.host_id, running))
+        self._send(HostHeartbeat(s.host_id, running, self._readings(), s.machine))
+
+    def _readings(self) -> dict[str, float]:
+        """This machine's readings for the heartbeat; none when the host does not sample, or
+        when sampling failed (the Dispatcher then lets them expire)."""
+        if self.read_machine is None:
+            return {}
+        try:
+            readings = dict(self.read_machine())
+        except Exception:  # the first failure in a row with its traceback, then quietly
+            self.counters["sampler_errors"] += 1
+            level = logging.DEBUG if self._sampling_failed else logging.WARNING
+            log.log(level, "sampling this machine failed", exc_info=True)
+            self._sampling_failed = True
+            return {}
+        self._sampling_failed = False
+        return readings
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         self._last_heard = self.loop.clock.monotonic()
@@ -301,7 +343,7 @@ class ExecutorHost(Actor):
                 message, _ = decode(frames)
             except ProtocolError as exc:
                 self.counters["malformed"] += 1
-                log.debug("malformed message dropped: %s", exc)
+                self._malformed.note(exc, self.loop.clock.monotonic())
                 continue
             if isinstance(message, RunTasks):
                 run_ids = message.run_ids or [0] * len(message.tasks)
@@ -318,6 +360,7 @@ class ExecutorHost(Actor):
                     self._hello()  # a restarted Dispatcher learns what this host runs
             else:
                 self.counters["malformed"] += 1
+                self._malformed.note(f"a {message.KIND} message", self.loop.clock.monotonic())
 
     # -- running -----------------------------------------------------------------------------
 

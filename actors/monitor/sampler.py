@@ -4,7 +4,10 @@ A ``ResourceSampler`` turns the system's counters into a ``ResourceSnapshot`` (C
 fraction 0..1 and bytes/s for disk read, disk write, network receive and network send). The
 built-in one, ``PsutilSampler`` (``platform_sampler()``), derives each rate from the difference
 between two readings of psutil's cumulative counters, over the time between them on an injected
-monotonic clock, so it never waits: a call reads counters and returns.
+monotonic clock, so it never waits: a call reads counters and returns. It counts the machine's
+physical network interfaces and disks only (``DeviceFilter``): loopback and virtual interfaces
+carry traffic that never leaves the machine (a deployment's own ZeroMQ connections), and
+virtual block devices and partitions would count the same bytes twice.
 
 ``SmoothedReadings`` applies an ``Ewma`` per series (semantics.md "Resource sampling": alpha 0.3,
 the first sample taken as is); it is also the ``ResourceReader`` that ``NetworkPressure`` reads.
@@ -12,7 +15,10 @@ the first sample taken as is); it is also the ``ResourceReader`` that ``NetworkP
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,20 +71,106 @@ class _Counters:
     tx: float
 
 
-def _read_counters() -> _Counters:
-    disk: Any = psutil.disk_io_counters()
-    net: Any = psutil.net_io_counters()
-    # psutil answers None where the platform exposes no counters (some containers): no traffic.
-    return _Counters(
-        read=float(disk.read_bytes) if disk is not None else 0.0,
-        write=float(disk.write_bytes) if disk is not None else 0.0,
-        rx=float(net.bytes_recv) if net is not None else 0.0,
-        tx=float(net.bytes_sent) if net is not None else 0.0,
-    )
+LOOPBACK = ("lo", "lo[0-9]*", "Loopback*")
+VIRTUAL_INTERFACES = (
+    *LOOPBACK,
+    "docker*",
+    "veth*",
+    "br-*",
+    "virbr*",
+    "tun*",
+    "tap*",
+    "utun*",
+    "bridge*",
+    "vmnet*",
+    "awdl*",
+    "llw*",
+)
+"""Interface names taken for loopback or virtual wherever the system cannot say (no sysfs)."""
+SYSFS = "/sys"
+"""Where Linux shows its devices."""
+VIRTUAL_DISKS = ("loop*", "ram*", "zram*", "dm-*", "md*", "nbd*")
+"""Block device names taken for virtual (or stacked on other disks) wherever sysfs cannot say."""
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+class DeviceFilter:
+    """Which network interfaces and disks the sampler counts.
+
+    ``interfaces`` / ``disks``: names or shell patterns (``"eth*"``) to count, exactly those; None
+    (the default) counts the physical ones. On Linux an interface is physical when sysfs shows a
+    device behind it (``/sys/class/net/<name>/device``) and a disk when it is a whole disk with a
+    device behind it (``/sys/block/<name>/device``): loopback, bridges, veth pairs, tunnels,
+    loop, RAM and device-mapper disks and partitions are left out. Elsewhere, or when sysfs is
+    not there, the names in ``VIRTUAL_INTERFACES`` / ``VIRTUAL_DISKS`` are left out. When that
+    leaves no interface at all (a container whose only link is a veth), every interface but
+    loopback counts: its traffic still leaves the container.
+    """
+
+    def __init__(
+        self,
+        interfaces: Iterable[str] | None = None,
+        disks: Iterable[str] | None = None,
+        sysfs: str | None = None,
+    ) -> None:
+        self.interfaces = None if interfaces is None else tuple(interfaces)
+        self.disks = None if disks is None else tuple(disks)
+        self.sysfs = sysfs or SYSFS
+
+    def _sys(self, *parts: str) -> str | None:
+        """A sysfs directory, or None where there is no sysfs to ask (not Linux)."""
+        root = os.path.join(self.sysfs, *parts)
+        return root if os.path.isdir(root) else None
+
+    def physical_interface(self, name: str) -> bool:
+        if _matches(name, VIRTUAL_INTERFACES):
+            return False
+        root = self._sys("class", "net")
+        return root is None or os.path.exists(os.path.join(root, name, "device"))
+
+    def physical_disk(self, name: str) -> bool:
+        if _matches(name, VIRTUAL_DISKS):
+            return False
+        root = self._sys("block")
+        return root is None or os.path.exists(os.path.join(root, name, "device"))
+
+    def network(self, names: Iterable[str]) -> list[str]:
+        """The interfaces among ``names`` to count."""
+        names = list(names)
+        if self.interfaces is not None:
+            return [n for n in names if _matches(n, self.interfaces)]
+        chosen = [n for n in names if self.physical_interface(n)]
+        return chosen or [n for n in names if not _matches(n, LOOPBACK)]
+
+    def block(self, names: Iterable[str]) -> list[str]:
+        """The disks among ``names`` to count."""
+        if self.disks is not None:
+            return [n for n in names if _matches(n, self.disks)]
+        return [n for n in names if self.physical_disk(n)]
+
+
+def _sum(counters: Mapping[str, Any] | None, names: list[str], *fields: str) -> list[float]:
+    # psutil answers None or nothing where the platform exposes no counters (some containers).
+    found = [counters[n] for n in names] if counters else []
+    return [float(sum(getattr(c, f) for c in found)) for f in fields]
+
+
+def _read_counters(devices: DeviceFilter) -> _Counters:
+    disks: Any = psutil.disk_io_counters(perdisk=True)
+    nics: Any = psutil.net_io_counters(pernic=True)
+    read, write = _sum(disks, devices.block(disks or ()), "read_bytes", "write_bytes")
+    rx, tx = _sum(nics, devices.network(nics or ()), "bytes_recv", "bytes_sent")
+    return _Counters(read, write, rx, tx)
 
 
 class PsutilSampler:
     """System-wide CPU, disk and network rates from psutil, without ever blocking.
+
+    Disk and network rates sum the devices ``devices`` selects (``DeviceFilter``: the physical
+    ones by default).
 
     Rates are counter deltas divided by the time since the previous ``sample()`` (or since
     construction) on ``clock.monotonic()``. CPU usage is ``psutil.cpu_percent(interval=None)`` /
@@ -88,17 +180,18 @@ class PsutilSampler:
     time elapsed repeats the previous snapshot.
     """
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, devices: DeviceFilter | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.devices = devices or DeviceFilter()
         psutil.cpu_percent(interval=None)  # prime: the first reading is meaningless
-        self._counters = _read_counters()
+        self._counters = _read_counters(self.devices)
         self._at = self.clock.monotonic()
         self._last = ResourceSnapshot()
 
     def sample(self) -> ResourceSnapshot:
         now = self.clock.monotonic()
         cpu = _fraction(float(psutil.cpu_percent(interval=None)) / 100.0)
-        counters = _read_counters()
+        counters = _read_counters(self.devices)
         elapsed = now - self._at
         if elapsed <= 0:
             return self._last
@@ -114,9 +207,15 @@ class PsutilSampler:
         return self._last
 
 
-def platform_sampler(clock: Clock | None = None) -> ResourceSampler:
-    """The built-in sampler for this platform (psutil: Linux, macOS, Windows, BSD)."""
-    return PsutilSampler(clock)
+def platform_sampler(
+    clock: Clock | None = None,
+    *,
+    interfaces: Iterable[str] | None = None,
+    disks: Iterable[str] | None = None,
+) -> ResourceSampler:
+    """The built-in sampler for this platform (psutil: Linux, macOS, Windows, BSD), counting the
+    named interfaces and disks (names or shell patterns), else the physical ones."""
+    return PsutilSampler(clock, DeviceFilter(interfaces, disks))
 
 
 def _alpha(alpha: float) -> float:

@@ -61,7 +61,7 @@ TASK_EVENTS = frozenset(
         "waiting",
     }
 )
-SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources"})
+SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources", "host_resources"})
 WELCOME_PREFIX = b"welcome."
 BATCH_WELCOME_PREFIX = b"welcome.b."
 """The welcome topic of a subscriber that reads ``events.published`` (protocol 1.1)."""
@@ -73,6 +73,15 @@ subscriber that stops reading holds at most ``queue_limit`` times this many even
 
 MAX_BATCH_BYTES = MAX_FRAME_BYTES // 4
 """Largest batch body; a run whose batch would be larger goes one event per message."""
+
+RESOURCE_SERIES = (
+    ("cpu", "cpu_usage_ratio", "Smoothed CPU usage, 0..1"),
+    ("disk_read_bps", "disk_read_bytes_per_second", "Smoothed disk read rate"),
+    ("disk_write_bps", "disk_write_bytes_per_second", "Smoothed disk write rate"),
+    ("net_rx_bps", "network_receive_bytes_per_second", "Smoothed network rx rate"),
+    ("net_tx_bps", "network_transmit_bytes_per_second", "Smoothed network tx rate"),
+)
+"""The readings as gauges: (key in the event, metric name after ``taskmill_``, help)."""
 
 MAX_LABEL_VALUES = 200
 """Distinct values one label (event type, task type) may take; later ones are counted as other."""
@@ -177,25 +186,21 @@ class EventMetrics:
             "taskmill_pressure_source", "Backpressure per source, 0..1.", ["source"], registry=r
         )
         self.resource = {
-            "cpu": Gauge("taskmill_cpu_usage_ratio", "Smoothed CPU usage, 0..1.", registry=r),
-            "disk_read_bps": Gauge(
-                "taskmill_disk_read_bytes_per_second", "Smoothed disk read rate.", registry=r
-            ),
-            "disk_write_bps": Gauge(
-                "taskmill_disk_write_bytes_per_second", "Smoothed disk write rate.", registry=r
-            ),
-            "net_rx_bps": Gauge(
-                "taskmill_network_receive_bytes_per_second",
-                "Smoothed network rx rate.",
+            key: Gauge(f"taskmill_{name}", f"{text}.", registry=r)
+            for key, name, text in RESOURCE_SERIES
+        }
+        self.host_resource = {
+            key: Gauge(
+                f"taskmill_host_{name}",
+                f"{text} of the machine of an executor host that samples its own, by host.",
+                ["host"],
                 registry=r,
-            ),
-            "net_tx_bps": Gauge(
-                "taskmill_network_transmit_bytes_per_second",
-                "Smoothed network tx rate.",
-                registry=r,
-            ),
+            )
+            for key, name, text in RESOURCE_SERIES
         }
         self.sources = LabelCap()
+        self.hosts = LabelCap()
+        """Host labels: hosts come and go with their ids, so the series stay bounded."""
         self._children: dict[tuple[int, str], Any] = {}
 
     def observe(self, event_type: str, task_type: str, data: Mapping[str, Any]) -> None:
@@ -215,6 +220,8 @@ class EventMetrics:
             self._child(self.preempted, task_type).inc()
         elif event_type == "resources":
             self._resources(data)
+        elif event_type == "host_resources":
+            self._host_resources(data)
         duration_ms = data.get("duration_ms")
         if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
             self._child(self.duration, task_type).observe(max(0.0, duration_ms / 1000))
@@ -243,6 +250,17 @@ class EventMetrics:
                     name, value = item
                     if isinstance(value, int | float):
                         self.source_pressure.labels(source=self.sources(name)).set(value)
+
+    def _host_resources(self, data: Mapping[str, Any]) -> None:
+        """One host's readings of its machine; hosts past ``MAX_LABEL_VALUES`` share ``other``."""
+        host = data.get("host")
+        if not isinstance(host, str):
+            return
+        label = self.hosts(host)
+        for key, gauge in self.host_resource.items():
+            value = data.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._child(gauge, label).set(value)
 
 
 class EventPublisher(Actor):

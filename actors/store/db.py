@@ -14,6 +14,8 @@ The rules are those of the spec's ``semantics.md``; the state changes live in ``
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -30,6 +32,8 @@ from bus.kinds import (
     ClaimSpec,
     CountsReply,
     GroupsReply,
+    History,
+    HistoryReply,
     HistoryRow,
     LookupReply,
     Outcome,
@@ -43,6 +47,28 @@ from bus.kinds import (
 )
 
 BUSY_TIMEOUT_MS = 5_000
+PRIVATE_MODE = 0o600
+"""The database and its WAL and shm files hold payloads (secrets, maybe): their owner's only."""
+
+
+def _make_private(path: str) -> None:
+    """Create the database file with ``PRIVATE_MODE`` whatever the umask, and tighten files an
+    earlier run left readable. SQLite gives the WAL and shm files it creates the database file's
+    mode, so a private database keeps its companions private."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_MODE:
+            os.fchmod(fd, PRIVATE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            if stat.S_IMODE(os.stat(path + suffix).st_mode) != PRIVATE_MODE:
+                os.chmod(path + suffix, PRIVATE_MODE)
+        except FileNotFoundError:
+            continue
 
 
 class StoreDB:
@@ -72,11 +98,12 @@ class StoreDB:
         """The builder's ``default_retry_policy``; None: the v1 rule (``max_retries``, no delay)."""
         self._retries = Retries(self.retry_policies, default_retry)
         try:
+            _make_private(self.path)
             conn = apsw.Connection(self.path)
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
-        except apsw.Error as exc:
+        except (apsw.Error, OSError) as exc:
             raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
         self._core = Core(
             conn,
@@ -191,6 +218,10 @@ class StoreDB:
             if outcomes[0].kind != "duplicate":
                 self._core.run("DELETE FROM history WHERE id = ?", (history_id,))
             return outcomes
+
+    def history_page(self, query: History) -> HistoryReply:
+        """``history`` as one reply: the rows that fit in a frame, and where the rest start."""
+        return queries.history_page(self._core, query)
 
     def history_stats(self, task_type: str) -> TypeStatsReply:
         return queries.history_stats(self._core, task_type)

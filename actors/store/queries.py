@@ -21,9 +21,31 @@ from actors.store.schema import (
     task_row,
 )
 from bus.errors import InvalidRequest
-from bus.kinds import CountsReply, HistoryRow, LookupReply, TaskRow, ThroughputReply, TypeStatsReply
+from bus.kinds import (
+    CountsReply,
+    History,
+    HistoryReply,
+    HistoryRow,
+    LookupReply,
+    TaskRow,
+    ThroughputReply,
+    TypeStatsReply,
+)
+from bus.protocol import MAX_FRAME_BYTES
 
 MAX_LIMIT = 100_000
+HISTORY_REPLY_BYTES = MAX_FRAME_BYTES * 3 // 4
+"""Most bytes of history one reply carries (a quarter of the frame left for what the estimate
+leaves out); the rows past it come in the next page."""
+HISTORY_ROW_BYTES = 256
+"""What a history row costs on the wire besides its payload and text: its ids, numbers, times
+and key."""
+_HISTORY_ROW_SIZE = (
+    "coalesce(length(payload), 0) + length(CAST(task_type AS BLOB)) "
+    "+ length(CAST(label AS BLOB)) + coalesce(length(CAST(last_error AS BLOB)), 0) "
+    "+ coalesce(length(CAST(group_key AS BLOB)), 0)"
+)
+"""The variable part of a row's size: read without reading the payloads themselves."""
 
 
 def check_limit(limit: int, name: str = "limit") -> int:
@@ -227,6 +249,31 @@ def history(
     status: str | None = None,
 ) -> list[HistoryRow]:
     """History newest first (completed_at_ms DESC, id DESC), optionally filtered."""
+    query, params = _history_query(limit, offset, task_type, key, status)
+    rows = core.all(query.format(columns=HISTORY_COLUMNS), params)
+    return [history_row(r) for r in rows]
+
+
+def history_page(core: Core, q: History, max_bytes: int = HISTORY_REPLY_BYTES) -> HistoryReply:
+    """``history``, as many rows as fit in ``max_bytes`` (one at least): four runs with 1 MiB
+    payloads do not fit in one frame. When rows were left out, ``next_offset`` is the offset
+    that asks for them."""
+    query, params = _history_query(q.limit, q.offset, q.task_type, q.key, q.status)
+    fit, total = 0, 0
+    sizes = core.all(query.format(columns=_HISTORY_ROW_SIZE), params)
+    for (size,) in sizes:
+        total += size + HISTORY_ROW_BYTES
+        if total > max_bytes and fit:
+            break
+        fit += 1
+    rows = history(core, fit, q.offset, q.task_type, q.key, q.status)
+    return HistoryReply(rows, next_offset=None if fit == len(sizes) else q.offset + fit)
+
+
+def _history_query(
+    limit: int, offset: int, task_type: str | None, key: str | None, status: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The history query, its selected ``{columns}`` left to fill, and its parameters."""
     check_limit(limit)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidRequest(f"offset must be a non-negative integer, got {offset!r}")
@@ -241,12 +288,11 @@ def history(
             where.append(f"{column} = +?")
             params.append(value)
     clause = f"WHERE {' AND '.join(where)} " if where else ""
-    rows = core.all(
-        f"SELECT {HISTORY_COLUMNS} FROM history {clause}"
-        "ORDER BY completed_at_ms DESC, id DESC LIMIT +? OFFSET +?",
-        (*params, limit, offset),
+    query = (
+        f"SELECT {{columns}} FROM history {clause}"
+        "ORDER BY completed_at_ms DESC, id DESC LIMIT +? OFFSET +?"
     )
-    return [history_row(r) for r in rows]
+    return query, (*params, limit, offset)
 
 
 def result(core: Core, task_id: int) -> list[HistoryRow]:

@@ -28,9 +28,7 @@ from actors.store.queries import by_key
 from actors.store.schema import key8, stored_retry_spec
 from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, RetrySpec, Submission
-
-MAX_PAYLOAD_BYTES = 1_048_576
-MAX_TASK_TYPE_CHARS = 256
+from bus.limits import MAX_GROUP_CHARS, MAX_LABEL_CHARS, MAX_PAYLOAD_BYTES, MAX_TASK_TYPE_CHARS
 
 
 def validate(sub: Submission, index: int) -> None:
@@ -52,6 +50,7 @@ def _plainly_valid(sub: Submission) -> bool:
         and type(sub.key) is str
         and _is_key(sub.key)
         and type(sub.label) is str
+        and len(sub.label) <= MAX_LABEL_CHARS
         and type(sub.priority) is int
         and 0 <= sub.priority <= 255
         and (payload is None or (type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES))
@@ -63,7 +62,7 @@ def _plainly_valid(sub: Submission) -> bool:
         and 0 <= sub.expected_net_rx_bytes < 2**63
         and type(sub.expected_net_tx_bytes) is int
         and 0 <= sub.expected_net_tx_bytes < 2**63
-        and (group_key is None or type(group_key) is str)
+        and (group_key is None or (type(group_key) is str and len(group_key) <= MAX_GROUP_CHARS))
         and type(sub.fail_fast) is bool
         and (parent_id is None or (type(parent_id) is int and parent_id >= 1))
         and sub.due_at_ms is None
@@ -86,6 +85,8 @@ def _explain(sub: Submission, where: str) -> None:
         raise InvalidRequest(f"{where}: key must be 64 lowercase hex characters (a SHA-256)")
     if not isinstance(sub.label, str):
         raise InvalidRequest(f"{where}: label must be a string")
+    if len(sub.label) > MAX_LABEL_CHARS:
+        raise InvalidRequest(f"{where}: label longer than {MAX_LABEL_CHARS} characters")
     if not _is_int(sub.priority) or not 0 <= sub.priority <= 255:
         raise InvalidRequest(
             f"{where}: priority must be an integer in 0..255, got {sub.priority!r}"
@@ -108,6 +109,8 @@ def _explain(sub: Submission, where: str) -> None:
             raise InvalidRequest(f"{where}: {name} must be a non-negative integer")
     if sub.group_key is not None and not isinstance(sub.group_key, str):
         raise InvalidRequest(f"{where}: group_key must be a string or None")
+    if sub.group_key is not None and len(sub.group_key) > MAX_GROUP_CHARS:
+        raise InvalidRequest(f"{where}: group_key longer than {MAX_GROUP_CHARS} characters")
     if not isinstance(sub.fail_fast, bool):
         raise InvalidRequest(f"{where}: fail_fast must be a bool")
     if sub.parent_id is not None and (not _is_int(sub.parent_id) or sub.parent_id < 1):
@@ -176,6 +179,7 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
             return [Outcome(k, i, p) for k, i, p in msgpack.unpackb(seen)]
     for index, sub in enumerate(subs):
         validate(sub, index)
+    _check_parents(core, subs)
     now = core.now()
     inserted = _insert_new(core, subs, now)
     outcomes = [
@@ -191,6 +195,18 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
             (request_id, packed, now),
         )
     return outcomes
+
+
+def _check_parents(core: Core, subs: Sequence[Submission]) -> None:
+    """Refuse the batch (nothing written) when a child names a parent no active task is: the
+    child would wait on, and finish into, nothing."""
+    parents = {sub.parent_id for sub in subs if sub.parent_id is not None}
+    for parent_id in sorted(parents):  # once per parent, however many children
+        if core.value("SELECT 1 FROM tasks WHERE id = ?", (parent_id,)) is None:
+            index = next(i for i, sub in enumerate(subs) if sub.parent_id == parent_id)
+            raise InvalidRequest(
+                f"submission {index}: parent task {parent_id} does not exist (no active task)"
+            )
 
 
 def _existing(core: Core, sub: Submission) -> Outcome:

@@ -1,0 +1,32 @@
+"""How large the text and bytes of a submission may be: one place for the client and the Store.
+
+The Store enforces them (it is the authority, whatever client sent the submission);
+``taskmill.TaskSubmission`` checks the same limits as values are set, so a user learns of a
+too-long label where it was set, not from a reply. Text limits count characters; a character
+takes at most four bytes in UTF-8, so the largest row stays far below the frame limit
+(``bus.protocol.MAX_FRAME_BYTES``) beside its payload.
+"""
+
+from __future__ import annotations
+
+MAX_PAYLOAD_BYTES = 1_048_576
+"""The largest payload accepted (1 MiB); exactly this many bytes is still accepted."""
+MAX_TASK_TYPE_CHARS = 256
+MAX_KEY_CHARS = 1024
+"""An explicit dedup key (hashed into the 64-hex key the Store sees)."""
+MAX_LABEL_CHARS = 1024
+MAX_GROUP_CHARS = 256
+
+
+def check_text(name: str, value: str, max_chars: int) -> str:
+    """``value`` if it is text that can travel (UTF-8, no lone surrogate) of at most
+    ``max_chars`` characters; ``ValueError`` saying which limit it broke otherwise."""
+    if len(value) > max_chars:
+        raise ValueError(f"{name} is {len(value)} characters long; the limit is {max_chars}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} is not valid text: {exc.reason} at position {exc.start}"
+        ) from None
+    return value
