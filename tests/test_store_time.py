@@ -168,6 +168,8 @@ def test_policy_delays() -> None:
     linear = spec("linear", initial_s=1, increment_s=2, max_s=6)
     assert [delay_s(linear, n) for n in range(5)] == [1, 3, 5, 6, 6]
     assert delay_s(spec("exponential", initial_s=1, max_s=300), 10_000) == 300
+    steep = spec("exponential", initial_s=1, multiplier=1e6, max_s=60)
+    assert delay_s(steep, 5_000) == 60  # the float overflows: the cap applies
     jitter = spec("exponential_jitter", initial_s=4, multiplier=2)
     assert delay_s(jitter, 1, uniform=lambda a, b: b) == 8
     assert delay_s(jitter, 1, uniform=lambda a, b: a) == 0

@@ -379,8 +379,9 @@ class StoreActor(Actor):
                 policy_changed = True  # a limit may have been raised: a group may have room
             if not isinstance(reply, SubmitReply):
                 continue
-            assert isinstance(request.message, Submit)
-            subs = request.message.submissions
+            # A dead letter submitted again (store.retry_dead_letter) wakes the Dispatcher; it
+            # never preempts (its outcome has no submission of the request's own to look at).
+            subs = request.message.submissions if isinstance(request.message, Submit) else []
             kinds = Counter(outcome.kind for outcome in reply.outcomes)
             for kind, n in kinds.items():
                 key = "duplicates" if kind == "duplicate" else kind

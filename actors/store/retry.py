@@ -9,6 +9,7 @@ the executor asked for (``TaskError(retry_after=)``) wins over the policy's.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ def delay_s(
     elif spec.strategy == "linear":
         delay = spec.initial_s + n * spec.increment_s
     elif spec.strategy in ("exponential", "exponential_jitter"):
-        # Past ~1,000 doublings the float overflows; the cap (or a huge delay) applies anyway.
-        delay = spec.initial_s * spec.multiplier ** min(n, 1_000) if spec.initial_s else 0.0
+        try:
+            delay = spec.initial_s * spec.multiplier**n if spec.initial_s else 0.0
+        except OverflowError:  # a steep policy after many retries: the cap applies
+            delay = math.inf
     else:  # none
         return 0.0
     if spec.max_s is not None:
