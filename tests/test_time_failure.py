@@ -195,9 +195,6 @@ async def test_exhausted_retries_go_to_the_dead_letter(tmp_path: Path) -> None:
         await events.close()
 
 
-@pytest.mark.xfail(
-    strict=False, reason="the Store's notify step takes every SubmitReply for a Submit's"
-)
 async def test_a_dead_lettered_task_can_be_submitted_again(tmp_path: Path) -> None:
     flaky = Flaky()
     scheduler = await _one_retry(tmp_path, flaky).build()
