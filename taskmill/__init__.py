@@ -70,7 +70,7 @@ from taskmill.scheduler import Scheduler
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
-from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
+from taskmill.task import TaskSubmission, TtlFrom, TypedTask, generate_dedup_key
 
 __all__ = [
     "ActorUnavailable",
@@ -134,6 +134,7 @@ __all__ = [
     "TaskSubmission",
     "TaskmillError",
     "ThrottlePolicy",
+    "TtlFrom",
     "TypeStats",
     "TypedTask",
     "Waiting",

@@ -50,6 +50,9 @@ class AppSpec:
     retry_policies: dict[str, RetryPolicy] = field(default_factory=dict)
     default_retry: RetryPolicy | None = None
     task_timeouts: dict[str, float] = field(default_factory=dict)
+    task_ttls: dict[str, float] = field(default_factory=dict)
+    default_ttl: float | None = None
+    expiry_sweep_s: float | None = 30.0
 
 
 def _policy(policy: RetryPolicy) -> RetryPolicy:
@@ -105,6 +108,24 @@ class SchedulerBuilder:
         """The longest one run of ``task_type`` may take (a submission's ``timeout`` wins): past
         it the run's token is cancelled, and the run counts as a retryable failure."""
         self.spec.task_timeouts[task_type] = seconds("task timeout", limit, positive=True)
+        return self
+
+    def task_ttl(self, task_type: str, ttl: float | timedelta) -> SchedulerBuilder:
+        """The TTL of ``task_type``'s submissions that give none (counted from submission)."""
+        self.spec.task_ttls[task_type] = seconds("task ttl", ttl, positive=True)
+        return self
+
+    def default_ttl(self, ttl: float | timedelta | None) -> SchedulerBuilder:
+        """The TTL of submissions whose type has none (None: no TTL)."""
+        self.spec.default_ttl = None if ttl is None else seconds("default ttl", ttl, positive=True)
+        return self
+
+    def expiry_sweep_interval(self, interval: float | timedelta | None) -> SchedulerBuilder:
+        """How often tasks past their TTL are looked for besides at each claim (30 s; None:
+        only at claims)."""
+        self.spec.expiry_sweep_s = (
+            None if interval is None else seconds("expiry sweep interval", interval, positive=True)
+        )
         return self
 
     def preempt_priority(self, priority: int) -> SchedulerBuilder:

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from bus.errors import PayloadTooLarge, SerializationError
@@ -107,6 +108,13 @@ def _non_negative(name: str, value: int) -> int:
 _UNSET: Any = object()
 
 
+class TtlFrom(StrEnum):
+    """Where a task's TTL is counted from."""
+
+    SUBMISSION = "submission"
+    FIRST_ATTEMPT = "first_attempt"
+
+
 class TaskSubmission:
     """A task to submit, built fluently or with keyword arguments.
 
@@ -145,6 +153,8 @@ class TaskSubmission:
         retry: RetryPolicy | None = None,
         max_retries: int | None = None,
         timeout: float | timedelta | None = None,
+        ttl: float | timedelta | None = None,
+        ttl_from: TtlFrom = TtlFrom.SUBMISSION,
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
             raise ValueError(f"task_type must be a non-empty str, got {task_type!r}")
@@ -166,6 +176,8 @@ class TaskSubmission:
         self._retry: RetryPolicy | None = None
         self._max_retries: int | None = None
         self._timeout: float | None = None
+        self._ttl: float | None = None
+        self._ttl_from = TtlFrom.SUBMISSION
         self.expected_read_bytes = 0
         """Disk bytes this task expects to read (used by the IO budget)."""
         self.expected_write_bytes = 0
@@ -199,6 +211,8 @@ class TaskSubmission:
             self.max_retries(max_retries)
         if timeout is not None:
             self.timeout(timeout)
+        if ttl is not None:
+            self.ttl(ttl, from_=ttl_from)
 
     # -- builder -------------------------------------------------------------------------------
 
@@ -292,6 +306,16 @@ class TaskSubmission:
         """The longest one run may take (> 0 seconds): past it the run is cancelled and counts
         as a retryable failure. Default: its type's ``task_timeout``, else none."""
         self._timeout = seconds("timeout", limit, positive=True)
+        return self
+
+    def ttl(self, ttl: float | timedelta, from_: TtlFrom = TtlFrom.SUBMISSION) -> TaskSubmission:
+        """How long the task may wait to start (> 0 seconds), counted from its submission or
+        from its first attempt; past it, a task that is not running expires (history
+        ``expired``, event ``Expired``) and never runs. Default: its type's ``task_ttl``, else
+        the builder's ``default_ttl``, else none; a child without one inherits what is left of
+        its parent's."""
+        self._ttl = seconds("ttl", ttl, positive=True)
+        self._ttl_from = TtlFrom(from_)
         return self
 
     # -- reading back --------------------------------------------------------------------------
@@ -406,6 +430,8 @@ class TaskSubmission:
             None if self._retry is None else self._retry.to_wire(),
             self._max_retries,
             self._timeout,
+            self._ttl,
+            self._ttl_from.value,
         )
 
     def _state(self) -> tuple[object, ...]:
@@ -414,6 +440,7 @@ class TaskSubmission:
             self.expected_read_bytes, self.expected_write_bytes, self.expected_net_rx_bytes,
             self.expected_net_tx_bytes, self._group, self._fail_fast, self.parent_id,
             self._run_after, self._run_at_ms, self._retry, self._max_retries, self._timeout,
+            self._ttl, self._ttl_from,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
@@ -444,6 +471,8 @@ class TaskSubmission:
             parts.append(f"max_retries={self._max_retries}")
         if self._timeout is not None:
             parts.append(f"timeout={self._timeout:g}")
+        if self._ttl is not None:
+            parts.append(f"ttl={self._ttl:g}, ttl_from={self._ttl_from.value!r}")
         return f"TaskSubmission({', '.join(parts)})"
 
 

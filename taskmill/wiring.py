@@ -36,6 +36,8 @@ def store_actor(
             recover_running=recover_running,
             retry_policies={t: p.to_wire() for t, p in spec.retry_policies.items()},
             default_retry=None if spec.default_retry is None else spec.default_retry.to_wire(),
+            ttls=dict(spec.task_ttls),
+            default_ttl=spec.default_ttl,
         )
 
     return StoreActor(open_db, topology.store, urgent_priority=spec.preempt_priority)
@@ -76,6 +78,7 @@ def dispatcher_settings(spec: AppSpec, topology: Topology, *, autostart: bool = 
         disk_capacity_bps=spec.disk_bandwidth,
         net_capacity_bps=spec.bandwidth_limit,
         readings_expiry_s=sampling.expiry_s,
+        expiry_sweep_s=spec.expiry_sweep_s,
         autostart=autostart,
     )
 

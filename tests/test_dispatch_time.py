@@ -9,13 +9,15 @@ API offers on top.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from scheduler_support import EventRecorder, builder
 
 from bus.client import AsyncRequester
 from bus.kinds import RetrySpec, Stats, StatsReply, Submission, Submit, SubmitReply
-from taskmill import TaskContext, TaskError, generate_dedup_key
+from taskmill import Expired, TaskContext, TaskError, TaskSubmission, TtlFrom, generate_dedup_key
 
 DELAY_MS = 400
 
@@ -116,3 +118,30 @@ async def test_a_task_past_its_ttl_expires_at_the_next_claim_with_an_event(
         finally:
             store.close()
             await events.close()
+
+
+async def test_a_submissions_ttl_expires_it_before_it_runs(tmp_path: Path) -> None:
+    async def work(ctx: TaskContext) -> None:
+        return None
+
+    scheduler = await builder(tmp_path, work=work).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        try:
+            outcome = await scheduler.submit(TaskSubmission("work").run_after(0.3).ttl(0.1))
+            [expired] = await events.wait_count("expired", 1, timeout=10.0)
+            assert isinstance(expired, Expired) and expired.task_id == outcome.id
+            assert events.types_for(outcome.id or 0) == ["expired"]
+        finally:
+            await events.close()
+
+
+def test_a_ttl_must_be_a_positive_time() -> None:
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            TaskSubmission("work").ttl(bad)
+    with pytest.raises(ValueError):
+        TaskSubmission("work").ttl(5.0, from_="later")  # type: ignore[arg-type]
+    sub = TaskSubmission("work", ttl=timedelta(seconds=5), ttl_from=TtlFrom.FIRST_ATTEMPT)
+    wire = sub.to_wire(0)
+    assert (wire.ttl_s, wire.ttl_from) == (5.0, "first_attempt")

@@ -218,3 +218,19 @@ def test_a_child_inherits_its_parents_remaining_ttl(db: StoreDB, clock: FakeCloc
     assert row(db, child.id).expires_at_ms == row(db, parent).expires_at_ms
     [own] = db.submit([sub("own", parent_id=parent, ttl_s=100.0)])
     assert row(db, own.id).expires_at_ms == now_ms(clock) + 100_000
+
+
+def test_a_types_ttl_or_the_default_applies_to_a_submission_without_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    db = open_db(tmp_path, clock, ttls={"short": 5.0}, default_ttl=60.0)
+    try:
+        [short, other, own] = db.submit(
+            [sub("s", task_type="short"), sub("o", task_type="other"), sub("own", ttl_s=1.0)]
+        )
+        now = now_ms(clock)
+        assert row(db, short.id).expires_at_ms == now + 5_000
+        assert row(db, other.id).expires_at_ms == now + 60_000
+        assert row(db, own.id).expires_at_ms == now + 1_000
+    finally:
+        db.close()

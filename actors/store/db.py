@@ -14,6 +14,7 @@ The rules are those of the spec's ``semantics.md``; the state changes live in ``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
@@ -85,6 +86,8 @@ class StoreDB:
         recover_running: bool = True,
         retry_policies: Mapping[str, RetrySpec] | None = None,
         default_retry: RetrySpec | None = None,
+        ttls: Mapping[str, float] | None = None,
+        default_ttl: float | None = None,
     ) -> None:
         """``recover_running``: on open, put ``running`` rows back to ``pending`` (the whole
         process restarted, so nothing runs them). A Store restarted alone in a multi-process
@@ -97,6 +100,9 @@ class StoreDB:
         self.default_retry = default_retry
         """The builder's ``default_retry_policy``; None: the v1 rule (``max_retries``, no delay)."""
         self._retries = Retries(self.retry_policies, default_retry)
+        self.ttls = dict(ttls or {})
+        """TTLs per task type (the builder's ``task_ttl``), for submissions that give none."""
+        self.default_ttl = default_ttl
         try:
             _make_private(self.path)
             conn = apsw.Connection(self.path)
@@ -158,8 +164,18 @@ class StoreDB:
 
     def submit(self, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:
         """Apply submissions in order in one transaction (all or nothing); one outcome each."""
+        if self.ttls or self.default_ttl is not None:
+            subs = [self._with_ttl(sub) for sub in subs]
         with self._core.atomic():
             return apply_submissions(self._core, subs, request_id)
+
+    def _with_ttl(self, sub: Submission) -> Submission:
+        """The submission with its type's or the default TTL when it gives none (a child
+        inherits its parent's instead)."""
+        if sub.ttl_s is not None or sub.parent_id is not None or not isinstance(sub, Submission):
+            return sub
+        ttl = self.ttls.get(sub.task_type, self.default_ttl)
+        return sub if ttl is None else dataclasses.replace(sub, ttl_s=ttl)
 
     # -- queries -----------------------------------------------------------------------------
 
