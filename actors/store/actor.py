@@ -298,6 +298,7 @@ class StoreActor(Actor):
             request.reply(reply)
         if any(_looks(r.message) for r in requests):
             self._unanswered = None  # the Dispatcher looked at the queue: the next change is news
+        self._claim_standing(requests, replies)
         self._notify(requests, replies)
 
     def _attempt(self, requests: list[Request], *, isolated: bool) -> list[Message] | None:
@@ -310,8 +311,6 @@ class StoreActor(Actor):
                 replies.append(self._run_one(tx, request.message))
                 if tx.undone and len(requests) > 1:
                     break
-            if not tx.undone:
-                self._claim_standing(requests, replies)
         if not tx.undone:
             self.counters["commits"] += 1
             return replies
@@ -321,12 +320,14 @@ class StoreActor(Actor):
         return replies
 
     def _claim_standing(self, requests: list[Request], replies: list[Message]) -> None:
-        """Apply the Dispatcher's standing claim to work this batch brought, in its transaction.
+        """Apply the Dispatcher's standing claim to work this batch brought.
 
         A claim of the Dispatcher's that found less than it could take leaves the rest standing
-        (``_standing``): when work arrives, the Store claims it at once, before the commit, and
-        sends the rows with the ``store.changed`` that announces them — no round trip for the
-        Dispatcher to make, and never two claims at once (its next claim replaces this one)."""
+        (``_standing``): when work arrives, the Store claims it at once and sends the rows with
+        the ``store.changed`` that announces them — no round trip for the Dispatcher to make,
+        and never two claims at once (its next claim replaces this one). The claim is a
+        transaction of its own, after the batch's replies went out: a submitter never waits
+        for it."""
         standing, arrived = self._standing, False
         for request, reply in zip(requests, replies, strict=False):
             message = request.message
@@ -340,8 +341,10 @@ class StoreActor(Actor):
         if standing is None or not arrived:
             return
         spec = standing.spec
-        try:  # in a savepoint of its own: a failure here undoes the claim, not the batch
-            reply = _claim(self.db, spec)
+        try:
+            with self.db.batch() as tx:
+                reply = tx.run(lambda: _claim(self.db, spec))
+            self.counters["commits"] += 1
         except TaskmillError as exc:
             log.warning("store: standing claim not made: %s", exc)
             return
