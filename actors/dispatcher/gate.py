@@ -1,6 +1,6 @@
 """The dispatch gate: a pipeline of checks each candidate task passes before it is claimed.
 
-Order (semantics.md "Dispatch"): backpressure throttle → disk IO budget → network IO budget →
+Order (docs/semantics.md "IO budget"): backpressure throttle → disk IO budget → network IO budget →
 group concurrency. The first three are local checks here, pure functions of the candidate and a
 ``GateView`` of the Dispatcher's state; each answers ADMIT, HOLD (the head is held back: the cycle
 ends, everything behind is less urgent) or SKIP (try the next candidate). New checks plug in

@@ -7,7 +7,7 @@ immediate transaction; ``batch()`` lets the Store actor run many requests in one
 Times are epoch milliseconds from the injected clock. Every apsw error surfaces as
 ``DatabaseError``.
 
-The rules are those of the spec's ``semantics.md``; the state changes live in ``store_submit``
+The rules are those of ``docs/semantics.md``; the state changes live in ``store_submit``
 (submitting) and ``store_children`` (finishing, cancelling, parents), the reads in
 ``store_queries``.
 """

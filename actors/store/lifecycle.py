@@ -3,7 +3,7 @@
 Pure functions of a ``Core``, called inside the caller's transaction. Each state change is
 returned as a ``Transition`` for the Dispatcher to publish as an event.
 
-Parents (semantics.md "Children and finalize"): a run that inserted children and whose
+Parents (docs/semantics.md "Children and finalize"): a run that inserted children and whose
 ``execute`` returned ok goes to ``waiting`` while any child is active. When its last child reaches a
 terminal state, it fails with ``"<n> child task(s) failed"`` if any failed, else it becomes
 ``pending`` in phase ``finalize`` (dispatched ahead of everything else). With ``fail_fast`` the

@@ -1,6 +1,6 @@
 """Submitting: validation, the four outcomes, and idempotent retries by ``request_id``.
 
-Outcomes (semantics.md "Submit outcomes"), applied in order within a batch:
+Outcomes (docs/semantics.md "Submit outcomes"), applied in order within a batch:
 
 1. no active row has the key → insert → ``inserted``;
 2. the row is pending or paused and the new priority is strictly more urgent → raised →
