@@ -9,8 +9,8 @@ physical network interfaces and disks only (``DeviceFilter``): loopback and virt
 carry traffic that never leaves the machine (a deployment's own ZeroMQ connections), and
 virtual block devices and partitions would count the same bytes twice.
 
-``SmoothedReadings`` applies an ``Ewma`` per series (docs/semantics.md "Resource sampling": alpha 0.3,
-the first sample taken as is); it is also the ``ResourceReader`` that ``NetworkPressure`` reads.
+``SmoothedReadings`` applies an ``Ewma`` per series (docs/semantics.md "Resource sampling":
+alpha 0.3, the first sample taken as is); it is also the ``ResourceReader`` that ``NetworkPressure`` reads.
 """
 
 from __future__ import annotations
