@@ -10,7 +10,8 @@ carry traffic that never leaves the machine (a deployment's own ZeroMQ connectio
 virtual block devices and partitions would count the same bytes twice.
 
 ``SmoothedReadings`` applies an ``Ewma`` per series (docs/semantics.md "Resource sampling":
-alpha 0.3, the first sample taken as is); it is also the ``ResourceReader`` that ``NetworkPressure`` reads.
+alpha 0.3, the first sample taken as is); it is also the ``ResourceReader`` that
+``NetworkPressure`` reads.
 """
 
 from __future__ import annotations
