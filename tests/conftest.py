@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis  # noqa: F401  (imported up front; see below)
 import pytest
 import zmq
+from store_support import open_db
+
+from actors.store.db import StoreDB
+from bus.clock import FakeClock
 
 # CPython 3.11 before 3.11.8 (gh-106905) can raise "SystemError: AST constructor recursion depth
 # mismatch" when a module is compiled while the garbage collector runs finalizers in the middle of
@@ -21,6 +26,20 @@ import zmq
 def _collect_garbage_between_tests() -> Iterator[None]:
     yield
     gc.collect()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock()
+
+
+@pytest.fixture
+def db(tmp_path: Path, clock: FakeClock) -> Iterator[StoreDB]:
+    """A Store database on a file under ``tmp_path``, on ``clock``, closed after the test."""
+    store = open_db(tmp_path, clock)
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -5,28 +5,15 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_support import error, insert, ok, open_db, raw, row, run, sub, vm_steps
+from store_support import error, insert, ok, raw, row, run, sub, vm_steps
 
 from actors.store.db import StoreDB
 from bus.clock import FakeClock, now_ms
 from bus.errors import DatabaseError, InvalidRequest
 from bus.kinds import TaskResult, Transition
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db(tmp_path: Path, clock: FakeClock) -> Iterator[StoreDB]:
-    store = open_db(tmp_path, clock)
-    yield store
-    store.close()
 
 
 def results(transitions: list[Transition]) -> list[tuple[int, str]]:

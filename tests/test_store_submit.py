@@ -5,7 +5,6 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -19,18 +18,6 @@ from bus.errors import InvalidRequest, PayloadTooLarge
 from bus.kinds import Outcome, Submission
 
 MiB = 1_048_576
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db(tmp_path: Path, clock: FakeClock) -> Iterator[StoreDB]:
-    store = open_db(tmp_path, clock)
-    yield store
-    store.close()
 
 
 def kinds(outcomes: list[Outcome]) -> list[str]:

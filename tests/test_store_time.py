@@ -5,7 +5,6 @@ Handler tier: ``StoreDB`` on a file under ``tmp_path`` with a fake clock; no soc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,6 @@ from actors.store.retry import delay_s
 from bus.clock import FakeClock, now_ms
 from bus.errors import InvalidRequest
 from bus.kinds import RetrySpec
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db(tmp_path: Path, clock: FakeClock) -> Iterator[StoreDB]:
-    store = open_db(tmp_path, clock)
-    yield store
-    store.close()
 
 
 def claim_labels(db: StoreDB, limit: int = 10) -> list[str]:
