@@ -243,7 +243,7 @@ def test_a_run_past_its_timeout_is_cancelled_and_fails_retryably(host_for: Any) 
     started.wait()
     host.later(2.0)
     host.assert_silent()  # not yet: nothing comes back before the deadline
-    host.later(0.5)
+    host.later(0.75)  # past it (not onto it: sums of floats need not meet exactly)
     host.assert_timed_out("timed out after 2.5s")
 
 
@@ -260,7 +260,9 @@ def test_the_type_timeout_applies_unless_the_task_has_its_own(host_for: Any) -> 
     started.wait(2)
     host.later(1.0)
     assert host.assert_timed_out("timed out after 1s").id == 1
-    host.later(4.0)
+    # Past the deadline, not onto it: 1.0 + 4.0 need not add up to the 5.0 the host added to
+    # the same start time, in floating point.
+    host.later(4.5)
     assert host.assert_timed_out("timed out after 5s").id == 2
 
 
