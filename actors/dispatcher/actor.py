@@ -372,7 +372,7 @@ class Dispatcher(Actor):
         self.counters["notices"] += 1
         if message.transitions:
             self._apply_transitions(message.transitions)  # tasks the claim found expired
-        if message.claimed:  # the standing claim took them in the change's own transaction
+        if message.claimed:  # the standing claim took them as the change committed
             self._armed = max(0, self._armed - len(message.claimed))
             self.counters["pushed"] += len(message.claimed)
             placed = self.core.claimed_next(message.claimed) if self.core.may_dispatch() else None
