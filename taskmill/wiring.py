@@ -38,6 +38,7 @@ def store_actor(
             default_retry=None if spec.default_retry is None else spec.default_retry.to_wire(),
             ttls=dict(spec.task_ttls),
             default_ttl=spec.default_ttl,
+            group_limits=(spec.default_group_concurrency, dict(spec.group_concurrency)),
         )
 
     return StoreActor(open_db, topology.store, urgent_priority=spec.preempt_priority)

@@ -147,4 +147,6 @@ def test_a_group_drains_when_an_actor_is_killed_and_restarted_mid_drain(
     completed_ids = sorted(h.task_id for h in rows)
     assert completed_ids == sorted(o.id for o in outcomes if o.id is not None)  # each once
     assert snapshot.pending_count == 0 and snapshot.running == []
-    assert most_at_once(rows) <= PINNED_LIMIT
+    peak = most_at_once(rows)
+    spans = sorted((h.started_at, h.completed_at, h.task_id, h.duration_ms) for h in rows)
+    assert peak <= PINNED_LIMIT, "\n".join(f"{s} {c} {t} {d}" for s, c, t, d in spans)

@@ -221,3 +221,16 @@ def test_a_types_ttl_or_the_default_applies_to_a_submission_without_one(
         assert row(db, own.id).expires_at_ms == now + 1_000
     finally:
         db.close()
+
+
+def test_the_limits_the_application_was_built_with_hold_from_the_first_claim(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # The GroupLimiter sets its policy when it starts; a claim that comes first must not find
+    # the group unlimited.
+    db = open_db(tmp_path, clock, group_limits=(0, {"g": 1}))
+    try:
+        insert(db, "g1", "g2", "g3", group_key="g")
+        assert claim_labels(db) == ["g1"]
+    finally:
+        db.close()

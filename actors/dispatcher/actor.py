@@ -248,7 +248,9 @@ class Dispatcher(Actor):
         max_priority = self.core.throttle_floor()
         if limit <= 0 or max_priority < 0:
             return None
-        return ClaimSpec(limit, max_priority, self.settings.preempt_priority, self.core.now_ms())
+        # No time of its own (now_ms 0): a claim's rows start when the Store runs the claim, which
+        # may be later than now when the Store is busy, and history's start times say so.
+        return ClaimSpec(limit, max_priority, self.settings.preempt_priority)
 
     def _claimed(self, spec: ClaimSpec, taken: int, exhausted: bool) -> None:
         """What the Store keeps standing after a claim (``store.claim_next``'s rule)."""
@@ -330,7 +332,7 @@ class Dispatcher(Actor):
             self._place(placed, claimed.tasks)
             self._end_cycle(exhausted and len(ids) == len(reply.tasks))
 
-        self.store.request(Claim(ids, self.core.now_ms()), on_claimed)
+        self.store.request(Claim(ids), on_claimed)
 
     def _place(self, placed: Results | None, rows: list[TaskRow]) -> None:
         """Send claimed rows to their hosts; give back what will not run now (paused or

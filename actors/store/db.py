@@ -88,11 +88,16 @@ class StoreDB:
         default_retry: RetrySpec | None = None,
         ttls: Mapping[str, float] | None = None,
         default_ttl: float | None = None,
+        group_limits: tuple[int, Mapping[str, int]] | None = None,
     ) -> None:
         """``recover_running``: on open, put ``running`` rows back to ``pending`` (the whole
         process restarted, so nothing runs them). A Store restarted alone in a multi-process
         deployment passes False: hosts may still be running those tasks, and the Dispatcher
-        releases the ones no host reports."""
+        releases the ones no host reports.
+
+        ``group_limits``: the (default, per-group) limits the application was built with, set
+        as the group policy's ``configured`` layer on open — the GroupLimiter sets the same when
+        it starts, but a claim may come before it does."""
         self.path = str(path)
         self.recover_running = recover_running
         self.retry_policies = dict(retry_policies or {})
@@ -125,6 +130,9 @@ class StoreDB:
         except (ValueError, apsw.Error) as exc:  # a newer schema; a failed upgrade, undone
             conn.close()
             raise DatabaseError(f"{self.path}: {exc}") from exc
+        if group_limits is not None:
+            default, limits = group_limits
+            self.set_groups("configured", default, dict(limits), replace=True)
         self.recovered: list[Transition] = self.recover()
         """What recovery on open changed (resolved parents)."""
 
