@@ -68,6 +68,15 @@ def _dealer(
     return sock
 
 
+def is_disconnect(frames: Sequence[bytes]) -> bool:
+    """Whether a socket monitor's report says the connection dropped."""
+    return (
+        len(frames) == 2
+        and len(frames[0]) == 6
+        and int.from_bytes(frames[0][:2], "little") == zmq.EVENT_DISCONNECTED
+    )
+
+
 class Disconnects:
     """The drops of a DEALER's connection, from the socket's monitor (tcp and ipc: inproc has no
     connection to drop, and ``watch`` returns None for it).
@@ -97,8 +106,7 @@ class Disconnects:
                 frames = self.monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return dropped
-            if len(frames) == 2 and len(frames[0]) == 6:
-                dropped |= int.from_bytes(frames[0][:2], "little") == zmq.EVENT_DISCONNECTED
+            dropped |= is_disconnect(frames)
 
     def close(self) -> None:
         self._sock.disable_monitor()
@@ -391,13 +399,7 @@ class Peer:
         """The connection dropped (the other actor died or restarted): a request in flight will
         never be answered, so each fails now rather than at its timeout — after the replies
         that came before the drop are taken."""
-        dropped = any(
-            len(frames) == 2
-            and len(frames[0]) == 6
-            and int.from_bytes(frames[0][:2], "little") == zmq.EVENT_DISCONNECTED
-            for frames in batch
-        )
-        if not dropped or not self._pending:
+        if not any(is_disconnect(frames) for frames in batch) or not self._pending:
             return
         replies = []
         while True:
