@@ -76,6 +76,7 @@ OLDER = {
     "schema-v1.db": "pending urgent running paused marked - parent child failed requested done",
     "schema-v3.db": "pending urgent running paused marked parent child failed requested done",
     "schema-v5.db": "pending urgent running paused marked parent child failed requested done",
+    "schema-v6.db": "pending urgent running paused marked parent child failed requested done",
 }
 """``data/schema-v1.db`` was written by ``StoreDB`` at commit a00fb4c, the last with schema
 version 1 (``key`` declared ``UNIQUE``), ``data/schema-v3.db`` at c58e47c, the last with version
@@ -83,7 +84,9 @@ version 1 (``key`` declared ``UNIQUE``), ``data/schema-v3.db`` at c58e47c, the l
 duplicate submission ("-"). "failed" and "done" (the highest id) are in history only.
 ``data/schema-v5.db`` is the version 3 file opened by ``StoreDB`` at b1138bb, the last with
 version 5 (no due times, retry policies or results), without recovering its running rows, and
-given a runtime group limit (g: 3), which the upgrade keeps."""
+given a runtime group limit (g: 3), which the upgrade keeps. ``data/schema-v6.db`` is that
+version 5 file brought to version 6 by the schema's own upgrade at d928e74 (the last with
+version 6), again without recovering its running rows."""
 
 
 @pytest.mark.parametrize("fixture", sorted(OLDER))
