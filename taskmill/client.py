@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -37,21 +38,35 @@ from bus.kinds import (
     SubmitReply,
     TypeStatsReply,
 )
-from bus.kinds_run import CancelTask, DispatcherState, GetState
+from bus.kinds_run import (
+    CancelTask,
+    DispatcherState,
+    GetLimiterState,
+    GetState,
+    LimiterState,
+    PauseAll,
+    ResumeAll,
+    SetDefaultGroupLimit,
+    SetGroupLimit,
+    SetMaxConcurrency,
+)
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from bus.topology import Topology
+from taskmill.config import GroupLimits
 from taskmill.deploy import DeploymentConfig
 from taskmill.records import (
+    EstimatedProgress,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
+    TaskRecord,
     TypeStats,
 )
 from taskmill.results import SUBSCRIBE_TIMEOUT_S, TERMINAL_TOPICS, wait_result, wait_result_blocking
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates, progress_estimates, rest_of
-from taskmill.subscription import EventSubscriber, EventSubscription
+from taskmill.subscription import TOPICS, EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 
 __all__ = ["AsyncClient", "Client"]
@@ -190,7 +205,7 @@ class Client(_Endpoints):
 
     def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
         """The task's terminal history record once it has one; ``TimeoutError`` after
-        ``timeout`` seconds (see ``Scheduler.wait_result``)."""
+        ``timeout`` seconds (see ``AsyncClient.wait_result``)."""
         events = self.topology.events
 
         def subscribe() -> EventSubscriber:
@@ -248,7 +263,12 @@ class Client(_Endpoints):
 
 
 class AsyncClient(_Endpoints):
-    """``Client`` for asyncio: every call is a coroutine. Create it on the loop that uses it."""
+    """``Client`` for asyncio: every call is a coroutine. Create it on the loop that uses it.
+
+    The embedded ``Scheduler`` is this same client over inproc, plus the actors' lifecycle: a
+    call behaves alike whichever of the two makes it (a submission is retried with its request
+    id in both).
+    """
 
     def __init__(
         self,
@@ -263,13 +283,19 @@ class AsyncClient(_Endpoints):
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(AsyncRequester, self.topology.store, timeout)
         self._dispatcher = self._requester(AsyncRequester, self.topology.dispatcher, timeout)
+        self._limiter = self._requester(AsyncRequester, self.topology.limiter, timeout)
         self._tasks = TaskStore(self._store)
+        self._subscriptions: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
         self._closed = False
 
+    # -- submitting --------------------------------------------------------------------------
+
     async def submit(self, submission: Submittable) -> SubmitOutcome:
+        """Submit one task (a ``TaskSubmission`` or a ``TypedTask``); its outcome."""
         return (await self.submit_batch([submission]))[0]
 
     async def submit_batch(self, submissions: Sequence[Submittable]) -> list[SubmitOutcome]:
+        """Submit many tasks in one transaction; one outcome each, in order."""
         message = _submit_message(submissions)
         if message is None:
             return []
@@ -284,11 +310,27 @@ class AsyncClient(_Endpoints):
             delay *= 2
         raise AssertionError("unreachable")
 
-    async def cancel(self, task_id: int) -> bool:
-        return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)
+    async def submit_typed(self, task: TypedTask) -> SubmitOutcome:
+        return await self.submit(task.to_submission())
+
+    async def submit_typed_at(self, task: TypedTask, priority: int) -> SubmitOutcome:
+        return await self.submit(task.to_submission(priority))
+
+    async def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        """Submit a dead-lettered task again (retry count 0) and drop its dead-letter row."""
+        return await self._tasks.retry_dead_letter(history_id)
+
+    # -- queries -----------------------------------------------------------------------------
 
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
+        """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
         return await self._tasks.lookup(generate_dedup_key(task_type, _dedup_data(data)))
+
+    async def task_lookup(self, task_type: str, data: bytes | None) -> TaskLookup:
+        return await self.lookup(task_type, data)
+
+    async def lookup_typed(self, task: TypedTask) -> TaskLookup:
+        return await self._tasks.lookup(task.to_submission().dedup_key)
 
     async def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
         return await self._tasks.history(limit, offset)
@@ -298,44 +340,102 @@ class AsyncClient(_Endpoints):
         return self._tasks
 
     async def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
-        """The task's terminal history record once it has one; ``TimeoutError`` after
-        ``timeout`` seconds (see ``Scheduler.wait_result``)."""
-        events = self.topology.events
+        """The task's terminal history record (completed, failed, cancelled, dead_letter) once
+        it has one, with its ``result``; ``TimeoutError`` after ``timeout`` seconds."""
+        return await wait_result(
+            task_id,
+            timeout,
+            lambda: self._tasks.result(task_id),
+            lambda: self._subscribe(TERMINAL_TOPICS, SUBSCRIBE_TIMEOUT_S),
+        )
 
-        async def subscribe() -> EventSubscription:
-            return await EventSubscription.open(
-                self._context,
-                events,
-                TERMINAL_TOPICS,
-                timeout=SUBSCRIBE_TIMEOUT_S,
-                configure=_configure(self.security, events),
-            )
+    async def _state(self) -> DispatcherState:
+        return await self._dispatcher.call(GetState(), DispatcherState)
 
-        return await wait_result(task_id, timeout, lambda: self._tasks.result(task_id), subscribe)
+    async def active_tasks(self) -> list[TaskRecord]:
+        return [TaskRecord.from_row(r.task) for r in (await self._state()).running]
+
+    async def estimated_progress(self) -> list[EstimatedProgress]:
+        return await estimates(self._tasks, (await self._state()).running)
 
     async def snapshot(self) -> SchedulerSnapshot:
-        state, counts = await asyncio.gather(
-            self._dispatcher.call(GetState(), DispatcherState), self._tasks.counts()
-        )
-        return SchedulerSnapshot.from_state(
-            state, counts, await estimates(self._tasks, state.running)
-        )
+        """Running tasks with progress estimates, queue counts, pressure, limits."""
+        state, counts = await asyncio.gather(self._state(), self._tasks.counts())
+        progress = await estimates(self._tasks, state.running)
+        return SchedulerSnapshot.from_state(state, counts, progress)
 
     async def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscription:
-        """A live subscription to every event (close it before the client)."""
+        """A live subscription to every event: nothing published after this returns is missed.
+        Closing the client closes it too."""
+        return await self._subscribe(TOPICS, timeout)
+
+    async def _subscribe(self, topics: Sequence[bytes], timeout: float) -> EventSubscription:
+        if self._closed:
+            raise ActorUnavailable("the client is closed")
         events = self.topology.events
-        return await EventSubscription.open(
-            self._context, events, timeout=timeout, configure=_configure(self.security, events)
+        subscription = await EventSubscription.open(
+            self._context, events, topics, timeout, configure=_configure(self.security, events)
         )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    # -- controls ----------------------------------------------------------------------------
+
+    async def cancel(self, task_id: int) -> bool:
+        """Cancel a task (and its children); False when no active task has that id."""
+        return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)
+
+    async def pause_all(self) -> None:
+        await self._dispatcher.call(PauseAll(), Ok)
+
+    async def resume_all(self) -> None:
+        await self._dispatcher.call(ResumeAll(), Ok)
+
+    async def is_paused(self) -> bool:
+        return (await self._state()).is_paused
+
+    async def set_max_concurrency(self, n: int) -> None:
+        await self._dispatcher.call(SetMaxConcurrency(n), Ok)
+
+    async def max_concurrency(self) -> int:
+        return (await self._state()).max_concurrency
+
+    async def set_group_limit(self, group: str, n: int) -> None:
+        """Limit ``group`` to ``n`` running tasks (0 blocks it); applies at once."""
+        await self._limiter.call(SetGroupLimit(group, n), Ok)
+
+    async def remove_group_limit(self, group: str) -> None:
+        """Fall back to the default limit for ``group``."""
+        await self._limiter.call(SetGroupLimit(group, None), Ok)
+
+    async def set_default_group_concurrency(self, n: int) -> None:
+        """The limit of groups without their own (0: unlimited)."""
+        await self._limiter.call(SetDefaultGroupLimit(n), Ok)
+
+    async def group_limits(self) -> GroupLimits:
+        """The limits in force (a copy)."""
+        state = await self._limiter.call(GetLimiterState(), LimiterState)
+        return GroupLimits(state.default, dict(state.overrides))
+
+    # -- closing -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Close the subscriptions this client opened, then its sockets. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._store.close()
-        self._dispatcher.close()
+        self._close_requesters()
+        await self._close_subscriptions()
         if self._own_context:
             self._context.destroy(linger=0)
+
+    def _close_requesters(self) -> None:
+        for requester in (self._store, self._dispatcher, self._limiter):
+            requester.close()
+
+    async def _close_subscriptions(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -1,8 +1,9 @@
 """``Scheduler``: the user's door to an embedded deployment (every actor in one thread of this
 process, over inproc; ``executor_thread`` and ``separate_threads`` give threads of their own).
 
-It starts the actors, forwards each call as a message and turns replies into public types. It
-decides nothing itself: dispatch, preemption, retries and dedup happen in the actors.
+It starts the actors; every call is ``AsyncClient``'s, over inproc, so a call behaves alike
+embedded and against a deployment. It decides nothing itself: dispatch, preemption, retries and
+dedup happen in the actors.
 
 Shutdown order matters: the Dispatcher stops dispatching and drains (or cancels) running tasks
 first; the executors whose tokens it cancelled get up to ``STOP_GRACE_S`` to return on their
@@ -16,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
-from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -26,36 +25,15 @@ from actors.dispatcher.actor import Dispatcher
 from actors.host.actor import STOP_GRACE_S, ExecutorHost
 from actors.publisher.actor import EventPublisher
 from bus.cancel import CancellationToken
-from bus.client import AsyncRequester
-from bus.errors import ActorUnavailable
 from bus.hosting import ActorThread
-from bus.kinds import Ok, Submit, SubmitReply
-from bus.kinds_run import (
-    CancelTask,
-    DispatcherState,
-    GetLimiterState,
-    GetState,
-    LimiterState,
-    PauseAll,
-    ResumeAll,
-    SetDefaultGroupLimit,
-    SetGroupLimit,
-    SetMaxConcurrency,
-    Shutdown,
-    Start,
-)
+from bus.kinds import Ok
+from bus.kinds_run import Shutdown, Start
 from bus.runtime import Actor
 from bus.topology import Topology
 from taskmill.builder import AppSpec, SchedulerBuilder
-from taskmill.config import GroupLimits
+from taskmill.client import AsyncClient
 from taskmill.context import make_runner
 from taskmill.monitoring import monitor_actor
-from taskmill.records import EstimatedProgress, SubmitOutcome, TaskHistoryRecord, TaskRecord
-from taskmill.results import TERMINAL_TOPICS, wait_result
-from taskmill.snapshot import SchedulerSnapshot
-from taskmill.store import TaskStore, estimates
-from taskmill.subscription import TOPICS, EventSubscription
-from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
 log = logging.getLogger("taskmill.scheduler")
@@ -63,7 +41,7 @@ log = logging.getLogger("taskmill.scheduler")
 __all__ = ["Scheduler"]
 
 
-class Scheduler:
+class Scheduler(AsyncClient):
     """An embedded scheduler. Build it with ``await Scheduler.builder()...build()``."""
 
     def __init__(
@@ -74,19 +52,12 @@ class Scheduler:
         threads: dict[str, ActorThread],
         host: ExecutorHost,
     ) -> None:
+        super().__init__(topology, context=context)
         self._spec = spec
-        self._context = context
-        self.topology = topology
         self._threads = threads
         self._host = host
-        self._store = AsyncRequester(context, topology.store)
-        self._dispatcher = AsyncRequester(context, topology.dispatcher)
-        self._limiter = AsyncRequester(context, topology.limiter)
-        self._task_store = TaskStore(self._store)
-        self._closed = False
         self._closing = asyncio.Event()
         self._running = False
-        self._subscriptions: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
 
     @staticmethod
     def builder() -> SchedulerBuilder:
@@ -191,126 +162,17 @@ class Scheduler:
             # The Dispatcher has cancelled the tokens of what still ran: let those executors
             # stop on their own before the host's loop stops and cancels their coroutines.
             await asyncio.to_thread(self._host.wait_until_idle, STOP_GRACE_S)
-        for requester in (self._store, self._dispatcher, self._limiter):
-            requester.close()
+        self._close_requesters()
         errors = await asyncio.to_thread(_stop_all, self._threads)
         # Subscriptions close last: events published while the actors stopped still arrive.
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+        await self._close_subscriptions()
         # Every actor thread has stopped; destroy closes whatever a caller left open.
         self._context.destroy(linger=0)
         if errors:
             raise errors[0]
 
-    # -- submitting --------------------------------------------------------------------------
-
-    async def submit(self, submission: TaskSubmission) -> SubmitOutcome:
-        return (await self.submit_batch([submission]))[0]
-
-    async def submit_batch(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
-        """Submit many tasks in one transaction; one outcome each, in order."""
-        wire = [s.to_wire() for s in submissions]
-        if not wire:
-            return []
-        reply = await self._store.call(Submit(wire), SubmitReply)
-        return [SubmitOutcome.from_wire(o) for o in reply.outcomes]
-
-    async def submit_typed(self, task: TypedTask) -> SubmitOutcome:
-        return await self.submit(task.to_submission())
-
-    async def submit_typed_at(self, task: TypedTask, priority: int) -> SubmitOutcome:
-        return await self.submit(task.to_submission(priority))
-
-    async def task_lookup(self, task_type: str, data: bytes | None) -> Any:
-        return await self._task_store.lookup(generate_dedup_key(task_type, data))
-
-    async def lookup_typed(self, task: TypedTask) -> Any:
-        return await self._task_store.lookup(task.to_submission().dedup_key)
-
-    def store(self) -> TaskStore:
-        return self._task_store
-
-    async def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
-        """Submit a dead-lettered task again (retry count 0) and drop its dead-letter row."""
-        return await self._task_store.retry_dead_letter(history_id)
-
-    async def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
-        """The task's terminal history record (completed, failed, cancelled, dead_letter) once
-        it has one, with its ``result``; ``TimeoutError`` after ``timeout`` seconds."""
-        return await wait_result(
-            task_id,
-            timeout,
-            lambda: self._task_store.result(task_id),
-            lambda: self._subscribe(TERMINAL_TOPICS),
-        )
-
-    # -- controls ----------------------------------------------------------------------------
-
-    async def cancel(self, task_id: int) -> bool:
-        reply = await self._dispatcher.call(CancelTask(task_id), Ok)
-        return bool(reply.value)
-
-    async def pause_all(self) -> None:
-        await self._dispatcher.call(PauseAll(), Ok)
-
-    async def resume_all(self) -> None:
-        await self._dispatcher.call(ResumeAll(), Ok)
-
-    async def _state(self) -> DispatcherState:
-        return await self._dispatcher.call(GetState(), DispatcherState)
-
-    async def is_paused(self) -> bool:
-        return (await self._state()).is_paused
-
-    async def set_max_concurrency(self, n: int) -> None:
-        await self._dispatcher.call(SetMaxConcurrency(n), Ok)
-
-    async def max_concurrency(self) -> int:
-        return (await self._state()).max_concurrency
-
-    async def set_group_limit(self, group: str, n: int) -> None:
-        """Limit ``group`` to ``n`` running tasks (0 blocks it); applies at once."""
-        await self._limiter.call(SetGroupLimit(group, n), Ok)
-
-    async def remove_group_limit(self, group: str) -> None:
-        """Fall back to the default limit for ``group``."""
-        await self._limiter.call(SetGroupLimit(group, None), Ok)
-
-    async def set_default_group_concurrency(self, n: int) -> None:
-        """The limit of groups without their own (0: unlimited)."""
-        await self._limiter.call(SetDefaultGroupLimit(n), Ok)
-
-    async def group_limits(self) -> GroupLimits:
-        """The limits in force (a copy)."""
-        state = await self._limiter.call(GetLimiterState(), LimiterState)
-        return GroupLimits(state.default, dict(state.overrides))
-
     async def register_state(self, obj: object) -> None:
         self._host.register_state(obj)
-
-    # -- observing ---------------------------------------------------------------------------
-
-    async def active_tasks(self) -> list[TaskRecord]:
-        return [TaskRecord.from_row(r.task) for r in (await self._state()).running]
-
-    async def estimated_progress(self) -> list[EstimatedProgress]:
-        return await estimates(self._task_store, (await self._state()).running)
-
-    async def snapshot(self) -> SchedulerSnapshot:
-        state, counts = await asyncio.gather(self._state(), self._task_store.counts())
-        progress = await estimates(self._task_store, state.running)
-        return SchedulerSnapshot.from_state(state, counts, progress)
-
-    async def subscribe(self) -> EventSubscription:
-        """A live subscription to every event: nothing published after this returns is missed."""
-        return await self._subscribe()
-
-    async def _subscribe(self, topics: Sequence[bytes] = TOPICS) -> EventSubscription:
-        if self._closed:
-            raise ActorUnavailable("the scheduler is closed")
-        subscription = await EventSubscription.open(self._context, self.topology.events, topics)
-        self._subscriptions.add(subscription)
-        return subscription
 
 
 def _stop_all(threads: dict[str, ActorThread]) -> list[BaseException]:

@@ -23,6 +23,7 @@ from taskmill.events import Completed, SchedulerEvent
 from taskmill.subscription import EventSubscriber
 from taskmill.task import MAX_PAYLOAD_BYTES, TaskSubmission
 from tests.procfile_support import actor_threads
+from tests.scheduler_support import builder
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -282,3 +283,50 @@ async def test_the_async_client_waits_for_results_too(cfg: DeploymentConfig) -> 
         assert record.result_json() == [1, "two"]
         with pytest.raises(TimeoutError):
             await client.wait_result(outcome.id + 100, timeout=0.3)
+
+
+async def test_an_async_client_pauses_resumes_and_limits_a_deployment(
+    cfg: DeploymentConfig,
+) -> None:
+    """The controls of the embedded scheduler are the client's: another process has them too."""
+    async with AsyncClient(cfg) as client:
+        await client.pause_all()
+        assert await client.is_paused() is True
+        await client.resume_all()
+        assert await client.is_paused() is False
+        await client.set_group_limit("uploads", 2)
+        assert (await client.group_limits()).overrides["uploads"] == 2
+        await client.remove_group_limit("uploads")
+        assert "uploads" not in (await client.group_limits()).overrides
+        await client.set_max_concurrency(3)
+        assert await client.max_concurrency() == 3
+
+
+class FlakyAsyncStore(FlakyStore):
+    async def call(  # type: ignore[override]
+        self, message: Submit, reply_type: type, timeout: float | None = None
+    ) -> Any:
+        return super().call(message, reply_type, timeout)
+
+
+async def test_the_embedded_scheduler_retries_a_submission_with_its_request_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded or remote, one client: a submission the Store did not answer is sent again
+    with the same request id, which the Store answers once."""
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    scheduler = await builder(tmp_path).build()
+    try:
+        store = FlakyAsyncStore(failures=1)
+        scheduler._store = store  # type: ignore[assignment]
+        monkeypatch.setattr("taskmill.client.asyncio.sleep", pause)
+        outcome = await scheduler.submit(TaskSubmission("noop", key="x"))
+        assert outcome.id == 1
+        assert len(store.sent) == 2 and len({m.request_id for m in store.sent}) == 1
+        assert pauses == [0.25]
+    finally:
+        await scheduler.close()
