@@ -49,3 +49,14 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx: zmq.Context[Any] = zmq.Context()
     yield ctx
     ctx.term()
+
+
+_TIERS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests in ``tests/system`` (real processes and servers) carry the ``system`` mark, so
+    ``-m "not system"`` leaves them out."""
+    for item in items:
+        if item.path.is_relative_to(_TIERS / "system"):
+            item.add_marker(pytest.mark.system)

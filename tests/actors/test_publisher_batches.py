@@ -12,7 +12,7 @@ from actors.dispatcher.actor import Dispatcher, Settings
 from actors.publisher.actor import MAX_BATCH, MAX_BATCH_BYTES, EventPublisher
 from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent
 from bus.protocol import MAX_FRAME_BYTES, decode, encode
-from tests.test_publisher import ev, raw_sub, recv_all, recv_frames, running
+from tests.actors.test_publisher import ev, raw_sub, recv_all, recv_frames, running
 
 
 def published(frames: list[bytes]) -> tuple[bytes, list[int]]:

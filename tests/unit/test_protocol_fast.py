@@ -12,7 +12,7 @@ import pytest
 
 from bus.codec import _decoders, _encoders, _general_decoders, _general_encoders
 from bus.errors import ProtocolError
-from tests.test_protocol import build
+from tests.actors.test_protocol import build
 
 WIRE_VALUES: list[Any] = [
     0,

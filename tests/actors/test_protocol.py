@@ -532,7 +532,7 @@ def test_stop_on_a_request_socket_is_refused_as_the_protocol_doc_says(
         client.request(Stop())
     assert refused.value.code == ErrorCode.UNKNOWN_KIND
     assert client.call(Ping(), Pong) == Pong("tiny")  # still serving
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     request_sockets = doc.split("served by `RequestServer`", 1)[1].split("\n\n", 1)[0]
     assert "stops the whole actor" not in request_sockets
     assert "`stop` there is refused with `UNKNOWN_KIND`" in " ".join(request_sockets.split())

@@ -29,7 +29,7 @@ from bus import kinds, kinds_run, structs
 from bus.errors import ErrorCode, error_from_reply
 from bus.protocol import Message, registry
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 KIND_HEADING = re.compile(r"^### `([^`]+)`$")
 STRUCT_HEADING = re.compile(r"^### Struct `([^`]+)`$")

@@ -71,6 +71,8 @@ def test_schema_version_and_wal(tmp_path: Path) -> None:
     conn.close()
 
 
+DATA = Path(__file__).resolve().parents[1] / "data"
+
 OLDER = {
     # file: the labels of the ids StoreDB gave out writing it, in order
     "schema-v1.db": "pending urgent running paused marked - parent child failed requested done",
@@ -92,7 +94,7 @@ version 6), again without recovering its running rows."""
 @pytest.mark.parametrize("fixture", sorted(OLDER))
 def test_an_older_database_is_upgraded_in_place(tmp_path: Path, fixture: str) -> None:
     ids = {label: i for i, label in enumerate(OLDER[fixture].split(), start=1)}
-    shutil.copy(Path(__file__).parent / "data" / fixture, tmp_path / "tasks.db")
+    shutil.copy(DATA / fixture, tmp_path / "tasks.db")
     db = open_db(tmp_path, FakeClock())
     try:
         tasks = {r.label: r for s in TASK_STATUSES for r in db.list_tasks(s, 100)}
@@ -159,7 +161,7 @@ def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None
     """Version 2 kept one ready index for grouped and ungrouped tasks alike (and checked the
     status with ``IN``); later versions have one each, and one by group, so a peek passing over
     a full group never walks its rows."""
-    shutil.copy(Path(__file__).parent / "data" / "schema-v3.db", tmp_path / "tasks.db")
+    shutil.copy(DATA / "schema-v3.db", tmp_path / "tasks.db")
     conn = raw(tmp_path)  # back to version 2's indexes, as version 2 left them
     conn.execute(
         "DROP INDEX tasks_ready_ungrouped; DROP INDEX tasks_ready_grouped; "
@@ -185,7 +187,7 @@ def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None
 def test_an_upgrade_keeps_what_the_user_made_on_the_file(tmp_path: Path, fixture: str) -> None:
     """The rebuild of ``tasks`` keeps a user's own index and trigger on it, and the views and
     other tables' triggers that read it still read the new table."""
-    shutil.copy(Path(__file__).parent / "data" / fixture, tmp_path / "tasks.db")
+    shutil.copy(DATA / fixture, tmp_path / "tasks.db")
     conn = raw(tmp_path)
     conn.execute(
         "CREATE TABLE audit (what TEXT, n INTEGER);"
@@ -221,7 +223,7 @@ def test_an_upgrade_keeps_what_the_user_made_on_the_file(tmp_path: Path, fixture
 def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None:
     """Version 2 indexes keys by their first 8 bytes: two version 1 keys that share them stay two
     tasks, each found by its own key."""
-    shutil.copy(Path(__file__).parent / "data" / "schema-v1.db", tmp_path / "tasks.db")
+    shutil.copy(DATA / "schema-v1.db", tmp_path / "tasks.db")
     twin = key("pending")[:16] + key("twin")[16:]
     conn = raw(tmp_path)
     conn.execute(
@@ -254,7 +256,7 @@ def test_an_upgrade_keeps_keys_that_share_a_prefix_apart(tmp_path: Path) -> None
 def test_a_failed_upgrade_is_a_database_error_and_leaves_the_file_as_it_was(
     tmp_path: Path, fixture: str, users_sql: str, error: str
 ) -> None:
-    shutil.copy(Path(__file__).parent / "data" / fixture, tmp_path / "tasks.db")
+    shutil.copy(DATA / fixture, tmp_path / "tasks.db")
     conn = raw(tmp_path)
     conn.execute(users_sql)
     conn.close()
@@ -359,7 +361,7 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
 ) -> None:
     """Version 6 adds columns at the end of ``tasks`` and ``history`` and widens their status
     checks by a change of the schema's text alone: the rows stay where they are, whole."""
-    shutil.copy(Path(__file__).parent / "data" / "schema-v5.db", tmp_path / "tasks.db")
+    shutil.copy(DATA / "schema-v5.db", tmp_path / "tasks.db")
     db = open_db(tmp_path, FakeClock())
     try:
         assert db.groups().runtime == {"g": 3}
