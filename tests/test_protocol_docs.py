@@ -1,6 +1,6 @@
 """``docs/protocol.md`` against the code: every kind, every struct, every field, every error code.
 
-The spec is authoritative, so it must not drift from the registry. It is parsed by the simple,
+The document is authoritative, so it must not drift from the registry. It is parsed by the simple,
 consistent format it uses:
 
 * a message kind is a section headed ``### `kind` ``, a struct one headed ``### Struct `Name` ``;
