@@ -157,8 +157,8 @@ def _is_seconds(value: Any, positive: bool = False) -> bool:
 
 def _is_key(key: str) -> bool:
     """64 lowercase hex characters (a SHA-256). ``bytes.fromhex`` reads 64 characters as 32
-    bytes only when each is a hex digit (it skips spaces, which would leave fewer bytes): 0.13 µs
-    with the test for capitals, against 0.37 for a regular expression."""
+    bytes only when each is a hex digit (it skips spaces, which would leave fewer bytes); with
+    the test for capitals that is cheaper than a regular expression."""
     try:
         return len(key) == 64 and len(bytes.fromhex(key)) == 32 and key.lower() == key
     except ValueError:
@@ -237,8 +237,8 @@ _WIDTH = 22
 """Parameters a row takes."""
 _ROW = "(" + ", ".join("?" * _WIDTH) + ")"
 _CHUNKS = (64, 8, 1)
-"""Rows per ``INSERT``: a statement of many rows costs less per row than one each (4.0 against
-5.9 µs, a batch of 1,000), and a few fixed sizes keep the statements prepared."""
+"""Rows per ``INSERT``: a statement of many rows costs less per row than one each, and a few
+fixed sizes keep the statements prepared."""
 _INSERTS = {
     n: f"INSERT INTO tasks ({_COLUMNS}) SELECT * FROM (VALUES {', '.join([_ROW] * n)}) AS offered "
     "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE key8 = offered.column3 AND key = offered.column2)"
@@ -260,8 +260,8 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
     key in one statement would both go in: of several submissions of one key only the first is
     offered, and the later ones meet its row.
 
-    Which rows went in, and their ids, without ``RETURNING`` (which costs ~0.8 µs a row, a fifth
-    of the insert): ``AUTOINCREMENT`` gives the rows a statement inserts consecutive ids above any
+    Which rows went in, and their ids, without ``RETURNING`` (a large share of the insert's
+    cost per row): ``AUTOINCREMENT`` gives the rows a statement inserts consecutive ids above any
     the table ever had, in the order of the ``VALUES``, and a skipped row uses none up. So when
     a statement of ``n`` rows inserted ``n`` and its last id is ``last``, their ids are
     ``last - n + 1 .. last`` in order; when it inserted ``count < n``, they are the rows above
