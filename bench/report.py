@@ -1,4 +1,4 @@
-"""Summaries of runs, the targets of issue 7, and the table (plain text or Markdown)."""
+"""Summaries of runs, the targets (``TARGETS``), and the table (plain text or Markdown)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ not figures), each time as ``python -m bench.child SHAPE`` in a new process with
 temporary directory and file-backed database (WAL, ``synchronous=NORMAL``: the defaults), so peak
 RSS is per shape and no shape warms another. ``--only`` takes names or shell patterns
 (``embedded.*``, ``*drain*``). The table gives the median and min-max of each metric over the
-runs and, for the targets of issue 7, whether the median meets it. Results go to
+runs and, for the targets (``bench.report.TARGETS``), whether the median meets it. Results go to
 ``bench/results/latest.json`` (git-ignored) unless ``--json`` says otherwise, with the machine's
 facts and the commit measured. Each run records ``others_cpu_pct``, the share of the CPUs other
 processes used meanwhile; on a 2-core machine a busy neighbour skews every figure, so the suite

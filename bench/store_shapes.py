@@ -108,7 +108,7 @@ def floor(
                             db.finish, [TaskResult(r.id, "ok", finished_at_ms=done) for r in rows]
                         )
                     )
-                rows, _ = tx.run(partial(db.claim_next, per_claim, 255, (), done))
+                rows, _ = tx.run(partial(db.claim_next, per_claim, 255, -1, done))
             spent["submit"] += t1 - t0
             spent["finish_claim"] += time.perf_counter() - t1
         drain_s = time.perf_counter() - start

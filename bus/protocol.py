@@ -138,9 +138,9 @@ _FRAMES_KNOW_MORE = zmq.backend.Socket.__module__.startswith("zmq.backend.cython
 
 
 def send_frames(sock: Any, frames: Sequence[bytes]) -> None:
-    """``sock.send_multipart(frames, NOBLOCK)``, five times cheaper: pyzmq's sugar layer turns
-    flags into enums for every frame, which dominates the cost of a small message on the hot
-    path. Raises ``zmq.Again`` as ``send_multipart`` does."""
+    """``sock.send_multipart(frames, NOBLOCK)`` without pyzmq's sugar layer, which turns flags
+    into enums for every frame: that dominates the cost of a small message on the hot path.
+    Raises ``zmq.Again`` as ``send_multipart`` does."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         _backend_send(sock, frame, _NOBLOCK if i == last else _NOBLOCK_MORE)
@@ -169,7 +169,7 @@ def recv_waiting(sock: Any) -> list[bytes]:
     without pyzmq's enums); raises ``zmq.Again`` when none is.
 
     Each frame is received as a ``zmq.Frame``, which carries its own "more frames follow" flag:
-    asking the socket (``RCVMORE``) instead costs pyzmq an enum lookup per frame, about 1 µs,
+    asking the socket (``RCVMORE``) instead costs pyzmq an enum lookup per frame, which costs
     more than the frame itself. Only pyzmq's Cython backend sets that flag on a received frame;
     its CFFI backend (PyPy) is asked the usual way."""
     frames: list[bytes] = []

@@ -25,19 +25,16 @@ from bus.clock import Clock, SystemClock
 from bus.protocol import limit_inbound, recv_ready
 
 SPIN_POLLS = 4
-"""Polls without waiting (about 7 µs each over the embedded group's 20 sockets) that a loop makes
-after its last message, before it sleeps. On a busy scheduler the next message (a producer's next
-submit) usually arrives within them, and then costs no sleep and wake-up of the thread: in a
-10,000-task embedded drain, the producer's awaited submits ran at 3,758 to 3,840/s with 4 against
-1,600/s with none, the drain 1,613 to 1,633/s against 1,526/s. More spins cost more than they save
-(32: drain 1,391/s). Idle, it is one burst of four polls after each timer.
+"""Polls without waiting that a loop makes after its last message, before it sleeps. On a busy
+scheduler the next message (a producer's next submit) usually arrives within them, and then costs
+no sleep and wake-up of the thread, which speeds up awaited submits and the drain alike. Many more
+spins cost more than they save. Idle, it is one burst of four polls after each timer.
 
 A loop built in a thread that may run on one CPU only (``taskset -c 0``, a cpuset) does not
 spin. The threads that feed it then usually need that very CPU: every thread of its process
 inherits the set (ZeroMQ's I/O threads too, which deliver every ipc and tcp message), and so does
 an application thread that was confined before it built the scheduler. Spinning only keeps them
-off the CPU (an embedded 10,000-task drain confined to one CPU: 2,307 and 2,329/s without the
-spin, 2,240/s twice with it). A sender confined to another CPU merely finds the loop asleep, as
+off the CPU. A sender confined to another CPU merely finds the loop asleep, as
 it would after the spin."""
 
 

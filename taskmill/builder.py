@@ -234,7 +234,7 @@ class SchedulerBuilder:
         thread of its own instead of the one the Store and Dispatcher share.
 
         By default they share one thread: a message between them then costs no thread switch,
-        which makes short tasks about 1.6x faster. The price is that an ``async def`` executor
+        which makes short tasks markedly faster. The price is that an ``async def`` executor
         that blocks (a synchronous call inside a coroutine) stalls the whole scheduler, not only
         the other executors; the host logs a warning when that happens. Blocking work belongs
         in a plain ``def`` executor, which runs in a worker thread either way.

@@ -371,7 +371,7 @@ class SubmitOutcome(_ToDict):
         if kind is None or (kind is not _DUPLICATE and type(task_id) is not int):
             return cls(OutcomeKind(outcome.kind), task_id)  # raises ValueError, as it should
         # A batch of 1,000 submits builds 1,000 outcomes: skip the checks just made, and fill
-        # the instance's dict directly (0.2 µs, against 0.5 through object.__setattr__).
+        # the instance's dict directly (cheaper than object.__setattr__ per field).
         made = object.__new__(cls)
         fields = made.__dict__
         fields["kind"] = kind

@@ -175,7 +175,7 @@ async def estimates(store: TaskStore, running: Sequence[RunningTask]) -> list[Es
 def progress_estimates(
     running: Sequence[RunningTask], stats: Mapping[str, TypeStats], now: datetime
 ) -> list[EstimatedProgress]:
-    """The estimates of semantics.md for ``running``, given each type's history statistics."""
+    """The estimates of docs/semantics.md for ``running``, given each type's history statistics."""
     out = []
     for r in running:
         s = stats[r.task.task_type]

@@ -413,7 +413,7 @@ class TaskSubmission:
             raise PayloadTooLarge(
                 f"payload of {len(self._payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
             )
-        return Submission(  # positional, in field order: ~0.4 µs less than keywords
+        return Submission(  # positional, in field order: cheaper than keywords
             self.task_type,
             self.dedup_key,
             self.display_label,

@@ -8,8 +8,8 @@ outermost, a ``SAVEPOINT`` inside), writes history rows and applies the retentio
 A value the query planner could read is bound as ``+?`` (a ``LIMIT`` or an ``OFFSET``, a column
 compared for equality ahead of an ``ORDER BY`` the index gives): SQLite reads the value bound to
 a bare ``?`` there when it plans, so each new binding expires the statement and its next run
-parses and plans it again (13 µs instead of 1 for a peek). The unary ``+`` hides the value from
-the planner, as it hides a column from index choice; the plans stay the same.
+parses and plans it again, which costs many times the run itself. The unary ``+`` hides the
+value from the planner, as it hides a column from index choice; the plans stay the same.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ _EXECUTE = " AND phase = 'execute'"
 _AFTER = " AND (priority, id) > (?, ?)"
 _WALK_BUDGET = 1_024
 """Grouped rows a peek that skips groups has SQLite step over, in queue order, before it looks
-at the other groups one by one instead (a row of a full group costs ~0.1 µs to step over, a
-group two index lookups)."""
+at the other groups one by one instead (stepping over a row of a full group costs far less
+than looking at a group, which takes two index lookups)."""
 _MAX_GROUPS = 64
 """Groups a peek looks at one by one before it goes back to walking the queue order."""
 _STEP = 4

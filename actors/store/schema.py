@@ -37,9 +37,9 @@ HISTORY_STATUSES = ("completed", "failed", "cancelled", "dead_letter", "expired"
 _TASK_STATUS_CHECK = " OR ".join(f"status = '{status}'" for status in TASK_STATUSES)
 """The check on a task row's status, spelled as comparisons: SQLite evaluates ``status IN (...)``
 of more than two values by building a temporary index of the values for every row it checks,
-which made each inserted row 0.7 µs dearer (a sixth of a batch's SQL) and each status update
-1 µs. History keeps its ``IN`` (0.6 µs per finished task, a thousandth of what a task costs in a
-drain): changing it would mean rebuilding on open a table that may hold millions of rows."""
+which made each inserted row and each status update noticeably dearer. History keeps its
+``IN`` (a finished task pays it once, a negligible share of what a task costs): changing it
+would mean rebuilding on open a table that may hold millions of rows."""
 
 _READY = """
 -- The ready order, by (priority, id), in two parts, so that a peek passing over a full group

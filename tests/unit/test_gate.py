@@ -1,4 +1,4 @@
-"""The dispatch gate's formulas, with the numbers of semantics.md."""
+"""The dispatch gate's formulas, with the numbers of docs/semantics.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``docs/protocol.md`` against the code: every kind, every struct, every field, every error code.
 
-The spec is authoritative, so it must not drift from the registry. It is parsed by the simple,
+The document is authoritative, so it must not drift from the registry. It is parsed by the simple,
 consistent format it uses:
 
 * a message kind is a section headed ``### `kind` ``, a struct one headed ``### Struct `Name` ``;
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import bus  # noqa: F401  (registers every kind)
@@ -284,3 +285,100 @@ def test_the_documented_version_and_header_are_the_codes() -> None:
     assert newest == f"{title.group(1)}.{title.group(2)}", "the title names the newest change"
     header = f'`b"{PROTOCOL.decode()}"`'
     assert header in text and f"major version, `{PROTOCOL_MAJOR}`" in text
+
+
+# -- the envelope: frames, header, limits --------------------------------------------------------
+
+
+def framing_section() -> list[str]:
+    [section] = [s for s in sections(DOC.read_text(encoding="utf-8")) if s.title == "## Framing"]
+    return section.lines
+
+
+def test_the_frame_table_is_what_the_encoder_sends() -> None:
+    from bus.kinds import Ping
+    from bus.protocol import PROTOCOL, PROTOCOL_MAJOR, PROTOCOL_NAME, encode
+
+    [table] = tables(framing_section())
+    rows = table[2:]
+    frames = encode(Ping(), b"7")
+    assert [r[0] for r in rows] == [str(i) for i in range(1, len(frames) + 1)]
+    assert [r[1] for r in rows] == ["header", "kind", "correlation id", "body"]
+    assert f'`b"{PROTOCOL.decode()}"`' in rows[0][2]
+    assert f"`{PROTOCOL_NAME}`" in rows[0][2] and f"`{PROTOCOL_MAJOR}`" in rows[0][2]
+    assert frames[:3] == [PROTOCOL, b"ping", b"7"]
+    assert msgpack.unpackb(frames[3]) == {}  # the body: one map of the fields (none here)
+
+
+def test_the_worked_example_is_what_the_codec_sends() -> None:
+    from bus.kinds import Error
+    from bus.protocol import decode, encode
+
+    [block] = re.findall(r"```\n(.*?)```", "\n".join(framing_section()), re.DOTALL)
+    request_line, reply_line = block.strip().splitlines()
+    request = ast.literal_eval(request_line)
+    message, correlation = decode(request)
+    assert encode(message, correlation) == request
+    cut = reply_line.index("reason") + len("reason")  # the reason's text is left out
+    *head, body_start = ast.literal_eval(reply_line[:cut] + '"]')
+    reply = encode(Error(int(ErrorCode.UNKNOWN_KIND), "dispatcher does not handle it"), correlation)
+    assert reply[:3] == head
+    assert reply[3][: len(body_start)] == body_start
+
+
+def test_the_envelope_is_split_by_position_as_documented() -> None:
+    from bus.kinds import Ping
+    from bus.protocol import encode, split_envelope
+
+    text = " ".join(" ".join(framing_section()).split())
+    assert "takes the **last four frames** as the message" in text
+    frames = encode(Ping(), b"1")
+    for envelope in ([b"TMP3"], [b"id", b""], [b"TMP"]):  # opaque, even when it looks like a header
+        assert split_envelope([*envelope, *frames]) == (envelope, frames)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [(b"TMP1", ErrorCode.VERSION_MISMATCH), (b"TMP12", ErrorCode.VERSION_MISMATCH),
+     (b"TMPX", ErrorCode.MALFORMED), (b"HTTP", ErrorCode.MALFORMED)],
+)  # fmt: skip
+def test_a_foreign_header_is_refused_as_documented(header: bytes, code: ErrorCode) -> None:
+    from bus.errors import ProtocolError
+    from bus.protocol import decode
+
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    assert "whose header is `TMP` followed by ASCII digits" in text
+    with pytest.raises(ProtocolError) as caught:
+        decode([header, b"ping", b"", b"\x80"])
+    assert caught.value.code == code
+
+
+def test_the_documented_limits_are_the_codes() -> None:
+    from bus import limits
+    from bus.protocol import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_SUBSCRIPTION_BYTES
+
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    units = {"KiB": 1024, "MiB": 1024**2}
+
+    def documented_size(name: str) -> int:
+        match = re.search(rf"`{name}` = (\d+) (KiB|MiB)", text)
+        assert match, f"{name} is not documented as `{name}` = <n> KiB|MiB"
+        return int(match.group(1)) * units[match.group(2)]
+
+    assert documented_size("MAX_FRAME_BYTES") == MAX_FRAME_BYTES
+    assert documented_size("MAX_MESSAGE_BYTES") == MAX_MESSAGE_BYTES
+    assert documented_size("MAX_SUBSCRIPTION_BYTES") == MAX_SUBSCRIPTION_BYTES
+    assert f"4 MiB ({MAX_FRAME_BYTES:,} bytes)" in text
+    assert f"at 1 MiB ({limits.MAX_PAYLOAD_BYTES:,} bytes)" in text
+    submission = re.search(
+        r"task type 1\.\.([\d,]+) characters; label ([\d,]+) characters; group ([\d,]+) "
+        r"characters; an explicit dedup key ([\d,]+) characters",
+        text,
+    )
+    assert submission, "the limits of a submission are not where they were"
+    assert [int(n.replace(",", "")) for n in submission.groups()] == [
+        limits.MAX_TASK_TYPE_CHARS,
+        limits.MAX_LABEL_CHARS,
+        limits.MAX_GROUP_CHARS,
+        limits.MAX_KEY_CHARS,
+    ]
