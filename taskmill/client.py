@@ -33,11 +33,12 @@ from bus.kinds import (
     Lookup,
     LookupReply,
     Ok,
+    RetryDeadLetter,
     Submit,
     SubmitReply,
     TypeStatsReply,
 )
-from bus.kinds_run import CancelTask, DispatcherState, GetState
+from bus.kinds_run import CancelTask, DispatcherState, GetState, PauseAll, ResumeAll
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from bus.topology import Topology
@@ -168,6 +169,18 @@ class Client(_Endpoints):
         """Cancel a task (and its children); False when no active task has that id."""
         return bool(self._dispatcher.call(CancelTask(task_id), Ok).value)
 
+    def pause_all(self) -> None:
+        """Pause every running task and stop dispatching (see ``Scheduler.pause_all``)."""
+        self._dispatcher.call(PauseAll(), Ok)
+
+    def resume_all(self) -> None:
+        """Dispatch again after ``pause_all``."""
+        self._dispatcher.call(ResumeAll(), Ok)
+
+    def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        """Submit a dead-lettered task again (see ``Scheduler.retry_dead_letter``)."""
+        return _outcomes(self._store.call(RetryDeadLetter(history_id), SubmitReply))[0]
+
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
         key = generate_dedup_key(task_type, _dedup_data(data))
@@ -286,6 +299,15 @@ class AsyncClient(_Endpoints):
 
     async def cancel(self, task_id: int) -> bool:
         return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)
+
+    async def pause_all(self) -> None:
+        await self._dispatcher.call(PauseAll(), Ok)
+
+    async def resume_all(self) -> None:
+        await self._dispatcher.call(ResumeAll(), Ok)
+
+    async def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        return await self._tasks.retry_dead_letter(history_id)
 
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         return await self._tasks.lookup(generate_dedup_key(task_type, _dedup_data(data)))
