@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import hypothesis  # noqa: F401  (imported up front; see below)
 import pytest
 import zmq
+from scheduler_support import Latches
 from store_support import open_db
 
 from actors.store.db import StoreDB
@@ -49,3 +50,12 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx: zmq.Context[Any] = zmq.Context()
     yield ctx
     ctx.term()
+
+
+@pytest.fixture
+async def latches() -> AsyncIterator[Latches]:
+    """Executors the test releases, one latch per task label (``Latches.run``); all released at
+    the end, so no executor outlives the test."""
+    latches = Latches()
+    yield latches
+    latches.release_all()

@@ -34,13 +34,6 @@ def client_of(scheduler: Scheduler) -> AsyncClient:
 
 
 @pytest.fixture
-async def latches() -> AsyncIterator[Latches]:
-    latches = Latches()
-    yield latches
-    latches.release_all()
-
-
-@pytest.fixture
 async def scheduler(tmp_path: Path, latches: Latches) -> AsyncIterator[Scheduler]:
     async def boom(ctx: TaskContext) -> None:
         raise TaskError("upstream said 503", retryable=True)

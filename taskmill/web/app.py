@@ -175,19 +175,20 @@ async def _group_name(request: Request) -> str:
 
 
 async def pause_group(request: Request) -> Response:
-    feed = _feed(request)
-    group = await _group_name(request)
-    await feed.client.pause_group(group)  # type: ignore[attr-defined]
-    feed.refresh()
-    return JSONResponse({"group": group, "paused": True})
+    return await _group_action(request, pause=True)
 
 
 async def resume_group(request: Request) -> Response:
+    return await _group_action(request, pause=False)
+
+
+async def _group_action(request: Request, *, pause: bool) -> Response:
     feed = _feed(request)
     group = await _group_name(request)
-    await feed.client.resume_group(group)  # type: ignore[attr-defined]
+    client: Any = feed.client  # pause_group/resume_group: checked by _group_name
+    await (client.pause_group(group) if pause else client.resume_group(group))
     feed.refresh()
-    return JSONResponse({"group": group, "paused": False})
+    return JSONResponse({"group": group, "paused": pause})
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,8 @@ let state = null;          // the latest state from the server
 let historyOffset = 0;
 let historyDue = 0;        // when history may be reloaded after tasks finished
 const PAGE = 50;
+const RATE_WINDOW_MS = 5000;
+const finishedLog = [];    // [time, tasks finished] of the batches of the last RATE_WINDOW_MS
 
 // -- helpers ---------------------------------------------------------------------------------
 
@@ -184,7 +186,11 @@ function applyBatch(b) {
   const finished = (b.counts.completed || 0) + (b.counts.failed || 0) + (b.counts.dead_lettered || 0) + (b.counts.cancelled || 0);
   const total = Object.values(b.counts).reduce((a, n) => a + n, 0);
   if (total > b.recent.length) log.prepend(h("li", { class: "muted" }, `… ${total - b.recent.length} more events`));
-  $("#rate").textContent = `${finished} finished in the last batch` + (b.missed ? ` · ${b.missed} events missed` : "");
+  const now = Date.now();
+  finishedLog.push([now, finished]);
+  while (finishedLog.length && finishedLog[0][0] < now - RATE_WINDOW_MS) finishedLog.shift();
+  const perSecond = finishedLog.reduce((a, [, n]) => a + n, 0) * 1000 / RATE_WINDOW_MS;
+  $("#rate").textContent = `${perSecond.toFixed(perSecond < 10 ? 1 : 0)} finished/s` + (b.missed ? ` · ${b.missed} events missed` : "");
   if (finished && historyOffset === 0 && Date.now() >= historyDue) {
     historyDue = Date.now() + 2000;
     loadHistory();
