@@ -5,7 +5,9 @@
 Each round drains ``--tasks`` queued no-op tasks through an embedded scheduler (``bench.app``,
 concurrency 4, on ipc sockets), twice: once with nobody watching, once with the dashboard
 (``taskmill web``, its own process, as the Procfile runs it) and one page's event stream open
-(a reader process standing in for the browser: it reads every server-sent event); with
+(a reader process standing in for the browser: it reads every server-sent event), and a
+third time with a bare subscriber process (it reads every event and does nothing else), since any
+second subscriber changes this drain's pace on its own; with
 ``--embedded`` the scheduler's own process serves the dashboard (``SchedulerBuilder.web_port``).
 The two runs alternate, so drift of the machine falls on both. It prints each drain's rate, the
 ratio watched/unwatched (median of the rounds), and whether the page kept up: the completions
@@ -31,6 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.app import builder
 from bench.common import REPO, EventPump
 from taskmill import Scheduler, TaskSubmission
+
+SETTLE_S = 3.0
+
+SUBSCRIBER = r"""
+import sys
+from taskmill import DeploymentConfig
+from taskmill.subscription import EventSubscriber
+run_dir, expected = sys.argv[1], int(sys.argv[2])
+with EventSubscriber(DeploymentConfig(run_dir=run_dir).topology().events) as events:
+    print("ready", flush=True)
+    completed = 0
+    while completed < expected:
+        event = events.recv(1.0)
+        completed += event is not None and event.type == "completed"
+"""
 
 READER = r"""
 import json, sys, time
@@ -72,7 +89,13 @@ def _start_dashboard(run_dir: Path, env: dict[str, str]) -> tuple[subprocess.Pop
     return web, line.split("serving ", 1)[1].strip()
 
 
-async def drain(tasks: int, watched: bool, embedded: bool) -> dict[str, float]:
+async def _ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    ready = await asyncio.to_thread(process.stdout.readline)
+    assert ready.strip() == "ready", ready
+
+
+async def drain(tasks: int, watched: bool, embedded: bool, bare: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tm-dash-") as work_dir:
         work = Path(work_dir)
         app = builder(4).store_path(work / "bench.db").run_dir(work / "run")
@@ -85,8 +108,16 @@ async def drain(tasks: int, watched: bool, embedded: bool) -> dict[str, float]:
             for at in range(0, tasks, 1000):
                 await scheduler.submit_batch(subs[at : at + 1000])
             pump = EventPump(await scheduler.subscribe())
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            if bare:
+                reader = subprocess.Popen(
+                    [sys.executable, "-c", SUBSCRIBER, str(work / "run"), str(tasks)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                await _ready(reader)
             if watched:
-                env = {**os.environ, "PYTHONPATH": str(REPO)}
                 if embedded:
                     assert scheduler.web_url is not None
                     url = scheduler.web_url
@@ -98,9 +129,10 @@ async def drain(tasks: int, watched: bool, embedded: bool) -> dict[str, float]:
                     text=True,
                     env=env,
                 )
-                assert reader.stdout is not None
-                ready = await asyncio.to_thread(reader.stdout.readline)
-                assert ready.strip() == "ready", ready
+                await _ready(reader)
+            # The Store settles after taking the queue (its WAL checkpoint), and the dashboard's
+            # start takes about as long: both drains start from a quiet Store.
+            await asyncio.sleep(SETTLE_S)
             start = time.perf_counter()
             await scheduler.__aenter__()
             await pump.wait(lambda p: p.counts["completed"] >= tasks, 600.0)
@@ -108,8 +140,8 @@ async def drain(tasks: int, watched: bool, embedded: bool) -> dict[str, float]:
             ended_at = time.time()
             result = {"per_s": tasks / (end - start), "missed_by_bench": float(pump.missed)}
             await pump.close()
-            if reader is not None:
-                assert reader.stdout is not None
+            if watched:
+                assert reader is not None and reader.stdout is not None
                 seen = json.loads(await asyncio.to_thread(reader.stdout.readline))
                 result.update(
                     page_completed=float(seen["completed"]),
@@ -128,22 +160,30 @@ async def drain(tasks: int, watched: bool, embedded: bool) -> dict[str, float]:
 
 async def main(tasks: int, rounds: int, embedded: bool) -> None:
     ratios: list[float] = []
+    bare_ratios: list[float] = []
     where = "served by the scheduler's process" if embedded else "served by `taskmill web`"
     print(f"the dashboard {where}; {tasks:,} no-op tasks a drain")
     for n in range(rounds):
-        plain = await drain(tasks, watched=False, embedded=embedded)
-        seen = await drain(tasks, watched=True, embedded=embedded)
+        plain = await drain(tasks, watched=False, embedded=embedded, bare=False)
+        bare = await drain(tasks, watched=False, embedded=embedded, bare=True)
+        seen = await drain(tasks, watched=True, embedded=embedded, bare=False)
         ratio = seen["per_s"] / plain["per_s"]
         ratios.append(ratio)
+        bare_ratios.append(seen["per_s"] / bare["per_s"])
         print(
-            f"round {n + 1}: unwatched {plain['per_s']:,.0f} tasks/s, watched "
-            f"{seen['per_s']:,.0f} tasks/s (ratio {ratio:.3f}); the page counted "
+            f"round {n + 1}: unwatched {plain['per_s']:,.0f} tasks/s, with a bare subscriber "
+            f"{bare['per_s']:,.0f}, watched {seen['per_s']:,.0f} (ratio {ratio:.3f}, "
+            f"{bare_ratios[-1]:.3f} to the bare subscriber); the page counted "
             f"{seen['page_completed']:,.0f}/{tasks:,} completions in {seen['page_batches']:.0f} "
             f"batches, {seen['page_missed']:.0f} events missed, the last "
             f"{seen['page_lag_s'] * 1000:.0f} ms after the drain ended",
             flush=True,
         )
     print(f"watched/unwatched drain rate, median of {rounds}: {statistics.median(ratios):.3f}")
+    print(
+        f"watched/bare-subscriber drain rate, median of {rounds}: "
+        f"{statistics.median(bare_ratios):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,14 +4,16 @@
 ``web_port`` serves it in a thread of its own (``start``/``stop``), on an event loop of its own,
 so the page's requests never wait for the application's loop nor slow it.
 
-The socket is bound here, before uvicorn starts, so an address in use or refused is an
-``OSError`` in the caller's thread, and port 0 gives a free port (``port`` tells which).
+The socket is bound and listening here, before uvicorn starts, so an address in use or refused
+is an ``OSError`` in the caller's thread, port 0 gives a free port (``port`` tells which), and a
+client told the address at once (``taskmill web`` prints it) is not refused meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -27,23 +29,16 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DashboardServer"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 STOP_GRACE_S = 2
+BACKLOG = 128
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server without its signal handlers when it runs in a thread (signals belong to
-    the main thread)."""
-
-    def __init__(self, config: uvicorn.Config, *, signals: bool) -> None:
-        super().__init__(config)
-        self._signals = signals
+    """uvicorn's server without its signal handlers: in a thread, signals belong to the main
+    thread; in the foreground, ``serve`` installs its own."""
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[no-untyped-def]
-        if self._signals:
-            with super().capture_signals():
-                yield
-        else:
-            yield
+        yield
 
 
 class DashboardServer:
@@ -68,6 +63,7 @@ class DashboardServer:
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind((host.strip("[]"), port))
+            self._socket.listen(BACKLOG)  # connections queue from now on, before uvicorn runs
         except OSError:
             self._socket.close()
             raise
@@ -81,7 +77,7 @@ class DashboardServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def _make(self, *, signals: bool) -> _Server:
+    def _make(self) -> _Server:
         config = uvicorn.Config(
             self._app,
             log_level="warning",
@@ -89,16 +85,35 @@ class DashboardServer:
             timeout_graceful_shutdown=STOP_GRACE_S,
             lifespan="on",
         )
-        self._server = _Server(config, signals=signals)
+        self._server = _Server(config)
         return self._server
 
     async def serve(self) -> None:
-        """Serve until SIGINT/SIGTERM (the foreground: ``taskmill web``)."""
-        await self._make(signals=True).serve(sockets=[self._socket])
+        """Serve until SIGINT/SIGTERM (the foreground: ``taskmill web``), then return: the
+        process exits with status 0 like the actors' (uvicorn's own handlers would re-raise
+        the signal once stopped)."""
+        server = self._make()
+        loop = asyncio.get_running_loop()
+        closing: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            server.should_exit = True
+            feed = getattr(self._app.state, "feed", None)
+            if feed is not None:  # end the open streams now, not at uvicorn's grace period
+                closing.append(loop.create_task(feed.close()))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        try:
+            await server.serve(sockets=[self._socket])
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            self._socket.close()
 
     def start(self) -> None:
         """Serve from a thread of its own; returns once the server answers."""
-        server = self._make(signals=False)
+        server = self._make()
         failed: list[BaseException] = []
 
         async def main() -> None:
