@@ -3,16 +3,15 @@
 ``python bench/dashboard.py [--tasks 20000] [--rounds 3]``
 
 Each round drains ``--tasks`` queued no-op tasks through an embedded scheduler (``bench.app``,
-concurrency 4, on ipc sockets), twice: once with nobody watching, once with the dashboard
-(``taskmill web``, its own process, as the Procfile runs it) and one page's event stream open
-(a reader process standing in for the browser: it reads every server-sent event), and a
-third time with a bare subscriber process (it reads every event and does nothing else), since any
-second subscriber changes this drain's pace on its own; with
-``--embedded`` the scheduler's own process serves the dashboard (``SchedulerBuilder.web_port``).
-The two runs alternate, so drift of the machine falls on both. It prints each drain's rate, the
-ratio watched/unwatched (median of the rounds), and whether the page kept up: the completions
-its batches counted against the tasks, and how long after the drain ended the page had seen the
-last of them.
+concurrency 4, on ipc sockets) three times: with nobody watching; with a bare subscriber process
+(it reads every event and does nothing else: any second subscriber changes this drain's pace on
+its own); and watched: the dashboard (``taskmill web``, its own process, as the Procfile runs
+it; with ``--embedded``, the scheduler's own process, ``SchedulerBuilder.web_port``) with one
+page's event stream open (a reader process standing in for the browser: it reads every
+server-sent event). The three runs alternate, so drift of the machine falls on all. It prints
+each drain's rate, the ratios watched/unwatched and watched/bare subscriber (medians of the
+rounds), and whether the page kept up: the completions its batches counted against the tasks,
+and how long after the drain ended the page had seen the last of them.
 """
 
 from __future__ import annotations
