@@ -142,6 +142,28 @@ class Counts(Message):
     pass
 
 
+@message("store.depth.reply")
+@dataclass(frozen=True, slots=True)
+class DepthReply(Message):
+    rows: list[tuple[int, str | None, int]]
+    """``(priority, group or None, pending tasks)``, by priority then group."""
+
+
+@message("store.depth", reply=DepthReply)
+@dataclass(frozen=True, slots=True)
+class Depth(Message):
+    """The queue's depth: pending tasks by priority and group (for dashboards)."""
+
+
+@message("store.children", reply=TasksReply)
+@dataclass(frozen=True, slots=True)
+class Children(Message):
+    """The active children of a task, oldest first."""
+
+    parent_id: int
+    limit: int = 100
+
+
 @message("store.lookup.reply")
 @dataclass(frozen=True, slots=True)
 class LookupReply(Message):

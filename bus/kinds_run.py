@@ -64,6 +64,17 @@ class RunningTask:
     progress: ProgressRow | None = None
 
 
+@struct
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """An executor host as the Dispatcher sees it."""
+
+    host_id: str
+    task_types: list[str]
+    capacity: int
+    running: int
+
+
 @message("dispatcher.state.reply")
 @dataclass(frozen=True, slots=True)
 class DispatcherState(Message):
@@ -75,6 +86,7 @@ class DispatcherState(Message):
     hosts: int = 0
     resources: dict[str, float] = field(default_factory=dict)
     host_resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    host_list: list[HostInfo] = field(default_factory=list)
 
 
 @message("dispatcher.state", reply=DispatcherState)

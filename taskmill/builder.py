@@ -44,6 +44,9 @@ class AppSpec:
     app_state: list[object] = field(default_factory=list)
     store_config: StoreConfig = field(default_factory=StoreConfig)
     metrics_port: int | None = None
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"
+    web_token: str | None = None
     run_dir: str | None = None
     separate_threads: bool = False
     executor_thread: bool = False
@@ -245,6 +248,22 @@ class SchedulerBuilder:
     def metrics_port(self, port: int) -> SchedulerBuilder:
         """Serve Prometheus metrics from the EventPublisher on this port (0 picks one)."""
         self.spec.metrics_port = port
+        return self
+
+    def web_port(
+        self, port: int, *, host: str = "127.0.0.1", token: str | None = None
+    ) -> SchedulerBuilder:
+        """Serve the web dashboard on ``host:port`` (0 picks a free port; ``Scheduler.web_url``
+        says where) while the scheduler is open. Any address but the loopback interface needs
+        a ``token``, which every request must then show."""
+        from taskmill.web.access import check_bind
+
+        check_bind(host, token)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"the dashboard port must be in 0..65535, got {port!r}")
+        self.spec.web_port = port
+        self.spec.web_host = host
+        self.spec.web_token = token
         return self
 
     async def build(self) -> Scheduler:

@@ -3,9 +3,9 @@
 Actor commands (``store``, ``dispatcher``, ``monitor``, ``limiter``, ``worker``, ``events``) each
 build one actor of the application and run it until SIGTERM/SIGINT: one process per actor, as a
 Procfile runs them. User commands (``submit``, ``result``, ``status``, ``watch``, ``ping``,
-``stats``) talk
-to a running deployment; ``demo`` runs an embedded scheduler. Every command but ``demo`` reads
-the deployment configuration from ``--config`` (TOML), ``TASKMILL_*`` variables and its flags.
+``stats``, ``web``) talk to a running deployment; ``demo`` runs an embedded scheduler. Every
+command but ``demo`` reads the deployment configuration from ``--config`` (TOML), ``TASKMILL_*``
+variables and its flags.
 """
 
 from __future__ import annotations
@@ -84,6 +84,12 @@ def _actor(args: argparse.Namespace) -> int:
     else:
         process = build(args.command, spec, cfg)
     return serve(process, security=cfg.security(), authorized=cfg.authorized_keys())
+
+
+def _web(args: argparse.Namespace) -> int:
+    from taskmill.web.command import web
+
+    return web(args, config_from_args(args))
 
 
 def _user(args: argparse.Namespace) -> int:
@@ -203,6 +209,15 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     stats.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
 
 
+def _add_web_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    from taskmill.web.command import add_arguments
+
+    help_text = "serve the web dashboard (live view, cancel, pause, retry)"
+    p = sub.add_parser("web", parents=[common], help=help_text, description=help_text)
+    add_arguments(p)
+    p.set_defaults(func=_web, log_level=logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskmill", description="An adaptive priority work scheduler on ZeroMQ."
@@ -212,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _deployment_options()
     _add_actor_commands(sub, common)
     _add_user_commands(sub, common)
+    _add_web_command(sub, common)
     keys = sub.add_parser(
         "keys",
         help="generate CURVE key pairs for tcp deployments",

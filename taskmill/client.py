@@ -34,6 +34,7 @@ from bus.kinds import (
     Lookup,
     LookupReply,
     Ok,
+    RetryDeadLetter,
     Submit,
     SubmitReply,
     TypeStatsReply,
@@ -182,6 +183,18 @@ class Client(_Endpoints):
     def cancel(self, task_id: int) -> bool:
         """Cancel a task (and its children); False when no active task has that id."""
         return bool(self._dispatcher.call(CancelTask(task_id), Ok).value)
+
+    def pause_all(self) -> None:
+        """Pause every running task and stop dispatching (see ``Scheduler.pause_all``)."""
+        self._dispatcher.call(PauseAll(), Ok)
+
+    def resume_all(self) -> None:
+        """Dispatch again after ``pause_all``."""
+        self._dispatcher.call(ResumeAll(), Ok)
+
+    def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        """Submit a dead-lettered task again (see ``Scheduler.retry_dead_letter``)."""
+        return _outcomes(self._store.call(RetryDeadLetter(history_id), SubmitReply))[0]
 
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""

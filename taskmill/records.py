@@ -17,14 +17,17 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds_run import HostInfo
 from taskmill.priority import Priority
 
 __all__ = [
     "EPOCH",
     "EstimatedProgress",
     "HistoryStatus",
+    "HostSummary",
     "OutcomeKind",
     "ParentResolution",
+    "QueueDepth",
     "SubmitOutcome",
     "TaskHistoryRecord",
     "TaskLookup",
@@ -394,3 +397,32 @@ class ParentResolution(StrEnum):
     WAITING = "waiting"
     FINALIZE = "finalize"
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class QueueDepth(_ToDict):
+    """How many tasks wait to run (``pending``) at one priority in one group (None: none)."""
+
+    priority: Priority
+    group: str | None
+    count: int
+
+    @classmethod
+    def from_wire(cls, row: tuple[int, str | None, int]) -> QueueDepth:
+        priority, group, count = row
+        return cls(Priority(priority), group, count)
+
+
+@dataclass(frozen=True)
+class HostSummary(_ToDict):
+    """An executor host connected to the Dispatcher: the task types it runs, how many at once
+    (``capacity``) and how many it runs now."""
+
+    host_id: str
+    task_types: list[str]
+    capacity: int
+    running: int
+
+    @classmethod
+    def from_wire(cls, info: HostInfo) -> HostSummary:
+        return cls(info.host_id, list(info.task_types), info.capacity, info.running)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -35,6 +35,9 @@ from taskmill.client import AsyncClient
 from taskmill.context import make_runner
 from taskmill.monitoring import monitor_actor
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
+
+if TYPE_CHECKING:
+    from taskmill.web.server import DashboardServer
 
 log = logging.getLogger("taskmill.scheduler")
 
@@ -58,6 +61,7 @@ class Scheduler(AsyncClient):
         self._host = host
         self._closing = asyncio.Event()
         self._running = False
+        self._web: DashboardServer | None = None
 
     @staticmethod
     def builder() -> SchedulerBuilder:
@@ -113,7 +117,33 @@ class Scheduler(AsyncClient):
             await asyncio.to_thread(_stop_all, threads)
             context.term()
             raise
-        return cls(spec, context, topology, threads, host)
+        scheduler = cls(spec, context, topology, threads, host)
+        if spec.web_port is not None:
+            try:
+                await scheduler._serve_dashboard()
+            except BaseException:
+                await scheduler.close()
+                raise
+        return scheduler
+
+    async def _serve_dashboard(self) -> None:
+        from taskmill.web.server import DashboardServer
+
+        assert self._spec.web_port is not None
+        topology, context = self.topology, self._context
+        server = DashboardServer(
+            lambda: AsyncClient(topology, context=context),
+            host=self._spec.web_host,
+            port=self._spec.web_port,
+            token=self._spec.web_token,
+        )
+        await asyncio.to_thread(server.start)
+        self._web = server
+
+    @property
+    def web_url(self) -> str | None:
+        """Where the dashboard is served (``SchedulerBuilder.web_port``), or None."""
+        return None if self._web is None else self._web.url
 
     # -- running -----------------------------------------------------------------------------
 
@@ -152,6 +182,8 @@ class Scheduler(AsyncClient):
             return
         self._closed = True
         self._closing.set()
+        if self._web is not None:  # its client's sockets must close before the context does
+            await asyncio.to_thread(self._web.stop)
         mode = self._spec.shutdown_mode
         drain = mode.timeout_s if mode.is_graceful else 0.0
         try:

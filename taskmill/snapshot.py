@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bus.kinds import CountsReply
 from bus.kinds_run import DispatcherState
-from taskmill.records import EstimatedProgress, TaskRecord, _ToDict
+from taskmill.records import EstimatedProgress, HostSummary, TaskRecord, _ToDict
 
 __all__ = ["SchedulerSnapshot"]
 
@@ -37,6 +37,8 @@ class SchedulerSnapshot(_ToDict):
     host_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     """Host id → the readings an executor host reports of its own machine (the keys of
     ``resources``), for the hosts that sample theirs (on other machines than the monitor)."""
+    hosts: list[HostSummary] = field(default_factory=list)
+    """The executor hosts connected to the Dispatcher, by host id."""
 
     @classmethod
     def from_state(
@@ -56,4 +58,5 @@ class SchedulerSnapshot(_ToDict):
             is_paused=state.is_paused,
             resources=dict(state.resources),
             host_resources={host: dict(r) for host, r in state.host_resources.items()},
+            hosts=[HostSummary.from_wire(h) for h in state.host_list],
         )

@@ -11,9 +11,12 @@ from typing import TypeVar
 from bus.client import AsyncRequester
 from bus.kinds import (
     AvgThroughput,
+    Children,
     Counts,
     CountsReply,
     DeadLetter,
+    Depth,
+    DepthReply,
     GetResult,
     GetTask,
     History,
@@ -35,6 +38,7 @@ from bus.kinds_run import RunningTask
 from taskmill.progress import estimate_progress
 from taskmill.records import (
     EstimatedProgress,
+    QueueDepth,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -92,6 +96,20 @@ class TaskStore:
     async def counts(self) -> CountsReply:
         return await self._store.call(Counts(), CountsReply)
 
+    async def queue_depth(self) -> list[QueueDepth]:
+        """Pending tasks by priority and group, the most urgent first (groups by name, the
+        ungrouped first)."""
+        rows = (await self._store.call(Depth(), DepthReply)).rows
+        return [QueueDepth.from_wire(r) for r in rows]
+
+    async def children(self, parent_id: int, limit: int = 100) -> list[TaskRecord]:
+        """The active children of ``parent_id``, oldest first (finished ones are in history,
+        with ``parent_id`` set)."""
+        return [
+            TaskRecord.from_row(r)
+            for r in (await self._store.call(Children(parent_id, limit), TasksReply)).tasks
+        ]
+
     async def pending_count(self) -> int:
         return (await self.counts()).pending
 
@@ -117,9 +135,17 @@ class TaskStore:
             page = rest_of(page, reply)
         return records
 
-    async def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
-        """Terminal runs, newest first."""
-        return await self._history(History(limit, offset))
+    async def history(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        task_type: str | None = None,
+        status: str | None = None,
+    ) -> list[TaskHistoryRecord]:
+        """Terminal runs, newest first; only those of ``task_type`` and/or ``status`` (a
+        ``HistoryStatus`` value) when given."""
+        return await self._history(History(limit, offset, task_type=task_type, status=status))
 
     async def history_by_type(self, task_type: str, limit: int = 50) -> list[TaskHistoryRecord]:
         return await self._history(History(limit, 0, task_type=task_type))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import hypothesis  # noqa: F401  (imported up front; see below)
 import pytest
 import zmq
+from scheduler_support import Latches
 from store_support import open_db
 
 from actors.store.db import StoreDB
@@ -60,3 +61,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(_TIERS / "system"):
             item.add_marker(pytest.mark.system)
+
+
+@pytest.fixture
+async def latches() -> AsyncIterator[Latches]:
+    """Executors the test releases, one latch per task label (``Latches.run``); all released at
+    the end, so no executor outlives the test."""
+    latches = Latches()
+    yield latches
+    latches.release_all()

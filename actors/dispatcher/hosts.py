@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bus.kinds_run import HostInfo
+
 
 @dataclass(slots=True)
 class Host:
@@ -67,6 +69,13 @@ class HostTable:
             ):
                 best = host
         return best
+
+    def describe(self) -> list[HostInfo]:
+        """Every host, by host id: what it serves, its capacity and how much of it is busy."""
+        return [
+            HostInfo(h.host_id, sorted(h.task_types), h.capacity, len(h.running))
+            for h in sorted(self._hosts.values(), key=lambda h: h.host_id)
+        ]
 
     def room(self) -> int:
         return sum(max(0, h.free) for h in self._hosts.values())

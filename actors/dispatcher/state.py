@@ -408,6 +408,7 @@ class DispatcherCore:
             hosts=len(self.hosts),
             resources=resources_of(self.readings) if self.settings.monitoring else {},
             host_resources=self.host_resources(),
+            host_list=self.hosts.describe(),
         )
 
     def stats(self) -> dict[str, Any]:

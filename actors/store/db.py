@@ -196,6 +196,12 @@ class StoreDB:
     def counts(self) -> CountsReply:
         return queries.counts(self._core)
 
+    def depth(self) -> list[tuple[int, str | None, int]]:
+        return queries.depth(self._core)
+
+    def children(self, parent_id: int, limit: int = 100) -> list[TaskRow]:
+        return queries.children(self._core, parent_id, limit)
+
     def lookup(self, key: str) -> LookupReply:
         return queries.lookup(self._core, key)
 

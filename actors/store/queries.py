@@ -220,6 +220,29 @@ def counts(core: Core) -> CountsReply:
     )
 
 
+def depth(core: Core) -> list[tuple[int, str | None, int]]:
+    """Pending tasks by priority and group, read from the ready indexes alone (each row of the
+    queue is one index entry stepped over; no table row is read)."""
+    ungrouped = core.all(f"SELECT priority, NULL, count(*) {_UNGROUPED} GROUP BY priority")
+    grouped = core.all(
+        f"SELECT priority, group_key, count(*) {_BY_GROUP} GROUP BY group_key, priority"
+    )
+    return sorted(
+        ((int(p), g, int(n)) for p, g, n in [*ungrouped, *grouped]),
+        key=lambda row: (row[0], row[1] or ""),
+    )
+
+
+def children(core: Core, parent_id: int, limit: int) -> list[TaskRow]:
+    """The active children of ``parent_id``, oldest first (by ``tasks_parent``)."""
+    check_limit(limit)
+    rows = core.all(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id = ? ORDER BY id LIMIT +?",
+        (parent_id, limit),
+    )
+    return [task_row(r) for r in rows]
+
+
 def newest_history(core: Core, key: str) -> HistoryRow | None:
     row = core.one(
         f"SELECT {HISTORY_COLUMNS} FROM history WHERE key = +? "

@@ -166,7 +166,7 @@ def test_the_procfile_runs_every_actor_from_the_example_configuration() -> None:
     entries = dict(
         line.split(":", 1) for line in lines if line.strip() and not line.startswith("#")
     )
-    assert set(entries) == set(ACTORS)
+    assert set(entries) == {*ACTORS, "web"}  # the dashboard: a client, not an actor
     for name, command in entries.items():
         assert command.split()[:2] == ["taskmill", name]
         assert "--config examples/taskmill.toml" in command
@@ -186,6 +186,7 @@ def test_honcho_starts_the_procfile_deployment_with_scaled_workers(
     shim.chmod(0o755)
     deployment.env["PATH"] = f"{bin_dir}{os.pathsep}{deployment.env['PATH']}"
     deployment.env["TASKMILL_METRICS_PORT"] = "0"
+    deployment.env["TASKMILL_WEB_PORT"] = "0"  # the dashboard: any free port
     del deployment.env["TASKMILL_APP"]  # the example application, from examples/taskmill.toml
     honcho = deployment.spawn(
         "honcho",

@@ -14,6 +14,7 @@ from taskmill.priority import Priority
 from taskmill.records import (
     EstimatedProgress,
     HistoryStatus,
+    HostSummary,
     OutcomeKind,
     ParentResolution,
     SubmitOutcome,
@@ -214,6 +215,7 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
         pressure_breakdown=[("api", 0.4), ("network", 0.1)],
         max_concurrency=4,
         is_paused=False,
+        hosts=[HostSummary("w1", ["thumb"], 8, 1)],
     )
     data = json.loads(json.dumps(snapshot.to_dict()))
     assert data["pending_count"] == 3 and data["max_concurrency"] == 4
@@ -229,8 +231,11 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
     assert set(data) == {
         "running", "pending_count", "paused_count", "waiting_count", "scheduled_count",
         "progress", "pressure", "pressure_breakdown", "max_concurrency", "is_paused",
-        "resources", "host_resources",
+        "resources", "host_resources", "hosts",
     }  # fmt: skip
+    assert data["hosts"] == [
+        {"host_id": "w1", "task_types": ["thumb"], "capacity": 8, "running": 1}
+    ]
 
 
 def test_history_record_to_dict_is_json_serialisable() -> None:
