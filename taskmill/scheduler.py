@@ -32,6 +32,7 @@ from bus.hosting import ActorThread
 from bus.kinds import Ok, Submit, SubmitReply
 from bus.kinds_run import (
     CancelTask,
+    CancelTasks,
     DispatcherState,
     GetLimiterState,
     GetState,
@@ -48,12 +49,12 @@ from bus.runtime import Actor
 from bus.topology import Topology
 from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
-from taskmill.context import make_runner
+from taskmill.context import cancel_hooks, make_runner
 from taskmill.monitoring import monitor_actor
 from taskmill.records import EstimatedProgress, SubmitOutcome, TaskHistoryRecord, TaskRecord
 from taskmill.results import TERMINAL_TOPICS, wait_result
 from taskmill.snapshot import SchedulerSnapshot
-from taskmill.store import TaskStore, estimates
+from taskmill.store import TaskStore, cancelled_ids, estimates
 from taskmill.subscription import TOPICS, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
@@ -101,7 +102,9 @@ class Scheduler:
         runners = {t: make_runner(e) for t, e in spec.executors.items()}
         state = {type(obj): obj for obj in spec.app_state}
         settings = host_settings(spec, topology, capacity=max(32, spec.max_concurrency))
-        host = ExecutorHost(runners, settings, state=state)
+        host = ExecutorHost(
+            runners, settings, state=state, cancel_hooks=cancel_hooks(spec.executors)
+        )
         # Set up in this order (the Store first, so it is the last closed).
         actors: list[tuple[str, Actor, str]] = [
             ("store", store_actor(spec, topology), topology.store_control),
@@ -249,6 +252,34 @@ class Scheduler:
     async def cancel(self, task_id: int) -> bool:
         reply = await self._dispatcher.call(CancelTask(task_id), Ok)
         return bool(reply.value)
+
+    async def cancel_group(self, group: str) -> list[int]:
+        """Cancel every active task of ``group`` (with their children); the cancelled ids."""
+        return await self._cancel_where(CancelTasks(group=group))
+
+    async def cancel_type(self, task_type: str) -> list[int]:
+        """Cancel every active task of ``task_type`` (with their children); the cancelled ids."""
+        return await self._cancel_where(CancelTasks(task_type=task_type))
+
+    async def cancel_by_tag(self, key: str, value: str) -> list[int]:
+        """Cancel every active task tagged ``key`` = ``value`` (with their children); the
+        cancelled ids."""
+        return await self._cancel_where(CancelTasks(tag=[key, value]))
+
+    async def _cancel_where(self, message: CancelTasks) -> list[int]:
+        return cancelled_ids(await self._dispatcher.call(message, Ok))
+
+    async def task_ids_by_tags(self, tags: dict[str, str], status: str | None = None) -> list[int]:
+        """See ``TaskStore.task_ids_by_tags``."""
+        return await self._task_store.task_ids_by_tags(tags, status)
+
+    async def count_by_tag(self, key: str) -> dict[str, int]:
+        """See ``TaskStore.count_by_tag``."""
+        return await self._task_store.count_by_tag(key)
+
+    async def tag_values(self, key: str) -> list[str]:
+        """See ``TaskStore.tag_values``."""
+        return await self._task_store.tag_values(key)
 
     async def pause_all(self) -> None:
         await self._dispatcher.call(PauseAll(), Ok)
