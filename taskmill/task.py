@@ -195,7 +195,8 @@ class TaskSubmission:
         self._timeout: float | None = None
         self._ttl: float | None = None
         self._ttl_from = TtlFrom.SUBMISSION
-        self._on_duplicate = DuplicateStrategy.SKIP
+        self._on_duplicate = DuplicateStrategy.SKIP.value
+        """The strategy's value: what ``to_wire`` sends, read without an enum lookup."""
         self._tags: dict[str, str] | None = None
         self.expected_read_bytes = 0
         """Disk bytes this task expects to read (used by the IO budget)."""
@@ -232,7 +233,8 @@ class TaskSubmission:
             self.timeout(timeout)
         if ttl is not None:
             self.ttl(ttl, from_=ttl_from)
-        self.on_duplicate(on_duplicate)
+        if on_duplicate != DuplicateStrategy.SKIP.value:
+            self.on_duplicate(on_duplicate)
         if tags is not None:
             self.tags(tags)
 
@@ -344,7 +346,7 @@ class TaskSubmission:
         """What to do when an active task already has this key: ``DuplicateStrategy.SKIP``
         (default), ``SUPERSEDE`` (replace it) or ``REJECT``; ``ValueError`` for anything else."""
         try:
-            self._on_duplicate = DuplicateStrategy(strategy)
+            self._on_duplicate = DuplicateStrategy(strategy).value
         except ValueError:
             choices = ", ".join(s.value for s in DuplicateStrategy)
             raise ValueError(
@@ -426,7 +428,7 @@ class TaskSubmission:
     @property
     def duplicate_strategy(self) -> DuplicateStrategy:
         """The strategy given with ``on_duplicate`` (default ``SKIP``)."""
-        return self._on_duplicate
+        return DuplicateStrategy(self._on_duplicate)
 
     @property
     def tag_map(self) -> dict[str, str]:
@@ -493,8 +495,8 @@ class TaskSubmission:
             self._timeout,
             self._ttl,
             self._ttl_from.value,
-            None if self._tags is None else dict(self._tags),
-            self._on_duplicate.value,
+            self._tags,  # never changed in place: ``tags`` makes a new dict
+            self._on_duplicate,
         )
 
     def _state(self) -> tuple[object, ...]:
@@ -536,8 +538,8 @@ class TaskSubmission:
             parts.append(f"timeout={self._timeout:g}")
         if self._ttl is not None:
             parts.append(f"ttl={self._ttl:g}, ttl_from={self._ttl_from.value!r}")
-        if self._on_duplicate is not DuplicateStrategy.SKIP:
-            parts.append(f"on_duplicate={self._on_duplicate.value!r}")
+        if self._on_duplicate != DuplicateStrategy.SKIP.value:
+            parts.append(f"on_duplicate={self._on_duplicate!r}")
         if self._tags:
             parts.append(f"tags={self._tags!r}")
         return f"TaskSubmission({', '.join(parts)})"

@@ -712,34 +712,32 @@ class Dispatcher(Actor):
         return Ok()
 
     def _cancel(self, message: CancelTask) -> Message | Deferred:
-        request = current_request()
-
-        def on_reply(reply: Message | TaskmillError) -> None:
-            if isinstance(reply, TaskmillError):
-                request.fail(reply.code, reply.message)
-                return
-            assert isinstance(reply, CancelReply)
-            self._apply_transitions(reply.transitions)
-            request.reply(Ok(bool(reply.transitions)))
-            self.wake()
-
-        self.store.request(Cancel(message.id), on_reply)
-        return DEFER
+        return self._cancel_in_store(Cancel(message.id), lambda changes: bool(changes))
 
     def _cancel_where(self, message: CancelTasks) -> Message | Deferred:
         """Bulk cancel: one Store transaction, then the running ones stopped on their hosts."""
-        request = current_request()
+        return self._cancel_in_store(
+            CancelWhere(message.group, message.task_type, message.tag),
+            lambda changes: [t.id for t in changes if t.result == "cancelled"],
+        )
+
+    def _cancel_in_store(
+        self, request: Cancel | CancelWhere, answer: Callable[[list[Transition]], Any]
+    ) -> Deferred:
+        """Have the Store cancel, then stop what ran and publish the events; the client's reply
+        is ``Ok(answer(transitions))``, or the Store's error."""
+        client = current_request()
 
         def on_reply(reply: Message | TaskmillError) -> None:
             if isinstance(reply, TaskmillError):
-                request.fail(reply.code, reply.message)
+                client.fail(reply.code, reply.message)
                 return
             assert isinstance(reply, CancelReply)
             self._apply_transitions(reply.transitions)
-            request.reply(Ok([t.id for t in reply.transitions if t.result == "cancelled"]))
+            client.reply(Ok(answer(reply.transitions)))
             self.wake()
 
-        self.store.request(CancelWhere(message.group, message.task_type, message.tag), on_reply)
+        self.store.request(request, on_reply)
         return DEFER
 
     def _shutdown(self, message: Shutdown) -> Message | Deferred:

@@ -18,6 +18,9 @@ error whatever the executor did after the deadline. A run's return value (bytes,
 the runner) travels in its result, up to ``MAX_RESULT_BYTES``.
 A scheduler that shuts down waits (``wait_until_idle``) up to ``STOP_GRACE_S`` for the runs it
 cancelled before it stops the host, since stopping the loop cancels every coroutine at once.
+A ``host.cancel`` with ``hook`` (the task was cancelled or superseded, not preempted) also starts
+the executor's ``on_cancel`` (``cancel_hooks``), on a handle of its own, bounded by
+``cancel_hook_timeout_s``; nobody waits for it.
 """
 
 from __future__ import annotations

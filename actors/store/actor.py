@@ -13,8 +13,9 @@ Sockets:
 Handles every ``store.*`` kind of ``docs/protocol.md`` (each answered with its reply kind, or
 ``error`` with a code); plus ``ping``/``stats``/``stop`` like every actor.
 
-Emits: ``store.changed`` after a commit in which Submits inserted, upgraded or requeued tasks, or
-the group policy changed — unless an earlier notification is still unanswered (no claim since,
+Emits: ``store.changed`` after a commit in which Submits inserted, upgraded, requeued or
+superseded tasks (with the transitions of what they superseded: never folded), or the group
+policy changed — unless an earlier notification is still unanswered (no claim since,
 and sent less than ``UNANSWERED_FOR_S`` ago), this one is not more urgent, and it cannot preempt
 (``urgent_priority``): the Dispatcher looks at the queue then anyway. With the Dispatcher's
 standing claim (``_claim_standing``) the notice carries the rows claimed for it.

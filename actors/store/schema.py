@@ -1,7 +1,8 @@
 """The Store's SQLite schema (versioned with ``PRAGMA user_version``) and row mapping.
 
 Two tables hold the tasks: ``tasks`` (active rows: pending, running, paused, waiting) and
-``history`` (terminal runs: completed, failed, cancelled). A third, ``requests``, remembers the
+``history`` (terminal runs: completed, failed, cancelled, dead_letter, expired, superseded);
+``task_tags`` indexes the tags of active tasks (``_FLOW_CONTROL``). ``requests`` remembers the
 outcomes of recent Submit requests by ``request_id`` so a client's retry is not applied twice.
 
 Besides the fields of ``TaskRow``, a task row keeps a few columns the Store needs for itself:
