@@ -238,7 +238,7 @@ class Scheduler:
         return await self._task_store.retry_dead_letter(history_id)
 
     async def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
-        """The task's terminal history record (completed, failed, cancelled, dead_letter) once
+        """The task's terminal history record (any terminal status, superseded too) once
         it has one, with its ``result``; ``TimeoutError`` after ``timeout`` seconds."""
         return await wait_result(
             task_id,
