@@ -86,6 +86,9 @@ class Stop(Message):
 @dataclass(frozen=True, slots=True)
 class SubmitReply(Message):
     outcomes: list[Outcome]
+    transitions: list[Transition] = field(default_factory=list)
+    """What the submissions did to other tasks (superseded ones, children cancelled with them):
+    the Store hands these to the Dispatcher with ``store.changed``."""
 
 
 @message("store.submit", reply=SubmitReply)
@@ -457,3 +460,49 @@ class RetryDeadLetter(Message):
     dead-letter row."""
 
     history_id: int
+
+
+# -- flow control: tags, bulk cancellation ------------------------------------------------------
+
+
+@message("store.cancel_where", reply=CancelReply)
+@dataclass(frozen=True, slots=True)
+class CancelWhere(Message):
+    """Cancel every active task of ``group``, of ``task_type`` or with the tag ``tag``
+    ([key, value]) — exactly one of the three — with their children, in one transaction."""
+
+    group: str | None = None
+    task_type: str | None = None
+    tag: list[str] | None = None
+
+
+@message("store.ids.reply")
+@dataclass(frozen=True, slots=True)
+class IdsReply(Message):
+    ids: list[int]
+
+
+@message("store.task_ids_by_tags", reply=IdsReply)
+@dataclass(frozen=True, slots=True)
+class TaskIdsByTags(Message):
+    """Ids of the active tasks having every tag of ``tags`` (and ``status``: pending, running,
+    paused or waiting), in id order, at most ``limit``."""
+
+    tags: dict[str, str]
+    status: str | None = None
+    limit: int = 100_000
+
+
+@message("store.tag_counts.reply")
+@dataclass(frozen=True, slots=True)
+class TagCountsReply(Message):
+    counts: list[tuple[str, int]]
+    """(value, active tasks with it), most first."""
+
+
+@message("store.count_by_tag", reply=TagCountsReply)
+@dataclass(frozen=True, slots=True)
+class CountByTag(Message):
+    """The values of tag ``key`` among the active tasks, with their counts."""
+
+    key: str

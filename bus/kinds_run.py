@@ -46,6 +46,17 @@ class CancelTask(Message):
     id: int
 
 
+@message("dispatcher.cancel_where", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class CancelTasks(Message):
+    """Cancel every active task of ``group``, of ``task_type`` or with the tag ``tag`` ([key,
+    value]) — exactly one — as ``dispatcher.cancel`` does; Ok(value=[the cancelled ids])."""
+
+    group: str | None = None
+    task_type: str | None = None
+    tag: list[str] | None = None
+
+
 @struct
 @dataclass(frozen=True, slots=True)
 class ProgressRow:
@@ -193,6 +204,9 @@ class RunTasks(Message):
 @dataclass(frozen=True, slots=True)
 class CancelRuns(Message):
     ids: list[int]
+    hook: bool = False
+    """The tasks were cancelled or superseded (not preempted, not stopped by a shutdown): the
+    host calls their executors' ``on_cancel``."""
 
 
 @message("host.results")

@@ -30,3 +30,37 @@ def check_text(name: str, value: str, max_chars: int) -> str:
             f"{name} is not valid text: {exc.reason} at position {exc.start}"
         ) from None
     return value
+
+
+MAX_TAGS = 32
+MAX_TAG_KEY_BYTES = 64
+MAX_TAG_VALUE_BYTES = 256
+"""Tags: at most 32 per submission, keys up to 64 and values up to 256 bytes of UTF-8."""
+
+DUPLICATE_STRATEGIES = ("skip", "supersede", "reject")
+"""What a submission does when an active task has its key (``Submission.on_duplicate``)."""
+
+
+def tag_problem(tags: object) -> str | None:
+    """Why ``tags`` cannot be a submission's tags (a dict of non-empty str keys to str values
+    within the limits above), or None when they can."""
+    if not isinstance(tags, dict):
+        return "tags must be a dict of str to str"
+    if len(tags) > MAX_TAGS:
+        return f"{len(tags)} tags; the limit is {MAX_TAGS}"
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            return f"tag {key!r}: keys and values must be str"
+        if not key:
+            return "a tag key must not be empty"
+        for what, text, limit in (
+            ("key", key, MAX_TAG_KEY_BYTES),
+            ("value", value, MAX_TAG_VALUE_BYTES),
+        ):
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                return f"tag {what} {text!r} is not valid text"
+            if size > limit:
+                return f"tag {what} {text[:20]!r}... is {size} bytes; the limit is {limit}"
+    return None

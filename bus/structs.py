@@ -56,6 +56,12 @@ class Submission:
     the default TTL, if any."""
     ttl_from: str = "submission"
     """``submission`` or ``first_attempt``."""
+    tags: dict[str, str] | None = None
+    """Key/value metadata (``bus.limits``: ``MAX_TAGS`` tags, keys and values of bounded UTF-8
+    size); None: none. A child's are added to its parent's (the child's win)."""
+    on_duplicate: str = "skip"
+    """What to do when an active task has the key: ``skip`` (the v1 outcomes), ``supersede``
+    (replace it) or ``reject`` (outcome ``rejected``, nothing changed)."""
 
 
 @struct
@@ -93,6 +99,8 @@ class TaskRow:
     expires_at_ms: int | None = None
     """When the task expires if it has not started (epoch ms); None: never, or not yet known
     (a TTL counted from the first attempt)."""
+    tags: dict[str, str] | None = None
+    """The task's tags (its own and its parent's); None: none."""
 
 
 @struct
@@ -127,14 +135,17 @@ class HistoryRow:
     group_key: str | None = None
     result: bytes | None = None
     """What the run (a parent's: its finalize) returned, encoded (bytes as is, else JSON)."""
+    tags: dict[str, str] | None = None
 
 
 @struct
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    kind: str  # inserted | upgraded | requeued | duplicate
+    kind: str  # inserted | upgraded | requeued | duplicate | superseded | rejected
     id: int | None
     priority: int = 128
+    replaced_id: int | None = None
+    """For ``superseded``: the task replaced (``id`` itself when it was replaced in place)."""
 
 
 @struct
@@ -166,7 +177,7 @@ class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
     ``result``: completed | retry | failed | dead_letter | expired | requeued | waiting |
-    cancelled | finalize | ignored.
+    cancelled | superseded | finalize | ignored.
     """
 
     id: int
@@ -187,3 +198,7 @@ class Transition:
     """For ``dead_letter``: the retries made."""
     age_s: float | None = None
     """For ``expired``: how long the task had existed (since it was created)."""
+    tags: dict[str, str] | None = None
+    """The task's tags, for its event."""
+    new_task_id: int | None = None
+    """For ``superseded``: the task that replaced it (its own id when replaced in place)."""

@@ -47,6 +47,7 @@ from taskmill.events import (
     Resources,
     Resumed,
     SchedulerEvent,
+    Superseded,
     Waiting,
 )
 from taskmill.monitoring import PressurePublisher, publish_pressure
@@ -72,7 +73,13 @@ from taskmill.scheduler import Scheduler
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
-from taskmill.task import TaskSubmission, TtlFrom, TypedTask, generate_dedup_key
+from taskmill.task import (
+    DuplicateStrategy,
+    TaskSubmission,
+    TtlFrom,
+    TypedTask,
+    generate_dedup_key,
+)
 
 __all__ = [
     "ActorUnavailable",
@@ -87,6 +94,7 @@ __all__ = [
     "DeadLettered",
     "DeploymentConfig",
     "Dispatched",
+    "DuplicateStrategy",
     "EstimatedProgress",
     "EventSubscriber",
     "EventSubscription",
@@ -126,6 +134,7 @@ __all__ = [
     "StoreConfig",
     "StoreError",
     "SubmitOutcome",
+    "Superseded",
     "TaskContext",
     "TaskError",
     "TaskExecutor",

@@ -56,6 +56,7 @@ class AppSpec:
     task_ttls: dict[str, float] = field(default_factory=dict)
     default_ttl: float | None = None
     expiry_sweep_s: float | None = 30.0
+    cancel_hook_timeout_s: float = 30.0
 
 
 def _policy(policy: RetryPolicy) -> RetryPolicy:
@@ -121,6 +122,11 @@ class SchedulerBuilder:
     def default_ttl(self, ttl: float | timedelta | None) -> SchedulerBuilder:
         """The TTL of submissions whose type has none (None: no TTL)."""
         self.spec.default_ttl = None if ttl is None else seconds("default ttl", ttl, positive=True)
+        return self
+
+    def cancel_hook_timeout(self, limit: float | timedelta) -> SchedulerBuilder:
+        """How long an executor's ``on_cancel`` may run (30 s) before it is cancelled in turn."""
+        self.spec.cancel_hook_timeout_s = seconds("cancel hook timeout", limit, positive=True)
         return self
 
     def expiry_sweep_interval(self, interval: float | timedelta | None) -> SchedulerBuilder:

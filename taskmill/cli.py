@@ -146,6 +146,7 @@ def _add_actor_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from taskmill import bulk_cancel
     from taskmill.commands import (
         non_negative_int,
         parse_priority,
@@ -186,6 +187,9 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     result.add_argument("--json", action="store_true", help="the history record as JSON")
     result.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+
+    cancel = user("cancel", "cancel every active task of a group, of a type or with a tag")
+    bulk_cancel.add_options(cancel)
 
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")

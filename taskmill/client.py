@@ -25,22 +25,26 @@ import zmq
 from bus.client import AsyncRequester, RequestClient
 from bus.errors import ActorUnavailable
 from bus.kinds import (
+    CountByTag,
     Counts,
     CountsReply,
     GetResult,
     History,
     HistoryReply,
     HistoryStats,
+    IdsReply,
     Lookup,
     LookupReply,
     Ok,
     RetryDeadLetter,
     Submit,
     SubmitReply,
+    TagCountsReply,
     TypeStatsReply,
 )
 from bus.kinds_run import (
     CancelTask,
+    CancelTasks,
     DispatcherState,
     GetLimiterState,
     GetState,
@@ -66,7 +70,14 @@ from taskmill.records import (
 )
 from taskmill.results import SUBSCRIBE_TIMEOUT_S, TERMINAL_TOPICS, wait_result, wait_result_blocking
 from taskmill.snapshot import SchedulerSnapshot
-from taskmill.store import TaskStore, estimates, progress_estimates, rest_of
+from taskmill.store import (
+    TaskStore,
+    cancelled_ids,
+    estimates,
+    progress_estimates,
+    rest_of,
+    tag_query,
+)
 from taskmill.subscription import TOPICS, EventSubscriber, EventSubscription
 from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
 
@@ -195,6 +206,30 @@ class Client(_Endpoints):
     def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
         """Submit a dead-lettered task again (see ``Scheduler.retry_dead_letter``)."""
         return _outcomes(self._store.call(RetryDeadLetter(history_id), SubmitReply))[0]
+
+    def cancel_group(self, group: str) -> list[int]:
+        """Cancel every active task of ``group`` (with their children); the cancelled ids."""
+        return cancelled_ids(self._dispatcher.call(CancelTasks(group=group), Ok))
+
+    def cancel_type(self, task_type: str) -> list[int]:
+        """Cancel every active task of ``task_type`` (with their children); the cancelled ids."""
+        return cancelled_ids(self._dispatcher.call(CancelTasks(task_type=task_type), Ok))
+
+    def cancel_by_tag(self, key: str, value: str) -> list[int]:
+        """Cancel every active task tagged ``key`` = ``value``; the cancelled ids."""
+        return cancelled_ids(self._dispatcher.call(CancelTasks(tag=[key, value]), Ok))
+
+    def task_ids_by_tags(self, tags: dict[str, str], status: str | None = None) -> list[int]:
+        """Ids of the active tasks having every one of ``tags`` (and ``status``), in id order."""
+        return self._store.call(tag_query(tags, status), IdsReply).ids
+
+    def count_by_tag(self, key: str) -> dict[str, int]:
+        """How many active tasks have each value of tag ``key``, the most used value first."""
+        return dict(self._store.call(CountByTag(key), TagCountsReply).counts)
+
+    def tag_values(self, key: str) -> list[str]:
+        """The values of tag ``key`` among the active tasks, the most used first."""
+        return list(self.count_by_tag(key))
 
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
@@ -334,6 +369,31 @@ class AsyncClient(_Endpoints):
         return await self._tasks.retry_dead_letter(history_id)
 
     # -- queries -----------------------------------------------------------------------------
+
+    async def cancel_group(self, group: str) -> list[int]:
+        """Cancel every active task of ``group`` (with their children); the cancelled ids."""
+        return await self._cancel_where(CancelTasks(group=group))
+
+    async def cancel_type(self, task_type: str) -> list[int]:
+        """Cancel every active task of ``task_type`` (with their children); the cancelled ids."""
+        return await self._cancel_where(CancelTasks(task_type=task_type))
+
+    async def cancel_by_tag(self, key: str, value: str) -> list[int]:
+        """Cancel every active task tagged ``key`` = ``value`` (with their children); the
+        cancelled ids."""
+        return await self._cancel_where(CancelTasks(tag=[key, value]))
+
+    async def _cancel_where(self, message: CancelTasks) -> list[int]:
+        return cancelled_ids(await self._dispatcher.call(message, Ok))
+
+    async def task_ids_by_tags(self, tags: dict[str, str], status: str | None = None) -> list[int]:
+        return await self._tasks.task_ids_by_tags(tags, status)
+
+    async def count_by_tag(self, key: str) -> dict[str, int]:
+        return await self._tasks.count_by_tag(key)
+
+    async def tag_values(self, key: str) -> list[str]:
+        return await self._tasks.tag_values(key)
 
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""

@@ -1,5 +1,5 @@
-"""The user commands of ``taskmill``: ``submit``, ``result``, ``status``, ``watch``, ``ping``,
-``stats``.
+"""The user commands of ``taskmill``: ``submit``, ``result``, ``cancel``, ``status``, ``watch``,
+``ping``, ``stats``.
 
 Each takes the parsed arguments and the deployment configuration, talks to the running actors
 through ``taskmill.Client`` (or a control endpoint) and returns the exit status. Output goes to
@@ -21,6 +21,7 @@ import zmq
 from bus.client import RequestClient
 from bus.errors import ActorUnavailable, TaskmillError
 from bus.kinds import Ping, Pong, Stats, StatsReply
+from taskmill import bulk_cancel
 from taskmill.client import Client
 from taskmill.deploy import ConfigError, DeploymentConfig
 from taskmill.priority import Priority
@@ -30,8 +31,8 @@ from taskmill.task import TaskSubmission
 from taskmill.watch import WatchView, format_snapshot
 
 __all__ = [
-    "non_negative_int", "parse_priority", "payload_json", "ping", "positive_seconds", "result",
-    "stats", "status", "submit", "task_type", "watch",
+    "cancel", "non_negative_int", "parse_priority", "payload_json", "ping", "positive_seconds",
+    "result", "stats", "status", "submit", "task_type", "watch",
 ]  # fmt: skip
 
 TIERS = ("realtime", "high", "normal", "background", "idle")
@@ -141,6 +142,13 @@ def result(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None =
             text = f"<{len(record.result)} bytes>"
         out.write(f"result: {text}\n")
     return 0
+
+
+def cancel(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:
+    if bulk_cancel.requested(args):
+        return bulk_cancel.run(args, cfg, out)
+    print("taskmill cancel: give --group, --type or --tag", file=sys.stderr)
+    return 2
 
 
 def status(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:

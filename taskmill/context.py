@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from actors.host.actor import RunHandle, Runner
@@ -17,7 +17,14 @@ from taskmill.task import TaskSubmission, TypedTask, canonical_json
 
 T = TypeVar("T")
 
-__all__ = ["TaskContext", "TaskExecutor", "encode_result", "make_runner"]
+__all__ = [
+    "TaskContext",
+    "TaskExecutor",
+    "cancel_hooks",
+    "encode_result",
+    "make_cancel_hook",
+    "make_runner",
+]
 
 
 class TaskContext:
@@ -106,6 +113,11 @@ class TaskExecutor:
     async def finalize(self, ctx: TaskContext) -> Any:
         """Called once all children spawned by ``execute`` have finished (none failed)."""
 
+    # An executor may also define ``async def on_cancel(self, ctx)``: called once when its
+    # running task is cancelled or superseded (not when preempted or stopped by a shutdown),
+    # beside the run whose token was cancelled, on a context with a fresh token, within the
+    # builder's ``cancel_hook_timeout``. Not defined here, so the host knows who has one.
+
 
 ExecutorLike = TaskExecutor | Callable[[TaskContext], Any] | Any
 
@@ -155,3 +167,28 @@ def make_runner(executor: ExecutorLike) -> Runner:
         return encode_result(result)
 
     return run
+
+
+def cancel_hooks(executors: Mapping[str, ExecutorLike]) -> dict[str, Runner]:
+    """The ``on_cancel`` of each task type whose executor has one."""
+    hooks = {task_type: make_cancel_hook(e) for task_type, e in executors.items()}
+    return {task_type: hook for task_type, hook in hooks.items() if hook is not None}
+
+
+def make_cancel_hook(executor: ExecutorLike) -> Runner | None:
+    """The executor's ``on_cancel`` as the executor host calls it, or None without one."""
+    fn = getattr(executor, "on_cancel", None)
+    if not callable(fn):
+        return None
+
+    async def on_cancel(handle: RunHandle) -> bytes | None:
+        ctx = TaskContext(handle)
+        if inspect.iscoroutinefunction(fn):
+            await fn(ctx)
+            return None
+        result = await handle.in_thread(fn, ctx)
+        if inspect.isawaitable(result):
+            await result
+        return None
+
+    return on_cancel

@@ -30,6 +30,7 @@ __all__ = [
     "Progress",
     "Resumed",
     "SchedulerEvent",
+    "Superseded",
     "TaskEvent",
     "UnknownEvent",
     "Waiting",
@@ -85,6 +86,8 @@ class TaskEvent(SchedulerEvent):
     task_type: str
     key: str
     label: str
+    tags: dict[str, str] = field(default_factory=dict, kw_only=True, hash=False)
+    """The task's tags ({} for an untagged task)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,17 @@ class Expired(TaskEvent):
     TYPE: ClassVar[str] = "expired"
 
     age: float = 0.0
+
+
+@dataclass(frozen=True)
+class Superseded(TaskEvent):
+    """A submission with ``DuplicateStrategy.SUPERSEDE`` replaced the task (its fields are the
+    old version's): ``new_task_id`` holds the key now (the same id when replaced in place). A
+    running task superseded is cancelled too (a ``Cancelled`` event comes first)."""
+
+    TYPE: ClassVar[str] = "superseded"
+
+    new_task_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +255,7 @@ EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     cls.TYPE: cls
     for cls in (
         Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Expired, Progress,
-        Waiting, Paused, Resumed, Resources, HostResources,
+        Waiting, Paused, Resumed, Resources, HostResources, Superseded,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

@@ -37,7 +37,7 @@ from bus.runtime import Actor, SocketSecurity
 from bus.security import start_authenticator
 from bus.topology import Topology
 from taskmill.builder import AppSpec
-from taskmill.context import make_runner
+from taskmill.context import cancel_hooks, make_runner
 from taskmill.deploy import DeploymentConfig
 from taskmill.monitoring import machine_reader, monitor_actor
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
@@ -191,7 +191,8 @@ def build_worker(
     if sample_resources is None:
         sample_resources = cfg.transport == "tcp" and spec.monitoring
     reader = machine_reader(spec.sampler_config, spec.sampler) if sample_resources else None
-    host = ExecutorHost(runners, settings, state=state, read_machine=reader)
+    hooks = cancel_hooks(spec.executors)
+    host = ExecutorHost(runners, settings, state=state, read_machine=reader, cancel_hooks=hooks)
     return ActorProcess("worker", host, control_endpoint(topology, "worker", host_id), topology)
 
 

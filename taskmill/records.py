@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -105,6 +105,8 @@ class HistoryStatus(StrEnum):
     DEAD_LETTER = "dead_letter"
     """A retryable failure whose retries were used up: kept apart, to be retried by hand."""
     EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    """Replaced by a submission of the same key with ``DuplicateStrategy.SUPERSEDE``."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class TaskRecord(_ToDict):
     parent_id: int | None = None
     fail_fast: bool = True
     group_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
+    """The task's tags (its own and those inherited from its parent)."""
 
     @classmethod
     def from_row(cls, row: TaskRow) -> TaskRecord:
@@ -175,6 +179,7 @@ def _task_fields(row: TaskRow | HistoryRow) -> dict[str, Any]:
         "parent_id": row.parent_id,
         "fail_fast": row.fail_fast,
         "group_key": row.group_key,
+        "tags": dict(row.tags) if row.tags else {},
     }
 
 
@@ -216,6 +221,7 @@ class TaskHistoryRecord(_ToDict):
     result: bytes | None = None
     """What the executor returned (a parent: its ``finalize``): bytes as returned, anything
     else as JSON (``result_json()``); None when it returned None or did not complete."""
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_row(cls, row: HistoryRow) -> TaskHistoryRecord:
@@ -336,19 +342,28 @@ class OutcomeKind(StrEnum):
     UPGRADED = "upgraded"
     REQUEUED = "requeued"
     DUPLICATE = "duplicate"
+    SUPERSEDED = "superseded"
+    """The submission replaced the active task of its key (``DuplicateStrategy.SUPERSEDE``)."""
+    REJECTED = "rejected"
+    """An active task had the key and the submission said ``DuplicateStrategy.REJECT``."""
 
 
 @dataclass(frozen=True)
 class SubmitOutcome(_ToDict):
-    """The result of one submission: ``kind`` and the task ``id`` (None for a duplicate)."""
+    """The result of one submission: ``kind`` and the task ``id`` (None for a duplicate or a
+    rejection); for ``superseded``, ``id`` is the task now holding the key and ``replaced_id``
+    the one it replaced (the same id when it was replaced in place)."""
 
     kind: OutcomeKind
     id: int | None = None
+    replaced_id: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", OutcomeKind(self.kind))
-        if (self.id is None) != (self.kind is OutcomeKind.DUPLICATE):
-            raise ValueError(f"a {self.kind.value} outcome needs id None iff duplicate: {self.id}")
+        if (self.id is None) != (self.kind in _NO_ID):
+            raise ValueError(
+                f"a {self.kind.value} outcome needs id None iff duplicate or rejected: {self.id}"
+            )
 
     def is_inserted(self) -> bool:
         """A new task was inserted."""
@@ -366,24 +381,45 @@ class SubmitOutcome(_ToDict):
         """Nothing changed: an active task already had the key."""
         return self.kind is OutcomeKind.DUPLICATE
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind", "id"}``, plus ``replaced_id`` for a superseded outcome."""
+        data = super().to_dict()
+        if self.replaced_id is None:
+            del data["replaced_id"]
+        return data
+
+    def is_superseded(self) -> bool:
+        """The submission replaced the active task of its key."""
+        return self.kind is OutcomeKind.SUPERSEDED
+
+    def is_rejected(self) -> bool:
+        """Nothing changed: an active task had the key, and the submission said reject."""
+        return self.kind is OutcomeKind.REJECTED
+
     @classmethod
     def from_wire(cls, outcome: Outcome) -> SubmitOutcome:
         """The outcome of a wire ``Outcome``."""
         kind = _OUTCOME_KINDS.get(outcome.kind)
         task_id = outcome.id
-        if kind is None or (kind is not _DUPLICATE and type(task_id) is not int):
+        if kind is None or (kind not in _NO_ID and type(task_id) is not int):
             return cls(OutcomeKind(outcome.kind), task_id)  # raises ValueError, as it should
+        if kind is _SUPERSEDED or kind is _REJECTED:
+            return cls(kind, task_id, outcome.replaced_id)
         # A batch of 1,000 submits builds 1,000 outcomes: skip the checks just made, and fill
         # the instance's dict directly (cheaper than object.__setattr__ per field).
         made = object.__new__(cls)
         fields = made.__dict__
         fields["kind"] = kind
         fields["id"] = None if kind is _DUPLICATE else task_id
+        fields["replaced_id"] = None
         return made
 
 
 _OUTCOME_KINDS = {kind.value: kind for kind in OutcomeKind}
 _DUPLICATE = OutcomeKind.DUPLICATE
+_SUPERSEDED = OutcomeKind.SUPERSEDED
+_REJECTED = OutcomeKind.REJECTED
+_NO_ID = frozenset({OutcomeKind.DUPLICATE, OutcomeKind.REJECTED})
 
 
 class ParentResolution(StrEnum):

@@ -32,7 +32,7 @@ from bus.runtime import Actor
 from bus.topology import Topology
 from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.client import AsyncClient
-from taskmill.context import make_runner
+from taskmill.context import cancel_hooks, make_runner
 from taskmill.monitoring import monitor_actor
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
@@ -76,7 +76,9 @@ class Scheduler(AsyncClient):
         runners = {t: make_runner(e) for t, e in spec.executors.items()}
         state = {type(obj): obj for obj in spec.app_state}
         settings = host_settings(spec, topology, capacity=max(32, spec.max_concurrency))
-        host = ExecutorHost(runners, settings, state=state)
+        host = ExecutorHost(
+            runners, settings, state=state, cancel_hooks=cancel_hooks(spec.executors)
+        )
         # Set up in this order (the Store first, so it is the last closed).
         actors: list[tuple[str, Actor, str]] = [
             ("store", store_actor(spec, topology), topology.store_control),

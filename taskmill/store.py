@@ -12,6 +12,7 @@ from bus.client import AsyncRequester
 from bus.kinds import (
     AvgThroughput,
     Children,
+    CountByTag,
     Counts,
     CountsReply,
     DeadLetter,
@@ -22,6 +23,7 @@ from bus.kinds import (
     History,
     HistoryReply,
     HistoryStats,
+    IdsReply,
     ListTasks,
     Lookup,
     LookupReply,
@@ -29,6 +31,8 @@ from bus.kinds import (
     Prune,
     RetryDeadLetter,
     SubmitReply,
+    TagCountsReply,
+    TaskIdsByTags,
     TaskReply,
     TasksReply,
     ThroughputReply,
@@ -189,6 +193,33 @@ class TaskStore:
 
     async def lookup(self, key: str) -> TaskLookup:
         return TaskLookup.from_reply(await self._store.call(Lookup(key), LookupReply))
+
+    async def task_ids_by_tags(
+        self, tags: Mapping[str, str], status: str | None = None
+    ) -> list[int]:
+        """Ids of the active tasks having every one of ``tags`` (and ``status``: a
+        ``TaskStatus``, when given), in id order."""
+        return (await self._store.call(tag_query(tags, status), IdsReply)).ids
+
+    async def count_by_tag(self, key: str) -> dict[str, int]:
+        """How many active tasks have each value of tag ``key``, the most used value first."""
+        return dict((await self._store.call(CountByTag(key), TagCountsReply)).counts)
+
+    async def tag_values(self, key: str) -> list[str]:
+        """The values of tag ``key`` among the active tasks, the most used first."""
+        return list(await self.count_by_tag(key))
+
+
+def cancelled_ids(reply: Ok) -> list[int]:
+    """The ids a bulk cancel (``dispatcher.cancel_where``) answered with."""
+    return [int(task_id) for task_id in reply.value or []]
+
+
+def tag_query(tags: Mapping[str, str], status: str | None) -> TaskIdsByTags:
+    """The Store request of ``task_ids_by_tags``."""
+    if not isinstance(tags, Mapping) or not tags:
+        raise ValueError("give at least one tag to look for, as {key: value}")
+    return TaskIdsByTags(dict(tags), None if status is None else str(status))
 
 
 async def estimates(store: TaskStore, running: Sequence[RunningTask]) -> list[EstimatedProgress]:

@@ -24,6 +24,7 @@ from bus.limits import (
     MAX_PAYLOAD_BYTES,
     MAX_TASK_TYPE_CHARS,
     check_text,
+    tag_problem,
 )
 from taskmill.payload import decode_payload
 from taskmill.priority import Priority
@@ -32,6 +33,7 @@ from taskmill.retry import RetryPolicy, seconds
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "DuplicateStrategy",
     "TaskSubmission",
     "TypedTask",
     "canonical_json",
@@ -108,6 +110,19 @@ def _non_negative(name: str, value: int) -> int:
 _UNSET: Any = object()
 
 
+class DuplicateStrategy(StrEnum):
+    """What a submission does when an active task already has its key.
+
+    ``SKIP`` (the default): the v1 outcomes (upgraded, requeued or duplicate). ``SUPERSEDE``:
+    the new submission replaces the task (outcome ``superseded``; history ``superseded``).
+    ``REJECT``: nothing changes (outcome ``rejected``). docs/semantics.md gives the rules.
+    """
+
+    SKIP = "skip"
+    SUPERSEDE = "supersede"
+    REJECT = "reject"
+
+
 class TtlFrom(StrEnum):
     """Where a task's TTL is counted from."""
 
@@ -155,6 +170,8 @@ class TaskSubmission:
         timeout: float | timedelta | None = None,
         ttl: float | timedelta | None = None,
         ttl_from: TtlFrom = TtlFrom.SUBMISSION,
+        on_duplicate: DuplicateStrategy | str = DuplicateStrategy.SKIP,
+        tags: dict[str, str] | None = None,
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
             raise ValueError(f"task_type must be a non-empty str, got {task_type!r}")
@@ -178,6 +195,9 @@ class TaskSubmission:
         self._timeout: float | None = None
         self._ttl: float | None = None
         self._ttl_from = TtlFrom.SUBMISSION
+        self._on_duplicate = DuplicateStrategy.SKIP.value
+        """The strategy's value: what ``to_wire`` sends, read without an enum lookup."""
+        self._tags: dict[str, str] | None = None
         self.expected_read_bytes = 0
         """Disk bytes this task expects to read (used by the IO budget)."""
         self.expected_write_bytes = 0
@@ -213,6 +233,10 @@ class TaskSubmission:
             self.timeout(timeout)
         if ttl is not None:
             self.ttl(ttl, from_=ttl_from)
+        if on_duplicate != DuplicateStrategy.SKIP.value:
+            self.on_duplicate(on_duplicate)
+        if tags is not None:
+            self.tags(tags)
 
     # -- builder -------------------------------------------------------------------------------
 
@@ -318,6 +342,35 @@ class TaskSubmission:
         self._ttl_from = TtlFrom(from_)
         return self
 
+    def on_duplicate(self, strategy: DuplicateStrategy | str) -> TaskSubmission:
+        """What to do when an active task already has this key: ``DuplicateStrategy.SKIP``
+        (default), ``SUPERSEDE`` (replace it) or ``REJECT``; ``ValueError`` for anything else."""
+        try:
+            self._on_duplicate = DuplicateStrategy(strategy).value
+        except ValueError:
+            choices = ", ".join(s.value for s in DuplicateStrategy)
+            raise ValueError(
+                f"unknown duplicate strategy {strategy!r}; choose one of {choices}"
+            ) from None
+        return self
+
+    def tag(self, key: str, value: str) -> TaskSubmission:
+        """Add the tag ``key`` = ``value`` (replacing a tag of the same key). ``ValueError``,
+        with the tags unchanged, past 32 tags or for a key over 64 bytes or a value over 256
+        bytes of UTF-8."""
+        return self.tags({key: value})
+
+    def tags(self, tags: dict[str, str]) -> TaskSubmission:
+        """Add several tags at once (all or none: see ``tag``)."""
+        if not isinstance(tags, dict):
+            raise TypeError(f"tags must be a dict of str to str, got {tags!r}")
+        merged = {**(self._tags or {}), **tags}
+        problem = tag_problem(merged)
+        if problem is not None:
+            raise ValueError(problem)
+        self._tags = merged or None
+        return self
+
     # -- reading back --------------------------------------------------------------------------
 
     @property
@@ -371,6 +424,16 @@ class TaskSubmission:
     def retry_limit(self) -> int | None:
         """The count given with ``max_retries``, or None."""
         return self._max_retries
+
+    @property
+    def duplicate_strategy(self) -> DuplicateStrategy:
+        """The strategy given with ``on_duplicate`` (default ``SKIP``)."""
+        return DuplicateStrategy(self._on_duplicate)
+
+    @property
+    def tag_map(self) -> dict[str, str]:
+        """The tags given with ``tag``/``tags`` (a copy)."""
+        return dict(self._tags or {})
 
     @property
     def timeout_s(self) -> float | None:
@@ -432,6 +495,8 @@ class TaskSubmission:
             self._timeout,
             self._ttl,
             self._ttl_from.value,
+            self._tags,  # never changed in place: ``tags`` makes a new dict
+            self._on_duplicate,
         )
 
     def _state(self) -> tuple[object, ...]:
@@ -440,7 +505,7 @@ class TaskSubmission:
             self.expected_read_bytes, self.expected_write_bytes, self.expected_net_rx_bytes,
             self.expected_net_tx_bytes, self._group, self._fail_fast, self.parent_id,
             self._run_after, self._run_at_ms, self._retry, self._max_retries, self._timeout,
-            self._ttl, self._ttl_from,
+            self._ttl, self._ttl_from, self._on_duplicate, self._tags,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
@@ -473,6 +538,10 @@ class TaskSubmission:
             parts.append(f"timeout={self._timeout:g}")
         if self._ttl is not None:
             parts.append(f"ttl={self._ttl:g}, ttl_from={self._ttl_from.value!r}")
+        if self._on_duplicate != DuplicateStrategy.SKIP.value:
+            parts.append(f"on_duplicate={self._on_duplicate!r}")
+        if self._tags:
+            parts.append(f"tags={self._tags!r}")
         return f"TaskSubmission({', '.join(parts)})"
 
 

@@ -89,6 +89,10 @@ def host_settings(
 ) -> HostSettings:
     """The settings of an executor host running ``spec``'s executors."""
     settings = HostSettings(
-        topology.hosts, topology.store, capacity=capacity, task_timeouts=dict(spec.task_timeouts)
+        topology.hosts,
+        topology.store,
+        capacity=capacity,
+        task_timeouts=dict(spec.task_timeouts),
+        cancel_hook_timeout_s=spec.cancel_hook_timeout_s,
     )
     return settings if host_id is None else dataclasses.replace(settings, host_id=host_id)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from taskmill import Scheduler, SchedulerBuilder, TaskContext, TaskError, TaskSubmission
+from taskmill import (
+    Scheduler,
+    SchedulerBuilder,
+    TaskContext,
+    TaskError,
+    TaskExecutor,
+    TaskSubmission,
+)
 
 
 async def noop(ctx: TaskContext) -> None:
@@ -40,6 +47,18 @@ async def echo(ctx: TaskContext) -> object:
     return ctx.payload()
 
 
+class Careful(TaskExecutor):
+    """Runs until its token is cancelled; when cancelled (not preempted) its ``on_cancel``
+    submits a ``noop`` keyed ``cleaned-<id>``, so a test sees the hook ran in the worker."""
+
+    async def execute(self, ctx: TaskContext) -> None:
+        await ctx.token.wait()
+        raise TaskError("interrupted")
+
+    async def on_cancel(self, ctx: TaskContext) -> None:
+        await ctx.submit(TaskSubmission("noop", key=f"cleaned-{ctx.record.id}"))
+
+
 def app() -> SchedulerBuilder:
     return (
         Scheduler.builder()
@@ -48,6 +67,7 @@ def app() -> SchedulerBuilder:
         .executor("sleepy", sleepy)
         .executor("parent", parent)
         .executor("echo", echo)
+        .executor("careful", Careful())
         .max_concurrency(16)
     )
 

@@ -41,6 +41,7 @@ from bus.errors import ErrorCode, ProtocolError, TaskmillError
 from bus.kinds import (
     Cancel,
     CancelReply,
+    CancelWhere,
     Claim,
     ClaimNext,
     ClaimNextReply,
@@ -65,6 +66,7 @@ from bus.kinds_run import (
     AckResults,
     CancelRuns,
     CancelTask,
+    CancelTasks,
     Event,
     EventBatch,
     GetState,
@@ -181,6 +183,7 @@ class Dispatcher(Actor):
             ResumeAll: self._resume_all,
             SetMaxConcurrency: self._set_max_concurrency,
             CancelTask: self._cancel,
+            CancelTasks: self._cancel_where,
             GetState: lambda m: self.core.state(),
             Shutdown: self._shutdown,
         }
@@ -373,7 +376,8 @@ class Dispatcher(Actor):
             return
         self.counters["notices"] += 1
         if message.transitions:
-            self._apply_transitions(message.transitions)  # tasks the claim found expired
+            # Tasks the standing claim found expired; tasks a submission superseded.
+            self._apply_transitions(message.transitions)
         if message.claimed:  # the standing claim took them as the change committed
             self._armed = max(0, self._armed - len(message.claimed))
             self.counters["pushed"] += len(message.claimed)
@@ -484,9 +488,11 @@ class Dispatcher(Actor):
             self._send_host(identity, AckResults(run_ids))
 
     def _apply_transitions(self, transitions: list[Transition]) -> None:
-        cancels, events = self.core.transitions(transitions)
+        cancels, events, hooked = self.core.transitions(transitions)
         for identity, ids in cancels.items():
             self._send_host(identity, CancelRuns(ids))
+        for identity, ids in hooked.items():
+            self._send_host(identity, CancelRuns(ids, hook=True))
         self._emit(events)
         self._check_drained()
 
@@ -706,18 +712,32 @@ class Dispatcher(Actor):
         return Ok()
 
     def _cancel(self, message: CancelTask) -> Message | Deferred:
-        request = current_request()
+        return self._cancel_in_store(Cancel(message.id), lambda changes: bool(changes))
+
+    def _cancel_where(self, message: CancelTasks) -> Message | Deferred:
+        """Bulk cancel: one Store transaction, then the running ones stopped on their hosts."""
+        return self._cancel_in_store(
+            CancelWhere(message.group, message.task_type, message.tag),
+            lambda changes: [t.id for t in changes if t.result == "cancelled"],
+        )
+
+    def _cancel_in_store(
+        self, request: Cancel | CancelWhere, answer: Callable[[list[Transition]], Any]
+    ) -> Deferred:
+        """Have the Store cancel, then stop what ran and publish the events; the client's reply
+        is ``Ok(answer(transitions))``, or the Store's error."""
+        client = current_request()
 
         def on_reply(reply: Message | TaskmillError) -> None:
             if isinstance(reply, TaskmillError):
-                request.fail(reply.code, reply.message)
+                client.fail(reply.code, reply.message)
                 return
             assert isinstance(reply, CancelReply)
             self._apply_transitions(reply.transitions)
-            request.reply(Ok(bool(reply.transitions)))
+            client.reply(Ok(answer(reply.transitions)))
             self.wake()
 
-        self.store.request(Cancel(message.id), on_reply)
+        self.store.request(request, on_reply)
         return DEFER
 
     def _shutdown(self, message: Shutdown) -> Message | Deferred:

@@ -51,8 +51,14 @@ def task_data(task: TaskRow | Transition, **extra: Any) -> dict[str, Any]:
         "key": task.key,
         "label": task.label,
     }
+    if task.tags:  # an untagged task's events carry no field (their ``tags`` default to {})
+        data["tags"] = task.tags
     data.update(extra)
     return data
+
+
+_HOOKED = frozenset({"cancelled", "superseded"})
+"""Transitions whose running executor is told why it stops (its ``on_cancel`` is called)."""
 
 
 @dataclass
@@ -293,13 +299,16 @@ class DispatcherCore:
 
     def transitions(
         self, transitions: list[Transition]
-    ) -> tuple[dict[bytes, list[int]], list[Event]]:
+    ) -> tuple[dict[bytes, list[int]], list[Event], dict[bytes, list[int]]]:
+        """The runs to stop by host, the events, and the runs to stop whose executors' cancel
+        hooks run (cancelled or superseded), by host."""
         now = self.now_ms()
         events: list[Event] = []
         to_cancel: list[int] = []
+        hooked: list[int] = []
         for t in transitions:
             if t.was_running and t.id in self.running:
-                to_cancel.append(t.id)
+                (hooked if t.result in _HOOKED else to_cancel).append(t.id)
             if t.result in ("completed", "requeued"):
                 extra = {} if t.duration_ms is None else {"duration_ms": t.duration_ms}
                 events.append(Event("completed", task_data(t, **extra), now))
@@ -319,7 +328,12 @@ class DispatcherCore:
                 events.append(Event("cancelled", task_data(t), now))
             elif t.result == "expired":
                 events.append(Event("expired", task_data(t, age=t.age_s or 0.0), now))
-        return self.detach(to_cancel), events
+            elif t.result == "superseded":
+                if t.was_running:  # its executor is cancelled: say so as a cancel does
+                    events.append(Event("cancelled", task_data(t), now))
+                data = task_data(t, new_task_id=t.new_task_id)
+                events.append(Event("superseded", data, now))
+        return self.detach(to_cancel), events, self.detach(hooked)
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:
         now = self.now_ms()

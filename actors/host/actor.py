@@ -18,6 +18,9 @@ error whatever the executor did after the deadline. A run's return value (bytes,
 the runner) travels in its result, up to ``MAX_RESULT_BYTES``.
 A scheduler that shuts down waits (``wait_until_idle``) up to ``STOP_GRACE_S`` for the runs it
 cancelled before it stops the host, since stopping the loop cancels every coroutine at once.
+A ``host.cancel`` with ``hook`` (the task was cancelled or superseded, not preempted) also starts
+the executor's ``on_cancel`` (``cancel_hooks``), on a handle of its own, bounded by
+``cancel_hook_timeout_s``; nobody waits for it.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class HostSettings:
     """The machine this host runs on, named in the readings it reports (when it samples)."""
     task_timeouts: Mapping[str, float] = field(default_factory=dict)
     """The time limit of one run per task type (a task's own ``timeout_s`` wins)."""
+    cancel_hook_timeout_s: float = 30.0
+    """How long an executor's ``on_cancel`` may run before it is cancelled in turn."""
 
 
 class RunHandle:
@@ -180,8 +185,13 @@ class ExecutorHost(Actor):
         state: dict[type, object] | None = None,
         clock: Clock | None = None,
         read_machine: ReadMachine | None = None,
+        cancel_hooks: Mapping[str, Runner] | None = None,
     ) -> None:
         self.runners = dict(runners)
+        self.cancel_hooks = dict(cancel_hooks or {})
+        """Per task type, the executor's ``on_cancel``: run when a run of that type is
+        cancelled or superseded (``host.cancel`` with ``hook``)."""
+        self._hooks: set[asyncio.Task[None]] = set()
         self.read_machine = read_machine
         """Set when this host reports its own machine's readings (on another machine than the
         ResourceMonitor's), so its tasks' IO budgets are judged by them."""
@@ -217,6 +227,8 @@ class ExecutorHost(Actor):
             "reconnects": 0,
             "sampler_errors": 0,
             "timeouts": 0,
+            "cancel_hooks": 0,
+            "cancel_hook_failures": 0,
         }
 
     def register_state(self, obj: object) -> None:
@@ -351,7 +363,7 @@ class ExecutorHost(Actor):
                     self._start(task, run_id)
             elif isinstance(message, CancelRuns):
                 for task_id in message.ids:
-                    self._cancel(task_id)
+                    self._cancel(task_id, hook=message.hook is True)
             elif isinstance(message, AckResults):
                 for run_id in message.run_ids:
                     self._unacked.pop(run_id, None)
@@ -392,11 +404,36 @@ class ExecutorHost(Actor):
 
         return time_out
 
-    def _cancel(self, task_id: int) -> None:
+    def _cancel(self, task_id: int, hook: bool = False) -> None:
         for handle, runner in list(self._runs.values()):
             if handle.task.id == task_id and not handle.token.is_cancelled():
                 handle.token.cancel()
                 self.loop.call_later(self.settings.cancel_grace_s, _canceller(runner))
+                on_cancel = self.cancel_hooks.get(handle.task.task_type) if hook else None
+                if on_cancel is not None:  # once: a run's token is cancelled only once
+                    hooked = asyncio.ensure_future(self._run_hook(on_cancel, handle))
+                    self._hooks.add(hooked)
+                    hooked.add_done_callback(self._hooks.discard)
+
+    async def _run_hook(self, on_cancel: Runner, cancelled: RunHandle) -> None:
+        """Run an executor's ``on_cancel`` beside the cancelled run, on a handle of its own
+        (a fresh token, cancelled with the hook when it overruns ``cancel_hook_timeout_s``).
+        Nobody waits for it: what it raises is logged and counted."""
+        handle = RunHandle(self, cancelled.task, cancelled.run_id)
+        self.counters["cancel_hooks"] += 1
+        try:
+            await asyncio.wait_for(on_cancel(handle), self.settings.cancel_hook_timeout_s)
+        except TimeoutError:
+            handle.token.cancel()
+            self.counters["cancel_hook_failures"] += 1
+            log.warning(
+                "task %d: on_cancel still running after %gs; cancelled",
+                cancelled.task.id,
+                self.settings.cancel_hook_timeout_s,
+            )
+        except Exception:
+            self.counters["cancel_hook_failures"] += 1
+            log.exception("task %d: on_cancel failed", cancelled.task.id)
 
     async def _run(self, handle: RunHandle) -> None:
         task = handle.task

@@ -57,6 +57,7 @@ TASK_EVENTS = frozenset(
         "expired",
         "preempted",
         "cancelled",
+        "superseded",
         "progress",
         "waiting",
     }

@@ -13,8 +13,9 @@ Sockets:
 Handles every ``store.*`` kind of ``docs/protocol.md`` (each answered with its reply kind, or
 ``error`` with a code); plus ``ping``/``stats``/``stop`` like every actor.
 
-Emits: ``store.changed`` after a commit in which Submits inserted, upgraded or requeued tasks, or
-the group policy changed — unless an earlier notification is still unanswered (no claim since,
+Emits: ``store.changed`` after a commit in which Submits inserted, upgraded, requeued or
+superseded tasks (with the transitions of what they superseded: never folded), or the group
+policy changed — unless an earlier notification is still unanswered (no claim since,
 and sent less than ``UNANSWERED_FOR_S`` ago), this one is not more urgent, and it cannot preempt
 (``urgent_priority``): the Dispatcher looks at the queue then anyway. With the Dispatcher's
 standing claim (``_claim_standing``) the notice carries the rows claimed for it.
@@ -44,16 +45,18 @@ import zmq
 from actors.store.core import Batch
 from actors.store.db import StoreDB
 from bus.clock import Clock, SystemClock
-from bus.errors import DatabaseError, ErrorCode, TaskmillError
+from bus.errors import DatabaseError, ErrorCode, InvalidRequest, TaskmillError
 from bus.kinds import (
     AvgThroughput,
     Cancel,
     CancelReply,
+    CancelWhere,
     Children,
     Claim,
     ClaimNext,
     ClaimNextReply,
     ClaimSpec,
+    CountByTag,
     Counts,
     DeadLetter,
     Depth,
@@ -68,6 +71,7 @@ from bus.kinds import (
     History,
     HistoryReply,
     HistoryStats,
+    IdsReply,
     LearnedIO,
     LearnedReply,
     ListTasks,
@@ -82,8 +86,11 @@ from bus.kinds import (
     StoreChanged,
     Submit,
     SubmitReply,
+    TagCountsReply,
+    TaskIdsByTags,
     TaskReply,
     TasksReply,
+    Transition,
 )
 from bus.protocol import Message, encode
 from bus.runtime import Actor, ActorLoop
@@ -96,6 +103,9 @@ UNANSWERED_FOR_S = 1.0
 """How long an unanswered ``store.changed`` stands for later changes (see ``_folds``)."""
 
 StoreHandler = Callable[[Any], Message]
+
+_NO_CHANGE = ("duplicate", "rejected")
+"""Submit outcomes that changed nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +162,18 @@ def _finish(db: StoreDB, message: Finish) -> FinishReply:
     )
 
 
+def _pair(tag: list[str] | None) -> tuple[str, str] | None:
+    if tag is None:
+        return None
+    if not isinstance(tag, list | tuple) or len(tag) != 2:
+        raise InvalidRequest("a tag is a [key, value] pair")
+    return tag[0], tag[1]
+
+
 def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
     """The pure handler of every Store kind: a decoded request in, its reply out."""
     return {
-        Submit: lambda m: SubmitReply(db.submit(m.submissions, m.request_id)),
+        Submit: lambda m: SubmitReply(*db.submit_changes(m.submissions, m.request_id)),
         GetTask: lambda m: TaskReply(db.get_task(m.id, m.key)),
         ListTasks: lambda m: TasksReply(db.list_tasks(m.status, m.limit)),
         Counts: lambda m: db.counts(),
@@ -181,6 +199,9 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
         Cancel: lambda m: CancelReply(db.cancel(m.id)),
+        CancelWhere: lambda m: CancelReply(db.cancel_where(m.group, m.task_type, _pair(m.tag))),
+        TaskIdsByTags: lambda m: IdsReply(db.task_ids_by_tags(m.tags, m.status, m.limit)),
+        CountByTag: lambda m: TagCountsReply(db.count_by_tag(m.key)),
         Release: lambda m: FinishReply(
             db.release(m.ids, m.error, m.max_retries, count_retry=m.count_retry)
         ),
@@ -339,7 +360,7 @@ class StoreActor(Actor):
             if _looks(message):
                 standing, arrived = _left_standing(request, reply), False
             elif isinstance(reply, SubmitReply):
-                arrived = arrived or any(o.kind != "duplicate" for o in reply.outcomes)
+                arrived = arrived or any(o.kind not in _NO_CHANGE for o in reply.outcomes)
             elif isinstance(message, SetGroups) and isinstance(reply, Ok):
                 arrived = True
         self._standing, self._pushed = standing, None
@@ -380,6 +401,7 @@ class StoreActor(Actor):
         count = 0
         most_urgent = 255
         policy_changed = False
+        changes: list[Transition] = []
         for request, reply in zip(requests, replies, strict=True):
             if _looks(request.message):
                 self._watcher = request.envelope
@@ -387,6 +409,7 @@ class StoreActor(Actor):
                 policy_changed = True  # a limit may have been raised: a group may have room
             if not isinstance(reply, SubmitReply):
                 continue
+            changes += reply.transitions
             # A dead letter submitted again (store.retry_dead_letter) wakes the Dispatcher; it
             # never preempts (its outcome has no submission of the request's own to look at).
             subs = request.message.submissions if isinstance(request.message, Submit) else []
@@ -394,26 +417,26 @@ class StoreActor(Actor):
             for kind, n in kinds.items():
                 key = "duplicates" if kind == "duplicate" else kind
                 self.counters[key] = self.counters.get(key, 0) + n
-            count += len(reply.outcomes) - kinds["duplicate"]
+            count += len(reply.outcomes) - kinds["duplicate"] - kinds["rejected"]
             # A child never preempts (spawn_child has no preemption): it wakes the Dispatcher
             # without carrying its priority.
             urgent = (
                 outcome.priority
                 for submission, outcome in zip(subs, reply.outcomes, strict=False)
-                if outcome.kind != "duplicate" and submission.parent_id is None
+                if outcome.kind not in _NO_CHANGE and submission.parent_id is None
             )
             most_urgent = min(most_urgent, min(urgent, default=255))
         pushed, self._pushed = self._pushed, None
         if not count and not policy_changed:
             return
         now = self._clock.monotonic()
-        if pushed is None and not policy_changed and self._folds(most_urgent, now):
+        if pushed is None and not policy_changed and not changes and self._folds(most_urgent, now):
             self.counters["notifications_saved"] += 1
             return
         self._unanswered = (most_urgent, now)
         self.counters["notifications"] += 1
         if pushed is None:
-            frames = encode(StoreChanged(most_urgent, count))
+            frames = encode(StoreChanged(most_urgent, count, transitions=changes))
         else:
             frames = encode(
                 StoreChanged(
@@ -423,7 +446,7 @@ class StoreActor(Actor):
                     pushed.exhausted,
                     pushed.next_due_ms,
                     standing=True,
-                    transitions=pushed.transitions,
+                    transitions=changes + pushed.transitions,
                 )
             )
         # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's

@@ -219,7 +219,7 @@ class Core:
             "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, "
             "acc_read_bytes + ?, acc_write_bytes + ?, acc_net_rx_bytes + ?, acc_net_tx_bytes + ?, "
             "retry_count, coalesce(?, last_error), created_at_ms, ?, ?, ?, parent_id, fail_fast, "
-            "group_key, ? FROM tasks WHERE id = ?",
+            "group_key, ?, tags FROM tasks WHERE id = ?",
             (status, *actual, error, started_at_ms, completed_at_ms, duration, result, task_id),
         )
         self.history_written()

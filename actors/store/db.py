@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors.store import claim, lifecycle, queries
+from actors.store import claim, lifecycle, queries, tags
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -172,10 +172,18 @@ class StoreDB:
 
     def submit(self, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:
         """Apply submissions in order in one transaction (all or nothing); one outcome each."""
+        return self.submit_changes(subs, request_id)[0]
+
+    def submit_changes(
+        self, subs: Sequence[Submission], request_id: str | None = None
+    ) -> tuple[list[Outcome], list[Transition]]:
+        """``submit``, and what it did to other tasks: those it superseded, and their children
+        cancelled with them (for the Dispatcher's events and running tasks)."""
         if self.ttls or self.default_ttl is not None:
             subs = [self._with_ttl(sub) for sub in subs]
+        changes: list[Transition] = []
         with self._core.atomic():
-            return apply_submissions(self._core, subs, request_id)
+            return apply_submissions(self._core, subs, request_id, changes), changes
 
     def _with_ttl(self, sub: Submission) -> Submission:
         """The submission with its type's or the default TTL when it gives none (a child
@@ -243,6 +251,7 @@ class StoreDB:
                 row.group_key,
                 row.fail_fast,
                 parent,
+                tags=row.tags,
             )
             outcomes = apply_submissions(self._core, [again])
             if outcomes[0].kind != "duplicate":
@@ -362,6 +371,25 @@ class StoreDB:
         """Cancel a task and its children (deepest first); [] when no active task has ``id``."""
         with self._core.atomic():
             return lifecycle.cancel(self._core, id)
+
+    def cancel_where(
+        self,
+        group: str | None = None,
+        task_type: str | None = None,
+        tag: tuple[str, str] | None = None,
+    ) -> list[Transition]:
+        """Cancel every active task of a group, of a type or with a tag (exactly one given),
+        with their children, in one transaction (see ``tags.cancel_where``)."""
+        with self._core.atomic():
+            return tags.cancel_where(self._core, group, task_type, tag)
+
+    def task_ids_by_tags(
+        self, filters: Mapping[str, str], status: str | None = None, limit: int = 100_000
+    ) -> list[int]:
+        return tags.task_ids_by_tags(self._core, filters, status, limit)
+
+    def count_by_tag(self, key: str) -> list[tuple[str, int]]:
+        return tags.count_by_tag(self._core, key)
 
     def release(
         self,

@@ -13,6 +13,7 @@ first permanent child failure cancels the siblings and fails the parent at once.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,13 +27,14 @@ from actors.store.schema import (
     TASK_INTERNAL_COLUMNS,
     TASK_WIDTH,
     task_row,
+    unindex_tags,
 )
 from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import TaskResult, TaskRow, Transition
 
 log = logging.getLogger("taskmill.store")
 
-TERMINAL = ("completed", "failed", "cancelled", "dead_letter", "expired")
+TERMINAL = ("completed", "failed", "cancelled", "dead_letter", "expired", "superseded")
 MAX_DELAY_S = 366 * 24 * 3600.0
 """A retry delay longer than a year (or not a number) is taken as a year."""
 
@@ -78,6 +80,7 @@ def transition(
     priority: int | None = None,
     duration_ms: int | None = None,
     retry_after_s: float | None = None,
+    new_task_id: int | None = None,
 ) -> Transition:
     """The transition of ``row`` to ``result``, with what an event about it needs."""
     return Transition(
@@ -94,6 +97,8 @@ def transition(
         duration_ms=duration_ms,
         retry_after_s=retry_after_s,
         retry_count=row.retry_count,
+        tags=row.tags,
+        new_task_id=new_task_id,
     )
 
 
@@ -139,13 +144,13 @@ _PLAIN_COMPLETION = (
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, :r, :w, :rx, :tx, "
     "retry_count, last_error, created_at_ms, started, :done, "
     "CASE WHEN started IS NULL THEN NULL ELSE max(0, :done - started) END, "
-    "parent_id, fail_fast, group_key, :result FROM ("
+    "parent_id, fail_fast, group_key, :result, tags FROM ("
     "SELECT *, CASE WHEN run_started_at_ms THEN run_started_at_ms ELSE started_at_ms END "
     "AS started FROM tasks WHERE id = :id AND status IN ('running', 'paused') "
     "AND phase = 'execute' AND has_children = 0 AND parent_id IS NULL AND requeue = 0 "
     "AND acc_read_bytes = 0 AND acc_write_bytes = 0 AND acc_net_rx_bytes = 0 "
     "AND acc_net_tx_bytes = 0) WHERE coalesce(started, 0) >= 0 "
-    "RETURNING task_id, task_type, key, label, priority, group_key, duration_ms"
+    "RETURNING task_id, task_type, key, label, priority, group_key, duration_ms, tags"
 )
 """History row of a run that simply completes (ok; not a parent, a child or a requeue), written
 only when the active row is one: the row is read by the insert itself."""
@@ -177,8 +182,8 @@ def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) ->
         return False
     if not written:
         return False
-    task_id, task_type, key, label, priority, group_key, duration = written[0]
-    core.run("DELETE FROM tasks WHERE id = ?", (task_id,))
+    task_id, task_type, key, label, priority, group_key, duration, tags = written[0]
+    delete(core, task_id, tags)
     core.history_written()
     out.append(
         Transition(
@@ -191,6 +196,7 @@ def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) ->
             was_running=True,
             group_key=group_key,
             duration_ms=duration,
+            tags=None if tags is None else json.loads(tags),
         )
     )
     return True
@@ -268,7 +274,7 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
             )
         )
         return
-    core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
+    delete(core, row.id, row.tags)
     out.append(transition(row, "completed", was_running=True, duration_ms=duration))
     child_terminal(core, row, None, out)
 
@@ -338,7 +344,7 @@ def fail(
         error=error,
         actual=actual,
     )
-    core.run("DELETE FROM tasks WHERE id = ?", (row.id,))
+    delete(core, row.id, row.tags)
     ended = transition(row, status, error=error, was_running=row.status == "running")
     out.append(ended if age_s is None else dataclasses.replace(ended, age_s=age_s))
     child_terminal(core, row, error, out)
@@ -363,6 +369,13 @@ def expire(core: Core, now: int, limit: int = 500) -> list[Transition]:
     return out
 
 
+def delete(core: Core, task_id: int, tags: object) -> None:
+    """Remove an active row; ``tags``: whether it has tags (then they are forgotten too)."""
+    core.run("DELETE FROM tasks WHERE id = ?", (task_id,))
+    if tags:
+        unindex_tags(core, task_id)
+
+
 def load_required(core: Core, task_id: int) -> Active:
     task = load(core, task_id)
     assert task is not None, f"task {task_id} vanished inside its transaction"
@@ -380,7 +393,7 @@ def cancel(core: Core, task_id: int) -> list[Transition]:
     out: list[Transition] = []
     cancel_tree(core, task_id, out)
     if task.row.parent_id is not None:
-        _resolve_parent(core, task.row.parent_id, out)
+        resolve_parent(core, task.row.parent_id, out)
     return out
 
 
@@ -406,7 +419,7 @@ def cancel_tree(core: Core, task_id: int, out: list[Transition]) -> None:
         core.write_history(
             current, "cancelled", completed_at_ms=now, started_at_ms=task.history_started_at_ms
         )
-        core.run("DELETE FROM tasks WHERE id = ?", (current,))
+        delete(core, current, task.row.tags)
         out.append(transition(task.row, "cancelled", was_running=task.row.status == "running"))
 
 
@@ -436,10 +449,10 @@ def child_terminal(core: Core, child: TaskRow, error: str | None, out: list[Tran
             reason = f"child task {child.id} failed: {error}"
             fail(core, load_required(core, parent.row.id), reason, core.now(), out)
             return
-    _resolve_parent(core, parent.row.id, out)
+    resolve_parent(core, parent.row.id, out)
 
 
-def _resolve_parent(core: Core, parent_id: int, out: list[Transition]) -> None:
+def resolve_parent(core: Core, parent_id: int, out: list[Transition]) -> None:
     parent = load(core, parent_id)
     if parent is None or parent.row.status != "waiting" or active_children(core, parent_id):
         return
@@ -466,5 +479,5 @@ def resolve_waiting(core: Core) -> list[Transition]:
     for (parent_id,) in core.all(
         f"SELECT id FROM tasks WHERE status = 'waiting' AND {BUSY} ORDER BY id"
     ):
-        _resolve_parent(core, parent_id, out)
+        resolve_parent(core, parent_id, out)
     return out

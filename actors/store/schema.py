@@ -1,7 +1,8 @@
 """The Store's SQLite schema (versioned with ``PRAGMA user_version``) and row mapping.
 
 Two tables hold the tasks: ``tasks`` (active rows: pending, running, paused, waiting) and
-``history`` (terminal runs: completed, failed, cancelled). A third, ``requests``, remembers the
+``history`` (terminal runs: completed, failed, cancelled, dead_letter, expired, superseded);
+``task_tags`` indexes the tags of active tasks (``_FLOW_CONTROL``). ``requests`` remembers the
 outcomes of recent Submit requests by ``request_id`` so a client's retry is not applied twice.
 
 Besides the fields of ``TaskRow``, a task row keeps a few columns the Store needs for itself:
@@ -25,14 +26,14 @@ import apsw
 
 from bus.kinds import HistoryRow, RetrySpec, TaskRow
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 BUSY = "status != 'pending' AND status != 'scheduled'"
 """The condition of ``tasks_busy``: a query that states it reads that small index (running,
 paused and waiting rows), never the queue nor the tasks scheduled for later."""
 
 TASK_STATUSES = ("pending", "running", "paused", "waiting", "scheduled")
-HISTORY_STATUSES = ("completed", "failed", "cancelled", "dead_letter", "expired")
+HISTORY_STATUSES = ("completed", "failed", "cancelled", "dead_letter", "expired", "superseded")
 
 _TASK_STATUS_CHECK = " OR ".join(f"status = '{status}'" for status in TASK_STATUSES)
 """The check on a task row's status, spelled as comparisons: SQLite evaluates ``status IN (...)``
@@ -99,7 +100,9 @@ CREATE TABLE tasks (
     timeout_s              REAL,
     ttl_s                  REAL,
     ttl_from               TEXT,
-    expires_at_ms          INTEGER
+    expires_at_ms          INTEGER,
+    -- Since version 7: the task's tags as a JSON object (NULL: none; see _FLOW_CONTROL)
+    tags                   TEXT
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -128,7 +131,8 @@ CREATE TABLE history (
     label                  TEXT    NOT NULL,
     priority               INTEGER NOT NULL,
     status                 TEXT    NOT NULL
-        CHECK (status IN ('completed', 'failed', 'cancelled', 'dead_letter', 'expired')),
+        CHECK (status IN ('completed', 'failed', 'cancelled', 'dead_letter', 'expired',
+                          'superseded')),
     payload                BLOB,
     expected_read_bytes    INTEGER NOT NULL DEFAULT 0,
     expected_write_bytes   INTEGER NOT NULL DEFAULT 0,
@@ -147,7 +151,8 @@ CREATE TABLE history (
     parent_id              INTEGER,
     fail_fast              INTEGER NOT NULL DEFAULT 1,
     group_key              TEXT,
-    result                 BLOB  -- since version 6
+    result                 BLOB,  -- since version 6
+    tags                   TEXT   -- since version 7
 );
 CREATE INDEX history_time ON history(completed_at_ms);
 CREATE INDEX history_type ON history(task_type, completed_at_ms);
@@ -176,6 +181,24 @@ CREATE TABLE group_policy (
 ) WITHOUT ROWID;
 """
 
+_FLOW_CONTROL = """
+-- Tags (since version 7). A task row keeps its tags as one JSON object in ``tags`` (NULL when
+-- it has none: an untagged task pays for a NULL column and nothing else); this table holds one
+-- row per tag of an active task, for the queries by tag and ``cancel_by_tag``. The Store writes
+-- it where it inserts, supersedes and deletes tagged rows (``index_tags``, ``unindex_tags``),
+-- not by triggers: a trigger on ``tasks`` makes SQLite load every column of each row a
+-- statement deletes, tagged or not, which every task that finishes would pay.
+CREATE TABLE IF NOT EXISTS task_tags (
+    task_id  INTEGER NOT NULL,
+    key      TEXT    NOT NULL,
+    value    TEXT    NOT NULL,
+    PRIMARY KEY (task_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_tags_kv ON task_tags(key, value);
+"""
+"""What version 7 adds besides columns (tags; supersede and bulk cancel need no table): run by
+a fresh database and by the upgrade from version 6 alike."""
+
 
 def key8(key: str) -> int | None:
     """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
@@ -197,7 +220,13 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _FLOW_CONTROL)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    if version == 6:  # no tags, no 'superseded' history status
+        _widen(conn, "tasks")
+        _widen(conn, "history")
+        conn.execute(_FLOW_CONTROL)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 1:  # key declared UNIQUE, no key8
@@ -217,6 +246,7 @@ def migrate(conn: Any) -> None:
     conn.execute("CREATE INDEX history_task ON history(task_id)")
     if version != 5:
         conn.execute(_GROUP_POLICY)
+    conn.execute(_FLOW_CONTROL)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -249,7 +279,7 @@ def _declarations() -> dict[str, str]:
     """The declaration of each table as SQLite stores it for the current schema."""
     memory = apsw.Connection(":memory:")
     try:
-        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _FLOW_CONTROL)
         rows = memory.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
         return {str(name): str(sql) for name, sql in rows.fetchall()}
     finally:
@@ -304,7 +334,9 @@ _V1_TASK_COLUMNS = (
     "phase"
 )
 
-TASK_COLUMNS = f"{_V1_TASK_COLUMNS}, due_at_ms, retry_policy, max_retries, timeout_s, expires_at_ms"
+TASK_COLUMNS = (
+    f"{_V1_TASK_COLUMNS}, due_at_ms, retry_policy, max_retries, timeout_s, expires_at_ms, tags"
+)
 """The columns of ``TaskRow``, in field order."""
 
 TASK_WIDTH = len(TASK_COLUMNS.split(","))
@@ -325,7 +357,7 @@ HISTORY_COLUMNS = (
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, actual_read_bytes, "
     "actual_write_bytes, actual_net_rx_bytes, actual_net_tx_bytes, retry_count, last_error, "
     "created_at_ms, started_at_ms, completed_at_ms, duration_ms, parent_id, fail_fast, group_key, "
-    "result"
+    "result, tags"
 )
 """The columns of ``HistoryRow``, in field order."""
 
@@ -338,7 +370,7 @@ def task_row(t: tuple[Any, ...]) -> TaskRow:
     return TaskRow(
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
         t[14], bool(t[15]), t[16], t[17], bool(t[18]), t[19], t[20], t[21], retry_spec(t[22]),
-        t[23], t[24], t[25],
+        t[23], t[24], t[25], None if t[26] is None else json.loads(t[26]),
     )  # fmt: skip
 
 
@@ -364,5 +396,26 @@ def history_row(t: tuple[Any, ...]) -> HistoryRow:
     return HistoryRow(
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
         t[14], t[15], t[16], t[17], t[18], t[19], t[20], t[21], t[22], bool(t[23]), t[24],
-        t[25],
+        t[25], None if t[26] is None else json.loads(t[26]),
     )  # fmt: skip
+
+
+def index_tags(core: Any, task_id: int, stored: str | None) -> None:
+    """Make the tags of task ``task_id`` (as its ``tags`` column holds them) findable."""
+    if stored is not None:
+        core.run(
+            "INSERT INTO task_tags (task_id, key, value) SELECT ?, key, value FROM json_each(?)",
+            (task_id, stored),
+        )
+
+
+def unindex_tags(core: Any, task_id: int) -> None:
+    """Forget the tags of task ``task_id`` (it had some; its row goes, or they change)."""
+    core.run("DELETE FROM task_tags WHERE task_id = ?", (task_id,))
+
+
+def stored_tags(tags: dict[str, str] | None) -> str | None:
+    """Tags as the ``tags`` columns keep them: a JSON object, keys sorted; None when none."""
+    if not tags:
+        return None
+    return json.dumps(tags, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

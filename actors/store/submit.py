@@ -9,6 +9,10 @@ Outcomes (docs/semantics.md "Submit outcomes"), applied in order within a batch:
    priority is strictly more urgent than the marked one → ``requeued``;
 4. else ``duplicate`` (id None).
 
+These are the rules of ``on_duplicate`` ``skip`` (the default). A submission that says
+``reject`` gets ``rejected`` (id None, nothing changed) where an active row has its key, and one
+that says ``supersede`` replaces that row (``actors.store.supersede``).
+
 A batch with one invalid submission is rejected whole before anything is written. New keys are
 inserted first, in order and many rows per statement; then each submission whose key was taken
 meets its row, in order. Submissions of different keys do not touch each other's rows, so this
@@ -17,6 +21,8 @@ gives the outcomes of applying them one at a time.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,11 +30,20 @@ from typing import Any
 import msgpack
 
 from actors.store.core import Core
+from actors.store.lifecycle import load
 from actors.store.queries import by_key
-from actors.store.schema import key8, stored_retry_spec
+from actors.store.schema import index_tags, key8, stored_retry_spec, stored_tags
+from actors.store.supersede import supersede
 from bus.errors import InvalidRequest, PayloadTooLarge
-from bus.kinds import Outcome, RetrySpec, Submission
-from bus.limits import MAX_GROUP_CHARS, MAX_LABEL_CHARS, MAX_PAYLOAD_BYTES, MAX_TASK_TYPE_CHARS
+from bus.kinds import Outcome, RetrySpec, Submission, Transition
+from bus.limits import (
+    DUPLICATE_STRATEGIES,
+    MAX_GROUP_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_TASK_TYPE_CHARS,
+    tag_problem,
+)
 
 
 def validate(sub: Submission, index: int) -> None:
@@ -89,6 +104,10 @@ def validate(sub: Submission, index: int) -> None:
         raise InvalidRequest(f"{where}: ttl_s must be a positive number of seconds")
     if sub.ttl_from not in TTL_FROM:
         raise InvalidRequest(f"{where}: ttl_from must be one of {TTL_FROM}")
+    if sub.tags is not None and (problem := tag_problem(sub.tags)) is not None:
+        raise InvalidRequest(f"{where}: {problem}")
+    if sub.on_duplicate not in DUPLICATE_STRATEGIES:
+        raise InvalidRequest(f"{where}: on_duplicate must be one of {DUPLICATE_STRATEGIES}")
 
 
 TTL_FROM = ("submission", "first_attempt")
@@ -131,27 +150,34 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:
-    """Apply a batch of submissions; the caller provides the transaction."""
+def submit(
+    core: Core,
+    subs: Sequence[Submission],
+    request_id: str | None = None,
+    out: list[Transition] | None = None,
+) -> list[Outcome]:
+    """Apply a batch of submissions; the caller provides the transaction. What they did to
+    other tasks (superseded, cancelled with them) is appended to ``out``."""
     if request_id is not None:
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
             raise InvalidRequest("request_id must be a string of 1..256 characters")
         seen = core.value("SELECT outcomes FROM requests WHERE request_id = ?", (request_id,))
         if seen is not None:
-            return [Outcome(k, i, p) for k, i, p in msgpack.unpackb(seen)]
+            return [Outcome(*o) for o in msgpack.unpackb(seen)]
     for index, sub in enumerate(subs):
         validate(sub, index)
-    _check_parents(core, subs)
+    subs = _check_parents(core, subs)
     now = core.now()
     inserted = _insert_new(core, subs, now)
+    changes = out if out is not None else []
     outcomes = [
         Outcome("inserted", task_id, sub.priority)
         if (task_id := inserted.pop(sub.key, None)) is not None
-        else _existing(core, sub)
+        else _existing(core, sub, now, changes)
         for sub in subs
     ]
     if request_id is not None:
-        packed = msgpack.packb([[o.kind, o.id, o.priority] for o in outcomes])
+        packed = msgpack.packb([[o.kind, o.id, o.priority, o.replaced_id] for o in outcomes])
         core.run(
             "INSERT OR REPLACE INTO requests (request_id, outcomes, at_ms) VALUES (?, ?, ?)",
             (request_id, packed, now),
@@ -159,21 +185,52 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
     return outcomes
 
 
-def _check_parents(core: Core, subs: Sequence[Submission]) -> None:
+def _check_parents(core: Core, subs: Sequence[Submission]) -> Sequence[Submission]:
     """Refuse the batch (nothing written) when a child names a parent no active task is: the
-    child would wait on, and finish into, nothing."""
+    child would wait on, and finish into, nothing. The submissions, children given their
+    parent's tags (a child's own win)."""
     parents = {sub.parent_id for sub in subs if sub.parent_id is not None}
+    tagged: dict[int, dict[str, str]] = {}
     for parent_id in sorted(parents):  # once per parent, however many children
-        if core.value("SELECT 1 FROM tasks WHERE id = ?", (parent_id,)) is None:
+        found = core.one("SELECT tags FROM tasks WHERE id = ?", (parent_id,))
+        if found is None:
             index = next(i for i, sub in enumerate(subs) if sub.parent_id == parent_id)
             raise InvalidRequest(
                 f"submission {index}: parent task {parent_id} does not exist (no active task)"
             )
+        if found[0] is not None:
+            tagged[parent_id] = json.loads(found[0])
+    if not tagged:
+        return subs
+    return [
+        dataclasses.replace(sub, tags={**tagged[sub.parent_id], **(sub.tags or {})})
+        if sub.parent_id in tagged
+        else sub
+        for sub in subs
+    ]
 
 
-def _existing(core: Core, sub: Submission) -> Outcome:
+def _existing(core: Core, sub: Submission, now: int, out: list[Transition]) -> Outcome:
     """The outcome of a submission whose key an active row holds (maybe one this batch
     inserted for an earlier submission of the same key)."""
+    if sub.on_duplicate != "skip":
+        task_id = by_key(core, "id", sub.key)
+        if task_id is None or (task := load(core, task_id[0])) is None:
+            raise AssertionError("the insert just met the row")
+        if sub.on_duplicate == "reject":
+            return Outcome("rejected", None, sub.priority)
+        values = _values(sub, now)
+        new_id = supersede(
+            core,
+            task,
+            dict(zip(_COLUMN_NAMES, values, strict=True)),
+            now,
+            lambda: _insert_one(core, values),
+            out,
+        )
+        if sub.parent_id is not None:
+            note_parent(core, sub.parent_id)
+        return Outcome("superseded", new_id, sub.priority, task_id[0])
     found = by_key(core, "id, status, priority, requeue, requeue_priority", sub.key)
     assert found is not None  # the insert just met it
     task_id, status, priority, requeue, requeue_priority = found
@@ -193,9 +250,10 @@ _COLUMNS = (
     "task_type, key, key8, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, created_at_ms, "
     "parent_id, fail_fast, group_key, due_at_ms, retry_policy, max_retries, timeout_s, ttl_s, "
-    "ttl_from, expires_at_ms"
+    "ttl_from, expires_at_ms, tags"
 )
-_WIDTH = 22
+_COLUMN_NAMES = [name.strip() for name in _COLUMNS.split(",")]
+_WIDTH = len(_COLUMN_NAMES)
 """Parameters a row takes."""
 _ROW = "(" + ", ".join("?" * _WIDTH) + ")"
 _CHUNKS = (64, 8, 1)
@@ -252,17 +310,32 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
                 inserted.update((key, task_id) for task_id, key, _ in rows)
                 parents.update(parent_id for _, _, parent_id in rows if parent_id is not None)
     for parent_id in parents:  # once per parent, however many children the batch spawned
-        # The parent's current run now has children: its ok leads to waiting, then finalize.
-        core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (parent_id,))
-        # A child without a TTL of its own expires when its parent would.
-        expires = core.value("SELECT expires_at_ms FROM tasks WHERE id = ?", (parent_id,))
-        if expires is not None:
-            core.run(
-                "UPDATE tasks SET expires_at_ms = ? "
-                "WHERE parent_id = ? AND ttl_s IS NULL AND expires_at_ms IS NULL",
-                (expires, parent_id),
-            )
+        note_parent(core, parent_id)
+    for sub in subs:
+        if sub.tags and (task_id := inserted.get(sub.key)) is not None:
+            index_tags(core, task_id, stored_tags(sub.tags))
     return inserted
+
+
+def _insert_one(core: Core, values: tuple[Any, ...]) -> int:
+    """Insert one row whose key no active row holds; its id."""
+    task_id = core.insert(_INSERTS[1], values)[1]
+    index_tags(core, task_id, values[-1])
+    return task_id
+
+
+def note_parent(core: Core, parent_id: int) -> None:
+    """Children of ``parent_id`` were inserted."""
+    # The parent's current run now has children: its ok leads to waiting, then finalize.
+    core.run("UPDATE tasks SET has_children = 1 WHERE id = ?", (parent_id,))
+    # A child without a TTL of its own expires when its parent would.
+    expires = core.value("SELECT expires_at_ms FROM tasks WHERE id = ?", (parent_id,))
+    if expires is not None:
+        core.run(
+            "UPDATE tasks SET expires_at_ms = ? "
+            "WHERE parent_id = ? AND ttl_s IS NULL AND expires_at_ms IS NULL",
+            (expires, parent_id),
+        )
 
 
 def _values(sub: Submission, now: int) -> tuple[Any, ...]:
@@ -289,4 +362,5 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
         sub.ttl_s,
         sub.ttl_from,
         now + int(sub.ttl_s * 1000) if sub.ttl_s and sub.ttl_from == "submission" else None,
+        stored_tags(sub.tags),
     )

@@ -32,7 +32,18 @@ from taskmill.watch import WatchView, format_snapshot
 from tests.procfile_support import actor_threads
 
 ACTOR_COMMANDS = ("store", "dispatcher", "monitor", "limiter", "worker", "events")
-USER_COMMANDS = ("submit", "result", "status", "watch", "ping", "stats", "keys", "demo", "web")
+USER_COMMANDS = (
+    "submit",
+    "result",
+    "cancel",
+    "status",
+    "watch",
+    "ping",
+    "stats",
+    "keys",
+    "demo",
+    "web",
+)
 
 
 @pytest.fixture

@@ -72,9 +72,9 @@ def test_to_dict_is_json_serialisable(event: SchedulerEvent, type_: str) -> None
 def test_task_events_carry_the_task_identity_and_wire_data_is_flat() -> None:
     event = Failed(**IDS, error="disk full", will_retry=False)
     assert event_to_wire(event).data == {
-        **IDS, "error": "disk full", "will_retry": False, "retry_after": None,
+        **IDS, "tags": {}, "error": "disk full", "will_retry": False, "retry_after": None,
     }  # fmt: skip
-    assert event.to_dict() == {"type": "failed", "seq": 0, "at": None, **IDS,
+    assert event.to_dict() == {"type": "failed", "seq": 0, "at": None, **IDS, "tags": {},
                                "error": "disk full", "will_retry": False,
                                "retry_after": None}  # fmt: skip
     assert event_to_wire(Paused()).data == {}

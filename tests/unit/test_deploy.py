@@ -240,7 +240,7 @@ def test_load_app_needs_module_colon_attribute(reference: str) -> None:
 
 def test_the_system_test_application_loads() -> None:
     assert set(load_app("tests.system_app:app").spec.executors) == {
-        "noop", "sleepy", "parent", "echo",
+        "noop", "sleepy", "parent", "echo", "careful",
     }  # fmt: skip
 
 
@@ -282,7 +282,8 @@ def test_a_worker_hosts_every_executor_of_the_app(run_dir: Path) -> None:
     host = process.actor
     assert isinstance(host, ExecutorHost)
     try:
-        assert set(host.runners) == {"noop", "sleepy", "parent", "echo"}
+        assert set(host.runners) == {"noop", "sleepy", "parent", "echo", "careful"}
+        assert set(host.cancel_hooks) == {"careful"}  # the one executor with an on_cancel
         assert host.settings.host_id == "w7"
         assert host.settings.capacity == spec.max_concurrency
         assert process.control == f"ipc://{run_dir}/worker-w7-control.sock"

@@ -211,7 +211,7 @@ def test_transitions_become_the_events_of_semantics() -> None:
         Transition(6, "ignored"),
         Transition(7, "requeued", "t", "k", "l"),
     ]
-    _, events = c.transitions(trs)
+    _, events, _ = c.transitions(trs)
     assert [(e.type, e.data["task_id"]) for e in events] == [
         ("completed", 1),
         ("failed", 2),
@@ -229,8 +229,10 @@ def test_a_running_task_cancelled_by_the_store_is_cancelled_on_its_host() -> Non
     c = core()
     c.admit([row(1)])
     c.claimed([row(1)])
-    cancels, _ = c.transitions([Transition(1, "cancelled", "t", "k", "l", was_running=True)])
-    assert cancels == {b"h1": [1]}
+    cancels, _, hooked = c.transitions(
+        [Transition(1, "cancelled", "t", "k", "l", was_running=True)]
+    )
+    assert cancels == {} and hooked == {b"h1": [1]}  # stopped, its executor told why
     assert c.free_slots() == 4
 
 

@@ -64,7 +64,7 @@ def test_task_record_has_exactly_the_pinned_fields() -> None:
         "id", "task_type", "key", "label", "priority", "status", "payload",
         "expected_read_bytes", "expected_write_bytes", "expected_net_rx_bytes",
         "expected_net_tx_bytes", "retry_count", "last_error", "created_at", "started_at",
-        "requeue", "requeue_priority", "parent_id", "fail_fast", "group_key",
+        "requeue", "requeue_priority", "parent_id", "fail_fast", "group_key", "tags",
     ]  # fmt: skip
 
 
@@ -130,6 +130,7 @@ def test_status_enums_compare_equal_to_their_values() -> None:
         "cancelled",
         "dead_letter",
         "expired",
+        "superseded",
     ]
     assert TaskStatus.PAUSED == "paused"  # type: ignore[comparison-overlap]
     assert HistoryStatus("cancelled") is HistoryStatus.CANCELLED
