@@ -93,6 +93,9 @@ class TaskRow:
     expires_at_ms: int | None = None
     """When the task expires if it has not started (epoch ms); None: never, or not yet known
     (a TTL counted from the first attempt)."""
+    effective_priority: int | None = None
+    """The priority the claim ordered this row by when priority aging raised it (a claimed row
+    only); None: its own ``priority``."""
 
 
 @struct

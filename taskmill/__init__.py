@@ -40,6 +40,8 @@ from taskmill.events import (
     Dispatched,
     Expired,
     Failed,
+    GroupPaused,
+    GroupResumed,
     HostResources,
     Paused,
     Preempted,
@@ -49,6 +51,7 @@ from taskmill.events import (
     SchedulerEvent,
     Waiting,
 )
+from taskmill.flow import AgingConfig, PausedGroupInfo, RateLimit, RateLimitInfo
 from taskmill.monitoring import PressurePublisher, publish_pressure
 from taskmill.priority import Priority
 from taskmill.progress import ProgressReporter
@@ -74,6 +77,7 @@ from taskmill.task import TaskSubmission, TtlFrom, TypedTask, generate_dedup_key
 
 __all__ = [
     "ActorUnavailable",
+    "AgingConfig",
     "AsyncClient",
     "CancellationToken",
     "Cancelled",
@@ -91,12 +95,15 @@ __all__ = [
     "Expired",
     "Failed",
     "GroupLimits",
+    "GroupPaused",
+    "GroupResumed",
     "HistoryStatus",
     "HostResources",
     "NetworkPressure",
     "OutcomeKind",
     "ParentResolution",
     "Paused",
+    "PausedGroupInfo",
     "PayloadTooLarge",
     "Preempted",
     "PressurePublisher",
@@ -104,6 +111,8 @@ __all__ = [
     "Priority",
     "Progress",
     "ProgressReporter",
+    "RateLimit",
+    "RateLimitInfo",
     "ResourceReader",
     "ResourceSampler",
     "ResourceSnapshot",

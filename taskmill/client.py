@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import zmq
@@ -37,11 +37,14 @@ from bus.kinds import (
     SubmitReply,
     TypeStatsReply,
 )
+from bus.kinds_flow import FlowReply, GetFlow, GroupPauseReply
 from bus.kinds_run import CancelTask, DispatcherState, GetState
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from bus.topology import Topology
+from taskmill import flow
 from taskmill.deploy import DeploymentConfig
+from taskmill.flow import RateLimit
 from taskmill.records import (
     SubmitOutcome,
     TaskHistoryRecord,
@@ -138,6 +141,7 @@ class Client(_Endpoints):
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(RequestClient, self.topology.store, timeout)
         self._dispatcher = self._requester(RequestClient, self.topology.dispatcher, timeout)
+        self._limiter = self._requester(RequestClient, self.topology.limiter, timeout)
         self._closed = False
 
     # -- submitting --------------------------------------------------------------------------
@@ -167,6 +171,23 @@ class Client(_Endpoints):
     def cancel(self, task_id: int) -> bool:
         """Cancel a task (and its children); False when no active task has that id."""
         return bool(self._dispatcher.call(CancelTask(task_id), Ok).value)
+
+    def set_rate_limit(self, task_type: str, limit: RateLimit | None) -> None:
+        """See ``Scheduler.set_rate_limit``."""
+        self._limiter.call(flow.set_rate_limit("type", task_type, limit), Ok)
+
+    def set_group_rate_limit(self, group: str, limit: RateLimit | None) -> None:
+        self._limiter.call(flow.set_rate_limit("group", group, limit), Ok)
+
+    def set_group_weight(self, group: str, weight: float) -> None:
+        self._limiter.call(flow.set_group_weight(group, weight), Ok)
+
+    def pause_group(self, group: str, until: datetime | float | timedelta | None = None) -> None:
+        """See ``Scheduler.pause_group``."""
+        self._limiter.call(flow.pause_group(group, until), GroupPauseReply)
+
+    def resume_group(self, group: str) -> None:
+        self._limiter.call(flow.resume_group(group), GroupPauseReply)
 
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
@@ -208,15 +229,15 @@ class Client(_Endpoints):
         """Running tasks with progress estimates, queue counts, pressure, limits."""
         state = self._dispatcher.call(GetState(), DispatcherState)
         types = sorted({r.task.task_type for r in state.running})
-        replies = self._store.pipeline([Counts(), *(HistoryStats(t) for t in types)])
-        counts = replies[0]
-        assert isinstance(counts, CountsReply)
+        replies = self._store.pipeline([Counts(), GetFlow(), *(HistoryStats(t) for t in types)])
+        counts, flow_state = replies[0], replies[1]
+        assert isinstance(counts, CountsReply) and isinstance(flow_state, FlowReply)
         stats = {}
-        for task_type, reply in zip(types, replies[1:], strict=True):
+        for task_type, reply in zip(types, replies[2:], strict=True):
             assert isinstance(reply, TypeStatsReply)
             stats[task_type] = TypeStats.from_reply(reply)
         return SchedulerSnapshot.from_state(
-            state, counts, progress_estimates(state.running, stats, datetime.now(UTC))
+            state, counts, progress_estimates(state.running, stats, datetime.now(UTC)), flow_state
         )
 
     def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscriber:
@@ -237,6 +258,7 @@ class Client(_Endpoints):
         self._closed = True
         self._store.close()
         self._dispatcher.close()
+        self._limiter.close()
         if self._own_context:
             self._context.destroy(linger=0)
 
@@ -263,6 +285,7 @@ class AsyncClient(_Endpoints):
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(AsyncRequester, self.topology.store, timeout)
         self._dispatcher = self._requester(AsyncRequester, self.topology.dispatcher, timeout)
+        self._limiter = self._requester(AsyncRequester, self.topology.limiter, timeout)
         self._tasks = TaskStore(self._store)
         self._closed = False
 
@@ -286,6 +309,23 @@ class AsyncClient(_Endpoints):
 
     async def cancel(self, task_id: int) -> bool:
         return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)
+
+    async def set_rate_limit(self, task_type: str, limit: RateLimit | None) -> None:
+        await self._limiter.call(flow.set_rate_limit("type", task_type, limit), Ok)
+
+    async def set_group_rate_limit(self, group: str, limit: RateLimit | None) -> None:
+        await self._limiter.call(flow.set_rate_limit("group", group, limit), Ok)
+
+    async def set_group_weight(self, group: str, weight: float) -> None:
+        await self._limiter.call(flow.set_group_weight(group, weight), Ok)
+
+    async def pause_group(
+        self, group: str, until: datetime | float | timedelta | None = None
+    ) -> None:
+        await self._limiter.call(flow.pause_group(group, until), GroupPauseReply)
+
+    async def resume_group(self, group: str) -> None:
+        await self._limiter.call(flow.resume_group(group), GroupPauseReply)
 
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         return await self._tasks.lookup(generate_dedup_key(task_type, _dedup_data(data)))
@@ -314,11 +354,13 @@ class AsyncClient(_Endpoints):
         return await wait_result(task_id, timeout, lambda: self._tasks.result(task_id), subscribe)
 
     async def snapshot(self) -> SchedulerSnapshot:
-        state, counts = await asyncio.gather(
-            self._dispatcher.call(GetState(), DispatcherState), self._tasks.counts()
+        state, counts, flow_state = await asyncio.gather(
+            self._dispatcher.call(GetState(), DispatcherState),
+            self._tasks.counts(),
+            self._store.call(GetFlow(), FlowReply),
         )
         return SchedulerSnapshot.from_state(
-            state, counts, await estimates(self._tasks, state.running)
+            state, counts, await estimates(self._tasks, state.running), flow_state
         )
 
     async def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscription:
@@ -334,6 +376,7 @@ class AsyncClient(_Endpoints):
         self._closed = True
         self._store.close()
         self._dispatcher.close()
+        self._limiter.close()
         if self._own_context:
             self._context.destroy(linger=0)
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import zmq
@@ -30,6 +31,7 @@ from bus.client import AsyncRequester
 from bus.errors import ActorUnavailable
 from bus.hosting import ActorThread
 from bus.kinds import Ok, Submit, SubmitReply
+from bus.kinds_flow import FlowReply, GetFlow, GroupPauseReply
 from bus.kinds_run import (
     CancelTask,
     DispatcherState,
@@ -46,9 +48,11 @@ from bus.kinds_run import (
 )
 from bus.runtime import Actor
 from bus.topology import Topology
+from taskmill import flow
 from taskmill.builder import AppSpec, SchedulerBuilder
 from taskmill.config import GroupLimits
 from taskmill.context import make_runner
+from taskmill.flow import RateLimit
 from taskmill.monitoring import monitor_actor
 from taskmill.records import EstimatedProgress, SubmitOutcome, TaskHistoryRecord, TaskRecord
 from taskmill.results import TERMINAL_TOPICS, wait_result
@@ -285,6 +289,31 @@ class Scheduler:
         state = await self._limiter.call(GetLimiterState(), LimiterState)
         return GroupLimits(state.default, dict(state.overrides))
 
+    # -- flow control (kept by the GroupLimiter, applied by the Store's claim) ---------------
+
+    async def set_rate_limit(self, task_type: str, limit: RateLimit | None) -> None:
+        """Limit how fast tasks of ``task_type`` start (None removes the limit, the one it was
+        built with included); kept across restarts."""
+        await self._limiter.call(flow.set_rate_limit("type", task_type, limit), Ok)
+
+    async def set_group_rate_limit(self, group: str, limit: RateLimit | None) -> None:
+        """Limit how fast tasks of ``group`` start (None removes the limit)."""
+        await self._limiter.call(flow.set_rate_limit("group", group, limit), Ok)
+
+    async def set_group_weight(self, group: str, weight: float) -> None:
+        """``group``'s fair share of the slots, relative to the other groups' weights."""
+        await self._limiter.call(flow.set_group_weight(group, weight), Ok)
+
+    async def pause_group(
+        self, group: str, until: datetime | float | timedelta | None = None
+    ) -> None:
+        """No task of ``group`` starts until ``resume_group`` (or ``until``: an instant, or
+        seconds from now); kept across restarts. Its running tasks finish their run."""
+        await self._limiter.call(flow.pause_group(group, until), GroupPauseReply)
+
+    async def resume_group(self, group: str) -> None:
+        await self._limiter.call(flow.resume_group(group), GroupPauseReply)
+
     async def register_state(self, obj: object) -> None:
         self._host.register_state(obj)
 
@@ -297,9 +326,11 @@ class Scheduler:
         return await estimates(self._task_store, (await self._state()).running)
 
     async def snapshot(self) -> SchedulerSnapshot:
-        state, counts = await asyncio.gather(self._state(), self._task_store.counts())
+        state, counts, flow_state = await asyncio.gather(
+            self._state(), self._task_store.counts(), self._store.call(GetFlow(), FlowReply)
+        )
         progress = await estimates(self._task_store, state.running)
-        return SchedulerSnapshot.from_state(state, counts, progress)
+        return SchedulerSnapshot.from_state(state, counts, progress, flow_state)
 
     async def subscribe(self) -> EventSubscription:
         """A live subscription to every event: nothing published after this returns is missed."""

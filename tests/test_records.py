@@ -229,7 +229,7 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
     assert set(data) == {
         "running", "pending_count", "paused_count", "waiting_count", "scheduled_count",
         "progress", "pressure", "pressure_breakdown", "max_concurrency", "is_paused",
-        "resources", "host_resources",
+        "resources", "host_resources", "rate_limits", "paused_groups",
     }  # fmt: skip
 
 

@@ -66,7 +66,7 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(6,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
@@ -152,7 +152,7 @@ def assert_current_schema(tmp_path: Path) -> None:
         conn.close()
     upgraded, new = schemas
     assert upgraded == new
-    assert new[0] == [(6,)]
+    assert new[0] == [(7,)]
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
@@ -376,6 +376,31 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
     conn = raw(tmp_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+
+def test_a_version_6_database_gains_the_flow_control_tables_on_upgrade(tmp_path: Path) -> None:
+    """Version 7 adds the tables of rate limits, buckets, fair shares and paused groups; the
+    rows and the runtime group limits stay as they were."""
+    shutil.copy(Path(__file__).parent / "data" / "schema-v6.db", tmp_path / "tasks.db")
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert db.groups().runtime == {"g": 3}
+        [task] = db.list_tasks("paused", 10)
+        assert task.label == "paused"
+        db.set_flow("runtime", rates={"type:t": (5, 1000, 5)}, weights={"g": 2.0})
+        assert db.pause_group("g") is not None
+        state = db.flow_state()
+        assert [r.scope for r in state.rate_limits] == ["type:t"]
+        assert [p.group for p in state.paused_groups] == ["g"]
+        assert state.weights == {"g": 2.0}
+    finally:
+        db.close()
+    conn = raw(tmp_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
     finally:
         conn.close()
 

@@ -82,6 +82,7 @@ from bus.kinds import (
     TaskReply,
     TasksReply,
 )
+from bus.kinds_flow import GetFlow, GroupPauseReply, PauseGroup, ResumeGroup, SetFlow
 from bus.protocol import Message, encode
 from bus.runtime import Actor, ActorLoop
 from bus.server import Request, RequestServer
@@ -130,6 +131,18 @@ def _ok(change: Callable[..., None], *args: Any) -> Ok:
     return Ok()
 
 
+def _paused(counts: tuple[int, int] | None) -> GroupPauseReply:
+    return GroupPauseReply(False) if counts is None else GroupPauseReply(True, *counts)
+
+
+def _resumed(count: int | None) -> GroupPauseReply:
+    return GroupPauseReply(False) if count is None else GroupPauseReply(True, count)
+
+
+_POLICY_CHANGES = (SetGroups, SetFlow, ResumeGroup)
+"""Changes that may let waiting work start: the Dispatcher hears of them."""
+
+
 def _claim(db: StoreDB, spec: ClaimSpec) -> ClaimNextReply:
     """A claim: first the tasks past their TTL expire (they never start), then the walk."""
     expired = db.expire(spec.now_ms)
@@ -175,6 +188,12 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
+        SetFlow: lambda m: _ok(
+            db.set_flow, m.layer, m.rates, m.weights, m.min_slots, m.default_weight, m.replace
+        ),
+        PauseGroup: lambda m: _paused(db.pause_group(m.group, m.until_ms)),
+        ResumeGroup: lambda m: _resumed(db.resume_group(m.group, m.due_only)),
+        GetFlow: lambda m: db.flow_state(),
         Cancel: lambda m: CancelReply(db.cancel(m.id)),
         Release: lambda m: FinishReply(
             db.release(m.ids, m.error, m.max_retries, count_retry=m.count_retry)
@@ -335,7 +354,7 @@ class StoreActor(Actor):
                 standing, arrived = _left_standing(request, reply), False
             elif isinstance(reply, SubmitReply):
                 arrived = arrived or any(o.kind != "duplicate" for o in reply.outcomes)
-            elif isinstance(message, SetGroups) and isinstance(reply, Ok):
+            elif isinstance(message, _POLICY_CHANGES) and not isinstance(reply, Error):
                 arrived = True
         self._standing, self._pushed = standing, None
         if standing is None or not arrived:
@@ -378,7 +397,7 @@ class StoreActor(Actor):
         for request, reply in zip(requests, replies, strict=True):
             if _looks(request.message):
                 self._watcher = request.envelope
-            if isinstance(request.message, SetGroups) and isinstance(reply, Ok):
+            if isinstance(request.message, _POLICY_CHANGES) and not isinstance(reply, Error):
                 policy_changed = True  # a limit may have been raised: a group may have room
             if not isinstance(reply, SubmitReply):
                 continue

@@ -25,7 +25,7 @@ import apsw
 
 from bus.kinds import HistoryRow, RetrySpec, TaskRow
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 BUSY = "status != 'pending' AND status != 'scheduled'"
 """The condition of ``tasks_busy``: a query that states it reads that small index (running,
@@ -176,6 +176,43 @@ CREATE TABLE group_policy (
 ) WITHOUT ROWID;
 """
 
+FLOW_CONTROL = """
+-- Since version 7: the rest of the GroupLimiter's policy (actors/store/flow.py), in the same
+-- two layers as group_policy.
+-- Token-bucket rate limits by scope ('type:<task type>', 'group:<group>'); permits NULL in the
+-- runtime layer: removed at runtime (the configured one included).
+CREATE TABLE IF NOT EXISTS rate_limits (
+    layer        TEXT    NOT NULL CHECK (layer IN ('configured', 'runtime')),
+    scope        TEXT    NOT NULL,
+    permits      INTEGER CHECK (permits > 0),
+    interval_ms  INTEGER CHECK (interval_ms > 0),
+    burst        INTEGER CHECK (burst > 0),
+    PRIMARY KEY (layer, scope)
+) WITHOUT ROWID;
+-- Each rate limit's bucket, written in the claim's transaction: a restart goes on from the
+-- tokens left (refilled for the time it took), never from a full bucket.
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    scope        TEXT    PRIMARY KEY,
+    tokens       REAL    NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    next_ms      INTEGER NOT NULL   -- the latest due time given to a task this bucket denied
+) WITHOUT ROWID;
+-- Fair-share weights and minimum slots by group ('' = the default weight); NULL: not set.
+CREATE TABLE IF NOT EXISTS group_shares (
+    layer        TEXT    NOT NULL CHECK (layer IN ('configured', 'runtime')),
+    group_key    TEXT    NOT NULL,
+    weight       REAL    CHECK (weight > 0),
+    min_slots    INTEGER CHECK (min_slots >= 0),
+    PRIMARY KEY (layer, group_key)
+) WITHOUT ROWID;
+-- Paused groups (pause_group): their tasks do not start until resumed (or resume_at passes).
+CREATE TABLE IF NOT EXISTS paused_groups (
+    group_key    TEXT    PRIMARY KEY,
+    paused_at_ms INTEGER NOT NULL,
+    resume_at_ms INTEGER
+) WITHOUT ROWID;
+"""
+
 
 def key8(key: str) -> int | None:
     """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
@@ -197,7 +234,13 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + FLOW_CONTROL)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    if version == 6:
+        _widen(conn, "tasks")
+        _widen(conn, "history")
+        conn.execute(FLOW_CONTROL)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 1:  # key declared UNIQUE, no key8
@@ -217,6 +260,7 @@ def migrate(conn: Any) -> None:
     conn.execute("CREATE INDEX history_task ON history(task_id)")
     if version != 5:
         conn.execute(_GROUP_POLICY)
+    conn.execute(FLOW_CONTROL)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -249,7 +293,7 @@ def _declarations() -> dict[str, str]:
     """The declaration of each table as SQLite stores it for the current schema."""
     memory = apsw.Connection(":memory:")
     try:
-        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + FLOW_CONTROL)
         rows = memory.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
         return {str(name): str(sql) for name, sql in rows.fetchall()}
     finally:
