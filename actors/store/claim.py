@@ -195,10 +195,11 @@ def _order(row: tuple[Any, ...]) -> tuple[int, int, int, int]:
 
 
 def _window(
-    core: Core, size: int, skip: list[str], max_priority: int, paused: bool
+    core: Core, size: int, skip: list[str], max_priority: int, paused: bool, ready: bool = True
 ) -> list[tuple[Any, ...]]:
     """The first ``size`` rows of the dispatch order outside the groups of ``skip`` (``paused``:
-    whether any row is paused, to look at them too)."""
+    whether any row is paused, to look at them too; not ``ready``: finalize runs and paused rows
+    only)."""
     columns = TASK_COLUMNS_NO_PAYLOAD
     where = ""
     if skip:
@@ -209,7 +210,7 @@ def _window(
         f"WHERE status = 'pending' AND phase = 'finalize'{where} ORDER BY priority, id LIMIT +?",
         (*skip, size),
     )
-    if len(rows) < size:
+    if ready and len(rows) < size:
         rows += queries.ready(core, columns, size - len(rows), skip)
     if paused:
         rows += core.all(
@@ -221,10 +222,10 @@ def _window(
     return rows[:size]
 
 
-def promote_due(core: Core, now: int) -> None:
+def promote_due(core: Core, now: int) -> int:
     """Tasks scheduled for ``now`` or earlier join the queue (by the index of due times: the
-    tasks still in the future are never read)."""
-    core.run(
+    tasks still in the future are never read); how many."""
+    return core.run(
         "UPDATE tasks SET status = 'pending' WHERE status = 'scheduled' AND due_at_ms <= ?", (now,)
     )
 
@@ -325,11 +326,12 @@ class Pick:
     def done(self) -> bool:
         return len(self.out) >= self.limit
 
-    def window(self, size: int) -> list[tuple[Any, ...]]:
-        """The first ``size`` rows of the dispatch order outside the full groups."""
+    def window(self, size: int, ready: bool = True) -> list[tuple[Any, ...]]:
+        """The first ``size`` rows of the dispatch order outside the full groups (not
+        ``ready``: of the finalize runs and paused rows only)."""
         skip = sorted(self.full)
-        rows = _window(self.core, size, skip, self.max_priority, self.paused_rows)
-        if self.aging is not None:
+        rows = _window(self.core, size, skip, self.max_priority, self.paused_rows, ready)
+        if ready and self.aging is not None:
             rows += _aged(self.core, size, skip, self.aging, self.now)
             rows = list({row[0]: row for row in rows}.values())
         if self.aging is not None or self.paused_rows:
@@ -380,13 +382,13 @@ def walk(
     something does, or the next scheduled task is due)."""
     queries.check_limit(limit)
     now = core.now() if now is None else now
-    promote_due(core, now)
+    promoted = promote_due(core, now) > 0
     if limit == 0:
         return None, False
     pick = Pick(core, limit, max_priority, preempt_priority, now, aging)
     try:
         if pick.flow.weighted:
-            return pick, fair.walk(core, pick, aging)
+            return pick, fair.walk(core, pick, aging, promoted)
         return pick, _walk(pick)
     finally:
         if pick.gate is not None:

@@ -15,7 +15,8 @@ of urgent work takes every slot. With them, a claim runs in two passes:
    A full, paused or rate-limited group drops out for the rest of the claim and its slots go
    to the others (work-conserving).
 
-Pass values are kept in memory for the Store's lifetime (a restart starts every group even).
+Pass values are kept in memory for the Store's lifetime (a restart, or a rolled-back
+transaction, starts every group even).
 Within a group rows go by their own priority (aging orders the first pass only).
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors.store.core import Core
@@ -34,8 +36,8 @@ if TYPE_CHECKING:
 
 UNGROUPED = "\0"
 """The ungrouped rows' place among the groups (no group name is empty)."""
-_STEP = 8
-"""Rows read from one group at a time."""
+_STEP = 2
+"""Rows read from one group at a time (a claim gives most groups one slot or none)."""
 
 _GROUPS = (
     "WITH RECURSIVE g(k) AS (SELECT min(group_key) FROM tasks INDEXED BY tasks_ready_by_group "
@@ -45,6 +47,10 @@ _GROUPS = (
     "SELECT k FROM g WHERE k IS NOT NULL"
 )
 """The groups with ready rows: one index seek per group (a skip scan), never their rows."""
+_ANY_UNGROUPED = (
+    "SELECT 1 FROM tasks INDEXED BY tasks_ready_ungrouped "
+    "WHERE status = 'pending' AND group_key IS NULL LIMIT 1"
+)
 _OF_GROUP = (
     f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready_by_group "
     "WHERE status = 'pending' AND group_key IS NOT NULL AND group_key = +? "
@@ -57,64 +63,95 @@ _UNGROUPED = (
 )
 
 
-def passes(core: Core) -> dict[str, float]:
-    """Each group's pass value, and the current one under ``""``."""
-    return core.cached("fair_passes", dict)
+@dataclass(slots=True)
+class Shares:
+    """The pass values, kept between claims with the groups that had ready rows at the last
+    look (``heap``, by pass value): a claim pops only the groups it gives slots to, never all.
+    The groups are looked up again when tasks arrived or came due since, or ``RESCAN_MS``
+    passed (a retry or a released task brings its group back without a new id)."""
+
+    passes: dict[str, float] = field(default_factory=dict)
+    current: float = 0.0
+    """The pass value of the last slot given: a group coming back starts there."""
+    heap: list[tuple[float, str]] = field(default_factory=list)
+    top_id: int = -1
+    scanned_ms: int | None = None
+
+    def rescan(self, core: Core, now: int, top_id: int) -> None:
+        groups = [str(g) for (g,) in core.all(_GROUPS)]
+        if core.value(_ANY_UNGROUPED):
+            groups.append(UNGROUPED)
+        current = self.current
+        self.heap = [(max(self.passes.get(g, current), current), g) for g in groups]
+        heapq.heapify(self.heap)
+        self.top_id, self.scanned_ms = top_id, now
 
 
-def walk(core: Core, pick: Pick, aging: Aging | None) -> bool:
-    """Fill ``pick`` by the two passes; whether it saw every row it could have taken."""
+RESCAN_MS = 1_000
+
+
+def walk(core: Core, pick: Pick, aging: Aging | None, promoted: bool) -> bool:
+    """Fill ``pick`` by the two passes; whether it saw every row it could have taken.
+    ``promoted``: scheduled tasks came due in this claim."""
     urgent = -1 if aging is None or aging.urgent is None else aging.urgent
-    for ahead in pick.window(pick.limit):
+    for ahead in pick.window(pick.limit, ready=urgent >= 0):
         first = ahead[20] == "finalize" or ahead[5] == "paused" or pick.priority(ahead) <= urgent
         if first and pick.offer(ahead) == "taken" and pick.done:
             return False
-    state = passes(core)
-    current = state.get("", 0.0)
-    heap: list[tuple[int, float, str]] = []
-    groups = [str(g) for (g,) in core.all(_GROUPS)]
-    if core.value("SELECT 1 FROM tasks INDEXED BY tasks_ready_ungrouped "
-                  "WHERE status = 'pending' AND group_key IS NULL LIMIT 1"):  # fmt: skip
-        groups.append(UNGROUPED)
-    for group in groups:
-        if group in pick.full:
-            continue
-        start = max(state.get(group, current), current)
-        heap.append((_below_minimum(pick, group), start, group))
-    heapq.heapify(heap)
+    shares: Shares = core.cached("fair_shares", Shares)
+    top_id = core.value("SELECT max(id) FROM tasks") or 0
+    if (
+        promoted
+        or top_id != shares.top_id
+        or shares.scanned_ms is None
+        or not 0 <= pick.now - shares.scanned_ms < RESCAN_MS
+    ):
+        shares.rescan(core, pick.now, top_id)
     buffered: dict[str, list[tuple[Any, ...]]] = {}
     after: dict[str, tuple[int, int]] = {}
+    for group, minimum in pick.flow.min_slots.items():  # below their minimum: first
+        while not pick.done and pick.running[group] + pick.taken[group] < minimum:
+            row = _next(core, group, buffered, after)
+            if row is None or pick.offer(row) != "taken":
+                break
+            _advance(shares, pick, group)
+    heap, aside = shares.heap, []
     misses: Counter[str] = Counter()
     while heap and not pick.done:
-        _, value, group = heapq.heappop(heap)
+        value, group = heapq.heappop(heap)
+        if group in pick.full or misses[group] > pick.limit:
+            aside.append((value, group))
+            continue
         row = _next(core, group, buffered, after)
-        if row is None:
-            state[group] = value
+        if row is None:  # no ready row left: out until the next look
+            shares.passes[group] = value
             continue
         outcome = pick.offer(row)
-        if outcome == "held" or misses[group] > pick.limit:
-            state[group] = value
-            continue  # the group's best is below the floor (so is the rest), or scheduled
+        if outcome == "held":
+            aside.append((value, group))  # its best is below the floor: so is the rest
+            continue
         if outcome == "passed":
             misses[group] += 1
         else:
-            current = value
+            shares.current = value
             value += 1.0 / pick.flow.weight(None if group == UNGROUPED else group)
-        key = None if group == UNGROUPED else group
-        if key is not None and key in pick.full:
-            state[group] = value
-            continue
-        heapq.heappush(heap, (_below_minimum(pick, group), value, group))
-    for _, value, group in heap:
-        state[group] = value
-    state[""] = current
+            shares.passes[group] = value
+        heapq.heappush(heap, (value, group))
+    for item in aside:
+        heapq.heappush(heap, item)
     return not pick.done
 
 
-def _below_minimum(pick: Pick, group: str) -> int:
-    """0 for a group still below its minimum slots (it goes first), else 1."""
-    minimum = pick.flow.min_slots.get(group, 0)
-    return 0 if pick.running[group] + pick.taken[group] < minimum else 1
+def _advance(shares: Shares, pick: Pick, group: str) -> None:
+    """A slot given to ``group`` outside the heap order (its minimum): its pass moves on."""
+    weight = pick.flow.weight(None if group == UNGROUPED else group)
+    value = max(shares.passes.get(group, shares.current), shares.current) + 1.0 / weight
+    shares.passes[group] = value
+    for i, (_, g) in enumerate(shares.heap):
+        if g == group:
+            shares.heap[i] = (value, g)
+            heapq.heapify(shares.heap)
+            break
 
 
 def _next(
