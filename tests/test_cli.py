@@ -32,7 +32,10 @@ from taskmill.watch import WatchView, format_snapshot
 from tests.procfile_support import actor_threads
 
 ACTOR_COMMANDS = ("store", "dispatcher", "monitor", "limiter", "worker", "events")
-USER_COMMANDS = ("submit", "result", "status", "watch", "ping", "stats", "keys", "demo")
+USER_COMMANDS = (
+    "submit", "result", "status", "watch", "ping", "stats", "keys", "demo", "pause", "resume",
+    "rate-limits",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    listed = set(re.findall(r"^ {4}(\w+) ", out, re.M))
+    listed = set(re.findall(r"^ {4}([\w-]+) ", out, re.M))
     assert listed == set(ACTOR_COMMANDS) | set(USER_COMMANDS)
 
 

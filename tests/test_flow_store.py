@@ -280,3 +280,17 @@ def test_the_urgent_threshold_goes_ahead_of_the_shares(tmp_path: Path) -> None:
     claimed, _ = db.claim_next(3)
     assert labels(claimed) == ["b0", "b1", "b2"]
     db.close()
+
+
+def test_changing_a_limit_at_runtime_brings_back_the_tasks_it_deferred(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"type:t": (1, 60_000, 1)})
+    later = now_ms(clock) + 1_000
+    db.submit([sub("a"), sub("b"), sub("c"), sub("later", due_at_ms=later)])
+    assert labels(db.claim_next(10)[0]) == ["a"]
+    assert len(db.list_tasks("scheduled", 10)) == 3  # b, c a minute apart; later by its own
+    db.set_flow("runtime", rates={"type:t": None})
+    assert labels(db.list_tasks("scheduled", 10)) == ["later"]  # its own time is kept
+    assert labels(db.claim_next(10)[0]) == ["b", "c"]
+    db.close()

@@ -226,7 +226,9 @@ def promote_due(core: Core, now: int) -> int:
     """Tasks scheduled for ``now`` or earlier join the queue (by the index of due times: the
     tasks still in the future are never read); how many."""
     return core.run(
-        "UPDATE tasks SET status = 'pending' WHERE status = 'scheduled' AND due_at_ms <= ?", (now,)
+        "UPDATE tasks SET status = 'pending', rate_deferred = NULL "
+        "WHERE status = 'scheduled' AND due_at_ms <= ?",
+        (now,),
     )
 
 

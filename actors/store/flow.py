@@ -223,6 +223,8 @@ def set_flow(
             )
         if rate is None and layer == "runtime":
             core.run("DELETE FROM rate_buckets WHERE scope = ?", (scope,))
+        if layer == "runtime":
+            undefer(core, scope)
     if default_weight is not None:
         checked_weights[DEFAULT_WEIGHT] = default_weight
     for group, weight in checked_weights.items():
@@ -333,8 +335,25 @@ class Gate:
 
 
 def defer(core: Core, task_id: int, due_ms: int) -> None:
-    """A task a rate limit denied waits, scheduled, for its token."""
-    core.run("UPDATE tasks SET status = 'scheduled', due_at_ms = ? WHERE id = ?", (due_ms, task_id))
+    """A task a rate limit denied waits, scheduled, for its token (marked, so that a change of
+    the limit can bring it back: ``undefer``)."""
+    core.run(
+        "UPDATE tasks SET status = 'scheduled', due_at_ms = ?, rate_deferred = 1 WHERE id = ?",
+        (due_ms, task_id),
+    )
+
+
+def undefer(core: Core, scope: str) -> None:
+    """The limit of ``scope`` changed: the tasks it deferred are due at once, to meet the new
+    bucket (a limit raised or removed must not leave them waiting for the old one's tokens)."""
+    kind, _, name = scope.partition(":")
+    column = "task_type" if kind == "type" else "group_key"
+    core.run(
+        "UPDATE tasks SET status = 'pending', due_at_ms = NULL, rate_deferred = NULL "
+        f"WHERE status = 'scheduled' AND rate_deferred IS NOT NULL AND {column} = ?",
+        (name,),
+    )
+    core.run("UPDATE rate_buckets SET next_ms = 0 WHERE scope = ?", (scope,))
 
 
 def rate_state(core: Core, now: int) -> list[tuple[str, int, int, int, float]]:

@@ -99,7 +99,9 @@ CREATE TABLE tasks (
     timeout_s              REAL,
     ttl_s                  REAL,
     ttl_from               TEXT,
-    expires_at_ms          INTEGER
+    expires_at_ms          INTEGER,
+    -- Since version 7, NULL when not set:
+    rate_deferred          INTEGER  -- 1: scheduled by a rate limit, for its next token
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
