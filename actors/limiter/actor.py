@@ -33,6 +33,7 @@ pause with an end, to resume the group then.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,16 +257,8 @@ class GroupLimiter(Actor):
 
     def on_pause_group(self, message: PauseGroupRequest) -> Deferred:
         group = check_group(message.group)
-        request = current_request()
 
-        def on_reply(reply: Message | TaskmillError) -> None:
-            if isinstance(reply, TaskmillError):
-                request.fail(reply.code, reply.message)
-                return
-            assert isinstance(reply, GroupPauseReply)
-            timer = self._resumes.pop(group, None)
-            if timer is not None:
-                timer.cancel()
+        def done(reply: GroupPauseReply) -> None:
             if message.until_ms is not None:
                 self._arm_resume(group, message.until_ms)
             if reply.changed:
@@ -276,13 +269,26 @@ class GroupLimiter(Actor):
                     "running_count": reply.running_count,
                 }
                 self._emit(Event("group_paused", data, self._now()))
-            request.reply(reply)
 
-        self._store.request(PauseGroup(group, message.until_ms), on_reply)
-        return DEFER
+        return self._pause_change(PauseGroup(group, message.until_ms), group, done)
 
     def on_resume_group(self, message: ResumeGroupRequest) -> Deferred:
         group = check_group(message.group)
+
+        def done(reply: GroupPauseReply) -> None:
+            if reply.changed:
+                self._resumed(group, reply.pending_count)
+
+        return self._pause_change(ResumeGroup(group), group, done)
+
+    def _pause_change(
+        self,
+        change: PauseGroup | ResumeGroup,
+        group: str,
+        done: Callable[[GroupPauseReply], None],
+    ) -> Deferred:
+        """Pause or resume in the Store; once committed, drop the group's resume timer, run
+        ``done`` (a new timer, the event) and answer the client with the Store's reply."""
         request = current_request()
 
         def on_reply(reply: Message | TaskmillError) -> None:
@@ -293,11 +299,10 @@ class GroupLimiter(Actor):
             timer = self._resumes.pop(group, None)
             if timer is not None:
                 timer.cancel()
-            if reply.changed:
-                self._resumed(group, reply.pending_count)
+            done(reply)
             request.reply(reply)
 
-        self._store.request(ResumeGroup(group), on_reply)
+        self._store.request(change, on_reply)
         return DEFER
 
     def on_state(self, message: GetLimiterState) -> Deferred:

@@ -416,19 +416,6 @@ def _walk(pick: Pick) -> bool:
     return False
 
 
-def walk_rows(
-    core: Core,
-    limit: int,
-    max_priority: int = 255,
-    preempt_priority: int = -1,
-    now: int | None = None,
-    aging: flow.Aging | None = None,
-) -> tuple[list[tuple[Any, ...]], bool]:
-    """``walk``'s rows and ``exhausted`` (for peeks and tests)."""
-    pick, exhausted = walk(core, limit, max_priority, preempt_priority, now, aging)
-    return ([] if pick is None else pick.out), exhausted
-
-
 def claim_rows(
     core: Core, ids: Sequence[int], now: int, effective: Mapping[int, int] | None = None
 ) -> list[TaskRow]:

@@ -294,10 +294,8 @@ class StoreDB:
         self, limit: int, max_priority: int = 255, preempt_priority: int = -1
     ) -> list[TaskRow]:
         """The rows ``claim_next`` would take now (payload left out), in dispatch order."""
-        rows, _ = claim.walk_rows(
-            self._core, limit, max_priority, preempt_priority, aging=self.aging
-        )
-        return [task_row(r) for r in rows]
+        pick, _ = claim.walk(self._core, limit, max_priority, preempt_priority, aging=self.aging)
+        return [] if pick is None else [task_row(r) for r in pick.out]
 
     def claim(self, ids: Sequence[int], now_ms: int = 0) -> list[TaskRow]:
         """Move the chosen rows still pending or paused to running, each while its group has
