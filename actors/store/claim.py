@@ -222,14 +222,15 @@ def _window(
     return rows[:size]
 
 
-def promote_due(core: Core, now: int) -> int:
+def promote_due(core: Core, now: int) -> list[str | None]:
     """Tasks scheduled for ``now`` or earlier join the queue (by the index of due times: the
-    tasks still in the future are never read); how many."""
-    return core.run(
+    tasks still in the future are never read); the group of each."""
+    rows = core.all(
         "UPDATE tasks SET status = 'pending', rate_deferred = NULL "
-        "WHERE status = 'scheduled' AND due_at_ms <= ?",
+        "WHERE status = 'scheduled' AND due_at_ms <= ? RETURNING group_key",
         (now,),
     )
+    return [group for (group,) in rows]
 
 
 def next_due(core: Core, now: int | None = None) -> int | None:
@@ -364,11 +365,18 @@ def _aged(
         )
         if level is None:
             return out
-        out += core.all(
-            f"SELECT {columns} FROM tasks WHERE status = 'pending' AND phase = 'execute' "
-            f"AND priority = ? AND created_at_ms <= ?{where} ORDER BY id LIMIT +?",
-            (level, old_enough, *skip, size),
+        # Each ready index gives the level's rows by id: SQLite merges the two and stops at
+        # ``size`` (the oldest; those not old enough yet only stand at their own priority).
+        aged = "AND phase = 'execute' AND priority = ?"
+        oldest = core.all(
+            f"SELECT {columns} FROM tasks INDEXED BY tasks_ready_ungrouped WHERE status = "
+            f"'pending' AND group_key IS NULL {aged} UNION ALL SELECT {columns} FROM tasks "
+            f"INDEXED BY tasks_ready_grouped WHERE status = 'pending' AND group_key IS NOT NULL "
+            f"{aged}{where} ORDER BY id LIMIT +?",
+            (level, level, *skip, size),
         )
+        if oldest and oldest[0][_CREATED] <= old_enough:  # else none of the level has aged
+            out += oldest
 
 
 def walk(
@@ -384,7 +392,7 @@ def walk(
     something does, or the next scheduled task is due)."""
     queries.check_limit(limit)
     now = core.now() if now is None else now
-    promoted = promote_due(core, now) > 0
+    promoted = promote_due(core, now)
     if limit == 0:
         return None, False
     pick = Pick(core, limit, max_priority, preempt_priority, now, aging)

@@ -23,6 +23,7 @@ Within a group rows go by their own priority (aging orders the first pass only).
 from __future__ import annotations
 
 import heapq
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,14 @@ _ANY_UNGROUPED = (
     "SELECT 1 FROM tasks INDEXED BY tasks_ready_ungrouped "
     "WHERE status = 'pending' AND group_key IS NULL LIMIT 1"
 )
+_HEADS = (
+    f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks WHERE id IN (SELECT (SELECT id FROM tasks "
+    "INDEXED BY tasks_ready_by_group WHERE status = 'pending' AND group_key IS NOT NULL "
+    "AND group_key = j.value ORDER BY priority, id LIMIT 1) FROM json_each(?) AS j)"
+)
+"""The first ready row of each group of a JSON array: one index seek each."""
+_GROUP = 19
+"""The position of ``group_key`` in a row of ``TASK_COLUMNS_NO_PAYLOAD``."""
 _OF_GROUP = (
     f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready_by_group "
     "WHERE status = 'pending' AND group_key IS NOT NULL AND group_key = +? "
@@ -67,13 +76,16 @@ _UNGROUPED = (
 class Shares:
     """The pass values, kept between claims with the groups that had ready rows at the last
     look (``heap``, by pass value): a claim pops only the groups it gives slots to, never all.
-    The groups are looked up again when tasks arrived or came due since, or ``RESCAN_MS``
-    passed (a retry or a released task brings its group back without a new id)."""
+    The groups are looked up again when tasks arrived since, or ``RESCAN_MS`` passed (a retry
+    or a released task brings its group back without a new id); a task coming due brings its
+    group back at once."""
 
     passes: dict[str, float] = field(default_factory=dict)
     current: float = 0.0
     """The pass value of the last slot given: a group coming back starts there."""
     heap: list[tuple[float, str]] = field(default_factory=list)
+    members: set[str] = field(default_factory=set)
+    """The groups in ``heap``."""
     top_id: int = -1
     scanned_ms: int | None = None
 
@@ -84,15 +96,25 @@ class Shares:
         current = self.current
         self.heap = [(max(self.passes.get(g, current), current), g) for g in groups]
         heapq.heapify(self.heap)
+        self.members = set(groups)
         self.top_id, self.scanned_ms = top_id, now
+
+    def join(self, groups: list[str | None]) -> None:
+        """Groups whose tasks came due: back in the heap, from the current pass at least."""
+        current = self.current
+        for key in groups:
+            group = UNGROUPED if key is None else key
+            if group not in self.members:
+                self.members.add(group)
+                heapq.heappush(self.heap, (max(self.passes.get(group, current), current), group))
 
 
 RESCAN_MS = 1_000
 
 
-def walk(core: Core, pick: Pick, aging: Aging | None, promoted: bool) -> bool:
+def walk(core: Core, pick: Pick, aging: Aging | None, promoted: list[str | None]) -> bool:
     """Fill ``pick`` by the two passes; whether it saw every row it could have taken.
-    ``promoted``: scheduled tasks came due in this claim."""
+    ``promoted``: the groups of the scheduled tasks that came due in this claim."""
     urgent = -1 if aging is None or aging.urgent is None else aging.urgent
     for ahead in pick.window(pick.limit, ready=urgent >= 0):
         first = ahead[20] == "finalize" or ahead[5] == "paused" or pick.priority(ahead) <= urgent
@@ -101,13 +123,14 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: bool) -> bool:
     shares: Shares = core.cached("fair_shares", Shares)
     top_id = core.value("SELECT max(id) FROM tasks") or 0
     if (
-        promoted
-        or top_id != shares.top_id
+        top_id != shares.top_id
         or shares.scanned_ms is None
         or not 0 <= pick.now - shares.scanned_ms < RESCAN_MS
     ):
         shares.rescan(core, pick.now, top_id)
-    buffered: dict[str, list[tuple[Any, ...]]] = {}
+    elif promoted:
+        shares.join(promoted)
+    buffered = _heads(core, shares.heap, pick.limit)
     after: dict[str, tuple[int, int]] = {}
     for group, minimum in pick.flow.min_slots.items():  # below their minimum: first
         while not pick.done and pick.running[group] + pick.taken[group] < minimum:
@@ -125,6 +148,7 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: bool) -> bool:
         row = _next(core, group, buffered, after)
         if row is None:  # no ready row left: out until the next look
             shares.passes[group] = value
+            shares.members.discard(group)
             continue
         outcome = pick.offer(row)
         if outcome == "held":
@@ -154,6 +178,20 @@ def _advance(shares: Shares, pick: Pick, group: str) -> None:
             break
 
 
+def _heads(
+    core: Core, heap: list[tuple[float, str]], limit: int
+) -> dict[str, list[tuple[Any, ...]]]:
+    """The first ready row of each of the ``limit`` groups next in line, in one statement: a
+    claim gives most groups one slot or none, so it rarely needs more."""
+    groups = [group for _, group in heapq.nsmallest(limit, heap) if group != UNGROUPED]
+    if not groups:
+        return {}
+    out: dict[str, list[tuple[Any, ...]]] = {group: [] for group in groups}
+    for row in core.all(_HEADS, (json.dumps(groups),)):
+        out[row[_GROUP]].append(row)
+    return out
+
+
 def _next(
     core: Core,
     group: str,
@@ -163,6 +201,8 @@ def _next(
     """The group's next ready row this claim has not looked at, or None."""
     rows = buffered.get(group)
     if not rows:
+        if rows is not None and group not in after and group != UNGROUPED:
+            return None  # its head was looked for and it has none
         last = after.get(group, (-1, -1))
         if group == UNGROUPED:
             rows = core.all(_UNGROUPED, (*last, _STEP))
