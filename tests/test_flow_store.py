@@ -11,7 +11,7 @@ import pytest
 from actors.store.flow import Aging
 from bus.clock import FakeClock, now_ms
 from bus.errors import InvalidRequest
-from tests.store_support import ok, open_db, sub
+from tests.store_support import ok, open_db, sub, vm_steps
 
 
 def labels(rows: list) -> list[str]:  # type: ignore[type-arg]
@@ -294,3 +294,22 @@ def test_changing_a_limit_at_runtime_brings_back_the_tasks_it_deferred(tmp_path:
     assert labels(db.list_tasks("scheduled", 10)) == ["later"]  # its own time is kept
     assert labels(db.claim_next(10)[0]) == ["b", "c"]
     db.close()
+
+
+def test_aging_reads_each_level_by_index_whatever_its_depth(tmp_path: Path) -> None:
+    """A claim with aging looks at the oldest rows of each level, never the whole level."""
+
+    def steps(depth: int) -> int:
+        clock = FakeClock()
+        (tmp_path / str(depth)).mkdir()
+        db = open_db(tmp_path / str(depth), clock, aging=Aging(1_000, 1_000, 64))
+        for first in range(0, depth, 1_000):
+            db.submit([sub(f"n{i}", 100) for i in range(first, min(depth, first + 1_000))])
+        db.submit([sub("bg", 192)])  # the last of the ids: a level of its own
+        clock.advance(60.0)
+        db.claim_next(1)  # statements prepared, policy read
+        cost = vm_steps(db, lambda: db.peek(1))
+        db.close()
+        return cost
+
+    assert steps(4_000) < 2 * steps(200)
