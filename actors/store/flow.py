@@ -86,13 +86,13 @@ class Bucket:
     dirty: bool = False
 
     def refill(self, rate: Rate, now: int) -> None:
+        """Not a change to write: the kept (tokens, at_ms) give the same tokens at any later
+        time (only ``take`` and ``deny`` make a bucket ``dirty``)."""
         if now > self.at_ms:
             self.tokens += (now - self.at_ms) / rate.step_ms
             self.at_ms = now
-            self.dirty = True
         if self.tokens > rate.burst:  # also when the limit was lowered
             self.tokens = float(rate.burst)
-            self.dirty = True
 
     def has_token(self) -> bool:
         return self.tokens >= 1.0 - 1e-9
