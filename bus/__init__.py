@@ -3,7 +3,7 @@
 ``bus`` knows nothing of the actors built on it.
 """
 
-from bus import kinds, kinds_run
+from bus import kinds, kinds_flow, kinds_run
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError
 from bus.protocol import PROTOCOL, Message, decode, encode
 
@@ -17,5 +17,6 @@ __all__ = [
     "decode",
     "encode",
     "kinds",
+    "kinds_flow",
     "kinds_run",
 ]

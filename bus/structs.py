@@ -101,6 +101,9 @@ class TaskRow:
     (a TTL counted from the first attempt)."""
     tags: dict[str, str] | None = None
     """The task's tags (its own and its parent's); None: none."""
+    effective_priority: int | None = None
+    """The priority the claim ordered this row by when priority aging raised it (a claimed row
+    only); None: its own ``priority``."""
 
 
 @struct

@@ -40,6 +40,8 @@ from taskmill.events import (
     Dispatched,
     Expired,
     Failed,
+    GroupPaused,
+    GroupResumed,
     HostResources,
     Paused,
     Preempted,
@@ -50,6 +52,7 @@ from taskmill.events import (
     Superseded,
     Waiting,
 )
+from taskmill.flow import AgingConfig, PausedGroupInfo, RateLimit, RateLimitInfo
 from taskmill.monitoring import PressurePublisher, publish_pressure
 from taskmill.priority import Priority
 from taskmill.progress import ProgressReporter
@@ -83,6 +86,7 @@ from taskmill.task import (
 
 __all__ = [
     "ActorUnavailable",
+    "AgingConfig",
     "AsyncClient",
     "CancellationToken",
     "Cancelled",
@@ -101,6 +105,8 @@ __all__ = [
     "Expired",
     "Failed",
     "GroupLimits",
+    "GroupPaused",
+    "GroupResumed",
     "HistoryStatus",
     "HostResources",
     "HostSummary",
@@ -108,6 +114,7 @@ __all__ = [
     "OutcomeKind",
     "ParentResolution",
     "Paused",
+    "PausedGroupInfo",
     "PayloadTooLarge",
     "Preempted",
     "PressurePublisher",
@@ -116,6 +123,8 @@ __all__ = [
     "Progress",
     "ProgressReporter",
     "QueueDepth",
+    "RateLimit",
+    "RateLimitInfo",
     "ResourceReader",
     "ResourceSampler",
     "ResourceSnapshot",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskmill.config import SamplerConfig, SchedulerConfig, ShutdownMode, StoreConfig
 from taskmill.context import ExecutorLike
+from taskmill.flow import AgingConfig, RateLimit, set_group_weight
 from taskmill.priority import Priority
 from taskmill.retry import RetryPolicy, seconds
 from taskmill.task import TypedTask
@@ -57,12 +58,30 @@ class AppSpec:
     default_ttl: float | None = None
     expiry_sweep_s: float | None = 30.0
     cancel_hook_timeout_s: float = 30.0
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    """Scope (``type:<task type>``, ``group:<group>``) → its rate limit."""
+    group_weights: dict[str, float] = field(default_factory=dict)
+    default_group_weight: float | None = None
+    group_minimum_slots: dict[str, int] = field(default_factory=dict)
+    aging: AgingConfig | None = None
 
 
 def _policy(policy: RetryPolicy) -> RetryPolicy:
     if not isinstance(policy, RetryPolicy):
         raise TypeError(f"expected a RetryPolicy, got {policy!r}")
     return policy
+
+
+def _name(what: str, name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a {what} must be a non-empty string, got {name!r}")
+    return name
+
+
+def _rate(limit: RateLimit) -> RateLimit:
+    if not isinstance(limit, RateLimit):
+        raise TypeError(f"expected a RateLimit, got {limit!r}")
+    return limit
 
 
 class SchedulerBuilder:
@@ -214,6 +233,40 @@ class SchedulerBuilder:
 
     def group_concurrency(self, group: str, n: int) -> SchedulerBuilder:
         self.spec.group_concurrency[group] = n
+        return self
+
+    def rate_limit(self, task_type: str, limit: RateLimit) -> SchedulerBuilder:
+        """At most ``limit`` tasks of ``task_type`` start (a token bucket, full at start)."""
+        self.spec.rate_limits["type:" + _name("task type", task_type)] = _rate(limit)
+        return self
+
+    def group_rate_limit(self, group: str, limit: RateLimit) -> SchedulerBuilder:
+        """At most ``limit`` tasks of ``group`` start (a token bucket, full at start)."""
+        self.spec.rate_limits["group:" + _name("group", group)] = _rate(limit)
+        return self
+
+    def group_weight(self, group: str, weight: float) -> SchedulerBuilder:
+        """``group``'s share of the slots, relative to the other groups' weights (> 0)."""
+        self.spec.group_weights[group] = set_group_weight(group, weight).weight
+        return self
+
+    def default_group_weight(self, weight: float) -> SchedulerBuilder:
+        """The weight of groups without their own, and of the ungrouped tasks (1)."""
+        self.spec.default_group_weight = set_group_weight("default", weight).weight
+        return self
+
+    def group_minimum_slots(self, group: str, n: int) -> SchedulerBuilder:
+        """Slots ``group`` gets before the weights share the rest (when it has work)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"a group's minimum slots must be an integer >= 0, got {n!r}")
+        self.spec.group_minimum_slots[_name("group", group)] = n
+        return self
+
+    def aging(self, config: AgingConfig) -> SchedulerBuilder:
+        """Priority aging (see ``AgingConfig``)."""
+        if not isinstance(config, AgingConfig):
+            raise TypeError(f"expected an AgingConfig, got {config!r}")
+        self.spec.aging = config
         return self
 
     def app_state(self, obj: object) -> SchedulerBuilder:

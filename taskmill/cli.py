@@ -3,9 +3,9 @@
 Actor commands (``store``, ``dispatcher``, ``monitor``, ``limiter``, ``worker``, ``events``) each
 build one actor of the application and run it until SIGTERM/SIGINT: one process per actor, as a
 Procfile runs them. User commands (``submit``, ``result``, ``status``, ``watch``, ``ping``,
-``stats``, ``web``) talk to a running deployment; ``demo`` runs an embedded scheduler. Every
-command but ``demo`` reads the deployment configuration from ``--config`` (TOML), ``TASKMILL_*``
-variables and its flags.
+``stats``, ``web``, and ``pause``/``resume`` of a group, ``rate-limits``) talk to a running
+deployment; ``demo`` runs an embedded scheduler. Every command but ``demo`` reads the deployment
+configuration from ``--config`` (TOML), ``TASKMILL_*`` variables and its flags.
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ def _user(args: argparse.Namespace) -> int:
 
     handler = getattr(commands, args.command)
     code: int = handler(args, config_from_args(args))
+    return code
+
+
+def _flow(args: argparse.Namespace) -> int:
+    code: int = args.handler(args, config_from_args(args), None)
     return code
 
 
@@ -205,6 +210,10 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ping.add_argument(
         "--timeout", type=positive_seconds, default=2.0, help="seconds to wait for each"
     )
+
+    from taskmill.flow_commands import add_flow_commands
+
+    add_flow_commands(sub, common, _flow)
 
     stats = user("stats", "print an actor's STATS (counters and state)")
     stats.add_argument("actor", metavar="ACTOR")

@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import zmq
@@ -42,6 +42,7 @@ from bus.kinds import (
     TagCountsReply,
     TypeStatsReply,
 )
+from bus.kinds_flow import FlowReply, GetFlow, GroupPauseReply
 from bus.kinds_run import (
     CancelTask,
     CancelTasks,
@@ -58,8 +59,10 @@ from bus.kinds_run import (
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from bus.topology import Topology
+from taskmill import flow
 from taskmill.config import GroupLimits
 from taskmill.deploy import DeploymentConfig
+from taskmill.flow import RateLimit
 from taskmill.records import (
     EstimatedProgress,
     SubmitOutcome,
@@ -165,6 +168,7 @@ class Client(_Endpoints):
         self.topology, self.security, self._context, self._own_context = _connect(target, context)
         self._store = self._requester(RequestClient, self.topology.store, timeout)
         self._dispatcher = self._requester(RequestClient, self.topology.dispatcher, timeout)
+        self._limiter = self._requester(RequestClient, self.topology.limiter, timeout)
         self._closed = False
 
     # -- submitting --------------------------------------------------------------------------
@@ -231,6 +235,23 @@ class Client(_Endpoints):
         """The values of tag ``key`` among the active tasks, the most used first."""
         return list(self.count_by_tag(key))
 
+    def set_rate_limit(self, task_type: str, limit: RateLimit | None) -> None:
+        """See ``Scheduler.set_rate_limit``."""
+        self._limiter.call(flow.set_rate_limit("type", task_type, limit), Ok)
+
+    def set_group_rate_limit(self, group: str, limit: RateLimit | None) -> None:
+        self._limiter.call(flow.set_rate_limit("group", group, limit), Ok)
+
+    def set_group_weight(self, group: str, weight: float) -> None:
+        self._limiter.call(flow.set_group_weight(group, weight), Ok)
+
+    def pause_group(self, group: str, until: datetime | float | timedelta | None = None) -> None:
+        """See ``Scheduler.pause_group``."""
+        self._limiter.call(flow.pause_group(group, until), GroupPauseReply)
+
+    def resume_group(self, group: str) -> None:
+        self._limiter.call(flow.resume_group(group), GroupPauseReply)
+
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
         key = generate_dedup_key(task_type, _dedup_data(data))
@@ -271,15 +292,15 @@ class Client(_Endpoints):
         """Running tasks with progress estimates, queue counts, pressure, limits."""
         state = self._dispatcher.call(GetState(), DispatcherState)
         types = sorted({r.task.task_type for r in state.running})
-        replies = self._store.pipeline([Counts(), *(HistoryStats(t) for t in types)])
-        counts = replies[0]
-        assert isinstance(counts, CountsReply)
+        replies = self._store.pipeline([Counts(), GetFlow(), *(HistoryStats(t) for t in types)])
+        counts, flow_state = replies[0], replies[1]
+        assert isinstance(counts, CountsReply) and isinstance(flow_state, FlowReply)
         stats = {}
-        for task_type, reply in zip(types, replies[1:], strict=True):
+        for task_type, reply in zip(types, replies[2:], strict=True):
             assert isinstance(reply, TypeStatsReply)
             stats[task_type] = TypeStats.from_reply(reply)
         return SchedulerSnapshot.from_state(
-            state, counts, progress_estimates(state.running, stats, datetime.now(UTC))
+            state, counts, progress_estimates(state.running, stats, datetime.now(UTC)), flow_state
         )
 
     def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscriber:
@@ -300,6 +321,7 @@ class Client(_Endpoints):
         self._closed = True
         self._store.close()
         self._dispatcher.close()
+        self._limiter.close()
         if self._own_context:
             self._context.destroy(linger=0)
 
@@ -395,6 +417,30 @@ class AsyncClient(_Endpoints):
     async def tag_values(self, key: str) -> list[str]:
         return await self._tasks.tag_values(key)
 
+    async def set_rate_limit(self, task_type: str, limit: RateLimit | None) -> None:
+        """Limit how fast tasks of ``task_type`` start (None removes the limit, the one it was
+        built with included); kept across restarts."""
+        await self._limiter.call(flow.set_rate_limit("type", task_type, limit), Ok)
+
+    async def set_group_rate_limit(self, group: str, limit: RateLimit | None) -> None:
+        """Limit how fast tasks of ``group`` start (None removes the limit)."""
+        await self._limiter.call(flow.set_rate_limit("group", group, limit), Ok)
+
+    async def set_group_weight(self, group: str, weight: float) -> None:
+        """``group``'s fair share of the slots, relative to the other groups' weights."""
+        await self._limiter.call(flow.set_group_weight(group, weight), Ok)
+
+    async def pause_group(
+        self, group: str, until: datetime | float | timedelta | None = None
+    ) -> None:
+        """No task of ``group`` starts until ``resume_group`` (or ``until``: an instant, or
+        seconds from now); kept across restarts. Its running tasks finish their run."""
+        await self._limiter.call(flow.pause_group(group, until), GroupPauseReply)
+
+    async def resume_group(self, group: str) -> None:
+        """Let ``group``'s tasks start again."""
+        await self._limiter.call(flow.resume_group(group), GroupPauseReply)
+
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
         return await self._tasks.lookup(generate_dedup_key(task_type, _dedup_data(data)))
@@ -432,10 +478,16 @@ class AsyncClient(_Endpoints):
         return await estimates(self._tasks, (await self._state()).running)
 
     async def snapshot(self) -> SchedulerSnapshot:
-        """Running tasks with progress estimates, queue counts, pressure, limits."""
-        state, counts = await asyncio.gather(self._state(), self._tasks.counts())
-        progress = await estimates(self._tasks, state.running)
-        return SchedulerSnapshot.from_state(state, counts, progress)
+        """Running tasks with progress estimates, queue counts, pressure, limits, rate limits
+        and paused groups."""
+        state, counts, flow_state = await asyncio.gather(
+            self._state(),
+            self._tasks.counts(),
+            self._store.call(GetFlow(), FlowReply),
+        )
+        return SchedulerSnapshot.from_state(
+            state, counts, await estimates(self._tasks, state.running), flow_state
+        )
 
     async def subscribe(self, timeout: float = DEFAULT_TIMEOUT_S) -> EventSubscription:
         """A live subscription to every event: nothing published after this returns is missed.

@@ -24,6 +24,8 @@ __all__ = [
     "Dispatched",
     "Expired",
     "Failed",
+    "GroupPaused",
+    "GroupResumed",
     "HostResources",
     "Paused",
     "Preempted",
@@ -95,6 +97,11 @@ class Dispatched(TaskEvent):
     """The task was sent to an executor (again, for a parent's ``finalize``)."""
 
     TYPE: ClassVar[str] = "dispatched"
+
+    base_priority: int | None = None
+    """The task's own priority."""
+    effective_priority: int | None = None
+    """The priority it was dispatched at: its own, or more urgent when aging raised it."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,28 @@ class Resumed(SchedulerEvent):
 
 
 @dataclass(frozen=True)
+class GroupPaused(SchedulerEvent):
+    """``pause_group``: the group's tasks do not start (``pending_count`` of them waiting,
+    ``running_count`` still running, which finish their run)."""
+
+    TYPE: ClassVar[str] = "group_paused"
+
+    group: str
+    pending_count: int = 0
+    running_count: int = 0
+
+
+@dataclass(frozen=True)
+class GroupResumed(SchedulerEvent):
+    """``resume_group`` (or the end a pause was given): ``resumed_count`` tasks may start."""
+
+    TYPE: ClassVar[str] = "group_resumed"
+
+    group: str
+    resumed_count: int = 0
+
+
+@dataclass(frozen=True)
 class Resources(SchedulerEvent):
     """The ResourceMonitor's readings, every sampling interval (for dashboards).
 
@@ -255,7 +284,8 @@ EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     cls.TYPE: cls
     for cls in (
         Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Expired, Progress,
-        Waiting, Paused, Resumed, Resources, HostResources, Superseded,
+        Waiting, Paused, Resumed, Resources, HostResources, Superseded, GroupPaused,
+        GroupResumed,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

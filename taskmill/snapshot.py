@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bus.kinds import CountsReply
+from bus.kinds_flow import FlowReply
 from bus.kinds_run import DispatcherState
+from taskmill.flow import PausedGroupInfo, RateLimitInfo
 from taskmill.records import EstimatedProgress, HostSummary, TaskRecord, _ToDict
 
 __all__ = ["SchedulerSnapshot"]
@@ -39,10 +41,17 @@ class SchedulerSnapshot(_ToDict):
     ``resources``), for the hosts that sample theirs (on other machines than the monitor)."""
     hosts: list[HostSummary] = field(default_factory=list)
     """The executor hosts connected to the Dispatcher, by host id."""
+    rate_limits: list[RateLimitInfo] = field(default_factory=list)
+    """Every rate limit in force, with the tokens its bucket holds now."""
+    paused_groups: list[PausedGroupInfo] = field(default_factory=list)
 
     @classmethod
     def from_state(
-        cls, state: DispatcherState, counts: CountsReply, progress: list[EstimatedProgress]
+        cls,
+        state: DispatcherState,
+        counts: CountsReply,
+        progress: list[EstimatedProgress],
+        flow: FlowReply | None = None,
     ) -> SchedulerSnapshot:
         """The snapshot of the Dispatcher's state and the Store's counts (and the estimates)."""
         return cls(
@@ -59,4 +68,10 @@ class SchedulerSnapshot(_ToDict):
             resources=dict(state.resources),
             host_resources={host: dict(r) for host, r in state.host_resources.items()},
             hosts=[HostSummary.from_wire(h) for h in state.host_list],
+            rate_limits=[]
+            if flow is None
+            else [RateLimitInfo.from_wire(r) for r in flow.rate_limits],
+            paused_groups=(
+                [] if flow is None else [PausedGroupInfo.from_wire(p) for p in flow.paused_groups]
+            ),
         )

@@ -11,6 +11,7 @@ from actors.monitor.actor import MonitorSettings
 from actors.monitor.pressure import ThrottlePolicy
 from actors.store.actor import StoreActor
 from actors.store.db import StoreDB
+from actors.store.flow import Aging
 from bus.clock import SystemClock
 from bus.topology import Topology
 from taskmill.builder import AppSpec
@@ -39,6 +40,13 @@ def store_actor(
             ttls=dict(spec.task_ttls),
             default_ttl=spec.default_ttl,
             group_limits=(spec.default_group_concurrency, dict(spec.group_concurrency)),
+            flow_policy=(
+                {scope: limit.to_wire() for scope, limit in spec.rate_limits.items()},
+                dict(spec.group_weights),
+                dict(spec.group_minimum_slots),
+                spec.default_group_weight,
+            ),
+            aging=None if spec.aging is None else Aging(*spec.aging.to_wire()),
         )
 
     return StoreActor(open_db, topology.store, urgent_priority=spec.preempt_priority)
@@ -51,6 +59,11 @@ def limiter_actor(spec: AppSpec, topology: Topology) -> GroupLimiter:
             topology.store,
             default_group_concurrency=spec.default_group_concurrency,
             group_concurrency=tuple(spec.group_concurrency.items()),
+            events_endpoint=topology.events_in,
+            rate_limits=tuple((s, limit.to_wire()) for s, limit in spec.rate_limits.items()),
+            group_weights=tuple(spec.group_weights.items()),
+            default_group_weight=spec.default_group_weight,
+            group_minimum_slots=tuple(spec.group_minimum_slots.items()),
         )
     )
 

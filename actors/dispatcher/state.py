@@ -245,7 +245,11 @@ class DispatcherCore:
             run_id = next(self._run_ids)
             self.running[row.id] = Running(row, row.started_at_ms or now, run_id)
             runs.setdefault(host.identity, []).append((row, run_id))
-            events.append(Event("dispatched", task_data(row, phase=row.phase), now))
+            effective = row.priority if row.effective_priority is None else row.effective_priority
+            data = task_data(
+                row, phase=row.phase, base_priority=row.priority, effective_priority=effective
+            )
+            events.append(Event("dispatched", data, now))
         self._tentative.clear()
         self._candidates.clear()
         return runs, unserved, events

@@ -62,7 +62,9 @@ TASK_EVENTS = frozenset(
         "waiting",
     }
 )
-SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources", "host_resources"})
+SCHEDULER_EVENTS = frozenset(
+    {"paused", "resumed", "resources", "host_resources", "group_paused", "group_resumed"}
+)
 WELCOME_PREFIX = b"welcome."
 BATCH_WELCOME_PREFIX = b"welcome.b."
 """The welcome topic of a subscriber that reads ``events.published`` (protocol 1.1)."""

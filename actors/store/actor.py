@@ -92,6 +92,7 @@ from bus.kinds import (
     TasksReply,
     Transition,
 )
+from bus.kinds_flow import GetFlow, GroupPauseReply, PauseGroup, ResumeGroup, SetFlow
 from bus.protocol import Message, encode
 from bus.runtime import Actor, ActorLoop
 from bus.server import Request, RequestServer
@@ -141,6 +142,18 @@ def _looks(message: Message) -> bool:
 def _ok(change: Callable[..., None], *args: Any) -> Ok:
     change(*args)
     return Ok()
+
+
+def _paused(counts: tuple[int, int] | None) -> GroupPauseReply:
+    return GroupPauseReply(False) if counts is None else GroupPauseReply(True, *counts)
+
+
+def _resumed(count: int | None) -> GroupPauseReply:
+    return GroupPauseReply(False) if count is None else GroupPauseReply(True, count)
+
+
+_POLICY_CHANGES = (SetGroups, SetFlow, ResumeGroup)
+"""Changes that may let waiting work start: the Dispatcher hears of them."""
 
 
 def _claim(db: StoreDB, spec: ClaimSpec) -> ClaimNextReply:
@@ -198,6 +211,12 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
+        SetFlow: lambda m: _ok(
+            db.set_flow, m.layer, m.rates, m.weights, m.min_slots, m.default_weight, m.replace
+        ),
+        PauseGroup: lambda m: _paused(db.pause_group(m.group, m.until_ms)),
+        ResumeGroup: lambda m: _resumed(db.resume_group(m.group, m.due_only)),
+        GetFlow: lambda m: db.flow_state(),
         Cancel: lambda m: CancelReply(db.cancel(m.id)),
         CancelWhere: lambda m: CancelReply(db.cancel_where(m.group, m.task_type, _pair(m.tag))),
         TaskIdsByTags: lambda m: IdsReply(db.task_ids_by_tags(m.tags, m.status, m.limit)),
@@ -361,7 +380,7 @@ class StoreActor(Actor):
                 standing, arrived = _left_standing(request, reply), False
             elif isinstance(reply, SubmitReply):
                 arrived = arrived or any(o.kind not in _NO_CHANGE for o in reply.outcomes)
-            elif isinstance(message, SetGroups) and isinstance(reply, Ok):
+            elif isinstance(message, _POLICY_CHANGES) and not isinstance(reply, Error):
                 arrived = True
         self._standing, self._pushed = standing, None
         if standing is None or not arrived:
@@ -405,7 +424,7 @@ class StoreActor(Actor):
         for request, reply in zip(requests, replies, strict=True):
             if _looks(request.message):
                 self._watcher = request.envelope
-            if isinstance(request.message, SetGroups) and isinstance(reply, Ok):
+            if isinstance(request.message, _POLICY_CHANGES) and not isinstance(reply, Error):
                 policy_changed = True  # a limit may have been raised: a group may have room
             if not isinstance(reply, SubmitReply):
                 continue

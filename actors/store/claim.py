@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from actors.store import queries
+from actors.store import fair, flow, queries
 from actors.store.core import Core
 from actors.store.schema import BUSY, TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
 from bus.errors import InvalidRequest
@@ -43,7 +43,7 @@ applies to the group."""
 DEFAULT = ""
 """The ``group_key`` of a layer's default limit in ``group_policy`` (scope ``default``)."""
 
-_PRIORITY, _STATUS, _GROUP, _PHASE = 4, 5, 19, 20
+_TYPE, _PRIORITY, _STATUS, _CREATED, _GROUP, _PHASE = 1, 4, 5, 13, 19, 20
 """Positions in a row selected with ``TASK_COLUMNS``."""
 
 
@@ -195,10 +195,11 @@ def _order(row: tuple[Any, ...]) -> tuple[int, int, int, int]:
 
 
 def _window(
-    core: Core, size: int, skip: list[str], max_priority: int, paused: bool
+    core: Core, size: int, skip: list[str], max_priority: int, paused: bool, ready: bool = True
 ) -> list[tuple[Any, ...]]:
     """The first ``size`` rows of the dispatch order outside the groups of ``skip`` (``paused``:
-    whether any row is paused, to look at them too)."""
+    whether any row is paused, to look at them too; not ``ready``: finalize runs and paused rows
+    only)."""
     columns = TASK_COLUMNS_NO_PAYLOAD
     where = ""
     if skip:
@@ -209,7 +210,7 @@ def _window(
         f"WHERE status = 'pending' AND phase = 'finalize'{where} ORDER BY priority, id LIMIT +?",
         (*skip, size),
     )
-    if len(rows) < size:
+    if ready and len(rows) < size:
         rows += queries.ready(core, columns, size - len(rows), skip)
     if paused:
         rows += core.all(
@@ -221,18 +222,161 @@ def _window(
     return rows[:size]
 
 
-def promote_due(core: Core, now: int) -> None:
+def promote_due(core: Core, now: int) -> list[str | None]:
     """Tasks scheduled for ``now`` or earlier join the queue (by the index of due times: the
-    tasks still in the future are never read)."""
-    core.run(
-        "UPDATE tasks SET status = 'pending' WHERE status = 'scheduled' AND due_at_ms <= ?", (now,)
+    tasks still in the future are never read); the group of each."""
+    rows = core.all(
+        "UPDATE tasks SET status = 'pending', rate_deferred = NULL "
+        "WHERE status = 'scheduled' AND due_at_ms <= ? RETURNING group_key",
+        (now,),
     )
+    return [group for (group,) in rows]
 
 
-def next_due(core: Core) -> int | None:
-    """When the earliest scheduled task is due (epoch ms), or None."""
+def next_due(core: Core, now: int | None = None) -> int | None:
+    """When the earliest scheduled task is due, or a paused group resumes (epoch ms), or None."""
     due = core.value("SELECT min(due_at_ms) FROM tasks WHERE status = 'scheduled'")
+    policy = flow.load(core)
+    if policy.paused:
+        resume = policy.next_resume(core.now() if now is None else now)
+        if resume is not None and (due is None or resume < due):
+            return resume
     return None if due is None else int(due)
+
+
+class Pick:
+    """What one claim has taken so far and the rules each further row must pass: group room,
+    paused groups, rate limits, the throttle floor and the preemption hold."""
+
+    def __init__(
+        self,
+        core: Core,
+        limit: int,
+        max_priority: int,
+        preempt_priority: int,
+        now: int,
+        aging: flow.Aging | None,
+    ) -> None:
+        self.core, self.limit, self.now, self.aging = core, limit, now, aging
+        self.preempt_priority = preempt_priority
+        now_busy = busy(core)
+        self.paused_rows = now_busy.paused > 0
+        top = now_busy.top_running
+        if top is not None and top <= preempt_priority:
+            max_priority = min(max_priority, top)  # nothing less urgent than a preemptor starts
+        self.max_priority = max_priority
+        self.policy = load_policy(core)
+        self.flow = flow.load(core)
+        self.running = now_busy.running
+        self.full = self.policy.full(self.running)
+        if self.flow.paused:
+            self.full |= self.flow.paused_at(now)
+        self.gate = flow.Gate(core, self.flow, now) if self.flow.rates else None
+        self.taken: Counter[str] = Counter()
+        self.out: list[tuple[Any, ...]] = []
+        self.seen: set[int] = set()
+        self.effective: dict[int, int] = {}
+        """Rows taken at an aged priority: id → the priority they were ordered by."""
+        self.passed_over = False
+
+    def priority(self, row: tuple[Any, ...]) -> int:
+        """The row's priority in the dispatch order: its own, or aged."""
+        if self.aging is None:
+            return int(row[_PRIORITY])
+        return self.aging.effective(row[_PRIORITY], row[_CREATED], self.now)
+
+    def order(self, row: tuple[Any, ...]) -> tuple[int, int, int, int]:
+        return (row[_PHASE] != "finalize", self.priority(row), row[_STATUS] != "paused", row[0])
+
+    def offer(self, row: tuple[Any, ...]) -> str:
+        """Take the row if the rules let it start now: ``taken``; ``held`` (less urgent than
+        the floor: so is everything behind it in dispatch order); ``passed`` (its group is
+        full or paused, or a rate limit scheduled it for later)."""
+        if row[0] in self.seen:
+            return "passed"
+        priority = self.priority(row)
+        if priority > self.max_priority:
+            return "passed" if row[_PHASE] == "finalize" else "held"
+        group = row[_GROUP]
+        if group is not None:
+            if group in self.full:
+                return "passed"
+            room = self.policy.limit(group)
+            if room is not None and self.running[group] + self.taken[group] >= room:
+                self.full.add(group)
+                self.passed_over = True
+                return "passed"
+        if self.gate is not None and row[_PHASE] != "finalize":
+            due, group_empty = self.gate.admit(row[_TYPE], group)
+            if due is not None:
+                flow.defer(self.core, row[0], due)
+                self.seen.add(row[0])
+                self.passed_over = True
+                if group_empty:
+                    self.full.add(group)
+                return "passed"
+        if group is not None:
+            self.taken[group] += 1
+        self.out.append(row)
+        self.seen.add(row[0])
+        if priority != row[_PRIORITY]:
+            self.effective[row[0]] = priority
+        if row[_PRIORITY] <= self.preempt_priority:
+            self.max_priority = min(self.max_priority, priority)  # a preemptor starts: hold on
+        return "taken"
+
+    @property
+    def done(self) -> bool:
+        return len(self.out) >= self.limit
+
+    def window(self, size: int, ready: bool = True) -> list[tuple[Any, ...]]:
+        """The first ``size`` rows of the dispatch order outside the full groups (not
+        ``ready``: of the finalize runs and paused rows only)."""
+        skip = sorted(self.full)
+        rows = _window(self.core, size, skip, self.max_priority, self.paused_rows, ready)
+        if ready and self.aging is not None:
+            rows += _aged(self.core, size, skip, self.aging, self.now)
+            rows = list({row[0]: row for row in rows}.values())
+        if self.aging is not None or self.paused_rows:
+            rows.sort(key=self.order)
+        return rows[:size]
+
+
+def _aged(
+    core: Core, size: int, skip: list[str], aging: flow.Aging, now: int
+) -> list[tuple[Any, ...]]:
+    """The rows aging may raise into the first ``size``: the oldest of each priority level less
+    urgent than ``max_effective`` that waited past one interval beyond the grace period. Within
+    a level ids follow submission times, so these are each level's first rows by id."""
+    columns = TASK_COLUMNS_NO_PAYLOAD
+    old_enough = now - aging.grace_ms - aging.interval_ms
+    where = ""
+    if skip:
+        where = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(skip))}))"
+    out: list[tuple[Any, ...]] = []
+    level = aging.max_effective
+    while True:
+        level = core.value(
+            "SELECT min(p) FROM (SELECT min(priority) AS p FROM tasks INDEXED BY "
+            "tasks_ready_ungrouped WHERE status = 'pending' AND group_key IS NULL AND priority > ? "
+            "UNION ALL SELECT min(priority) FROM tasks INDEXED BY tasks_ready_grouped "
+            "WHERE status = 'pending' AND group_key IS NOT NULL AND priority > ?)",
+            (level, level),
+        )
+        if level is None:
+            return out
+        # Each ready index gives the level's rows by id: SQLite merges the two and stops at
+        # ``size`` (the oldest; those not old enough yet only stand at their own priority).
+        aged = "AND phase = 'execute' AND priority = ?"
+        oldest = core.all(
+            f"SELECT {columns} FROM tasks INDEXED BY tasks_ready_ungrouped WHERE status = "
+            f"'pending' AND group_key IS NULL {aged} UNION ALL SELECT {columns} FROM tasks "
+            f"INDEXED BY tasks_ready_grouped WHERE status = 'pending' AND group_key IS NOT NULL "
+            f"{aged}{where} ORDER BY id LIMIT +?",
+            (level, level, *skip, size),
+        )
+        if oldest and oldest[0][_CREATED] <= old_enough:  # else none of the level has aged
+            out += oldest
 
 
 def walk(
@@ -241,61 +385,51 @@ def walk(
     max_priority: int = 255,
     preempt_priority: int = -1,
     now: int | None = None,
-) -> tuple[list[tuple[Any, ...]], bool]:
-    """The rows a claim of ``limit`` takes now, in dispatch order, and whether the walk saw every
-    row it could have taken (``exhausted``: asking again changes nothing until something does,
-    or the next scheduled task is due)."""
+    aging: flow.Aging | None = None,
+) -> tuple[Pick | None, bool]:
+    """The rows a claim of ``limit`` takes now, in dispatch order (``Pick.out``), and whether the
+    walk saw every row it could have taken (``exhausted``: asking again changes nothing until
+    something does, or the next scheduled task is due)."""
     queries.check_limit(limit)
-    promote_due(core, core.now() if now is None else now)
+    now = core.now() if now is None else now
+    promoted = promote_due(core, now)
     if limit == 0:
-        return [], False
-    now_busy = busy(core)
-    top = now_busy.top_running
-    if top is not None and top <= preempt_priority:
-        max_priority = min(max_priority, top)  # nothing less urgent than a preemptor starts
-    policy = load_policy(core)
-    running = now_busy.running
-    full = policy.full(running)
-    taken: Counter[str] = Counter()
-    out: list[tuple[Any, ...]] = []
-    seen: set[int] = set()
+        return None, False
+    pick = Pick(core, limit, max_priority, preempt_priority, now, aging)
+    try:
+        if pick.flow.weighted:
+            return pick, fair.walk(core, pick, aging, promoted)
+        return pick, _walk(pick)
+    finally:
+        if pick.gate is not None:
+            pick.gate.save()
+
+
+def _walk(pick: Pick) -> bool:
     for _ in range(MAX_ROUNDS):
-        if len(out) >= limit:
-            return out, False
-        size = limit + len(out)  # rows taken in an earlier round come back: look past them
-        rows = _window(core, size, sorted(full), max_priority, now_busy.paused > 0)
-        passed_over = False
+        if pick.done:
+            return False
+        size = pick.limit + len(
+            pick.out
+        )  # rows taken in an earlier round come back: look past them
+        pick.passed_over = False
+        rows = pick.window(size)
         for row in rows:
-            if row[0] in seen:
-                continue
-            if row[_PRIORITY] > max_priority:
-                if row[_PHASE] == "finalize":
-                    continue
-                return out, True  # held: everything behind is less urgent
-            group = row[_GROUP]
-            if group is not None:
-                if group in full:
-                    continue
-                room = policy.limit(group)
-                if room is not None and running[group] + taken[group] >= room:
-                    full.add(group)
-                    passed_over = True
-                    continue
-                taken[group] += 1
-            out.append(row)
-            seen.add(row[0])
-            if row[_PRIORITY] <= preempt_priority:
-                max_priority = min(max_priority, row[_PRIORITY])  # a preemptor starts: hold on
-            if len(out) >= limit:
-                return out, False
-        if not passed_over or len(rows) < size:
-            return out, True
-    return out, False
+            if pick.offer(row) == "held":
+                return True  # held: everything behind is less urgent
+            if pick.done:
+                return False
+        if not pick.passed_over or len(rows) < size:
+            return True
+    return False
 
 
-def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
+def claim_rows(
+    core: Core, ids: Sequence[int], now: int, effective: Mapping[int, int] | None = None
+) -> list[TaskRow]:
     """Move these rows, if still pending or paused, to running (``started_at = now``); the
-    claimed rows with payload, in dispatch order."""
+    claimed rows with payload, in the order of ``ids`` (with ``effective``: the priorities aging
+    gave them)."""
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return []
@@ -313,16 +447,29 @@ def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
         f"RETURNING {TASK_COLUMNS}",
         (now, json.dumps(wanted)),
     )
-    rows.sort(key=_order)
-    return [task_row(row) for row in rows]
+    position = {task_id: i for i, task_id in enumerate(wanted)}
+    rows.sort(key=lambda row: position[row[0]])
+    if not effective:
+        return [task_row(row) for row in rows]
+    return [
+        replace(task_row(row), effective_priority=effective.get(row[0], row[_PRIORITY]))
+        for row in rows
+    ]
 
 
 def claim_next(
-    core: Core, limit: int, max_priority: int, preempt_priority: int, now: int
+    core: Core,
+    limit: int,
+    max_priority: int,
+    preempt_priority: int,
+    now: int,
+    aging: flow.Aging | None = None,
 ) -> tuple[list[TaskRow], bool]:
     """Walk and claim in one step; the claimed rows and whether the walk was exhausted."""
-    rows, exhausted = walk(core, limit, max_priority, preempt_priority, now)
-    return claim_rows(core, [r[0] for r in rows], now), exhausted
+    pick, exhausted = walk(core, limit, max_priority, preempt_priority, now, aging)
+    if pick is None:
+        return [], exhausted
+    return claim_rows(core, [r[0] for r in pick.out], now, pick.effective), exhausted
 
 
 def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
@@ -340,10 +487,13 @@ def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
     )
     policy = load_policy(core)
     running = busy(core).running
+    paused = flow.load(core).paused_at(now)
     keep: list[int] = []
     for row in sorted(rows, key=_order):
         group = row[_GROUP]
         if group is not None:
+            if group in paused:
+                continue
             room = policy.limit(group)
             if room is not None and running[group] >= room:
                 continue

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors.store import claim, lifecycle, queries, tags
+from actors.store import claim, flow, lifecycle, queries, tags
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -46,6 +46,7 @@ from bus.kinds import (
     Transition,
     TypeStatsReply,
 )
+from bus.kinds_flow import FlowReply, PausedGroupRow, RateLimitRow
 
 BUSY_TIMEOUT_MS = 5_000
 PRIVATE_MODE = 0o600
@@ -72,6 +73,15 @@ def _make_private(path: str) -> None:
             continue
 
 
+FlowPolicySpec = tuple[
+    Mapping[str, tuple[int, int, int] | None],
+    Mapping[str, float | None],
+    Mapping[str, int | None],
+    float | None,
+]
+"""(rates, weights, minimum slots, default weight): the flow policy a StoreDB opens with."""
+
+
 class StoreDB:
     """The task database. Not thread-safe: the Store actor's thread is its only user."""
 
@@ -89,6 +99,8 @@ class StoreDB:
         ttls: Mapping[str, float] | None = None,
         default_ttl: float | None = None,
         group_limits: tuple[int, Mapping[str, int]] | None = None,
+        flow_policy: FlowPolicySpec | None = None,
+        aging: flow.Aging | None = None,
     ) -> None:
         """``recover_running``: on open, put ``running`` rows back to ``pending`` (the whole
         process restarted, so nothing runs them). A Store restarted alone in a multi-process
@@ -97,7 +109,9 @@ class StoreDB:
 
         ``group_limits``: the (default, per-group) limits the application was built with, set
         as the group policy's ``configured`` layer on open — the GroupLimiter sets the same when
-        it starts, but a claim may come before it does."""
+        it starts, but a claim may come before it does; ``flow_policy`` likewise, the rate
+        limits and fair shares it was built with. ``aging``: priority aging in the claim."""
+        self.aging = aging
         self.path = str(path)
         self.recover_running = recover_running
         self.retry_policies = dict(retry_policies or {})
@@ -133,6 +147,8 @@ class StoreDB:
         if group_limits is not None:
             default, limits = group_limits
             self.set_groups("configured", default, dict(limits), replace=True)
+        if flow_policy is not None:
+            self.set_flow("configured", *flow_policy, replace=True)
         self.recovered: list[Transition] = self.recover()
         """What recovery on open changed (resolved parents)."""
 
@@ -293,8 +309,8 @@ class StoreDB:
         self, limit: int, max_priority: int = 255, preempt_priority: int = -1
     ) -> list[TaskRow]:
         """The rows ``claim_next`` would take now (payload left out), in dispatch order."""
-        rows, _ = claim.walk(self._core, limit, max_priority, preempt_priority)
-        return [task_row(r) for r in rows]
+        pick, _ = claim.walk(self._core, limit, max_priority, preempt_priority, aging=self.aging)
+        return [] if pick is None else [task_row(r) for r in pick.out]
 
     def claim(self, ids: Sequence[int], now_ms: int = 0) -> list[TaskRow]:
         """Move the chosen rows still pending or paused to running, each while its group has
@@ -309,7 +325,9 @@ class StoreDB:
         nothing more can be claimed until something changes."""
         with self._core.atomic():
             now = now_ms or self._core.now()
-            return claim.claim_next(self._core, limit, max_priority, preempt_priority, now)
+            return claim.claim_next(
+                self._core, limit, max_priority, preempt_priority, now, self.aging
+            )
 
     def expire(self, now_ms: int = 0, limit: int = 500) -> list[Transition]:
         """Tasks past their TTL that have not started go to history as ``expired``."""
@@ -333,6 +351,44 @@ class StoreDB:
     ) -> None:
         with self._core.atomic():
             claim.set_policy(self._core, layer, default, limits or {}, replace)
+
+    def set_flow(
+        self,
+        layer: str,
+        rates: Mapping[str, tuple[int, int, int] | None] | None = None,
+        weights: Mapping[str, float | None] | None = None,
+        min_slots: Mapping[str, int | None] | None = None,
+        default_weight: float | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Change one layer of the rate limits and fair shares (see ``flow.set_flow``)."""
+        with self._core.atomic():
+            flow.set_flow(
+                self._core, layer, rates or {}, weights or {}, min_slots or {}, default_weight,
+                replace,
+            )  # fmt: skip
+
+    def pause_group(self, group: str, until_ms: int | None = None) -> tuple[int, int] | None:
+        """Pause a group: (its waiting tasks, its running ones), or None if it was paused."""
+        with self._core.atomic():
+            return flow.pause_group(self._core, group, until_ms, self._core.now())
+
+    def resume_group(self, group: str, due_only: bool = False) -> int | None:
+        """Resume a group: its waiting tasks, or None if it was not paused."""
+        with self._core.atomic():
+            return flow.resume_group(self._core, group, self._core.now(), due_only)
+
+    def flow_state(self) -> FlowReply:
+        """The rate limits in force with their tokens, the paused groups, the fair shares."""
+        now = self._core.now()
+        policy = flow.load(self._core)
+        return FlowReply(
+            [RateLimitRow(*row) for row in flow.rate_state(self._core, now)],
+            [PausedGroupRow(*row) for row in flow.paused_state(self._core)],
+            dict(policy.weights),
+            policy.default_weight,
+            dict(policy.min_slots),
+        )
 
     def finish(self, results: Sequence[TaskResult], max_retries: int = 3) -> list[Transition]:
         """Apply executor results (see ``lifecycle.finish``); one transition each."""

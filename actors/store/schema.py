@@ -2,7 +2,7 @@
 
 Two tables hold the tasks: ``tasks`` (active rows: pending, running, paused, waiting) and
 ``history`` (terminal runs: completed, failed, cancelled, dead_letter, expired, superseded);
-``task_tags`` indexes the tags of active tasks (``_FLOW_CONTROL``). ``requests`` remembers the
+``task_tags`` indexes the tags of active tasks (``_TAGS``). ``requests`` remembers the
 outcomes of recent Submit requests by ``request_id`` so a client's retry is not applied twice.
 
 Besides the fields of ``TaskRow``, a task row keeps a few columns the Store needs for itself:
@@ -101,8 +101,10 @@ CREATE TABLE tasks (
     ttl_s                  REAL,
     ttl_from               TEXT,
     expires_at_ms          INTEGER,
-    -- Since version 7: the task's tags as a JSON object (NULL: none; see _FLOW_CONTROL)
-    tags                   TEXT
+    -- Since version 7, NULL when not set: the task's tags as a JSON object (see _TAGS), and
+    -- rate_deferred 1 when a rate limit scheduled the task for its next token
+    tags                   TEXT,
+    rate_deferred          INTEGER
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -181,7 +183,7 @@ CREATE TABLE group_policy (
 ) WITHOUT ROWID;
 """
 
-_FLOW_CONTROL = """
+_TAGS = """
 -- Tags (since version 7). A task row keeps its tags as one JSON object in ``tags`` (NULL when
 -- it has none: an untagged task pays for a NULL column and nothing else); this table holds one
 -- row per tag of an active task, for the queries by tag and ``cancel_by_tag``. The Store writes
@@ -196,8 +198,45 @@ CREATE TABLE IF NOT EXISTS task_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS task_tags_kv ON task_tags(key, value);
 """
-"""What version 7 adds besides columns (tags; supersede and bulk cancel need no table): run by
-a fresh database and by the upgrade from version 6 alike."""
+"""The tag index of version 7 (supersede and bulk cancel need no table of their own)."""
+
+
+FLOW_CONTROL = """
+-- Since version 7: the rest of the GroupLimiter's policy (actors/store/flow.py), in the same
+-- two layers as group_policy.
+-- Token-bucket rate limits by scope ('type:<task type>', 'group:<group>'); permits NULL in the
+-- runtime layer: removed at runtime (the configured one included).
+CREATE TABLE IF NOT EXISTS rate_limits (
+    layer        TEXT    NOT NULL CHECK (layer IN ('configured', 'runtime')),
+    scope        TEXT    NOT NULL,
+    permits      INTEGER CHECK (permits > 0),
+    interval_ms  INTEGER CHECK (interval_ms > 0),
+    burst        INTEGER CHECK (burst > 0),
+    PRIMARY KEY (layer, scope)
+) WITHOUT ROWID;
+-- Each rate limit's bucket, written in the claim's transaction: a restart goes on from the
+-- tokens left (refilled for the time it took), never from a full bucket.
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    scope        TEXT    PRIMARY KEY,
+    tokens       REAL    NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    next_ms      INTEGER NOT NULL   -- the latest due time given to a task this bucket denied
+) WITHOUT ROWID;
+-- Fair-share weights and minimum slots by group ('' = the default weight); NULL: not set.
+CREATE TABLE IF NOT EXISTS group_shares (
+    layer        TEXT    NOT NULL CHECK (layer IN ('configured', 'runtime')),
+    group_key    TEXT    NOT NULL,
+    weight       REAL    CHECK (weight > 0),
+    min_slots    INTEGER CHECK (min_slots >= 0),
+    PRIMARY KEY (layer, group_key)
+) WITHOUT ROWID;
+-- Paused groups (pause_group): their tasks do not start until resumed (or resume_at passes).
+CREATE TABLE IF NOT EXISTS paused_groups (
+    group_key    TEXT    PRIMARY KEY,
+    paused_at_ms INTEGER NOT NULL,
+    resume_at_ms INTEGER
+) WITHOUT ROWID;
+"""
 
 
 def key8(key: str) -> int | None:
@@ -220,13 +259,13 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _FLOW_CONTROL)
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _TAGS + FLOW_CONTROL)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 6:  # no tags, no 'superseded' history status
         _widen(conn, "tasks")
         _widen(conn, "history")
-        conn.execute(_FLOW_CONTROL)
+        conn.execute(_TAGS + FLOW_CONTROL)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 1:  # key declared UNIQUE, no key8
@@ -246,7 +285,7 @@ def migrate(conn: Any) -> None:
     conn.execute("CREATE INDEX history_task ON history(task_id)")
     if version != 5:
         conn.execute(_GROUP_POLICY)
-    conn.execute(_FLOW_CONTROL)
+    conn.execute(_TAGS + FLOW_CONTROL)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -279,7 +318,7 @@ def _declarations() -> dict[str, str]:
     """The declaration of each table as SQLite stores it for the current schema."""
     memory = apsw.Connection(":memory:")
     try:
-        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _FLOW_CONTROL)
+        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _TAGS + FLOW_CONTROL)
         rows = memory.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
         return {str(name): str(sql) for name, sql in rows.fetchall()}
     finally:

@@ -1,6 +1,6 @@
 """Tags and bulk cancellation: the queries by tag, and cancelling by group, type or tag.
 
-Tags live in two places (``schema._FLOW_CONTROL``): the task row's ``tags`` column (JSON, what
+Tags live in two places (``schema._TAGS``): the task row's ``tags`` column (JSON, what
 records and events carry) and ``task_tags`` (one row per tag of an active task, indexed by
 (key, value)), which the queries here read. History rows keep a copy of the column only.
 """

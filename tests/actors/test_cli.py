@@ -33,17 +33,9 @@ from tests.procfile_support import actor_threads
 
 ACTOR_COMMANDS = ("store", "dispatcher", "monitor", "limiter", "worker", "events")
 USER_COMMANDS = (
-    "submit",
-    "result",
-    "cancel",
-    "status",
-    "watch",
-    "ping",
-    "stats",
-    "keys",
-    "demo",
-    "web",
-)
+    "submit", "result", "cancel", "status", "watch", "ping", "stats", "keys", "demo", "web",
+    "pause", "resume", "rate-limits",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -69,7 +61,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    listed = set(re.findall(r"^ {4}(\w+) ", out, re.M))
+    listed = set(re.findall(r"^ {4}([\w-]+) ", out, re.M))
     assert listed == set(ACTOR_COMMANDS) | set(USER_COMMANDS)
 
 

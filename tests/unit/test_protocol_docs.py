@@ -26,7 +26,7 @@ import pytest
 
 import bus  # noqa: F401  (registers every kind)
 from actors.publisher.actor import SCHEDULER_EVENTS, TASK_EVENTS, topic_for
-from bus import kinds, kinds_run, structs
+from bus import kinds, kinds_flow, kinds_run, structs
 from bus.errors import ErrorCode, error_from_reply
 from bus.protocol import Message, registry
 
@@ -114,7 +114,7 @@ def struct_classes() -> dict[str, type]:
     """Every nested record of the protocol: the non-message dataclasses of the kinds and structs
     modules."""
     found: dict[str, type] = {}
-    for module in (kinds, kinds_run, structs):
+    for module in (kinds, kinds_flow, kinds_run, structs):
         for name, obj in vars(module).items():
             if (
                 isinstance(obj, type)

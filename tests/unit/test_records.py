@@ -232,7 +232,7 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
     assert set(data) == {
         "running", "pending_count", "paused_count", "waiting_count", "scheduled_count",
         "progress", "pressure", "pressure_breakdown", "max_concurrency", "is_paused",
-        "resources", "host_resources", "hosts",
+        "resources", "host_resources", "hosts", "rate_limits", "paused_groups",
     }  # fmt: skip
     assert data["hosts"] == [
         {"host_id": "w1", "task_types": ["thumb"], "capacity": 8, "running": 1}

@@ -382,6 +382,33 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
         conn.close()
 
 
+def test_a_version_6_database_gains_the_flow_control_tables_on_upgrade(tmp_path: Path) -> None:
+    """Version 7 adds the tables of rate limits, buckets, fair shares and paused groups; the
+    rows and the runtime group limits stay as they were."""
+    shutil.copy(
+        Path(__file__).resolve().parents[1] / "data" / "schema-v6.db", tmp_path / "tasks.db"
+    )
+    db = open_db(tmp_path, FakeClock())
+    try:
+        assert db.groups().runtime == {"g": 3}
+        [task] = db.list_tasks("paused", 10)
+        assert task.label == "paused"
+        db.set_flow("runtime", rates={"type:t": (5, 1000, 5)}, weights={"g": 2.0})
+        assert db.pause_group("g") is not None
+        state = db.flow_state()
+        assert [r.scope for r in state.rate_limits] == ["type:t"]
+        assert [p.group for p in state.paused_groups] == ["g"]
+        assert state.weights == {"g": 2.0}
+    finally:
+        db.close()
+    conn = raw(tmp_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o000])
 def test_the_database_and_its_directory_are_private_whatever_the_umask(
     tmp_path: Path, umask: int

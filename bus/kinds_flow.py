@@ -1,0 +1,135 @@
+"""The kinds of flow control: rate limits, paused groups and fair shares.
+
+The GroupLimiter owns this policy (``limiter.*``) and keeps it in the Store (``store.*``), where
+the claim applies it; ``store.flow`` reads what is in force, for snapshots and the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bus.kinds import Ok
+from bus.protocol import Message, message, struct
+
+# -- the Store (ROUTER "store") ------------------------------------------------------------------
+
+
+@message("store.set_flow", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetFlow(Message):
+    """Change one layer (``configured`` or ``runtime``) of the rate limits and fair shares:
+    ``replace`` clears the layer first. ``rates``: scope (``type:<t>``, ``group:<g>``) →
+    [permits, interval_ms, burst], or None to remove the scope's limit; ``weights`` /
+    ``min_slots``: group → value, or None to remove the layer's value; ``default_weight`` None
+    keeps it."""
+
+    layer: str
+    rates: dict[str, list[int] | None] = field(default_factory=dict)
+    weights: dict[str, float | None] = field(default_factory=dict)
+    min_slots: dict[str, int | None] = field(default_factory=dict)
+    default_weight: float | None = None
+    replace: bool = False
+
+
+@message("store.pause_group.reply")
+@dataclass(frozen=True, slots=True)
+class GroupPauseReply(Message):
+    """``changed`` False: the group was paused already (its end set anew) / was not paused."""
+
+    changed: bool
+    pending_count: int = 0
+    running_count: int = 0
+
+
+@message("store.pause_group", reply=GroupPauseReply)
+@dataclass(frozen=True, slots=True)
+class PauseGroup(Message):
+    """Pause a group's dispatch (persisted); ``until_ms``: resume then (epoch ms, future)."""
+
+    group: str
+    until_ms: int | None = None
+
+
+@message("store.resume_group", reply=GroupPauseReply)
+@dataclass(frozen=True, slots=True)
+class ResumeGroup(Message):
+    """Resume a paused group; ``pending_count`` is how many of its tasks may start again.
+    ``due_only``: only if its time to resume has come."""
+
+    group: str
+    due_only: bool = False
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class RateLimitRow:
+    scope: str
+    permits: int
+    interval_ms: int
+    burst: int
+    available_tokens: float
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class PausedGroupRow:
+    group: str
+    paused_at_ms: int
+    resume_at_ms: int | None
+    paused_task_count: int
+
+
+@message("store.flow.reply")
+@dataclass(frozen=True, slots=True)
+class FlowReply(Message):
+    rate_limits: list[RateLimitRow] = field(default_factory=list)
+    paused_groups: list[PausedGroupRow] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    default_weight: float = 1.0
+    min_slots: dict[str, int] = field(default_factory=dict)
+
+
+@message("store.flow", reply=FlowReply)
+@dataclass(frozen=True, slots=True)
+class GetFlow(Message):
+    """The rate limits in force (with the tokens available now), the paused groups, the
+    weights."""
+
+
+# -- the GroupLimiter (ROUTER "limiter") --------------------------------------------------------
+
+
+@message("limiter.set_rate_limit", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetRateLimit(Message):
+    """Set (``rate`` [permits, interval_ms, burst]) or remove (None) the rate limit of
+    ``scope`` (``type:<t>`` or ``group:<g>``) at runtime; kept across restarts."""
+
+    scope: str
+    rate: list[int] | None = None
+
+
+@message("limiter.set_weight", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetGroupWeight(Message):
+    """Set a group's fair-share weight at runtime (> 0); kept across restarts."""
+
+    group: str
+    weight: float
+
+
+@message("limiter.pause_group", reply=GroupPauseReply)
+@dataclass(frozen=True, slots=True)
+class PauseGroupRequest(Message):
+    """Pause a group (``until_ms``: resume then); publishes ``group_paused`` when it changed."""
+
+    group: str
+    until_ms: int | None = None
+
+
+@message("limiter.resume_group", reply=GroupPauseReply)
+@dataclass(frozen=True, slots=True)
+class ResumeGroupRequest(Message):
+    """Resume a group; publishes ``group_resumed`` when it was paused."""
+
+    group: str

@@ -1,0 +1,140 @@
+"""Flow control in a real embedded scheduler: group pause and resume with their events, rate
+limits set while running, the snapshot's view, and bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from taskmill import (
+    AgingConfig,
+    GroupPaused,
+    GroupResumed,
+    Priority,
+    RateLimit,
+    TaskContext,
+    TaskSubmission,
+)
+from tests.scheduler_support import EventRecorder, builder
+
+
+async def work(ctx: TaskContext) -> None:
+    """Does nothing."""
+
+
+def task(key: str, group: str | None = None, task_type: str = "work") -> TaskSubmission:
+    return TaskSubmission(task_type, key=key, group=group)
+
+
+async def test_a_paused_group_waits_while_other_work_runs_and_resumes(tmp_path: Path) -> None:
+    scheduler = await builder(tmp_path, work=work).max_concurrency(4).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(task("early", "s3"))
+        await events.wait_count("completed", 1)
+        await scheduler.pause_group("s3")
+        [paused] = await events.wait_count("group_paused", 1)
+        assert paused == GroupPaused(group="s3", pending_count=0, running_count=0)
+        await scheduler.submit_batch([task("p1", "s3"), task("p2", "s3"), task("free")])
+        await events.wait_count("completed", 2)  # the ungrouped one
+        assert {e.label for e in events.of("dispatched")} == {"early", "free"}
+        snapshot = await scheduler.snapshot()
+        assert [(p.group, p.paused_task_count, p.resume_at) for p in snapshot.paused_groups] == [
+            ("s3", 2, None)
+        ]
+        await scheduler.resume_group("s3")
+        [resumed] = await events.wait_count("group_resumed", 1)
+        assert resumed == GroupResumed(group="s3", resumed_count=2)
+        await events.wait_count("completed", 4)
+        assert (await scheduler.snapshot()).paused_groups == []
+        await events.close()
+
+
+async def test_a_pause_with_an_end_resumes_by_itself(tmp_path: Path) -> None:
+    scheduler = await builder(tmp_path, work=work).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.pause_group("s3", until=timedelta(milliseconds=300))
+        [paused] = (await scheduler.snapshot()).paused_groups
+        assert paused.resume_at is not None and paused.resume_at > datetime.now(UTC)
+        await scheduler.submit(task("p", "s3"))
+        [resumed] = await events.wait_count("group_resumed", 1)
+        assert resumed.resumed_count == 1
+        await events.wait_count("completed", 1)
+        assert events.of("group_resumed")[0].at >= paused.resume_at - timedelta(milliseconds=5)
+        await events.close()
+
+
+async def test_a_rate_limit_set_while_running_shows_in_the_snapshot_and_can_be_lifted(
+    tmp_path: Path,
+) -> None:
+    scheduler = await (
+        builder(tmp_path, work=work, email=work).rate_limit("email", RateLimit.per_minute(1))
+    ).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit_batch([task(f"e{i}", task_type="email") for i in range(3)])
+        await scheduler.submit(task("other"))
+        await events.wait_count("completed", 2)  # one email (the burst), and the other type
+        snapshot = await scheduler.snapshot()
+        [limit] = snapshot.rate_limits
+        assert (limit.scope, limit.permits, limit.interval, limit.burst) == (
+            "type:email",
+            1,
+            60.0,
+            1,
+        )
+        assert limit.available_tokens < 1
+        assert snapshot.scheduled_count == 2  # each waits for its token
+        await scheduler.set_rate_limit("email", RateLimit.per_second(100))
+        await events.wait_count("completed", 4)  # the deferred ones meet the new bucket
+        await scheduler.set_group_rate_limit("api", RateLimit.per_second(5).with_burst(2))
+        await scheduler.set_rate_limit("email", None)
+        assert [r.scope for r in (await scheduler.snapshot()).rate_limits] == ["group:api"]
+        dispatched = events.of("dispatched")
+        assert {(e.base_priority, e.effective_priority) for e in dispatched} == {(128, 128)}
+        await events.close()
+
+
+async def test_weights_and_aging_configure_and_change_while_running(tmp_path: Path) -> None:
+    scheduler = await (
+        builder(tmp_path, work=work)
+        .group_weight("a", 3)
+        .default_group_weight(1)
+        .group_minimum_slots("b", 1)
+        .aging(AgingConfig(grace_period=300.0, interval=60.0, max_effective_priority=Priority.HIGH))
+    ).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.set_group_weight("a", 5)
+        await scheduler.submit_batch([task(f"a{i}", "a") for i in range(3)] + [task("b0", "b")])
+        await events.wait_count("completed", 4)
+        await events.close()
+
+
+async def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    scheduler = await builder(tmp_path, work=work).build()
+    async with scheduler:
+        with pytest.raises(ValueError):
+            RateLimit.per_second(-1)
+        with pytest.raises(ValueError):
+            RateLimit.per_minute(10).with_burst(0)
+        with pytest.raises(ValueError):
+            await scheduler.set_group_weight("g", 0)
+        with pytest.raises(ValueError):
+            await scheduler.pause_group("g", until=datetime.now(UTC) - timedelta(seconds=1))
+        with pytest.raises(ValueError):
+            await scheduler.pause_group("g", until=-1.0)
+        with pytest.raises(ValueError):
+            await scheduler.pause_group("")
+        with pytest.raises(TypeError):
+            await scheduler.set_rate_limit("email", 10)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            AgingConfig(interval=0)
+        with pytest.raises(ValueError):
+            AgingConfig(max_effective_priority=64, urgent_threshold=100)
+        snapshot = await scheduler.snapshot()
+        assert (snapshot.rate_limits, snapshot.paused_groups) == ([], [])
+        await scheduler.resume_group("never-paused")  # unknown groups are fine

@@ -1,0 +1,315 @@
+"""Flow control in the Store's claim, on a fake clock: rate limits (token buckets), paused
+groups, priority aging and fair shares."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from actors.store.flow import Aging
+from bus.clock import FakeClock, now_ms
+from bus.errors import InvalidRequest
+from tests.store_support import ok, open_db, sub, vm_steps
+
+
+def labels(rows: list) -> list[str]:  # type: ignore[type-arg]
+    return [r.label for r in rows]
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+
+def test_a_rate_limit_starts_full_and_schedules_denied_tasks_one_token_apart(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"type:email": (2, 1000, 2)})
+    db.submit([sub(f"e{i}", task_type="email") for i in range(5)] + [sub("other")])
+    claimed, exhausted = db.claim_next(10)
+    # The burst (2) starts at once; the other type is not held behind the denied ones.
+    assert labels(claimed) == ["e0", "e1", "other"]
+    assert exhausted
+    start = now_ms(clock)
+    due = sorted(r.due_at_ms for r in db.list_tasks("scheduled", 10))
+    assert due == [start + 500, start + 1000, start + 1500]
+    assert db.next_due() == start + 500
+    clock.advance(0.5)
+    assert labels(db.claim_next(10)[0]) == ["e2"]
+    clock.advance(1.0)
+    assert labels(db.claim_next(10)[0]) == ["e3", "e4"]
+    db.close()
+
+
+def test_a_group_rate_limit_passes_the_group_over_and_counts_only_its_tasks(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"group:api": (1, 60_000, 1)})
+    db.submit(
+        [sub(f"a{i}", 64, group_key="api") for i in range(3)]
+        + [sub(f"b{i}", group_key="other") for i in range(2)]
+    )
+    assert labels(db.claim_next(10)[0]) == ["a0", "b0", "b1"]
+    [state] = db.flow_state().rate_limits
+    assert (state.scope, state.permits, state.interval_ms, state.burst) == (
+        "group:api",
+        1,
+        60_000,
+        1,
+    )
+    assert state.available_tokens == 0.0
+    db.close()
+
+
+def test_buckets_survive_a_restart_without_a_fresh_burst(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("runtime", rates={"type:t": (10, 60_000, 10)})
+    db.submit([sub(f"x{i}") for i in range(20)])
+    assert len(db.claim_next(20)[0]) == 10
+    db.close()
+    clock.advance(6.0)  # one token's worth
+    db = open_db(tmp_path, clock)
+    assert [r.available_tokens for r in db.flow_state().rate_limits] == [1.0]
+    db.close()
+
+
+def test_runtime_rate_limits_win_over_the_configured_ones_and_survive_reopening(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    built = ({"type:a": (5, 1000, 5), "type:b": (7, 1000, 7)}, {}, {}, None)
+    db = open_db(tmp_path, clock, flow_policy=built)
+    db.set_flow("runtime", rates={"type:a": (1, 1000, 3), "type:b": None})
+    db.close()
+    db = open_db(tmp_path, clock, flow_policy=built)  # the application starts again
+    state = {r.scope: (r.permits, r.burst) for r in db.flow_state().rate_limits}
+    assert state == {"type:a": (1, 3)}
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rates": {"type:t": (-1, 1000, 1)}},
+        {"rates": {"type:t": (1, 0, 1)}},
+        {"rates": {"type:t": (1, 1000, 0)}},
+        {"rates": {"tenant:x": (1, 1000, 1)}},
+        {"rates": {"type:": (1, 1000, 1)}},
+        {"weights": {"g": 0}},
+        {"weights": {"g": -2.0}},
+        {"min_slots": {"g": -1}},
+        {"default_weight": 0.0},
+        {"rates": {"type:ok": (1, 1000, 1)}, "weights": {"g": float("nan")}},
+    ],
+)
+def test_bad_flow_policy_is_refused_and_changes_nothing(tmp_path: Path, change: dict) -> None:  # type: ignore[type-arg]
+    db = open_db(tmp_path, FakeClock())
+    with pytest.raises(InvalidRequest):
+        db.set_flow("runtime", **change)
+    state = db.flow_state()
+    assert (state.rate_limits, state.weights, state.min_slots, state.default_weight) == (
+        [],
+        {},
+        {},
+        1.0,
+    )
+    db.close()
+
+
+# -- paused groups -----------------------------------------------------------------------------
+
+
+def test_a_paused_group_starts_nothing_until_resumed_and_other_work_flows(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.submit([sub("p1", 0, group_key="s3"), sub("q1", group_key="web")])
+    assert db.pause_group("s3") == (1, 0)
+    assert db.pause_group("s3") is None  # paused already: nothing changes
+    db.submit([sub("p2", 0, group_key="s3")])  # a submission while paused waits too
+    assert labels(db.claim_next(10)[0]) == ["q1"]
+    [paused] = db.flow_state().paused_groups
+    assert (paused.group, paused.paused_task_count, paused.resume_at_ms) == ("s3", 2, None)
+    assert db.resume_group("s3") == 2
+    assert db.resume_group("s3") is None
+    assert labels(db.claim_next(10)[0]) == ["p1", "p2"]
+    db.close()
+
+
+def test_a_pause_with_an_end_lets_the_group_go_then_and_wakes_the_dispatcher(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.submit([sub("p", group_key="s3")])
+    end = now_ms(clock) + 30_000
+    assert db.pause_group("s3", end) == (1, 0)
+    assert db.claim_next(10)[0] == []
+    assert db.next_due() == end
+    clock.advance(30.0)
+    assert labels(db.claim_next(10)[0]) == ["p"]
+    assert db.resume_group("s3", due_only=True) == 0
+    db.close()
+
+
+def test_a_pause_survives_reopening(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.submit([sub("p", group_key="s3")])
+    db.pause_group("s3")
+    db.close()
+    db = open_db(tmp_path, clock)
+    assert db.claim_next(10)[0] == []
+    assert db.claim([1]) == []  # a claim of chosen rows (an IO budget's) respects it too
+    db.close()
+
+
+@pytest.mark.parametrize("group, until", [("", None), ("g", -5), ("g", 0), ("g", "soon")])
+def test_bad_pauses_are_refused_and_change_nothing(
+    tmp_path: Path, group: str, until: object
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    with pytest.raises(InvalidRequest):
+        db.pause_group(group, until)  # type: ignore[arg-type]
+    assert db.flow_state().paused_groups == []
+    db.close()
+
+
+# -- priority aging ----------------------------------------------------------------------------
+
+
+def test_aging_raises_waiting_tasks_up_to_the_cap_and_never_lowers_any(tmp_path: Path) -> None:
+    clock = FakeClock()
+    aging = Aging(grace_ms=10_000, interval_ms=1_000, max_effective=64)
+    db = open_db(tmp_path, clock, aging=aging)
+    db.submit([sub("old-bg", 192), sub("old-high", 10)])
+    clock.advance(10.0 + 200.0)  # 200 steps past the grace period
+    db.submit([sub("new-100", 100), sub("new-64", 64)])
+    claimed, _ = db.claim_next(10)
+    # old-bg is ordered at 64 (the cap), ahead of new-100; new-64 (same level, newer) after it.
+    assert labels(claimed) == ["old-high", "old-bg", "new-64", "new-100"]
+    by_label = {r.label: (r.priority, r.effective_priority) for r in claimed}
+    assert by_label == {
+        "old-high": (10, 10),
+        "old-bg": (192, 64),
+        "new-64": (64, 64),
+        "new-100": (100, 100),
+    }
+    db.close()
+
+
+def test_aging_within_the_grace_period_changes_no_order(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock, aging=Aging(300_000, 60_000, 64))
+    db.submit([sub("bg", 192)])
+    clock.advance(299.0)
+    db.submit([sub("normal", 128)])
+    assert labels(db.claim_next(1)[0]) == ["normal"]
+    db.close()
+
+
+# -- fair shares -------------------------------------------------------------------------------
+
+
+def drain(db, slots: int, rounds: int) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """Claim with ``slots`` slots, finishing each claimed task before the next claim; the
+    groups of the tasks started."""
+    started: Counter[str] = Counter()
+    for _ in range(rounds):
+        claimed, _ = db.claim_next(slots)
+        started.update(r.group_key or "-" for r in claimed)
+        db.finish([ok(r.id) for r in claimed])
+    return started
+
+
+def test_weights_share_the_slots_in_proportion(tmp_path: Path) -> None:
+    db = open_db(tmp_path, FakeClock())
+    db.set_flow("configured", weights={"a": 3.0, "b": 1.0})
+    # b's tasks are more urgent: without weights b would take every slot first.
+    db.submit(
+        [sub(f"a{i}", 128, group_key="a") for i in range(200)]
+        + [sub(f"b{i}", 0, group_key="b") for i in range(200)]
+    )
+    started = drain(db, 2, 100)
+    assert started == {"a": 150, "b": 50}
+    db.close()
+
+
+def test_the_ungrouped_tasks_share_with_the_default_weight_and_caps_hold(tmp_path: Path) -> None:
+    db = open_db(tmp_path, FakeClock(), group_limits=(0, {"a": 1}))
+    db.set_flow("configured", weights={"a": 4.0}, default_weight=2.0)
+    db.submit(
+        [sub(f"a{i}", group_key="a") for i in range(50)]
+        + [sub(f"u{i}") for i in range(50)]
+        + [sub(f"c{i}", group_key="c") for i in range(50)]
+    )
+    claimed, _ = db.claim_next(10)
+    groups = Counter(r.group_key or "-" for r in claimed)
+    assert groups["a"] == 1  # its limit holds: its share goes to the others
+    assert groups["-"] + groups["c"] == 9
+    assert abs(groups["-"] - groups["c"]) <= 1  # equal default weights
+    db.close()
+
+
+def test_a_minimum_slot_goes_first(tmp_path: Path) -> None:
+    db = open_db(tmp_path, FakeClock())
+    db.set_flow("configured", weights={"big": 100.0}, min_slots={"small": 1})
+    db.submit(
+        [sub(f"big{i}", group_key="big") for i in range(10)]
+        + [sub(f"small{i}", group_key="small") for i in range(10)]
+    )
+    claimed, _ = db.claim_next(2)
+    assert sorted(r.group_key for r in claimed) == ["big", "small"]
+    db.close()
+
+
+def test_the_urgent_threshold_goes_ahead_of_the_shares(tmp_path: Path) -> None:
+    db = open_db(tmp_path, FakeClock(), aging=Aging(300_000, 60_000, 64, urgent=10))
+    db.set_flow("configured", weights={"a": 100.0, "b": 1.0})
+    db.submit(
+        [sub(f"a{i}", 128, group_key="a") for i in range(5)]
+        + [sub(f"b{i}", 5, group_key="b") for i in range(3)]
+    )
+    claimed, _ = db.claim_next(3)
+    assert labels(claimed) == ["b0", "b1", "b2"]
+    db.close()
+
+
+def test_changing_a_limit_at_runtime_brings_back_the_tasks_it_deferred(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"type:t": (1, 60_000, 1)})
+    later = now_ms(clock) + 1_000
+    db.submit([sub("a"), sub("b"), sub("c"), sub("later", due_at_ms=later)])
+    assert labels(db.claim_next(10)[0]) == ["a"]
+    assert len(db.list_tasks("scheduled", 10)) == 3  # b, c a minute apart; later by its own
+    db.set_flow("runtime", rates={"type:t": None})
+    assert labels(db.list_tasks("scheduled", 10)) == ["later"]  # its own time is kept
+    assert labels(db.claim_next(10)[0]) == ["b", "c"]
+    db.close()
+
+
+def test_aging_reads_each_level_by_index_whatever_its_depth(tmp_path: Path) -> None:
+    """A claim with aging looks at the oldest rows of each level, never the whole level."""
+
+    def steps(depth: int) -> int:
+        clock = FakeClock()
+        (tmp_path / str(depth)).mkdir()
+        db = open_db(tmp_path / str(depth), clock, aging=Aging(1_000, 1_000, 64))
+        for first in range(0, depth, 1_000):
+            db.submit([sub(f"n{i}", 100) for i in range(first, min(depth, first + 1_000))])
+        db.submit([sub("bg", 192)])  # the last of the ids: a level of its own
+        clock.advance(60.0)
+        db.claim_next(1)  # statements prepared, policy read
+        cost = vm_steps(db, lambda: db.peek(1))
+        db.close()
+        return cost
+
+    assert steps(4_000) < 2 * steps(200)
