@@ -56,6 +56,13 @@ class Submission:
     the default TTL, if any."""
     ttl_from: str = "submission"
     """``submission`` or ``first_attempt``."""
+    depends_on: list[int] | None = None
+    """Ids of tasks this one waits for (it is ``blocked`` until each has completed)."""
+    depends_on_index: list[int] | None = None
+    """Positions, in the same ``store.submit`` batch, of the submissions this one waits for
+    (the task each of them inserted, or the active task holding its key)."""
+    on_dependency_failure: str = "cancel"
+    """``cancel``, ``fail`` or ``ignore``: what a dependency ending without completing does."""
 
 
 @struct
@@ -166,7 +173,7 @@ class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
     ``result``: completed | retry | failed | dead_letter | expired | requeued | waiting |
-    cancelled | finalize | ignored.
+    cancelled | finalize | unblocked | dependency_failed | ignored.
     """
 
     id: int
@@ -187,3 +194,5 @@ class Transition:
     """For ``dead_letter``: the retries made."""
     age_s: float | None = None
     """For ``expired``: how long the task had existed (since it was created)."""
+    failed_dependency: int | None = None
+    """For ``dependency_failed``: the dependency whose end failed this task."""

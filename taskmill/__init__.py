@@ -15,7 +15,10 @@ from actors.monitor.sampler import ResourceSampler, ResourceSnapshot, platform_s
 from bus.cancel import CancellationToken
 from bus.errors import (
     ActorUnavailable,
+    CyclicDependencyError,
     DatabaseError,
+    DependencyFailedError,
+    InvalidDependencyError,
     PayloadTooLarge,
     SerializationError,
     StoreError,
@@ -37,6 +40,7 @@ from taskmill.events import (
     Cancelled,
     Completed,
     DeadLettered,
+    DependencyFailed,
     Dispatched,
     Expired,
     Failed,
@@ -47,6 +51,7 @@ from taskmill.events import (
     Resources,
     Resumed,
     SchedulerEvent,
+    Unblocked,
     Waiting,
 )
 from taskmill.monitoring import PressurePublisher, publish_pressure
@@ -70,7 +75,13 @@ from taskmill.scheduler import Scheduler
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
-from taskmill.task import TaskSubmission, TtlFrom, TypedTask, generate_dedup_key
+from taskmill.task import (
+    DependencyFailure,
+    TaskSubmission,
+    TtlFrom,
+    TypedTask,
+    generate_dedup_key,
+)
 
 __all__ = [
     "ActorUnavailable",
@@ -81,8 +92,12 @@ __all__ = [
     "Completed",
     "CompositePressure",
     "ConfigError",
+    "CyclicDependencyError",
     "DatabaseError",
     "DeadLettered",
+    "DependencyFailed",
+    "DependencyFailedError",
+    "DependencyFailure",
     "DeploymentConfig",
     "Dispatched",
     "EstimatedProgress",
@@ -93,6 +108,7 @@ __all__ = [
     "GroupLimits",
     "HistoryStatus",
     "HostResources",
+    "InvalidDependencyError",
     "NetworkPressure",
     "OutcomeKind",
     "ParentResolution",
@@ -137,6 +153,7 @@ __all__ = [
     "TtlFrom",
     "TypeStats",
     "TypedTask",
+    "Unblocked",
     "Waiting",
     "generate_dedup_key",
     "load_app",

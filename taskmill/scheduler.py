@@ -55,7 +55,7 @@ from taskmill.results import TERMINAL_TOPICS, wait_result
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore, estimates
 from taskmill.subscription import TOPICS, EventSubscription
-from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
+from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key, wire_batch
 from taskmill.wiring import dispatcher_settings, host_settings, limiter_actor, store_actor
 
 log = logging.getLogger("taskmill.scheduler")
@@ -209,7 +209,7 @@ class Scheduler:
 
     async def submit_batch(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
         """Submit many tasks in one transaction; one outcome each, in order."""
-        wire = [s.to_wire() for s in submissions]
+        wire = wire_batch(submissions)
         if not wire:
             return []
         reply = await self._store.call(Submit(wire), SubmitReply)

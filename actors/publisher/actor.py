@@ -59,6 +59,8 @@ TASK_EVENTS = frozenset(
         "cancelled",
         "progress",
         "waiting",
+        "unblocked",
+        "dependency_failed",
     }
 )
 SCHEDULER_EVENTS = frozenset({"paused", "resumed", "resources", "host_resources"})

@@ -55,6 +55,7 @@ from bus.kinds import (
     ClaimSpec,
     Counts,
     DeadLetter,
+    Dependencies,
     Error,
     Expire,
     Finish,
@@ -65,6 +66,7 @@ from bus.kinds import (
     History,
     HistoryReply,
     HistoryStats,
+    IdsReply,
     LearnedIO,
     LearnedReply,
     ListTasks,
@@ -157,6 +159,7 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         ListTasks: lambda m: TasksReply(db.list_tasks(m.status, m.limit)),
         Counts: lambda m: db.counts(),
         Lookup: lambda m: db.lookup(m.key),
+        Dependencies: lambda m: IdsReply(db.dependencies(m.id, m.dependents)),
         History: db.history_page,
         HistoryStats: lambda m: db.history_stats(m.task_type),
         AvgThroughput: lambda m: db.avg_throughput(m.task_type, m.n),
@@ -251,7 +254,7 @@ class StoreActor(Actor):
         self._clock = loop.clock
         loop.call_every(MAINTENANCE_INTERVAL_S, self._maintenance)
         if db.recovered:
-            log.info("store: recovery resolved %d waiting parent(s)", len(db.recovered))
+            log.info("store: recovery resolved %d task(s)", len(db.recovered))
 
     def on_stop(self) -> None:
         if self._db is not None:

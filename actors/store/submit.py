@@ -23,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from actors.store import dependencies
 from actors.store.core import Core
 from actors.store.queries import by_key
 from actors.store.schema import key8, stored_retry_spec
@@ -31,10 +32,11 @@ from bus.kinds import Outcome, RetrySpec, Submission
 from bus.limits import MAX_GROUP_CHARS, MAX_LABEL_CHARS, MAX_PAYLOAD_BYTES, MAX_TASK_TYPE_CHARS
 
 
-def validate(sub: Submission, index: int) -> None:
+def validate(sub: Submission, index: int, batch_size: int = 1) -> None:
     """Raise ``InvalidRequest`` or ``PayloadTooLarge`` for a submission the Store cannot take."""
     if not _plainly_valid(sub):
         _explain(sub, f"submission {index}")
+        dependencies.check(sub, index, batch_size)
 
 
 def _plainly_valid(sub: Submission) -> bool:
@@ -71,6 +73,9 @@ def _plainly_valid(sub: Submission) -> bool:
         and sub.timeout_s is None
         and sub.ttl_s is None
         and sub.ttl_from == "submission"
+        and sub.depends_on is None
+        and sub.depends_on_index is None
+        and sub.on_dependency_failure == "cancel"
     )
 
 
@@ -178,10 +183,17 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
         if seen is not None:
             return [Outcome(k, i, p) for k, i, p in msgpack.unpackb(seen)]
     for index, sub in enumerate(subs):
-        validate(sub, index)
+        validate(sub, index, len(subs))
     _check_parents(core, subs)
     now = core.now()
-    inserted = _insert_new(core, subs, now)
+    waiting = any(sub.depends_on or sub.depends_on_index for sub in subs)
+    if waiting:  # every dependency checked before anything is written
+        waits = dependencies.resolve(core, subs)
+        blocked = {subs[i].key for i in dependencies.blocked_positions(subs, waits)}
+        inserted = _insert_new(core, subs, now, blocked)
+        _add_edges(core, subs, waits, inserted)
+    else:
+        inserted = _insert_new(core, subs, now)
     outcomes = [
         Outcome("inserted", task_id, sub.priority)
         if (task_id := inserted.pop(sub.key, None)) is not None
@@ -195,6 +207,27 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
             (request_id, packed, now),
         )
     return outcomes
+
+
+def _add_edges(
+    core: Core, subs: Sequence[Submission], waits: dict[int, list[int]], inserted: dict[str, int]
+) -> None:
+    """The dependencies of the submissions that inserted a row (the first of each key)."""
+    firsts: dict[str, int] = {}
+    for index, sub in enumerate(subs):
+        firsts.setdefault(sub.key, index)
+    by_position = {index: inserted[key] for key, index in firsts.items() if key in inserted}
+
+    def row_of(index: int) -> int:
+        key = subs[index].key
+        found = inserted.get(key)
+        if found is None:
+            row = by_key(core, "id", key)
+            assert row is not None  # an active row holds the key of every submission applied
+            found = int(row[0])
+        return found
+
+    dependencies.add_edges(core, subs, waits, row_of, by_position)
 
 
 def _check_parents(core: Core, subs: Sequence[Submission]) -> None:
@@ -215,7 +248,7 @@ def _existing(core: Core, sub: Submission) -> Outcome:
     found = by_key(core, "id, status, priority, requeue, requeue_priority", sub.key)
     assert found is not None  # the insert just met it
     task_id, status, priority, requeue, requeue_priority = found
-    if status in ("pending", "paused") and sub.priority < priority:
+    if status in ("pending", "paused", "blocked") and sub.priority < priority:
         core.run("UPDATE tasks SET priority = ? WHERE id = ?", (sub.priority, task_id))
         return Outcome("upgraded", task_id, sub.priority)
     if status in ("running", "paused") and (not requeue or sub.priority < requeue_priority):
@@ -231,9 +264,9 @@ _COLUMNS = (
     "task_type, key, key8, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, created_at_ms, "
     "parent_id, fail_fast, group_key, due_at_ms, retry_policy, max_retries, timeout_s, ttl_s, "
-    "ttl_from, expires_at_ms"
+    "ttl_from, expires_at_ms, on_dependency_failure"
 )
-_WIDTH = 22
+_WIDTH = 23
 """Parameters a row takes."""
 _ROW = "(" + ", ".join("?" * _WIDTH) + ")"
 _CHUNKS = (64, 8, 1)
@@ -252,8 +285,11 @@ _INSERTS[1] = (
 _NEWER = "SELECT id, key, parent_id FROM tasks WHERE id > +?"
 
 
-def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, int]:
+def _insert_new(
+    core: Core, subs: Sequence[Submission], now: int, blocked: set[str] | None = None
+) -> dict[str, int]:
     """Insert a row for each submission whose key no active row holds; their ids by key.
+    Those of the ``blocked`` keys go in ``blocked`` (they wait for dependencies).
 
     A statement inserts the rows whose key no row has: a new key, the common case, costs one
     probe of ``tasks_key8``. It reads the table before it inserts anything, so two rows of one
@@ -279,7 +315,7 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
         while len(subs) - start >= size:
             chunk = subs[start : start + size]
             start += size
-            params = [v for sub in chunk for v in _values(sub, now)]
+            params = [v for sub in chunk for v in _values(sub, now, blocked)]
             count, last = core.insert(_INSERTS[size], params)
             if count == size:
                 keys = [sub.key for sub in chunk]
@@ -303,14 +339,18 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
     return inserted
 
 
-def _values(sub: Submission, now: int) -> tuple[Any, ...]:
+def _values(sub: Submission, now: int, blocked: set[str] | None) -> tuple[Any, ...]:
+    if blocked and sub.key in blocked:
+        status = "blocked"
+    else:
+        status = "scheduled" if sub.due_at_ms is not None and sub.due_at_ms > now else "pending"
     return (
         sub.task_type,
         sub.key,
         key8(sub.key),
         sub.label,
         sub.priority,
-        "scheduled" if sub.due_at_ms is not None and sub.due_at_ms > now else "pending",
+        status,
         sub.payload,
         sub.expected_read_bytes,
         sub.expected_write_bytes,
@@ -327,4 +367,5 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
         sub.ttl_s,
         sub.ttl_from,
         now + int(sub.ttl_s * 1000) if sub.ttl_s and sub.ttl_from == "submission" else None,
+        sub.on_dependency_failure if sub.depends_on or sub.depends_on_index else None,
     )
