@@ -3,12 +3,26 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
 from actors.host.progress import ALPHA, ReportedProgress
-from taskmill import Progress, ProgressReporter, TaskContext, TaskSubmission
+from taskmill import (
+    Dispatched,
+    EstimatedProgress,
+    Priority,
+    Progress,
+    ProgressReporter,
+    SchedulerSnapshot,
+    TaskContext,
+    TaskRecord,
+    TaskStatus,
+    TaskSubmission,
+)
+from taskmill.demo import View
+from taskmill.watch import WatchView, format_snapshot, transfer
 from tests.scheduler_support import EventRecorder, Latch, builder
 
 
@@ -138,3 +152,33 @@ async def test_a_negative_byte_count_fails_only_the_executor_call(tmp_path: Path
         assert record.result_json() == "bytes added must be >= 0, got -10"
         assert events.of("progress", outcome.id) == []
         await events.close()
+
+
+def _upload_progress(**fields: object) -> Progress:
+    return Progress(task_id=1, task_type="upload", key="k" * 64, label="IMG_1.jpg", **fields)  # type: ignore[arg-type]
+
+
+def test_watch_and_the_demo_show_bytes_rate_and_eta() -> None:
+    moving = _upload_progress(
+        percent=0.25, bytes_done=2_000_000, bytes_total=8_000_000, throughput_bps=1e6, eta_s=6.0
+    )
+    watch = WatchView(io.StringIO(), tty=True)
+    watch.apply(moving)
+    watch.draw(force=True)
+    assert "2.0/8.0 MB  1.0 MB/s  ETA 6s" in watch.out.getvalue()  # type: ignore[attr-defined]
+    demo = View(io.StringIO(), tty=True)
+    demo.apply(Dispatched(task_id=1, task_type="upload", key="k" * 64, label="IMG_1.jpg"))
+    demo.apply(moving)
+    demo.draw(pending=0)
+    assert "2.0/8.0 MB  1.0 MB/s  ETA 6s" in demo.out.getvalue()  # type: ignore[attr-defined]
+    assert transfer(_upload_progress(percent=0.5)) == ""  # a fraction alone: no transfer
+
+
+def test_status_shows_the_transfer_and_the_blocked_count() -> None:
+    task = TaskRecord(7, "upload", "k" * 64, "photo.jpg", Priority.NORMAL, TaskStatus.RUNNING)
+    progress = EstimatedProgress(
+        7, "upload", task.key, "photo.jpg", 0.5, None, 0.5, 4_000_000, 8_000_000, 2e6, 2.0
+    )
+    text = format_snapshot(SchedulerSnapshot(running=[task], progress=[progress], blocked_count=2))
+    assert "blocked 2" in text
+    assert "4.0/8.0 MB  2.0 MB/s  ETA 2s" in text
