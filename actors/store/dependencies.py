@@ -220,11 +220,11 @@ def _policy(core: Core, task_id: int) -> str:
 
 
 def _unblock_if_free(core: Core, task_id: int, out: list[Transition]) -> None:
-    if core.value("SELECT 1 FROM task_deps WHERE task_id = ? LIMIT 1", (task_id,)) is not None:
-        return
+    """Unblock the task when no edge is left to it (one statement: the check is inside)."""
     row = core.one(
-        "UPDATE tasks SET status = CASE WHEN due_at_ms > ? THEN 'scheduled' ELSE 'pending' END "
-        "WHERE id = ? AND status = 'blocked' "
+        "UPDATE tasks SET status = CASE WHEN due_at_ms > ?1 THEN 'scheduled' ELSE 'pending' END "
+        "WHERE id = ?2 AND status = 'blocked' "
+        "AND NOT EXISTS (SELECT 1 FROM task_deps WHERE task_deps.task_id = ?2) "
         "RETURNING id, task_type, key, label, priority, group_key",
         (core.now(), task_id),
     )
