@@ -24,6 +24,7 @@ grows with its dependents, never with the rest of the tables.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 from actors.store.core import Core
@@ -207,29 +208,41 @@ def ended(
                 "DELETE FROM task_deps WHERE depends_on = ? RETURNING task_id", (current,)
             )
         )
+        if not dependents:
+            continue
+        if ok:
+            _unblock_free(core, dependents, out)
+            continue
+        ignoring = []
         for dependent in dependents:
-            if ok or _policy(core, dependent) == "ignore":
-                _unblock_if_free(core, dependent, out)
+            if _policy(core, dependent) == "ignore":
+                ignoring.append(dependent)
             else:
                 fail(core, dependent, current, out)
                 work.append((dependent, False, True))
+        _unblock_free(core, ignoring, out)
 
 
 def _policy(core: Core, task_id: int) -> str:
     return str(core.value("SELECT on_dependency_failure FROM tasks WHERE id = ?", (task_id,)))
 
 
-def _unblock_if_free(core: Core, task_id: int, out: list[Transition]) -> None:
-    """Unblock the task when no edge is left to it (one statement: the check is inside)."""
-    row = core.one(
-        "UPDATE tasks SET status = CASE WHEN due_at_ms > ?1 THEN 'scheduled' ELSE 'pending' END "
-        "WHERE id = ?2 AND status = 'blocked' "
-        "AND NOT EXISTS (SELECT 1 FROM task_deps WHERE task_deps.task_id = ?2) "
-        "RETURNING id, task_type, key, label, priority, group_key",
-        (core.now(), task_id),
-    )
-    if row is not None:
-        task_id, task_type, key, label, priority, group_key = row
+_UNBLOCK = (
+    "UPDATE tasks SET status = CASE WHEN due_at_ms > ?1 THEN 'scheduled' ELSE 'pending' END "
+    "WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'blocked' "
+    "AND NOT EXISTS (SELECT 1 FROM task_deps WHERE task_deps.task_id = tasks.id) "
+    "RETURNING id, task_type, key, label, priority, group_key"
+)
+"""Of the given blocked tasks, those waiting for nothing more become pending (scheduled while
+not due): one statement for all of a dependency's dependents, the ids passed as a JSON array."""
+
+
+def _unblock_free(core: Core, task_ids: list[int], out: list[Transition]) -> None:
+    """Unblock those of ``task_ids`` that wait for nothing more, in id order."""
+    if not task_ids:
+        return
+    rows = core.all(_UNBLOCK, (core.now(), json.dumps(task_ids)))
+    for task_id, task_type, key, label, priority, group_key in sorted(rows):
         out.append(
             Transition(task_id, "unblocked", task_type, key, label, priority, group_key=group_key)
         )
@@ -247,12 +260,12 @@ def recover(core: Core) -> list[Transition]:
         "DELETE FROM task_deps WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = depends_on) "
         "OR NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id AND status = 'blocked')"
     )
-    out: list[Transition] = []
-    for (task_id,) in core.all(
+    free = core.all(
         "SELECT id FROM tasks INDEXED BY tasks_blocked WHERE status = 'blocked' "
-        "AND NOT EXISTS (SELECT 1 FROM task_deps WHERE task_deps.task_id = tasks.id) ORDER BY id"
-    ):
-        _unblock_if_free(core, task_id, out)
+        "AND NOT EXISTS (SELECT 1 FROM task_deps WHERE task_deps.task_id = tasks.id)"
+    )
+    out: list[Transition] = []
+    _unblock_free(core, [task_id for (task_id,) in free], out)
     return out
 
 
