@@ -51,7 +51,7 @@ def may_have_edges(core: Core) -> bool:
 def resolve(core: Core, subs: Sequence[Submission]) -> dict[int, list[int]]:
     """Check every dependency of the batch before anything is written; the active task ids
     each submission (by position) waits for through ``depends_on``. A submission with batch
-    members among its dependencies waits for them too (``edges`` adds those once their rows
+    members among its dependencies waits for them too (``add_edges`` adds those once their rows
     are known)."""
     waits: dict[int, list[int]] = {}
     verdicts: dict[int, str] = {}
