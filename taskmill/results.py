@@ -26,6 +26,7 @@ TERMINAL_TOPICS = (
     b"task.cancelled",
     b"task.dead_lettered",
     b"task.expired",
+    b"task.dependency_failed",
 )
 """The events after which a task may have a terminal history row."""
 

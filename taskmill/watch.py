@@ -17,6 +17,7 @@ from taskmill.events import (
     Cancelled,
     Completed,
     DeadLettered,
+    DependencyFailed,
     Dispatched,
     Failed,
     HostResources,
@@ -31,7 +32,7 @@ from taskmill.events import (
 )
 from taskmill.snapshot import SchedulerSnapshot
 
-__all__ = ["WatchView", "bar", "format_snapshot"]
+__all__ = ["WatchView", "bar", "format_snapshot", "transfer"]
 
 _ANSI = re.compile(r"\033\[[0-9;]*[A-Za-z]")
 BAR_WIDTH = 24
@@ -97,6 +98,8 @@ def _describe(event: SchedulerEvent) -> str:
             text += f": {event.error} (after {event.retry_count} retries)"
         elif isinstance(event, Waiting):
             text += f" ({event.children_count} children)"
+        elif isinstance(event, DependencyFailed):
+            text += f": dependency #{event.failed_dependency} failed"
         return text
     return event.type
 

@@ -5,6 +5,7 @@ Nothing sleeps: the tests wait for events, for ``wait_result`` or for a latch th
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from taskmill import (
     TaskSubmission,
     Unblocked,
 )
+from taskmill.results import TERMINAL_TOPICS
+from taskmill.watch import WatchView
 from tests.scheduler_support import EventRecorder, Latches, builder
 
 
@@ -123,3 +126,34 @@ async def test_bad_dependencies_are_refused_and_nothing_stored(tmp_path: Path) -
         assert issubclass(CyclicDependencyError, TaskmillError)
         counts = await scheduler.store().counts()
         assert (counts.pending, counts.blocked, counts.scheduled) == (0, 0, 0)
+
+
+async def test_a_waiter_on_the_terminal_topics_hears_a_dependency_failure(tmp_path: Path) -> None:
+    """``wait_result`` listens to the events after which a task may have a terminal history
+    row: a task failed for its dependency is one of them (else the waiter only polls)."""
+
+    async def ok(ctx: TaskContext) -> None:
+        return None
+
+    scheduler = await builder(tmp_path, ok=ok).build()
+    async with scheduler:
+        terminal = EventRecorder(await scheduler._subscribe(TERMINAL_TOPICS))
+        later = await scheduler.submit(TaskSubmission("ok", key="later").run_after(3600.0))
+        assert later.id is not None
+        waiting = await scheduler.submit(TaskSubmission("ok", key="waiting").depends_on(later.id))
+        assert await scheduler.cancel(later.id)
+        await terminal.wait_for(lambda _: bool(terminal.of("dependency_failed", waiting.id)))
+        await terminal.close()
+
+
+def test_watch_says_which_dependency_failed() -> None:
+    out = io.StringIO()
+    view = WatchView(out, tty=False)
+    ids = {"task_type": "load", "key": "k" * 64, "label": "day-1"}
+    view.apply(Unblocked(task_id=3, **ids))
+    view.apply(DependencyFailed(task_id=2, failed_dependency=1, error="x", **ids))
+    lines = [line.split(maxsplit=2)[2] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "unblocked  #3 load  day-1",
+        "dependency_failed #2 load  day-1: dependency #1 failed",
+    ]
