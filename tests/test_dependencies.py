@@ -19,6 +19,7 @@ from taskmill import (
     InvalidDependencyError,
     TaskContext,
     TaskError,
+    TaskExecutor,
     TaskmillError,
     TaskStatus,
     TaskSubmission,
@@ -157,3 +158,25 @@ def test_watch_says_which_dependency_failed() -> None:
         "unblocked  #3 load  day-1",
         "dependency_failed #2 load  day-1: dependency #1 failed",
     ]
+
+
+async def test_children_may_depend_on_their_siblings(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    class Pipeline(TaskExecutor):
+        async def execute(self, ctx: TaskContext) -> None:
+            fetch = TaskSubmission("step", key="fetch")
+            await ctx.spawn_children([TaskSubmission("step", key="index").depends_on(fetch), fetch])
+
+        async def finalize(self, ctx: TaskContext) -> None:
+            order.append("finalize")
+
+    async def step(ctx: TaskContext) -> None:
+        order.append(ctx.record.label)
+
+    scheduler = await builder(tmp_path, step=step, pipeline=Pipeline()).max_concurrency(4).build()
+    async with scheduler:
+        outcome = await scheduler.submit(TaskSubmission("pipeline"))
+        record = await scheduler.wait_result(outcome.id, timeout=10.0)
+        assert record.status is HistoryStatus.COMPLETED
+        assert order == ["fetch", "index", "finalize"]

@@ -295,3 +295,37 @@ def test_unblocking_costs_the_same_however_many_other_tasks_exist(
         few.close()
         many.close()
     assert steps_many <= steps_few * 1.2, (steps_few, steps_many)
+
+
+def test_a_child_failed_for_its_dependency_fails_its_parent(db: StoreDB) -> None:
+    parent = _submit_one(db, "parent")
+    _claim_all(db)
+    a = _submit_one(db, "a", parent_id=parent)
+    b = _submit_one(db, "b", parent_id=parent, depends_on=[a])
+    transitions = db.finish([ok(parent)])
+    assert [t.result for t in transitions] == ["waiting"]
+    _claim_all(db)
+    transitions = db.finish([TaskResult(a, "error", error="boom")])
+    # The parent fails for the first cause, and cancels its other children (fail-fast).
+    assert [(t.id, t.result) for t in transitions] == [
+        (a, "failed"),
+        (b, "cancelled"),
+        (parent, "failed"),
+    ]
+    assert db.result(parent)[0].last_error == f"child task {a} failed: boom"
+
+
+def test_without_fail_fast_the_parent_counts_both_children(db: StoreDB) -> None:
+    parent = _submit_one(db, "parent", fail_fast=False)
+    _claim_all(db)
+    a = _submit_one(db, "a", parent_id=parent)
+    b = _submit_one(db, "b", parent_id=parent, depends_on=[a])
+    db.finish([ok(parent)])
+    _claim_all(db)
+    transitions = db.finish([TaskResult(a, "error", error="boom")])
+    assert [(t.id, t.result) for t in transitions] == [
+        (a, "failed"),
+        (b, "dependency_failed"),
+        (parent, "failed"),
+    ]
+    assert db.result(parent)[0].last_error == "2 child task(s) failed"

@@ -328,9 +328,9 @@ def fail(
     age_s: float | None = None,
     failed_dependency: int | None = None,
 ) -> None:
-    """Fail a task permanently (its requeue mark goes with it), then its dependents (unless
-    this is itself one, ``failed_dependency``: the cascade walks on its own), then tell its
-    parent. ``status``: ``failed``, ``dead_letter`` for a retryable failure out of retries,
+    """Fail a task permanently (its requeue mark goes with it), tell its parent, then fail its
+    dependents (unless this is itself one, ``failed_dependency``: the cascade walks on its
+    own). ``status``: ``failed``, ``dead_letter`` for a retryable failure out of retries,
     ``expired``, or ``dependency_failed``."""
     row = task.row
     core.write_history(
@@ -348,10 +348,12 @@ def fail(
     if failed_dependency is not None:
         ended = dataclasses.replace(ended, failed_dependency=failed_dependency)
     out.append(ended)
+    # The parent first: a fail-fast parent then fails for this task, the first cause, and its
+    # other children (dependents of this one among them) are cancelled with it.
+    child_terminal(core, row, error, out)
     if failed_dependency is None:
         was_blocked = row.status == "blocked"
         dependencies.ended(core, row.id, False, was_blocked, out, fail_dependent)
-    child_terminal(core, row, error, out)
 
 
 def fail_dependent(core: Core, task_id: int, failed_dependency: int, out: list[Transition]) -> None:
