@@ -329,3 +329,11 @@ def test_without_fail_fast_the_parent_counts_both_children(db: StoreDB) -> None:
         (parent, "failed"),
     ]
     assert db.result(parent)[0].last_error == "2 child task(s) failed"
+
+
+def test_a_later_duplicate_in_the_batch_does_not_block_the_first(db: StoreDB) -> None:
+    a = _submit_one(db, "a")
+    first, later = db.submit([sub("x"), sub("x", depends_on=[a])])
+    assert (first.kind, later.kind) == ("inserted", "duplicate")
+    assert first.id is not None and _status(db, first.id) == "pending"
+    assert db.counts().blocked == 0

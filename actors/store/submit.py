@@ -189,9 +189,15 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
     waiting = any(sub.depends_on or sub.depends_on_index for sub in subs)
     if waiting:  # every dependency checked before anything is written
         waits = dependencies.resolve(core, subs)
-        blocked = {subs[i].key for i in dependencies.blocked_positions(subs, waits)}
+        firsts = _firsts(subs)
+        # Only the first submission of a key may insert it: its own dependencies decide.
+        blocked = {
+            subs[i].key
+            for i in dependencies.blocked_positions(subs, waits)
+            if firsts[subs[i].key] == i
+        }
         inserted = _insert_new(core, subs, now, blocked)
-        _add_edges(core, subs, waits, inserted)
+        _add_edges(core, subs, waits, inserted, firsts)
     else:
         inserted = _insert_new(core, subs, now)
     outcomes = [
@@ -209,13 +215,22 @@ def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None
     return outcomes
 
 
-def _add_edges(
-    core: Core, subs: Sequence[Submission], waits: dict[int, list[int]], inserted: dict[str, int]
-) -> None:
-    """The dependencies of the submissions that inserted a row (the first of each key)."""
+def _firsts(subs: Sequence[Submission]) -> dict[str, int]:
+    """The position of the first submission of each key."""
     firsts: dict[str, int] = {}
     for index, sub in enumerate(subs):
         firsts.setdefault(sub.key, index)
+    return firsts
+
+
+def _add_edges(
+    core: Core,
+    subs: Sequence[Submission],
+    waits: dict[int, list[int]],
+    inserted: dict[str, int],
+    firsts: dict[str, int],
+) -> None:
+    """The dependencies of the submissions that inserted a row (the first of each key)."""
     by_position = {index: inserted[key] for key, index in firsts.items() if key in inserted}
 
     def row_of(index: int) -> int:
