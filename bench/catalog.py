@@ -18,6 +18,7 @@ from typing import Any
 from bench import shapes
 from bench.app import SINK, STAMPS_ENV
 from bench.common import Metrics
+from bench.dependency_shapes import dependency_graph, unblock
 from bench.store_shapes import batch_growth, floor, peek_claim, saturated_group
 from bench.targets import target
 
@@ -98,6 +99,9 @@ def _deployment_shapes(mode: str) -> list[Shape]:
     def preempt(t: Any, stamps: Path, o: Options) -> Awaitable[Metrics]:
         return shapes.preemption(t, _size(o, 50, 10), 4, stamps)
 
+    def dep_graph(t: Any, _: Path, o: Options) -> Awaitable[Metrics]:
+        return dependency_graph(t, _size(o, 100, 20), 100)
+
     m = mode
     table: list[tuple[str, str, str, int, Any, bool]] = [
         ("submit_seq_1000", "1,000 sequential submits", "submit_per_s", 4, seq, True),
@@ -123,6 +127,8 @@ def _deployment_shapes(mode: str) -> list[Shape]:
          latency, False),
         ("preempt", "REALTIME submit -> victim's token, 50 rounds", "first_victim_p99_ms", 4,
          preempt, False),
+        ("dep_graph_10k", "10,000 tasks in one batch: a chain of 100, fan-out 100",
+         "graph_tasks_per_s", 4, dep_graph, False),
     ]  # fmt: skip
     out = [
         Shape(f"{m}.{name}", what, headline, _deployed(m, c, body, deferred=deferred))
@@ -170,6 +176,14 @@ def _store_shapes(options: Options) -> list[Shape]:
             "peek(4) passing over a full group of up to 100,000 more urgent tasks",
             "peek4_skip_us_at_100k",
             lambda work, o: saturated_group(work),
+        )
+    )
+    out.append(
+        Shape(
+            "store.unblock",
+            "one dependency completing: per dependent unblocked, 1,000 vs 100,000 other tasks",
+            "unblock_vm_steps_with_100k",
+            lambda work, o: unblock(work),
         )
     )
     return out

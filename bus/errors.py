@@ -25,6 +25,9 @@ class ErrorCode(IntEnum):
     PAYLOAD_TOO_LARGE = 1413
     SERIALIZATION = 1422
     NOT_FOUND = 1404
+    INVALID_DEPENDENCY = 1460
+    CYCLIC_DEPENDENCY = 1461
+    DEPENDENCY_FAILED = 1462
 
 
 class TaskmillError(Exception):
@@ -69,6 +72,25 @@ class InvalidRequest(TaskmillError):
     code = ErrorCode.INVALID
 
 
+class InvalidDependencyError(InvalidRequest):
+    """A submission names a dependency that is no task: neither active nor in history."""
+
+    code = ErrorCode.INVALID_DEPENDENCY
+
+
+class CyclicDependencyError(InvalidRequest):
+    """A submission's dependencies would close a cycle: no task of it could ever start."""
+
+    code = ErrorCode.CYCLIC_DEPENDENCY
+
+
+class DependencyFailedError(InvalidRequest):
+    """A submission names a dependency that already ended without completing (failed,
+    cancelled, expired, ...), and its policy is not ``IGNORE``."""
+
+    code = ErrorCode.DEPENDENCY_FAILED
+
+
 class StoreError(TaskmillError):
     """A problem of the task store."""
 
@@ -98,6 +120,9 @@ _BY_CODE: dict[int, type[TaskmillError]] = {
     ErrorCode.SERIALIZATION: SerializationError,
     ErrorCode.DATABASE: DatabaseError,
     ErrorCode.INVALID: InvalidRequest,
+    ErrorCode.INVALID_DEPENDENCY: InvalidDependencyError,
+    ErrorCode.CYCLIC_DEPENDENCY: CyclicDependencyError,
+    ErrorCode.DEPENDENCY_FAILED: DependencyFailedError,
     ErrorCode.UNAVAILABLE: ActorUnavailable,
     ErrorCode.STOPPING: ActorUnavailable,
 }

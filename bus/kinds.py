@@ -137,6 +137,8 @@ class CountsReply(Message):
     waiting: int
     scheduled: int = 0
     """Not due yet (a ``run_after`` in the future, or a retry waiting out its delay)."""
+    blocked: int = 0
+    """Waiting for dependencies to complete."""
 
 
 @message("store.counts", reply=CountsReply)
@@ -370,6 +372,22 @@ class Release(Message):
     """False for runs that never reached a host (an orphaned claim): no attempt was made."""
 
 
+@message("store.ids.reply")
+@dataclass(frozen=True, slots=True)
+class IdsReply(Message):
+    ids: list[int]
+
+
+@message("store.dependencies", reply=IdsReply)
+@dataclass(frozen=True, slots=True)
+class Dependencies(Message):
+    """The ids of the active tasks ``id`` still waits for (``dependents`` False), or of the
+    blocked tasks that wait for ``id`` (``dependents`` True), in id order."""
+
+    id: int
+    dependents: bool = False
+
+
 # -- Store notifications (PUB, one-way, to the Dispatcher) --------------------------------------
 
 
@@ -474,12 +492,6 @@ class CancelWhere(Message):
     group: str | None = None
     task_type: str | None = None
     tag: list[str] | None = None
-
-
-@message("store.ids.reply")
-@dataclass(frozen=True, slots=True)
-class IdsReply(Message):
-    ids: list[int]
 
 
 @message("store.task_ids_by_tags", reply=IdsReply)

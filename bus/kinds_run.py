@@ -60,11 +60,18 @@ class CancelTasks(Message):
 @struct
 @dataclass(frozen=True, slots=True)
 class ProgressRow:
+    """A run's latest progress: the fraction and message it reported and, once it reported
+    bytes, its byte counts, smoothed rate (bytes/s) and the seconds left at that rate."""
+
     task_id: int
     percent: float
     message: str | None
     reported_at_ms: int
     run_id: int = 0
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    throughput_bps: float | None = None
+    eta_s: float | None = None
 
 
 @struct

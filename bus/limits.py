@@ -16,6 +16,10 @@ MAX_KEY_CHARS = 1024
 """An explicit dedup key (hashed into the 64-hex key the Store sees)."""
 MAX_LABEL_CHARS = 1024
 MAX_GROUP_CHARS = 256
+MAX_DEPENDENCIES = 10_000
+"""The most dependencies one task may name (ids and members of its batch together): a fan-in
+wider than this is a graph better joined through a task of its own, and the bound keeps one
+submission's checks and edge writes within one short transaction and one frame."""
 
 
 def check_text(name: str, value: str, max_chars: int) -> str:

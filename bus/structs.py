@@ -62,6 +62,13 @@ class Submission:
     on_duplicate: str = "skip"
     """What to do when an active task has the key: ``skip`` (the v1 outcomes), ``supersede``
     (replace it) or ``reject`` (outcome ``rejected``, nothing changed)."""
+    depends_on: list[int] | None = None
+    """Ids of tasks this one waits for (it is ``blocked`` until each has completed)."""
+    depends_on_index: list[int] | None = None
+    """Positions, in the same ``store.submit`` batch, of the submissions this one waits for
+    (the task each of them inserted, or the active task holding its key)."""
+    on_dependency_failure: str = "cancel"
+    """``cancel``, ``fail`` or ``ignore``: what a dependency ending without completing does."""
 
 
 @struct
@@ -180,7 +187,7 @@ class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
     ``result``: completed | retry | failed | dead_letter | expired | requeued | waiting |
-    cancelled | superseded | finalize | ignored.
+    cancelled | superseded | finalize | unblocked | dependency_failed | ignored.
     """
 
     id: int
@@ -205,3 +212,5 @@ class Transition:
     """The task's tags, for its event."""
     new_task_id: int | None = None
     """For ``superseded``: the task that replaced it (its own id when replaced in place)."""
+    failed_dependency: int | None = None
+    """For ``dependency_failed``: the dependency whose end failed this task."""

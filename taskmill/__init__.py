@@ -15,7 +15,10 @@ from actors.monitor.sampler import ResourceSampler, ResourceSnapshot, platform_s
 from bus.cancel import CancellationToken
 from bus.errors import (
     ActorUnavailable,
+    CyclicDependencyError,
     DatabaseError,
+    DependencyFailedError,
+    InvalidDependencyError,
     PayloadTooLarge,
     SerializationError,
     StoreError,
@@ -37,6 +40,7 @@ from taskmill.events import (
     Cancelled,
     Completed,
     DeadLettered,
+    DependencyFailed,
     Dispatched,
     Expired,
     Failed,
@@ -50,6 +54,7 @@ from taskmill.events import (
     Resumed,
     SchedulerEvent,
     Superseded,
+    Unblocked,
     Waiting,
 )
 from taskmill.flow import AgingConfig, PausedGroupInfo, RateLimit, RateLimitInfo
@@ -77,6 +82,7 @@ from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
 from taskmill.task import (
+    DependencyFailure,
     DuplicateStrategy,
     TaskSubmission,
     TtlFrom,
@@ -94,8 +100,12 @@ __all__ = [
     "Completed",
     "CompositePressure",
     "ConfigError",
+    "CyclicDependencyError",
     "DatabaseError",
     "DeadLettered",
+    "DependencyFailed",
+    "DependencyFailedError",
+    "DependencyFailure",
     "DeploymentConfig",
     "Dispatched",
     "DuplicateStrategy",
@@ -110,6 +120,7 @@ __all__ = [
     "HistoryStatus",
     "HostResources",
     "HostSummary",
+    "InvalidDependencyError",
     "NetworkPressure",
     "OutcomeKind",
     "ParentResolution",
@@ -159,6 +170,7 @@ __all__ = [
     "TtlFrom",
     "TypeStats",
     "TypedTask",
+    "Unblocked",
     "Waiting",
     "generate_dedup_key",
     "load_app",

@@ -28,11 +28,13 @@ from bus.kinds import (
     CountByTag,
     Counts,
     CountsReply,
+    Dependencies,
     GetResult,
     History,
     HistoryReply,
     HistoryStats,
     IdsReply,
+    ListTasks,
     Lookup,
     LookupReply,
     Ok,
@@ -40,6 +42,7 @@ from bus.kinds import (
     Submit,
     SubmitReply,
     TagCountsReply,
+    TasksReply,
     TypeStatsReply,
 )
 from bus.kinds_flow import FlowReply, GetFlow, GroupPauseReply
@@ -82,7 +85,7 @@ from taskmill.store import (
     tag_query,
 )
 from taskmill.subscription import TOPICS, EventSubscriber, EventSubscription
-from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key
+from taskmill.task import TaskSubmission, TypedTask, generate_dedup_key, wire_batch
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -134,7 +137,7 @@ class _Endpoints:
 
 
 def _submit_message(submissions: Sequence[Submittable]) -> Submit | None:
-    wire = [(s.to_submission() if isinstance(s, TypedTask) else s).to_wire() for s in submissions]
+    wire = wire_batch([s.to_submission() if isinstance(s, TypedTask) else s for s in submissions])
     return Submit(wire, request_id=uuid.uuid4().hex) if wire else None
 
 
@@ -271,6 +274,23 @@ class Client(_Endpoints):
         """The task's terminal history record with its ``result``, or None while it has none."""
         rows = self._store.call(GetResult(task_id), HistoryReply).rows
         return TaskHistoryRecord.from_row(rows[0]) if rows else None
+
+    def task_dependencies(self, task_id: int) -> list[int]:
+        """The ids of the active tasks ``task_id`` still waits for."""
+        return self._store.call(Dependencies(task_id), IdsReply).ids
+
+    def task_dependents(self, task_id: int) -> list[int]:
+        """The ids of the blocked tasks waiting for ``task_id``."""
+        return self._store.call(Dependencies(task_id, dependents=True), IdsReply).ids
+
+    def blocked_tasks(self, limit: int = 1000) -> list[TaskRecord]:
+        """Tasks waiting for their dependencies, in queue order."""
+        rows = self._store.call(ListTasks("blocked", limit), TasksReply).tasks
+        return [TaskRecord.from_row(r) for r in rows]
+
+    def blocked_count(self) -> int:
+        """Tasks waiting for their dependencies."""
+        return self._store.call(Counts(), CountsReply).blocked
 
     def wait_result(self, task_id: int, timeout: float | None = None) -> TaskHistoryRecord:
         """The task's terminal history record once it has one; ``TimeoutError`` after
@@ -494,7 +514,9 @@ class AsyncClient(_Endpoints):
         Closing the client closes it too."""
         return await self._subscribe(TOPICS, timeout)
 
-    async def _subscribe(self, topics: Sequence[bytes], timeout: float) -> EventSubscription:
+    async def _subscribe(
+        self, topics: Sequence[bytes], timeout: float = DEFAULT_TIMEOUT_S
+    ) -> EventSubscription:
         if self._closed:
             raise ActorUnavailable("the client is closed")
         events = self.topology.events

@@ -35,8 +35,9 @@ class TaskContext:
         self._record: TaskRecord | None = None
         self.token: CancellationToken = handle.token
         """Cancelled when the task is preempted, cancelled or the scheduler shuts down."""
-        self.progress = ProgressReporter(handle.progress)
-        """``ctx.progress.report(0.5, "resizing")``: published as ``Progress`` events."""
+        self.progress = ProgressReporter(handle.progress, handle.byte_progress)
+        """``ctx.progress.report(0.5, "resizing")`` or ``ctx.progress.add_bytes(n)``: published
+        as ``Progress`` events."""
 
     @property
     def record(self) -> TaskRecord:
@@ -85,10 +86,12 @@ class TaskContext:
     async def spawn_children(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
         """Submit several children in one transaction."""
         wire = []
+        # Children may depend on each other: each is named by its place in this batch.
+        positions = {id(submission): i for i, submission in enumerate(submissions)}
         for submission in submissions:
             child = submission.copy()
             child.parent_id = self._handle.task.id
-            wire.append(child.to_wire())
+            wire.append(child.to_wire(None, positions))
         return [SubmitOutcome.from_wire(o) for o in await self._handle.submit(wire)]
 
     async def submit(self, submission: TaskSubmission) -> SubmitOutcome:

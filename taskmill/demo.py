@@ -33,19 +33,28 @@ from taskmill.events import (
 from taskmill.priority import Priority
 from taskmill.scheduler import Scheduler
 from taskmill.task import TaskSubmission
+from taskmill.watch import transfer
 
 TIERS = {"thumbnail": "NORMAL", "upload": "BACKGROUND", "open-photo": "REALTIME"}
 _ANSI = re.compile(r"\033\[[0-9;]*[A-Za-z]")
 PHOTOS = [f"IMG_{4100 + i}.jpg" for i in range(14)]
 
 
-async def _work(ctx: TaskContext, seconds: float, steps: int, what: str) -> None:
-    """Simulated work in steps; a cancelled token (preemption, shutdown) interrupts it."""
+async def _work(
+    ctx: TaskContext, seconds: float, steps: int, what: str, total_bytes: int | None = None
+) -> None:
+    """Simulated work in steps; a cancelled token (preemption, shutdown) interrupts it. With
+    ``total_bytes`` each step reports its share of them (bytes, rate and ETA on the bar)."""
+    if total_bytes is not None:
+        ctx.progress.set_bytes_total(total_bytes)
     for step in range(steps):
         if ctx.token.is_cancelled():
             raise TaskError("interrupted")  # not a failure: the scheduler told it to stop
         await asyncio.sleep(seconds / steps)
-        ctx.progress.report_fraction(step + 1, steps, what)
+        if total_bytes is None:
+            ctx.progress.report_fraction(step + 1, steps, what)
+        else:
+            ctx.progress.report_bytes(total_bytes * (step + 1) // steps)
 
 
 async def thumbnail(ctx: TaskContext) -> None:
@@ -57,7 +66,7 @@ async def thumbnail(ctx: TaskContext) -> None:
 
 async def upload(ctx: TaskContext) -> None:
     photo = ctx.payload()
-    await _work(ctx, photo["seconds"], 10, "uploading")
+    await _work(ctx, photo["seconds"], 10, "uploading", total_bytes=photo["bytes"])
     if photo["flaky"] and ctx.record.retry_count < 1:
         raise TaskError.retryable("connection reset by peer")
     ctx.record_net_tx_bytes(photo["bytes"])
@@ -73,8 +82,9 @@ class View:
 
     out: TextIO
     tty: bool
-    bars: dict[int, tuple[str, str, float]] = field(default_factory=dict)
-    paused: dict[int, tuple[str, str, float]] = field(default_factory=dict)
+    bars: dict[int, tuple[str, str, float, str]] = field(default_factory=dict)
+    """Running tasks: type, label, fraction done and, for uploads, bytes, rate and ETA."""
+    paused: dict[int, tuple[str, str, float, str]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     drawn_lines: int = 0
@@ -91,11 +101,11 @@ class View:
         self.counts[event.type] += 1
         if isinstance(event, Dispatched):
             self.paused.pop(event.task_id, None)
-            self.bars[event.task_id] = (event.task_type, event.label, 0.0)
+            self.bars[event.task_id] = (event.task_type, event.label, 0.0, "")
         elif isinstance(event, Progress):
             if event.task_id in self.bars:
-                kind, label, _ = self.bars[event.task_id]
-                self.bars[event.task_id] = (kind, label, event.percent)
+                kind, label, _, _ = self.bars[event.task_id]
+                self.bars[event.task_id] = (kind, label, event.percent, transfer(event))
         elif isinstance(event, Completed):
             self.bars.pop(event.task_id, None)
             self.note(f"  \033[32m✔\033[0m {event.task_type:<10} {event.label}")
@@ -127,14 +137,16 @@ class View:
             "\033[2m  4 slots · thumbnails NORMAL · uploads BACKGROUND · "
             "a REALTIME request arrives midway\033[0m"
         )
-        for kind, label, pct in sorted(self.bars.values()):
+        for kind, label, pct, moved in sorted(self.bars.values()):
             filled = int(pct * width)
             bar = "█" * filled + "░" * (width - filled)
             colour = "\033[31m" if kind == "open-photo" else "\033[36m"
             tier = TIERS.get(kind, "")
             name = f"{colour}{kind:<10}\033[0m"
-            lines.append(f"  {name} {label:<14} {bar} {pct * 100:5.1f}%  \033[2m{tier}\033[0m")
-        for kind, label, pct in sorted(self.paused.values()):
+            lines.append(
+                f"  {name} {label:<14} {bar} {pct * 100:5.1f}%  \033[2m{tier}\033[0m  {moved}"
+            )
+        for kind, label, pct, _ in sorted(self.paused.values()):
             filled = int(pct * width)
             bar = "▒" * filled + "░" * (width - filled)
             lines.append(

@@ -21,6 +21,7 @@ __all__ = [
     "Cancelled",
     "Completed",
     "DeadLettered",
+    "DependencyFailed",
     "Dispatched",
     "Expired",
     "Failed",
@@ -34,6 +35,7 @@ __all__ = [
     "SchedulerEvent",
     "Superseded",
     "TaskEvent",
+    "Unblocked",
     "UnknownEvent",
     "Waiting",
     "event_from_message",
@@ -170,13 +172,40 @@ class Superseded(TaskEvent):
 
 
 @dataclass(frozen=True)
+class Unblocked(TaskEvent):
+    """The task's last dependency completed: it may be dispatched now (or when due)."""
+
+    TYPE: ClassVar[str] = "unblocked"
+
+
+@dataclass(frozen=True)
+class DependencyFailed(TaskEvent):
+    """A dependency (``failed_dependency``) ended without completing: the task went to history
+    as ``dependency_failed`` and never runs."""
+
+    TYPE: ClassVar[str] = "dependency_failed"
+
+    failed_dependency: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Progress(TaskEvent):
-    """The task reported progress: ``percent`` in 0..1 and an optional ``message``."""
+    """The task reported progress: ``percent`` in 0..1 and an optional ``message``.
+
+    Once it reported bytes (``ctx.progress.add_bytes`` and the like): ``bytes_done``,
+    ``bytes_total`` (None while unknown), ``throughput_bps`` (smoothed bytes per second) and
+    ``eta_s`` (seconds left at that rate, None while the total or the rate is unknown);
+    ``percent`` is then ``bytes_done / bytes_total`` when the total is known."""
 
     TYPE: ClassVar[str] = "progress"
 
     percent: float
     message: str | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    throughput_bps: float | None = None
+    eta_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -285,7 +314,7 @@ EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     for cls in (
         Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Expired, Progress,
         Waiting, Paused, Resumed, Resources, HostResources, Superseded, GroupPaused,
-        GroupResumed,
+        GroupResumed, Unblocked, DependencyFailed,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

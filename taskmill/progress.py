@@ -7,10 +7,12 @@ plain numbers and no clock.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
 from taskmill.records import EstimatedProgress, TaskRecord
+from taskmill.task import _non_negative
 
 __all__ = ["EXTRAPOLATION_CAP", "ProgressReporter", "estimate_progress"]
 
@@ -80,13 +82,25 @@ def estimate_progress(
 class ProgressReporter:
     """What an executor reports progress through (``ctx.progress``).
 
-    Each report is clamped to [0, 1] (NaN counts as 0) and handed to ``sink(percent, message)``,
-    which the executor host wires to the bus.
+    A fraction: each report is clamped to [0, 1] (NaN counts as 0) and handed to
+    ``sink(percent, message)``, which the executor host wires to the bus. Bytes
+    (``set_bytes_total``, ``add_bytes``, ``report_bytes``): the counts, checked (a negative one is
+    a ``ValueError``, and changes nothing), go to ``bytes_sink(done, total)``; the host measures
+    the rate and the time left. Either kind is sent at most once per turn of the host's loop,
+    the latest state then; the ``Progress`` event carries both.
     """
 
-    def __init__(self, sink: Callable[[float, str | None], None]) -> None:
+    def __init__(
+        self,
+        sink: Callable[[float, str | None], None],
+        bytes_sink: Callable[[int, int | None], None] | None = None,
+    ) -> None:
         self._sink = sink
+        self._bytes_sink = bytes_sink
         self._last: tuple[float, str | None] | None = None
+        self._lock = threading.Lock()  # a plain ``def`` executor may count from several threads
+        self._bytes_done = 0
+        self._bytes_total: int | None = None
 
     def report(self, percent: float, message: str | None = None) -> None:
         """Report ``percent`` done (0..1, clamped) with an optional message."""
@@ -99,6 +113,45 @@ class ProgressReporter:
     ) -> None:
         """Report ``done / total`` (1.0 when ``total`` is 0)."""
         self.report(1.0 if total == 0 else done / total, message)
+
+    def set_bytes_total(self, total: int) -> None:
+        """The bytes the task will have done in all (e.g. a file's size)."""
+        _non_negative("bytes total", total)
+        with self._lock:
+            self._bytes_total = total
+            self._send_bytes()
+
+    def add_bytes(self, n: int) -> None:
+        """``n`` more bytes done."""
+        _non_negative("bytes added", n)
+        with self._lock:
+            self._bytes_done += n
+            self._send_bytes()
+
+    def report_bytes(self, done: int, total: int | None = None) -> None:
+        """Bytes done so far and, when given, in all (``None`` keeps the total set before)."""
+        _non_negative("bytes done", done)
+        if total is not None:
+            _non_negative("bytes total", total)
+        with self._lock:
+            self._bytes_done = done
+            if total is not None:
+                self._bytes_total = total
+            self._send_bytes()
+
+    def _send_bytes(self) -> None:
+        if self._bytes_sink is not None:
+            self._bytes_sink(self._bytes_done, self._bytes_total)
+
+    @property
+    def bytes_done(self) -> int:
+        """The bytes reported done so far."""
+        return self._bytes_done
+
+    @property
+    def bytes_total(self) -> int | None:
+        """The total set with ``set_bytes_total`` or ``report_bytes``, or None."""
+        return self._bytes_total
 
     @property
     def last(self) -> tuple[float, str | None] | None:

@@ -94,6 +94,8 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     WAITING = "waiting"
+    BLOCKED = "blocked"
+    """Waiting for its dependencies to complete: never dispatched until then."""
 
 
 class HistoryStatus(StrEnum):
@@ -107,6 +109,8 @@ class HistoryStatus(StrEnum):
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
     """Replaced by a submission of the same key with ``DuplicateStrategy.SUPERSEDE``."""
+    DEPENDENCY_FAILED = "dependency_failed"
+    """A dependency ended without completing (see ``DependencyFailure``)."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,14 @@ class EstimatedProgress(_ToDict):
     reported_percent: float | None
     extrapolated_percent: float | None
     percent: float
+    bytes_done: int | None = None
+    """Bytes the task reported done (None: it reported no bytes)."""
+    bytes_total: int | None = None
+    """The bytes it expects in all, when it said."""
+    throughput_bps: float | None = None
+    """Its smoothed rate, bytes per second."""
+    eta_s: float | None = None
+    """Seconds left at that rate, when the total and a rate are known."""
 
 
 class OutcomeKind(StrEnum):

@@ -27,6 +27,7 @@ TERMINAL_TOPICS = (
     b"task.dead_lettered",
     b"task.expired",
     b"task.superseded",
+    b"task.dependency_failed",
 )
 """The events after which a task may have a terminal history row."""
 

@@ -28,6 +28,8 @@ class SchedulerSnapshot(_ToDict):
     waiting_count: int = 0
     scheduled_count: int = 0
     """Tasks not due yet: a ``run_after`` in the future, or a retry waiting out its delay."""
+    blocked_count: int = 0
+    """Tasks waiting for their dependencies."""
     progress: list[EstimatedProgress] = field(default_factory=list)
     pressure: float = 0.0
     pressure_breakdown: list[tuple[str, float]] = field(default_factory=list)
@@ -60,6 +62,7 @@ class SchedulerSnapshot(_ToDict):
             paused_count=counts.paused,
             waiting_count=counts.waiting,
             scheduled_count=counts.scheduled,
+            blocked_count=counts.blocked,
             progress=progress,
             pressure=state.pressure,
             pressure_breakdown=[(name, value) for name, value in state.pressure_breakdown],

@@ -16,6 +16,7 @@ from bus.kinds import (
     Counts,
     CountsReply,
     DeadLetter,
+    Dependencies,
     Depth,
     DepthReply,
     GetResult,
@@ -96,6 +97,23 @@ class TaskStore:
 
     async def paused_tasks(self, limit: int = 1000) -> list[TaskRecord]:
         return await self._tasks("paused", limit)
+
+    async def blocked_tasks(self, limit: int = 1000) -> list[TaskRecord]:
+        """Tasks waiting for their dependencies, in queue order."""
+        return await self._tasks("blocked", limit)
+
+    async def blocked_count(self) -> int:
+        """Tasks waiting for their dependencies."""
+        return (await self.counts()).blocked
+
+    async def task_dependencies(self, task_id: int) -> list[int]:
+        """The ids of the active tasks ``task_id`` still waits for (a completed dependency is
+        no longer listed)."""
+        return (await self._store.call(Dependencies(task_id), IdsReply)).ids
+
+    async def task_dependents(self, task_id: int) -> list[int]:
+        """The ids of the blocked tasks waiting for ``task_id``."""
+        return (await self._store.call(Dependencies(task_id, dependents=True), IdsReply)).ids
 
     async def counts(self) -> CountsReply:
         return await self._store.call(Counts(), CountsReply)
@@ -239,13 +257,20 @@ def progress_estimates(
         reported = None
         if r.progress is not None:
             reported = (r.progress.percent, ms_to_datetime(r.progress.reported_at_ms))
-        out.append(
-            estimate_progress(
-                TaskRecord.from_row(r.task),
-                ms_to_datetime(r.started_at_ms),
-                reported,
-                s.avg_duration_ms / 1000 if s.count else None,
-                now,
-            )
+        estimate = estimate_progress(
+            TaskRecord.from_row(r.task),
+            ms_to_datetime(r.started_at_ms),
+            reported,
+            s.avg_duration_ms / 1000 if s.count else None,
+            now,
         )
+        if r.progress is not None and r.progress.bytes_done is not None:
+            estimate = dataclasses.replace(
+                estimate,
+                bytes_done=r.progress.bytes_done,
+                bytes_total=r.progress.bytes_total,
+                throughput_bps=r.progress.throughput_bps,
+                eta_s=r.progress.eta_s,
+            )
+        out.append(estimate)
     return out

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from bus.errors import PayloadTooLarge, SerializationError
 from bus.kinds import Submission
 from bus.limits import (
+    MAX_DEPENDENCIES,
     MAX_GROUP_CHARS,
     MAX_KEY_CHARS,
     MAX_LABEL_CHARS,
@@ -33,6 +35,7 @@ from taskmill.retry import RetryPolicy, seconds
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "DependencyFailure",
     "DuplicateStrategy",
     "TaskSubmission",
     "TypedTask",
@@ -130,6 +133,18 @@ class TtlFrom(StrEnum):
     FIRST_ATTEMPT = "first_attempt"
 
 
+class DependencyFailure(StrEnum):
+    """What becomes of a task when one of its dependencies ends without completing (fails,
+    is dead-lettered, cancelled or expires, or itself fails for a dependency)."""
+
+    CANCEL = "cancel"
+    """The task goes to history as ``dependency_failed``, and so do the tasks waiting for it."""
+    FAIL = "fail"
+    """As ``CANCEL`` (kept apart so a submission can say which it means)."""
+    IGNORE = "ignore"
+    """The dependency no longer counts: the task starts once the others have completed."""
+
+
 class TaskSubmission:
     """A task to submit, built fluently or with keyword arguments.
 
@@ -198,6 +213,8 @@ class TaskSubmission:
         self._on_duplicate = DuplicateStrategy.SKIP.value
         """The strategy's value: what ``to_wire`` sends, read without an enum lookup."""
         self._tags: dict[str, str] | None = None
+        self._depends_on: list[int | TaskSubmission] = []
+        self._on_dependency_failure = DependencyFailure.CANCEL
         self.expected_read_bytes = 0
         """Disk bytes this task expects to read (used by the IO budget)."""
         self.expected_write_bytes = 0
@@ -371,7 +388,60 @@ class TaskSubmission:
         self._tags = merged or None
         return self
 
+    def depends_on(self, dependency: int | TaskSubmission) -> TaskSubmission:
+        """Wait for ``dependency`` to complete before this task may start (it is ``blocked``
+        until then): a task id, or another ``TaskSubmission`` of the same ``submit_batch``
+        (earlier or later in it; it stands for the task that submission inserts, or the active
+        task holding its key). One already completed counts as done; one that ended otherwise
+        refuses the submission (``DependencyFailedError``) unless the policy is ``IGNORE``."""
+        if isinstance(dependency, TaskSubmission):
+            self._depends_on.append(dependency)
+        elif isinstance(dependency, bool) or not isinstance(dependency, int):
+            raise TypeError(f"a dependency is a task id or a TaskSubmission, got {dependency!r}")
+        elif dependency < 1:
+            raise ValueError(f"a task id is a positive integer, got {dependency}")
+        else:
+            self._depends_on.append(dependency)
+        if len(self._depends_on) > MAX_DEPENDENCIES:
+            count = len(self._depends_on)
+            del self._depends_on[MAX_DEPENDENCIES:]
+            raise ValueError(f"{count} dependencies; a task may have at most {MAX_DEPENDENCIES}")
+        return self
+
+    def depends_on_all(self, dependencies: Iterable[int | TaskSubmission]) -> TaskSubmission:
+        """``depends_on`` each of ``dependencies``; all or none of them are added."""
+        items = list(dependencies)
+        if len(self._depends_on) + len(items) > MAX_DEPENDENCIES:
+            raise ValueError(
+                f"{len(self._depends_on) + len(items)} dependencies; a task may have at most "
+                f"{MAX_DEPENDENCIES}"
+            )
+        before = list(self._depends_on)
+        try:
+            for dependency in items:
+                self.depends_on(dependency)
+        except (TypeError, ValueError):
+            self._depends_on = before
+            raise
+        return self
+
+    def on_dependency_failure(self, policy: DependencyFailure) -> TaskSubmission:
+        """What a dependency ending without completing does to this task (default
+        ``DependencyFailure.CANCEL``)."""
+        self._on_dependency_failure = DependencyFailure(policy)
+        return self
+
     # -- reading back --------------------------------------------------------------------------
+
+    @property
+    def dependencies(self) -> list[int | TaskSubmission]:
+        """The dependencies given with ``depends_on``, in order."""
+        return list(self._depends_on)
+
+    @property
+    def dependency_failure(self) -> DependencyFailure:
+        """The policy given with ``on_dependency_failure`` (default ``CANCEL``)."""
+        return self._on_dependency_failure
 
     @property
     def explicit_key(self) -> str | None:
@@ -467,15 +537,24 @@ class TaskSubmission:
         """An independent copy (handy to derive several submissions from a template)."""
         other = TaskSubmission.__new__(TaskSubmission)
         other.__dict__.update(self.__dict__)
+        other._depends_on = list(self._depends_on)
         return other
 
-    def to_wire(self, now_ms: int | None = None) -> Submission:
+    def to_wire(
+        self, now_ms: int | None = None, positions: Mapping[int, int] | None = None
+    ) -> Submission:
         """The wire struct the Store receives; ``PayloadTooLarge`` over 1 MiB. A ``run_after``
-        delay counts from ``now_ms`` (default: now, on this machine's clock)."""
+        delay counts from ``now_ms`` (default: now, on this machine's clock). ``positions``:
+        ``id(submission)`` → its position, for the submissions sent in the same batch, which
+        this one's dependencies may name (``wire_batch``)."""
         if self._payload is not None and len(self._payload) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(
                 f"payload of {len(self._payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
             )
+        wire = self._plain_wire(now_ms)
+        return self._with_dependencies(wire, positions or {}) if self._depends_on else wire
+
+    def _plain_wire(self, now_ms: int | None) -> Submission:
         return Submission(  # positional, in field order: cheaper than keywords
             self.task_type,
             self.dedup_key,
@@ -499,13 +578,37 @@ class TaskSubmission:
             self._on_duplicate,
         )
 
+    def _with_dependencies(self, wire: Submission, positions: Mapping[int, int]) -> Submission:
+        """``wire`` with the dependencies: ids as they are, submissions of the batch by their
+        position in it."""
+        ids: list[int] = []
+        members: list[int] = []
+        for dependency in self._depends_on:
+            if isinstance(dependency, int):
+                ids.append(dependency)
+                continue
+            position = positions.get(id(dependency))
+            if position is None:
+                raise ValueError(
+                    f"{self!r} depends on {dependency!r}, which is not in the same batch: submit "
+                    "it first and depend on its id, or submit both in one submit_batch"
+                )
+            members.append(position)
+        return dataclasses.replace(
+            wire,
+            depends_on=ids or None,
+            depends_on_index=members or None,
+            on_dependency_failure=self._on_dependency_failure.value,
+        )
+
     def _state(self) -> tuple[object, ...]:
         return (
             self.task_type, self._key, self._label, self._priority, self._payload,
             self.expected_read_bytes, self.expected_write_bytes, self.expected_net_rx_bytes,
             self.expected_net_tx_bytes, self._group, self._fail_fast, self.parent_id,
             self._run_after, self._run_at_ms, self._retry, self._max_retries, self._timeout,
-            self._ttl, self._ttl_from, self._on_duplicate, self._tags,
+            self._ttl, self._ttl_from, self._on_duplicate, self._tags, self._on_dependency_failure,
+            tuple(d if isinstance(d, int) else id(d) for d in self._depends_on),
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
@@ -542,7 +645,22 @@ class TaskSubmission:
             parts.append(f"on_duplicate={self._on_duplicate!r}")
         if self._tags:
             parts.append(f"tags={self._tags!r}")
+        if self._depends_on:
+            named = [d if isinstance(d, int) else d.display_label for d in self._depends_on]
+            parts.append(f"depends_on={named!r}")
+            parts.append(f"on_dependency_failure={self._on_dependency_failure.value!r}")
         return f"TaskSubmission({', '.join(parts)})"
+
+
+def wire_batch(
+    submissions: Sequence[TaskSubmission], now_ms: int | None = None
+) -> list[Submission]:
+    """The wire structs of one batch: a submission's dependencies on others of the batch are
+    sent as their positions (``Submission.depends_on_index``)."""
+    positions = None
+    if any(s._depends_on for s in submissions):
+        positions = {id(s): i for i, s in enumerate(submissions)}
+    return [s.to_wire(now_ms, positions) for s in submissions]
 
 
 def _typed_task_type(cls: type[TypedTask]) -> str:

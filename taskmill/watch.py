@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from taskmill.events import (
     Cancelled,
     Completed,
     DeadLettered,
+    DependencyFailed,
     Dispatched,
     Failed,
     HostResources,
@@ -31,7 +32,7 @@ from taskmill.events import (
 )
 from taskmill.snapshot import SchedulerSnapshot
 
-__all__ = ["WatchView", "bar", "format_snapshot"]
+__all__ = ["WatchView", "bar", "format_snapshot", "transfer"]
 
 _ANSI = re.compile(r"\033\[[0-9;]*[A-Za-z]")
 BAR_WIDTH = 24
@@ -57,6 +58,33 @@ def bar(percent: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled) + f" {percent * 100:5.1f}%"
 
 
+class ByteReport(Protocol):
+    """The byte fields a ``Progress`` event and an ``EstimatedProgress`` share."""
+
+    @property
+    def bytes_done(self) -> int | None: ...
+    @property
+    def bytes_total(self) -> int | None: ...
+    @property
+    def throughput_bps(self) -> float | None: ...
+    @property
+    def eta_s(self) -> float | None: ...
+
+
+def transfer(report: ByteReport) -> str:
+    """``3.1/8.0 MB  2.4 MB/s  ETA 2s`` for a task that reported bytes ("" for one that did not):
+    what a bar leaves out."""
+    done, total = report.bytes_done, report.bytes_total
+    if done is None:
+        return ""
+    text = f"{done / 1e6:.1f}" + ("" if total is None else f"/{total / 1e6:.1f}") + " MB"
+    if report.throughput_bps:
+        text += f"  {report.throughput_bps / 1e6:.1f} MB/s"
+    if report.eta_s is not None:
+        text += f"  ETA {report.eta_s:.0f}s"
+    return text
+
+
 def _describe(event: SchedulerEvent) -> str:
     if isinstance(event, TaskEvent):
         text = f"{event.type:<10} #{event.task_id} {event.task_type}  {event.label}"
@@ -70,6 +98,8 @@ def _describe(event: SchedulerEvent) -> str:
             text += f": {event.error} (after {event.retry_count} retries)"
         elif isinstance(event, Waiting):
             text += f" ({event.children_count} children)"
+        elif isinstance(event, DependencyFailed):
+            text += f": dependency #{event.failed_dependency} failed"
         return text
     return event.type
 
@@ -80,7 +110,8 @@ class WatchView:
 
     out: TextIO
     tty: bool
-    bars: dict[int, tuple[str, str, float]] = field(default_factory=dict)
+    bars: dict[int, tuple[str, str, float, str]] = field(default_factory=dict)
+    """Running tasks: type, label, fraction done and, for byte reports, the transfer."""
     resources: str = ""
     drawn_lines: int = 0
     last_draw: float = 0.0
@@ -95,11 +126,12 @@ class WatchView:
         if isinstance(event, HostResources):  # every heartbeat of every sampling host
             return
         if isinstance(event, Progress):
-            self.bars[event.task_id] = (event.task_type, event.label, event.percent)
+            moved = transfer(event)
+            self.bars[event.task_id] = (event.task_type, event.label, event.percent, moved)
             self.dirty = True
             return
         if isinstance(event, Dispatched):
-            self.bars[event.task_id] = (event.task_type, event.label, 0.0)
+            self.bars[event.task_id] = (event.task_type, event.label, 0.0, "")
         elif isinstance(event, TaskEvent):
             self.bars.pop(event.task_id, None)
         stamp = time.strftime("%H:%M:%S")
@@ -132,8 +164,8 @@ class WatchView:
         self._erase()
         rows = sorted(self.bars.items())
         lines = [
-            f"  {kind:<14.14} {label:<24.24} {bar(pct)}"
-            for _, (kind, label, pct) in rows[:MAX_BARS]
+            f"  {kind:<14.14} {label:<24.24} {bar(pct)}  {moved}".rstrip()
+            for _, (kind, label, pct, moved) in rows[:MAX_BARS]
         ]
         if len(rows) > MAX_BARS:
             lines.append(f"  ... and {len(rows) - MAX_BARS} more running")
@@ -161,7 +193,7 @@ def format_snapshot(snapshot: SchedulerSnapshot, colour: bool = False) -> str:
         f"\033[1mtaskmill\033[0m  {state}, max concurrency {snapshot.max_concurrency}",
         f"  running {len(snapshot.running)}   pending {snapshot.pending_count}   "
         f"paused {snapshot.paused_count}   waiting {snapshot.waiting_count}   "
-        f"scheduled {snapshot.scheduled_count}",
+        f"scheduled {snapshot.scheduled_count}   blocked {snapshot.blocked_count}",
     ]
     pressure = f"  pressure {snapshot.pressure:.2f}"
     if snapshot.pressure_breakdown:
@@ -172,9 +204,12 @@ def format_snapshot(snapshot: SchedulerSnapshot, colour: bool = False) -> str:
         lines.append("  " + _resources(snapshot.resources))
     for host, readings in sorted(snapshot.host_resources.items()):
         lines.append(f"  host {host}: " + _resources(readings))
-    progress = {p.task_id: p.percent for p in snapshot.progress}
+    progress = {p.task_id: p for p in snapshot.progress}
     for task in sorted(snapshot.running, key=lambda t: t.id):
-        percent = progress.get(task.id, 0.0)
-        lines.append(f"  #{task.id:<6} {task.task_type:<14.14} {task.label:<24.24} {bar(percent)}")
+        p = progress.get(task.id)
+        percent = 0.0 if p is None else p.percent
+        moved = "" if p is None else transfer(p)
+        line = f"  #{task.id:<6} {task.task_type:<14.14} {task.label:<24.24} {bar(percent)}"
+        lines.append(f"{line}  {moved}".rstrip())
     text = "".join(line + "\n" for line in lines)
     return text if colour else _ANSI.sub("", text)

@@ -110,8 +110,8 @@ LEARN_MIN_RUNS = 5
 LEARN_WINDOW = 20
 """A type's learned IO is the mean of its last 20 runs once it has 5."""
 
-_REQUEUING = frozenset({"retry", "requeued", "finalize"})
-"""Transitions that put a task back in the queue."""
+_REQUEUING = frozenset({"retry", "requeued", "finalize", "unblocked"})
+"""Transitions that put a task (back) in the queue."""
 
 Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]
 

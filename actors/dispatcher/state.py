@@ -337,6 +337,11 @@ class DispatcherCore:
                     events.append(Event("cancelled", task_data(t), now))
                 data = task_data(t, new_task_id=t.new_task_id)
                 events.append(Event("superseded", data, now))
+            elif t.result == "unblocked":
+                events.append(Event("unblocked", task_data(t), now))
+            elif t.result == "dependency_failed":
+                data = task_data(t, failed_dependency=t.failed_dependency, error=t.error or "")
+                events.append(Event("dependency_failed", data, now))
         return self.detach(to_cancel), events, self.detach(hooked)
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:
@@ -351,6 +356,11 @@ class DispatcherCore:
                 continue
             entry.progress = item
             data = task_data(entry.task, percent=item.percent, message=item.message)
+            if item.bytes_done is not None:
+                data["bytes_done"] = item.bytes_done
+                data["bytes_total"] = item.bytes_total
+                data["throughput_bps"] = item.throughput_bps
+                data["eta_s"] = item.eta_s
             events.append(Event("progress", data, item.reported_at_ms))
         return events
 

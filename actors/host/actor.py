@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import zmq
 
 from actors.host.lag import LagWatch
+from actors.host.progress import ReportedProgress
 from bus.cancel import CancellationToken
 from bus.client import AsyncRequester
 from bus.clock import Clock, SystemClock, now_ms
@@ -49,7 +50,6 @@ from bus.kinds_run import (
     HostHeartbeat,
     HostHello,
     HostWelcome,
-    ProgressRow,
     RunProgress,
     RunResults,
     RunTasks,
@@ -113,6 +113,8 @@ class RunHandle:
         self._host = host
         self._lock = threading.Lock()
         self.bytes = [0, 0, 0, 0]
+        self.reported = ReportedProgress()
+        """What the run reported (on the host's thread only): sent once per loop turn."""
         self.deadline: Timer | None = None
         self.timed_out: float | None = None
         """The time limit the run exceeded (its token was cancelled for it), or None."""
@@ -126,6 +128,13 @@ class RunHandle:
             self._host.report_progress(self, percent, message)
         else:
             self.loop.call_soon_threadsafe(self._host.report_progress, self, percent, message)
+
+    def byte_progress(self, done: int, total: int | None) -> None:
+        """Bytes done so far and, when known, in all (the reporter checked them)."""
+        if threading.get_ident() == self._host.thread_id:
+            self._host.report_bytes(self, done, total)
+        else:
+            self.loop.call_soon_threadsafe(self._host.report_bytes, self, done, total)
 
     def add_bytes(self, index: int, n: int) -> None:
         with self._lock:
@@ -212,7 +221,8 @@ class ExecutorHost(Actor):
         self._results: list[TaskResult] = []
         self._unacked: dict[int, TaskResult] = {}
         """Results sent but not yet committed by the Dispatcher: sent again after a reconnect."""
-        self._progress: dict[int, ProgressRow] = {}
+        self._progress: dict[int, RunHandle] = {}
+        """Runs that reported progress this loop turn."""
         self._flush_scheduled = False
         self._store: AsyncRequester | None = None
         self._malformed = MalformedLog(f"host {settings.host_id}: from the Dispatcher")
@@ -493,9 +503,14 @@ class ExecutorHost(Actor):
 
     def report_progress(self, handle: RunHandle, percent: float, message: str | None) -> None:
         if handle.run_id in self._runs:
-            self._progress[handle.run_id] = ProgressRow(
-                handle.task.id, percent, message, now_ms(self.clock), handle.run_id
-            )
+            handle.reported.fraction(percent, message, now_ms(self.clock))
+            self._progress[handle.run_id] = handle
+            self._schedule_flush()
+
+    def report_bytes(self, handle: RunHandle, done: int, total: int | None) -> None:
+        if handle.run_id in self._runs:
+            handle.reported.bytes(done, total, now_ms(self.clock))
+            self._progress[handle.run_id] = handle
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -506,7 +521,9 @@ class ExecutorHost(Actor):
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._progress:
-            items, self._progress = list(self._progress.values()), {}
+            handles, self._progress = list(self._progress.values()), {}
+            now = self.clock.monotonic()
+            items = [h.reported.row(h.task.id, h.run_id, now) for h in handles]
             self._send(RunProgress(self.settings.host_id, items))
         if self._results:
             results, self._results = self._results, []

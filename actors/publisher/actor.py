@@ -60,6 +60,8 @@ TASK_EVENTS = frozenset(
         "superseded",
         "progress",
         "waiting",
+        "unblocked",
+        "dependency_failed",
     }
 )
 SCHEDULER_EVENTS = frozenset(

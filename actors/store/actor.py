@@ -59,6 +59,7 @@ from bus.kinds import (
     CountByTag,
     Counts,
     DeadLetter,
+    Dependencies,
     Depth,
     DepthReply,
     Error,
@@ -193,6 +194,7 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Depth: lambda m: DepthReply(db.depth()),
         Children: lambda m: TasksReply(db.children(m.parent_id, m.limit)),
         Lookup: lambda m: db.lookup(m.key),
+        Dependencies: lambda m: IdsReply(db.dependencies(m.id, m.dependents)),
         History: db.history_page,
         HistoryStats: lambda m: db.history_stats(m.task_type),
         AvgThroughput: lambda m: db.avg_throughput(m.task_type, m.n),
@@ -296,7 +298,7 @@ class StoreActor(Actor):
         self._clock = loop.clock
         loop.call_every(MAINTENANCE_INTERVAL_S, self._maintenance)
         if db.recovered:
-            log.info("store: recovery resolved %d waiting parent(s)", len(db.recovered))
+            log.info("store: recovery resolved %d task(s)", len(db.recovered))
 
     def on_stop(self) -> None:
         if self._db is not None:

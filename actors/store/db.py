@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors.store import claim, flow, lifecycle, queries, tags
+from actors.store import claim, dependencies, flow, lifecycle, queries, tags
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -225,6 +225,11 @@ class StoreDB:
 
     def children(self, parent_id: int, limit: int = 100) -> list[TaskRow]:
         return queries.children(self._core, parent_id, limit)
+
+    def dependencies(self, id: int, dependents: bool = False) -> list[int]:
+        """The active tasks ``id`` waits for, or (``dependents``) the blocked tasks waiting
+        for it, in id order."""
+        return dependencies.dependencies(self._core, id, dependents)
 
     def lookup(self, key: str) -> LookupReply:
         return queries.lookup(self._core, key)
@@ -488,14 +493,15 @@ class StoreDB:
 
     def recover(self) -> list[Transition]:
         """After a restart: running rows → pending (retry_count kept); waiting parents whose
-        children have all finished are resolved (finalize-ready or failed)."""
+        children have all finished are resolved (finalize-ready or failed); dependencies on
+        tasks no longer active are dropped, and blocked tasks left without any unblocked."""
         with self._core.atomic():
             if self.recover_running:
                 self._core.run(
                     "UPDATE tasks SET status = 'pending', started_at_ms = NULL "
                     f"WHERE status = 'running' AND {BUSY}"
                 )
-            return lifecycle.resolve_waiting(self._core)
+            return lifecycle.resolve_waiting(self._core) + dependencies.recover(self._core)
 
     @property
     def closed(self) -> bool:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from actors.store import dependencies
 from actors.store.core import Core
 from actors.store.retry import Retries
 from actors.store.schema import (
@@ -34,7 +35,15 @@ from bus.kinds import TaskResult, TaskRow, Transition
 
 log = logging.getLogger("taskmill.store")
 
-TERMINAL = ("completed", "failed", "cancelled", "dead_letter", "expired", "superseded")
+TERMINAL = (
+    "completed",
+    "failed",
+    "cancelled",
+    "dead_letter",
+    "expired",
+    "superseded",
+    "dependency_failed",
+)
 MAX_DELAY_S = 366 * 24 * 3600.0
 """A retry delay longer than a year (or not a number) is taken as a year."""
 
@@ -199,6 +208,7 @@ def _completed_plainly(core: Core, result: TaskResult, out: list[Transition]) ->
             tags=None if tags is None else json.loads(tags),
         )
     )
+    dependencies.ended(core, task_id, True, False, out, fail_dependent)
     return True
 
 
@@ -259,6 +269,8 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
         actual=_actual(result),
         result=result.result,
     )
+    # The run completed: what waits for the task is satisfied, even when it runs again.
+    dependencies.ended(core, row.id, True, False, out, fail_dependent)
     if row.requeue:
         requeue_priority = row.priority if row.requeue_priority is None else row.requeue_priority
         core.run(
@@ -332,9 +344,12 @@ def fail(
     actual: Sequence[int] = (0, 0, 0, 0),
     status: str = "failed",
     age_s: float | None = None,
+    failed_dependency: int | None = None,
 ) -> None:
-    """Fail a task permanently (its requeue mark goes with it), then tell its parent.
-    ``status``: ``failed``, or ``dead_letter`` for a retryable failure out of retries."""
+    """Fail a task permanently (its requeue mark goes with it), tell its parent, then fail its
+    dependents (unless this is itself one, ``failed_dependency``: the cascade walks on its
+    own). ``status``: ``failed``, ``dead_letter`` for a retryable failure out of retries,
+    ``expired``, or ``dependency_failed``."""
     row = task.row
     core.write_history(
         row.id,
@@ -346,17 +361,41 @@ def fail(
     )
     delete(core, row.id, row.tags)
     ended = transition(row, status, error=error, was_running=row.status == "running")
-    out.append(ended if age_s is None else dataclasses.replace(ended, age_s=age_s))
+    if age_s is not None:
+        ended = dataclasses.replace(ended, age_s=age_s)
+    if failed_dependency is not None:
+        ended = dataclasses.replace(ended, failed_dependency=failed_dependency)
+    out.append(ended)
+    # The parent first: a fail-fast parent then fails for this task, the first cause, and its
+    # other children (dependents of this one among them) are cancelled with it.
     child_terminal(core, row, error, out)
+    if failed_dependency is None:
+        was_blocked = row.status == "blocked"
+        dependencies.ended(core, row.id, False, was_blocked, out, fail_dependent)
+
+
+def fail_dependent(core: Core, task_id: int, failed_dependency: int, out: list[Transition]) -> None:
+    """End a blocked task whose dependency ended without completing (``dependencies.ended``
+    walks on to its own dependents)."""
+    task = load(core, task_id)
+    if task is None:  # gone already, with a parent or sibling the cascade ended
+        return
+    error = f"dependency task {failed_dependency} failed"
+    fail(
+        core, task, error, core.now(), out, status="dependency_failed",
+        failed_dependency=failed_dependency,
+    )  # fmt: skip
 
 
 def expire(core: Core, now: int, limit: int = 500) -> list[Transition]:
-    """Tasks past their TTL that have not started (pending, paused, scheduled) go to history as
-    ``expired``; a running task never expires. At most ``limit``, the longest expired first."""
+    """Tasks past their TTL that have not started (pending, paused, scheduled, blocked) go to
+    history as ``expired``; a running task never expires. At most ``limit``, the longest
+    expired first."""
     out: list[Transition] = []
     rows = core.all(
         "SELECT id FROM tasks WHERE expires_at_ms <= ? AND expires_at_ms IS NOT NULL "
-        "AND (status = 'pending' OR status = 'paused' OR status = 'scheduled') "
+        "AND (status = 'pending' OR status = 'paused' OR status = 'scheduled' "
+        "OR status = 'blocked') "
         "ORDER BY expires_at_ms LIMIT +?",
         (now, limit),
     )
@@ -421,6 +460,8 @@ def cancel_tree(core: Core, task_id: int, out: list[Transition]) -> None:
         )
         delete(core, current, task.row.tags)
         out.append(transition(task.row, "cancelled", was_running=task.row.status == "running"))
+        was_blocked = task.row.status == "blocked"
+        dependencies.ended(core, current, False, was_blocked, out, fail_dependent)
 
 
 # -- parents ----------------------------------------------------------------------------------

@@ -197,6 +197,12 @@ def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
             "ORDER BY due_at_ms, priority, id LIMIT +?",
             (limit,),
         )
+    elif status == "blocked":
+        rows = core.all(
+            f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_blocked WHERE status = 'blocked' "
+            "ORDER BY priority, id LIMIT +?",
+            (limit,),
+        )
     elif status in TASK_STATUSES:
         sql = (
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND {BUSY} "
@@ -217,6 +223,11 @@ def counts(core: Core) -> CountsReply:
         paused=int(busy.get("paused", 0)),
         waiting=int(busy.get("waiting", 0)),
         scheduled=int(core.value("SELECT count(*) FROM tasks WHERE status = 'scheduled'")),
+        blocked=int(
+            core.value(
+                "SELECT count(*) FROM tasks INDEXED BY tasks_blocked WHERE status = 'blocked'"
+            )
+        ),
     )
 
 

@@ -1,8 +1,9 @@
 """The Store's SQLite schema (versioned with ``PRAGMA user_version``) and row mapping.
 
-Two tables hold the tasks: ``tasks`` (active rows: pending, running, paused, waiting) and
-``history`` (terminal runs: completed, failed, cancelled, dead_letter, expired, superseded);
-``task_tags`` indexes the tags of active tasks (``_TAGS``). ``requests`` remembers the
+Two tables hold the tasks: ``tasks`` (active rows: pending, running, paused, waiting,
+scheduled, blocked) and ``history`` (terminal runs: completed, failed, cancelled, ...);
+``task_tags`` indexes the tags of active tasks (``_TAGS``), ``task_deps`` holds the
+dependencies blocked tasks wait for. ``requests`` remembers the
 outcomes of recent Submit requests by ``request_id`` so a client's retry is not applied twice.
 
 Besides the fields of ``TaskRow``, a task row keeps a few columns the Store needs for itself:
@@ -28,12 +29,16 @@ from bus.kinds import HistoryRow, RetrySpec, TaskRow
 
 SCHEMA_VERSION = 7
 
-BUSY = "status != 'pending' AND status != 'scheduled'"
+BUSY = "status != 'pending' AND status != 'scheduled' AND status != 'blocked'"
 """The condition of ``tasks_busy``: a query that states it reads that small index (running,
-paused and waiting rows), never the queue nor the tasks scheduled for later."""
+paused and waiting rows), never the queue, the tasks scheduled for later nor the blocked ones
+(a dependency graph may hold many more of those than run)."""
 
-TASK_STATUSES = ("pending", "running", "paused", "waiting", "scheduled")
-HISTORY_STATUSES = ("completed", "failed", "cancelled", "dead_letter", "expired", "superseded")
+TASK_STATUSES = ("pending", "running", "paused", "waiting", "scheduled", "blocked")
+HISTORY_STATUSES = (
+    "completed", "failed", "cancelled", "dead_letter", "expired", "superseded",
+    "dependency_failed",
+)  # fmt: skip
 
 _TASK_STATUS_CHECK = " OR ".join(f"status = '{status}'" for status in TASK_STATUSES)
 """The check on a task row's status, spelled as comparisons: SQLite evaluates ``status IN (...)``
@@ -101,10 +106,12 @@ CREATE TABLE tasks (
     ttl_s                  REAL,
     ttl_from               TEXT,
     expires_at_ms          INTEGER,
-    -- Since version 7, NULL when not set: the task's tags as a JSON object (see _TAGS), and
-    -- rate_deferred 1 when a rate limit scheduled the task for its next token
+    -- Since version 7, NULL when not set: the task's tags as a JSON object (see _TAGS);
+    -- rate_deferred 1 when a rate limit scheduled the task for its next token;
+    -- on_dependency_failure cancel | fail | ignore (NULL: the task has no dependency)
     tags                   TEXT,
-    rate_deferred          INTEGER
+    rate_deferred          INTEGER,
+    on_dependency_failure  TEXT
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -114,7 +121,7 @@ CREATE INDEX tasks_finalize ON tasks(priority, id)
     WHERE status = 'pending' AND phase = 'finalize';
 -- Running, paused and waiting rows (a small set): counts, lists, the claim's running counts.
 CREATE INDEX tasks_busy ON tasks(status, priority, id)
-    WHERE status != 'pending' AND status != 'scheduled';
+    WHERE status != 'pending' AND status != 'scheduled' AND status != 'blocked';
 CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
 -- Tasks not due yet, by due time: a claim makes the due ones pending, and never reads the rest.
 CREATE INDEX tasks_scheduled ON tasks(due_at_ms) WHERE status = 'scheduled';
@@ -134,7 +141,7 @@ CREATE TABLE history (
     priority               INTEGER NOT NULL,
     status                 TEXT    NOT NULL
         CHECK (status IN ('completed', 'failed', 'cancelled', 'dead_letter', 'expired',
-                          'superseded')),
+                          'superseded', 'dependency_failed')),
     payload                BLOB,
     expected_read_bytes    INTEGER NOT NULL DEFAULT 0,
     expected_write_bytes   INTEGER NOT NULL DEFAULT 0,
@@ -239,6 +246,25 @@ CREATE TABLE IF NOT EXISTS paused_groups (
 """
 
 
+DEPENDENCIES = """
+-- Since version 7. One row per dependency a blocked task still waits for: a task has rows here
+-- while, and only while, it is blocked. Keyed by the waiting task (its own dependencies); the
+-- index finds a task's dependents, so a dependency ending reads just those (never a scan).
+CREATE TABLE IF NOT EXISTS task_deps (
+    task_id     INTEGER NOT NULL,  -- the blocked task
+    depends_on  INTEGER NOT NULL,  -- an active task it waits for
+    PRIMARY KEY (task_id, depends_on)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_deps_dependency ON task_deps(depends_on, task_id);
+-- Blocked tasks in queue order: their list and count, without reading the busy index.
+CREATE INDEX IF NOT EXISTS tasks_blocked ON tasks(priority, id) WHERE status = 'blocked';
+"""
+"""What version 7 adds for task dependencies; a fresh database and the upgrade run it alike."""
+
+_VERSION_7 = _TAGS + FLOW_CONTROL + DEPENDENCIES
+"""What version 7 adds besides columns: run by a fresh database and by the upgrade from 6."""
+
+
 def key8(key: str) -> int | None:
     """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
 
@@ -259,13 +285,15 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _TAGS + FLOW_CONTROL)
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _VERSION_7)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
-    if version == 6:  # no tags, no 'superseded' history status
+    if version == 6:  # no tags, flow control, dependencies or 'superseded' history status
         _widen(conn, "tasks")
         _widen(conn, "history")
-        conn.execute(_TAGS + FLOW_CONTROL)
+        # Blocked rows stay out of the busy index (which had no blocked rows to hold).
+        conn.execute("DROP INDEX tasks_busy;" + _BUSY_INDEX)
+        conn.execute(_VERSION_7)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 1:  # key declared UNIQUE, no key8
@@ -285,7 +313,7 @@ def migrate(conn: Any) -> None:
     conn.execute("CREATE INDEX history_task ON history(task_id)")
     if version != 5:
         conn.execute(_GROUP_POLICY)
-    conn.execute(_TAGS + FLOW_CONTROL)
+    conn.execute(_VERSION_7)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -293,7 +321,7 @@ _SCHEDULED_INDEX = "CREATE INDEX tasks_scheduled ON tasks(due_at_ms) WHERE statu
 _EXPIRY_INDEX = "CREATE INDEX tasks_expiry ON tasks(expires_at_ms) WHERE expires_at_ms IS NOT NULL"
 _BUSY_INDEX = (
     "CREATE INDEX tasks_busy ON tasks(status, priority, id)\n"
-    "    WHERE status != 'pending' AND status != 'scheduled'"
+    "    WHERE status != 'pending' AND status != 'scheduled' AND status != 'blocked'"
 )
 
 
@@ -318,7 +346,7 @@ def _declarations() -> dict[str, str]:
     """The declaration of each table as SQLite stores it for the current schema."""
     memory = apsw.Connection(":memory:")
     try:
-        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _TAGS + FLOW_CONTROL)
+        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _VERSION_7)
         rows = memory.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
         return {str(name): str(sql) for name, sql in rows.fetchall()}
     finally:

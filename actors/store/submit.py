@@ -29,6 +29,7 @@ from typing import Any
 
 import msgpack
 
+from actors.store import dependencies
 from actors.store.core import Core
 from actors.store.lifecycle import load
 from actors.store.queries import by_key
@@ -46,7 +47,7 @@ from bus.limits import (
 )
 
 
-def validate(sub: Submission, index: int) -> None:
+def validate(sub: Submission, index: int, batch_size: int = 1) -> None:
     """Raise ``InvalidRequest`` or ``PayloadTooLarge`` for a submission the Store cannot take.
 
     One set of checks for every submission: a second, quicker check of the usual case saved
@@ -108,6 +109,7 @@ def validate(sub: Submission, index: int) -> None:
         raise InvalidRequest(f"{where}: {problem}")
     if sub.on_duplicate not in DUPLICATE_STRATEGIES:
         raise InvalidRequest(f"{where}: on_duplicate must be one of {DUPLICATE_STRATEGIES}")
+    dependencies.check(sub, index, batch_size)
 
 
 TTL_FROM = ("submission", "first_attempt")
@@ -165,10 +167,23 @@ def submit(
         if seen is not None:
             return [Outcome(*o) for o in msgpack.unpackb(seen)]
     for index, sub in enumerate(subs):
-        validate(sub, index)
+        validate(sub, index, len(subs))
     subs = _check_parents(core, subs)
     now = core.now()
-    inserted = _insert_new(core, subs, now)
+    waiting = any(sub.depends_on or sub.depends_on_index for sub in subs)
+    if waiting:  # every dependency checked before anything is written
+        waits = dependencies.resolve(core, subs)
+        firsts = _firsts(subs)
+        # Only the first submission of a key may insert it: its own dependencies decide.
+        blocked = {
+            subs[i].key
+            for i in dependencies.blocked_positions(subs, waits)
+            if firsts[subs[i].key] == i
+        }
+        inserted = _insert_new(core, subs, now, blocked)
+        _add_edges(core, subs, waits, inserted, firsts)
+    else:
+        inserted = _insert_new(core, subs, now)
     changes = out if out is not None else []
     outcomes = [
         Outcome("inserted", task_id, sub.priority)
@@ -183,6 +198,36 @@ def submit(
             (request_id, packed, now),
         )
     return outcomes
+
+
+def _firsts(subs: Sequence[Submission]) -> dict[str, int]:
+    """The position of the first submission of each key."""
+    firsts: dict[str, int] = {}
+    for index, sub in enumerate(subs):
+        firsts.setdefault(sub.key, index)
+    return firsts
+
+
+def _add_edges(
+    core: Core,
+    subs: Sequence[Submission],
+    waits: dict[int, list[int]],
+    inserted: dict[str, int],
+    firsts: dict[str, int],
+) -> None:
+    """The dependencies of the submissions that inserted a row (the first of each key)."""
+    by_position = {index: inserted[key] for key, index in firsts.items() if key in inserted}
+
+    def row_of(index: int) -> int:
+        key = subs[index].key
+        found = inserted.get(key)
+        if found is None:
+            row = by_key(core, "id", key)
+            assert row is not None  # an active row holds the key of every submission applied
+            found = int(row[0])
+        return found
+
+    dependencies.add_edges(core, subs, waits, row_of, by_position)
 
 
 def _check_parents(core: Core, subs: Sequence[Submission]) -> Sequence[Submission]:
@@ -219,7 +264,7 @@ def _existing(core: Core, sub: Submission, now: int, out: list[Transition]) -> O
             raise AssertionError("the insert just met the row")
         if sub.on_duplicate == "reject":
             return Outcome("rejected", None, sub.priority)
-        values = _values(sub, now)
+        values = _values(sub, now, None)
         new_id = supersede(
             core,
             task,
@@ -234,7 +279,7 @@ def _existing(core: Core, sub: Submission, now: int, out: list[Transition]) -> O
     found = by_key(core, "id, status, priority, requeue, requeue_priority", sub.key)
     assert found is not None  # the insert just met it
     task_id, status, priority, requeue, requeue_priority = found
-    if status in ("pending", "paused") and sub.priority < priority:
+    if status in ("pending", "paused", "blocked") and sub.priority < priority:
         core.run("UPDATE tasks SET priority = ? WHERE id = ?", (sub.priority, task_id))
         return Outcome("upgraded", task_id, sub.priority)
     if status in ("running", "paused") and (not requeue or sub.priority < requeue_priority):
@@ -250,7 +295,7 @@ _COLUMNS = (
     "task_type, key, key8, label, priority, status, payload, expected_read_bytes, "
     "expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes, created_at_ms, "
     "parent_id, fail_fast, group_key, due_at_ms, retry_policy, max_retries, timeout_s, ttl_s, "
-    "ttl_from, expires_at_ms, tags"
+    "ttl_from, expires_at_ms, on_dependency_failure, tags"
 )
 _COLUMN_NAMES = [name.strip() for name in _COLUMNS.split(",")]
 _WIDTH = len(_COLUMN_NAMES)
@@ -272,8 +317,11 @@ _INSERTS[1] = (
 _NEWER = "SELECT id, key, parent_id FROM tasks WHERE id > +?"
 
 
-def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, int]:
+def _insert_new(
+    core: Core, subs: Sequence[Submission], now: int, blocked: set[str] | None = None
+) -> dict[str, int]:
     """Insert a row for each submission whose key no active row holds; their ids by key.
+    Those of the ``blocked`` keys go in ``blocked`` (they wait for dependencies).
 
     A statement inserts the rows whose key no row has: a new key, the common case, costs one
     probe of ``tasks_key8``. It reads the table before it inserts anything, so two rows of one
@@ -299,7 +347,7 @@ def _insert_new(core: Core, subs: Sequence[Submission], now: int) -> dict[str, i
         while len(subs) - start >= size:
             chunk = subs[start : start + size]
             start += size
-            params = [v for sub in chunk for v in _values(sub, now)]
+            params = [v for sub in chunk for v in _values(sub, now, blocked)]
             count, last = core.insert(_INSERTS[size], params)
             if count == size:
                 keys = [sub.key for sub in chunk]
@@ -338,14 +386,18 @@ def note_parent(core: Core, parent_id: int) -> None:
         )
 
 
-def _values(sub: Submission, now: int) -> tuple[Any, ...]:
+def _values(sub: Submission, now: int, blocked: set[str] | None) -> tuple[Any, ...]:
+    if blocked and sub.key in blocked:
+        status = "blocked"
+    else:
+        status = "scheduled" if sub.due_at_ms is not None and sub.due_at_ms > now else "pending"
     return (
         sub.task_type,
         sub.key,
         key8(sub.key),
         sub.label,
         sub.priority,
-        "scheduled" if sub.due_at_ms is not None and sub.due_at_ms > now else "pending",
+        status,
         sub.payload,
         sub.expected_read_bytes,
         sub.expected_write_bytes,
@@ -362,5 +414,6 @@ def _values(sub: Submission, now: int) -> tuple[Any, ...]:
         sub.ttl_s,
         sub.ttl_from,
         now + int(sub.ttl_s * 1000) if sub.ttl_s and sub.ttl_from == "submission" else None,
+        sub.on_dependency_failure if sub.depends_on or sub.depends_on_index else None,
         stored_tags(sub.tags),
     )

@@ -123,7 +123,7 @@ def test_history_record_from_row() -> None:
 
 
 def test_status_enums_compare_equal_to_their_values() -> None:
-    assert [s.value for s in TaskStatus] == ["pending", "running", "paused", "waiting"]
+    assert [s.value for s in TaskStatus] == ["pending", "running", "paused", "waiting", "blocked"]
     assert [s.value for s in HistoryStatus] == [
         "completed",
         "failed",
@@ -131,6 +131,7 @@ def test_status_enums_compare_equal_to_their_values() -> None:
         "dead_letter",
         "expired",
         "superseded",
+        "dependency_failed",
     ]
     assert TaskStatus.PAUSED == "paused"  # type: ignore[comparison-overlap]
     assert HistoryStatus("cancelled") is HistoryStatus.CANCELLED
@@ -228,9 +229,11 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
     assert data["progress"][0] == {
         "task_id": 7, "task_type": "thumb", "key": KEY, "label": "lbl",
         "reported_percent": 0.5, "extrapolated_percent": None, "percent": 0.5,
+        "bytes_done": None, "bytes_total": None, "throughput_bps": None, "eta_s": None,
     }  # fmt: skip
     assert set(data) == {
         "running", "pending_count", "paused_count", "waiting_count", "scheduled_count",
+        "blocked_count",
         "progress", "pressure", "pressure_breakdown", "max_concurrency", "is_paused",
         "resources", "host_resources", "hosts", "rate_limits", "paused_groups",
     }  # fmt: skip

@@ -375,6 +375,10 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
         assert {h.result for h in db.history()} == {None}
     finally:
         db.close()
+    assert_integrity(tmp_path)
+
+
+def assert_integrity(tmp_path: Path) -> None:
     conn = raw(tmp_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -407,6 +411,25 @@ def test_a_version_6_database_gains_the_flow_control_tables_on_upgrade(tmp_path:
         assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
     finally:
         conn.close()
+
+
+def test_a_version_6_database_takes_dependencies_after_its_upgrade(tmp_path: Path) -> None:
+    """Version 7 widens the status checks (``blocked``, ``dependency_failed``), adds a column
+    at the end of ``tasks``, the edge table and its indexes, and keeps blocked rows out of the
+    busy index: the rows stay whole, and a dependency can be submitted and fail at once."""
+    shutil.copy(DATA / "schema-v6.db", tmp_path / "tasks.db")
+    db = open_db(tmp_path, FakeClock())
+    try:
+        [paused] = db.list_tasks("paused", 10)
+        [blocked] = db.submit([sub("after-paused", depends_on=[paused.id])])
+        assert blocked.id is not None and db.counts().blocked == 1
+        assert db.dependencies(blocked.id) == [paused.id]
+        transitions = db.cancel(paused.id)
+        assert [t.result for t in transitions] == ["cancelled", "dependency_failed"]
+        assert db.result(blocked.id)[0].status == "dependency_failed"
+    finally:
+        db.close()
+    assert_integrity(tmp_path)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
