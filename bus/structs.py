@@ -28,6 +28,18 @@ class RetrySpec:
 
 @struct
 @dataclass(frozen=True, slots=True)
+class RecurSpec:
+    """A recurring schedule on the wire: every ``interval_s`` seconds after each completion,
+    or at each minute the UTC cron expression ``cron`` matches (exactly one of the two); at
+    most ``max_executions`` runs (None: no end)."""
+
+    interval_s: float | None = None
+    cron: str | None = None
+    max_executions: int | None = None
+
+
+@struct
+@dataclass(frozen=True, slots=True)
 class Submission:
     """One submission as the Store receives it; ``key`` is the 64-hex dedup hash."""
 
@@ -56,6 +68,8 @@ class Submission:
     the default TTL, if any."""
     ttl_from: str = "submission"
     """``submission`` or ``first_attempt``."""
+    recurring: RecurSpec | None = None
+    """Runs again after each completion (a new task of the same key), per this schedule."""
 
 
 @struct
@@ -166,7 +180,8 @@ class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
     ``result``: completed | retry | failed | dead_letter | expired | requeued | waiting |
-    cancelled | finalize | ignored.
+    cancelled | finalize | recurring | schedule_cancelled | ignored. A ``recurring`` transition
+    follows the ``completed`` one of a recurring task's run (same id).
     """
 
     id: int
@@ -187,3 +202,28 @@ class Transition:
     """For ``dead_letter``: the retries made."""
     age_s: float | None = None
     """For ``expired``: how long the task had existed (since it was created)."""
+    execution_count: int = 0
+    """For ``recurring``: the runs of the schedule completed so far."""
+    next_run_ms: int | None = None
+    """For ``recurring``: when the next instance is due (epoch ms); None when none follows
+    (the last run, or the schedule is paused)."""
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A recurring schedule (a row of the ``recurring`` table), with its next instance's due
+    time."""
+
+    id: int
+    """The id of the schedule's first task; the controls take it or a later instance's."""
+    task_type: str
+    key: str
+    label: str
+    interval_s: float | None
+    cron: str | None
+    next_run_ms: int | None
+    """When the instance waiting to start is due; None while it runs, or none waits."""
+    execution_count: int
+    max_executions: int | None
+    paused: bool

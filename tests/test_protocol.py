@@ -215,7 +215,7 @@ def test_unknown_fields_are_ignored() -> None:
     assert decode(frames("store.tasks", body))[0] == ListTasks("pending", 3)
     # A struct is an array of its fields in order: items past its last field were added later.
     wire = ["t", KEY, "l", 128, None, 0, 0, 0, 0, None, True, None, None, None, None, None]
-    wire += [None, "submission"]
+    wire += [None, "submission", None]
     wire.append("added later")
     assert decode(frames("store.submit", {"submissions": [wire]}))[0] == Submit(
         [Submission("t", KEY, "l")]

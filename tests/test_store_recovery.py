@@ -17,7 +17,7 @@ from actors.store.schema import TASK_STATUSES
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, private_dirs
 from bus.errors import DatabaseError
-from bus.kinds import Submission
+from bus.kinds import RecurSpec, Submission
 
 
 def test_every_task_survives_a_restart(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def assert_current_schema(tmp_path: Path) -> None:
         conn.close()
     upgraded, new = schemas
     assert upgraded == new
-    assert new[0] == [(6,)]
+    assert new[0] == [(7,)]
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
@@ -371,6 +371,30 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
             None,
         )
         assert {h.result for h in db.history()} == {None}
+    finally:
+        db.close()
+    conn = raw(tmp_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+
+def test_a_version_6_database_takes_recurring_schedules_after_its_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Version 7 adds ``schedule_id`` at the end of ``tasks`` (a change of the schema's text
+    alone) and the ``recurring`` table: the rows stay whole, and a schedule works at once."""
+    shutil.copy(Path(__file__).parent / "data" / "schema-v6.db", tmp_path / "tasks.db")
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    try:
+        assert db.groups().runtime == {"g": 3}
+        assert [t.label for t in db.list_tasks("paused", 10)] == ["paused"]
+        [outcome] = db.submit([sub("every-minute", recurring=RecurSpec(60.0))])
+        db.claim([outcome.id or 0])
+        assert [t.result for t in db.finish([ok(outcome.id or 0)])] == ["completed", "recurring"]
+        assert [s.execution_count for s in db.recurring_schedules()] == [1]
     finally:
         db.close()
     conn = raw(tmp_path)

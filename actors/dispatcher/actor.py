@@ -108,8 +108,9 @@ LEARN_MIN_RUNS = 5
 LEARN_WINDOW = 20
 """A type's learned IO is the mean of its last 20 runs once it has 5."""
 
-_REQUEUING = frozenset({"retry", "requeued", "finalize"})
-"""Transitions that put a task back in the queue."""
+_REQUEUING = frozenset({"retry", "requeued", "finalize", "recurring"})
+"""Transitions that put a task back in the queue (``recurring``: a next instance, maybe due
+at once)."""
 
 Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]
 
@@ -717,7 +718,7 @@ class Dispatcher(Actor):
             request.reply(Ok(bool(reply.transitions)))
             self.wake()
 
-        self.store.request(Cancel(message.id), on_reply)
+        self.store.request(Cancel(message.id, message.recurring), on_reply)
         return DEFER
 
     def _shutdown(self, message: Shutdown) -> Message | Deferred:

@@ -319,6 +319,9 @@ class DispatcherCore:
                 events.append(Event("cancelled", task_data(t), now))
             elif t.result == "expired":
                 events.append(Event("expired", task_data(t, age=t.age_s or 0.0), now))
+            elif t.result == "recurring":
+                data = task_data(t, execution_count=t.execution_count, next_run=t.next_run_ms)
+                events.append(Event("recurring_completed", data, now))
         return self.detach(to_cancel), events
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:

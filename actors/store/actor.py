@@ -70,10 +70,14 @@ from bus.kinds import (
     ListTasks,
     Lookup,
     Ok,
+    PauseRecurring,
     Peek,
     Preempt,
     Prune,
+    RecurringReply,
+    RecurringSchedules,
     Release,
+    ResumeRecurring,
     RetryDeadLetter,
     SetGroups,
     StoreChanged,
@@ -141,7 +145,10 @@ def _claim(db: StoreDB, spec: ClaimSpec) -> ClaimNextReply:
 
 def _finish(db: StoreDB, message: Finish) -> FinishReply:
     if message.claim is None:
-        return FinishReply(db.finish(message.results, message.max_retries))
+        transitions = db.finish(message.results, message.max_retries)
+        # A recurring task's next instance may be due later: the Dispatcher's alarm must know.
+        due = db.next_due() if any(t.result == "recurring" for t in transitions) else None
+        return FinishReply(transitions, next_due_ms=due)
     transitions = db.finish(message.results, message.max_retries)
     claimed = _claim(db, message.claim)
     return FinishReply(
@@ -175,7 +182,10 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
-        Cancel: lambda m: CancelReply(db.cancel(m.id)),
+        Cancel: lambda m: CancelReply(db.cancel(m.id, m.recurring)),
+        PauseRecurring: lambda m: Ok(db.pause_recurring(m.id)),
+        ResumeRecurring: lambda m: SubmitReply(db.resume_recurring(m.id)),
+        RecurringSchedules: lambda m: RecurringReply(db.recurring_schedules()),
         Release: lambda m: FinishReply(
             db.release(m.ids, m.error, m.max_retries, count_retry=m.count_retry)
         ),

@@ -25,7 +25,7 @@ import apsw
 
 from bus.kinds import HistoryRow, RetrySpec, TaskRow
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 BUSY = "status != 'pending' AND status != 'scheduled'"
 """The condition of ``tasks_busy``: a query that states it reads that small index (running,
@@ -99,7 +99,9 @@ CREATE TABLE tasks (
     timeout_s              REAL,
     ttl_s                  REAL,
     ttl_from               TEXT,
-    expires_at_ms          INTEGER
+    expires_at_ms          INTEGER,
+    -- Since version 7:
+    schedule_id            INTEGER  -- the recurring schedule this task is an instance of
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -177,6 +179,28 @@ CREATE TABLE group_policy (
 """
 
 
+_RECURRING = """
+-- Recurring schedules (since version 7). A schedule is named by its first task's id; each
+-- instance is a task whose ``schedule_id`` names it. ``template`` is the submission every
+-- instance is made from (``actors.store.recurring``).
+CREATE TABLE IF NOT EXISTS recurring (
+    id                 INTEGER PRIMARY KEY,
+    task_type          TEXT    NOT NULL,
+    key                TEXT    NOT NULL,
+    label              TEXT    NOT NULL,
+    interval_s         REAL,
+    cron               TEXT,
+    max_executions     INTEGER,
+    execution_count    INTEGER NOT NULL DEFAULT 0,
+    paused             INTEGER NOT NULL DEFAULT 0,
+    last_completed_ms  INTEGER,
+    template           BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recurring_key ON recurring(key);
+CREATE INDEX IF NOT EXISTS tasks_schedule ON tasks(schedule_id) WHERE schedule_id IS NOT NULL;
+"""
+
+
 def key8(key: str) -> int | None:
     """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
 
@@ -197,7 +221,13 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _RECURRING)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    if version == 6:  # 6 → 7: recurring schedules
+        _widen(conn, "tasks")
+        _widen(conn, "history")
+        conn.execute(_RECURRING)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 1:  # key declared UNIQUE, no key8
@@ -217,6 +247,7 @@ def migrate(conn: Any) -> None:
     conn.execute("CREATE INDEX history_task ON history(task_id)")
     if version != 5:
         conn.execute(_GROUP_POLICY)
+    conn.execute(_RECURRING)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -249,7 +280,7 @@ def _declarations() -> dict[str, str]:
     """The declaration of each table as SQLite stores it for the current schema."""
     memory = apsw.Connection(":memory:")
     try:
-        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY)
+        memory.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _RECURRING)
         rows = memory.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
         return {str(name): str(sql) for name, sql in rows.fetchall()}
     finally:

@@ -26,8 +26,9 @@ import msgpack
 from actors.store.core import Core
 from actors.store.queries import by_key
 from actors.store.schema import key8, stored_retry_spec
+from bus.cron import check_cron
 from bus.errors import InvalidRequest, PayloadTooLarge
-from bus.kinds import Outcome, RetrySpec, Submission
+from bus.kinds import Outcome, RecurSpec, RetrySpec, Submission
 from bus.limits import MAX_GROUP_CHARS, MAX_LABEL_CHARS, MAX_PAYLOAD_BYTES, MAX_TASK_TYPE_CHARS
 
 
@@ -71,6 +72,7 @@ def _plainly_valid(sub: Submission) -> bool:
         and sub.timeout_s is None
         and sub.ttl_s is None
         and sub.ttl_from == "submission"
+        and sub.recurring is None
     )
 
 
@@ -127,6 +129,29 @@ def _explain(sub: Submission, where: str) -> None:
         raise InvalidRequest(f"{where}: ttl_s must be a positive number of seconds")
     if sub.ttl_from not in TTL_FROM:
         raise InvalidRequest(f"{where}: ttl_from must be one of {TTL_FROM}")
+    if sub.recurring is not None:
+        _check_recurring(sub.recurring, sub.parent_id, where)
+
+
+def _check_recurring(spec: RecurSpec, parent_id: int | None, where: str) -> None:
+    """Refuse a recurring schedule the Store could not keep."""
+    if not isinstance(spec, RecurSpec):
+        raise InvalidRequest(f"{where}: recurring must be a RecurSpec")
+    if parent_id is not None:
+        raise InvalidRequest(f"{where}: a recurring task cannot have a parent")
+    if (spec.interval_s is None) == (spec.cron is None):
+        raise InvalidRequest(f"{where}: a recurring schedule has an interval or a cron, not both")
+    if spec.interval_s is not None and not _is_seconds(spec.interval_s, positive=True):
+        raise InvalidRequest(f"{where}: a recurring interval must be a positive number of seconds")
+    if spec.cron is not None:
+        try:
+            check_cron(spec.cron)
+        except ValueError as exc:
+            raise InvalidRequest(f"{where}: {exc}") from None
+    if spec.max_executions is not None and (
+        not _is_int(spec.max_executions) or spec.max_executions < 1
+    ):
+        raise InvalidRequest(f"{where}: max_executions must be a positive integer")
 
 
 TTL_FROM = ("submission", "first_attempt")
