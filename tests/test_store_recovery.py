@@ -66,7 +66,7 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(6,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
