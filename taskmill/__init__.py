@@ -44,6 +44,7 @@ from taskmill.events import (
     Paused,
     Preempted,
     Progress,
+    RecurringCompleted,
     Resources,
     Resumed,
     SchedulerEvent,
@@ -57,6 +58,7 @@ from taskmill.records import (
     HistoryStatus,
     OutcomeKind,
     ParentResolution,
+    RecurringScheduleInfo,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -67,6 +69,7 @@ from taskmill.records import (
 )
 from taskmill.retry import RetryPolicy, TaskError
 from taskmill.scheduler import Scheduler
+from taskmill.schedules import CronSchedule, RecurringSchedule
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
@@ -81,6 +84,7 @@ __all__ = [
     "Completed",
     "CompositePressure",
     "ConfigError",
+    "CronSchedule",
     "DatabaseError",
     "DeadLettered",
     "DeploymentConfig",
@@ -104,6 +108,9 @@ __all__ = [
     "Priority",
     "Progress",
     "ProgressReporter",
+    "RecurringCompleted",
+    "RecurringSchedule",
+    "RecurringScheduleInfo",
     "ResourceReader",
     "ResourceSampler",
     "ResourceSnapshot",

@@ -33,6 +33,10 @@ from bus.kinds import (
     Lookup,
     LookupReply,
     Ok,
+    PauseRecurring,
+    RecurringReply,
+    RecurringSchedules,
+    ResumeRecurring,
     Submit,
     SubmitReply,
     TypeStatsReply,
@@ -43,6 +47,7 @@ from bus.subscribe import Configure
 from bus.topology import Topology
 from taskmill.deploy import DeploymentConfig
 from taskmill.records import (
+    RecurringScheduleInfo,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -168,6 +173,23 @@ class Client(_Endpoints):
         """Cancel a task (and its children); False when no active task has that id."""
         return bool(self._dispatcher.call(CancelTask(task_id), Ok).value)
 
+    def pause_recurring(self, task_id: int) -> bool:
+        """See ``Scheduler.pause_recurring``."""
+        return bool(self._store.call(PauseRecurring(task_id), Ok).value)
+
+    def resume_recurring(self, task_id: int) -> bool:
+        """See ``Scheduler.resume_recurring``."""
+        return bool(self._store.call(ResumeRecurring(task_id), SubmitReply).outcomes)
+
+    def cancel_recurring(self, task_id: int) -> bool:
+        """See ``Scheduler.cancel_recurring``."""
+        return bool(self._dispatcher.call(CancelTask(task_id, recurring=True), Ok).value)
+
+    def recurring_schedules(self) -> list[RecurringScheduleInfo]:
+        """Every recurring schedule, by id."""
+        reply = self._store.call(RecurringSchedules(), RecurringReply)
+        return [RecurringScheduleInfo.from_row(r) for r in reply.schedules]
+
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
         key = generate_dedup_key(task_type, _dedup_data(data))
@@ -283,6 +305,19 @@ class AsyncClient(_Endpoints):
             await asyncio.sleep(delay)  # the Store may be restarting
             delay *= 2
         raise AssertionError("unreachable")
+
+    async def pause_recurring(self, task_id: int) -> bool:
+        """See ``Scheduler.pause_recurring``."""
+        return await self._tasks.pause_recurring(task_id)
+
+    async def resume_recurring(self, task_id: int) -> bool:
+        """See ``Scheduler.resume_recurring``."""
+        return await self._tasks.resume_recurring(task_id)
+
+    async def cancel_recurring(self, task_id: int) -> bool:
+        """See ``Scheduler.cancel_recurring``."""
+        reply = await self._dispatcher.call(CancelTask(task_id, recurring=True), Ok)
+        return bool(reply.value)
 
     async def cancel(self, task_id: int) -> bool:
         return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)

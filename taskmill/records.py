@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds import HistoryRow, LookupReply, Outcome, ScheduleRow, TaskRow, TypeStatsReply
 from taskmill.priority import Priority
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "HistoryStatus",
     "OutcomeKind",
     "ParentResolution",
+    "RecurringScheduleInfo",
     "SubmitOutcome",
     "TaskHistoryRecord",
     "TaskLookup",
@@ -109,7 +110,8 @@ class TaskRecord(_ToDict):
     """An active task (pending, running, paused or waiting).
 
     A task that is not due yet (a ``run_after`` in the future, or a retry waiting out its delay)
-    is ``pending`` here; the snapshot counts those apart (``scheduled_count``).
+    is ``pending`` here; ``run_after`` says when it is due, and the snapshot counts those apart
+    (``scheduled_count``).
     """
 
     id: int
@@ -134,6 +136,9 @@ class TaskRecord(_ToDict):
     parent_id: int | None = None
     fail_fast: bool = True
     group_key: str | None = None
+    run_after: datetime | None = None
+    """When the task is (or was) due: its ``run_after``/``run_at``, a retry's delay, a recurring
+    task's next run; None: due as soon as it was submitted."""
 
     @classmethod
     def from_row(cls, row: TaskRow) -> TaskRecord:
@@ -146,6 +151,7 @@ class TaskRecord(_ToDict):
             requeue_priority=(
                 None if row.requeue_priority is None else Priority(row.requeue_priority)
             ),
+            run_after=_opt_dt(row.due_at_ms),
         )
 
 
@@ -394,3 +400,41 @@ class ParentResolution(StrEnum):
     WAITING = "waiting"
     FINALIZE = "finalize"
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RecurringScheduleInfo(_ToDict):
+    """A recurring schedule (``store.recurring_schedules()``).
+
+    ``task_id`` names the schedule: the id its first submission returned (the controls take it,
+    or the id of an instance still active). ``interval`` (seconds) or ``cron`` says when it
+    recurs; ``next_run`` is when the instance waiting to start is due (None while it runs, or
+    when none waits: paused); ``execution_count`` counts the runs completed.
+    """
+
+    task_id: int
+    task_type: str
+    label: str
+    interval: float | None
+    cron: str | None
+    next_run: datetime | None
+    execution_count: int
+    max_executions: int | None
+    paused: bool
+    key: str = ""
+    """The 64-hex dedup hash every instance has."""
+
+    @classmethod
+    def from_row(cls, row: ScheduleRow) -> RecurringScheduleInfo:
+        return cls(
+            task_id=row.id,
+            task_type=row.task_type,
+            label=row.label,
+            interval=row.interval_s,
+            cron=row.cron,
+            next_run=_opt_dt(row.next_run_ms),
+            execution_count=row.execution_count,
+            max_executions=row.max_executions,
+            paused=row.paused,
+            key=row.key,
+        )

@@ -250,6 +250,22 @@ class Scheduler:
         reply = await self._dispatcher.call(CancelTask(task_id), Ok)
         return bool(reply.value)
 
+    async def pause_recurring(self, task_id: int) -> bool:
+        """No next instance of the recurring schedule ``task_id`` names (its first task's id,
+        or an active instance's) until ``resume_recurring``; a running or due instance still
+        runs. False when there is no such schedule."""
+        return await self._task_store.pause_recurring(task_id)
+
+    async def resume_recurring(self, task_id: int) -> bool:
+        """Resume the schedule: with no instance active, the next is inserted at once."""
+        return await self._task_store.resume_recurring(task_id)
+
+    async def cancel_recurring(self, task_id: int) -> bool:
+        """End the schedule: its active instance is cancelled (``Cancelled``, history
+        ``cancelled``) and no other follows. False when there is no such schedule."""
+        reply = await self._dispatcher.call(CancelTask(task_id, recurring=True), Ok)
+        return bool(reply.value)
+
     async def pause_all(self) -> None:
         await self._dispatcher.call(PauseAll(), Ok)
 

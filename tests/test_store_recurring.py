@@ -202,7 +202,9 @@ def test_cron_runs_at_the_next_matching_minute(db: StoreDB, clock: FakeClock) ->
     assert first.due_at_ms == datetime(2027, 1, 1, 10, 5, tzinfo=UTC).timestamp() * 1000
     at(clock, datetime(2027, 1, 1, 10, 5, 0, tzinfo=UTC))
     _, transitions = run_once(db, clock)
-    assert transitions[-1].next_run_ms == datetime(2027, 1, 1, 10, 10, tzinfo=UTC).timestamp() * 1000
+    assert (
+        transitions[-1].next_run_ms == datetime(2027, 1, 1, 10, 10, tzinfo=UTC).timestamp() * 1000
+    )
     assert schedule(db).cron == "*/5 * * * *" and schedule(db).interval_s is None
 
 
@@ -232,9 +234,7 @@ def test_bad_schedules_are_refused_and_change_nothing(
     assert db.recurring_schedules() == [] and db.counts().pending == 1
 
 
-def test_a_schedule_survives_a_restart_and_is_not_doubled(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+def test_a_schedule_survives_a_restart_and_is_not_doubled(tmp_path: Path, clock: FakeClock) -> None:
     db = open_db(tmp_path, clock)
     first = recurring(db, interval=1.0)
     db.claim([first])

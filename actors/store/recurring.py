@@ -49,7 +49,9 @@ class Schedule:
 def _schedule(row: tuple[Any, ...] | None) -> Schedule | None:
     if row is None:
         return None
-    return Schedule(*row[:8], bool(row[8]))
+    return Schedule(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8])
+    )  # fmt: skip
 
 
 def find(core: Core, task_id: int) -> Schedule | None:
@@ -70,9 +72,7 @@ def _of_key(core: Core, key: str) -> Schedule | None:
 # -- submitting --------------------------------------------------------------------------------
 
 
-def submit(
-    core: Core, subs: Sequence[Submission], request_id: str | None = None
-) -> list[Outcome]:
+def submit(core: Core, subs: Sequence[Submission], request_id: str | None = None) -> list[Outcome]:
     """Submit a batch holding recurring submissions (the others as usual), then give each
     recurring key its schedule.
 
@@ -155,7 +155,9 @@ def completed(
     """An instance completed: count it and, unless that was the last run or the schedule is
     paused, insert the next instance (due ``interval`` after ``finished_ms``, or at the next
     matching minute) — none when a task of the key is already waiting (no pile-up)."""
-    schedule = _schedule(core.one(f"SELECT {_SCHEDULE} FROM recurring WHERE id = ?", (schedule_id,)))
+    schedule = _schedule(
+        core.one(f"SELECT {_SCHEDULE} FROM recurring WHERE id = ?", (schedule_id,))
+    )
     if schedule is None:  # cancelled while this run went on
         return
     count = schedule.execution_count + 1
@@ -254,5 +256,6 @@ def schedules(core: Core) -> list[ScheduleRow]:
         "AND (t.status = 'scheduled' OR t.status = 'pending') LIMIT 1), "
         "r.execution_count, r.max_executions, r.paused FROM recurring r ORDER BY r.id"
     )
-    return [ScheduleRow(*r[:9], bool(r[9])) for r in rows]
-
+    return [
+        ScheduleRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9])) for r in rows
+    ]
