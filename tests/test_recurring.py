@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from actors.publisher.actor import EventPublisher
+from bus.kinds_run import Event
 from taskmill import (
     CronSchedule,
     RecurringCompleted,
@@ -157,3 +159,14 @@ def test_recurring_completed_travels_with_its_next_run() -> None:
     wire = event_to_wire(event)
     assert wire.data["next_run"] == int(when.timestamp() * 1000)
     assert event_from_wire(wire.type, wire.data) == event
+
+
+def test_recurring_completions_are_counted_by_task_type() -> None:
+    publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
+    data = {"task_id": 1, "task_type": "sync", "key": "k", "label": "l", "execution_count": 1}
+    publisher.on_events(
+        [Event("completed", data, 1), Event("recurring_completed", data | {"next_run": 5}, 1)]
+    )
+    value = publisher.metrics.registry.get_sample_value
+    assert value("taskmill_recurring_completed_total", {"task_type": "sync"}) == 1
+    assert value("taskmill_tasks_completed_total", {"task_type": "sync"}) == 1
