@@ -18,7 +18,7 @@ from typing import Any
 from bench import shapes
 from bench.app import SINK, STAMPS_ENV
 from bench.common import Metrics
-from bench.store_shapes import batch_growth, floor, peek_claim, saturated_group
+from bench.store_shapes import batch_growth, floor, peek_claim, saturated_group, scheduled_100k
 from bench.targets import target
 
 MODES = ("embedded", "procfile")
@@ -98,6 +98,11 @@ def _deployment_shapes(mode: str) -> list[Shape]:
     def preempt(t: Any, stamps: Path, o: Options) -> Awaitable[Metrics]:
         return shapes.preemption(t, _size(o, 50, 10), 4, stamps)
 
+    def later(t: Any, stamps: Path, o: Options) -> Awaitable[Metrics]:
+        return shapes.scheduled_later(
+            t, _size(o, 5_000, 1_000), _size(o, 100_000, 10_000), _size(o, 200, 30), stamps, o.seed
+        )
+
     m = mode
     table: list[tuple[str, str, str, int, Any, bool]] = [
         ("submit_seq_1000", "1,000 sequential submits", "submit_per_s", 4, seq, True),
@@ -123,6 +128,8 @@ def _deployment_shapes(mode: str) -> list[Shape]:
          latency, False),
         ("preempt", "REALTIME submit -> victim's token, 50 rounds", "first_victim_p99_ms", 4,
          preempt, False),
+        ("scheduled_100k", "drain with 100,000 tasks due later vs none; due -> start, idle",
+         "due_start_p99_ms", 4, later, False),
     ]  # fmt: skip
     out = [
         Shape(f"{m}.{name}", what, headline, _deployed(m, c, body, deferred=deferred))
@@ -162,6 +169,14 @@ def _store_shapes(options: Options) -> list[Shape]:
             "a batch's database work as the queue grows to 100,000 pending",
             "batch_sql_per_s_at_100k",
             lambda work, o: batch_growth(work),
+        )
+    )
+    out.append(
+        Shape(
+            "store.scheduled_100k",
+            "the drain's database work with 100,000 tasks due over the next hour, and with none",
+            "drain_ratio_100k_later_to_none",
+            lambda work, o: scheduled_100k(work, _size(o, 10_000, 2_000)),
         )
     )
     out.append(
