@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +200,7 @@ def _verdict(report: Report, work_dir: Path, keys: Sequence[str]) -> None:
             report.lost.append(key)
         elif done[-1][1] < last_restart:
             report.lost.append(f"{key} (no run since the last restart)")
-        overlaps = any(b[0] < a[1] for a, b in zip(done, done[1:], strict=False))
+        overlaps = any(b[0] < a[1] for a, b in pairwise(done))
         if key in doubled_keys or overlaps:
             report.doubled.append(key)
         if key in by_label and by_label[key] != len(done):
