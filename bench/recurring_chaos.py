@@ -31,9 +31,9 @@ import shutil
 import sys
 import tempfile
 import time
-from itertools import pairwise
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import apsw
