@@ -181,6 +181,12 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     result.add_argument("--json", action="store_true", help="the history record as JSON")
     result.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
 
+    recurring = user("recurring", "list the recurring schedules")
+    recurring.add_argument("--json", action="store_true", help="one JSON object per schedule")
+    recurring.add_argument(
+        "--timeout", type=positive_seconds, default=5.0, help="seconds per request"
+    )
+
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")
     status.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")

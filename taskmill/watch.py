@@ -23,6 +23,7 @@ from taskmill.events import (
     Paused,
     Preempted,
     Progress,
+    RecurringCompleted,
     Resources,
     Resumed,
     SchedulerEvent,
@@ -70,6 +71,9 @@ def _describe(event: SchedulerEvent) -> str:
             text += f": {event.error} (after {event.retry_count} retries)"
         elif isinstance(event, Waiting):
             text += f" ({event.children_count} children)"
+        elif isinstance(event, RecurringCompleted):
+            following = "none" if event.next_run is None else event.next_run.isoformat()
+            text += f" (run {event.execution_count}, next {following})"
         return text
     return event.type
 

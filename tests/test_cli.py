@@ -32,7 +32,17 @@ from taskmill.watch import WatchView, format_snapshot
 from tests.procfile_support import actor_threads
 
 ACTOR_COMMANDS = ("store", "dispatcher", "monitor", "limiter", "worker", "events")
-USER_COMMANDS = ("submit", "result", "status", "watch", "ping", "stats", "keys", "demo")
+USER_COMMANDS = (
+    "submit",
+    "result",
+    "recurring",
+    "status",
+    "watch",
+    "ping",
+    "stats",
+    "keys",
+    "demo",
+)
 
 
 @pytest.fixture
