@@ -283,3 +283,18 @@ def test_children_of_an_expired_parent_expire_with_it(db: StoreDB, clock: FakeCl
     }
     assert row(db, running).status == "running"  # a running task never expires
     assert [t.result for t in db.finish([ok(running)])] == ["completed"]
+
+
+def test_a_task_left_by_an_ended_schedule_joins_a_new_one(db: StoreDB, clock: FakeClock) -> None:
+    recurring(db, interval=5.0, max_executions=2)
+    run_once(db, clock)
+    clock.advance(5.0)
+    [second], _ = db.claim_next(10)
+    assert db.submit([sub("sync")])[0].kind == "requeued"
+    db.finish([ok(second.id)])  # the last run: the schedule ends; the requeued run stays
+    assert db.recurring_schedules() == []
+    again = db.submit([sub("sync", recurring=RecurSpec(5.0))])
+    assert again[0].kind == "duplicate"  # met the requeued task, which is now the instance
+    ran, _ = run_once(db, clock)
+    assert ran == second.id
+    assert schedule(db).execution_count == 1 and db.counts().scheduled == 1

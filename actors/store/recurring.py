@@ -122,11 +122,10 @@ def _attach(core: Core, sub: Submission) -> None:
                 _template(sub),
             ),
         )
-        schedule_id = None
         existing_id = task_id
     else:
         existing_id = existing.id
-    if schedule_id is None:
+    if schedule_id != existing_id:  # none, or a schedule that has ended
         core.run("UPDATE tasks SET schedule_id = ? WHERE id = ?", (existing_id, task_id))
 
 
@@ -192,7 +191,7 @@ def _next_instance(core: Core, schedule: Schedule, due_ms: int) -> tuple[int, in
     holder = by_key(core, "id, schedule_id, due_at_ms, created_at_ms", schedule.key)
     if holder is not None:
         task_id, schedule_id, due, created = holder
-        if schedule_id is None:
+        if schedule_id != schedule.id:  # none, or a schedule that has ended
             core.run("UPDATE tasks SET schedule_id = ? WHERE id = ?", (schedule.id, task_id))
         return int(due if due is not None else created), None
     blob = core.value("SELECT template FROM recurring WHERE id = ?", (schedule.id,))
