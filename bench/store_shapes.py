@@ -154,9 +154,54 @@ def _schedule(db: StoreDB, count: int, now: int, chunk: int = 10_000) -> None:
         db.submit(subs)
 
 
+def _vm_steps(db: StoreDB, action: Callable[[], T]) -> tuple[int, T]:
+    """SQLite virtual-machine steps ``action`` costs (a measure no other process disturbs)."""
+    steps = 0
+
+    def count() -> bool:
+        nonlocal steps
+        steps += 1
+        return False
+
+    conn = db._core.conn  # the bench's own database: only this probe reaches in
+    conn.set_progress_handler(count, 1)
+    try:
+        result = action()
+    finally:
+        conn.set_progress_handler(None)
+    return steps, result
+
+
+def drain_steps(work: Path, scheduled: int, cycles: int = 50, per_claim: int = 4) -> float:
+    """VM steps per task of ``floor``'s drain (a submit each, a finish and a claim per
+    ``per_claim``) with ``scheduled`` tasks due later, over ``cycles`` claims."""
+    clock = SystemClock()
+    db = StoreDB(str(work / f"steps-{scheduled}.db"), clock=clock)
+    try:
+        db.submit([submission(10**9 + n) for n in range(5_000)])
+        _schedule(db, scheduled, now_ms(clock))
+        total, rows = 0, list[TaskRow]()
+        for c in range(cycles):
+            for n in range(c * per_claim, (c + 1) * per_claim):
+                total += _vm_steps(db, partial(db.submit, [submission(n)]))[0]
+            done = [TaskResult(r.id, "ok") for r in rows]
+
+            def finish_claim(done: list[TaskResult] = done) -> tuple[list[TaskRow], bool]:
+                if done:
+                    db.finish(done)
+                return db.claim_next(per_claim, 255, -1, now_ms(clock))
+
+            spent, (rows, _) = _vm_steps(db, finish_claim)
+            total += spent
+    finally:
+        db.close()
+    return total / (cycles * per_claim)
+
+
 def scheduled_100k(work: Path, tasks: int, scheduled: int = 100_000, rounds: int = 3) -> Metrics:
     """``floor`` with ``scheduled`` tasks due later and with none, alternated ``rounds`` times;
-    the median of each and their ratio."""
+    the median of each and their ratio. And the same drain's SQLite steps per task, which no
+    other process on the machine can disturb."""
     none: list[Metrics] = []
     later: list[Metrics] = []
     for r in range(rounds):
@@ -173,6 +218,11 @@ def scheduled_100k(work: Path, tasks: int, scheduled: int = 100_000, rounds: int
     )
     out["cpu_ratio_100k_later_to_none"] = (
         out["drain_cpu_us_per_task_100k_later"] / out["drain_cpu_us_per_task_none"]
+    )
+    out["vm_steps_per_task_none"] = drain_steps(work, 0)
+    out["vm_steps_per_task_100k_later"] = drain_steps(work, scheduled)
+    out["vm_steps_ratio_100k_later_to_none"] = (
+        out["vm_steps_per_task_100k_later"] / out["vm_steps_per_task_none"]
     )
     return out
 
