@@ -373,6 +373,11 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
         assert {h.result for h in db.history()} == {None}
     finally:
         db.close()
+    assert_intact(tmp_path)
+
+
+def assert_intact(tmp_path: Path) -> None:
+    """The file passes SQLite's integrity check."""
     conn = raw(tmp_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -397,11 +402,7 @@ def test_a_version_6_database_takes_recurring_schedules_after_its_upgrade(
         assert [s.execution_count for s in db.recurring_schedules()] == [1]
     finally:
         db.close()
-    conn = raw(tmp_path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        conn.close()
+    assert_intact(tmp_path)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
