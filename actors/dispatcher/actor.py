@@ -395,7 +395,9 @@ class Dispatcher(Actor):
         if self._alarm_timer is not None:
             self._alarm_timer.cancel()
         self._alarm_at = due_ms
-        delay = max(0.0, (due_ms - self.core.now_ms()) / 1000)
+        # From the clock's own reading, not whole milliseconds: a reading rounded down would
+        # ring up to a millisecond late.
+        delay = max(0.0, due_ms / 1000 - self.core.clock.time())
         self._alarm_timer = self.loop.call_later(delay, self._ring)
 
     def _ring(self) -> None:
