@@ -9,8 +9,7 @@ schedule never fires more than once a minute.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-
-from croniter import croniter
+from typing import Any
 
 MAX_CRON_CHARS = 256
 
@@ -24,7 +23,7 @@ def check_cron(expr: object) -> str:
     fields = expr.split()
     if not (len(fields) == 5 or (len(fields) == 1 and fields[0].startswith("@"))):
         raise ValueError(f"a cron expression has five fields (minute to day of week): {expr!r}")
-    if not croniter.is_valid(expr):
+    if not _croniter().is_valid(expr):
         raise ValueError(f"invalid cron expression {expr!r}")
     return expr
 
@@ -32,5 +31,13 @@ def check_cron(expr: object) -> str:
 def next_cron_ms(expr: str, after_ms: int) -> int:
     """The first minute strictly after ``after_ms`` (epoch ms) that ``expr`` matches, in UTC."""
     start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=after_ms)
-    following: datetime = croniter(expr, start).get_next(datetime)
+    following: datetime = _croniter()(expr, start).get_next(datetime)
     return int(following.timestamp() * 1000)
+
+
+def _croniter() -> Any:
+    """croniter, imported when a cron expression is first read: it takes ~50 ms to import
+    (dateutil), which every actor process would pay at start for nothing otherwise."""
+    from croniter import croniter
+
+    return croniter
