@@ -277,15 +277,16 @@ async def preemption(target: Target, n: int, victims: int, stamps: Path) -> Metr
     return {**latency_metrics("first_victim", first), **latency_metrics("last_victim", last)}
 
 
-async def _drain_phase(target: Target, pump: EventPump, prefix: str, n: int) -> float:
-    """Submit ``n`` no-op tasks one by one (awaited) and wait for them: tasks per second."""
+async def _drain_phase(target: Target, pump: EventPump, prefix: str, n: int) -> tuple[float, float]:
+    """Submit ``n`` no-op tasks one by one (awaited) and wait for them: tasks per second, and
+    this process's CPU µs per task (embedded: every actor's; Procfile: the producer's)."""
     subs = [TaskSubmission("noop", key=f"{prefix}-{i}") for i in range(n)]
     before = pump.counts["completed"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for sub in subs:
         await target.submit(sub)
     await wait_completed(target, pump, before + n)
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e6
 
 
 async def scheduled_later(
@@ -303,7 +304,7 @@ async def scheduled_later(
     rng = random.Random(seed)
     try:
         await _drain_phase(target, pump, "warm-a", n // 5)
-        none = await _drain_phase(target, pump, "none", n)
+        none, none_cpu = await _drain_phase(target, pump, "none", n)
         now = time.time()
         for first in range(0, scheduled, 10_000):
             batch = [
@@ -315,8 +316,8 @@ async def scheduled_later(
             await target.submit_batch(batch)
         assert (await target.counts()).scheduled >= scheduled
         await _drain_phase(target, pump, "warm-b", n // 5)
-        later_first = await _drain_phase(target, pump, "later", n)
-        later = await _drain_phase(target, pump, "again", n)
+        later_first, _ = await _drain_phase(target, pump, "later", n)
+        later, later_cpu = await _drain_phase(target, pump, "again", n)
         due: dict[str, float] = {}
         for i in range(probes):
             label = f"due{i}"
@@ -339,6 +340,9 @@ async def scheduled_later(
         "drain_per_s_100k_later_first": later_first,
         "drain_per_s_100k_later": later,
         "drain_ratio_100k_later_to_none": later / none,
+        "cpu_us_per_task_none": none_cpu,
+        "cpu_us_per_task_100k_later": later_cpu,
+        "cpu_ratio_100k_later_to_none": later_cpu / none_cpu,
         "due_start_early_ms": max(0.0, -min(lateness)) * 1e3,
         **latency_metrics("due_start", [max(0.0, x) for x in lateness]),
     }
