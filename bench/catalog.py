@@ -19,7 +19,7 @@ from bench import shapes
 from bench.app import SINK, STAMPS_ENV
 from bench.common import Metrics
 from bench.dependency_shapes import dependency_graph, unblock
-from bench.store_shapes import batch_growth, floor, peek_claim, saturated_group
+from bench.store_shapes import batch_growth, floor, peek_claim, saturated_group, scheduled_100k
 from bench.targets import target
 
 MODES = ("embedded", "procfile")
@@ -102,6 +102,11 @@ def _deployment_shapes(mode: str) -> list[Shape]:
     def dep_graph(t: Any, _: Path, o: Options) -> Awaitable[Metrics]:
         return dependency_graph(t, _size(o, 100, 20), 100)
 
+    def later(t: Any, stamps: Path, o: Options) -> Awaitable[Metrics]:
+        return shapes.scheduled_later(
+            t, _size(o, 5_000, 1_000), _size(o, 100_000, 10_000), _size(o, 200, 30), stamps, o.seed
+        )
+
     m = mode
     table: list[tuple[str, str, str, int, Any, bool]] = [
         ("submit_seq_1000", "1,000 sequential submits", "submit_per_s", 4, seq, True),
@@ -129,6 +134,8 @@ def _deployment_shapes(mode: str) -> list[Shape]:
          preempt, False),
         ("dep_graph_10k", "10,000 tasks in one batch: a chain of 100, fan-out 100",
          "graph_tasks_per_s", 4, dep_graph, False),
+        ("scheduled_100k", "drain with 100,000 tasks due later vs none; due -> start, idle",
+         "due_start_p99_ms", 4, later, False),
     ]  # fmt: skip
     out = [
         Shape(f"{m}.{name}", what, headline, _deployed(m, c, body, deferred=deferred))
@@ -168,6 +175,14 @@ def _store_shapes(options: Options) -> list[Shape]:
             "a batch's database work as the queue grows to 100,000 pending",
             "batch_sql_per_s_at_100k",
             lambda work, o: batch_growth(work),
+        )
+    )
+    out.append(
+        Shape(
+            "store.scheduled_100k",
+            "the drain's database work with 100,000 tasks due over the next hour, and with none",
+            "drain_ratio_100k_later_to_none",
+            lambda work, o: scheduled_100k(work, _size(o, 10_000, 2_000)),
         )
     )
     out.append(

@@ -184,9 +184,11 @@ class Cluster:
     sockets live in a short temporary run directory (unix socket paths must stay short),
     removed by ``close``."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(
+        self, work_dir: Path, app: str = "bench.chaos:app", database: str = "chaos.db"
+    ) -> None:
         self.work = work_dir
-        self.database = work_dir / "chaos.db"
+        self.database = work_dir / database
         self.executions = work_dir / "executions.log"
         self._base = Path(tempfile.mkdtemp(prefix="tmc", dir="/tmp"))
         self.topology = Topology.ipc(self._base / "run")
@@ -197,7 +199,7 @@ class Cluster:
             PYTHONUNBUFFERED="1",
             TASKMILL_RUN_DIR=str(self._base / "run"),
             TASKMILL_DATABASE=str(self.database),
-            TASKMILL_APP="bench.chaos:app",
+            TASKMILL_APP=app,
             **{LOG_ENV: str(self.executions)},
         )
         self._env = env
@@ -262,8 +264,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(work_dir: Path) -> Iterator[Cluster]:
-    deployment = Cluster(work_dir)
+def cluster(
+    work_dir: Path, app: str = "bench.chaos:app", database: str = "chaos.db"
+) -> Iterator[Cluster]:
+    deployment = Cluster(work_dir, app, database)
     try:
         deployment.start_all()
         yield deployment

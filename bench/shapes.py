@@ -275,3 +275,74 @@ async def preemption(target: Target, n: int, victims: int, stamps: Path) -> Metr
     if len(first) < n:
         raise RuntimeError(f"only {len(first)} of {n} preemptions fired a victim's token")
     return {**latency_metrics("first_victim", first), **latency_metrics("last_victim", last)}
+
+
+async def _drain_phase(target: Target, pump: EventPump, prefix: str, n: int) -> tuple[float, float]:
+    """Submit ``n`` no-op tasks one by one (awaited) and wait for them: tasks per second, and
+    this process's CPU µs per task (embedded: every actor's; Procfile: the producer's)."""
+    subs = [TaskSubmission("noop", key=f"{prefix}-{i}") for i in range(n)]
+    before = pump.counts["completed"]
+    start, cpu = time.perf_counter(), time.process_time()
+    for sub in subs:
+        await target.submit(sub)
+    await wait_completed(target, pump, before + n)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e6
+
+
+async def scheduled_later(
+    target: Target, n: int, scheduled: int, probes: int, stamps: Path, seed: int
+) -> Metrics:
+    """Tasks due later cost the due ones nothing: a drain of ``n`` no-op tasks with nothing
+    scheduled, then ``scheduled`` tasks due over the next hour (5 to 65 minutes from now, so none
+    becomes due meanwhile) submitted in batches (untimed), then the same drain twice — the
+    first after a warm-up of ``n // 5`` still pays for writing the batches' pages into the
+    database (a WAL checkpoint), so the second is the figure (``drain_per_s_100k_later``).
+    Then, idle, ``probes`` tasks due 50-150 ms after their submit (random), one at a time: due
+    time -> the executor's first stamp."""
+    await target.start()
+    pump = EventPump(await target.subscribe())
+    rng = random.Random(seed)
+    try:
+        await _drain_phase(target, pump, "warm-a", n // 5)
+        none, none_cpu = await _drain_phase(target, pump, "none", n)
+        now = time.time()
+        for first in range(0, scheduled, 10_000):
+            batch = [
+                TaskSubmission("noop", key=f"scheduled-{i}").run_at(
+                    now + 300.0 + i * 3600.0 / scheduled
+                )
+                for i in range(first, min(scheduled, first + 10_000))
+            ]
+            await target.submit_batch(batch)
+        assert (await target.counts()).scheduled >= scheduled
+        await _drain_phase(target, pump, "warm-b", n // 5)
+        later_first, _ = await _drain_phase(target, pump, "later", n)
+        later, later_cpu = await _drain_phase(target, pump, "again", n)
+        due: dict[str, float] = {}
+        for i in range(probes):
+            label = f"due{i}"
+            delay = rng.uniform(0.050, 0.150)
+            wall, mono = time.time(), time.perf_counter()
+            sub = TaskSubmission("stamp", key=label, label=label).run_at(wall + delay)
+            # The Store keeps due times in whole milliseconds, rounded down.
+            due_ms = sub.due_at_ms()
+            assert due_ms is not None
+            due[label] = mono + (due_ms / 1000 - wall)
+            done = pump.counts["completed"]
+            await target.submit(sub)
+            await pump.wait(_completed(done + 1), STEP_WAIT_S)
+    finally:
+        await pump.close()
+    started = {label: at for kind, label, at in read_stamps(stamps) if kind == "start"}
+    lateness = [started[label] - at for label, at in due.items()]
+    return {
+        "drain_per_s_none": none,
+        "drain_per_s_100k_later_first": later_first,
+        "drain_per_s_100k_later": later,
+        "drain_ratio_100k_later_to_none": later / none,
+        "cpu_us_per_task_none": none_cpu,
+        "cpu_us_per_task_100k_later": later_cpu,
+        "cpu_ratio_100k_later_to_none": later_cpu / none_cpu,
+        "due_start_early_ms": max(0.0, -min(lateness)) * 1e3,
+        **latency_metrics("due_start", [max(0.0, x) for x in lateness]),
+    }

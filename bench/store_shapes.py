@@ -15,6 +15,10 @@ until ``100,000`` tasks are pending, the rate measured at a few depths. Each key
 SHA-256, so each batch writes a page of the key index per row once that index outgrows the
 batch: what a batch costs depends on the queue it lands in.
 
+``scheduled_100k``: ``floor``'s drain with 100,000 tasks scheduled over the next hour, against
+the same drain with none, in fresh databases, alternated three times: what tasks due later cost
+the claim and the drain of the tasks that are due (nothing, they sit in an index of their own).
+
 ``saturated_group``: a peek that passes over a group at its limit. ``StoreDB`` directly: a group
 of ``N`` pending tasks more urgent than 10 ungrouped ones; ``peek(4)`` with that group
 full (its limit 0, as while it runs at its limit) must find the ungrouped ones
@@ -72,7 +76,13 @@ def peek_claim(work: Path, pending: int, rounds: int, per_round: int = 4) -> Met
 
 
 def floor(
-    work: Path, tasks: int, per_claim: int = 4, batch: int = 1_000, backlog: int = 5_000
+    work: Path,
+    tasks: int,
+    per_claim: int = 4,
+    batch: int = 1_000,
+    backlog: int = 5_000,
+    scheduled: int = 0,
+    name: str = "floor.db",
 ) -> Metrics:
     """The drain's database work per task, as the embedded 20k drain asks for it, with
     ``backlog`` tasks already waiting (the drain's queue grows: its producer submits faster than
@@ -80,9 +90,10 @@ def floor(
     tasks the ``finish`` of the last claimed ones and the next ``claim_next``, together in one
     transaction, without savepoints as the Store first runs a batch (the Dispatcher sends both in
     the same turn, so the Store reads them in one batch). Then ``submit`` of ``batch`` tasks in
-    one transaction, the median of 5."""
+    one transaction, the median of 5. ``scheduled``: that many tasks more, due over the next hour
+    (after the first five minutes: none becomes due while the drain runs), inserted untimed."""
     clock = SystemClock()
-    db = StoreDB(str(work / "floor.db"), clock=clock)
+    db = StoreDB(str(work / name), clock=clock)
 
     def alone(fn: Callable[[], T]) -> T:
         with db.batch(isolated=False) as tx:
@@ -93,8 +104,10 @@ def floor(
         queued = 10**9  # keys apart from the timed ones
         for first in range(0, backlog, batch):
             alone(partial(db.submit, [submission(queued + n) for n in range(first, first + batch)]))
+        _schedule(db, scheduled, now_ms(clock))
         rows: list[TaskRow] = []
         start = time.perf_counter()
+        cpu_start = time.process_time()
         for first in range(0, tasks, per_claim):
             t0 = time.perf_counter()
             for n in range(first, first + per_claim):
@@ -112,6 +125,7 @@ def floor(
             spent["submit"] += t1 - t0
             spent["finish_claim"] += time.perf_counter() - t1
         drain_s = time.perf_counter() - start
+        drain_cpu_s = time.process_time() - cpu_start
         batches = []
         for b in range(5):
             first = 2 * 10**9 + b * batch
@@ -122,9 +136,94 @@ def floor(
     finally:
         db.close()
     out: Metrics = {"drain_sql_per_s": tasks / drain_s}
+    out["drain_cpu_us_per_task"] = drain_cpu_s / tasks * 1e6
     out.update({f"{step}_us_per_task": s / tasks * 1e6 for step, s in spent.items()})
     out["submit_sql_per_s"] = tasks / spent["submit"]
     out["batch_sql_per_s"] = batch / percentile(batches, 0.5)
+    return out
+
+
+def _schedule(db: StoreDB, count: int, now: int, chunk: int = 10_000) -> None:
+    """``count`` tasks due between 5 and 65 minutes from ``now``, evenly spread."""
+    later = 3 * 10**9  # keys apart from every other
+    for first in range(0, count, chunk):
+        subs = [
+            replace(submission(later + n), due_at_ms=now + 300_000 + n * 3_600_000 // count)
+            for n in range(first, min(count, first + chunk))
+        ]
+        db.submit(subs)
+
+
+def _vm_steps(db: StoreDB, action: Callable[[], T]) -> tuple[int, T]:
+    """SQLite virtual-machine steps ``action`` costs (a measure no other process disturbs)."""
+    steps = 0
+
+    def count() -> bool:
+        nonlocal steps
+        steps += 1
+        return False
+
+    conn = db._core.conn  # the bench's own database: only this probe reaches in
+    conn.set_progress_handler(count, 1)
+    try:
+        result = action()
+    finally:
+        conn.set_progress_handler(None)
+    return steps, result
+
+
+def drain_steps(work: Path, scheduled: int, cycles: int = 50, per_claim: int = 4) -> float:
+    """VM steps per task of ``floor``'s drain (a submit each, a finish and a claim per
+    ``per_claim``) with ``scheduled`` tasks due later, over ``cycles`` claims."""
+    clock = SystemClock()
+    db = StoreDB(str(work / f"steps-{scheduled}.db"), clock=clock)
+    try:
+        db.submit([submission(10**9 + n) for n in range(5_000)])
+        _schedule(db, scheduled, now_ms(clock))
+        total, rows = 0, list[TaskRow]()
+        for c in range(cycles):
+            for n in range(c * per_claim, (c + 1) * per_claim):
+                total += _vm_steps(db, partial(db.submit, [submission(n)]))[0]
+            done = [TaskResult(r.id, "ok") for r in rows]
+
+            def finish_claim(done: list[TaskResult] = done) -> tuple[list[TaskRow], bool]:
+                if done:
+                    db.finish(done)
+                return db.claim_next(per_claim, 255, -1, now_ms(clock))
+
+            spent, (rows, _) = _vm_steps(db, finish_claim)
+            total += spent
+    finally:
+        db.close()
+    return total / (cycles * per_claim)
+
+
+def scheduled_100k(work: Path, tasks: int, scheduled: int = 100_000, rounds: int = 3) -> Metrics:
+    """``floor`` with ``scheduled`` tasks due later and with none, alternated ``rounds`` times;
+    the median of each and their ratio. And the same drain's SQLite steps per task, which no
+    other process on the machine can disturb."""
+    none: list[Metrics] = []
+    later: list[Metrics] = []
+    for r in range(rounds):
+        none.append(floor(work, tasks, name=f"none-{r}.db"))
+        later.append(floor(work, tasks, scheduled=scheduled, name=f"later-{r}.db"))
+    out: Metrics = {}
+    for metric in ("drain_sql_per_s", "drain_cpu_us_per_task", "finish_claim_us_per_task"):
+        a = percentile([m[metric] for m in none], 0.5)
+        b = percentile([m[metric] for m in later], 0.5)
+        out[f"{metric}_none"] = a
+        out[f"{metric}_100k_later"] = b
+    out["drain_ratio_100k_later_to_none"] = (
+        out["drain_sql_per_s_100k_later"] / out["drain_sql_per_s_none"]
+    )
+    out["cpu_ratio_100k_later_to_none"] = (
+        out["drain_cpu_us_per_task_100k_later"] / out["drain_cpu_us_per_task_none"]
+    )
+    out["vm_steps_per_task_none"] = drain_steps(work, 0)
+    out["vm_steps_per_task_100k_later"] = drain_steps(work, scheduled)
+    out["vm_steps_ratio_100k_later_to_none"] = (
+        out["vm_steps_per_task_100k_later"] / out["vm_steps_per_task_none"]
+    )
     return out
 
 

@@ -17,7 +17,13 @@ from bus.structs import (
     Outcome as Outcome,
 )
 from bus.structs import (
+    RecurSpec as RecurSpec,
+)
+from bus.structs import (
     RetrySpec as RetrySpec,
+)
+from bus.structs import (
+    ScheduleRow as ScheduleRow,
 )
 from bus.structs import (
     Submission as Submission,
@@ -355,6 +361,9 @@ class Cancel(Message):
     """Cancel a task and, first, its children; each gets a ``cancelled`` history row."""
 
     id: int
+    recurring: bool = False
+    """Also end the recurring schedule ``id`` names (its first task's id, or an active
+    instance's), even when no instance of it is active (a ``schedule_cancelled`` transition)."""
 
 
 @message("store.release", reply=FinishReply)
@@ -518,3 +527,37 @@ class CountByTag(Message):
     """The values of tag ``key`` among the active tasks, with their counts."""
 
     key: str
+
+
+# -- recurring schedules ----------------------------------------------------------------------
+
+
+@message("store.pause_recurring", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class PauseRecurring(Message):
+    """Insert no next instance of the schedule ``id`` names (its first task's id, or an active
+    instance's) until it is resumed; an instance already there still runs. Ok(value=True)
+    when there is such a schedule."""
+
+    id: int
+
+
+@message("store.resume_recurring", reply=SubmitReply)
+@dataclass(frozen=True, slots=True)
+class ResumeRecurring(Message):
+    """Resume a paused schedule: when none of its instances is active, the next is inserted at
+    once (one ``inserted`` outcome; else ``duplicate``). No outcome: no such schedule."""
+
+    id: int
+
+
+@message("store.recurring.reply")
+@dataclass(frozen=True, slots=True)
+class RecurringReply(Message):
+    schedules: list[ScheduleRow]
+
+
+@message("store.recurring_schedules", reply=RecurringReply)
+@dataclass(frozen=True, slots=True)
+class RecurringSchedules(Message):
+    """Every recurring schedule, by id."""

@@ -41,9 +41,11 @@ class SetMaxConcurrency(Message):
 @message("dispatcher.cancel", reply=Ok)
 @dataclass(frozen=True, slots=True)
 class CancelTask(Message):
-    """Cancel a task (cascading to its children); Ok(value=True) if an active task had that id."""
+    """Cancel a task (cascading to its children); Ok(value=True) if an active task had that id.
+    ``recurring``: end the schedule ``id`` names as well (``store.cancel``)."""
 
     id: int
+    recurring: bool = False
 
 
 @message("dispatcher.cancel_where", reply=Ok)

@@ -28,6 +28,18 @@ class RetrySpec:
 
 @struct
 @dataclass(frozen=True, slots=True)
+class RecurSpec:
+    """A recurring schedule on the wire: every ``interval_s`` seconds after each completion,
+    or at each minute the UTC cron expression ``cron`` matches (exactly one of the two); at
+    most ``max_executions`` runs (None: no end)."""
+
+    interval_s: float | None = None
+    cron: str | None = None
+    max_executions: int | None = None
+
+
+@struct
+@dataclass(frozen=True, slots=True)
 class Submission:
     """One submission as the Store receives it; ``key`` is the 64-hex dedup hash."""
 
@@ -69,6 +81,8 @@ class Submission:
     (the task each of them inserted, or the active task holding its key)."""
     on_dependency_failure: str = "cancel"
     """``cancel``, ``fail`` or ``ignore``: what a dependency ending without completing does."""
+    recurring: RecurSpec | None = None
+    """Runs again after each completion (a new task of the same key), per this schedule."""
 
 
 @struct
@@ -187,7 +201,9 @@ class Transition:
     """A state change the Store committed, for the Dispatcher to publish as an event.
 
     ``result``: completed | retry | failed | dead_letter | expired | requeued | waiting |
-    cancelled | superseded | finalize | unblocked | dependency_failed | ignored.
+    cancelled | superseded | finalize | unblocked | dependency_failed | recurring |
+    schedule_cancelled | ignored. A ``recurring`` transition follows the ``completed`` one of a
+    recurring task's run (same id).
     """
 
     id: int
@@ -214,3 +230,28 @@ class Transition:
     """For ``superseded``: the task that replaced it (its own id when replaced in place)."""
     failed_dependency: int | None = None
     """For ``dependency_failed``: the dependency whose end failed this task."""
+    execution_count: int = 0
+    """For ``recurring``: the runs of the schedule completed so far."""
+    next_run_ms: int | None = None
+    """For ``recurring``: when the next instance is due (epoch ms); None when none follows
+    (the last run, or the schedule is paused)."""
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A recurring schedule (a row of the ``recurring`` table), with its next instance's due
+    time."""
+
+    id: int
+    """The id of the schedule's first task; the controls take it or a later instance's."""
+    task_type: str
+    key: str
+    label: str
+    interval_s: float | None
+    cron: str | None
+    next_run_ms: int | None
+    """When the instance waiting to start is due; None while it runs, or none waits."""
+    execution_count: int
+    max_executions: int | None
+    paused: bool

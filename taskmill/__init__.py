@@ -50,6 +50,7 @@ from taskmill.events import (
     Paused,
     Preempted,
     Progress,
+    RecurringCompleted,
     Resources,
     Resumed,
     SchedulerEvent,
@@ -68,6 +69,7 @@ from taskmill.records import (
     OutcomeKind,
     ParentResolution,
     QueueDepth,
+    RecurringScheduleInfo,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -78,6 +80,7 @@ from taskmill.records import (
 )
 from taskmill.retry import RetryPolicy, TaskError
 from taskmill.scheduler import Scheduler
+from taskmill.schedules import CronSchedule, RecurringSchedule
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
@@ -100,6 +103,7 @@ __all__ = [
     "Completed",
     "CompositePressure",
     "ConfigError",
+    "CronSchedule",
     "CyclicDependencyError",
     "DatabaseError",
     "DeadLettered",
@@ -136,6 +140,9 @@ __all__ = [
     "QueueDepth",
     "RateLimit",
     "RateLimitInfo",
+    "RecurringCompleted",
+    "RecurringSchedule",
+    "RecurringScheduleInfo",
     "ResourceReader",
     "ResourceSampler",
     "ResourceSnapshot",

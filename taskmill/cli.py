@@ -195,6 +195,11 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     cancel = user("cancel", "cancel every active task of a group, of a type or with a tag")
     bulk_cancel.add_options(cancel)
+    recurring = user("recurring", "list the recurring schedules")
+    recurring.add_argument("--json", action="store_true", help="one JSON object per schedule")
+    recurring.add_argument(
+        "--timeout", type=positive_seconds, default=5.0, help="seconds per request"
+    )
 
     status = user("status", "print a snapshot: counts, running tasks, pressure")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON")

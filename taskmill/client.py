@@ -38,6 +38,10 @@ from bus.kinds import (
     Lookup,
     LookupReply,
     Ok,
+    PauseRecurring,
+    RecurringReply,
+    RecurringSchedules,
+    ResumeRecurring,
     RetryDeadLetter,
     Submit,
     SubmitReply,
@@ -68,6 +72,7 @@ from taskmill.deploy import DeploymentConfig
 from taskmill.flow import RateLimit
 from taskmill.records import (
     EstimatedProgress,
+    RecurringScheduleInfo,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -254,6 +259,23 @@ class Client(_Endpoints):
 
     def resume_group(self, group: str) -> None:
         self._limiter.call(flow.resume_group(group), GroupPauseReply)
+
+    def pause_recurring(self, task_id: int) -> bool:
+        """See ``AsyncClient.pause_recurring``."""
+        return bool(self._store.call(PauseRecurring(task_id), Ok).value)
+
+    def resume_recurring(self, task_id: int) -> bool:
+        """See ``AsyncClient.resume_recurring``."""
+        return bool(self._store.call(ResumeRecurring(task_id), SubmitReply).outcomes)
+
+    def cancel_recurring(self, task_id: int) -> bool:
+        """See ``AsyncClient.cancel_recurring``."""
+        return bool(self._dispatcher.call(CancelTask(task_id, recurring=True), Ok).value)
+
+    def recurring_schedules(self) -> list[RecurringScheduleInfo]:
+        """Every recurring schedule, by id."""
+        reply = self._store.call(RecurringSchedules(), RecurringReply)
+        return [RecurringScheduleInfo.from_row(r) for r in reply.schedules]
 
     def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""
@@ -460,6 +482,22 @@ class AsyncClient(_Endpoints):
     async def resume_group(self, group: str) -> None:
         """Let ``group``'s tasks start again."""
         await self._limiter.call(flow.resume_group(group), GroupPauseReply)
+
+    async def pause_recurring(self, task_id: int) -> bool:
+        """No next instance of the recurring schedule ``task_id`` names (its first task's id,
+        or an active instance's) until ``resume_recurring``; a running or due instance still
+        runs. False when there is no such schedule."""
+        return await self._tasks.pause_recurring(task_id)
+
+    async def resume_recurring(self, task_id: int) -> bool:
+        """Resume the schedule: with no instance active, the next is inserted at once."""
+        return await self._tasks.resume_recurring(task_id)
+
+    async def cancel_recurring(self, task_id: int) -> bool:
+        """End the schedule: its active instance is cancelled (``Cancelled``, history
+        ``cancelled``) and no other follows. False when there is no such schedule."""
+        reply = await self._dispatcher.call(CancelTask(task_id, recurring=True), Ok)
+        return bool(reply.value)
 
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         """Where the task of ``task_type`` and dedup data (its key, else its payload) is."""

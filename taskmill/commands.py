@@ -1,5 +1,5 @@
-"""The user commands of ``taskmill``: ``submit``, ``result``, ``cancel``, ``status``, ``watch``,
-``ping``, ``stats``.
+"""The user commands of ``taskmill``: ``submit``, ``result``, ``cancel``, ``recurring``,
+``status``, ``watch``, ``ping``, ``stats``.
 
 Each takes the parsed arguments and the deployment configuration, talks to the running actors
 through ``taskmill.Client`` (or a control endpoint) and returns the exit status. Output goes to
@@ -32,6 +32,7 @@ from taskmill.watch import WatchView, format_snapshot
 
 __all__ = [
     "cancel", "non_negative_int", "parse_priority", "payload_json", "ping", "positive_seconds",
+    "recurring",
     "result", "stats", "status", "submit", "task_type", "watch",
 ]  # fmt: skip
 
@@ -149,6 +150,30 @@ def cancel(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None =
         return bulk_cancel.run(args, cfg, out)
     print("taskmill cancel: give --group, --type or --tag", file=sys.stderr)
     return 2
+
+
+def recurring(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:
+    """One line per recurring schedule: id, type, label, when it recurs, runs, next run."""
+    out = sys.stdout if out is None else out
+    with Client(cfg, timeout=args.timeout, retries=0) as client:
+        schedules = client.recurring_schedules()
+    for info in schedules:
+        if args.json:
+            _dump(info.to_dict(), out)
+            continue
+        when = f"cron {info.cron!r}" if info.cron is not None else f"every {info.interval:g}s"
+        runs = f"{info.execution_count}" + (
+            "" if info.max_executions is None else f"/{info.max_executions}"
+        )
+        following = "-" if info.next_run is None else info.next_run.isoformat(timespec="seconds")
+        paused = " paused" if info.paused else ""
+        out.write(
+            f"#{info.task_id} {info.task_type} {info.label} {when} runs {runs} "
+            f"next {following}{paused}\n"
+        )
+    if not schedules and not args.json:
+        out.write("no recurring schedules\n")
+    return 0
 
 
 def status(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:

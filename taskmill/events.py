@@ -31,6 +31,7 @@ __all__ = [
     "Paused",
     "Preempted",
     "Progress",
+    "RecurringCompleted",
     "Resumed",
     "SchedulerEvent",
     "Superseded",
@@ -190,6 +191,29 @@ class DependencyFailed(TaskEvent):
 
 
 @dataclass(frozen=True)
+class RecurringCompleted(TaskEvent):
+    """A run of a recurring task completed (after its ``Completed``): ``execution_count`` runs
+    so far (1 after the first); ``next_run`` is when the next instance is due, None after the
+    last run (or while the schedule is paused)."""
+
+    TYPE: ClassVar[str] = "recurring_completed"
+
+    execution_count: int = 0
+    next_run: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.next_run, int) and not isinstance(self.next_run, bool):
+            object.__setattr__(self, "next_run", ms_to_datetime(self.next_run))  # from the wire
+
+    def data(self) -> dict[str, Any]:
+        """The event's fields as sent on the wire (``next_run`` as epoch ms)."""
+        data = super().data()
+        if isinstance(self.next_run, datetime):
+            data["next_run"] = datetime_to_ms(self.next_run)
+        return data
+
+
+@dataclass(frozen=True)
 class Progress(TaskEvent):
     """The task reported progress: ``percent`` in 0..1 and an optional ``message``.
 
@@ -314,7 +338,7 @@ EVENT_TYPES: dict[str, type[SchedulerEvent]] = {
     for cls in (
         Dispatched, Completed, Failed, DeadLettered, Preempted, Cancelled, Expired, Progress,
         Waiting, Paused, Resumed, Resources, HostResources, Superseded, GroupPaused,
-        GroupResumed, Unblocked, DependencyFailed,
+        GroupResumed, Unblocked, DependencyFailed, RecurringCompleted,
     )
 }  # fmt: skip
 """Every known event class by its ``type`` string."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from bus.kinds import HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
+from bus.kinds import HistoryRow, LookupReply, Outcome, ScheduleRow, TaskRow, TypeStatsReply
 from bus.kinds_run import HostInfo
 from taskmill.priority import Priority
 
@@ -28,6 +28,7 @@ __all__ = [
     "OutcomeKind",
     "ParentResolution",
     "QueueDepth",
+    "RecurringScheduleInfo",
     "SubmitOutcome",
     "TaskHistoryRecord",
     "TaskLookup",
@@ -118,7 +119,8 @@ class TaskRecord(_ToDict):
     """An active task (pending, running, paused or waiting).
 
     A task that is not due yet (a ``run_after`` in the future, or a retry waiting out its delay)
-    is ``pending`` here; the snapshot counts those apart (``scheduled_count``).
+    is ``pending`` here; ``run_after`` says when it is due, and the snapshot counts those apart
+    (``scheduled_count``).
     """
 
     id: int
@@ -145,6 +147,9 @@ class TaskRecord(_ToDict):
     group_key: str | None = None
     tags: dict[str, str] = field(default_factory=dict, hash=False)
     """The task's tags (its own and those inherited from its parent)."""
+    run_after: datetime | None = None
+    """When the task is (or was) due: its ``run_after``/``run_at``, a retry's delay, a recurring
+    task's next run; None: due as soon as it was submitted."""
 
     @classmethod
     def from_row(cls, row: TaskRow) -> TaskRecord:
@@ -157,6 +162,7 @@ class TaskRecord(_ToDict):
             requeue_priority=(
                 None if row.requeue_priority is None else Priority(row.requeue_priority)
             ),
+            run_after=_opt_dt(row.due_at_ms),
         )
 
 
@@ -474,3 +480,41 @@ class HostSummary(_ToDict):
     @classmethod
     def from_wire(cls, info: HostInfo) -> HostSummary:
         return cls(info.host_id, list(info.task_types), info.capacity, info.running)
+
+
+@dataclass(frozen=True)
+class RecurringScheduleInfo(_ToDict):
+    """A recurring schedule (``store.recurring_schedules()``).
+
+    ``task_id`` names the schedule: the id its first submission returned (the controls take it,
+    or the id of an instance still active). ``interval`` (seconds) or ``cron`` says when it
+    recurs; ``next_run`` is when the instance waiting to start is due (None while it runs, or
+    when none waits: paused); ``execution_count`` counts the runs completed.
+    """
+
+    task_id: int
+    task_type: str
+    label: str
+    interval: float | None
+    cron: str | None
+    next_run: datetime | None
+    execution_count: int
+    max_executions: int | None
+    paused: bool
+    key: str = ""
+    """The 64-hex dedup hash every instance has."""
+
+    @classmethod
+    def from_row(cls, row: ScheduleRow) -> RecurringScheduleInfo:
+        return cls(
+            task_id=row.id,
+            task_type=row.task_type,
+            label=row.label,
+            interval=row.interval_s,
+            cron=row.cron,
+            next_run=_opt_dt(row.next_run_ms),
+            execution_count=row.execution_count,
+            max_executions=row.max_executions,
+            paused=row.paused,
+            key=row.key,
+        )

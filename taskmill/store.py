@@ -29,7 +29,11 @@ from bus.kinds import (
     Lookup,
     LookupReply,
     Ok,
+    PauseRecurring,
     Prune,
+    RecurringReply,
+    RecurringSchedules,
+    ResumeRecurring,
     RetryDeadLetter,
     SubmitReply,
     TagCountsReply,
@@ -44,6 +48,7 @@ from taskmill.progress import estimate_progress
 from taskmill.records import (
     EstimatedProgress,
     QueueDepth,
+    RecurringScheduleInfo,
     SubmitOutcome,
     TaskHistoryRecord,
     TaskLookup,
@@ -194,6 +199,21 @@ class TaskStore:
         while it has none."""
         rows = (await self._store.call(GetResult(task_id), HistoryReply)).rows
         return TaskHistoryRecord.from_row(rows[0]) if rows else None
+
+    async def recurring_schedules(self) -> list[RecurringScheduleInfo]:
+        """Every recurring schedule, by id (see ``RecurringScheduleInfo``)."""
+        reply = await self._store.call(RecurringSchedules(), RecurringReply)
+        return [RecurringScheduleInfo.from_row(r) for r in reply.schedules]
+
+    async def pause_recurring(self, task_id: int) -> bool:
+        """Insert no next instance of the schedule ``task_id`` names until it is resumed (an
+        instance already there still runs); False when there is no such schedule."""
+        return bool((await self._store.call(PauseRecurring(task_id), Ok)).value)
+
+    async def resume_recurring(self, task_id: int) -> bool:
+        """Resume the schedule; when none of its instances is active, the next is inserted at
+        once (due when it would have been, or now). False when there is no such schedule."""
+        return bool((await self._store.call(ResumeRecurring(task_id), SubmitReply)).outcomes)
 
     async def history_stats(self, task_type: str) -> TypeStats:
         return TypeStats.from_reply(await self._store.call(HistoryStats(task_type), TypeStatsReply))

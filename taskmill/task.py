@@ -32,6 +32,7 @@ from taskmill.payload import decode_payload
 from taskmill.priority import Priority
 from taskmill.records import EPOCH, ms_to_datetime
 from taskmill.retry import RetryPolicy, seconds
+from taskmill.schedules import CronSchedule, RecurringSchedule
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -187,6 +188,8 @@ class TaskSubmission:
         ttl_from: TtlFrom = TtlFrom.SUBMISSION,
         on_duplicate: DuplicateStrategy | str = DuplicateStrategy.SKIP,
         tags: dict[str, str] | None = None,
+        recurring: RecurringSchedule | None = None,
+        cron: CronSchedule | None = None,
     ) -> None:
         if not isinstance(task_type, str) or not task_type:
             raise ValueError(f"task_type must be a non-empty str, got {task_type!r}")
@@ -195,6 +198,8 @@ class TaskSubmission:
             raise ValueError("give either payload or payload_json, not both")
         if run_after is not None and run_at is not None:
             raise ValueError("give either run_after or run_at, not both")
+        if recurring is not None and cron is not None:
+            raise ValueError("give either recurring or cron, not both")
         self.task_type: str = task_type
         """The task type: selects the executor and prefixes the dedup key."""
         self._key: str | None = None
@@ -215,6 +220,7 @@ class TaskSubmission:
         self._tags: dict[str, str] | None = None
         self._depends_on: list[int | TaskSubmission] = []
         self._on_dependency_failure = DependencyFailure.CANCEL
+        self._schedule: RecurringSchedule | CronSchedule | None = None
         self.expected_read_bytes = 0
         """Disk bytes this task expects to read (used by the IO budget)."""
         self.expected_write_bytes = 0
@@ -254,6 +260,9 @@ class TaskSubmission:
             self.on_duplicate(on_duplicate)
         if tags is not None:
             self.tags(tags)
+        for schedule in (recurring, cron):
+            if schedule is not None:
+                self._set_schedule(schedule)
 
     # -- builder -------------------------------------------------------------------------------
 
@@ -431,6 +440,32 @@ class TaskSubmission:
         self._on_dependency_failure = DependencyFailure(policy)
         return self
 
+    def recurring(
+        self,
+        every: float | timedelta,
+        initial_delay: float | timedelta | None = None,
+        max_executions: int | None = None,
+    ) -> TaskSubmission:
+        """Run again ``every`` seconds after each successful completion (a new task of the same
+        key), the first time after ``initial_delay`` (default: at once), at most
+        ``max_executions`` times (default: no end). Replaces a ``cron``."""
+        return self._set_schedule(RecurringSchedule(every, initial_delay, max_executions))
+
+    def cron(self, expr: str, max_executions: int | None = None) -> TaskSubmission:
+        """Run at each minute the cron expression ``expr`` matches, in UTC: first at the next
+        matching minute after submission (unless ``run_after``/``run_at`` says otherwise),
+        then at the next one after each successful completion. ``ValueError`` for an
+        expression that is not five valid fields. Replaces a ``recurring``."""
+        return self._set_schedule(CronSchedule(expr, max_executions))
+
+    def _set_schedule(self, schedule: RecurringSchedule | CronSchedule) -> TaskSubmission:
+        if not isinstance(schedule, RecurringSchedule | CronSchedule):
+            raise TypeError(f"expected a RecurringSchedule or a CronSchedule, got {schedule!r}")
+        if self.parent_id is not None:
+            raise ValueError("a recurring task cannot have a parent")
+        self._schedule = schedule
+        return self
+
     # -- reading back --------------------------------------------------------------------------
 
     @property
@@ -510,16 +545,25 @@ class TaskSubmission:
         """The time limit given with ``timeout``, or None."""
         return self._timeout
 
+    @property
+    def schedule(self) -> RecurringSchedule | CronSchedule | None:
+        """The schedule given with ``recurring`` or ``cron``, or None."""
+        return self._schedule
+
     def due_at_ms(self, now_ms: int | None = None) -> int | None:
         """The instant (epoch ms) this task becomes due if submitted at ``now_ms`` (default:
-        this machine's clock), or None for at once."""
+        this machine's clock), or None for at once (a cron task: at its first matching minute,
+        which the Store works out)."""
         if self._run_at_ms is not None:
             return self._run_at_ms
-        if self._run_after is None:
+        delay = self._run_after
+        if delay is None and isinstance(self._schedule, RecurringSchedule):
+            delay = self._schedule.initial_delay
+        if delay is None:
             return None
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
-        return now_ms + math.ceil(self._run_after * 1000)
+        return now_ms + math.ceil(delay * 1000)
 
     @property
     def dedup_data(self) -> bytes | None:
@@ -551,6 +595,8 @@ class TaskSubmission:
             raise PayloadTooLarge(
                 f"payload of {len(self._payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
             )
+        if self._schedule is not None and self.parent_id is not None:
+            raise ValueError("a recurring task cannot have a parent")
         wire = self._plain_wire(now_ms)
         return self._with_dependencies(wire, positions or {}) if self._depends_on else wire
 
@@ -576,6 +622,7 @@ class TaskSubmission:
             self._ttl_from.value,
             self._tags,  # never changed in place: ``tags`` makes a new dict
             self._on_duplicate,
+            recurring=None if self._schedule is None else self._schedule.to_wire(),
         )
 
     def _with_dependencies(self, wire: Submission, positions: Mapping[int, int]) -> Submission:
@@ -608,7 +655,7 @@ class TaskSubmission:
             self.expected_net_tx_bytes, self._group, self._fail_fast, self.parent_id,
             self._run_after, self._run_at_ms, self._retry, self._max_retries, self._timeout,
             self._ttl, self._ttl_from, self._on_duplicate, self._tags, self._on_dependency_failure,
-            tuple(d if isinstance(d, int) else id(d) for d in self._depends_on),
+            tuple(d if isinstance(d, int) else id(d) for d in self._depends_on), self._schedule,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
@@ -649,6 +696,10 @@ class TaskSubmission:
             named = [d if isinstance(d, int) else d.display_label for d in self._depends_on]
             parts.append(f"depends_on={named!r}")
             parts.append(f"on_dependency_failure={self._on_dependency_failure.value!r}")
+        if isinstance(self._schedule, RecurringSchedule):
+            parts.append(f"recurring={self._schedule!r}")
+        elif self._schedule is not None:
+            parts.append(f"cron={self._schedule!r}")
         return f"TaskSubmission({', '.join(parts)})"
 
 

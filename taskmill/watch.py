@@ -24,6 +24,7 @@ from taskmill.events import (
     Paused,
     Preempted,
     Progress,
+    RecurringCompleted,
     Resources,
     Resumed,
     SchedulerEvent,
@@ -100,6 +101,9 @@ def _describe(event: SchedulerEvent) -> str:
             text += f" ({event.children_count} children)"
         elif isinstance(event, DependencyFailed):
             text += f": dependency #{event.failed_dependency} failed"
+        elif isinstance(event, RecurringCompleted):
+            following = "none" if event.next_run is None else event.next_run.isoformat()
+            text += f" (run {event.execution_count}, next {following})"
         return text
     return event.type
 

@@ -110,8 +110,9 @@ LEARN_MIN_RUNS = 5
 LEARN_WINDOW = 20
 """A type's learned IO is the mean of its last 20 runs once it has 5."""
 
-_REQUEUING = frozenset({"retry", "requeued", "finalize", "unblocked"})
-"""Transitions that put a task (back) in the queue."""
+_REQUEUING = frozenset({"retry", "requeued", "finalize", "unblocked", "recurring"})
+"""Transitions that put a task (back) in the queue (``recurring``: a next instance, maybe due
+at once)."""
 
 Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]
 
@@ -398,7 +399,9 @@ class Dispatcher(Actor):
         if self._alarm_timer is not None:
             self._alarm_timer.cancel()
         self._alarm_at = due_ms
-        delay = max(0.0, (due_ms - self.core.now_ms()) / 1000)
+        # From the clock's own reading, not whole milliseconds: a reading rounded down would
+        # ring up to a millisecond late.
+        delay = max(0.0, due_ms / 1000 - self.core.clock.time())
         self._alarm_timer = self.loop.call_later(delay, self._ring)
 
     def _ring(self) -> None:
@@ -712,7 +715,9 @@ class Dispatcher(Actor):
         return Ok()
 
     def _cancel(self, message: CancelTask) -> Message | Deferred:
-        return self._cancel_in_store(Cancel(message.id), lambda changes: bool(changes))
+        return self._cancel_in_store(
+            Cancel(message.id, message.recurring), lambda changes: bool(changes)
+        )
 
     def _cancel_where(self, message: CancelTasks) -> Message | Deferred:
         """Bulk cancel: one Store transaction, then the running ones stopped on their hosts."""

@@ -342,6 +342,9 @@ class DispatcherCore:
             elif t.result == "dependency_failed":
                 data = task_data(t, failed_dependency=t.failed_dependency, error=t.error or "")
                 events.append(Event("dependency_failed", data, now))
+            elif t.result == "recurring":
+                data = task_data(t, execution_count=t.execution_count, next_run=t.next_run_ms)
+                events.append(Event("recurring_completed", data, now))
         return self.detach(to_cancel), events, self.detach(hooked)
 
     def preempted(self, rows: list[TaskRow]) -> list[Event]:

@@ -55,6 +55,7 @@ TASK_EVENTS = frozenset(
         "failed",
         "dead_lettered",
         "expired",
+        "recurring_completed",
         "preempted",
         "cancelled",
         "superseded",
@@ -180,6 +181,12 @@ class EventMetrics:
             ["task_type"],
             registry=r,
         )
+        self.recurring = Counter(
+            "taskmill_recurring_completed",
+            "Runs of recurring tasks completed, by task type.",
+            ["task_type"],
+            registry=r,
+        )
         self.preempted = Counter(
             "taskmill_tasks_preempted",
             "Running tasks preempted, by task type.",
@@ -221,6 +228,8 @@ class EventMetrics:
             self._child(self.dead_lettered, task_type).inc()
         elif event_type == "expired":
             self._child(self.expired, task_type).inc()
+        elif event_type == "recurring_completed":
+            self._child(self.recurring, task_type).inc()
         elif event_type == "preempted":
             self._child(self.preempted, task_type).inc()
         elif event_type == "resources":

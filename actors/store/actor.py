@@ -78,10 +78,14 @@ from bus.kinds import (
     ListTasks,
     Lookup,
     Ok,
+    PauseRecurring,
     Peek,
     Preempt,
     Prune,
+    RecurringReply,
+    RecurringSchedules,
     Release,
+    ResumeRecurring,
     RetryDeadLetter,
     SetGroups,
     StoreChanged,
@@ -168,7 +172,10 @@ def _claim(db: StoreDB, spec: ClaimSpec) -> ClaimNextReply:
 
 def _finish(db: StoreDB, message: Finish) -> FinishReply:
     if message.claim is None:
-        return FinishReply(db.finish(message.results, message.max_retries))
+        transitions = db.finish(message.results, message.max_retries)
+        # A recurring task's next instance may be due later: the Dispatcher's alarm must know.
+        due = db.next_due() if any(t.result == "recurring" for t in transitions) else None
+        return FinishReply(transitions, next_due_ms=due)
     transitions = db.finish(message.results, message.max_retries)
     claimed = _claim(db, message.claim)
     return FinishReply(
@@ -219,10 +226,13 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         PauseGroup: lambda m: _paused(db.pause_group(m.group, m.until_ms)),
         ResumeGroup: lambda m: _resumed(db.resume_group(m.group, m.due_only)),
         GetFlow: lambda m: db.flow_state(),
-        Cancel: lambda m: CancelReply(db.cancel(m.id)),
+        Cancel: lambda m: CancelReply(db.cancel(m.id, m.recurring)),
         CancelWhere: lambda m: CancelReply(db.cancel_where(m.group, m.task_type, _pair(m.tag))),
         TaskIdsByTags: lambda m: IdsReply(db.task_ids_by_tags(m.tags, m.status, m.limit)),
         CountByTag: lambda m: TagCountsReply(db.count_by_tag(m.key)),
+        PauseRecurring: lambda m: Ok(db.pause_recurring(m.id)),
+        ResumeRecurring: lambda m: SubmitReply(db.resume_recurring(m.id)),
+        RecurringSchedules: lambda m: RecurringReply(db.recurring_schedules()),
         Release: lambda m: FinishReply(
             db.release(m.ids, m.error, m.max_retries, count_retry=m.count_retry)
         ),

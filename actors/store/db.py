@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors.store import claim, dependencies, flow, lifecycle, queries, tags
+from actors.store import claim, dependencies, flow, lifecycle, queries, recurring, tags
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -39,6 +39,7 @@ from bus.kinds import (
     LookupReply,
     Outcome,
     RetrySpec,
+    ScheduleRow,
     Submission,
     TaskResult,
     TaskRow,
@@ -199,6 +200,8 @@ class StoreDB:
             subs = [self._with_ttl(sub) for sub in subs]
         changes: list[Transition] = []
         with self._core.atomic():
+            if any(getattr(sub, "recurring", None) is not None for sub in subs):
+                return recurring.submit(self._core, subs, request_id, changes), changes
             return apply_submissions(self._core, subs, request_id, changes), changes
 
     def _with_ttl(self, sub: Submission) -> Submission:
@@ -428,10 +431,37 @@ class StoreDB:
                     paused.append(task_row(row))
         return paused
 
-    def cancel(self, id: int) -> list[Transition]:
-        """Cancel a task and its children (deepest first); [] when no active task has ``id``."""
+    def cancel(self, id: int, recurring_too: bool = False) -> list[Transition]:
+        """Cancel a task and its children (deepest first); [] when no active task has ``id``.
+        ``recurring_too``: cancel the schedule ``id`` names instead (its active instances, and
+        the schedule itself: a ``schedule_cancelled`` transition); [] when there is none."""
         with self._core.atomic():
-            return lifecycle.cancel(self._core, id)
+            if not recurring_too:
+                return lifecycle.cancel(self._core, id)
+            schedule = recurring.find(self._core, id)
+            if schedule is None:
+                return []
+            out: list[Transition] = []
+            for (instance,) in self._core.all(
+                "SELECT id FROM tasks WHERE schedule_id = ? ORDER BY id", (schedule.id,)
+            ):
+                out += lifecycle.cancel(self._core, instance)
+            return [*out, recurring.cancelled(self._core, schedule)]
+
+    # -- recurring schedules -----------------------------------------------------------------
+
+    def pause_recurring(self, id: int) -> bool:
+        """No next instance of the schedule ``id`` names until it is resumed; False: none."""
+        with self._core.atomic():
+            return recurring.pause(self._core, id)
+
+    def resume_recurring(self, id: int) -> list[Outcome]:
+        """Resume the schedule; its next instance is inserted at once when none is active."""
+        with self._core.atomic():
+            return recurring.resume(self._core, id)
+
+    def recurring_schedules(self) -> list[ScheduleRow]:
+        return recurring.schedules(self._core)
 
     def cancel_where(
         self,

@@ -417,7 +417,14 @@ def resume_group(core: Core, group: str, now: int, due_only: bool = False) -> in
         return None
     core.forget("flow_policy")
     core.run("DELETE FROM paused_groups WHERE group_key = ?", (group,))
-    return _waiting(core, group)
+    if pause[1] is None or pause[1] > now:
+        return _waiting(core, group)
+    # The claim lets the group's tasks start once its time to resume has come, maybe before
+    # this: those it started since count as resumed too.
+    started = core.value(
+        "SELECT count(*) FROM tasks WHERE group_key = ? AND started_at_ms >= ?", (group, pause[1])
+    )
+    return _waiting(core, group) + int(started)
 
 
 def paused_state(core: Core) -> list[tuple[str, int, int | None, int]]:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from actors.store import dependencies
+from actors.store import dependencies, recurring
 from actors.store.core import Core
 from actors.store.retry import Retries
 from actors.store.schema import (
@@ -57,6 +57,8 @@ class Active:
     child_failures: int
     run_started_at_ms: int | None
     acc: tuple[int, int, int, int]
+    schedule_id: int | None = None
+    """The recurring schedule this task is an instance of."""
 
     @property
     def history_started_at_ms(self) -> int | None:
@@ -68,15 +70,15 @@ class Active:
 
 def load(core: Core, task_id: int) -> Active | None:
     t = core.one(
-        f"SELECT {TASK_COLUMNS}, {TASK_INTERNAL_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+        f"SELECT {TASK_COLUMNS}, {TASK_INTERNAL_COLUMNS}, schedule_id FROM tasks WHERE id = ?",
+        (task_id,),
     )
     if t is None:
         return None
     w = TASK_WIDTH
     row = task_row(t[:w])
-    return Active(
-        row, bool(t[w]), int(t[w + 1]), t[w + 2], (t[w + 3], t[w + 4], t[w + 5], t[w + 6])
-    )
+    acc = (t[w + 3], t[w + 4], t[w + 5], t[w + 6])
+    return Active(row, bool(t[w]), int(t[w + 1]), t[w + 2], acc, t[w + 7])
 
 
 def transition(
@@ -157,6 +159,7 @@ _PLAIN_COMPLETION = (
     "SELECT *, CASE WHEN run_started_at_ms THEN run_started_at_ms ELSE started_at_ms END "
     "AS started FROM tasks WHERE id = :id AND status IN ('running', 'paused') "
     "AND phase = 'execute' AND has_children = 0 AND parent_id IS NULL AND requeue = 0 "
+    "AND schedule_id IS NULL "
     "AND acc_read_bytes = 0 AND acc_write_bytes = 0 AND acc_net_rx_bytes = 0 "
     "AND acc_net_tx_bytes = 0) WHERE coalesce(started, 0) >= 0 "
     "RETURNING task_id, task_type, key, label, priority, group_key, duration_ms, tags"
@@ -285,10 +288,12 @@ def _finish_ok(core: Core, task: Active, result: TaskResult, out: list[Transitio
                 row, "requeued", was_running=True, priority=requeue_priority, duration_ms=duration
             )
         )
-        return
-    delete(core, row.id, row.tags)
-    out.append(transition(row, "completed", was_running=True, duration_ms=duration))
-    child_terminal(core, row, None, out)
+    else:
+        delete(core, row.id, row.tags)
+        out.append(transition(row, "completed", was_running=True, duration_ms=duration))
+        child_terminal(core, row, None, out)
+    if task.schedule_id is not None:
+        recurring.completed(core, task.schedule_id, row, finished, out)
 
 
 def _finish_error(
@@ -360,6 +365,8 @@ def fail(
         actual=actual,
     )
     delete(core, row.id, row.tags)
+    if task.schedule_id is not None:
+        recurring.ended(core, task.schedule_id)
     ended = transition(row, status, error=error, was_running=row.status == "running")
     if age_s is not None:
         ended = dataclasses.replace(ended, age_s=age_s)
@@ -403,8 +410,7 @@ def expire(core: Core, now: int, limit: int = 500) -> list[Transition]:
         task = load(core, task_id)
         if task is None:  # gone with a parent expired before it
             continue
-        age = max(0.0, (now - task.row.created_at_ms) / 1000)
-        fail(core, task, "expired", now, out, status="expired", age_s=age)
+        _expire(core, task, now, out)
     return out
 
 
@@ -413,6 +419,22 @@ def delete(core: Core, task_id: int, tags: object) -> None:
     core.run("DELETE FROM tasks WHERE id = ?", (task_id,))
     if tags:
         unindex_tags(core, task_id)
+
+
+def _expire(core: Core, task: Active, now: int, out: list[Transition]) -> None:
+    """Expire ``task``, then its children that have not started (and theirs): the parent
+    first, so that an expired child finds no parent to fail and the parent's history row says
+    ``expired``. A running child runs on."""
+    age = max(0.0, (now - task.row.created_at_ms) / 1000)
+    fail(core, task, "expired", now, out, status="expired", age_s=age)
+    for (child_id,) in core.all(
+        "SELECT id FROM tasks WHERE parent_id = +? "
+        "AND status IN ('pending', 'paused', 'scheduled', 'blocked') ORDER BY id",
+        (task.row.id,),
+    ):
+        child = load(core, child_id)
+        if child is not None:
+            _expire(core, child, now, out)
 
 
 def load_required(core: Core, task_id: int) -> Active:
@@ -459,6 +481,8 @@ def cancel_tree(core: Core, task_id: int, out: list[Transition]) -> None:
             current, "cancelled", completed_at_ms=now, started_at_ms=task.history_started_at_ms
         )
         delete(core, current, task.row.tags)
+        if task.schedule_id is not None:
+            recurring.ended(core, task.schedule_id)
         out.append(transition(task.row, "cancelled", was_running=task.row.status == "running"))
         was_blocked = task.row.status == "blocked"
         dependencies.ended(core, current, False, was_blocked, out, fail_dependent)

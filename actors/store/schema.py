@@ -108,10 +108,11 @@ CREATE TABLE tasks (
     expires_at_ms          INTEGER,
     -- Since version 7, NULL when not set: the task's tags as a JSON object (see _TAGS);
     -- rate_deferred 1 when a rate limit scheduled the task for its next token;
-    -- on_dependency_failure cancel | fail | ignore (NULL: the task has no dependency)
+    -- on_dependency_failure cancel | fail | ignore (NULL: the task has no dependency);
     tags                   TEXT,
     rate_deferred          INTEGER,
-    on_dependency_failure  TEXT
+    on_dependency_failure  TEXT,
+    schedule_id            INTEGER  -- the recurring schedule this task is an instance of
 );
 -- Dedup lookups. A quarter the size of an index of the keys' text, so a batch of random keys
 -- into a deep queue dirties (and writes to the WAL) a quarter as many pages.
@@ -261,7 +262,30 @@ CREATE INDEX IF NOT EXISTS tasks_blocked ON tasks(priority, id) WHERE status = '
 """
 """What version 7 adds for task dependencies; a fresh database and the upgrade run it alike."""
 
-_VERSION_7 = _TAGS + FLOW_CONTROL + DEPENDENCIES
+
+_RECURRING = """
+-- Recurring schedules (since version 7). A schedule is named by its first task's id; each
+-- instance is a task whose ``schedule_id`` names it. ``template`` is the submission every
+-- instance is made from (``actors.store.recurring``).
+CREATE TABLE IF NOT EXISTS recurring (
+    id                 INTEGER PRIMARY KEY,
+    task_type          TEXT    NOT NULL,
+    key                TEXT    NOT NULL,
+    label              TEXT    NOT NULL,
+    interval_s         REAL,
+    cron               TEXT,
+    max_executions     INTEGER,
+    execution_count    INTEGER NOT NULL DEFAULT 0,
+    paused             INTEGER NOT NULL DEFAULT 0,
+    last_completed_ms  INTEGER,
+    template           BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recurring_key ON recurring(key);
+CREATE INDEX IF NOT EXISTS tasks_schedule ON tasks(schedule_id) WHERE schedule_id IS NOT NULL;
+"""
+
+
+_VERSION_7 = _TAGS + FLOW_CONTROL + DEPENDENCIES + _RECURRING
 """What version 7 adds besides columns: run by a fresh database and by the upgrade from 6."""
 
 

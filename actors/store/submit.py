@@ -29,14 +29,14 @@ from typing import Any
 
 import msgpack
 
-from actors.store import dependencies
+from actors.store import dependencies, lifecycle
 from actors.store.core import Core
-from actors.store.lifecycle import load
 from actors.store.queries import by_key
 from actors.store.schema import index_tags, key8, stored_retry_spec, stored_tags
 from actors.store.supersede import supersede
+from bus.cron import check_cron
 from bus.errors import InvalidRequest, PayloadTooLarge
-from bus.kinds import Outcome, RetrySpec, Submission, Transition
+from bus.kinds import Outcome, RecurSpec, RetrySpec, Submission, Transition
 from bus.limits import (
     DUPLICATE_STRATEGIES,
     MAX_GROUP_CHARS,
@@ -110,6 +110,29 @@ def validate(sub: Submission, index: int, batch_size: int = 1) -> None:
     if sub.on_duplicate not in DUPLICATE_STRATEGIES:
         raise InvalidRequest(f"{where}: on_duplicate must be one of {DUPLICATE_STRATEGIES}")
     dependencies.check(sub, index, batch_size)
+    if sub.recurring is not None:
+        _check_recurring(sub.recurring, sub.parent_id, where)
+
+
+def _check_recurring(spec: RecurSpec, parent_id: int | None, where: str) -> None:
+    """Refuse a recurring schedule the Store could not keep."""
+    if not isinstance(spec, RecurSpec):
+        raise InvalidRequest(f"{where}: recurring must be a RecurSpec")
+    if parent_id is not None:
+        raise InvalidRequest(f"{where}: a recurring task cannot have a parent")
+    if (spec.interval_s is None) == (spec.cron is None):
+        raise InvalidRequest(f"{where}: a recurring schedule has an interval or a cron, not both")
+    if spec.interval_s is not None and not _is_seconds(spec.interval_s, positive=True):
+        raise InvalidRequest(f"{where}: a recurring interval must be a positive number of seconds")
+    if spec.cron is not None:
+        try:
+            check_cron(spec.cron)
+        except ValueError as exc:
+            raise InvalidRequest(f"{where}: {exc}") from None
+    if spec.max_executions is not None and (
+        not _is_int(spec.max_executions) or spec.max_executions < 1
+    ):
+        raise InvalidRequest(f"{where}: max_executions must be a positive integer")
 
 
 TTL_FROM = ("submission", "first_attempt")
@@ -260,7 +283,7 @@ def _existing(core: Core, sub: Submission, now: int, out: list[Transition]) -> O
     inserted for an earlier submission of the same key)."""
     if sub.on_duplicate != "skip":
         task_id = by_key(core, "id", sub.key)
-        if task_id is None or (task := load(core, task_id[0])) is None:
+        if task_id is None or (task := lifecycle.load(core, task_id[0])) is None:
             raise AssertionError("the insert just met the row")
         if sub.on_duplicate == "reject":
             return Outcome("rejected", None, sub.priority)

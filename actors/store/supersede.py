@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from actors.store import lifecycle
 from actors.store.core import Core
-from actors.store.lifecycle import Active, cancel_tree, delete, resolve_parent, transition
 from actors.store.schema import index_tags, unindex_tags
 from bus.kinds import Transition
 
@@ -33,7 +33,7 @@ _RESET = (
 )
 
 
-def in_place(task: Active) -> bool:
+def in_place(task: lifecycle.Active) -> bool:
     """Whether superseding ``task`` keeps its row: it has not started its work."""
     row = task.row
     return row.status in ("pending", "paused", "scheduled") and row.phase == "execute"
@@ -41,7 +41,7 @@ def in_place(task: Active) -> bool:
 
 def supersede(
     core: Core,
-    task: Active,
+    task: lifecycle.Active,
     values: Mapping[str, Any],
     now: int,
     insert: Callable[[], int],
@@ -52,7 +52,7 @@ def supersede(
     now holding the key."""
     row = task.row
     for (child,) in core.all("SELECT id FROM tasks WHERE parent_id = +? ORDER BY id", (row.id,)):
-        cancel_tree(core, child, out)
+        lifecycle.cancel_tree(core, child, out)
     core.write_history(
         row.id, "superseded", completed_at_ms=now, started_at_ms=task.history_started_at_ms
     )
@@ -69,10 +69,10 @@ def supersede(
         index_tags(core, row.id, values["tags"])
         new_id = row.id
     else:
-        delete(core, row.id, row.tags)
+        lifecycle.delete(core, row.id, row.tags)
         new_id = insert()
     was_running = row.status == "running"
-    out.append(transition(row, "superseded", was_running=was_running, new_task_id=new_id))
+    out.append(lifecycle.transition(row, "superseded", was_running=was_running, new_task_id=new_id))
     if row.parent_id is not None and row.parent_id != values["parent_id"]:
-        resolve_parent(core, row.parent_id, out)  # it may have lost its last active child
+        lifecycle.resolve_parent(core, row.parent_id, out)  # it may have lost its last active child
     return new_id

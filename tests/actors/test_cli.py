@@ -33,8 +33,8 @@ from tests.procfile_support import actor_threads
 
 ACTOR_COMMANDS = ("store", "dispatcher", "monitor", "limiter", "worker", "events")
 USER_COMMANDS = (
-    "submit", "result", "cancel", "status", "watch", "ping", "stats", "keys", "demo", "web",
-    "pause", "resume", "rate-limits",
+    "submit", "result", "cancel", "recurring", "status", "watch", "ping", "stats", "keys", "demo",
+    "web", "pause", "resume", "rate-limits",
 )  # fmt: skip
 
 

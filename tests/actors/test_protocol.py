@@ -217,6 +217,7 @@ def test_unknown_fields_are_ignored() -> None:
     wire = ["t", KEY, "l", 128, None, 0, 0, 0, 0, None, True, None, None, None, None, None]
     wire += [None, "submission", None, "skip"]
     wire += [None, None, "cancel"]  # dependencies
+    wire += [None]  # recurring
     wire.append("added later")
     assert decode(frames("store.submit", {"submissions": [wire]}))[0] == Submit(
         [Submission("t", KEY, "l")]

@@ -97,7 +97,7 @@ async def test_the_state_shows_running_tasks_queue_depth_and_hosts(
     ]
     [host] = state["hosts"]
     assert set(host["task_types"]) == {"hold", "boom", "parent"} and host["running"] == 0
-    assert state["controls"] == {"groups": False}  # this client has no group pause
+    assert state["controls"] == {"groups": True}  # the client pauses groups: the page offers it
 
     outcome = await scheduler.submit(TaskSubmission("hold", key="now").priority(Priority.HIGH))
     await scheduler.resume_all()
@@ -191,35 +191,18 @@ async def test_a_task_detail_shows_payload_error_and_children(
     await recorder.close()
 
 
-class GroupClient(AsyncClient):
-    """A client with group pause, as the next version's clients have: records the calls."""
-
-    calls: list[tuple[str, str]] = []
-
-    async def pause_group(self, group: str, until: Any = None) -> None:
-        self.calls.append(("pause", group))
-
-    async def resume_group(self, group: str) -> None:
-        self.calls.append(("resume", group))
-
-
-async def test_group_controls_appear_once_the_client_has_them(scheduler: Scheduler) -> None:
-    without = dashboard_app(lambda: client_of(scheduler))
-    with TestClient(without, base_url="http://localhost") as http:
-        missing = await call(http.post, "/api/groups/pause", json={"group": "g"}, headers=ACT)
-        assert missing.status_code == 404
-    GroupClient.calls = []
-    app = dashboard_app(lambda: GroupClient(scheduler.topology, context=scheduler._context))
+async def test_a_group_paused_and_resumed_from_the_page(scheduler: Scheduler) -> None:
+    app = dashboard_app(lambda: client_of(scheduler))
     with TestClient(app, base_url="http://localhost") as http:
         assert (await call(http.get, "/api/state")).json()["controls"] == {"groups": True}
-        for action in ("pause", "resume"):
-            reply = await call(
-                http.post, f"/api/groups/{action}", json={"group": "s3://b"}, headers=ACT
-            )
-            assert reply.status_code == 200
+        reply = await call(http.post, "/api/groups/pause", json={"group": "s3://b"}, headers=ACT)
+        assert reply.status_code == 200
+        assert [p.group for p in (await scheduler.snapshot()).paused_groups] == ["s3://b"]
+        reply = await call(http.post, "/api/groups/resume", json={"group": "s3://b"}, headers=ACT)
+        assert reply.status_code == 200
+        assert (await scheduler.snapshot()).paused_groups == []
         bad = await call(http.post, "/api/groups/pause", json={"group": ""}, headers=ACT)
         assert bad.status_code == 400
-    assert GroupClient.calls == [("pause", "s3://b"), ("resume", "s3://b")]
 
 
 def test_any_address_but_loopback_needs_a_token() -> None:

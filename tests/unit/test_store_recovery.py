@@ -17,7 +17,7 @@ from actors.store.schema import TASK_STATUSES
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, private_dirs
 from bus.errors import DatabaseError
-from bus.kinds import Submission
+from bus.kinds import RecurSpec, Submission
 
 
 def test_every_task_survives_a_restart(tmp_path: Path) -> None:
@@ -379,6 +379,7 @@ def test_a_version_5_database_keeps_its_rows_and_runtime_limits_on_upgrade(
 
 
 def assert_integrity(tmp_path: Path) -> None:
+    """The file passes SQLite's integrity check."""
     conn = raw(tmp_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -427,6 +428,26 @@ def test_a_version_6_database_takes_dependencies_after_its_upgrade(tmp_path: Pat
         transitions = db.cancel(paused.id)
         assert [t.result for t in transitions] == ["cancelled", "dependency_failed"]
         assert db.result(blocked.id)[0].status == "dependency_failed"
+    finally:
+        db.close()
+    assert_integrity(tmp_path)
+
+
+def test_a_version_6_database_takes_recurring_schedules_after_its_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Version 7 adds ``schedule_id`` at the end of ``tasks`` (a change of the schema's text
+    alone) and the ``recurring`` table: the rows stay whole, and a schedule works at once."""
+    shutil.copy(DATA / "schema-v6.db", tmp_path / "tasks.db")
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    try:
+        assert db.groups().runtime == {"g": 3}
+        assert [t.label for t in db.list_tasks("paused", 10)] == ["paused"]
+        [outcome] = db.submit([sub("every-minute", recurring=RecurSpec(60.0))])
+        db.claim([outcome.id or 0])
+        assert [t.result for t in db.finish([ok(outcome.id or 0)])] == ["completed", "recurring"]
+        assert [s.execution_count for s in db.recurring_schedules()] == [1]
     finally:
         db.close()
     assert_integrity(tmp_path)
