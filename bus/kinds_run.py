@@ -83,6 +83,34 @@ class GetState(Message):
     pass
 
 
+@struct
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """An executor host connected to the Dispatcher."""
+
+    host_id: str
+    capacity: int
+    running: int
+    task_types: list[str]
+    heartbeat_age_s: float
+    """Seconds since the Dispatcher last heard from it."""
+
+
+@message("dispatcher.hosts.reply")
+@dataclass(frozen=True, slots=True)
+class HostsReply(Message):
+    hosts: list[HostInfo]
+    paused: bool = False
+
+
+@message("dispatcher.hosts", reply=HostsReply)
+@dataclass(frozen=True, slots=True)
+class GetHosts(Message):
+    """The executor hosts connected now, and whether dispatching is paused: what the CLI's
+    ``ping`` lists and the metrics endpoint shows, without the running tasks ``dispatcher.state``
+    carries."""
+
+
 @message("dispatcher.shutdown", reply=Ok)
 @dataclass(frozen=True, slots=True)
 class Shutdown(Message):

@@ -44,6 +44,7 @@ class AppSpec:
     app_state: list[object] = field(default_factory=list)
     store_config: StoreConfig = field(default_factory=StoreConfig)
     metrics_port: int | None = None
+    metrics_interval: float = 5.0
     run_dir: str | None = None
     separate_threads: bool = False
     executor_thread: bool = False
@@ -245,6 +246,15 @@ class SchedulerBuilder:
     def metrics_port(self, port: int) -> SchedulerBuilder:
         """Serve Prometheus metrics from the EventPublisher on this port (0 picks one)."""
         self.spec.metrics_port = port
+        return self
+
+    def metrics_interval(self, seconds: float) -> SchedulerBuilder:
+        """How often the metrics endpoint reads the queue, the hosts and the actors' heartbeats
+        (default 5 s: once per scrape of the shipped Prometheus configuration). Each read is
+        one aggregate query of the Store, whatever the queue's depth."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ValueError(f"metrics_interval must be a number of seconds > 0, got {seconds!r}")
+        self.spec.metrics_interval = float(seconds)
         return self
 
     async def build(self) -> Scheduler:

@@ -67,6 +67,7 @@ from bus.kinds_run import (
     CancelTask,
     Event,
     EventBatch,
+    GetHosts,
     GetState,
     HostHeartbeat,
     HostHello,
@@ -182,6 +183,7 @@ class Dispatcher(Actor):
             SetMaxConcurrency: self._set_max_concurrency,
             CancelTask: self._cancel,
             GetState: lambda m: self.core.state(),
+            GetHosts: lambda m: self.core.host_list(self.loop.clock.monotonic()),
             Shutdown: self._shutdown,
         }
         RequestServer(loop, control, self, dispatch_each(controls, self.name))

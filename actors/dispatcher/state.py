@@ -30,7 +30,15 @@ from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds import TaskResult, TaskRow, Transition
-from bus.kinds_run import DispatcherState, Event, HostHeartbeat, ProgressRow, RunningTask
+from bus.kinds_run import (
+    DispatcherState,
+    Event,
+    HostHeartbeat,
+    HostInfo,
+    HostsReply,
+    ProgressRow,
+    RunningTask,
+)
 from bus.kinds_run import Readings as ReadingsMsg
 
 NO_EXECUTOR = "no executor registered for type '{}'"
@@ -52,6 +60,15 @@ def task_data(task: TaskRow | Transition, **extra: Any) -> dict[str, Any]:
         "label": task.label,
     }
     data.update(extra)
+    return data
+
+
+def dispatched_data(row: TaskRow, now_ms: int) -> dict[str, Any]:
+    """A ``dispatched`` event's data: with ``priority``, and ``wait_ms`` (submission to start)
+    on a task's first run, which the metrics endpoint's wait histogram observes."""
+    data = task_data(row, phase=row.phase, priority=row.priority)
+    if row.phase == "execute" and row.retry_count == 0:
+        data["wait_ms"] = max(0, (row.started_at_ms or now_ms) - row.created_at_ms)
     return data
 
 
@@ -239,7 +256,7 @@ class DispatcherCore:
             run_id = next(self._run_ids)
             self.running[row.id] = Running(row, row.started_at_ms or now, run_id)
             runs.setdefault(host.identity, []).append((row, run_id))
-            events.append(Event("dispatched", task_data(row, phase=row.phase), now))
+            events.append(Event("dispatched", dispatched_data(row, now), now))
         self._tentative.clear()
         self._candidates.clear()
         return runs, unserved, events
@@ -409,6 +426,13 @@ class DispatcherCore:
             resources=resources_of(self.readings) if self.settings.monitoring else {},
             host_resources=self.host_resources(),
         )
+
+    def host_list(self, now: float) -> HostsReply:
+        hosts = [
+            HostInfo(h.host_id, h.capacity, len(h.running), sorted(h.task_types), now - h.last_seen)
+            for h in self.hosts.hosts()
+        ]
+        return HostsReply(sorted(hosts, key=lambda h: h.host_id), self.paused)
 
     def stats(self) -> dict[str, Any]:
         counts = {"running": len(self.running), "hosts": len(self.hosts)}

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors.store import claim, lifecycle, queries
+from actors.store import claim, lifecycle, metrics, queries
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -38,6 +38,7 @@ from bus.kinds import (
     HistoryRow,
     LookupReply,
     Outcome,
+    QueueCount,
     RetrySpec,
     Submission,
     TaskResult,
@@ -195,6 +196,12 @@ class StoreDB:
 
     def counts(self) -> CountsReply:
         return queries.counts(self._core)
+
+    def queue_counts(self, type_split_limit: int = metrics.TYPE_SPLIT_LIMIT) -> list[QueueCount]:
+        return metrics.queue_counts(self._core, type_split_limit)
+
+    def running_by_group(self) -> dict[str, int]:
+        return metrics.running_by_group(self._core)
 
     def lookup(self, key: str) -> LookupReply:
         return queries.lookup(self._core, key)
