@@ -440,6 +440,10 @@ class RetryDeadLetter(Message):
 # -- operations: the figures the metrics endpoint shows --------------------------------------
 
 
+QUEUE_STATUSES = ("pending", "running", "paused", "waiting", "scheduled")
+"""The statuses of active tasks, as ``QueueCount`` names them."""
+
+
 @struct
 @dataclass(frozen=True, slots=True)
 class QueueCount:

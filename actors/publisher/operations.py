@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
 
 from actors.publisher.labels import LabelCap
 from bus.clock import Clock
-from bus.kinds import LatencyHistogram, StoreMetrics
+from bus.kinds import QUEUE_STATUSES, LatencyHistogram, StoreMetrics
 from bus.kinds_run import HostsReply
 from bus.tiers import TIERS
 
@@ -90,7 +90,8 @@ class OperationsCollector:
             self._dispatcher = hosts
 
     def _capped_queue(self, reply: StoreMetrics) -> _Queue:
-        counts: dict[tuple[str, str], int] = {}
+        # Every status and tier, none left out: an empty queue reads 0, not "no data".
+        counts = {(status, tier): 0 for status in QUEUE_STATUSES for tier, _ in TIERS}
         by_type: dict[tuple[str, str], int] = {}
         oldest: dict[str, int] = {}
         waiting = dict.fromkeys(WAITING_REASONS, 0)
