@@ -3,9 +3,9 @@
 Actor commands (``store``, ``dispatcher``, ``monitor``, ``limiter``, ``worker``, ``events``) each
 build one actor of the application and run it until SIGTERM/SIGINT: one process per actor, as a
 Procfile runs them. User commands (``submit``, ``result``, ``status``, ``watch``, ``ping``,
-``stats``) talk
-to a running deployment; ``demo`` runs an embedded scheduler. Every command but ``demo`` reads
-the deployment configuration from ``--config`` (TOML), ``TASKMILL_*`` variables and its flags.
+``stats``, ``cancel``, ``pause``, ``resume``, ``history``) talk to a running deployment;
+``demo`` runs an embedded scheduler. Every command but ``demo`` reads the deployment
+configuration from ``--config`` (TOML), ``TASKMILL_*`` variables and its flags.
 """
 
 from __future__ import annotations
@@ -190,10 +190,15 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     watch.add_argument("--count", type=int, help="exit after this many events")
 
     ping = user("ping", "ask actors for a PONG over their control endpoints")
-    ping.add_argument("actors", nargs="*", metavar="ACTOR", help="default: every actor but workers")
-    ping.add_argument("--host-id", help="the worker's host id (for `worker`)")
     ping.add_argument(
-        "--timeout", type=positive_seconds, default=2.0, help="seconds to wait for each"
+        "actors",
+        nargs="*",
+        metavar="ACTOR",
+        help="default: every actor; `worker`: every executor host (or the one of --host-id)",
+    )
+    ping.add_argument("--host-id", help="only this executor host (for `worker`)")
+    ping.add_argument(
+        "--timeout", type=positive_seconds, default=2.0, help="seconds to wait (all at once)"
     )
 
     stats = user("stats", "print an actor's STATS (counters and state)")
@@ -201,6 +206,34 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     stats.add_argument("--host-id", help="the worker's host id (for `worker`)")
     stats.add_argument("--json", action="store_true", help="as JSON")
     stats.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
+
+
+def _add_operation_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``cancel``, ``pause``, ``resume``, ``history``: each its own parser and handler."""
+    from taskmill.commands import non_negative_int, positive_int, positive_seconds, task_type
+
+    def user(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, parents=[common], help=help_text, description=help_text
+        )
+        p.set_defaults(func=_user, log_level=logging.WARNING)
+        p.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
+        return p
+
+    cancel = user("cancel", "cancel tasks by id (and their children)")
+    cancel.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="task ids")
+    user("pause", "pause the whole scheduler: no task starts, running ones are paused")
+    user("resume", "resume the whole scheduler after `pause`")
+    history = user("history", "list finished runs, newest first")
+    history.add_argument("--status", choices=HISTORY_STATUSES, help="only runs that ended so")
+    history.add_argument("--type", dest="task_type", type=task_type, help="only this task type")
+    history.add_argument("--limit", type=positive_int, default=50, help="at most this many")
+    history.add_argument("--offset", type=non_negative_int, default=0, help="skip this many")
+    history.add_argument("--json", action="store_true", help="one JSON list of the records")
+
+
+HISTORY_STATUSES = ("completed", "failed", "cancelled", "dead_letter", "expired")
+"""What ``taskmill history --status`` accepts: the statuses of history rows."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _deployment_options()
     _add_actor_commands(sub, common)
     _add_user_commands(sub, common)
+    _add_operation_commands(sub, common)
     keys = sub.add_parser(
         "keys",
         help="generate CURVE key pairs for tcp deployments",

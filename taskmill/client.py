@@ -37,7 +37,7 @@ from bus.kinds import (
     SubmitReply,
     TypeStatsReply,
 )
-from bus.kinds_run import CancelTask, DispatcherState, GetState
+from bus.kinds_run import CancelTask, DispatcherState, GetState, PauseAll, ResumeAll
 from bus.security import CurveSecurity
 from bus.subscribe import Configure
 from bus.topology import Topology
@@ -173,10 +173,25 @@ class Client(_Endpoints):
         key = generate_dedup_key(task_type, _dedup_data(data))
         return TaskLookup.from_reply(self._store.call(Lookup(key), LookupReply))
 
-    def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
-        """Terminal runs, newest first (in several requests when they exceed a frame)."""
+    def pause_all(self) -> None:
+        """Stop dispatching (running tasks are paused) until ``resume_all``."""
+        self._dispatcher.call(PauseAll(), Ok)
+
+    def resume_all(self) -> None:
+        self._dispatcher.call(ResumeAll(), Ok)
+
+    def history(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+    ) -> list[TaskHistoryRecord]:
+        """Terminal runs, newest first, of one ``status`` and ``task_type`` when given (in
+        several requests when they exceed a frame)."""
         records: list[TaskHistoryRecord] = []
-        page: History | None = History(limit, offset)
+        page: History | None = History(limit, offset, task_type=task_type, status=status)
         while page is not None:
             reply = self._store.call(page, HistoryReply)
             records += [TaskHistoryRecord.from_row(r) for r in reply.rows]
@@ -286,6 +301,12 @@ class AsyncClient(_Endpoints):
 
     async def cancel(self, task_id: int) -> bool:
         return bool((await self._dispatcher.call(CancelTask(task_id), Ok)).value)
+
+    async def pause_all(self) -> None:
+        await self._dispatcher.call(PauseAll(), Ok)
+
+    async def resume_all(self) -> None:
+        await self._dispatcher.call(ResumeAll(), Ok)
 
     async def lookup(self, task_type: str, data: bytes | str | None) -> TaskLookup:
         return await self._tasks.lookup(generate_dedup_key(task_type, _dedup_data(data)))
