@@ -134,9 +134,10 @@ def _reach(cfg: DeploymentConfig, *actors: str) -> None:
         for actor in actors:
             endpoint = getattr(topology, actor)
             configure = security.configure_client(endpoint) if security is not None else None
-            reason = probe(
-                context, endpoint, actor.split("_")[0], configure=configure, key_hint=_key_hint(cfg)
-            )
+            kind = zmq.SUB if actor == "events" else zmq.DEALER  # the event stream is an XPUB
+            name = actor.split("_")[0]
+            hint = _key_hint(cfg)
+            reason = probe(context, endpoint, name, configure=configure, key_hint=hint, kind=kind)
             if reason is not None:
                 raise ActorUnavailable(reason)
     finally:

@@ -37,10 +37,13 @@ def probe(
     configure: Callable[[Any], None] | None = None,
     key_hint: str = "",
     timeout: float = PROBE_TIMEOUT_S,
+    kind: int = zmq.DEALER,
 ) -> str | None:
     """None when a peer at ``endpoint`` completed a ZeroMQ handshake with this client; else
     one line saying why not. ``actor`` names who should be there; ``key_hint`` is added when
-    the server refused this client's CURVE key."""
+    the server refused this client's CURVE key. ``kind``: the socket type the client will use
+    (ZeroMQ refuses a handshake between socket types that do not go together: a SUB for the
+    event stream, a DEALER for everything else)."""
     if endpoint.startswith("inproc://"):
         return None  # in this process: there when its actor is
     if endpoint.startswith("ipc://"):
@@ -52,7 +55,7 @@ def probe(
             )
         if not path.exists():
             return f"nothing listening at {endpoint} (the {actor} actor is not running)"
-    sock = context.socket(zmq.DEALER)
+    sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if configure is not None:
         configure(sock)

@@ -197,6 +197,7 @@ def test_a_stopped_deployment_is_said_within_2_seconds(
         (["history"], "store"),
         (["cancel", "1"], "dispatcher"),
         (["pause"], "dispatcher"),
+        (["watch"], "events"),
     ):
         code, took = timed([*argv, "--run-dir", str(run_dir)])
         err = capsys.readouterr().err

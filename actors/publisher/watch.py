@@ -29,6 +29,8 @@ log = logging.getLogger("taskmill.events")
 
 M = TypeVar("M", bound=Message)
 
+MIN_TIMEOUT_S = 2.0
+
 WATCHED = ("store", "dispatcher", "limiter", "monitor")
 """The actors whose heartbeat age the metrics show (executor hosts: through the Dispatcher)."""
 
@@ -45,7 +47,9 @@ class Watch:
         self._collector: OperationsCollector | None = None
 
     def start(self, loop: ActorLoop, collector: OperationsCollector) -> None:
-        t, timeout = self.topology, self.interval_s
+        # A slow answer is still an answer: a question waits at least a little longer than
+        # an interval (it is not asked again meanwhile) before its series are dropped.
+        t, timeout = self.topology, max(2 * self.interval_s, MIN_TIMEOUT_S)
         self._collector = collector
         self._store = Peer(loop, t.store, timeout=timeout)
         self._dispatcher = Peer(loop, t.dispatcher, timeout=timeout)
