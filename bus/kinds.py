@@ -561,3 +561,52 @@ class RecurringReply(Message):
 @dataclass(frozen=True, slots=True)
 class RecurringSchedules(Message):
     """Every recurring schedule, by id."""
+
+
+# -- operations: the figures the metrics endpoint shows --------------------------------------
+
+
+QUEUE_STATUSES = ("pending", "running", "paused", "waiting", "scheduled", "blocked")
+"""The statuses of active tasks, as ``QueueCount`` names them."""
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class QueueCount:
+    """Active tasks of one status, priority tier (``bus.tiers``) and task type."""
+
+    status: str
+    tier: str
+    task_type: str | None
+    """None: pending tasks the Store did not split by type (the queue was too deep to)."""
+    count: int
+    ready_since_ms: int | None = None
+    """For ``pending``: since when the longest-waiting of them has been ready to run (epoch ms)."""
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class LatencyHistogram:
+    """Latencies since the actor started: ``counts[i]`` of them at most ``bounds[i]`` seconds
+    and over ``bounds[i-1]``; the last count is those over every bound."""
+
+    bounds: list[float]
+    counts: list[int]
+    sum_s: float = 0.0
+
+
+@message("store.metrics.reply")
+@dataclass(frozen=True, slots=True)
+class StoreMetrics(Message):
+    counts: list[QueueCount]
+    running_by_group: dict[str, int] = field(default_factory=dict)
+    submitted: int = 0
+    """Tasks inserted since the Store started (duplicates, upgrades and requeues not counted)."""
+    transactions: LatencyHistogram | None = None
+
+
+@message("store.metrics", reply=StoreMetrics)
+@dataclass(frozen=True, slots=True)
+class GetStoreMetrics(Message):
+    """One aggregate read of the queue for the metrics endpoint, made once per scrape interval:
+    counts by status, tier and type, running tasks per group, the Store's own counters."""

@@ -93,6 +93,8 @@ class HostInfo:
     task_types: list[str]
     capacity: int
     running: int
+    heartbeat_age_s: float = 0.0
+    """Seconds since the Dispatcher last heard from it (``dispatcher.hosts``)."""
 
 
 @message("dispatcher.state.reply")
@@ -113,6 +115,21 @@ class DispatcherState(Message):
 @dataclass(frozen=True, slots=True)
 class GetState(Message):
     pass
+
+
+@message("dispatcher.hosts.reply")
+@dataclass(frozen=True, slots=True)
+class HostsReply(Message):
+    hosts: list[HostInfo]
+    paused: bool = False
+
+
+@message("dispatcher.hosts", reply=HostsReply)
+@dataclass(frozen=True, slots=True)
+class GetHosts(Message):
+    """The executor hosts connected now, and whether dispatching is paused: what the CLI's
+    ``ping`` lists and the metrics endpoint shows, without the running tasks ``dispatcher.state``
+    carries."""
 
 
 @message("dispatcher.shutdown", reply=Ok)

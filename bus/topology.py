@@ -6,6 +6,7 @@ tcp for hosts on other machines). Who asks whom (acyclic; the Store at the botto
     clients ──▶ Store, Dispatcher, GroupLimiter    Dispatcher, GroupLimiter ──▶ Store
     executor hosts ──▶ Dispatcher, Store          every actor ──▶ EventPublisher (one-way)
     ResourceMonitor ──▶ Dispatcher (one-way readings)
+    EventPublisher ──▶ Store, Dispatcher, control endpoints (metrics, once per interval)
 """
 
 from __future__ import annotations

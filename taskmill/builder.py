@@ -48,6 +48,7 @@ class AppSpec:
     web_port: int | None = None
     web_host: str = "127.0.0.1"
     web_token: str | None = None
+    metrics_interval: float = 5.0
     run_dir: str | None = None
     separate_threads: bool = False
     executor_thread: bool = False
@@ -323,6 +324,15 @@ class SchedulerBuilder:
         self.spec.web_port = port
         self.spec.web_host = host
         self.spec.web_token = token
+        return self
+
+    def metrics_interval(self, seconds: float) -> SchedulerBuilder:
+        """How often the metrics endpoint reads the queue, the hosts and the actors' heartbeats
+        (default 5 s: once per scrape of the shipped Prometheus configuration). Each read is
+        one aggregate query of the Store, whatever the queue's depth."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ValueError(f"metrics_interval must be a number of seconds > 0, got {seconds!r}")
+        self.spec.metrics_interval = float(seconds)
         return self
 
     async def build(self) -> Scheduler:

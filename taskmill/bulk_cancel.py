@@ -33,7 +33,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--type", dest="task_type", metavar="T", help="... of task type T")
     which.add_argument("--tag", type=tag, metavar="K=V", help="... tagged K=V")
     parser.add_argument("--json", action="store_true", help="print the cancelled ids as JSON")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
 
 
 def requested(args: argparse.Namespace) -> bool:

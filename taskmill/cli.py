@@ -3,8 +3,9 @@
 Actor commands (``store``, ``dispatcher``, ``monitor``, ``limiter``, ``worker``, ``events``) each
 build one actor of the application and run it until SIGTERM/SIGINT: one process per actor, as a
 Procfile runs them. User commands (``submit``, ``result``, ``status``, ``watch``, ``ping``,
-``stats``, ``web``, and ``pause``/``resume`` of a group, ``rate-limits``) talk to a running
-deployment; ``demo`` runs an embedded scheduler. Every command but ``demo`` reads the deployment
+``stats``, ``web``, ``recurring``, ``rate-limits``, ``cancel``, ``pause``, ``resume``,
+``history``) talk to a running deployment; ``demo`` runs an embedded scheduler. Every
+command but ``demo`` reads the deployment
 configuration from ``--config`` (TOML), ``TASKMILL_*`` variables and its flags.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from bus.errors import TaskmillError
 from taskmill.deploy import ConfigError, DeploymentConfig, load_app
+from taskmill.records import HistoryStatus
 
 ACTOR_HELP = {
     "store": "run the Store actor (owns the database)",
@@ -151,7 +153,6 @@ def _add_actor_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from taskmill import bulk_cancel
     from taskmill.commands import (
         non_negative_int,
         parse_priority,
@@ -193,8 +194,6 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     result.add_argument("--json", action="store_true", help="the history record as JSON")
     result.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
 
-    cancel = user("cancel", "cancel every active task of a group, of a type or with a tag")
-    bulk_cancel.add_options(cancel)
     recurring = user("recurring", "list the recurring schedules")
     recurring.add_argument("--json", action="store_true", help="one JSON object per schedule")
     recurring.add_argument(
@@ -210,15 +209,20 @@ def _add_user_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     watch.add_argument("--count", type=int, help="exit after this many events")
 
     ping = user("ping", "ask actors for a PONG over their control endpoints")
-    ping.add_argument("actors", nargs="*", metavar="ACTOR", help="default: every actor but workers")
-    ping.add_argument("--host-id", help="the worker's host id (for `worker`)")
     ping.add_argument(
-        "--timeout", type=positive_seconds, default=2.0, help="seconds to wait for each"
+        "actors",
+        nargs="*",
+        metavar="ACTOR",
+        help="default: every actor; `worker`: every executor host (or the one of --host-id)",
+    )
+    ping.add_argument("--host-id", help="only this executor host (for `worker`)")
+    ping.add_argument(
+        "--timeout", type=positive_seconds, default=2.0, help="seconds to wait (all at once)"
     )
 
-    from taskmill.flow_commands import add_flow_commands
+    from taskmill.flow_commands import add_rate_limits_command
 
-    add_flow_commands(sub, common, _flow)
+    add_rate_limits_command(sub, common, _flow)
 
     stats = user("stats", "print an actor's STATS (counters and state)")
     stats.add_argument("actor", metavar="ACTOR")
@@ -236,6 +240,40 @@ def _add_web_command(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_web, log_level=logging.WARNING)
 
 
+def _add_operation_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``cancel``, ``pause``, ``resume`` (each of the whole scheduler, or of a group, type or
+    tag), ``history``."""
+    from taskmill import bulk_cancel
+    from taskmill.commands import non_negative_int, positive_int, positive_seconds, task_type
+    from taskmill.flow_commands import add_group_options
+
+    def user(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, parents=[common], help=help_text, description=help_text
+        )
+        p.set_defaults(func=_user, log_level=logging.WARNING)
+        p.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
+        return p
+
+    cancel = user("cancel", "cancel tasks by id (with their children), or by group, type or tag")
+    cancel.add_argument("ids", nargs="*", type=positive_int, metavar="ID", help="task ids")
+    bulk_cancel.add_options(cancel)
+    pause = user("pause", "pause the whole scheduler (running tasks too), or one group")
+    add_group_options(pause, until=True)
+    resume = user("resume", "resume the whole scheduler after `pause`, or one group")
+    add_group_options(resume, until=False)
+    history = user("history", "list finished runs, newest first")
+    history.add_argument("--status", choices=HISTORY_STATUSES, help="only runs that ended so")
+    history.add_argument("--type", dest="task_type", type=task_type, help="only this task type")
+    history.add_argument("--limit", type=positive_int, default=50, help="at most this many")
+    history.add_argument("--offset", type=non_negative_int, default=0, help="skip this many")
+    history.add_argument("--json", action="store_true", help="one JSON list of the records")
+
+
+HISTORY_STATUSES = tuple(status.value for status in HistoryStatus)
+"""What ``taskmill history --status`` accepts: the statuses of history rows."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskmill", description="An adaptive priority work scheduler on ZeroMQ."
@@ -246,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_actor_commands(sub, common)
     _add_user_commands(sub, common)
     _add_web_command(sub, common)
+    _add_operation_commands(sub, common)
     keys = sub.add_parser(
         "keys",
         help="generate CURVE key pairs for tcp deployments",

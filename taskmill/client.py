@@ -208,7 +208,7 @@ class Client(_Endpoints):
         return bool(self._dispatcher.call(CancelTask(task_id), Ok).value)
 
     def pause_all(self) -> None:
-        """Pause every running task and stop dispatching (see ``Scheduler.pause_all``)."""
+        """Pause every running task and stop dispatching until ``resume_all``."""
         self._dispatcher.call(PauseAll(), Ok)
 
     def resume_all(self) -> None:
@@ -216,7 +216,7 @@ class Client(_Endpoints):
         self._dispatcher.call(ResumeAll(), Ok)
 
     def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
-        """Submit a dead-lettered task again (see ``Scheduler.retry_dead_letter``)."""
+        """Submit a dead-lettered task again (see ``AsyncClient.retry_dead_letter``)."""
         return _outcomes(self._store.call(RetryDeadLetter(history_id), SubmitReply))[0]
 
     def cancel_group(self, group: str) -> list[int]:
@@ -282,10 +282,18 @@ class Client(_Endpoints):
         key = generate_dedup_key(task_type, _dedup_data(data))
         return TaskLookup.from_reply(self._store.call(Lookup(key), LookupReply))
 
-    def history(self, limit: int = 50, offset: int = 0) -> list[TaskHistoryRecord]:
-        """Terminal runs, newest first (in several requests when they exceed a frame)."""
+    def history(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+    ) -> list[TaskHistoryRecord]:
+        """Terminal runs, newest first, of one ``status`` and ``task_type`` when given (in
+        several requests when they exceed a frame)."""
         records: list[TaskHistoryRecord] = []
-        page: History | None = History(limit, offset)
+        page: History | None = History(limit, offset, task_type=task_type, status=status)
         while page is not None:
             reply = self._store.call(page, HistoryReply)
             records += [TaskHistoryRecord.from_row(r) for r in reply.rows]

@@ -1,8 +1,8 @@
 """The flow-control commands of ``taskmill``: ``pause --group G [--until S]``,
 ``resume --group G`` and ``rate-limits``.
 
-Kept apart from ``commands`` so that the group options can join a ``pause``/``resume`` of the
-whole scheduler: ``add_group_options`` adds them to a parser, and ``pause_group`` /
+``pause`` and ``resume`` act on the whole scheduler unless ``--group`` names one:
+``add_group_options`` adds the group options to their parsers, and ``pause_group`` /
 ``resume_group`` serve a command line that names a group.
 """
 
@@ -17,7 +17,13 @@ from typing import Any, TextIO
 from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
 
-__all__ = ["add_flow_commands", "add_group_options", "pause_group", "rate_limits", "resume_group"]
+__all__ = [
+    "add_group_options",
+    "add_rate_limits_command",
+    "pause_group",
+    "rate_limits",
+    "resume_group",
+]
 
 Handler = Callable[[argparse.Namespace, DeploymentConfig, TextIO | None], int]
 
@@ -25,15 +31,14 @@ Handler = Callable[[argparse.Namespace, DeploymentConfig, TextIO | None], int]
 def add_group_options(parser: argparse.ArgumentParser, *, until: bool) -> None:
     from taskmill.commands import positive_seconds
 
-    parser.add_argument("--group", required=True, help="the group")
+    parser.add_argument("--group", help="only this group (default: the whole scheduler)")
     if until:
         parser.add_argument(
             "--until",
             type=positive_seconds,
             metavar="S",
-            help="resume by itself after S seconds (default: until `resume`)",
+            help="with --group: resume by itself after S seconds (default: until `resume`)",
         )
-    parser.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")
 
 
 def pause_group(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | None = None) -> int:
@@ -80,26 +85,16 @@ def rate_limits(args: argparse.Namespace, cfg: DeploymentConfig, out: TextIO | N
     return 0
 
 
-def add_flow_commands(
+def add_rate_limits_command(
     sub: Any, common: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]
 ) -> None:
-    """Register ``pause``, ``resume`` and ``rate-limits``; ``run(args)`` runs them (the handler
-    is ``args.handler``)."""
+    """Register ``rate-limits``; ``run(args)`` runs it (the handler is ``args.handler``)."""
     from taskmill.commands import positive_seconds
 
-    def command(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(
-            name, parents=[common], help=help_text, description=help_text
-        )
-        p.set_defaults(func=run, handler=handler, log_level=logging.WARNING)
-        return p
-
-    pause = command("pause", "pause a group: none of its tasks starts until resumed", pause_group)
-    add_group_options(pause, until=True)
-    resume = command("resume", "resume a paused group", resume_group)
-    add_group_options(resume, until=False)
-    limits = command(
-        "rate-limits", "print the rate limits in force and the paused groups", rate_limits
+    help_text = "print the rate limits in force and the paused groups"
+    limits: argparse.ArgumentParser = sub.add_parser(
+        "rate-limits", parents=[common], help=help_text, description=help_text
     )
+    limits.set_defaults(func=run, handler=rate_limits, log_level=logging.WARNING)
     limits.add_argument("--json", action="store_true", help="as JSON")
     limits.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait")

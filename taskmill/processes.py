@@ -158,7 +158,13 @@ def build_events(spec: AppSpec, cfg: DeploymentConfig) -> ActorProcess:
     """The EventPublisher, serving Prometheus metrics on ``cfg``'s (else the app's) port."""
     topology = cfg.topology()
     spec = app_spec(spec, cfg)
-    publisher = EventPublisher(topology.events_in, topology.events, metrics_port=spec.metrics_port)
+    publisher = EventPublisher(
+        topology.events_in,
+        topology.events,
+        metrics_port=spec.metrics_port,
+        watch=topology,
+        metrics_interval_s=spec.metrics_interval,
+    )
     return ActorProcess("events", publisher, topology.events_control, topology)
 
 

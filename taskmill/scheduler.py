@@ -84,7 +84,13 @@ class Scheduler(AsyncClient):
             ("store", store_actor(spec, topology), topology.store_control),
             (
                 "events",
-                EventPublisher(topology.events_in, topology.events, metrics_port=spec.metrics_port),
+                EventPublisher(
+                    topology.events_in,
+                    topology.events,
+                    metrics_port=spec.metrics_port,
+                    watch=topology,
+                    metrics_interval_s=spec.metrics_interval,
+                ),
                 topology.events_control,
             ),
             ("limiter", limiter_actor(spec, topology), topology.limiter_control),

@@ -69,6 +69,7 @@ from bus.kinds_run import (
     CancelTasks,
     Event,
     EventBatch,
+    GetHosts,
     GetState,
     HostHeartbeat,
     HostHello,
@@ -186,6 +187,7 @@ class Dispatcher(Actor):
             CancelTask: self._cancel,
             CancelTasks: self._cancel_where,
             GetState: lambda m: self.core.state(),
+            GetHosts: lambda m: self.core.host_list(self.loop.clock.monotonic()),
             Shutdown: self._shutdown,
         }
         RequestServer(loop, control, self, dispatch_each(controls, self.name))

@@ -110,5 +110,8 @@ class HostTable:
                 self._by_task.pop(task_id, None)
         return gone
 
+    def hosts(self) -> list[Host]:
+        return list(self._hosts.values())
+
     def identities(self) -> list[bytes]:
         return list(self._hosts)

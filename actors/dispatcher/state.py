@@ -30,7 +30,15 @@ from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds import TaskResult, TaskRow, Transition
-from bus.kinds_run import DispatcherState, Event, HostHeartbeat, ProgressRow, RunningTask
+from bus.kinds_run import (
+    DispatcherState,
+    Event,
+    HostHeartbeat,
+    HostInfo,
+    HostsReply,
+    ProgressRow,
+    RunningTask,
+)
 from bus.kinds_run import Readings as ReadingsMsg
 
 NO_EXECUTOR = "no executor registered for type '{}'"
@@ -59,6 +67,23 @@ def task_data(task: TaskRow | Transition, **extra: Any) -> dict[str, Any]:
 
 _HOOKED = frozenset({"cancelled", "superseded"})
 """Transitions whose running executor is told why it stops (its ``on_cancel`` is called)."""
+
+
+def dispatched_data(row: TaskRow, now_ms: int) -> dict[str, Any]:
+    """A ``dispatched`` event's data: with ``priority`` (``base_priority`` too) and the
+    ``effective_priority`` the claim ordered it by (aging), and ``wait_ms`` (submission to start)
+    on a task's first run, which the metrics endpoint's wait histogram observes."""
+    effective = row.priority if row.effective_priority is None else row.effective_priority
+    data = task_data(
+        row,
+        phase=row.phase,
+        priority=row.priority,
+        base_priority=row.priority,
+        effective_priority=effective,
+    )
+    if row.phase == "execute" and row.retry_count == 0:
+        data["wait_ms"] = max(0, (row.started_at_ms or now_ms) - row.created_at_ms)
+    return data
 
 
 @dataclass
@@ -245,11 +270,7 @@ class DispatcherCore:
             run_id = next(self._run_ids)
             self.running[row.id] = Running(row, row.started_at_ms or now, run_id)
             runs.setdefault(host.identity, []).append((row, run_id))
-            effective = row.priority if row.effective_priority is None else row.effective_priority
-            data = task_data(
-                row, phase=row.phase, base_priority=row.priority, effective_priority=effective
-            )
-            events.append(Event("dispatched", data, now))
+            events.append(Event("dispatched", dispatched_data(row, now), now))
         self._tentative.clear()
         self._candidates.clear()
         return runs, unserved, events
@@ -441,6 +462,13 @@ class DispatcherCore:
             host_resources=self.host_resources(),
             host_list=self.hosts.describe(),
         )
+
+    def host_list(self, now: float) -> HostsReply:
+        hosts = [
+            HostInfo(h.host_id, sorted(h.task_types), h.capacity, len(h.running), now - h.last_seen)
+            for h in self.hosts.hosts()
+        ]
+        return HostsReply(sorted(hosts, key=lambda h: h.host_id), self.paused)
 
     def stats(self) -> dict[str, Any]:
         counts = {"running": len(self.running), "hosts": len(self.hosts)}

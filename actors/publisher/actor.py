@@ -25,8 +25,11 @@ that stops reading never blocks the publisher: past its queue the XPUB drops tha
 events (it sees a gap in ``seq``) while the others keep receiving. libzmq drops silently, so
 ``dropped`` counts only the sends that fail outright (``zmq.Again``).
 
-Timers: none; the Prometheus endpoint (``metrics_port``) is served by its own HTTP thread from a
-private registry and shut down in ``on_stop``.
+Timers: with metrics served and a deployment to ``watch``, every ``metrics_interval_s`` the
+``Watch`` asks the Store for ``store.metrics``, the Dispatcher for ``dispatcher.hosts`` and pings
+the other actors (DEALERs of its own; see ``actors.publisher.watch``). The Prometheus endpoint
+(``metrics_port``) is served by its own HTTP thread from a private registry without ``_created``
+series, and shut down in ``on_stop``.
 """
 
 from __future__ import annotations
@@ -34,17 +37,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 from wsgiref.simple_server import WSGIServer
 
 import zmq
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from actors.publisher.labels import LabelCap
+from actors.publisher.operations import OperationsCollector
+from actors.publisher.registry import PlainRegistry
+from actors.publisher.watch import WATCHED, Watch
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent, Welcome
 from bus.protocol import MAX_FRAME_BYTES, Message, encode, send_frames
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
+from bus.tiers import tier_of
+from bus.topology import Topology
 
 log = logging.getLogger("taskmill.events")
 
@@ -89,9 +98,6 @@ RESOURCE_SERIES = (
 )
 """The readings as gauges: (key in the event, metric name after ``taskmill_``, help)."""
 
-MAX_LABEL_VALUES = 200
-"""Distinct values one label (event type, task type) may take; later ones are counted as other."""
-
 
 def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
     """The topic of an event: ``task.<type>`` or ``scheduler.<type>``.
@@ -118,28 +124,15 @@ def _published(topic: bytes, run: list[PublishedEvent]) -> list[list[bytes]]:
     return [[topic, *encode(event)] for event in run]
 
 
-class LabelCap:
-    """Keeps a label bounded: the first ``limit`` distinct values pass, the rest become other."""
-
-    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
-        self.limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: object) -> str:
-        text = value if isinstance(value, str) else str(value)
-        if text in self._seen:
-            return text
-        if len(self._seen) >= self.limit:
-            return "other"
-        self._seen.add(text)
-        return text
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class EventMetrics:
     """The publisher's Prometheus series, on a registry of their own (no global state)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = PlainRegistry(auto_describe=True)
         r = self.registry
         self.events = Counter("taskmill_events", "Events published, by type.", ["type"], registry=r)
         self.completed = Counter(
@@ -193,6 +186,22 @@ class EventMetrics:
             ["task_type"],
             registry=r,
         )
+        self.dispatched = Counter(
+            "taskmill_tasks_dispatched",
+            "Runs sent to an executor host, by task type.",
+            ["task_type"],
+            registry=r,
+        )
+        self.cancelled = Counter(
+            "taskmill_tasks_cancelled", "Tasks cancelled, by task type.", ["task_type"], registry=r
+        )
+        self.wait = Histogram(
+            "taskmill_task_wait_seconds",
+            "Submission to first start, by priority tier (from dispatched events).",
+            ["tier"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+        )
         self.pressure = Gauge("taskmill_pressure", "Combined backpressure, 0..1.", registry=r)
         self.source_pressure = Gauge(
             "taskmill_pressure_source", "Backpressure per source, 0..1.", ["source"], registry=r
@@ -230,6 +239,10 @@ class EventMetrics:
             self._child(self.expired, task_type).inc()
         elif event_type == "recurring_completed":
             self._child(self.recurring, task_type).inc()
+        elif event_type == "dispatched":
+            self._dispatched(task_type, data)
+        elif event_type == "cancelled":
+            self._child(self.cancelled, task_type).inc()
         elif event_type == "preempted":
             self._child(self.preempted, task_type).inc()
         elif event_type == "resources":
@@ -239,6 +252,12 @@ class EventMetrics:
         duration_ms = data.get("duration_ms")
         if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
             self._child(self.duration, task_type).observe(max(0.0, duration_ms / 1000))
+
+    def _dispatched(self, task_type: str, data: Mapping[str, Any]) -> None:
+        self._child(self.dispatched, task_type).inc()
+        wait_ms, priority = data.get("wait_ms"), data.get("priority")
+        if _number(wait_ms) and isinstance(priority, int) and not isinstance(priority, bool):
+            self._child(self.wait, tier_of(priority)).observe(max(0.0, wait_ms / 1000))
 
     def _child(self, metric: Any, label: str) -> Any:
         """``metric.labels(label)``, kept: labels() validates and locks on every call. Labels
@@ -290,7 +309,12 @@ class EventPublisher(Actor):
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         queue_limit: int = 10_000,
+        watch: Topology | None = None,
+        metrics_interval_s: float = 5.0,
     ) -> None:
+        """``watch``: the deployment whose state the metrics show besides the events (the
+        Store's queue, the Dispatcher's hosts, the actors' heartbeats), asked every
+        ``metrics_interval_s`` while the metrics are served."""
         if queue_limit < 1:
             raise ValueError("queue_limit must be at least 1")
         self.in_endpoint = in_endpoint
@@ -299,6 +323,7 @@ class EventPublisher(Actor):
         self.metrics_port = metrics_port
         """The port asked for; after ``setup``, the port bound (0 picks a free one)."""
         self.queue_limit = queue_limit
+        self.watch = None if watch is None else Watch(watch, metrics_interval_s)
         self.clock: Clock = SystemClock()
         self.metrics = EventMetrics()
         self.seq = 0
@@ -418,6 +443,10 @@ class EventPublisher(Actor):
         pull = loop.socket(zmq.PULL)
         loop.bind(pull, self.in_endpoint)
         self._inbox = Inbox(loop, pull, self._on_inbox)
+        if self.metrics_port is not None and self.watch is not None:
+            collector = OperationsCollector(loop.clock, self._task_type_label, WATCHED)
+            self.metrics.registry.register(collector)
+            self.watch.start(loop, collector)
         # Last: a failure above leaves no HTTP thread behind (on_stop is not called then).
         if self.metrics_port is not None:
             server, thread = start_http_server(

@@ -68,6 +68,7 @@ from bus.kinds import (
     FinishReply,
     GetGroups,
     GetResult,
+    GetStoreMetrics,
     GetTask,
     History,
     HistoryReply,
@@ -89,6 +90,7 @@ from bus.kinds import (
     RetryDeadLetter,
     SetGroups,
     StoreChanged,
+    StoreMetrics,
     Submit,
     SubmitReply,
     TagCountsReply,
@@ -98,6 +100,7 @@ from bus.kinds import (
     Transition,
 )
 from bus.kinds_flow import GetFlow, GroupPauseReply, PauseGroup, ResumeGroup, SetFlow
+from bus.latency import Latencies
 from bus.protocol import Message, encode
 from bus.runtime import Actor, ActorLoop
 from bus.server import Request, RequestServer
@@ -277,6 +280,8 @@ class StoreActor(Actor):
             "notifications_saved": 0,
             "standing_claims": 0,
         }
+        self.transactions = Latencies()
+        """How long each batch's transaction took, commit included (``store.metrics``)."""
         self._standing: _Standing | None = None
         """The rest of the Dispatcher's last claim, to apply to work as it arrives."""
         self._pushed: ClaimNextReply | None = None
@@ -304,6 +309,7 @@ class StoreActor(Actor):
             raise
         self._db = db
         self._handlers = store_handlers(db)
+        self._handlers[GetStoreMetrics] = lambda m: self._metrics()
         self._server = RequestServer(loop, router, self, self._on_batch)
         self._clock = loop.clock
         loop.call_every(MAINTENANCE_INTERVAL_S, self._maintenance)
@@ -336,6 +342,7 @@ class StoreActor(Actor):
         self.counters["batches"] += 1
         self.counters["max_batch"] = max(self.counters["max_batch"], len(requests))
         replies: list[Message] | None
+        started = self._clock.monotonic()
         try:
             replies = self._attempt(requests, isolated=False)
             if replies is None:
@@ -348,6 +355,7 @@ class StoreActor(Actor):
             self.counters["failed_commits"] += 1
             log.error("store: batch of %d requests not committed: %s", len(requests), exc)
             replies = [Error(int(exc.code), exc.message) for _ in requests]
+        self.transactions.observe(self._clock.monotonic() - started)
         # Only now, after the commit, does anyone hear about the batch.
         for request, reply in zip(requests, replies, strict=True):
             if isinstance(reply, Error):
@@ -375,6 +383,15 @@ class StoreActor(Actor):
             return None
         self._rolled_back(replies[0])
         return replies
+
+    def _metrics(self) -> StoreMetrics:
+        db = self.db
+        return StoreMetrics(
+            db.queue_counts(),
+            db.running_by_group(),
+            submitted=self.counters["inserted"],
+            transactions=self.transactions.to_wire(),
+        )
 
     def _claim_standing(self, requests: list[Request], replies: list[Message]) -> None:
         """Apply the Dispatcher's standing claim to work this batch brought.

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import apsw
 
-from actors.store import claim, dependencies, flow, lifecycle, queries, recurring, tags
+from actors.store import claim, dependencies, flow, lifecycle, metrics, queries, recurring, tags
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -38,6 +38,7 @@ from bus.kinds import (
     HistoryRow,
     LookupReply,
     Outcome,
+    QueueCount,
     RetrySpec,
     ScheduleRow,
     Submission,
@@ -233,6 +234,12 @@ class StoreDB:
         """The active tasks ``id`` waits for, or (``dependents``) the blocked tasks waiting
         for it, in id order."""
         return dependencies.dependencies(self._core, id, dependents)
+
+    def queue_counts(self, type_split_limit: int = metrics.TYPE_SPLIT_LIMIT) -> list[QueueCount]:
+        return metrics.queue_counts(self._core, type_split_limit)
+
+    def running_by_group(self) -> dict[str, int]:
+        return metrics.running_by_group(self._core)
 
     def lookup(self, key: str) -> LookupReply:
         return queries.lookup(self._core, key)

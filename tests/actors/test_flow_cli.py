@@ -42,10 +42,8 @@ def test_pause_resume_and_rate_limits(run_dir: str, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     "argv",
     [
-        ["pause"],  # no group
         ["pause", "--group", "g", "--until", "-1"],
         ["pause", "--group", "g", "--until", "soon"],
-        ["resume"],
     ],
 )
 def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,3 +51,11 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
         main(argv)
     assert exit_.value.code == 2
     assert "usage: taskmill" in capsys.readouterr().err
+
+
+def test_an_end_to_a_pause_needs_a_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pause`` alone pauses the whole scheduler, which has no ``--until``."""
+    assert main(["pause", "--until", "5", "--run-dir", str(tmp_path)]) == 2
+    assert "--until goes with --group" in capsys.readouterr().err

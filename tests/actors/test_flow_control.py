@@ -267,7 +267,7 @@ def test_the_cancel_command_needs_one_bulk_option_and_a_well_formed_tag(
 
     run_dir = str(tmp_path / "run")
     assert main(["cancel", "--run-dir", run_dir]) == 2
-    assert "give --group, --type or --tag" in capsys.readouterr().err
+    assert "give task ids, or one of --group, --type, --tag" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["cancel", "--tag", "no-value", "--run-dir", run_dir])
     assert exit_.value.code == 2

@@ -3,6 +3,7 @@ Prometheus's own HTTP query API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -130,4 +131,117 @@ async def test_prometheus_scrapes_task_and_pressure_series(
         assert float(load["value"][1]) == 0.25
         [count] = query(base, 'taskmill_task_duration_seconds_count{task_type="work"}')
         assert float(count["value"][1]) == 9
+        await events.close()
+
+
+MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
+
+QUIET = {
+    "sum(rate(taskmill_tasks_preempted_total[1m]))": "no task is preempted here",
+}
+"""Dashboard queries that may rightly return nothing in the deployment below, and why."""
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads((MONITORING / "grafana" / "taskmill-dashboard.json").read_text())
+    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+
+
+def alert_queries() -> list[tuple[str, str]]:
+    """(alert, expr) of monitoring/alerts.yml, whose exprs are one line or a ``|`` block."""
+    out: list[tuple[str, str]] = []
+    lines = (MONITORING / "alerts.yml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("- alert:"):
+            out.append((line.split(":", 1)[1].strip(), ""))
+        elif line.strip().startswith("expr:"):
+            expr = line.split(":", 1)[1].strip()
+            if expr == "|":
+                margin = " " * (len(lines[i + 1]) - len(lines[i + 1].lstrip()))
+                block = []
+                for text in lines[i + 1 :]:
+                    if not text.startswith(margin):
+                        break
+                    block.append(text.strip())
+                expr = "\n".join(block)
+            out[-1] = (out[-1][0], expr)
+    return out
+
+
+@pytest.mark.timeout(150)
+async def test_every_dashboard_query_returns_data_from_a_running_deployment(
+    tmp_path: Path, prometheus: tuple[str, int]
+) -> None:
+    """A deployment that completes, fails, retries, dead-letters, expires, cancels, schedules
+    and holds tasks in a group: every panel's query parses and, against what Prometheus scraped,
+    returns series; every alert's query parses."""
+    base, port = prometheus
+    release = asyncio.Event()
+
+    async def work(ctx: TaskContext) -> None:
+        mode = ctx.payload()["mode"]
+        if mode == "fail":
+            raise TaskError("no")
+        if mode == "flaky":
+            raise TaskError("flaky", retryable=True)
+        if mode == "hold":
+            await release.wait()
+
+    class Load:
+        def pressure(self) -> float:
+            return 0.25
+
+        def name(self) -> str:
+            return "api-load"
+
+    scheduler = await (
+        builder(tmp_path, work=work)
+        .metrics_port(port)
+        .metrics_interval(0.2)
+        .pressure_source(Load())
+        .group_concurrency("g", 1)
+        .expiry_sweep_interval(0.2)
+        .build()
+    )
+
+    def task(key: str, mode: str, **group: str) -> TaskSubmission:
+        return TaskSubmission("work", key=key, **group).payload_json({"mode": mode})
+
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit_batch(
+            [task(f"ok{i}", "ok") for i in range(6)]
+            + [task("fail", "fail"), task("flaky", "flaky").max_retries(1)]
+            + [task("hold", "hold", group="g")]
+            + [task("later", "ok").run_after(3600)]
+        )
+        await events.wait_for(lambda evs: len(events.of("dispatched")) >= 9)
+        await scheduler.submit_batch(
+            [task("expires", "ok", group="g").ttl(0.3), task("cancel-me", "ok", group="g")]
+        )
+        await events.wait_for(lambda evs: bool(events.of("expired") and events.of("dead_lettered")))
+        [waiting] = await scheduler.store().pending_tasks()
+        assert await scheduler.cancel(waiting.id)
+
+        for _, expr in alert_queries():
+            query(base, expr)  # parses and evaluates (raises otherwise)
+
+        missing: dict[str, str] = {}
+        for title, expr in panel_queries():
+            if expr in QUIET:
+                query(base, expr)
+                continue
+
+            def answered(expr: str = expr) -> list[dict[str, Any]]:
+                try:
+                    return query(base, expr)
+                except OSError:  # Prometheus not ready yet
+                    return []
+
+            try:
+                poll_until(answered, timeout=30)
+            except TimeoutError:
+                missing[expr] = title
+        assert missing == {}, "dashboard queries without data"
+        release.set()
         await events.close()
