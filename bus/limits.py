@@ -16,6 +16,10 @@ MAX_KEY_CHARS = 1024
 """An explicit dedup key (hashed into the 64-hex key the Store sees)."""
 MAX_LABEL_CHARS = 1024
 MAX_GROUP_CHARS = 256
+MAX_ERROR_CHARS = 8192
+"""The longest error message kept (a task's ``last_error``, a failed event's ``error``): an
+executor may raise an exception whose message is megabytes long, which would bloat every row,
+event and reply that carries it. Longer ones are cut (``cut_text``), the cut said in the text."""
 
 
 def check_text(name: str, value: str, max_chars: int) -> str:
@@ -30,3 +34,13 @@ def check_text(name: str, value: str, max_chars: int) -> str:
             f"{name} is not valid text: {exc.reason} at position {exc.start}"
         ) from None
     return value
+
+
+def cut_text(value: str, max_chars: int) -> str:
+    """``value`` when it has at most ``max_chars`` characters; else its beginning and a marker
+    saying how many characters were cut, ``max_chars`` characters in all: the start of a message
+    says what went wrong, and a reader must see that the rest is missing."""
+    if len(value) <= max_chars:
+        return value
+    kept = max(0, max_chars - 48)  # the marker takes fewer than 48 characters
+    return f"{value[:kept]}… [{len(value) - kept} characters cut]"

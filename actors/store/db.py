@@ -46,6 +46,7 @@ from bus.kinds import (
     Transition,
     TypeStatsReply,
 )
+from bus.limits import MAX_ERROR_CHARS, cut_text
 
 BUSY_TIMEOUT_MS = 5_000
 PRIVATE_MODE = 0o600
@@ -372,6 +373,7 @@ class StoreDB:
         rows not running).
         """
         out: list[Transition] = []
+        error = cut_text(error, MAX_ERROR_CHARS)
         with self._core.atomic():
             for task_id in dict.fromkeys(ids):
                 task = lifecycle.load(self._core, task_id)
