@@ -42,6 +42,7 @@ from bus.kinds import (
     Submission,
     TaskResult,
     TaskRow,
+    TasksReply,
     ThroughputReply,
     Transition,
     TypeStatsReply,
@@ -191,8 +192,12 @@ class StoreDB:
     def get_task(self, id: int | None = None, key: str | None = None) -> TaskRow | None:
         return queries.get_task(self._core, id, key)
 
-    def list_tasks(self, status: str, limit: int = 100) -> list[TaskRow]:
-        return queries.list_tasks(self._core, status, limit)
+    def list_tasks(self, status: str, limit: int = 100, offset: int = 0) -> list[TaskRow]:
+        return queries.list_tasks(self._core, status, limit, offset)
+
+    def tasks_page(self, status: str, limit: int = 100, offset: int = 0) -> TasksReply:
+        """``list_tasks`` as one reply: the rows that fit in a frame, and where the rest start."""
+        return queries.tasks_page(self._core, status, limit, offset)
 
     def counts(self) -> CountsReply:
         return queries.counts(self._core)

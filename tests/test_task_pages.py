@@ -1,0 +1,91 @@
+"""Lists of active tasks come page by page, as history does: never past the frame limit.
+
+Eight tasks with 1 MiB payloads (and labels of the longest) are twice what one frame holds: the
+Store answers a list with the rows that fit and ``next_offset``, and the client asks for the rest
+until it has them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from store_support import insert, run
+
+from actors.store.db import StoreDB
+from actors.store.queries import REPLY_BYTES
+from bus.limits import MAX_LABEL_CHARS, MAX_PAYLOAD_BYTES
+from bus.protocol import MAX_FRAME_BYTES, encode
+from taskmill import TaskContext, TaskSubmission
+from tests.scheduler_support import EventRecorder, Latch, builder
+
+N = 8
+"""Tasks of 1 MiB each: 8 MiB, twice the frame limit (and past what a socket reads at all)."""
+
+
+def big(i: int) -> bytes:
+    return bytes([i]) * MAX_PAYLOAD_BYTES
+
+
+@pytest.mark.parametrize("status", ["pending", "running"])
+def test_a_list_past_the_frame_size_is_a_page_that_says_where_the_rest_starts(
+    db: StoreDB, status: str
+) -> None:
+    names = [f"t{i}" for i in range(N)]
+    ids = [insert(db, name, payload=big(i))[0] for i, name in enumerate(names)]
+    if status == "running":
+        db.claim(ids)
+    whole = db.list_tasks(status, 100)
+    assert len(whole) == N
+    pages, offset = [], 0
+    while True:
+        reply = db.tasks_page(status, 100 - sum(len(p) for p in pages), offset)
+        assert len(encode(reply)[3]) <= MAX_FRAME_BYTES
+        assert sum(len(r.payload or b"") for r in reply.tasks) <= REPLY_BYTES
+        pages.append(reply.tasks)
+        if reply.next_offset is None:
+            break
+        offset = reply.next_offset
+    assert len(pages) > 1 and [r for p in pages for r in p] == whole
+    two = db.tasks_page(status, 2)  # two fit: the whole query, nothing left to ask
+    assert (len(two.tasks), two.next_offset) == (2, None)
+    assert db.tasks_page(status, 3, 1).next_offset == 3  # the third does not
+
+
+def test_a_small_list_is_one_page_and_an_offset_skips_rows(db: StoreDB) -> None:
+    run(db, "r1", "r2", "r3")
+    reply = db.tasks_page("running", 10)
+    assert (len(reply.tasks), reply.next_offset) == (3, None)
+    assert [r.label for r in db.tasks_page("running", 10, 1).tasks] == ["r2", "r3"]
+
+
+async def test_the_task_lists_of_a_scheduler_fetch_every_page(tmp_path: Path) -> None:
+    latch = Latch()
+
+    async def hold(ctx: TaskContext) -> None:
+        await latch.wait(ctx)
+
+    label = "l" * MAX_LABEL_CHARS
+    scheduler = await builder(tmp_path, hold=hold).max_concurrency(N).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        store = scheduler.store()
+        for i in range(N):
+            running = TaskSubmission("hold", key=f"r{i}", label=label).payload(big(i))
+            await scheduler.submit(running)
+        await events.wait_count("dispatched", N, timeout=30)
+        for i in range(N):  # every slot is taken: these wait
+            pending = TaskSubmission("hold", key=f"p{i}", label=label).payload(big(i))
+            await scheduler.submit(pending)
+            later = TaskSubmission("hold", key=f"s{i}", label=label).payload(big(i))
+            await scheduler.submit(later.run_after(3600))
+        for tasks in (
+            await store.running_tasks(),
+            await store.pending_tasks(),
+            await store.scheduled_tasks(),
+        ):
+            assert len(tasks) == N
+            assert sorted(t.payload[0] for t in tasks if t.payload) == list(range(N))
+        assert len(await store.pending_tasks(limit=3)) == 3
+        latch.release()
+        await events.close()
