@@ -44,3 +44,12 @@ def cut_text(value: str, max_chars: int) -> str:
         return value
     kept = max(0, max_chars - 48)  # the marker takes fewer than 48 characters
     return f"{value[:kept]}… [{len(value) - kept} characters cut]"
+
+
+MAX_SUBSCRIPTIONS = 10_000
+"""Distinct topics subscribed to at once on one publishing socket (the event stream, the monitor's
+readings) before it is closed and bound again (``bus.publishing``). A subscriber of taskmill holds
+a few: its topics, shared with the others, and its own welcome topic."""
+MAX_SUBSCRIPTION_TOPIC_BYTES = 256 * 1024
+"""Bytes of those distinct topics, together: libzmq keeps a topic's every byte as a node of its
+trie (some 40 bytes each), so long distinct topics cost far more than short ones."""

@@ -226,11 +226,16 @@ def rss(proc: Proc) -> int:
     return int(psutil.Process(proc.popen.pid).memory_info().rss)
 
 
-def raw_subscriber(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
-    """An XSUB: it sends whatever subscription messages it is given, as a hostile peer would."""
+def raw_subscriber(
+    context: zmq.Context[Any], endpoint: str, *, reconnect: bool = True
+) -> zmq.Socket[Any]:
+    """An XSUB: it sends whatever subscription messages it is given, as a hostile peer would;
+    without ``reconnect``, once disconnected it stays so."""
     sock: zmq.Socket[Any] = context.socket(zmq.XSUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
+    if not reconnect:
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
     sock.connect(endpoint)
     return sock
 
