@@ -14,6 +14,7 @@ The rules are those of ``docs/semantics.md``; the state changes live in ``store_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
@@ -429,6 +430,9 @@ class StoreDB:
                 conn.execute("ROLLBACK")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except apsw.Error as exc:
-            conn.close()
+            # Closing checkpoints too, and may report the failure again (a full disk): forced,
+            # the connection closes all the same; the WAL keeps every commit for the next open.
+            with contextlib.suppress(apsw.Error):
+                conn.close(True)
             raise DatabaseError(f"closing {self.path}: {exc}") from exc
         conn.close()
