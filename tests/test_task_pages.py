@@ -2,7 +2,8 @@
 
 Eight tasks with 1 MiB payloads (and labels of the longest) are twice what one frame holds: the
 Store answers a list with the rows that fit and ``next_offset``, and the client asks for the rest
-until it has them all.
+until it has them all. The Dispatcher's view of the running tasks (``active_tasks``, a snapshot)
+is one reply: it carries the payloads that fit, the other tasks go without theirs.
 """
 
 from __future__ import annotations
@@ -87,5 +88,11 @@ async def test_the_task_lists_of_a_scheduler_fetch_every_page(tmp_path: Path) ->
             assert len(tasks) == N
             assert sorted(t.payload[0] for t in tasks if t.payload) == list(range(N))
         assert len(await store.pending_tasks(limit=3)) == 3
+        # The Dispatcher's view of them carries the payloads that fit one reply.
+        active = await scheduler.active_tasks()
+        assert sorted(t.id for t in active) == sorted(t.id for t in await store.running_tasks())
+        kept = [t.payload for t in active if t.payload is not None]
+        assert 0 < len(kept) < N and all(p == big(p[0]) for p in kept)
+        assert len((await scheduler.snapshot()).running) == N
         latch.release()
         await events.close()

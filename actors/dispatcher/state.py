@@ -32,6 +32,7 @@ from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds import TaskResult, TaskRow, Transition
 from bus.kinds_run import DispatcherState, Event, HostHeartbeat, ProgressRow, RunningTask
 from bus.kinds_run import Readings as ReadingsMsg
+from bus.protocol import MAX_ROWS_BYTES
 
 NO_EXECUTOR = "no executor registered for type '{}'"
 
@@ -398,9 +399,7 @@ class DispatcherCore:
 
     def state(self) -> DispatcherState:
         return DispatcherState(
-            running=[
-                RunningTask(r.task, r.started_at_ms, r.progress) for r in self.running.values()
-            ],
+            running=self._running_tasks(),
             max_concurrency=self.max_concurrency,
             is_paused=self.paused,
             pressure=self.readings.pressure,
@@ -409,6 +408,22 @@ class DispatcherCore:
             resources=resources_of(self.readings) if self.settings.monitoring else {},
             host_resources=self.host_resources(),
         )
+
+    def _running_tasks(self) -> list[RunningTask]:
+        """The running tasks for ``state``, their payloads while they fit one reply
+        (``MAX_ROWS_BYTES`` with their texts): eight 1 MiB payloads would not fit one frame.
+        Past that, a task goes without its payload (the Store's list of running tasks has it)."""
+        out: list[RunningTask] = []
+        total = 0
+        for r in self.running.values():
+            task = r.task
+            texts = len(task.label) + len(task.task_type) + len(task.last_error or "")
+            total += texts * 4 + len(task.payload or b"")  # a character: 4 bytes at most
+            if task.payload is not None and total > MAX_ROWS_BYTES:
+                total -= len(task.payload)
+                task = dataclasses.replace(task, payload=None)
+            out.append(RunningTask(task, r.started_at_ms, r.progress))
+        return out
 
     def stats(self) -> dict[str, Any]:
         counts = {"running": len(self.running), "hosts": len(self.hosts)}

@@ -32,12 +32,12 @@ from bus.kinds import (
     ThroughputReply,
     TypeStatsReply,
 )
-from bus.protocol import MAX_FRAME_BYTES
+from bus.protocol import MAX_ROWS_BYTES
 
 MAX_LIMIT = 100_000
-REPLY_BYTES = MAX_FRAME_BYTES * 3 // 4
-"""Most bytes of rows (history or active tasks) one reply carries (a quarter of the frame left
-for what the estimate leaves out); the rows past it come in the next page."""
+REPLY_BYTES = MAX_ROWS_BYTES
+"""Most bytes of rows (history or active tasks) one reply carries; the rows past it come in the
+next page."""
 ROW_BYTES = 256
 """What a row costs on the wire besides its payload and text: its ids, numbers, times and key."""
 _ROW_SIZE = (
