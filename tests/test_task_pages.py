@@ -15,6 +15,7 @@ from store_support import insert, run
 
 from actors.store.db import StoreDB
 from actors.store.queries import REPLY_BYTES
+from bus.kinds import TasksReply
 from bus.limits import MAX_LABEL_CHARS, MAX_PAYLOAD_BYTES
 from bus.protocol import MAX_FRAME_BYTES, encode
 from taskmill import TaskContext, TaskSubmission
@@ -34,8 +35,8 @@ def test_a_list_past_the_frame_size_is_a_page_that_says_where_the_rest_starts(
 ) -> None:
     names = [f"t{i}" for i in range(N)]
     ids = [insert(db, name, payload=big(i))[0] for i, name in enumerate(names)]
-    if status == "running":
-        db.claim(ids)
+    while status == "running" and db.claim(ids):  # a claim takes what fits its reply
+        pass
     whole = db.list_tasks(status, 100)
     assert len(whole) == N
     pages, offset = [], 0
@@ -51,6 +52,22 @@ def test_a_list_past_the_frame_size_is_a_page_that_says_where_the_rest_starts(
     two = db.tasks_page(status, 2)  # two fit: the whole query, nothing left to ask
     assert (len(two.tasks), two.next_offset) == (2, None)
     assert db.tasks_page(status, 3, 1).next_offset == 3  # the third does not
+
+
+def test_a_claim_takes_the_big_tasks_that_fit_its_reply_and_leaves_the_rest_for_the_next(
+    db: StoreDB,
+) -> None:
+    ids = [insert(db, f"t{i}", payload=big(i))[0] for i in range(N)]
+    claimed: list[int] = []
+    while len(claimed) < N:
+        rows, exhausted = db.claim_next(N)
+        assert rows and sum(len(r.payload or b"") for r in rows) <= REPLY_BYTES
+        assert len(encode(TasksReply(rows))[3]) <= MAX_FRAME_BYTES
+        assert exhausted == (len(claimed) + len(rows) == N)  # more to take: ask again
+        claimed += [r.id for r in rows]
+    assert claimed == ids
+    [one] = insert(db, "alone", payload=big(9))
+    assert [r.id for r in db.claim([one])] == [one]  # one row always fits
 
 
 def test_a_small_list_is_one_page_and_an_offset_skips_rows(db: StoreDB) -> None:
@@ -95,4 +112,24 @@ async def test_the_task_lists_of_a_scheduler_fetch_every_page(tmp_path: Path) ->
         assert 0 < len(kept) < N and all(p == big(p[0]) for p in kept)
         assert len((await scheduler.snapshot()).running) == N
         latch.release()
+        await events.close()
+
+
+async def test_big_tasks_queued_together_all_run(tmp_path: Path) -> None:
+    """Twelve 1 MiB tasks and sixteen free slots: one claim cannot carry them all."""
+
+    async def work(ctx: TaskContext) -> None:
+        return None
+
+    scheduler = await builder(tmp_path, work=work).max_concurrency(16).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.pause_all()
+        for first in range(0, 12, 3):  # a submission of four would not fit a frame either
+            batch = [
+                TaskSubmission("work", key=f"k{i}").payload(big(i)) for i in range(first, first + 3)
+            ]
+            await scheduler.submit_batch(batch)
+        await scheduler.resume_all()
+        await events.wait_count("completed", 12, timeout=30)
         await events.close()

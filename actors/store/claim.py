@@ -31,6 +31,7 @@ from actors.store.core import Core
 from actors.store.schema import BUSY, TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
 from bus.errors import InvalidRequest
 from bus.kinds import GroupsReply, TaskRow
+from bus.protocol import MAX_ROWS_BYTES
 
 MAX_ROUNDS = 8
 """Times a walk looks at the queue again after groups filled up under it; past that the claim
@@ -293,9 +294,24 @@ def walk(
     return out, False
 
 
-def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
+_FITTING = (
+    "SELECT value FROM (SELECT j.key, j.value, sum(coalesce(length(t.payload), 0) "
+    "+ length(CAST(t.label AS BLOB)) + coalesce(length(CAST(t.last_error AS BLOB)), 0)) "
+    "OVER (ORDER BY j.key) AS total FROM json_each(?2) AS j JOIN tasks AS t ON t.id = j.value) "
+    "WHERE total <= ?3 OR key = 0"
+)
+"""The ids of the JSON array ``?2`` (in dispatch order) whose rows, with those before them, fit
+in ``?3`` bytes of payloads and texts; the first one always. ``length`` of a payload reads its
+size, not its bytes."""
+
+
+def claim_rows(
+    core: Core, ids: Sequence[int], now: int, max_bytes: int = MAX_ROWS_BYTES
+) -> list[TaskRow]:
     """Move these rows, if still pending or paused, to running (``started_at = now``); the
-    claimed rows with payload, in dispatch order."""
+    claimed rows with payload, in dispatch order. Only the first rows whose payloads and texts
+    fit in ``max_bytes`` (one at least) are claimed: the reply carries them all, within a
+    frame; the others stay where they are, for the next claim."""
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return []
@@ -308,10 +324,10 @@ def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
         "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ?1 "
         "ELSE run_started_at_ms END, expires_at_ms = CASE WHEN expires_at_ms IS NULL "
         "AND ttl_s IS NOT NULL THEN ?1 + CAST(ttl_s * 1000 AS INTEGER) ELSE expires_at_ms END "
-        "WHERE id IN (SELECT value FROM json_each(?2)) "
+        f"WHERE id IN ({_FITTING}) "
         "AND (status = 'pending' OR status = 'paused') "
         f"RETURNING {TASK_COLUMNS}",
-        (now, json.dumps(wanted)),
+        (now, json.dumps(wanted), max_bytes),
     )
     rows.sort(key=_order)
     return [task_row(row) for row in rows]
@@ -320,9 +336,11 @@ def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
 def claim_next(
     core: Core, limit: int, max_priority: int, preempt_priority: int, now: int
 ) -> tuple[list[TaskRow], bool]:
-    """Walk and claim in one step; the claimed rows and whether the walk was exhausted."""
+    """Walk and claim in one step; the claimed rows and whether the walk was exhausted (not
+    when some rows it took did not fit the reply: they are for the next claim)."""
     rows, exhausted = walk(core, limit, max_priority, preempt_priority, now)
-    return claim_rows(core, [r[0] for r in rows], now), exhausted
+    claimed = claim_rows(core, [r[0] for r in rows], now)
+    return claimed, exhausted and len(claimed) == len(rows)
 
 
 def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
