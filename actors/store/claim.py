@@ -28,7 +28,7 @@ from typing import Any
 
 from actors.store import queries
 from actors.store.core import Core
-from actors.store.schema import BUSY, TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
+from actors.store.schema import BUSY, TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, TASK_WIDTH, task_row
 from bus.errors import InvalidRequest
 from bus.kinds import GroupsReply, TaskRow
 from bus.protocol import MAX_ROWS_BYTES
@@ -46,6 +46,22 @@ DEFAULT = ""
 
 _PRIORITY, _STATUS, _GROUP, _PHASE = 4, 5, 19, 20
 """Positions in a row selected with ``TASK_COLUMNS``."""
+_COLUMNS = (
+    f"{TASK_COLUMNS_NO_PAYLOAD}, coalesce(length(payload), 0) + length(CAST(label AS BLOB)) "
+    "+ coalesce(length(CAST(last_error AS BLOB)), 0)"
+)
+"""The rows a claim looks at: no payload (``task_row`` reads them), and last what the claimed row
+adds to the claim's reply (its payload and texts; ``length`` of a payload reads its size, not
+its bytes)."""
+_SIZE = TASK_WIDTH
+"""Position of that size in a row selected with ``_COLUMNS``."""
+
+
+def _fits(total: int, row: tuple[Any, ...], taken: int) -> bool:
+    """Whether ``row`` still fits the claim's reply after ``taken`` rows of ``total`` bytes:
+    the claimed rows travel with their payloads, and eight of 1 MiB would not fit a frame. The
+    first row always fits; a claim that stops here was not exhausted."""
+    return not taken or total + row[_SIZE] <= MAX_ROWS_BYTES
 
 
 @dataclass(slots=True)
@@ -200,7 +216,7 @@ def _window(
 ) -> list[tuple[Any, ...]]:
     """The first ``size`` rows of the dispatch order outside the groups of ``skip`` (``paused``:
     whether any row is paused, to look at them too)."""
-    columns = TASK_COLUMNS_NO_PAYLOAD
+    columns = _COLUMNS
     where = ""
     if skip:
         where = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(skip))}))"
@@ -260,6 +276,7 @@ def walk(
     taken: Counter[str] = Counter()
     out: list[tuple[Any, ...]] = []
     seen: set[int] = set()
+    total = 0
     for _ in range(MAX_ROUNDS):
         if len(out) >= limit:
             return out, False
@@ -282,7 +299,11 @@ def walk(
                     full.add(group)
                     passed_over = True
                     continue
+            if not _fits(total, row, len(out)):
+                return out, False
+            if group is not None:
                 taken[group] += 1
+            total += row[_SIZE]
             out.append(row)
             seen.add(row[0])
             if row[_PRIORITY] <= preempt_priority:
@@ -294,24 +315,9 @@ def walk(
     return out, False
 
 
-_FITTING = (
-    "SELECT value FROM (SELECT j.key, j.value, sum(coalesce(length(t.payload), 0) "
-    "+ length(CAST(t.label AS BLOB)) + coalesce(length(CAST(t.last_error AS BLOB)), 0)) "
-    "OVER (ORDER BY j.key) AS total FROM json_each(?2) AS j JOIN tasks AS t ON t.id = j.value) "
-    "WHERE total <= ?3 OR key = 0"
-)
-"""The ids of the JSON array ``?2`` (in dispatch order) whose rows, with those before them, fit
-in ``?3`` bytes of payloads and texts; the first one always. ``length`` of a payload reads its
-size, not its bytes."""
-
-
-def claim_rows(
-    core: Core, ids: Sequence[int], now: int, max_bytes: int = MAX_ROWS_BYTES
-) -> list[TaskRow]:
+def claim_rows(core: Core, ids: Sequence[int], now: int) -> list[TaskRow]:
     """Move these rows, if still pending or paused, to running (``started_at = now``); the
-    claimed rows with payload, in dispatch order. Only the first rows whose payloads and texts
-    fit in ``max_bytes`` (one at least) are claimed: the reply carries them all, within a
-    frame; the others stay where they are, for the next claim."""
+    claimed rows with payload, in dispatch order."""
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return []
@@ -324,10 +330,10 @@ def claim_rows(
         "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ?1 "
         "ELSE run_started_at_ms END, expires_at_ms = CASE WHEN expires_at_ms IS NULL "
         "AND ttl_s IS NOT NULL THEN ?1 + CAST(ttl_s * 1000 AS INTEGER) ELSE expires_at_ms END "
-        f"WHERE id IN ({_FITTING}) "
+        "WHERE id IN (SELECT value FROM json_each(?2)) "
         "AND (status = 'pending' OR status = 'paused') "
         f"RETURNING {TASK_COLUMNS}",
-        (now, json.dumps(wanted), max_bytes),
+        (now, json.dumps(wanted)),
     )
     rows.sort(key=_order)
     return [task_row(row) for row in rows]
@@ -336,11 +342,9 @@ def claim_rows(
 def claim_next(
     core: Core, limit: int, max_priority: int, preempt_priority: int, now: int
 ) -> tuple[list[TaskRow], bool]:
-    """Walk and claim in one step; the claimed rows and whether the walk was exhausted (not
-    when some rows it took did not fit the reply: they are for the next claim)."""
+    """Walk and claim in one step; the claimed rows and whether the walk was exhausted."""
     rows, exhausted = walk(core, limit, max_priority, preempt_priority, now)
-    claimed = claim_rows(core, [r[0] for r in rows], now)
-    return claimed, exhausted and len(claimed) == len(rows)
+    return claim_rows(core, [r[0] for r in rows], now), exhausted
 
 
 def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
@@ -352,19 +356,24 @@ def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
     if not all(isinstance(i, int) and -(2**63) <= i < 2**63 for i in wanted):
         raise InvalidRequest("an integer is outside SQLite's 64-bit range")
     rows = core.all(
-        f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) "
+        f"SELECT {_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) "
         "AND (status = 'pending' OR status = 'paused')",
         (json.dumps(wanted),),
     )
     policy = load_policy(core)
     running = busy(core).running
     keep: list[int] = []
+    total = 0
     for row in sorted(rows, key=_order):
         group = row[_GROUP]
         if group is not None:
             room = policy.limit(group)
             if room is not None and running[group] >= room:
                 continue
+        if not _fits(total, row, len(keep)):
+            break
+        if group is not None:
             running[group] += 1
+        total += row[_SIZE]
         keep.append(row[0])
     return claim_rows(core, keep, now)
