@@ -125,13 +125,19 @@ class TasksReply(Message):
     tasks: list[TaskRow]
     next_due_ms: int | None = None
     """For ``store.peek``: when the earliest task scheduled for later is due (epoch ms)."""
+    next_offset: int | None = None
+    """For ``store.tasks``: set when rows were left out to keep the reply within a frame: ask
+    again from there."""
 
 
 @message("store.tasks", reply=TasksReply)
 @dataclass(frozen=True, slots=True)
 class ListTasks(Message):
+    """Active tasks of one status, as many as fit in a reply (``next_offset`` for the rest)."""
+
     status: str
     limit: int = 100
+    offset: int = 0
 
 
 @message("store.counts.reply")

@@ -21,6 +21,11 @@ MAX_DEPENDENCIES = 10_000
 wider than this is a graph better joined through a task of its own, and the bound keeps one
 submission's checks and edge writes within one short transaction and one frame."""
 
+MAX_ERROR_CHARS = 8192
+"""The longest error message kept (a task's ``last_error``, a failed event's ``error``): an
+executor may raise an exception whose message is megabytes long, which would bloat every row,
+event and reply that carries it. Longer ones are cut (``cut_text``), the cut said in the text."""
+
 
 def check_text(name: str, value: str, max_chars: int) -> str:
     """``value`` if it is text that can travel (UTF-8, no lone surrogate) of at most
@@ -68,3 +73,22 @@ def tag_problem(tags: object) -> str | None:
             if size > limit:
                 return f"tag {what} {text[:20]!r}... is {size} bytes; the limit is {limit}"
     return None
+
+
+def cut_text(value: str, max_chars: int) -> str:
+    """``value`` when it has at most ``max_chars`` characters; else its beginning and a marker
+    saying how many characters were cut, ``max_chars`` characters in all: the start of a message
+    says what went wrong, and a reader must see that the rest is missing."""
+    if len(value) <= max_chars:
+        return value
+    kept = max(0, max_chars - 48)  # the marker takes fewer than 48 characters
+    return f"{value[:kept]}… [{len(value) - kept} characters cut]"
+
+
+MAX_SUBSCRIPTIONS = 10_000
+"""Distinct topics subscribed to at once on one publishing socket (the event stream, the monitor's
+readings) before it is closed and bound again (``bus.publishing``). A subscriber of taskmill holds
+a few: its topics, shared with the others, and its own welcome topic."""
+MAX_SUBSCRIPTION_TOPIC_BYTES = 256 * 1024
+"""Bytes of those distinct topics, together: libzmq keeps a topic's every byte as a node of its
+trie (some 40 bytes each), so long distinct topics cost far more than short ones."""

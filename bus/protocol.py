@@ -31,7 +31,7 @@ from bus.codec import M, Message, _decoders, _encoders, _registry, message, regi
 from bus.errors import ErrorCode, ProtocolError
 
 __all__ = [
-    "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MAX_SUBSCRIPTION_BYTES", "PROTOCOL",
+    "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MAX_ROWS_BYTES", "MAX_SUBSCRIPTION_BYTES", "PROTOCOL",
     "PROTOCOL_MAJOR", "PROTOCOL_NAME", "Message", "decode", "decode_as", "encode", "encode_body",
     "limit_inbound", "message", "readable", "recv_ready", "recv_waiting", "registry",
     "send_frames", "split_envelope", "struct",
@@ -42,6 +42,10 @@ PROTOCOL_NAME = "TMP"
 PROTOCOL_MAJOR = 3
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest body any socket accepts; payloads themselves are capped lower (1 MiB) by the Store."""
+MAX_ROWS_BYTES = MAX_FRAME_BYTES * 3 // 4
+"""Most bytes of rows (tasks, history) one reply carries, as far as their payloads and texts go:
+a quarter of the frame is left for what that estimate leaves out (ids, numbers, times, framing).
+Rows past it come in the next page, or (a snapshot's running tasks) without their payloads."""
 MAX_MESSAGE_BYTES = 2 * MAX_FRAME_BYTES
 """Largest frame a socket reads at all (``ZMQ_MAXMSGSIZE``): libzmq disconnects a peer that sends
 a larger one instead of buffering it. Between ``MAX_FRAME_BYTES`` and this, a request still gets

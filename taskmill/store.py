@@ -59,14 +59,14 @@ from taskmill.records import (
 
 __all__ = ["TaskStore"]
 
-Paged = TypeVar("Paged", bound=History | DeadLetter)
-"""A history query the Store answers page by page."""
+Paged = TypeVar("Paged", bound=History | DeadLetter | ListTasks)
+"""A query the Store answers page by page."""
 
 
-def rest_of(query: Paged, reply: HistoryReply) -> Paged | None:
+def rest_of(query: Paged, reply: HistoryReply | TasksReply) -> Paged | None:
     """The request for what ``reply`` left out of ``query`` (the Store keeps each reply within a
     frame and says where the rest start), or None when it answered the whole query."""
-    got = len(reply.rows)
+    got = len(reply.rows if isinstance(reply, HistoryReply) else reply.tasks)
     if reply.next_offset is None or not got or got >= query.limit:
         return None
     return dataclasses.replace(query, limit=query.limit - got, offset=reply.next_offset)
@@ -87,8 +87,15 @@ class TaskStore:
         return TaskRecord.from_row(row) if row is not None else None
 
     async def _tasks(self, status: str, limit: int) -> list[TaskRecord]:
-        rows = (await self._store.call(ListTasks(status, limit), TasksReply)).tasks
-        return [TaskRecord.from_row(r) for r in rows]
+        """The tasks of ``status``, page after page (tasks may change status between two
+        pages: a list is a view of a moving queue)."""
+        records: list[TaskRecord] = []
+        page: ListTasks | None = ListTasks(status, limit)
+        while page is not None:
+            reply = await self._store.call(page, TasksReply)
+            records += [TaskRecord.from_row(r) for r in reply.tasks]
+            page = rest_of(page, reply)
+        return records
 
     async def pending_tasks(self, limit: int = 100) -> list[TaskRecord]:
         return await self._tasks("pending", limit)

@@ -599,15 +599,33 @@ class Dispatcher(Actor):
         if not pairs:
             return
 
+        def on_rows(rows: list[TaskRow]) -> None:
+            stale = adopt(self.core, identity, pairs, {row.id: row for row in rows})
+            if stale:
+                self._send_host(identity, CancelRuns(stale))
+
+        self._running_rows(on_rows)
+
+    def _running_rows(self, then: Callable[[list[TaskRow]], None]) -> None:
+        """The Store's running rows, page after page (a reply holds what fits in a frame), to
+        ``then``; nothing when the Store cannot answer (the next scan asks again)."""
+        rows: list[TaskRow] = []
+
         def on_reply(reply: Message | TaskmillError) -> None:
             if not self._heard(reply):
                 return
             assert isinstance(reply, TasksReply)
-            stale = adopt(self.core, identity, pairs, {row.id: row for row in reply.tasks})
-            if stale:
-                self._send_host(identity, CancelRuns(stale))
+            rows.extend(reply.tasks)
+            if reply.next_offset is None or not reply.tasks or len(rows) >= ORPHAN_SCAN_LIMIT:
+                then(rows)
+            else:
+                ask(reply.next_offset)
 
-        self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
+        def ask(offset: int) -> None:
+            limit = ORPHAN_SCAN_LIMIT - len(rows)
+            self.store.request(ListTasks("running", limit, offset), on_reply)
+
+        ask(0)
 
     def _reconcile(self) -> None:
         """Release ``running`` rows that no host has reported for a while: their claim reply was
@@ -615,12 +633,9 @@ class Dispatcher(Actor):
         if self.core.stopping:
             return  # tasks interrupted by the shutdown stay running, for recovery at restart
 
-        def on_reply(reply: Message | TaskmillError) -> None:
-            if not self._heard(reply):
-                return
-            assert isinstance(reply, TasksReply)
+        def on_rows(rows: list[TaskRow]) -> None:
             pending = [r.id for r in self._pending_results]
-            lost = orphans(self.core, reply.tasks, self.settings.orphan_grace_s, pending)
+            lost = orphans(self.core, rows, self.settings.orphan_grace_s, pending)
             if lost:
                 log.warning("releasing %d running task(s) no host reports", len(lost))
                 self.store.request(
@@ -628,7 +643,7 @@ class Dispatcher(Actor):
                     self._on_released,
                 )
 
-        self.store.request(ListTasks("running", ORPHAN_SCAN_LIMIT), on_reply)
+        self._running_rows(on_rows)
 
     def _note_completions(self, results: list[TaskResult]) -> None:
         """Runs that completed, by type, before ``finished`` forgets them: the learned IO of

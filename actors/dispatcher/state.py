@@ -40,6 +40,7 @@ from bus.kinds_run import (
     RunningTask,
 )
 from bus.kinds_run import Readings as ReadingsMsg
+from bus.protocol import MAX_ROWS_BYTES
 
 NO_EXECUTOR = "no executor registered for type '{}'"
 
@@ -450,9 +451,7 @@ class DispatcherCore:
 
     def state(self) -> DispatcherState:
         return DispatcherState(
-            running=[
-                RunningTask(r.task, r.started_at_ms, r.progress) for r in self.running.values()
-            ],
+            running=self._running_tasks(),
             max_concurrency=self.max_concurrency,
             is_paused=self.paused,
             pressure=self.readings.pressure,
@@ -469,6 +468,22 @@ class DispatcherCore:
             for h in self.hosts.hosts()
         ]
         return HostsReply(sorted(hosts, key=lambda h: h.host_id), self.paused)
+
+    def _running_tasks(self) -> list[RunningTask]:
+        """The running tasks for ``state``, their payloads while they fit one reply
+        (``MAX_ROWS_BYTES`` with their texts): eight 1 MiB payloads would not fit one frame.
+        Past that, a task goes without its payload (the Store's list of running tasks has it)."""
+        out: list[RunningTask] = []
+        total = 0
+        for r in self.running.values():
+            task = r.task
+            texts = len(task.label) + len(task.task_type) + len(task.last_error or "")
+            total += texts * 4 + len(task.payload or b"")  # a character: 4 bytes at most
+            if task.payload is not None and total > MAX_ROWS_BYTES:
+                total -= len(task.payload)
+                task = dataclasses.replace(task, payload=None)
+            out.append(RunningTask(task, r.started_at_ms, r.progress))
+        return out
 
     def stats(self) -> dict[str, Any]:
         counts = {"running": len(self.running), "hosts": len(self.hosts)}

@@ -54,7 +54,7 @@ from bus.kinds_run import (
     RunResults,
     RunTasks,
 )
-from bus.limits import MAX_PAYLOAD_BYTES
+from bus.limits import MAX_ERROR_CHARS, MAX_PAYLOAD_BYTES, cut_text
 from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import Actor, ActorLoop, Timer
 from bus.server import MalformedLog
@@ -477,6 +477,8 @@ class ExecutorHost(Actor):
             outcome = "cancelled"  # raised because it was told to stop: not a failure
         if outcome != "ok":
             result = None
+        if error is not None:  # a megabyte message would not fit the host's result batch
+            error = cut_text(error, MAX_ERROR_CHARS)
         self.counters[{"ok": "ok", "error": "errors", "cancelled": "cancelled"}[outcome]] += 1
         self._runs.pop(handle.run_id, None)
         if not self._runs:

@@ -6,8 +6,11 @@ latest pressure reading of every source that reports over the bus.
 
 Sockets:
 
-* PUB bound at ``readings_endpoint``: sends ``monitor.readings`` (``Readings``), plain four frames,
-  to the Dispatcher (and anyone else) subscribed to ``b""``.
+* XPUB bound at ``readings_endpoint`` (a ``bus.publishing.PublishingSocket``: closed and bound
+  again when its subscriptions pass ``MAX_SUBSCRIPTIONS`` distinct topics, which frees what
+  libzmq kept of them; the subscribers connect again): sends ``monitor.readings``
+  (``Readings``), plain four frames, to the Dispatcher (and anyone else) subscribed to ``b""``.
+  What peers send it is read and dropped.
 * PULL bound at ``pressure_endpoint``: any process PUSHes ``monitor.pressure``
   (``PressureReading``) one-way. Malformed frames, other kinds, a non-finite value or an
   unusable source name are dropped and counted (``malformed``), never answered. Values outside
@@ -45,7 +48,9 @@ from actors.monitor.pressure import (
 from actors.monitor.sampler import ResourceSampler, ResourceSnapshot, SmoothedReadings
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, PressureReading, Readings
+from bus.limits import MAX_SUBSCRIPTIONS
 from bus.protocol import Message, encode, send_frames
+from bus.publishing import PublishingSocket
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
 
@@ -66,6 +71,8 @@ class MonitorSettings:
     interval: float = 1.0
     ewma_alpha: float = 0.3
     expiry_intervals: int = 3
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
+    """Distinct topics subscribed to the readings at once before the socket is bound again."""
 
     def __post_init__(self) -> None:
         if not (self.interval > 0 and math.isfinite(self.interval)):
@@ -74,6 +81,8 @@ class MonitorSettings:
             raise ValueError(f"ewma_alpha must be in (0, 1], got {self.ewma_alpha}")
         if self.expiry_intervals < 1:
             raise ValueError(f"expiry_intervals must be >= 1, got {self.expiry_intervals}")
+        if self.max_subscriptions < 1:
+            raise ValueError(f"max_subscriptions must be >= 1, got {self.max_subscriptions}")
 
     @property
     def expiry_s(self) -> float:
@@ -130,6 +139,7 @@ class ResourceMonitor(Actor):
         }
         self._emit: Emit = lambda readings, event: None
         self._inbox: Inbox | None = None
+        self._pub: PublishingSocket | None = None
 
     @property
     def clock(self) -> Clock:
@@ -254,6 +264,7 @@ class ResourceMonitor(Actor):
         return {
             **self.counters,
             "malformed": malformed,
+            **(self._pub.stats() if self._pub else {}),
             "source_errors": self.composite.errors,
             "monitoring": self.sampler is not None,
             "sources": len(self.composite),
@@ -276,8 +287,10 @@ class ResourceMonitor(Actor):
         s = self.settings
         if self._clock is None:
             self._clock = loop.clock
-        pub = loop.socket(zmq.PUB, hwm=1000)
-        loop.bind(pub, s.readings_endpoint)
+        pub = PublishingSocket(
+            loop, s.readings_endpoint, name=self.name, hwm=1000, max_topics=s.max_subscriptions
+        )
+        self._pub = pub
         events: zmq.Socket[Any] | None = None
         if s.events_endpoint is not None:
             events = loop.socket(zmq.PUSH, hwm=1000)
@@ -287,8 +300,8 @@ class ResourceMonitor(Actor):
         self._inbox = Inbox(loop, pull, self._on_inbox)
 
         def emit(readings: Readings, event: Event | None) -> None:
-            # A PUB never blocks: past a subscriber's queue it drops for that subscriber only.
-            send_frames(pub, encode(readings))
+            # An XPUB never blocks: past a subscriber's queue it drops for that subscriber only.
+            pub.send(encode(readings))
             if event is None or events is None:
                 return
             try:

@@ -16,7 +16,10 @@ Sockets:
   anything without a task id). With ``XPUB_VERBOSE`` every subscription frame reaches the actor,
   repeated ones too; a subscription to ``welcome.<token>`` is answered with ``event.welcome``
   (``Welcome(seq)``, seq of the last event published) on that topic, which tells the subscriber
-  it is live (``bus.subscribe``).
+  it is live (``bus.subscribe``). The XPUB is a ``bus.publishing.PublishingSocket``: past
+  ``max_subscriptions`` distinct topics (or ``MAX_SUBSCRIPTION_TOPIC_BYTES`` of them) it is
+  closed and bound again, which frees what libzmq kept of them; subscribers connect again and
+  are welcomed again.
 * the control ROUTER every actor has (ping, stats, stop), bound by the runtime.
 
 Back-pressure: ``SNDHWM = queue_limit`` messages per subscriber (a batch, at most ``MAX_BATCH``
@@ -49,7 +52,9 @@ from actors.publisher.registry import PlainRegistry
 from actors.publisher.watch import WATCHED, Watch
 from bus.clock import Clock, SystemClock, now_ms
 from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent, Welcome
-from bus.protocol import MAX_FRAME_BYTES, Message, encode, send_frames
+from bus.limits import MAX_SUBSCRIPTIONS
+from bus.protocol import MAX_FRAME_BYTES, Message, encode
+from bus.publishing import PublishingSocket
 from bus.runtime import Actor, ActorLoop
 from bus.server import Inbox
 from bus.tiers import tier_of
@@ -311,12 +316,15 @@ class EventPublisher(Actor):
         queue_limit: int = 10_000,
         watch: Topology | None = None,
         metrics_interval_s: float = 5.0,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ) -> None:
         """``watch``: the deployment whose state the metrics show besides the events (the
         Store's queue, the Dispatcher's hosts, the actors' heartbeats), asked every
         ``metrics_interval_s`` while the metrics are served."""
         if queue_limit < 1:
             raise ValueError("queue_limit must be at least 1")
+        if max_subscriptions < 1:
+            raise ValueError("max_subscriptions must be at least 1")
         self.in_endpoint = in_endpoint
         self.pub_endpoint = pub_endpoint
         self.metrics_host = metrics_host
@@ -324,6 +332,7 @@ class EventPublisher(Actor):
         """The port asked for; after ``setup``, the port bound (0 picks a free one)."""
         self.queue_limit = queue_limit
         self.watch = None if watch is None else Watch(watch, metrics_interval_s)
+        self.max_subscriptions = max_subscriptions
         self.clock: Clock = SystemClock()
         self.metrics = EventMetrics()
         self.seq = 0
@@ -339,7 +348,7 @@ class EventPublisher(Actor):
         self._type_label = LabelCap()
         self._task_type_label = LabelCap()
         self._inbox: Inbox | None = None
-        self._xpub: zmq.Socket[Any] | None = None
+        self._xpub: PublishingSocket | None = None
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     # -- handlers (no sockets: they return the frames to send) ---------------------------------
@@ -425,6 +434,7 @@ class EventPublisher(Actor):
             "welcomes": self.welcomes,
             "batching": self.batching,
             "queue_limit": self.queue_limit,
+            **(self._xpub.stats() if self._xpub else {}),
             "metrics_port": self.metrics_port if self._http else None,
         }
 
@@ -432,14 +442,16 @@ class EventPublisher(Actor):
 
     def setup(self, loop: ActorLoop) -> None:
         self.clock = loop.clock
-        xpub = loop.socket(zmq.XPUB, hwm=self.queue_limit)
-        # queue_limit bounds what waits for each subscriber; subscriptions coming in are not
-        # events and must not be lost to it.
-        xpub.setsockopt(zmq.RCVHWM, 100_000)
-        xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        loop.bind(xpub, self.pub_endpoint)
-        self._xpub = xpub
-        loop.add_reader(xpub, self._on_xpub)
+        self._xpub = PublishingSocket(
+            loop,
+            self.pub_endpoint,
+            name=self.name,
+            hwm=self.queue_limit,  # what waits for each subscriber
+            verbose=True,
+            on_frame=self._on_xpub,
+            on_rebind=self._single_only.clear,  # every subscriber is gone, until it resubscribes
+            max_topics=self.max_subscriptions,
+        )
         pull = loop.socket(zmq.PULL)
         loop.bind(pull, self.in_endpoint)
         self._inbox = Inbox(loop, pull, self._on_inbox)
@@ -459,16 +471,15 @@ class EventPublisher(Actor):
         for frames in self.on_events(messages):
             self._send(frames)
 
-    def _on_xpub(self, batch: list[list[bytes]]) -> None:
-        for frames in batch:
-            welcome = self.on_subscription(frames[0]) if frames else None
-            if welcome is not None:
-                self._send(welcome)
+    def _on_xpub(self, frame: bytes) -> None:
+        welcome = self.on_subscription(frame)
+        if welcome is not None:
+            self._send(welcome)
 
     def _send(self, frames: list[bytes]) -> None:
         assert self._xpub is not None
         try:
-            send_frames(self._xpub, frames)
+            self._xpub.send(frames)
         except zmq.Again:
             self.dropped += 1
             self.metrics.dropped.inc()

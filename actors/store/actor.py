@@ -199,7 +199,7 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
     return {
         Submit: lambda m: SubmitReply(*db.submit_changes(m.submissions, m.request_id)),
         GetTask: lambda m: TaskReply(db.get_task(m.id, m.key)),
-        ListTasks: lambda m: TasksReply(db.list_tasks(m.status, m.limit)),
+        ListTasks: lambda m: db.tasks_page(m.status, m.limit, m.offset),
         Counts: lambda m: db.counts(),
         Depth: lambda m: DepthReply(db.depth()),
         Children: lambda m: TasksReply(db.children(m.parent_id, m.limit)),

@@ -28,9 +28,16 @@ from typing import Any
 
 from actors.store import fair, flow, queries
 from actors.store.core import Core
-from actors.store.schema import BUSY, TASK_COLUMNS, TASK_COLUMNS_NO_PAYLOAD, task_row
+from actors.store.schema import (
+    BUSY,
+    CLAIM_COLUMNS,
+    CLAIM_SIZE,
+    TASK_COLUMNS,
+    task_row,
+)
 from bus.errors import InvalidRequest
 from bus.kinds import GroupsReply, TaskRow
+from bus.protocol import MAX_ROWS_BYTES
 
 MAX_ROUNDS = 8
 """Times a walk looks at the queue again after groups filled up under it; past that the claim
@@ -45,6 +52,13 @@ DEFAULT = ""
 
 _TYPE, _PRIORITY, _STATUS, _CREATED, _GROUP, _PHASE = 1, 4, 5, 13, 19, 20
 """Positions in a row selected with ``TASK_COLUMNS``."""
+
+
+def _fits(total: int, row: tuple[Any, ...], taken: int) -> bool:
+    """Whether ``row`` still fits the claim's reply after ``taken`` rows of ``total`` bytes:
+    the claimed rows travel with their payloads, and eight of 1 MiB would not fit a frame. The
+    first row always fits; a claim that stops here was not exhausted."""
+    return not taken or total + row[CLAIM_SIZE] <= MAX_ROWS_BYTES
 
 
 @dataclass(slots=True)
@@ -200,7 +214,7 @@ def _window(
     """The first ``size`` rows of the dispatch order outside the groups of ``skip`` (``paused``:
     whether any row is paused, to look at them too; not ``ready``: finalize runs and paused rows
     only)."""
-    columns = TASK_COLUMNS_NO_PAYLOAD
+    columns = CLAIM_COLUMNS
     where = ""
     if skip:
         where = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(skip))}))"
@@ -278,6 +292,10 @@ class Pick:
         self.effective: dict[int, int] = {}
         """Rows taken at an aged priority: id → the priority they were ordered by."""
         self.passed_over = False
+        self.size = 0
+        """What the rows taken add to the claim's reply (payloads and texts), bytes."""
+        self.filled = False
+        """The reply is full: the claim stops, not exhausted."""
 
     def priority(self, row: tuple[Any, ...]) -> int:
         """The row's priority in the dispatch order: its own, or aged."""
@@ -306,6 +324,9 @@ class Pick:
                 self.full.add(group)
                 self.passed_over = True
                 return "passed"
+        if not _fits(self.size, row, len(self.out)):
+            self.filled = True
+            return "passed"
         if self.gate is not None and row[_PHASE] != "finalize":
             due, group_empty = self.gate.admit(row[_TYPE], group)
             if due is not None:
@@ -317,6 +338,7 @@ class Pick:
                 return "passed"
         if group is not None:
             self.taken[group] += 1
+        self.size += row[CLAIM_SIZE]
         self.out.append(row)
         self.seen.add(row[0])
         if priority != row[_PRIORITY]:
@@ -327,7 +349,7 @@ class Pick:
 
     @property
     def done(self) -> bool:
-        return len(self.out) >= self.limit
+        return self.filled or len(self.out) >= self.limit
 
     def window(self, size: int, ready: bool = True) -> list[tuple[Any, ...]]:
         """The first ``size`` rows of the dispatch order outside the full groups (not
@@ -348,7 +370,7 @@ def _aged(
     """The rows aging may raise into the first ``size``: the oldest of each priority level less
     urgent than ``max_effective`` that waited past one interval beyond the grace period. Within
     a level ids follow submission times, so these are each level's first rows by id."""
-    columns = TASK_COLUMNS_NO_PAYLOAD
+    columns = CLAIM_COLUMNS
     old_enough = now - aging.grace_ms - aging.interval_ms
     where = ""
     if skip:
@@ -481,7 +503,7 @@ def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
     if not all(isinstance(i, int) and -(2**63) <= i < 2**63 for i in wanted):
         raise InvalidRequest("an integer is outside SQLite's 64-bit range")
     rows = core.all(
-        f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) "
+        f"SELECT {CLAIM_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) "
         "AND (status = 'pending' OR status = 'paused')",
         (json.dumps(wanted),),
     )
@@ -489,6 +511,7 @@ def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
     running = busy(core).running
     paused = flow.load(core).paused_at(now)
     keep: list[int] = []
+    total = 0
     for row in sorted(rows, key=_order):
         group = row[_GROUP]
         if group is not None:
@@ -497,6 +520,10 @@ def claim_ids(core: Core, ids: Iterable[int], now: int) -> list[TaskRow]:
             room = policy.limit(group)
             if room is not None and running[group] >= room:
                 continue
+        if not _fits(total, row, len(keep)):
+            break
+        if group is not None:
             running[group] += 1
+        total += row[CLAIM_SIZE]
         keep.append(row[0])
     return claim_rows(core, keep, now)

@@ -14,6 +14,7 @@ The rules are those of ``docs/semantics.md``; the state changes live in ``store_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
@@ -44,11 +45,13 @@ from bus.kinds import (
     Submission,
     TaskResult,
     TaskRow,
+    TasksReply,
     ThroughputReply,
     Transition,
     TypeStatsReply,
 )
 from bus.kinds_flow import FlowReply, PausedGroupRow, RateLimitRow
+from bus.limits import MAX_ERROR_CHARS, cut_text
 
 BUSY_TIMEOUT_MS = 5_000
 PRIVATE_MODE = 0o600
@@ -218,8 +221,12 @@ class StoreDB:
     def get_task(self, id: int | None = None, key: str | None = None) -> TaskRow | None:
         return queries.get_task(self._core, id, key)
 
-    def list_tasks(self, status: str, limit: int = 100) -> list[TaskRow]:
-        return queries.list_tasks(self._core, status, limit)
+    def list_tasks(self, status: str, limit: int = 100, offset: int = 0) -> list[TaskRow]:
+        return queries.list_tasks(self._core, status, limit, offset)
+
+    def tasks_page(self, status: str, limit: int = 100, offset: int = 0) -> TasksReply:
+        """``list_tasks`` as one reply: the rows that fit in a frame, and where the rest start."""
+        return queries.tasks_page(self._core, status, limit, offset)
 
     def counts(self) -> CountsReply:
         return queries.counts(self._core)
@@ -504,6 +511,7 @@ class StoreDB:
         rows not running).
         """
         out: list[Transition] = []
+        error = cut_text(error, MAX_ERROR_CHARS)
         with self._core.atomic():
             for task_id in dict.fromkeys(ids):
                 task = lifecycle.load(self._core, task_id)
@@ -555,6 +563,9 @@ class StoreDB:
                 conn.execute("ROLLBACK")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except apsw.Error as exc:
-            conn.close()
+            # Closing checkpoints too, and may report the failure again (a full disk): forced,
+            # the connection closes all the same; the WAL keeps every commit for the next open.
+            with contextlib.suppress(apsw.Error):
+                conn.close(True)
             raise DatabaseError(f"closing {self.path}: {exc}") from exc
         conn.close()

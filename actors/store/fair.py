@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors.store.core import Core
-from actors.store.schema import TASK_COLUMNS_NO_PAYLOAD
+from actors.store.schema import CLAIM_COLUMNS
 
 if TYPE_CHECKING:
     from actors.store.claim import Pick
@@ -53,20 +53,20 @@ _ANY_UNGROUPED = (
     "WHERE status = 'pending' AND group_key IS NULL LIMIT 1"
 )
 _HEADS = (
-    f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks WHERE id IN (SELECT (SELECT id FROM tasks "
+    f"SELECT {CLAIM_COLUMNS} FROM tasks WHERE id IN (SELECT (SELECT id FROM tasks "
     "INDEXED BY tasks_ready_by_group WHERE status = 'pending' AND group_key IS NOT NULL "
     "AND group_key = j.value ORDER BY priority, id LIMIT 1) FROM json_each(?) AS j)"
 )
 """The first ready row of each group of a JSON array: one index seek each."""
 _GROUP = 19
-"""The position of ``group_key`` in a row of ``TASK_COLUMNS_NO_PAYLOAD``."""
+"""The position of ``group_key`` in a row of ``CLAIM_COLUMNS``."""
 _OF_GROUP = (
-    f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready_by_group "
+    f"SELECT {CLAIM_COLUMNS} FROM tasks INDEXED BY tasks_ready_by_group "
     "WHERE status = 'pending' AND group_key IS NOT NULL AND group_key = +? "
     "AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT +?"
 )
 _UNGROUPED = (
-    f"SELECT {TASK_COLUMNS_NO_PAYLOAD} FROM tasks INDEXED BY tasks_ready_ungrouped "
+    f"SELECT {CLAIM_COLUMNS} FROM tasks INDEXED BY tasks_ready_ungrouped "
     "WHERE status = 'pending' AND group_key IS NULL AND (priority, id) > (?, ?) "
     "ORDER BY priority, id LIMIT +?"
 )

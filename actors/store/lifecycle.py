@@ -32,6 +32,7 @@ from actors.store.schema import (
 )
 from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import TaskResult, TaskRow, Transition
+from bus.limits import MAX_ERROR_CHARS, cut_text
 
 log = logging.getLogger("taskmill.store")
 
@@ -305,7 +306,7 @@ def _finish_error(
     out: list[Transition],
 ) -> None:
     row = task.row
-    error = result.error or "task failed"
+    error = cut_text(result.error or "task failed", MAX_ERROR_CHARS)
     finished = _finished_at(core, result)
     if not result.retryable:
         fail(core, task, error, finished, out, actual=_actual(result))

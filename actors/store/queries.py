@@ -28,30 +28,49 @@ from bus.kinds import (
     HistoryRow,
     LookupReply,
     TaskRow,
+    TasksReply,
     ThroughputReply,
     TypeStatsReply,
 )
-from bus.protocol import MAX_FRAME_BYTES
+from bus.protocol import MAX_ROWS_BYTES
 
 MAX_LIMIT = 100_000
-HISTORY_REPLY_BYTES = MAX_FRAME_BYTES * 3 // 4
-"""Most bytes of history one reply carries (a quarter of the frame left for what the estimate
-leaves out); the rows past it come in the next page."""
-HISTORY_ROW_BYTES = 256
-"""What a history row costs on the wire besides its payload and text: its ids, numbers, times
-and key."""
-_HISTORY_ROW_SIZE = (
+REPLY_BYTES = MAX_ROWS_BYTES
+"""Most bytes of rows (history or active tasks) one reply carries; the rows past it come in the
+next page."""
+ROW_BYTES = 256
+"""What a row costs on the wire besides its payload and text: its ids, numbers, times and key."""
+_ROW_SIZE = (
     "coalesce(length(payload), 0) + length(CAST(task_type AS BLOB)) "
     "+ length(CAST(label AS BLOB)) + coalesce(length(CAST(last_error AS BLOB)), 0) "
     "+ coalesce(length(CAST(group_key AS BLOB)), 0)"
 )
-"""The variable part of a row's size: read without reading the payloads themselves."""
+"""The variable part of a row's size (history and tasks alike): read without reading the
+payloads themselves."""
 
 
 def check_limit(limit: int, name: str = "limit") -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"{name} must be an integer in 0..{MAX_LIMIT}, got {limit!r}")
     return limit
+
+
+def check_offset(offset: int) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidRequest(f"offset must be a non-negative integer, got {offset!r}")
+    return offset
+
+
+def _fitting(sizes: list[tuple[Any, ...]], max_bytes: int) -> int:
+    """How many of the rows whose sizes (``_ROW_SIZE``, first column) are ``sizes`` one reply
+    carries: those within ``max_bytes``, one at least."""
+    fit, total = 0, 0
+    for size, *_ in sizes:
+        total += size + ROW_BYTES
+        if total > max_bytes and fit:
+            break
+        fit += 1
+    return fit
 
 
 def by_key(core: Core, columns: str, key: str) -> tuple[Any, ...] | None:
@@ -186,32 +205,58 @@ def _by_group(
     return out
 
 
-def list_tasks(core: Core, status: str, limit: int) -> list[TaskRow]:
-    """Active tasks of one status in queue order (priority, id)."""
+def list_tasks(core: Core, status: str, limit: int, offset: int = 0) -> list[TaskRow]:
+    """Active tasks of one status in queue order (priority, id); scheduled ones by due time
+    first. ``offset`` rows of that order are skipped."""
+    query, params = _tasks_query(status, limit, offset)
+    return [task_row(r) for r in core.all(query.format(columns=TASK_COLUMNS), params)]
+
+
+def tasks_page(
+    core: Core, status: str, limit: int, offset: int = 0, max_bytes: int = REPLY_BYTES
+) -> TasksReply:
+    """``list_tasks``, as many rows as fit in ``max_bytes`` (one at least), as ``history_page``
+    does: a few tasks with 1 MiB payloads do not fit in one frame. When rows were left out,
+    ``next_offset`` is the offset that asks for them."""
+    query, params = _tasks_query(status, limit, offset)
+    # priority and id: the order of the pending rows' compound query names its columns.
+    sizes = core.all(query.format(columns=f"{_ROW_SIZE}, priority, id"), params)
+    fit = _fitting(sizes, max_bytes)
+    rows = list_tasks(core, status, fit, offset)
+    return TasksReply(rows, next_offset=None if fit == len(sizes) else offset + fit)
+
+
+def _tasks_query(status: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]]:
+    """The query of ``list_tasks``, its selected ``{columns}`` left to fill, and its
+    parameters."""
     check_limit(limit)
-    if status == "pending":
-        rows = queue_order(core, TASK_COLUMNS, limit)
-    elif status == "scheduled":  # by due time, then queue order
-        rows = core.all(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'scheduled' "
-            "ORDER BY due_at_ms, priority, id LIMIT +?",
-            (limit,),
+    check_offset(offset)
+    page = " LIMIT +? OFFSET +?"
+    if status == "pending":  # SQLite merges the two ready indexes
+        query = (
+            f"SELECT {{columns}} {_UNGROUPED} UNION ALL SELECT {{columns}} {_GROUPED} "
+            "ORDER BY priority, id" + page
         )
-    elif status == "blocked":
-        rows = core.all(
-            f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_blocked WHERE status = 'blocked' "
-            "ORDER BY priority, id LIMIT +?",
-            (limit,),
+        return query, (limit, offset)
+    if status == "scheduled":  # by due time, then queue order
+        query = (
+            "SELECT {columns} FROM tasks WHERE status = 'scheduled' "
+            "ORDER BY due_at_ms, priority, id" + page
         )
-    elif status in TASK_STATUSES:
-        sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = +? AND {BUSY} "
-            "ORDER BY priority, id LIMIT +?"
+        return query, (limit, offset)
+    if status == "blocked":
+        query = (
+            "SELECT {columns} FROM tasks INDEXED BY tasks_blocked WHERE status = 'blocked' "
+            "ORDER BY priority, id" + page
         )
-        rows = core.all(sql, (status, limit))
-    else:
-        raise InvalidRequest(f"unknown task status {status!r}; one of {', '.join(TASK_STATUSES)}")
-    return [task_row(r) for r in rows]
+        return query, (limit, offset)
+    if status in TASK_STATUSES:
+        query = (
+            f"SELECT {{columns}} FROM tasks WHERE status = +? AND {BUSY} "
+            "ORDER BY priority, id" + page
+        )
+        return query, (status, limit, offset)
+    raise InvalidRequest(f"unknown task status {status!r}; one of {', '.join(TASK_STATUSES)}")
 
 
 def counts(core: Core) -> CountsReply:
@@ -288,18 +333,13 @@ def history(
     return [history_row(r) for r in rows]
 
 
-def history_page(core: Core, q: History, max_bytes: int = HISTORY_REPLY_BYTES) -> HistoryReply:
+def history_page(core: Core, q: History, max_bytes: int = REPLY_BYTES) -> HistoryReply:
     """``history``, as many rows as fit in ``max_bytes`` (one at least): four runs with 1 MiB
     payloads do not fit in one frame. When rows were left out, ``next_offset`` is the offset
     that asks for them."""
     query, params = _history_query(q.limit, q.offset, q.task_type, q.key, q.status)
-    fit, total = 0, 0
-    sizes = core.all(query.format(columns=_HISTORY_ROW_SIZE), params)
-    for (size,) in sizes:
-        total += size + HISTORY_ROW_BYTES
-        if total > max_bytes and fit:
-            break
-        fit += 1
+    sizes = core.all(query.format(columns=_ROW_SIZE), params)
+    fit = _fitting(sizes, max_bytes)
     rows = history(core, fit, q.offset, q.task_type, q.key, q.status)
     return HistoryReply(rows, next_offset=None if fit == len(sizes) else q.offset + fit)
 
@@ -309,8 +349,7 @@ def _history_query(
 ) -> tuple[str, tuple[Any, ...]]:
     """The history query, its selected ``{columns}`` left to fill, and its parameters."""
     check_limit(limit)
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidRequest(f"offset must be a non-negative integer, got {offset!r}")
+    check_offset(offset)
     if status is not None and status not in HISTORY_STATUSES:
         raise InvalidRequest(
             f"unknown history status {status!r}; one of {', '.join(HISTORY_STATUSES)}"

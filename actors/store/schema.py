@@ -435,6 +435,16 @@ TASK_WIDTH = len(TASK_COLUMNS.split(","))
 TASK_COLUMNS_NO_PAYLOAD = TASK_COLUMNS.replace("payload,", "NULL,")
 """As ``TASK_COLUMNS`` with the payload left out (peek: the Dispatcher gets it from claim)."""
 
+CLAIM_COLUMNS = (
+    f"{TASK_COLUMNS_NO_PAYLOAD}, coalesce(length(payload), 0) + length(CAST(label AS BLOB)) "
+    "+ coalesce(length(CAST(last_error AS BLOB)), 0)"
+)
+"""The rows a claim looks at: no payload (``task_row`` reads them), and last what the claimed row
+adds to the claim's reply (its payload and texts; ``length`` of a payload reads its size, not
+its bytes)."""
+CLAIM_SIZE = TASK_WIDTH
+"""Position of that size in a row selected with ``CLAIM_COLUMNS``."""
+
 TASK_INTERNAL_COLUMNS = (
     "has_children, child_failures, run_started_at_ms, "
     "acc_read_bytes, acc_write_bytes, acc_net_rx_bytes, acc_net_tx_bytes"

@@ -46,8 +46,8 @@ CONTROLS = ("store", "dispatcher", "limiter", "monitor", "events")
 ONE_WAY = {"hosts": zmq.DEALER, "events_in": zmq.PUSH, "pressure": zmq.PUSH}
 PUBLISHERS = ("events", "readings")
 """Publishing sockets: what a peer sends them are subscriptions (first byte 1, or 0 to cancel),
-which they keep, so big frames there start with another byte (a bound on subscriptions is a
-separate matter)."""
+which they keep, so big frames there start with another byte (how many they keep is bounded:
+``test_subscription_flood.py``)."""
 REPLY_WAIT_S = 15.0
 
 packb = msgpack.Packer(use_bin_type=True).pack

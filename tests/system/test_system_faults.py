@@ -7,7 +7,11 @@
   acknowledged submission is lost, every task is completed exactly once in history, and the
   database passes ``PRAGMA integrity_check``;
 * a peer sends a publishing socket a message far longer than a subscription can be: it is
-  disconnected before the actor buffers or keeps it.
+  disconnected before the actor buffers or keeps it;
+* the Store's disk fills up (a real tmpfs where this process may mount one; everywhere, a real
+  SQLite whose writes fail with ``SQLITE_FULL`` through the VFS of ``tests.full_disk_app``):
+  commits fail with a clear error until one fits again, nothing acknowledged is lost, the Store
+  stops cleanly while full, and the Dispatcher retries its results with backoff, warning once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from taskmill.client import Client
 from taskmill.records import HistoryStatus, SubmitOutcome
 from taskmill.subscription import EventSubscriber
 from taskmill.task import TaskSubmission
+from tests.full_disk_app import FULL_FLAG
 from tests.procfile_support import Deployment, Proc, deployed
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -226,11 +231,16 @@ def rss(proc: Proc) -> int:
     return int(psutil.Process(proc.popen.pid).memory_info().rss)
 
 
-def raw_subscriber(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
-    """An XSUB: it sends whatever subscription messages it is given, as a hostile peer would."""
+def raw_subscriber(
+    context: zmq.Context[Any], endpoint: str, *, reconnect: bool = True
+) -> zmq.Socket[Any]:
+    """An XSUB: it sends whatever subscription messages it is given, as a hostile peer would;
+    without ``reconnect``, once disconnected it stays so."""
     sock: zmq.Socket[Any] = context.socket(zmq.XSUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
+    if not reconnect:
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
     sock.connect(endpoint)
     return sock
 
@@ -271,73 +281,114 @@ def test_a_huge_subscription_is_refused_at_the_socket_and_others_still_subscribe
 # -- a full disk ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs, where a filler file can take the last byte; skipped where this process may
-    not mount one (only root may)."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
+class Disk:
+    """Where the Store's database lives, and a way to fill it and to make room on it."""
+
+    def __init__(self, deployment: Deployment, directory: Path) -> None:
+        self.directory = directory
+        deployment.database = directory / "taskmill.db"
+        deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
+
+    def fill(self) -> None:
+        raise NotImplementedError
+
+    def make_room(self, nbytes: int) -> None:
+        """Free ``nbytes`` (or everything the filling took, with 0)."""
+        raise NotImplementedError
+
+
+class Tmpfs(Disk):
+    """A 16 MiB tmpfs, filled by a file that takes every free byte (mounting needs root)."""
+
+    def fill(self) -> None:
+        self.filler = self.directory / "filler"
+        with self.filler.open("ab") as out:
+            try:
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                out.close()
+
+    def make_room(self, nbytes: int) -> None:
+        if nbytes:
+            with self.filler.open("r+b") as out:
+                out.truncate(self.filler.stat().st_size - nbytes)
+        else:
+            self.filler.unlink()
+
+
+class FillableVfs(Disk):
+    """A directory on any file system whose writes fail with ``SQLITE_FULL`` while a flag file
+    is there, for the processes that load ``tests.full_disk_app`` (every one here does). A full
+    disk with some room is a disk without a full one."""
+
+    def __init__(self, deployment: Deployment, directory: Path) -> None:
+        super().__init__(deployment, directory)
+        deployment.env["TASKMILL_APP"] = "tests.full_disk_app:app"
+
+    def fill(self) -> None:
+        (self.directory / FULL_FLAG).touch()
+
+    def make_room(self, nbytes: int) -> None:
+        (self.directory / FULL_FLAG).unlink()
+
+
+@pytest.fixture(params=["tmpfs", "vfs"])
+def disk(request: pytest.FixtureRequest, deployment: Deployment, tmp_path: Path) -> Iterator[Disk]:
+    """A disk the test fills: a real tmpfs where this process may mount one (only root may),
+    else skipped; and everywhere a real SQLite whose writes fail as on a full disk
+    (``tests.full_disk_app``)."""
+    directory = tmp_path / "disk"
+    directory.mkdir()
+    if request.param == "vfs":
+        yield FillableVfs(deployment, directory)
+        return
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mountpoint)],
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(directory)],
         capture_output=True,
         check=False,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace').strip()}")
     try:
-        yield mountpoint
+        yield Tmpfs(deployment, directory)
     finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Take every free byte of ``directory``'s file system; the filler file."""
-    filler = directory / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            out.close()
-    return filler
+        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def test_a_full_disk_fails_commits_until_one_fits_and_the_store_still_stops_cleanly(
-    deployment: Deployment, small_disk: Path
+    deployment: Deployment, disk: Disk
 ) -> None:
-    deployment.database = small_disk / "taskmill.db"
-    deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
     store = started(deployment, "store")
     with Client(deployment.topology, timeout=5.0, retries=0) as client:
         client.submit(TaskSubmission("noop", key="before", payload=b"p" * 2000))
-        filler = fill(small_disk)
+        disk.fill()
         with pytest.raises(DatabaseError, match="full"):
             client.submit(TaskSubmission("noop", key="full", payload=b"p" * 2000))
         # A little room is enough for one more commit: the Store needs no restart.
-        with filler.open("r+b") as out:
-            out.truncate(filler.stat().st_size - 256 * 1024)
+        disk.make_room(256 * 1024)
         assert client.submit(TaskSubmission("noop", key="room", payload=b"p" * 2000)).id
-        fill(small_disk)
+        disk.fill()
         with pytest.raises(DatabaseError, match="full"):
             client.submit(TaskSubmission("noop", key="full again", payload=b"p" * 2000))
     # Stopped while the disk is full: no checkpoint fits, and it still ends cleanly.
     assert deployment.stop(store) == 0, store.log_tail()
     log = store.log_tail()
     assert "Traceback" not in log and "store: stopped" in log
-    filler.unlink()
+    disk.make_room(0)
     store = started(deployment, "store")  # what the WAL held is all there
     with Client(deployment.topology) as client:
         assert client.lookup("noop", "room").location == "active"
+        assert client.lookup("noop", "before").location == "active"
+        assert client.lookup("noop", "full").location == "not_found"
 
 
 def test_while_the_disk_is_full_the_dispatcher_retries_results_with_backoff_and_one_warning(
-    deployment: Deployment, small_disk: Path
+    deployment: Deployment, disk: Disk
 ) -> None:
-    deployment.database = small_disk / "taskmill.db"
-    deployment.env["TASKMILL_DATABASE"] = str(deployment.database)
     for actor in ("store", "events", "limiter", "monitor"):
         started(deployment, actor)
     dispatcher = deployment.start("dispatcher", "dispatcher", pipe=True)
@@ -349,12 +400,12 @@ def test_while_the_disk_is_full_the_dispatcher_retries_results_with_backoff_and_
     with Client(deployment.topology) as client, client.subscribe() as events:
         task = client.submit(TaskSubmission("sleepy", key="s").payload_json({"seconds": 0.5}))
         wait_for_event(events, "dispatched", task.id)
-        filler = fill(small_disk)
+        disk.fill()
         dispatcher.stderr.until(lambda line: "store finish failed" in line, timeout=20)
         # Retried (with backoff) a few times while the disk stays full: still one warning.
         while stats.call(Stats(), StatsReply).counters["store_errors"] < 4:
             events.recv(timeout=0.25)  # paces the question; nothing is expected
-        filler.unlink()
+        disk.make_room(0)
         wait_for_event(events, "completed", task.id)
     stats.close()
     assert deployment.stop(dispatcher) == 0

@@ -173,6 +173,7 @@ def test_the_field_checker_notices_a_wrong_table() -> None:
         "|---|---|---|---|",
         "| `status` | `int` | required | wrong type |",
         "| `limit` | `int` | `50` | wrong default |",
+        "| `offset` | `int` | `0` | right |",
     ]
     problems = field_problems(Section("### `store.tasks`", lines), kinds.ListTasks)
     assert len(problems) == 2
