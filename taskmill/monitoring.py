@@ -24,7 +24,7 @@ from bus.clock import Clock
 from bus.kinds_run import PressureReading
 from bus.protocol import encode, send_frames
 from bus.topology import Topology
-from taskmill.builder import AppSpec
+from taskmill.app import AppSpec
 from taskmill.config import SamplerConfig
 
 __all__ = ["PressurePublisher", "machine_reader", "monitor_actor", "publish_pressure"]

@@ -36,7 +36,7 @@ from bus.kinds_run import Shutdown
 from bus.runtime import Actor, SocketSecurity
 from bus.security import start_authenticator
 from bus.topology import Topology
-from taskmill.builder import AppSpec
+from taskmill.app import AppSpec
 from taskmill.context import cancel_hooks, make_runner
 from taskmill.deploy import DeploymentConfig
 from taskmill.monitoring import machine_reader, monitor_actor

@@ -30,7 +30,8 @@ from bus.kinds import Ok
 from bus.kinds_run import Shutdown, Start
 from bus.runtime import Actor
 from bus.topology import Topology
-from taskmill.builder import AppSpec, SchedulerBuilder
+from taskmill.app import AppSpec
+from taskmill.builder import SchedulerBuilder
 from taskmill.client import AsyncClient
 from taskmill.context import cancel_hooks, make_runner
 from taskmill.monitoring import monitor_actor

@@ -14,7 +14,7 @@ from actors.store.db import StoreDB
 from actors.store.flow import Aging
 from bus.clock import SystemClock
 from bus.topology import Topology
-from taskmill.builder import AppSpec
+from taskmill.app import AppSpec
 
 
 def store_actor(

@@ -27,7 +27,7 @@ from bus.kinds import Stats, StatsReply
 from bus.kinds_run import Event, PressureReading, Readings
 from bus.protocol import PROTOCOL, decode_as, encode
 from bus.topology import Topology
-from taskmill.builder import AppSpec
+from taskmill.app import AppSpec
 from taskmill.config import SamplerConfig
 from taskmill.monitoring import PressurePublisher, monitor_actor, publish_pressure
 

@@ -109,3 +109,63 @@ def test_each_rule_catches_a_breach(module: str, source: str, rule: str) -> None
 )
 def test_what_a_layer_may_import_passes(module: str, source: str) -> None:
     assert violations(module, imported(module, source)) == []
+
+
+def module_level_imports(module: str, source: str) -> set[str]:
+    """The modules of ``taskmill`` that ``source`` imports when it is imported: its top-level
+    statements only (an import inside a function, or under ``TYPE_CHECKING``, waits)."""
+    found: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for name in imported(module, ast.unparse(node)):
+                parts = name.split(".")
+                if parts[0] == "taskmill" and len(parts) > 1:
+                    # ``from taskmill.x import Name``: the module ``taskmill.x``
+                    candidate = ".".join(parts[:2])
+                    if (ROOT / "taskmill" / f"{parts[1]}.py").exists() or (
+                        ROOT / "taskmill" / parts[1]
+                    ).is_dir():
+                        found.add(candidate)
+    return found - {module}
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (a path that comes back to its start), or None."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target)) is not None:
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_public_modules_import_each_other_without_a_cycle() -> None:
+    """The user's door reads top down: the builder writes an ``AppSpec`` (``taskmill.app``)
+    which the scheduler, the wiring and the monitor's setup read, none importing another in
+    a circle."""
+    graph = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts[:2]): module_level_imports(
+            module_name(path), path.read_text(encoding="utf-8")
+        )
+        for path in sorted((ROOT / "taskmill").glob("*.py"))
+        if path.name != "__init__.py"
+    }
+    assert cycle(graph) is None, cycle(graph)
+
+
+def test_a_cycle_is_found() -> None:
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set()}) is None
