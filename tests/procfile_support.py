@@ -14,6 +14,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,14 @@ from tests.system_app import app
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_ORDER = ("worker", "dispatcher", "monitor", "limiter", "events", "store")
+
+
+def free_port() -> int:
+    """A tcp port of the loopback interface free right now (checked, not reserved)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextmanager

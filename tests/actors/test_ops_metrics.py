@@ -20,9 +20,9 @@ from bus.clock import FakeClock
 from bus.kinds import QueueCount, StoreMetrics
 from bus.kinds_run import HostInfo, HostsReply
 from taskmill import Priority, TaskContext, TaskSubmission
+from tests.procfile_support import free_port
 from tests.scheduler_support import EventRecorder, builder
 from tests.store_support import insert, open_db, row, run
-from tests.system.test_prometheus_system import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

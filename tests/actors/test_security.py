@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,7 @@ from bus.errors import ActorUnavailable
 from bus.hosting import ActorThread
 from bus.kinds import Counts, CountsReply, Ping
 from bus.security import CurveSecurity, generate_keys, load_authorized, start_authenticator
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.procfile_support import free_port
 
 
 @pytest.fixture

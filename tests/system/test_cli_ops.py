@@ -29,8 +29,7 @@ from taskmill.cli import main
 from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
 from taskmill.task import TaskSubmission
-from tests.actors.test_security import free_port
-from tests.procfile_support import actor_threads, deployed
+from tests.procfile_support import actor_threads, deployed, free_port
 
 FAST_S = 2.0
 """How soon a command that cannot reach the deployment must say so."""

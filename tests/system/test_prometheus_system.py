@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import threading
 import urllib.parse
@@ -17,17 +16,11 @@ from typing import Any
 import pytest
 
 from taskmill import TaskContext, TaskError, TaskSubmission
+from tests.procfile_support import free_port
 from tests.scheduler_support import EventRecorder, builder
 from tests.system_packages import ensure_binary
 
 pytestmark = pytest.mark.system
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def poll_until(check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
