@@ -50,7 +50,7 @@ applies to the group."""
 DEFAULT = ""
 """The ``group_key`` of a layer's default limit in ``group_policy`` (scope ``default``)."""
 
-_TYPE, _PRIORITY, _STATUS, _CREATED, _GROUP, _PHASE = 1, 4, 5, 13, 19, 20
+_TYPE, _PRIORITY, _STATUS, _CREATED, _GROUP, _PHASE, _DUE = 1, 4, 5, 13, 19, 20, 21
 """Positions in a row selected with ``TASK_COLUMNS``."""
 
 
@@ -248,14 +248,18 @@ def promote_due(core: Core, now: int) -> list[str | None]:
 
 
 def next_due(core: Core, now: int | None = None) -> int | None:
-    """When the earliest scheduled task is due, or a paused group resumes (epoch ms), or None."""
+    """When the earliest scheduled task is due, a paused group resumes or a group passed over
+    for a rate limit's token has it (epoch ms), or None."""
     due = core.value("SELECT min(due_at_ms) FROM tasks WHERE status = 'scheduled'")
+    times: list[int | None] = [None if due is None else int(due)]
     policy = flow.load(core)
-    if policy.paused:
-        resume = policy.next_resume(core.now() if now is None else now)
-        if resume is not None and (due is None or resume < due):
-            return resume
-    return None if due is None else int(due)
+    if policy.paused or policy.group_rates:
+        now = core.now() if now is None else now
+        if policy.paused:
+            times.append(policy.next_resume(now))
+        if policy.group_rates:
+            times.append(flow.next_wake(core, now))
+    return min((t for t in times if t is not None), default=None)
 
 
 class Pick:
@@ -328,13 +332,14 @@ class Pick:
             self.filled = True
             return "passed"
         if self.gate is not None and row[_PHASE] != "finalize":
-            due, group_empty = self.gate.admit(row[_TYPE], group)
-            if due is not None:
-                flow.defer(self.core, row[0], due)
-                self.seen.add(row[0])
-                self.passed_over = True
-                if group_empty:
+            verdict, due = self.gate.admit(row[_TYPE], group, row[_DUE] is not None)
+            if verdict != "take":
+                if verdict == "group":
                     self.full.add(group)
+                else:
+                    flow.defer(self.core, row[0], due)
+                    self.seen.add(row[0])
+                self.passed_over = True
                 return "passed"
         if group is not None:
             self.taken[group] += 1

@@ -130,7 +130,7 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: list[str | None]
         shares.rescan(core, pick.now, top_id)
     elif promoted:
         shares.join(promoted)
-    buffered = _heads(core, shares.heap, pick.limit)
+    buffered = _heads(core, shares.heap, pick)
     after: dict[str, tuple[int, int]] = {}
     for group, minimum in pick.flow.min_slots.items():  # below their minimum: first
         while not pick.done and pick.running[group] + pick.taken[group] < minimum:
@@ -142,7 +142,7 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: list[str | None]
     misses: Counter[str] = Counter()
     while heap and not pick.done:
         value, group = heapq.heappop(heap)
-        if group in pick.full or misses[group] > pick.limit:
+        if not _open(pick, group) or misses[group] > pick.limit:
             aside.append((value, group))
             continue
         row = _next(core, group, buffered, after)
@@ -178,12 +178,29 @@ def _advance(shares: Shares, pick: Pick, group: str) -> None:
             break
 
 
+def _open(pick: Pick, group: str) -> bool:
+    """Whether the group may have a slot in this claim: not full, not paused, and with a token
+    of its rate limit if it has one. Asked before its rows are read: a group that is out is
+    passed over without reading any (a rate-limited group, whose share runs ahead of its rate,
+    would otherwise come first in every claim)."""
+    if group in pick.full:
+        return False
+    if pick.gate is not None and group != UNGROUPED and not pick.gate.group_open(group):
+        pick.full.add(group)
+        return False
+    return True
+
+
 def _heads(
-    core: Core, heap: list[tuple[float, str]], limit: int
+    core: Core, heap: list[tuple[float, str]], pick: Pick
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """The first ready row of each of the ``limit`` groups next in line, in one statement: a
-    claim gives most groups one slot or none, so it rarely needs more."""
-    groups = [group for _, group in heapq.nsmallest(limit, heap) if group != UNGROUPED]
+    """The first ready row of each of the ``limit`` open groups next in line, in one statement:
+    a claim gives most groups one slot or none, so it rarely needs more."""
+    groups = [
+        group
+        for _, group in heapq.nsmallest(2 * pick.limit, heap)
+        if group != UNGROUPED and _open(pick, group)
+    ][: pick.limit]
     if not groups:
         return {}
     out: dict[str, list[tuple[Any, ...]]] = {group: [] for group in groups}

@@ -7,11 +7,15 @@ changes; a claim without any of it reads nothing more than before.
 
 **Rate limits** are token buckets, one per scope (``type:<task type>``, ``group:<group>``):
 ``burst`` tokens at most, refilled continuously at ``permits`` per ``interval_ms``, full when the
-limit is first set. A claimed task takes one token of each of its scopes. A task that finds a
-bucket empty is not held in the queue: it is scheduled for that bucket's next token — after the
-tokens already promised to the tasks it denied before, so the denied tasks come back one token
-apart, not all at once — and the claim goes on with the tasks behind it. A group whose bucket
-ran out is passed over for the rest of the claim, like a full group.
+limit is first set. A claimed task takes one token of each of its scopes.
+
+A group whose bucket is empty is passed over, like a full group, until its next token: its
+tasks stay in the queue unchanged (a claim passes a group over at no cost, so rewriting them
+would only add writes), and the Dispatcher is woken when the token is due (``next_wake``). A
+task whose type's bucket is empty cannot be passed over so: its type's tasks lie anywhere in the
+dispatch order, and every claim would walk them again. It is scheduled for that bucket's next
+token instead — after the tokens already promised to the tasks it denied before, so the denied
+tasks come back one token apart, not all at once — and the claim goes on with the tasks behind.
 
 The buckets are written in the claim's transaction (``rate_buckets``). A restarted Store goes on
 from the tokens left, refilled for the time that passed: a restart never hands out a fresh
@@ -82,8 +86,12 @@ class Bucket:
     tokens: float
     at_ms: int
     next_ms: int
-    """The latest due time given to a task this bucket denied."""
+    """A task type's bucket: the latest due time given to a task it denied. A group's: when the
+    next token is due, which the group, passed over, waits for."""
     dirty: bool = False
+    again_ms: int = 0
+    """The latest due time given to a task denied again (see ``deny``); not kept on disk: after
+    a restart the denied tasks meet the bucket as it is."""
 
     def refill(self, rate: Rate, now: int) -> None:
         """Not a change to write: the kept (tokens, at_ms) give the same tokens at any later
@@ -101,11 +109,26 @@ class Bucket:
         self.tokens -= 1.0
         self.dirty = True
 
-    def deny(self, rate: Rate, now: int) -> int:
-        """The due time of a task denied now: the next token not yet promised to another."""
-        due = max(now + math.ceil((1.0 - self.tokens) * rate.step_ms), now)
-        due = max(due, self.next_ms + math.ceil(rate.step_ms))
-        self.next_ms = due
+    def token_ms(self, rate: Rate, now: int) -> int:
+        """When the bucket (refilled to ``now``), which has no whole token, has one: later
+        than ``now`` (a wake-up at ``now`` would be forgotten as past), and a float error of a
+        millionth of a millisecond is not a millisecond more."""
+        return now + max(math.ceil((1.0 - self.tokens) * rate.step_ms - 1e-6), 1)
+
+    def deny(self, rate: Rate, now: int, waited: bool = False) -> int:
+        """The due time of a task denied now: the next token not yet promised to another.
+
+        A task that ``waited`` already (it came due and found the bucket a fraction short) goes
+        ahead of the tasks first denied, in a line of its own. A claim comes a few milliseconds
+        after a due time, more or fewer each time, and a bucket holding one token at most cannot
+        bank the difference: sent behind every promised task, such a task would leave its token
+        unused (a limit would run at half its rate); sent to the very next token with the
+        others that waited, all but one would be denied again at every token."""
+        step = math.ceil(rate.step_ms)
+        if waited:
+            due = self.again_ms = max(self.token_ms(rate, now), self.again_ms + step)
+        else:
+            due = self.next_ms = max(self.token_ms(rate, now), self.next_ms + step)
         self.dirty = True
         return due
 
@@ -208,6 +231,7 @@ def set_flow(
         default_weight = check_weight(default_weight)
     core.forget("flow_policy")
     core.forget("rate_buckets")
+    core.forget("rate_waits")
     if replace:
         core.run("DELETE FROM rate_limits WHERE layer = ?", (layer,))
         core.run("DELETE FROM group_shares WHERE layer = ?", (layer,))
@@ -305,23 +329,47 @@ class Gate:
         bucket.refill(rate, self._now)
         return bucket
 
-    def admit(self, task_type: str, group: str | None) -> tuple[int | None, bool]:
-        """Take a token of each of the task's scopes; or (due time, whether its group's bucket
-        is the empty one) when one has none — then none is taken."""
-        scoped: list[tuple[Bucket, Rate, bool]] = []
-        rate = self._policy.type_rates.get(task_type)
-        if rate is not None:
-            scoped.append((self._bucket("type:" + task_type, rate), rate, False))
+    def group_open(self, group: str) -> bool:
+        """Whether the group's bucket, if it has one, holds a token now; when it does not, the
+        Dispatcher is to be woken when it will (``next_wake``)."""
+        rate = self._policy.group_rates.get(group)
+        if rate is None:
+            return True
+        bucket = self._bucket("group:" + group, rate)
+        if bucket.has_token():
+            return True
+        self._wait(group, bucket, rate)
+        return False
+
+    def _wait(self, group: str, bucket: Bucket, rate: Rate) -> int:
+        wake = bucket.token_ms(rate, self._now)
+        if bucket.next_ms != wake:
+            bucket.next_ms, bucket.dirty = wake, True
+            waits(self._core)["group:" + group] = wake
+        return wake
+
+    def admit(self, task_type: str, group: str | None, waited: bool = False) -> tuple[str, int]:
+        """Take a token of each of the task's scopes: ``("take", 0)``. Or, taking none: the
+        group's bucket is empty, ``("group", when its next token is due)``; the task type's is,
+        ``("type", the task's due time)``. ``waited``: the task came due after waiting for a
+        time of its own (see ``Bucket.deny``)."""
+        taken: list[Bucket] = []
         if group is not None:
             rate = self._policy.group_rates.get(group)
             if rate is not None:
-                scoped.append((self._bucket("group:" + group, rate), rate, True))
-        for bucket, rate, is_group in scoped:
+                bucket = self._bucket("group:" + group, rate)
+                if not bucket.has_token():
+                    return "group", self._wait(group, bucket, rate)
+                taken.append(bucket)
+        rate = self._policy.type_rates.get(task_type)
+        if rate is not None:
+            bucket = self._bucket("type:" + task_type, rate)
             if not bucket.has_token():
-                return bucket.deny(rate, self._now), is_group
-        for bucket, _, _ in scoped:
+                return "type", bucket.deny(rate, self._now, waited)
+            taken.append(bucket)
+        for bucket in taken:
             bucket.take()
-        return None, False
+        return "take", 0
 
     def save(self) -> None:
         """Write the buckets this claim changed (in its transaction)."""
@@ -332,6 +380,28 @@ class Gate:
                 bucket.dirty = False
         if rows:
             self._core.many("INSERT OR REPLACE INTO rate_buckets VALUES (?, ?, ?, ?)", rows)
+
+
+def waits(core: Core) -> dict[str, int]:
+    """The groups passed over for a token: scope → when it is due (kept in memory, rebuilt from
+    the buckets)."""
+    return core.cached(
+        "rate_waits",
+        lambda: {
+            scope: bucket.next_ms
+            for scope, bucket in buckets(core).items()
+            if scope.startswith("group:") and bucket.next_ms
+        },
+    )
+
+
+def next_wake(core: Core, now: int) -> int | None:
+    """When the first group passed over for a token may start again, or None. A token already
+    due is forgotten: the claim that came since took it, or found the group without work."""
+    pending = waits(core)
+    for scope in [scope for scope, at in pending.items() if at <= now]:
+        del pending[scope]
+    return min(pending.values(), default=None)
 
 
 def defer(core: Core, task_id: int, due_ms: int) -> None:

@@ -4,6 +4,7 @@ limits set while running, the snapshot's view, and bad input."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,26 @@ async def test_a_rate_limit_set_while_running_shows_in_the_snapshot_and_can_be_l
         assert [r.scope for r in (await scheduler.snapshot()).rate_limits] == ["group:api"]
         dispatched = events.of("dispatched")
         assert {(e.base_priority, e.effective_priority) for e in dispatched} == {(128, 128)}
+        await events.close()
+
+
+async def test_a_group_rate_limit_paces_its_tasks_with_nothing_else_to_wake_the_dispatcher(
+    tmp_path: Path,
+) -> None:
+    """The group waits in the queue for its tokens; the Dispatcher, with no other work and no
+    task scheduled, is woken for each."""
+    scheduler = await (
+        builder(tmp_path, work=work).group_rate_limit("api", RateLimit.per_second(20).with_burst(1))
+    ).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit_batch([task(f"a{i}", "api") for i in range(5)])
+        await events.wait_count("completed", 5)
+        starts = sorted(e.at for e in events.of("dispatched") if e.at is not None)
+        gaps = [b - a for a, b in pairwise(starts)]
+        assert min(gaps) >= timedelta(milliseconds=45)  # 20 a second (the clock is ms)
+        assert max(gaps) < timedelta(milliseconds=500)  # woken for the token, not by chance
+        assert (await scheduler.snapshot()).scheduled_count == 0
         await events.close()
 
 

@@ -53,7 +53,18 @@ def test_a_group_rate_limit_passes_the_group_over_and_counts_only_its_tasks(
         [sub(f"a{i}", 64, group_key="api") for i in range(3)]
         + [sub(f"b{i}", group_key="other") for i in range(2)]
     )
+    start = now_ms(clock)
     assert labels(db.claim_next(10)[0]) == ["a0", "b0", "b1"]
+    # Passed over like a full group: its tasks wait in the queue, unchanged, and the
+    # Dispatcher is woken for the group's next token.
+    assert labels(db.list_tasks("pending", 10)) == ["a1", "a2"]
+    assert db.next_due() == start + 60_000
+    clock.advance(59.0)
+    assert db.claim_next(10)[0] == []
+    assert db.next_due() == start + 60_000
+    clock.advance(1.0)
+    assert labels(db.claim_next(10)[0]) == ["a1"]
+    assert db.next_due() == start + 120_000
     [state] = db.flow_state().rate_limits
     assert (state.scope, state.permits, state.interval_ms, state.burst) == (
         "group:api",
@@ -62,6 +73,48 @@ def test_a_group_rate_limit_passes_the_group_over_and_counts_only_its_tasks(
         1,
     )
     assert state.available_tokens == 0.0
+    db.close()
+
+
+def test_a_denied_task_that_comes_due_a_little_late_keeps_the_limit_busy(
+    tmp_path: Path,
+) -> None:
+    """A deferred task is claimed a few milliseconds after its due time, more or fewer each
+    time; if it then finds the bucket a fraction short it waits for the next token only, not
+    behind every task promised one: the limit's tokens are used, never more of them."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"type:api": (20, 1000, 1)})
+    db.submit([sub(f"a{i}", task_type="api") for i in range(60)])
+    start = now_ms(clock)
+    starts = [now_ms(clock)] * len(db.claim_next(10)[0])
+    for claims in range(1_000):  # each claim 1 or 4 ms after the due time it was woken for
+        due = db.next_due()
+        assert due is not None
+        clock.advance((due + (1, 4)[claims % 2] - now_ms(clock)) / 1000)
+        starts += [now_ms(clock)] * len(db.claim_next(10)[0])
+        if now_ms(clock) >= start + 2_000:
+            break
+    in_two_seconds = [t for t in starts if t < start + 2_000]
+    # 20 a second, less what the claims' lateness costs: a token comes some milliseconds
+    # after the last was taken, and is taken some milliseconds after it comes.
+    assert len(in_two_seconds) >= 34
+    assert all(sum(1 for t in starts if s <= t < s + 1_000) <= 20 for s in starts)
+    db.close()
+
+
+def test_tasks_denied_again_together_come_back_one_token_apart(tmp_path: Path) -> None:
+    """Tasks due at one instant (their own time) meet a type's empty bucket: each is given a
+    token of its own, not all the next one (where all but one would be denied again)."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"type:api": (20, 1000, 1)})
+    due = now_ms(clock) + 1_000
+    db.submit([sub(f"a{i}", task_type="api", due_at_ms=due) for i in range(5)])
+    clock.advance(1.0)
+    assert labels(db.claim_next(10)[0]) == ["a0"]
+    again = sorted(r.due_at_ms - due for r in db.list_tasks("scheduled", 10))
+    assert again == [50, 100, 150, 200]
     db.close()
 
 
