@@ -14,23 +14,6 @@ from bus.protocol import Message, message, struct
 # -- the Store (ROUTER "store") ------------------------------------------------------------------
 
 
-@message("store.set_flow", reply=Ok)
-@dataclass(frozen=True, slots=True)
-class SetFlow(Message):
-    """Change one layer (``configured`` or ``runtime``) of the rate limits and fair shares:
-    ``replace`` clears the layer first. ``rates``: scope (``type:<t>``, ``group:<g>``) →
-    [permits, interval_ms, burst], or None to remove the scope's limit; ``weights`` /
-    ``min_slots``: group → value, or None to remove the layer's value; ``default_weight`` None
-    keeps it."""
-
-    layer: str
-    rates: dict[str, list[int] | None] = field(default_factory=dict)
-    weights: dict[str, float | None] = field(default_factory=dict)
-    min_slots: dict[str, int | None] = field(default_factory=dict)
-    default_weight: float | None = None
-    replace: bool = False
-
-
 @message("store.pause_group.reply")
 @dataclass(frozen=True, slots=True)
 class GroupPauseReply(Message):
@@ -79,6 +62,20 @@ class PausedGroupRow:
     paused_task_count: int
 
 
+@struct
+@dataclass(frozen=True, slots=True)
+class GroupAllocationRow:
+    """A group with a weight or a minimum: its weight (the default one if it has none of its
+    own), its minimum, its running and pending tasks, its limit (None: unlimited)."""
+
+    group: str
+    weight: float
+    min_slots: int | None
+    running: int
+    pending: int
+    cap: int | None
+
+
 @message("store.flow.reply")
 @dataclass(frozen=True, slots=True)
 class FlowReply(Message):
@@ -87,6 +84,9 @@ class FlowReply(Message):
     weights: dict[str, float] = field(default_factory=dict)
     default_weight: float = 1.0
     min_slots: dict[str, int] = field(default_factory=dict)
+    allocations: list[GroupAllocationRow] = field(default_factory=list)
+    aging: list[int | None] | None = None
+    """Priority aging in the claim: [grace_ms, interval_ms, max_effective, urgent or None]."""
 
 
 @message("store.flow", reply=FlowReply)
@@ -94,6 +94,26 @@ class FlowReply(Message):
 class GetFlow(Message):
     """The rate limits in force (with the tokens available now), the paused groups, the
     weights."""
+
+
+@message("store.set_flow", reply=FlowReply)
+@dataclass(frozen=True, slots=True)
+class SetFlow(Message):
+    """Change one layer (``configured`` or ``runtime``) of the rate limits and fair shares:
+    ``replace`` clears the layer first. ``rates``: scope (``type:<t>``, ``group:<g>``) →
+    [permits, interval_ms, burst], or None to remove the scope's limit; ``weights`` /
+    ``min_slots``: group → value, or None to remove the layer's value (at runtime, a weight -1
+    or a minimum 0 removes the configured one too); ``default_weight`` None keeps it;
+    ``reset_weights`` (runtime): every group's weight removed. The reply is the policy after
+    the change."""
+
+    layer: str
+    rates: dict[str, list[int] | None] = field(default_factory=dict)
+    weights: dict[str, float | None] = field(default_factory=dict)
+    min_slots: dict[str, int | None] = field(default_factory=dict)
+    default_weight: float | None = None
+    replace: bool = False
+    reset_weights: bool = False
 
 
 # -- the GroupLimiter (ROUTER "limiter") --------------------------------------------------------
@@ -109,13 +129,36 @@ class SetRateLimit(Message):
     rate: list[int] | None = None
 
 
+CLEARED_WEIGHT = -1.0
+"""A runtime weight (``store.set_flow``) that removes a group's weight, the configured one too."""
+
+
 @message("limiter.set_weight", reply=Ok)
 @dataclass(frozen=True, slots=True)
 class SetGroupWeight(Message):
-    """Set a group's fair-share weight at runtime (> 0); kept across restarts."""
+    """Set a group's fair-share weight at runtime (> 0), or remove it (None: the group has the
+    default weight, whatever it was built with); kept across restarts. Publishes
+    ``group_weight_changed`` when the group's weight changed."""
 
     group: str
-    weight: float
+    weight: float | None = None
+
+
+@message("limiter.set_minimum_slots", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class SetGroupMinimumSlots(Message):
+    """Set a group's minimum slots at runtime (0: none, whatever it was built with); kept across
+    restarts."""
+
+    group: str
+    n: int
+
+
+@message("limiter.reset_weights", reply=Ok)
+@dataclass(frozen=True, slots=True)
+class ResetGroupWeights(Message):
+    """Remove every group's weight at runtime (each has the default weight, which stays);
+    publishes ``group_weight_changed`` for each group whose weight changed."""
 
 
 @message("limiter.pause_group", reply=GroupPauseReply)

@@ -58,7 +58,13 @@ from taskmill.events import (
     Unblocked,
     Waiting,
 )
-from taskmill.flow import AgingConfig, PausedGroupInfo, RateLimit, RateLimitInfo
+from taskmill.flow import (
+    AgingConfig,
+    GroupAllocationInfo,
+    PausedGroupInfo,
+    RateLimit,
+    RateLimitInfo,
+)
 from taskmill.monitoring import PressurePublisher, publish_pressure
 from taskmill.priority import Priority
 from taskmill.progress import ProgressReporter
@@ -118,6 +124,7 @@ __all__ = [
     "EventSubscription",
     "Expired",
     "Failed",
+    "GroupAllocationInfo",
     "GroupLimits",
     "GroupPaused",
     "GroupResumed",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from taskmill.app import AppSpec
 from taskmill.config import SamplerConfig, SchedulerConfig, ShutdownMode, StoreConfig
 from taskmill.context import ExecutorLike
-from taskmill.flow import AgingConfig, RateLimit, set_group_weight
+from taskmill.flow import AgingConfig, RateLimit, check_minimum_slots, check_weight
 from taskmill.priority import Priority
 from taskmill.retry import RetryPolicy, seconds
 from taskmill.task import TypedTask
@@ -203,19 +203,17 @@ class SchedulerBuilder:
 
     def group_weight(self, group: str, weight: float) -> SchedulerBuilder:
         """``group``'s share of the slots, relative to the other groups' weights (> 0)."""
-        self.spec.group_weights[group] = set_group_weight(group, weight).weight
+        self.spec.group_weights[_name("group", group)] = check_weight(weight)
         return self
 
     def default_group_weight(self, weight: float) -> SchedulerBuilder:
         """The weight of groups without their own, and of the ungrouped tasks (1)."""
-        self.spec.default_group_weight = set_group_weight("default", weight).weight
+        self.spec.default_group_weight = check_weight(weight)
         return self
 
     def group_minimum_slots(self, group: str, n: int) -> SchedulerBuilder:
         """Slots ``group`` gets before the weights share the rest (when it has work)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"a group's minimum slots must be an integer >= 0, got {n!r}")
-        self.spec.group_minimum_slots[_name("group", group)] = n
+        self.spec.group_minimum_slots[_name("group", group)] = check_minimum_slots(n)
         return self
 
     def aging(self, config: AgingConfig) -> SchedulerBuilder:

@@ -253,6 +253,15 @@ class Client(_Endpoints):
     def set_group_weight(self, group: str, weight: float) -> None:
         self._limiter.call(flow.set_group_weight(group, weight), Ok)
 
+    def remove_group_weight(self, group: str) -> None:
+        self._limiter.call(flow.set_group_weight(group, None), Ok)
+
+    def reset_group_weights(self) -> None:
+        self._limiter.call(flow.reset_group_weights(), Ok)
+
+    def set_group_minimum_slots(self, group: str, n: int) -> None:
+        self._limiter.call(flow.set_group_minimum_slots(group, n), Ok)
+
     def pause_group(self, group: str, until: datetime | float | timedelta | None = None) -> None:
         """See ``Scheduler.pause_group``."""
         self._limiter.call(flow.pause_group(group, until), GroupPauseReply)
@@ -477,8 +486,22 @@ class AsyncClient(_Endpoints):
         await self._limiter.call(flow.set_rate_limit("group", group, limit), Ok)
 
     async def set_group_weight(self, group: str, weight: float) -> None:
-        """``group``'s fair share of the slots, relative to the other groups' weights."""
+        """``group``'s fair share of the slots, relative to the other groups' weights; kept
+        across restarts. Publishes ``GroupWeightChanged`` when its weight changed."""
         await self._limiter.call(flow.set_group_weight(group, weight), Ok)
+
+    async def remove_group_weight(self, group: str) -> None:
+        """``group`` has the default weight again (whatever it was built with)."""
+        await self._limiter.call(flow.set_group_weight(group, None), Ok)
+
+    async def reset_group_weights(self) -> None:
+        """Every group has the default weight again (the default weight stays)."""
+        await self._limiter.call(flow.reset_group_weights(), Ok)
+
+    async def set_group_minimum_slots(self, group: str, n: int) -> None:
+        """Slots ``group`` gets before the weights share the rest (0: none, whatever it was
+        built with); kept across restarts."""
+        await self._limiter.call(flow.set_group_minimum_slots(group, n), Ok)
 
     async def pause_group(
         self, group: str, until: datetime | float | timedelta | None = None

@@ -12,10 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bus.kinds_flow import (
+    GroupAllocationRow,
     PausedGroupRow,
     PauseGroupRequest,
     RateLimitRow,
+    ResetGroupWeights,
     ResumeGroupRequest,
+    SetGroupMinimumSlots,
     SetGroupWeight,
     SetRateLimit,
 )
@@ -23,7 +26,7 @@ from taskmill.priority import Priority
 from taskmill.records import _ToDict, datetime_to_ms, ms_to_datetime
 from taskmill.retry import seconds
 
-__all__ = ["AgingConfig", "PausedGroupInfo", "RateLimit", "RateLimitInfo"]
+__all__ = ["AgingConfig", "GroupAllocationInfo", "PausedGroupInfo", "RateLimit", "RateLimitInfo"]
 
 
 def _positive_int(name: str, n: object) -> int:
@@ -108,6 +111,12 @@ class AgingConfig:
             None if self.urgent_threshold is None else int(self.urgent_threshold),
         )
 
+    @classmethod
+    def from_wire(cls, row: list[int | None]) -> AgingConfig:
+        grace_ms, interval_ms, cap, urgent = row
+        assert grace_ms is not None and interval_ms is not None and cap is not None
+        return cls(grace_ms / 1000, interval_ms / 1000, cap, urgent)
+
 
 @dataclass(frozen=True)
 class RateLimitInfo(_ToDict):
@@ -141,6 +150,26 @@ class PausedGroupInfo(_ToDict):
         return cls(row.group, ms_to_datetime(row.paused_at_ms), resume, row.paused_task_count)
 
 
+@dataclass(frozen=True)
+class GroupAllocationInfo(_ToDict):
+    """A group with a weight or minimum slots (``snapshot().group_allocations``): its weight
+    (the default one when it has none of its own), its minimum (None: none), its running and
+    pending tasks and its limit (``cap``, None: unlimited). ``allocated_slots`` is always 0 in
+    a snapshot: slots are given claim by claim, not held."""
+
+    group: str
+    weight: float
+    allocated_slots: int
+    running: int
+    pending: int
+    min_slots: int | None
+    cap: int | None
+
+    @classmethod
+    def from_wire(cls, row: GroupAllocationRow) -> GroupAllocationInfo:
+        return cls(row.group, row.weight, 0, row.running, row.pending, row.min_slots, row.cap)
+
+
 def until_ms(until: datetime | float | timedelta | None) -> int | None:
     """A pause's end as epoch ms: a ``datetime`` (an instant), or seconds / a ``timedelta``
     from now."""
@@ -171,12 +200,32 @@ def set_rate_limit(kind: str, name: str, limit: RateLimit | None) -> SetRateLimi
     return SetRateLimit(scope, list(limit.to_wire()))
 
 
-def set_group_weight(group: str, weight: float) -> SetGroupWeight:
+def check_weight(weight: object) -> float:
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         raise ValueError(f"a group weight must be a number > 0, got {weight!r}")
     if not (math.isfinite(weight) and weight > 0):
         raise ValueError(f"a group weight must be a number > 0, got {weight!r}")
-    return SetGroupWeight(_scope_name("group", group), float(weight))
+    return float(weight)
+
+
+def check_minimum_slots(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"a group's minimum slots must be an integer >= 0, got {n!r}")
+    return n
+
+
+def set_group_weight(group: str, weight: float | None) -> SetGroupWeight:
+    """``weight`` None removes the group's weight."""
+    checked = None if weight is None else check_weight(weight)
+    return SetGroupWeight(_scope_name("group", group), checked)
+
+
+def set_group_minimum_slots(group: str, n: int) -> SetGroupMinimumSlots:
+    return SetGroupMinimumSlots(_scope_name("group", group), check_minimum_slots(n))
+
+
+def reset_group_weights() -> ResetGroupWeights:
+    return ResetGroupWeights()
 
 
 def pause_group(group: str, until: datetime | float | timedelta | None) -> PauseGroupRequest:

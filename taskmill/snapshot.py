@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from bus.kinds import CountsReply
 from bus.kinds_flow import FlowReply
 from bus.kinds_run import DispatcherState
-from taskmill.flow import PausedGroupInfo, RateLimitInfo
+from taskmill.flow import AgingConfig, GroupAllocationInfo, PausedGroupInfo, RateLimitInfo
 from taskmill.records import EstimatedProgress, HostSummary, TaskRecord, _ToDict
 
 __all__ = ["SchedulerSnapshot"]
@@ -46,6 +46,10 @@ class SchedulerSnapshot(_ToDict):
     rate_limits: list[RateLimitInfo] = field(default_factory=list)
     """Every rate limit in force, with the tokens its bucket holds now."""
     paused_groups: list[PausedGroupInfo] = field(default_factory=list)
+    group_allocations: list[GroupAllocationInfo] = field(default_factory=list)
+    """Each group with a weight or minimum slots, with its running and pending tasks."""
+    aging_config: AgingConfig | None = None
+    """Priority aging in force (None: none)."""
 
     @classmethod
     def from_state(
@@ -77,4 +81,10 @@ class SchedulerSnapshot(_ToDict):
             paused_groups=(
                 [] if flow is None else [PausedGroupInfo.from_wire(p) for p in flow.paused_groups]
             ),
+            group_allocations=(
+                [] if flow is None else [GroupAllocationInfo.from_wire(a) for a in flow.allocations]
+            ),
+            aging_config=None
+            if flow is None or flow.aging is None
+            else AgingConfig.from_wire(flow.aging),
         )

@@ -43,14 +43,17 @@ from bus.client import Peer
 from bus.errors import InvalidRequest, TaskmillError
 from bus.kinds import GetGroups, GroupsReply, Ok, SetGroups
 from bus.kinds_flow import (
+    CLEARED_WEIGHT,
     FlowReply,
     GetFlow,
     GroupPauseReply,
     PauseGroup,
     PauseGroupRequest,
+    ResetGroupWeights,
     ResumeGroup,
     ResumeGroupRequest,
     SetFlow,
+    SetGroupMinimumSlots,
     SetGroupWeight,
     SetRateLimit,
 )
@@ -131,6 +134,8 @@ class GroupLimiter(Actor):
             GetLimiterState: self.on_state,
             SetRateLimit: self.on_set_rate_limit,
             SetGroupWeight: self.on_set_weight,
+            SetGroupMinimumSlots: self.on_set_minimum_slots,
+            ResetGroupWeights: self.on_reset_weights,
             PauseGroupRequest: self.on_pause_group,
             ResumeGroupRequest: self.on_resume_group,
         }
@@ -251,9 +256,45 @@ class GroupLimiter(Actor):
         return self._change(SetFlow("runtime", {message.scope: message.rate}))
 
     def on_set_weight(self, message: SetGroupWeight) -> Deferred:
-        return self._change(
-            SetFlow("runtime", weights={check_group(message.group): message.weight})
-        )
+        weight = CLEARED_WEIGHT if message.weight is None else message.weight
+        return self._reweigh(SetFlow("runtime", weights={check_group(message.group): weight}))
+
+    def on_set_minimum_slots(self, message: SetGroupMinimumSlots) -> Deferred:
+        return self._change(SetFlow("runtime", min_slots={check_group(message.group): message.n}))
+
+    def on_reset_weights(self, message: ResetGroupWeights) -> Deferred:
+        return self._reweigh(SetFlow("runtime", reset_weights=True))
+
+    def _reweigh(self, change: SetFlow) -> Deferred:
+        """Apply a change of weights in the Store, answer once it is committed, and publish
+        ``group_weight_changed`` for each group whose weight it changed (the policy read before
+        and returned after: the GroupLimiter is the only one that changes it)."""
+        request = current_request()
+
+        def before(reply: Message | TaskmillError) -> None:
+            if isinstance(reply, TaskmillError):
+                request.fail(reply.code, reply.message)
+                return
+            assert isinstance(reply, FlowReply)
+
+            def after(changed: Message | TaskmillError) -> None:
+                if isinstance(changed, TaskmillError):
+                    request.fail(changed.code, changed.message)
+                    return
+                assert isinstance(changed, FlowReply)
+                self.counters["changes"] += 1
+                for group in sorted(reply.weights.keys() | changed.weights.keys()):
+                    previous = reply.weights.get(group, reply.default_weight)
+                    new = changed.weights.get(group, changed.default_weight)
+                    if previous != new:
+                        data = {"group": group, "previous_weight": previous, "new_weight": new}
+                        self._emit(Event("group_weight_changed", data, self._now()))
+                request.reply(Ok())
+
+            self._store.request(change, after)
+
+        self._store.request(GetFlow(), before)
+        return DEFER
 
     def on_pause_group(self, message: PauseGroupRequest) -> Deferred:
         group = check_group(message.group)

@@ -223,8 +223,8 @@ def store_handlers(db: StoreDB) -> dict[type[Message], StoreHandler]:
         Preempt: lambda m: TasksReply(db.preempt(m.ids)),
         GetGroups: lambda m: db.groups(),
         SetGroups: lambda m: _ok(db.set_groups, m.layer, m.default, m.limits, m.replace),
-        SetFlow: lambda m: _ok(
-            db.set_flow, m.layer, m.rates, m.weights, m.min_slots, m.default_weight, m.replace
+        SetFlow: lambda m: db.set_flow(
+            m.layer, m.rates, m.weights, m.min_slots, m.default_weight, m.replace, m.reset_weights
         ),
         PauseGroup: lambda m: _paused(db.pause_group(m.group, m.until_ms)),
         ResumeGroup: lambda m: _resumed(db.resume_group(m.group, m.due_only)),

@@ -204,6 +204,34 @@ def groups(core: Core) -> GroupsReply:
     )
 
 
+def allocations(core: Core) -> list[tuple[str, float, int | None, int, int, int | None]]:
+    """Each group with a weight or a minimum: (group, weight, minimum, running, pending, limit).
+    Its pending tasks are counted in the index of ready tasks by group (that group's only)."""
+    shares = flow.load(core)
+    groups = sorted(shares.weights.keys() | shares.min_slots.keys())
+    if not groups:
+        return []
+    running = busy(core).running
+    limits = load_policy(core)
+    return [
+        (
+            group,
+            shares.weight(group),
+            shares.min_slots.get(group),
+            running[group],
+            int(
+                core.value(
+                    "SELECT count(*) FROM tasks INDEXED BY tasks_ready_by_group "
+                    "WHERE status = 'pending' AND group_key IS NOT NULL AND group_key = ?",
+                    (group,),
+                )
+            ),
+            limits.limit(group),
+        )
+        for group in groups
+    ]
+
+
 def _order(row: tuple[Any, ...]) -> tuple[int, int, int, int]:
     return (row[_PHASE] != "finalize", row[_PRIORITY], row[_STATUS] != "paused", row[0])
 

@@ -50,7 +50,7 @@ from bus.kinds import (
     Transition,
     TypeStatsReply,
 )
-from bus.kinds_flow import FlowReply, PausedGroupRow, RateLimitRow
+from bus.kinds_flow import FlowReply, GroupAllocationRow, PausedGroupRow, RateLimitRow
 from bus.limits import MAX_ERROR_CHARS, cut_text
 
 BUSY_TIMEOUT_MS = 5_000
@@ -382,13 +382,16 @@ class StoreDB:
         min_slots: Mapping[str, int | None] | None = None,
         default_weight: float | None = None,
         replace: bool = False,
-    ) -> None:
-        """Change one layer of the rate limits and fair shares (see ``flow.set_flow``)."""
+        reset_weights: bool = False,
+    ) -> FlowReply:
+        """Change one layer of the rate limits and fair shares (see ``flow.set_flow``); the
+        flow policy in force after it."""
         with self._core.atomic():
             flow.set_flow(
                 self._core, layer, rates or {}, weights or {}, min_slots or {}, default_weight,
-                replace,
+                replace, reset_weights,
             )  # fmt: skip
+            return self.flow_state()
 
     def pause_group(self, group: str, until_ms: int | None = None) -> tuple[int, int] | None:
         """Pause a group: (its waiting tasks, its running ones), or None if it was paused."""
@@ -404,12 +407,17 @@ class StoreDB:
         """The rate limits in force with their tokens, the paused groups, the fair shares."""
         now = self._core.now()
         policy = flow.load(self._core)
+        aging = self.aging
         return FlowReply(
             [RateLimitRow(*row) for row in flow.rate_state(self._core, now)],
             [PausedGroupRow(*row) for row in flow.paused_state(self._core)],
             dict(policy.weights),
             policy.default_weight,
             dict(policy.min_slots),
+            [GroupAllocationRow(*row) for row in claim.allocations(self._core)],
+            None
+            if aging is None
+            else [aging.grace_ms, aging.interval_ms, aging.max_effective, aging.urgent],
         )
 
     def finish(self, results: Sequence[TaskResult], max_retries: int = 3) -> list[Transition]:

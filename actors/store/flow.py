@@ -30,11 +30,18 @@ from dataclasses import dataclass, field
 
 from actors.store.core import Core
 from bus.errors import InvalidRequest
+from bus.kinds_flow import CLEARED_WEIGHT
 
 LAYERS = ("configured", "runtime")
 SCOPE_KINDS = ("type", "group")
 DEFAULT_WEIGHT = ""
 """The ``group_key`` of the default weight in ``group_shares``."""
+CLEARED = CLEARED_WEIGHT
+"""A runtime weight that removes the group's weight, the configured one too: the group has the
+default weight (kept across restarts, like every runtime value)."""
+_CLEARED_STORED = math.inf
+"""How ``group_shares`` holds ``CLEARED`` (its weights must be > 0; no weight given is
+infinite)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +199,13 @@ def _read(core: Core) -> FlowPolicy:
                 if weight is not None:
                     policy.default_weight = weight
                 continue
-            if weight is not None:
+            if weight == _CLEARED_STORED:
+                policy.weights.pop(group, None)
+            elif weight is not None:
                 policy.weights[group] = weight
-            if slots is not None:
+            if slots == 0:  # a runtime 0 removes the configured minimum
+                policy.min_slots.pop(group, None)
+            elif slots is not None:
                 policy.min_slots[group] = slots
     policy.weighted = bool(policy.weights or policy.min_slots)
     for group, paused_at, resume_at in core.all(
@@ -212,10 +223,13 @@ def set_flow(
     min_slots: Mapping[str, int | None],
     default_weight: float | None,
     replace: bool,
+    reset_weights: bool = False,
 ) -> None:
     """Change one layer: ``replace`` clears it first. A rate None removes the scope's limit (in
     the runtime layer: the configured one too, across restarts); a weight or minimum None
-    removes the layer's value. Everything is checked before anything is written."""
+    removes the layer's value; in the runtime layer a weight ``CLEARED`` or a minimum 0 removes
+    the configured one too, and ``reset_weights`` does so for every group's weight (the
+    default weight stays). Everything is checked before anything is written."""
     if layer not in LAYERS:
         raise InvalidRequest(f"a flow policy layer is one of {LAYERS}, got {layer!r}")
     checked_rates = {
@@ -225,7 +239,11 @@ def set_flow(
     for group in (*weights, *min_slots):
         if not isinstance(group, str) or not group:
             raise InvalidRequest(f"a group name must be a non-empty string, got {group!r}")
-    checked_weights = {g: None if w is None else check_weight(w) for g, w in weights.items()}
+    runtime = layer == "runtime"
+    checked_weights = {
+        g: w if w is None or (runtime and w == CLEARED) else check_weight(w)
+        for g, w in weights.items()
+    }
     checked_slots = {g: None if n is None else check_slots(n) for g, n in min_slots.items()}
     if default_weight is not None:
         default_weight = check_weight(default_weight)
@@ -249,10 +267,23 @@ def set_flow(
             core.run("DELETE FROM rate_buckets WHERE scope = ?", (scope,))
         if layer == "runtime":
             undefer(core, scope)
+    if reset_weights and runtime:
+        core.run(
+            "UPDATE group_shares SET weight = NULL WHERE layer = 'runtime' AND group_key != ''"
+        )
+        for (group,) in core.all(
+            "SELECT group_key FROM group_shares WHERE layer = 'configured' AND group_key != '' "
+            "AND weight IS NOT NULL"
+        ):
+            checked_weights.setdefault(group, CLEARED)
+        core.run(
+            "DELETE FROM group_shares WHERE layer = 'runtime' AND weight IS NULL "
+            "AND min_slots IS NULL"
+        )
     if default_weight is not None:
         checked_weights[DEFAULT_WEIGHT] = default_weight
     for group, weight in checked_weights.items():
-        _set_share(core, layer, group, "weight", weight)
+        _set_share(core, layer, group, "weight", _CLEARED_STORED if weight == CLEARED else weight)
     for group, slots in checked_slots.items():
         _set_share(core, layer, group, "min_slots", slots)
 

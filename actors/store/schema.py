@@ -230,7 +230,8 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     at_ms        INTEGER NOT NULL,
     next_ms      INTEGER NOT NULL   -- the latest due time given to a task this bucket denied
 ) WITHOUT ROWID;
--- Fair-share weights and minimum slots by group ('' = the default weight); NULL: not set.
+-- Fair-share weights and minimum slots by group ('' = the default weight); NULL: not set. In the
+-- runtime layer a weight of +Infinity removes the group's weight and a minimum of 0 its minimum.
 CREATE TABLE IF NOT EXISTS group_shares (
     layer        TEXT    NOT NULL CHECK (layer IN ('configured', 'runtime')),
     group_key    TEXT    NOT NULL,

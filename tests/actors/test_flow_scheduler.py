@@ -11,6 +11,7 @@ import pytest
 
 from taskmill import (
     AgingConfig,
+    GroupAllocationInfo,
     GroupPaused,
     GroupResumed,
     Priority,
@@ -133,6 +134,56 @@ async def test_weights_and_aging_configure_and_change_while_running(tmp_path: Pa
         await scheduler.submit_batch([task(f"a{i}", "a") for i in range(3)] + [task("b0", "b")])
         await events.wait_count("completed", 4)
         await events.close()
+
+
+async def test_weights_and_minimums_change_at_runtime_with_their_events(tmp_path: Path) -> None:
+    scheduler = await (
+        builder(tmp_path, work=work)
+        .group_weight("a", 3)
+        .group_weight("b", 2)
+        .group_minimum_slots("b", 1)
+    ).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.set_group_weight("a", 5)
+        await scheduler.set_group_weight("a", 5)  # no change: no event
+        await scheduler.remove_group_weight("b")
+        await scheduler.set_group_minimum_slots("b", 0)
+        await scheduler.set_group_weight("c", 4)
+        await scheduler.reset_group_weights()
+        changes = await events.wait_count("group_weight_changed", 5)
+        assert [
+            (e.raw["group"], e.raw["previous_weight"], e.raw["new_weight"]) for e in changes
+        ] == [
+            ("a", 3.0, 5.0),
+            ("b", 2.0, 1.0),
+            ("c", 1.0, 4.0),
+            ("a", 5.0, 1.0),
+            ("c", 4.0, 1.0),
+        ]
+        await events.close()
+    # Kept across a restart, over what the application is built with.
+    scheduler = await (
+        builder(tmp_path, work=work)
+        .group_weight("a", 3)
+        .group_minimum_slots("b", 1)
+        .group_concurrency("a", 2)
+        .aging(AgingConfig(grace_period=300.0, interval=60.0))
+    ).build()
+    async with scheduler:
+        await scheduler.set_group_weight("d", 2)
+        await scheduler.pause_all()
+        await scheduler.submit_batch([task("a0", "a"), task("d0", "d"), task("d1", "d")])
+        snapshot = await scheduler.snapshot()
+        assert snapshot.group_allocations == [
+            GroupAllocationInfo("d", 2.0, 0, running=0, pending=2, min_slots=None, cap=None)
+        ]
+        assert snapshot.aging_config == AgingConfig(grace_period=300.0, interval=60.0)
+        await scheduler.set_group_minimum_slots("a", 1)
+        [a, _] = (await scheduler.snapshot()).group_allocations
+        assert a == GroupAllocationInfo("a", 1.0, 0, running=0, pending=1, min_slots=1, cap=2)
+        with pytest.raises(ValueError):
+            await scheduler.set_group_minimum_slots("b", -1)
 
 
 async def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:

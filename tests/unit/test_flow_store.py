@@ -312,6 +312,24 @@ def test_the_ungrouped_tasks_share_with_the_default_weight_and_caps_hold(tmp_pat
     db.close()
 
 
+def test_runtime_weights_and_minimums_remove_the_configured_ones_and_reset(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", weights={"a": 3.0, "b": 2.0}, min_slots={"b": 1}, default_weight=2.0)
+    state = db.set_flow("runtime", weights={"a": -1.0, "c": 5.0}, min_slots={"b": 0})
+    assert (state.weights, state.min_slots, state.default_weight) == ({"b": 2.0, "c": 5.0}, {}, 2.0)
+    state = db.set_flow("runtime", reset_weights=True)
+    assert (state.weights, state.default_weight) == ({}, 2.0)
+    db.close()
+    db = open_db(tmp_path, clock)  # runtime values are kept
+    assert (db.flow_state().weights, db.flow_state().min_slots) == ({}, {})
+    with pytest.raises(InvalidRequest):
+        db.set_flow("configured", weights={"a": -1.0})  # removing is a runtime change only
+    db.close()
+
+
 def test_a_minimum_slot_goes_first(tmp_path: Path) -> None:
     db = open_db(tmp_path, FakeClock())
     db.set_flow("configured", weights={"big": 100.0}, min_slots={"small": 1})

@@ -37,7 +37,7 @@ PINNED = {
     "RecurringSchedule", "CronSchedule", "RecurringScheduleInfo", "RecurringCompleted",
     # flow control
     "DuplicateStrategy", "Superseded", "RateLimit", "GroupPaused", "GroupResumed",
-    "AgingConfig",
+    "AgingConfig", "GroupAllocationInfo",
     # dependencies
     "DependencyFailure", "InvalidDependencyError", "CyclicDependencyError",
     "DependencyFailedError", "Unblocked", "DependencyFailed",
@@ -65,7 +65,7 @@ MEMBERS = {
     "estimated_progress snapshot task_lookup lookup_typed store subscribe retry_dead_letter "
     "wait_result pause_recurring resume_recurring cancel_recurring pause_group resume_group "
     "set_rate_limit set_group_rate_limit set_group_weight cancel_group cancel_type "
-    "cancel_by_tag",
+    "cancel_by_tag remove_group_weight reset_group_weights set_group_minimum_slots",
     "SchedulerBuilder": "store_path executor typed_executor max_concurrency max_retries "
     "preempt_priority poll_interval shutdown_mode with_resource_monitoring sampler_config "
     "resource_sampler bandwidth_limit pressure_source throttle_policy "
@@ -77,8 +77,12 @@ MEMBERS = {
     "history_by_key failed_tasks history_stats avg_throughput prune_history_by_count "
     "prune_history_by_age dead_letter_tasks recurring_schedules task_ids_by_tags count_by_tag "
     "tag_values task_dependencies task_dependents blocked_tasks blocked_count",
-    "Client": "submit submit_batch cancel lookup snapshot history wait_result",
-    "AsyncClient": "submit submit_batch cancel lookup snapshot history wait_result",
+    "Client": "submit submit_batch cancel lookup snapshot history wait_result "
+    "set_group_weight remove_group_weight reset_group_weights set_group_minimum_slots",
+    "AsyncClient": "submit submit_batch cancel lookup snapshot history wait_result "
+    "set_group_weight remove_group_weight reset_group_weights set_group_minimum_slots",
+    "SchedulerSnapshot": "rate_limits paused_groups group_allocations aging_config",
+    "GroupAllocationInfo": "group weight allocated_slots running pending min_slots cap",
     "ShutdownMode": "graceful HARD",
     "ThrottlePolicy": "default_three_tier",
     "RetryPolicy": "constant linear exponential exponential_jitter none",

@@ -10,6 +10,7 @@ import pytest
 
 from bus.kinds import CountsReply, HistoryRow, LookupReply, Outcome, TaskRow, TypeStatsReply
 from bus.kinds_run import DispatcherState
+from taskmill.flow import AgingConfig, GroupAllocationInfo
 from taskmill.priority import Priority
 from taskmill.records import (
     EstimatedProgress,
@@ -219,6 +220,8 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
         max_concurrency=4,
         is_paused=False,
         hosts=[HostSummary("w1", ["thumb"], 8, 1)],
+        group_allocations=[GroupAllocationInfo("t", 2.0, 0, 1, 5, None, 4)],
+        aging_config=AgingConfig(grace_period=300.0, interval=60.0),
     )
     data = json.loads(json.dumps(snapshot.to_dict()))
     assert data["pending_count"] == 3 and data["max_concurrency"] == 4
@@ -237,6 +240,15 @@ def test_snapshot_to_dict_is_json_serialisable() -> None:
         "blocked_count",
         "progress", "pressure", "pressure_breakdown", "max_concurrency", "is_paused",
         "resources", "host_resources", "hosts", "rate_limits", "paused_groups",
+        "group_allocations", "aging_config",
+    }  # fmt: skip
+    assert data["group_allocations"] == [{
+        "group": "t", "weight": 2.0, "allocated_slots": 0, "running": 1, "pending": 5,
+        "min_slots": None, "cap": 4,
+    }]  # fmt: skip
+    assert data["aging_config"] == {
+        "grace_period": 300.0, "interval": 60.0, "max_effective_priority": 64,
+        "urgent_threshold": None,
     }  # fmt: skip
     assert data["hosts"] == [
         {"host_id": "w1", "task_types": ["thumb"], "capacity": 8, "running": 1}
