@@ -70,8 +70,8 @@ from taskmill import (
     TaskExecutor,
     TaskSubmission,
 )
-from taskmill.client import Client
 from taskmill.subscription import EventSubscriber
+from taskmill.sync_client import Client
 
 LOG_ENV = "TASKMILL_CHAOS_LOG"
 """The file every execution appends its lines to (set in the actors' environment)."""

@@ -50,7 +50,7 @@ from taskmill import (
     TaskContext,
     TaskSubmission,
 )
-from taskmill.client import Client
+from taskmill.sync_client import Client
 
 APP = "bench.recurring_chaos:app"
 DATABASE = "recurring.db"

@@ -25,7 +25,7 @@ from bus.errors import (
     TaskmillError,
 )
 from taskmill.builder import SchedulerBuilder
-from taskmill.client import AsyncClient, Client
+from taskmill.client import AsyncClient
 from taskmill.config import (
     GroupLimits,
     RetentionPolicy,
@@ -90,6 +90,7 @@ from taskmill.schedules import CronSchedule, RecurringSchedule
 from taskmill.snapshot import SchedulerSnapshot
 from taskmill.store import TaskStore
 from taskmill.subscription import EventSubscriber, EventSubscription
+from taskmill.sync_client import Client
 from taskmill.task import (
     DependencyFailure,
     DuplicateStrategy,

@@ -12,8 +12,8 @@ import json
 import sys
 from typing import TextIO
 
-from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
+from taskmill.sync_client import Client
 
 __all__ = ["add_options", "requested", "run", "tag"]
 

@@ -31,12 +31,12 @@ from bus.kinds import Ping, Pong, Stats, StatsReply
 from bus.kinds_run import GetHosts, HostsReply
 from bus.topology import Topology
 from taskmill import bulk_cancel, flow_commands
-from taskmill.client import Client
 from taskmill.deploy import ConfigError, DeploymentConfig
 from taskmill.priority import Priority
 from taskmill.processes import ACTORS, control_endpoint
 from taskmill.reach import PROBE_TIMEOUT_S, probe
 from taskmill.subscription import EventSubscriber
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from taskmill.watch import WatchView, format_snapshot
 

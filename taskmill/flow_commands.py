@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
+from taskmill.sync_client import Client
 
 __all__ = [
     "add_group_options",

@@ -11,7 +11,7 @@ import json
 import sys
 from collections import Counter
 
-from taskmill.client import Client
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 
 

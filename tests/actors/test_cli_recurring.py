@@ -10,8 +10,8 @@ import pytest
 
 from taskmill import TaskSubmission
 from taskmill.cli import main
-from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
+from taskmill.sync_client import Client
 from tests.procfile_support import actor_threads
 
 

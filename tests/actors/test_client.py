@@ -17,10 +17,11 @@ import pytest
 
 from bus.errors import ActorUnavailable
 from bus.kinds import Outcome, Submit, SubmitReply
-from taskmill.client import AsyncClient, Client
+from taskmill.client import AsyncClient
 from taskmill.deploy import DeploymentConfig
 from taskmill.events import Completed, SchedulerEvent
 from taskmill.subscription import EventSubscriber
+from taskmill.sync_client import Client
 from taskmill.task import MAX_PAYLOAD_BYTES, TaskSubmission
 from tests.procfile_support import actor_threads
 from tests.scheduler_support import builder
@@ -193,7 +194,7 @@ class FlakyStore:
 
 def _flaky_client(monkeypatch: pytest.MonkeyPatch, failures: int, retries: int) -> Any:
     pauses: list[float] = []
-    monkeypatch.setattr("taskmill.client.time.sleep", pauses.append)
+    monkeypatch.setattr("taskmill.sync_client.time.sleep", pauses.append)
     client = Client(DeploymentConfig(transport="tcp", insecure=True), retries=retries)
     client._store.close()
     store = FlakyStore(failures)

@@ -32,8 +32,8 @@ from bus.client import RequestClient
 from bus.errors import ProtocolError
 from bus.kinds import Counts, Ping, Pong, Stats, StatsReply
 from bus.protocol import MAX_FRAME_BYTES, PROTOCOL, decode, encode, registry
-from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.procfile_support import actor_threads
 

@@ -26,8 +26,8 @@ from bus.hosting import ActorThread
 from bus.kinds_run import GetHosts, HostsReply
 from bus.security import CurveSecurity, generate_keys, start_authenticator
 from taskmill.cli import main
-from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.procfile_support import actor_threads, deployed, free_port
 

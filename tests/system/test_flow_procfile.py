@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from taskmill import RateLimit, TaskSubmission
-from taskmill.client import Client
+from taskmill.sync_client import Client
 from tests.procfile_support import Deployment, deployed
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]

@@ -20,9 +20,9 @@ import pytest
 from bus.client import RequestClient
 from bus.errors import TaskmillError
 from bus.kinds import Stats, StatsReply
-from taskmill.client import Client
 from taskmill.records import HistoryStatus, TaskHistoryRecord
 from taskmill.subscription import EventSubscriber
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.procfile_support import Deployment, deployed
 from tests.system_app import PINNED_GROUP, PINNED_LIMIT

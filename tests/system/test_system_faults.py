@@ -34,9 +34,9 @@ from bus.errors import DatabaseError
 from bus.kinds import Ping, Pong, Stats, StatsReply
 from bus.kinds_run import DispatcherState, GetState
 from bus.subscribe import Subscription
-from taskmill.client import Client
 from taskmill.records import HistoryStatus, SubmitOutcome
 from taskmill.subscription import EventSubscriber
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.full_disk_app import FULL_FLAG
 from tests.procfile_support import Deployment, Proc, deployed

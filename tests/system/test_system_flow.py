@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from taskmill.client import Client
 from taskmill.subscription import EventSubscriber
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.procfile_support import REPO, Deployment, deployed
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from taskmill.client import Client
 from taskmill.processes import ACTORS
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.procfile_support import REPO, Deployment, deployed
 

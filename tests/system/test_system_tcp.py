@@ -11,9 +11,9 @@ import pytest
 
 from bus.errors import ActorUnavailable
 from bus.security import generate_keys
-from taskmill.client import Client
 from taskmill.deploy import DeploymentConfig
 from taskmill.records import HistoryStatus
+from taskmill.sync_client import Client
 from taskmill.task import TaskSubmission
 from tests.procfile_support import Deployment
 
