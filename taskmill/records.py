@@ -94,6 +94,8 @@ class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
+    """Preempted (it resumes ahead of the pending tasks of its priority), or of a paused
+    group."""
     WAITING = "waiting"
     BLOCKED = "blocked"
     """Waiting for its dependencies to complete: never dispatched until then."""

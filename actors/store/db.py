@@ -219,7 +219,8 @@ class StoreDB:
     # -- queries -----------------------------------------------------------------------------
 
     def get_task(self, id: int | None = None, key: str | None = None) -> TaskRow | None:
-        return queries.get_task(self._core, id, key)
+        row = queries.get_task(self._core, id, key)
+        return None if row is None else queries.as_shown(self._core, [row])[0]
 
     def list_tasks(self, status: str, limit: int = 100, offset: int = 0) -> list[TaskRow]:
         return queries.list_tasks(self._core, status, limit, offset)
@@ -235,7 +236,7 @@ class StoreDB:
         return queries.depth(self._core)
 
     def children(self, parent_id: int, limit: int = 100) -> list[TaskRow]:
-        return queries.children(self._core, parent_id, limit)
+        return queries.as_shown(self._core, queries.children(self._core, parent_id, limit))
 
     def dependencies(self, id: int, dependents: bool = False) -> list[int]:
         """The active tasks ``id`` waits for, or (``dependents``) the blocked tasks waiting

@@ -7,8 +7,10 @@ when there is one).
 from __future__ import annotations
 
 import heapq
+from dataclasses import replace
 from typing import Any
 
+from actors.store import flow
 from actors.store.core import Core
 from actors.store.schema import (
     BUSY,
@@ -205,11 +207,31 @@ def _by_group(
     return out
 
 
+def paused_groups(core: Core) -> list[str]:
+    """The groups paused now."""
+    policy = flow.load(core)
+    return sorted(policy.paused_at(core.now())) if policy.paused else []
+
+
+def as_shown(core: Core, rows: list[TaskRow]) -> list[TaskRow]:
+    """The rows as a user sees them: a pending task of a paused group is ``paused``. The Store
+    does not rewrite it (the claim passes its group over, so a pause costs the same whatever
+    the group's backlog); what it shows is its status all the same."""
+    paused = paused_groups(core)
+    if not paused:
+        return rows
+    return [
+        replace(r, status="paused") if r.status == "pending" and r.group_key in paused else r
+        for r in rows
+    ]
+
+
 def list_tasks(core: Core, status: str, limit: int, offset: int = 0) -> list[TaskRow]:
-    """Active tasks of one status in queue order (priority, id); scheduled ones by due time
-    first. ``offset`` rows of that order are skipped."""
-    query, params = _tasks_query(status, limit, offset)
-    return [task_row(r) for r in core.all(query.format(columns=TASK_COLUMNS), params)]
+    """Active tasks of one status, as shown (``as_shown``), in queue order (priority, id);
+    scheduled ones by due time first. ``offset`` rows of that order are skipped."""
+    query, params = _tasks_query(status, limit, offset, paused_groups(core))
+    rows = [task_row(r) for r in core.all(query.format(columns=TASK_COLUMNS), params)]
+    return as_shown(core, rows)
 
 
 def tasks_page(
@@ -218,7 +240,7 @@ def tasks_page(
     """``list_tasks``, as many rows as fit in ``max_bytes`` (one at least), as ``history_page``
     does: a few tasks with 1 MiB payloads do not fit in one frame. When rows were left out,
     ``next_offset`` is the offset that asks for them."""
-    query, params = _tasks_query(status, limit, offset)
+    query, params = _tasks_query(status, limit, offset, paused_groups(core))
     # priority and id: the order of the pending rows' compound query names its columns.
     sizes = core.all(query.format(columns=f"{_ROW_SIZE}, priority, id"), params)
     fit = _fitting(sizes, max_bytes)
@@ -226,18 +248,29 @@ def tasks_page(
     return TasksReply(rows, next_offset=None if fit == len(sizes) else offset + fit)
 
 
-def _tasks_query(status: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]]:
+def _tasks_query(
+    status: str, limit: int, offset: int, paused: list[str]
+) -> tuple[str, tuple[Any, ...]]:
     """The query of ``list_tasks``, its selected ``{columns}`` left to fill, and its
-    parameters."""
+    parameters (``paused``: the paused groups, whose pending tasks are shown as paused)."""
     check_limit(limit)
     check_offset(offset)
     page = " LIMIT +? OFFSET +?"
+    marks = ", ".join("?" * len(paused))
     if status == "pending":  # SQLite merges the two ready indexes
+        others = f" AND group_key NOT IN ({marks})" if paused else ""
         query = (
-            f"SELECT {{columns}} {_UNGROUPED} UNION ALL SELECT {{columns}} {_GROUPED} "
+            f"SELECT {{columns}} {_UNGROUPED} UNION ALL SELECT {{columns}} {_GROUPED}{others} "
             "ORDER BY priority, id" + page
         )
-        return query, (limit, offset)
+        return query, (*paused, limit, offset)
+    if status == "paused" and paused:
+        query = (
+            f"SELECT {{columns}} FROM tasks WHERE status = 'paused' AND {BUSY} UNION ALL "
+            f"SELECT {{columns}} {_BY_GROUP} AND group_key IN ({marks}) "
+            "ORDER BY priority, id" + page
+        )
+        return query, (*paused, limit, offset)
     if status == "scheduled":  # by due time, then queue order
         query = (
             "SELECT {columns} FROM tasks WHERE status = 'scheduled' "
@@ -260,12 +293,22 @@ def _tasks_query(status: str, limit: int, offset: int) -> tuple[str, tuple[Any, 
 
 
 def counts(core: Core) -> CountsReply:
+    """The active tasks by status, as shown (``as_shown``)."""
     pending = core.value(f"SELECT (SELECT count(*) {_UNGROUPED}) + (SELECT count(*) {_GROUPED})")
     busy = dict(core.all(f"SELECT status, count(*) FROM tasks WHERE {BUSY} GROUP BY status"))
+    paused = paused_groups(core)
+    held = 0
+    if paused:
+        held = int(
+            core.value(
+                f"SELECT count(*) {_BY_GROUP} AND group_key IN ({', '.join('?' * len(paused))})",
+                paused,
+            )
+        )
     return CountsReply(
-        pending=int(pending),
+        pending=int(pending) - held,
         running=int(busy.get("running", 0)),
-        paused=int(busy.get("paused", 0)),
+        paused=int(busy.get("paused", 0)) + held,
         waiting=int(busy.get("waiting", 0)),
         scheduled=int(core.value("SELECT count(*) FROM tasks WHERE status = 'scheduled'")),
         blocked=int(

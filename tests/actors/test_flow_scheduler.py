@@ -17,6 +17,7 @@ from taskmill import (
     Priority,
     RateLimit,
     TaskContext,
+    TaskStatus,
     TaskSubmission,
 )
 from tests.scheduler_support import EventRecorder, builder
@@ -39,13 +40,16 @@ async def test_a_paused_group_waits_while_other_work_runs_and_resumes(tmp_path: 
         await scheduler.pause_group("s3")
         [paused] = await events.wait_count("group_paused", 1)
         assert paused == GroupPaused(group="s3", pending_count=0, running_count=0)
-        await scheduler.submit_batch([task("p1", "s3"), task("p2", "s3"), task("free")])
+        [p1, *_] = await scheduler.submit_batch([task("p1", "s3"), task("p2", "s3"), task("free")])
         await events.wait_count("completed", 2)  # the ungrouped one
         assert {e.label for e in events.of("dispatched")} == {"early", "free"}
         snapshot = await scheduler.snapshot()
         assert [(p.group, p.paused_task_count, p.resume_at) for p in snapshot.paused_groups] == [
             ("s3", 2, None)
         ]
+        assert (snapshot.pending_count, snapshot.paused_count) == (0, 2)  # inserted paused
+        record = await scheduler.store().task_by_id(p1.id)
+        assert record is not None and record.status == TaskStatus.PAUSED
         await scheduler.resume_group("s3")
         [resumed] = await events.wait_count("group_resumed", 1)
         assert resumed == GroupResumed(group="s3", resumed_count=2)

@@ -195,6 +195,29 @@ def test_a_paused_group_starts_nothing_until_resumed_and_other_work_flows(
     db.close()
 
 
+def test_a_paused_groups_tasks_show_as_paused_until_it_resumes(tmp_path: Path) -> None:
+    """Not rewritten (the claim passes the group over), but shown as paused wherever a task's
+    status shows: the task itself, the listings, the counts."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.submit([sub("p1", 0, group_key="s3"), sub("q1", group_key="web"), sub("u1")])
+    db.pause_group("s3", until_ms=now_ms(clock) + 60_000)
+    db.submit([sub("p2", 0, group_key="s3")])  # inserted paused
+    shown = {r.label: r.status for r in db.list_tasks("paused", 10)}
+    assert shown == {"p1": "paused", "p2": "paused"}
+    assert labels(db.list_tasks("pending", 10)) == ["q1", "u1"]
+    [p1] = [r for r in db.list_tasks("paused", 10) if r.label == "p1"]
+    task = db.get_task(id=p1.id)
+    assert task is not None and task.status == "paused"
+    counts = db.counts()
+    assert (counts.pending, counts.paused) == (2, 2)
+    clock.advance(60.0)  # its end came: pending again, whether or not resumed yet
+    task = db.get_task(id=p1.id)
+    assert task is not None and task.status == "pending"
+    assert (db.counts().pending, db.counts().paused) == (4, 0)
+    db.close()
+
+
 def test_a_pause_with_an_end_lets_the_group_go_then_and_wakes_the_dispatcher(
     tmp_path: Path,
 ) -> None:
