@@ -3,13 +3,13 @@
 One apsw connection in WAL mode (``synchronous=NORMAL``: a commit survives a crash of the
 process, and WAL keeps readers of the file off the writer's back). Every write runs in an
 immediate transaction; ``batch()`` lets the Store actor run many requests in one transaction
-(group commit, see ``store_core.Batch``), and a failing request still rolls back only itself.
-Times are epoch milliseconds from the injected clock. Every apsw error surfaces as
+(group commit, see ``actors.store.core.Batch``), and a failing request still rolls back only
+itself. Times are epoch milliseconds from the injected clock. Every apsw error surfaces as
 ``DatabaseError``.
 
-The rules are those of ``docs/semantics.md``; the state changes live in ``store_submit``
-(submitting) and ``store_children`` (finishing, cancelling, parents), the reads in
-``store_queries``.
+The rules are those of ``docs/semantics.md``; the state changes live in ``submit``
+(submitting), ``lifecycle`` (finishing, cancelling, parents) and ``claim`` (starting), the reads
+in ``queries``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ from bus.kinds_flow import FlowReply, GroupAllocationRow, PausedGroupRow, RateLi
 from bus.limits import MAX_ERROR_CHARS, cut_text
 
 BUSY_TIMEOUT_MS = 5_000
+CHECKPOINT_PAGES = 4_000
+"""The WAL is copied back into the database once it holds this many pages (16 MiB), four
+times SQLite's default. A checkpoint writes each page once however many commits changed it, and
+a drain changes the same pages again and again (the queue's head, the indexes' ends, and under
+fair shares the heads of many groups at once): a checkpoint every 1,000 pages copied each of
+them up to four times as often."""
 PRIVATE_MODE = 0o600
 """The database and its WAL and shm files hold payloads (secrets, maybe): their owner's only."""
 
@@ -133,6 +139,7 @@ class StoreDB:
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.wal_autocheckpoint(CHECKPOINT_PAGES)
         except (apsw.Error, OSError) as exc:
             raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
         self._core = Core(
