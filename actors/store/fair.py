@@ -185,7 +185,8 @@ def _open(pick: Pick, group: str) -> bool:
     would otherwise come first in every claim)."""
     if group in pick.full:
         return False
-    if pick.gate is not None and group != UNGROUPED and not pick.gate.group_open(group):
+    gate = pick.gate
+    if gate is not None and group in pick.flow.group_rates and not gate.group_open(group):
         pick.full.add(group)
         return False
     return True
