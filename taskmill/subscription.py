@@ -88,6 +88,11 @@ class EventSubscriber:
             self._context, endpoint, list(topics), timeout=timeout, configure=configure
         )
 
+    @property
+    def malformed(self) -> int:
+        """Messages received that were no event (undecodable, or of a wrong field): dropped."""
+        return int(self._sub.malformed)
+
     def recv(self, timeout: float | None = None) -> SchedulerEvent | None:
         """The next event, or None after ``timeout`` seconds (default: the subscription's)."""
         return self._sub.recv(timeout)

@@ -354,7 +354,12 @@ class DispatcherCore:
             if t.was_running and t.id in self.running:
                 (hooked if t.result in _HOOKED else to_cancel).append(t.id)
             if t.result in ("completed", "requeued"):
-                events.append(task_event(Completed, t, now, duration_ms=t.duration_ms))
+                tags = t.tags or {}  # the commonest event, built without task_event's keywords
+                events.append(
+                    Completed(
+                        t.id, t.task_type, t.key, t.label, t.duration_ms, tags=tags, at_ms=now
+                    )
+                )
             elif t.result in ("retry", "failed", "dead_letter"):
                 # A dead-lettered task is first a final failure, as subscribers of the first
                 # version know it, then a dead letter.

@@ -364,12 +364,17 @@ def test_malformed_one_way_frames_are_dropped_counted_and_publishing_goes_on(
         bus.push_raw([PROTOCOL, b"no.such.kind", b"", msgpack.packb({})])
         bus.push_raw([PROTOCOL, b"event", b"", msgpack.packb({"type": 3, "data": {}})])
         bus.push_raw(encode(Welcome(1)))  # a real kind, but not an event
+        bus.push_raw([PROTOCOL, b"event.completed", b"", b"\xc1"])
+        bus.push_raw([PROTOCOL, b"event.completed", b"", msgpack.packb({"task_id": "one"})])
+        bus.push_raw([PROTOCOL, b"event.teleported", b"", msgpack.packb({"seq": "x"})])
+        bad_item = {"events": [["completed", {"task_id": 1}]]}  # its task_type, key, label?
+        bus.push_raw([PROTOCOL, b"events", b"", msgpack.packb(bad_item)])
         bus.push(ev("completed", task_id=1))
         event = sub.recv(WAIT)
         assert event is not None
         assert (event.seq, event.type) == (1, "completed")
         stats = bus.stats()
-    assert (stats["malformed"], stats["published"]) == (5, 1)
+    assert (stats["malformed"], stats["published"]) == (9, 1)
 
 
 def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(
