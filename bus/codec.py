@@ -20,7 +20,12 @@ M = TypeVar("M", bound="Message")
 
 
 class Message:
-    """Base of every message kind: a frozen dataclass registered under ``KIND``."""
+    """Base of every message kind: a frozen dataclass registered under ``KIND``.
+
+    Slotted, as every kind is: without ``__slots__`` here each message would carry an empty
+    ``__dict__`` besides its slots, which costs memory and time at every construction."""
+
+    __slots__ = ()
 
     KIND: ClassVar[str] = ""
     REPLY: ClassVar[type[Message] | None] = None
@@ -48,6 +53,8 @@ class _Family:
     decode_unknown: Callable[[str, dict[str, Any]], Message]
     members: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
     """Decoder of each member, by its name (the kind without the prefix)."""
+    names: dict[type[Any], str] = dataclasses.field(default_factory=dict)
+    """The name of each member class (an unknown one's is its own ``KIND``'s)."""
 
 
 _families: dict[type[Any], _Family] = {}
@@ -104,6 +111,7 @@ def message(kind: str, reply: type[Message] | None = None) -> Callable[[type[M]]
         for fam in _families.values():
             if kind.startswith(fam.prefix) and issubclass(cls, fam.base):
                 fam.members[kind[len(fam.prefix) :]] = _decoders[cls]
+                fam.names[cls] = kind[len(fam.prefix) :]
         return cls
 
     return register
@@ -355,9 +363,12 @@ def _member_codec(fam: _Family) -> tuple[Callable[[Any], Any], Callable[[Any], A
     """A family member as ``[name, body]``: its kind without the prefix, and its map."""
     cut = len(fam.prefix)
     members = fam.members
+    names = fam.names
 
     def encode(obj: Any) -> list[Any]:
-        return [obj.KIND[cut:], _encoders[type(obj)](obj)]
+        cls = type(obj)
+        name = names.get(cls)
+        return [obj.KIND[cut:] if name is None else name, _encoders[cls](obj)]
 
     def decode(value: Any) -> Any:
         if type(value) is not list or len(value) != 2 or type(value[0]) is not str:

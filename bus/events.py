@@ -20,6 +20,7 @@ it as it came.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -33,7 +34,7 @@ __all__ = [
     "EVENT_TYPES", "Cancelled", "Completed", "DeadLettered", "DependencyFailed", "Dispatched",
     "EventBatch", "Expired", "Failed", "GroupPaused", "GroupResumed", "HostResources", "Paused",
     "Preempted", "Progress", "RecurringCompleted", "Resources", "Resumed", "SchedulerEvent",
-    "Superseded", "TaskEvent", "Unblocked", "UnknownEvent", "Waiting", "stamp",
+    "Superseded", "TaskEvent", "Unblocked", "UnknownEvent", "Waiting", "stamp", "topic_for",
 ]  # fmt: skip
 
 PREFIX = "event."
@@ -129,6 +130,12 @@ class UnknownEvent(SchedulerEvent):
         return PREFIX + self.event_type
 
     @property
+    def TOPIC(self) -> bytes:  # type: ignore[override]  # each unknown event is of its own kind
+        """``task.<type>`` when it names a task (a non-nil ``task_id``), else
+        ``scheduler.<type>``."""
+        return topic_for(self.event_type, self.raw)
+
+    @property
     def type(self) -> str:
         """The event type as received."""
         return self.event_type
@@ -167,6 +174,20 @@ def event(cls: type[E]) -> type[E]:
     cls.TOPIC = family_name + cls.TYPE.encode("ascii")
     EVENT_TYPES[cls.TYPE] = cls
     return message(PREFIX + cls.TYPE)(cls)
+
+
+def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
+    """The topic of an event of type ``event_type`` with the fields ``data``: ``task.<type>`` or
+    ``scheduler.<type>``, general to specific so that a SUB prefix filter selects a family.
+
+    A known type's is its class's ``TOPIC`` (an event about one task, or about the scheduler);
+    an unknown type is a task event when it names a task (a non-nil ``task_id``).
+    """
+    cls = EVENT_TYPES.get(event_type)
+    if cls is not None:
+        return cls.TOPIC
+    family_name = b"scheduler." if data.get("task_id") is None else b"task."
+    return family_name + event_type.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

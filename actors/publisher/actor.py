@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeGuard
 from wsgiref.simple_server import WSGIServer
 
@@ -65,6 +65,7 @@ from bus.events import (
     TaskEvent,
     UnknownEvent,
     stamp,
+    topic_for,
 )
 from bus.kinds_run import Welcome
 from bus.limits import MAX_SUBSCRIPTIONS
@@ -79,6 +80,7 @@ log = logging.getLogger("taskmill.events")
 
 TASK_EVENTS = frozenset(t for t, cls in EVENT_TYPES.items() if issubclass(cls, TaskEvent))
 SCHEDULER_EVENTS = frozenset(EVENT_TYPES) - TASK_EVENTS
+__all__ = ["SCHEDULER_EVENTS", "TASK_EVENTS", "EventMetrics", "EventPublisher", "topic_for"]
 WELCOME_PREFIX = b"welcome."
 BATCH_WELCOME_PREFIX = b"welcome.b."
 """The welcome topic of a subscriber that reads batches (``events``) as well as single events."""
@@ -99,28 +101,6 @@ RESOURCE_SERIES = (
     ("net_tx_bps", "network_transmit_bytes_per_second", "Smoothed network tx rate"),
 )
 """The readings as gauges: (field of the event, metric name after ``taskmill_``, help)."""
-
-
-def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
-    """The topic of an event of type ``event_type`` with the fields ``data``: ``task.<type>`` or
-    ``scheduler.<type>``.
-
-    Known task types are task events (each class knows its ``TOPIC``); paused and resumed are
-    scheduler-wide; an unknown type is a task event when it names a task.
-    """
-    if event_type in TASK_EVENTS or (
-        event_type not in SCHEDULER_EVENTS and data.get("task_id") is not None
-    ):
-        family = b"task."
-    else:
-        family = b"scheduler."
-    return family + event_type.encode("utf-8")
-
-
-def _topic(event: SchedulerEvent) -> bytes:
-    if type(event) is UnknownEvent:
-        return topic_for(event.event_type, event.raw)
-    return event.TOPIC
 
 
 def _published(topic: bytes, run: list[SchedulerEvent]) -> list[list[bytes]]:
@@ -358,7 +338,7 @@ class EventPublisher(Actor):
             if not event.at_ms and not clock_ms:
                 clock_ms = now_ms(self.clock)
             stamp(event, self.seq, clock_ms)  # decoded here: the publisher's own copy
-            topic = _topic(event)
+            topic = event.TOPIC
             if run and (topic != run_topic or len(run) >= limit):
                 out += _published(run_topic, run)
                 run = []
