@@ -214,7 +214,8 @@ class Dispatched(TaskEvent):
     effective_priority: int | None = None
     """The priority it was dispatched at: its own, or more urgent when aging raised it."""
     phase: str = field(default="execute", compare=False)
-    """``execute``, or ``finalize`` for a parent whose children all ended."""
+    """``execute``, or ``finalize`` for a parent whose children all ended (not compared, as
+    ``wait_ms``: events equal before these fields travelled stay equal)."""
     wait_ms: int | None = field(default=None, compare=False)
     """Milliseconds from submission to this start, on a task's first run (else None)."""
 
@@ -227,7 +228,7 @@ class Completed(TaskEvent):
     TYPE: ClassVar[str] = "completed"
 
     duration_ms: int | None = field(default=None, compare=False)
-    """How long the run took, when known."""
+    """How long the run took, when known (not compared)."""
 
 
 @event

@@ -35,6 +35,8 @@ def speed_up_init(cls: type[Any]) -> bool:
     if any(not f.init for f in fields):
         return False
     names = {f.name for f in fields}
+    if _FIELD_INITVAR is None and hasattr(cls, "__post_init__"):
+        return False  # InitVars cannot be told apart here: keep dataclasses' init
     initvars = [
         f
         for f in cls.__dataclass_fields__.values()
@@ -89,3 +91,5 @@ class _Factory:
 
 _FACTORY = _Factory()
 _FIELD_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
+"""How ``dataclasses`` marks an ``InitVar`` among a class's fields (not public, hence the
+guard above)."""

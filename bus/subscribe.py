@@ -1,6 +1,6 @@
 """Subscribing to an event stream on an XPUB without the slow-joiner race.
 
-The wire contract (``docs/protocol.md``, kinds ``event.published`` and ``event.welcome``):
+The wire contract (``docs/protocol.md``, "Kinds: events" and ``event.welcome``):
 
 * every event is the frames ``[topic, *encode(event)]`` (an ``event.<type>`` kind of
   ``bus.events``), or travels with the events of the same topic around it as
@@ -56,7 +56,7 @@ class _Tracker:
     def __init__(self, endpoint: str, topics: Sequence[bytes]) -> None:
         self.endpoint = endpoint
         self.topics: tuple[bytes, ...] = tuple(bytes(t) for t in topics)
-        self.token = b"b." + secrets.token_hex(8).encode("ascii")  # b.: reads batches (1.1)
+        self.token = b"b." + secrets.token_hex(8).encode("ascii")  # b.: reads batches (``events``)
         self.welcome_topic = WELCOME_PREFIX + self.token
         self.welcome_seq: int | None = None
         """``seq`` of the first welcome: events after it are all delivered (or counted missed)."""
