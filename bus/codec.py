@@ -1,7 +1,8 @@
 """The message registry and the msgpack codec behind ``bus.protocol``.
 
 A message's body is a msgpack map of its fields; a struct nested inside one (``@struct``) is a
-msgpack array of its fields in declaration order. ``docs/protocol.md`` ("Encoding") is the
+msgpack array of its fields in declaration order; a member of a family of kinds (``family``: the
+events) nested inside one is the array ``[name, body]``. ``docs/protocol.md`` ("Encoding") is the
 authoritative description.
 """
 
@@ -377,6 +378,8 @@ def _member_codec(fam: _Family) -> tuple[Callable[[Any], Any], Callable[[Any], A
         member = members.get(name)
         if member is not None:
             return member(body)
+        if not name.isascii():  # a kind is ASCII, as on its own frame
+            raise ProtocolError(ErrorCode.MALFORMED, f"kind {fam.prefix}{name[:64]!r} is not ASCII")
         if type(body) is not dict or not all(type(k) is str for k in body):
             raise ProtocolError(ErrorCode.MALFORMED, f"{fam.prefix}{name} body must be a map")
         return fam.decode_unknown(fam.prefix + name, body)

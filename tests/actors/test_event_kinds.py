@@ -131,3 +131,18 @@ def test_the_publisher_counts_its_metrics_from_the_fields() -> None:
     assert value("taskmill_task_wait_seconds_count", {"tier": "realtime"}) == 1
     assert value("taskmill_task_wait_seconds_sum", {"tier": "realtime"}) == 2.0
     assert value("taskmill_task_duration_seconds_sum", {"task_type": "scan"}) == 0.25
+
+
+def test_an_unknown_event_that_could_not_be_published_as_it_came_is_refused(
+    context: zmq.Context[Any],
+) -> None:
+    """A batch item of an unknown type is published as it came, alone when it runs alone: a
+    type that cannot be a kind (not ASCII) is malformed on arrival, not an error in the
+    publisher when it sends it on."""
+    with running(context) as bus, bus.subscribe() as sub:
+        item = ["téléported", {"task_id": 1}]
+        bus.push_raw([PROTOCOL, b"events", b"", msgpack.packb({"events": [item]})])
+        bus.push(Completed(2, "t", "k", "l"))
+        event = sub.recv(WAIT)
+        assert isinstance(event, Completed) and (event.seq, event.task_id) == (1, 2)
+        assert bus.stats()["malformed"] == 1

@@ -272,6 +272,7 @@ def test_a_missing_required_field_is_malformed() -> None:
         ("events", {"events": [["completed", {"task_id": "1"}]]}),
         ("events", {"events": [{"task_id": 1}]}),
         ("events", {"events": [["teleported", [1]]]}),
+        ("events", {"events": [["téléported", {}]]}),  # a kind is ASCII
         ("store.tasks", [1, 2]),
         ("ping", None),
     ],
