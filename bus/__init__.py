@@ -3,7 +3,7 @@
 ``bus`` knows nothing of the actors built on it.
 """
 
-from bus import kinds, kinds_flow, kinds_run
+from bus import events, kinds, kinds_flow, kinds_run
 from bus.errors import ActorUnavailable, ErrorCode, ProtocolError, TaskmillError
 from bus.protocol import PROTOCOL, Message, decode, encode
 
@@ -16,6 +16,7 @@ __all__ = [
     "TaskmillError",
     "decode",
     "encode",
+    "events",
     "kinds",
     "kinds_flow",
     "kinds_run",

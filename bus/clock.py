@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch as an aware UTC datetime."""
+
+_MS = timedelta(milliseconds=1)
 
 
 class Clock(Protocol):
@@ -44,3 +50,15 @@ class FakeClock:
 
 def now_ms(clock: Clock) -> int:
     return int(clock.time() * 1000)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Epoch milliseconds (wire and database form) as an aware UTC datetime, exactly."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(when: datetime) -> int:
+    """An aware datetime as epoch milliseconds; ``ValueError`` for a naive datetime."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"naive datetime {when!r}: give a timezone-aware datetime")
+    return (when - EPOCH) // _MS

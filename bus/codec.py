@@ -1,7 +1,8 @@
 """The message registry and the msgpack codec behind ``bus.protocol``.
 
 A message's body is a msgpack map of its fields; a struct nested inside one (``@struct``) is a
-msgpack array of its fields in declaration order. ``docs/protocol.md`` ("Encoding") is the
+msgpack array of its fields in declaration order; a member of a family of kinds (``family``: the
+events) nested inside one is the array ``[name, body]``. ``docs/protocol.md`` ("Encoding") is the
 authoritative description.
 """
 
@@ -20,7 +21,12 @@ M = TypeVar("M", bound="Message")
 
 
 class Message:
-    """Base of every message kind: a frozen dataclass registered under ``KIND``."""
+    """Base of every message kind: a frozen dataclass registered under ``KIND``.
+
+    Slotted, as every kind is: without ``__slots__`` here each message would carry an empty
+    ``__dict__`` besides its slots, which costs memory and time at every construction."""
+
+    __slots__ = ()
 
     KIND: ClassVar[str] = ""
     REPLY: ClassVar[type[Message] | None] = None
@@ -37,6 +43,52 @@ _decoders: dict[type[Any], Callable[[Any], Any]] = {}
 _general_decoders: dict[type[Any], Callable[[Any], Any]] = {}
 _general_encoders: dict[type[Any], Callable[[Any], Any]] = {}
 """The field-by-field codecs the generated ones must agree with (tests compare them)."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Family:
+    """Message kinds named ``<prefix><name>`` whose classes derive from ``base`` (``family``)."""
+
+    prefix: str
+    base: type[Message]
+    decode_unknown: Callable[[str, dict[str, Any]], Message]
+    members: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
+    """Decoder of each member, by its name (the kind without the prefix)."""
+    names: dict[type[Any], str] = dataclasses.field(default_factory=dict)
+    """The name of each member class (an unknown one's is its own ``KIND``'s)."""
+
+
+_families: dict[type[Any], _Family] = {}
+
+
+def family(
+    prefix: str,
+    base: type[Message],
+    unknown: type[Message],
+    decode_unknown: Callable[[str, dict[str, Any]], Message],
+    encode_unknown: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Make the kinds ``<prefix><name>`` registered later with a class derived from ``base`` a
+    family: one kind per class, and any of them in a field typed ``base`` (or a list of it), as
+    the array ``[name, body]``. A kind under ``prefix`` that this version does not know is not an
+    error: ``decode_unknown(kind, body)`` makes it an ``unknown`` (whose ``KIND`` is the kind
+    received), which ``encode_unknown`` turns back into its body. Call it before registering the
+    members."""
+    _families[base] = _Family(prefix, base, decode_unknown)
+    _encoders[unknown] = _general_encoders[unknown] = encode_unknown
+
+
+def unknown_kind_decoder(kind: bytes) -> Callable[[dict[str, Any]], Message] | None:
+    """How a body of the unregistered ``kind`` decodes: the unknown member of the family its
+    prefix names, or None (not a family's: the kind is unknown)."""
+    for fam in _families.values():
+        if kind.startswith(fam.prefix.encode("ascii")):
+            try:
+                name = kind.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            return lambda body: fam.decode_unknown(name, body)
+    return None
 
 
 def registry() -> dict[str, type[Message]]:
@@ -57,6 +109,10 @@ def message(kind: str, reply: type[Message] | None = None) -> Callable[[type[M]]
         cls.REPLY = reply
         _registry[key] = cls
         _build_codec(cls, as_array=False)
+        for fam in _families.values():
+            if kind.startswith(fam.prefix) and issubclass(cls, fam.base):
+                fam.members[kind[len(fam.prefix) :]] = _decoders[cls]
+                fam.names[cls] = kind[len(fam.prefix) :]
         return cls
 
     return register
@@ -85,12 +141,13 @@ def _build_codec(cls: type[Any], *, as_array: bool) -> None:
         if enc is not None:
             nested_enc[f.name] = enc
     typed = [(f.name, hints[f.name]) for f in fields]
+    keywords = frozenset(f.name for f in fields if f.kw_only)
     if as_array:
         if any(not f.init or f.kw_only for f in fields):
             raise TypeError(f"{cls.__name__}: a struct's fields are positional, all in __init__")
         _build_array_codec(cls, typed, converters, nested_enc)
     else:
-        _build_map_codec(cls, typed, converters, nested_enc, all(f.init for f in fields))
+        _build_map_codec(cls, typed, converters, nested_enc, all(f.init for f in fields), keywords)
 
 
 def _build_map_codec(
@@ -99,6 +156,7 @@ def _build_map_codec(
     converters: list[tuple[str, Callable[[Any], Any]]],
     nested_enc: dict[str, Callable[[Any], Any]],
     positional: bool,
+    keywords: frozenset[str],
 ) -> None:
     """A message's codec: the map of its fields. Unknown keys are ignored, missing ones take
     their defaults."""
@@ -126,7 +184,7 @@ def _build_map_codec(
     _general_encoders[cls] = encode
     _encoders[cls] = _fast_encoder(names, nested_enc)
     _general_decoders[cls] = decode
-    _decoders[cls] = _fast_decoder(cls, typed, decode) if positional else decode
+    _decoders[cls] = _fast_decoder(cls, typed, decode, keywords) if positional else decode
 
 
 def _build_array_codec(
@@ -189,6 +247,7 @@ def _fast_decoder(
     cls: type[Any],
     typed: list[tuple[str, Any]],
     general: Callable[[Any], Any],
+    keywords: frozenset[str] = frozenset(),
     *,
     as_array: bool = False,
 ) -> Callable[[Any], Any]:
@@ -204,6 +263,10 @@ def _fast_decoder(
     env: dict[str, Any] = {"cls": cls, "general": general, "ProtocolError": ProtocolError}
     env["MALFORMED"] = ErrorCode.MALFORMED
     args = ", ".join(f"a{i}" for i in range(len(typed)))
+    call = ", ".join(
+        [f"a{i}" for i, (name, _) in enumerate(typed) if name not in keywords]
+        + [f"{name}=a{i}" for i, (name, _) in enumerate(typed) if name in keywords]
+    )  # keyword-only fields by name (a subclass's own fields come after them)
     if as_array:  # one unpacking of the whole array (its length was just checked)
         fetch = [f"        {args}, = body"] if typed else []
     else:
@@ -234,7 +297,7 @@ def _fast_decoder(
     lines += ["    except KeyError:", "        return general(body)", *checks]
     lines += [
         "    try:",
-        f"        return cls({args})",
+        f"        return cls({call})",
         "    except TypeError as exc:",
         "        raise ProtocolError(MALFORMED, f'{cls.__name__}: {exc}') from None",
     ]
@@ -275,6 +338,8 @@ def _converter(
     if isinstance(tp, type) and tp in _decoders:
         d, e = _decoders[tp], _encoders[tp]
         return d, e
+    if isinstance(tp, type) and tp in _families:
+        return _member_codec(_families[tp])
     if tp in _SCALARS:
         return _checker(tp, _SCALARS[tp]), None
     if origin is dict:
@@ -293,6 +358,33 @@ def _converter(
         enc_seq = (lambda v: [item_enc(x) for x in v]) if item_enc else None
         return dec_seq, enc_seq
     return None, None
+
+
+def _member_codec(fam: _Family) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """A family member as ``[name, body]``: its kind without the prefix, and its map."""
+    cut = len(fam.prefix)
+    members = fam.members
+    names = fam.names
+
+    def encode(obj: Any) -> list[Any]:
+        cls = type(obj)
+        name = names.get(cls)
+        return [obj.KIND[cut:] if name is None else name, _encoders[cls](obj)]
+
+    def decode(value: Any) -> Any:
+        if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
+            raise ProtocolError(ErrorCode.MALFORMED, f"a {fam.base.__name__} must be [kind, body]")
+        name, body = value
+        member = members.get(name)
+        if member is not None:
+            return member(body)
+        if not name.isascii():  # a kind is ASCII, as on its own frame
+            raise ProtocolError(ErrorCode.MALFORMED, f"kind {fam.prefix}{name[:64]!r} is not ASCII")
+        if type(body) is not dict or not all(type(k) is str for k in body):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{fam.prefix}{name} body must be a map")
+        return fam.decode_unknown(fam.prefix + name, body)
+
+    return decode, encode
 
 
 _SCALARS: dict[Any, tuple[type, ...]] = {

@@ -1,4 +1,5 @@
-"""Message kinds of running work: Dispatcher controls, executor hosts, events, pressure.
+"""Message kinds of running work: Dispatcher controls, executor hosts, the event stream's welcome,
+pressure.
 
 Same registry as ``bus.kinds``; ``docs/protocol.md`` documents each.
 """
@@ -6,7 +7,6 @@ Same registry as ``bus.kinds``; ``docs/protocol.md`` documents each.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from bus.kinds import Ok, TaskResult, TaskRow
 from bus.protocol import Message, message, struct
@@ -258,45 +258,7 @@ class RunProgress(Message):
     items: list[ProgressRow]
 
 
-# -- events (PUSH to the EventPublisher's PULL; it republishes on XPUB) -------------------------
-
-
-@message("event")
-@dataclass(frozen=True, slots=True)
-class Event(Message):
-    """A scheduler event: ``type`` (dispatched, completed, ...) and its ``data`` fields."""
-
-    type: str
-    data: dict[str, Any]
-    at_ms: int = 0
-
-
-@message("event.published")
-@dataclass(frozen=True, slots=True)
-class PublishedEvent(Message):
-    """An event as the XPUB socket sends it, after a topic frame ``task.<type>``."""
-
-    seq: int
-    type: str
-    data: dict[str, Any]
-    at_ms: int = 0
-
-
-@message("events")
-@dataclass(frozen=True, slots=True)
-class EventBatch(Message):
-    """Several events pushed to the EventPublisher in one message, in the order they happened."""
-
-    events: list[Event]
-
-
-@message("events.published")
-@dataclass(frozen=True, slots=True)
-class PublishedBatch(Message):
-    """Consecutive events of one topic in one message, after that topic frame (``seq`` grows by
-    one from each to the next): what the publisher sends when events come in bursts."""
-
-    events: list[PublishedEvent]
+# -- the event stream (the events themselves are in ``bus.events``) ---------------------------
 
 
 @message("event.welcome")

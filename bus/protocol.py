@@ -4,7 +4,7 @@ Every message on every socket is the same four frames (after any ROUTER routing 
 
     [PROTOCOL, kind, correlation id, body]
 
-* ``PROTOCOL`` is ``b"TMP3"``: the protocol name and its major version. A peer speaking another
+* ``PROTOCOL`` is ``b"TMP4"``: the protocol name and its major version. A peer speaking another
   major version gets ``ErrorCode.VERSION_MISMATCH``.
 * ``kind`` is the ASCII name of a registered message kind (``b"store.submit"``).
 * ``correlation id`` is opaque bytes chosen by the requester and echoed in the reply; one-way
@@ -27,19 +27,30 @@ import msgpack
 import zmq
 import zmq.backend
 
-from bus.codec import M, Message, _decoders, _encoders, _registry, message, registry, struct
+from bus.codec import (
+    M,
+    Message,
+    _decoders,
+    _encoders,
+    _registry,
+    family,
+    message,
+    registry,
+    struct,
+    unknown_kind_decoder,
+)
 from bus.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MAX_ROWS_BYTES", "MAX_SUBSCRIPTION_BYTES", "PROTOCOL",
     "PROTOCOL_MAJOR", "PROTOCOL_NAME", "Message", "decode", "decode_as", "encode", "encode_body",
-    "limit_inbound", "message", "readable", "recv_ready", "recv_waiting", "registry",
+    "family", "limit_inbound", "message", "readable", "recv_ready", "recv_waiting", "registry",
     "send_frames", "split_envelope", "struct",
 ]  # fmt: skip
 
-PROTOCOL = b"TMP3"
+PROTOCOL = b"TMP4"
 PROTOCOL_NAME = "TMP"
-PROTOCOL_MAJOR = 3
+PROTOCOL_MAJOR = 4
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest body any socket accepts; payloads themselves are capped lower (1 MiB) by the Store."""
 MAX_ROWS_BYTES = MAX_FRAME_BYTES * 3 // 4
@@ -100,7 +111,8 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, bytes]:
             )
         raise ProtocolError(ErrorCode.MALFORMED, f"not a taskmill frame: {bytes(header[:16])!r}")
     cls = _registry.get(bytes(kind))
-    if cls is None:
+    decoder = _decoders[cls] if cls is not None else unknown_kind_decoder(bytes(kind))
+    if decoder is None:
         raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {bytes(kind[:64])!r}")
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"body of {len(body)} bytes exceeds the limit")
@@ -109,8 +121,9 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, bytes]:
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(ErrorCode.MALFORMED, f"undecodable body: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ProtocolError(ErrorCode.MALFORMED, f"{cls.KIND} body must be a map with str keys")
-    msg = _decoders[cls](data)
+        name = cls.KIND if cls is not None else bytes(kind).decode("ascii")
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} body must be a map with str keys")
+    msg = decoder(data)
     return msg, bytes(correlation)
 
 

@@ -1,9 +1,10 @@
 """Subscribing to an event stream on an XPUB without the slow-joiner race.
 
-The wire contract (``docs/protocol.md``, kinds ``event.published`` and ``event.welcome``):
+The wire contract (``docs/protocol.md``, "Kinds: events" and ``event.welcome``):
 
-* every event is the frames ``[topic, *encode(PublishedEvent)]``, or travels with the events of
-  the same topic around it as ``[topic, *encode(PublishedBatch)]``; topics go general →
+* every event is the frames ``[topic, *encode(event)]`` (an ``event.<type>`` kind of
+  ``bus.events``), or travels with the events of the same topic around it as
+  ``[topic, *encode(EventBatch)]``; topics go general →
   specific (``task.completed``) so a SUB prefix filter selects a family (``task.``) or one type;
 * ``seq`` grows by one per published event, across all topics;
 * when the publisher sees a subscription to ``welcome.<token>`` it sends ``Welcome(seq)`` on that
@@ -40,7 +41,8 @@ from typing import Any
 import zmq
 
 from bus.errors import ActorUnavailable, ProtocolError
-from bus.kinds_run import PublishedBatch, PublishedEvent, Welcome
+from bus.events import EventBatch, SchedulerEvent
+from bus.kinds_run import Welcome
 from bus.protocol import decode, decode_as, limit_inbound, readable, recv_waiting
 
 WELCOME_PREFIX = b"welcome."
@@ -54,7 +56,7 @@ class _Tracker:
     def __init__(self, endpoint: str, topics: Sequence[bytes]) -> None:
         self.endpoint = endpoint
         self.topics: tuple[bytes, ...] = tuple(bytes(t) for t in topics)
-        self.token = b"b." + secrets.token_hex(8).encode("ascii")  # b.: reads batches (1.1)
+        self.token = b"b." + secrets.token_hex(8).encode("ascii")  # b.: reads batches (``events``)
         self.welcome_topic = WELCOME_PREFIX + self.token
         self.welcome_seq: int | None = None
         """``seq`` of the first welcome: events after it are all delivered (or counted missed)."""
@@ -63,7 +65,7 @@ class _Tracker:
         self.malformed = 0
         self.restarts = 0
         self.sees_all = b"" in self.topics
-        self._ready: deque[PublishedEvent] = deque()
+        self._ready: deque[SchedulerEvent] = deque()
         """Events decoded but not yet returned (the welcome's early ones, the rest of a batch)."""
 
     def _subscribe(self, sock: zmq.Socket[Any]) -> None:
@@ -71,7 +73,7 @@ class _Tracker:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
         sock.setsockopt(zmq.SUBSCRIBE, self.welcome_topic)  # last: its answer means "live"
 
-    def _feed(self, frames: list[bytes]) -> list[PublishedEvent]:
+    def _feed(self, frames: list[bytes]) -> list[SchedulerEvent]:
         """Account for one message; the events it delivers (none for a welcome or garbage)."""
         if len(frames) < 2:
             self.malformed += 1
@@ -86,9 +88,9 @@ class _Tracker:
         except ProtocolError:
             self.malformed += 1
             return []
-        if isinstance(message, PublishedEvent):
+        if isinstance(message, SchedulerEvent):  # UnknownEvent for a kind this version lacks
             events = [message]
-        elif isinstance(message, PublishedBatch):
+        elif isinstance(message, EventBatch):
             events = message.events
         else:
             self.malformed += 1
@@ -170,7 +172,7 @@ class Subscription(_Tracker):
         frames: list[bytes] = self._sock.recv_multipart(zmq.NOBLOCK)
         return frames
 
-    def recv(self, timeout: float | None = None) -> PublishedEvent | None:
+    def recv(self, timeout: float | None = None) -> SchedulerEvent | None:
         """The next event, or None after ``timeout`` seconds (default: the subscription's)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
@@ -268,7 +270,7 @@ class AsyncSubscription(_Tracker):
         if ready and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def recv(self) -> PublishedEvent:
+    async def recv(self) -> SchedulerEvent:
         """The next event; ``ActorUnavailable`` once the subscription is closed."""
         if self._closed:
             raise ActorUnavailable(f"subscription to {self.endpoint} is closed")
@@ -279,7 +281,7 @@ class AsyncSubscription(_Tracker):
     def __aiter__(self) -> AsyncSubscription:
         return self
 
-    async def __anext__(self) -> PublishedEvent:
+    async def __anext__(self) -> SchedulerEvent:
         try:
             return await self.recv()
         except ActorUnavailable:

@@ -12,10 +12,11 @@ import base64
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from bus.clock import EPOCH, datetime_to_ms, ms_to_datetime
 from bus.kinds import HistoryRow, LookupReply, Outcome, ScheduleRow, TaskRow, TypeStatsReply
 from bus.kinds_run import HostInfo
 from taskmill.priority import Priority
@@ -39,23 +40,6 @@ __all__ = [
     "datetime_to_ms",
     "ms_to_datetime",
 ]
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""The Unix epoch as an aware UTC datetime."""
-
-_MS = timedelta(milliseconds=1)
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    """Epoch milliseconds (wire and database form) as an aware UTC datetime, exactly."""
-    return EPOCH + timedelta(milliseconds=ms)
-
-
-def datetime_to_ms(when: datetime) -> int:
-    """An aware datetime as epoch milliseconds; ``ValueError`` for a naive datetime."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(f"naive datetime {when!r}: give a timezone-aware datetime")
-    return (when - EPOCH) // _MS
 
 
 def _opt_dt(ms: int | None) -> datetime | None:

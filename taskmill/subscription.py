@@ -8,8 +8,8 @@ from typing import Any
 
 import zmq
 
+from bus.events import SchedulerEvent
 from bus.subscribe import AsyncSubscription, Configure, Subscription
-from taskmill.events import SchedulerEvent, event_from_wire
 
 __all__ = ["EventSubscriber", "EventSubscription"]
 
@@ -40,17 +40,22 @@ class EventSubscription:
         """Events the publisher dropped for this subscriber because it read too slowly."""
         return int(self._sub.missed)
 
+    @property
+    def malformed(self) -> int:
+        """Messages received that were no event (undecodable, or of a wrong field): dropped."""
+        return int(self._sub.malformed)
+
     async def recv(self) -> SchedulerEvent:
-        event = await self._sub.recv()
-        return event_from_wire(event.type, event.data, event.seq, event.at_ms)
+        """The next event: a ``SchedulerEvent`` subclass, ``UnknownEvent`` for a type this
+        version does not know."""
+        return await self._sub.recv()
 
     def __aiter__(self) -> EventSubscription:
         return self
 
     async def __anext__(self) -> SchedulerEvent:
         """The next event; ``async for`` ends once the subscription (or its scheduler) closed."""
-        event = await self._sub.__anext__()
-        return event_from_wire(event.type, event.data, event.seq, event.at_ms)
+        return await self._sub.__anext__()
 
     async def close(self) -> None:
         await self._sub.aclose()
@@ -83,11 +88,14 @@ class EventSubscriber:
             self._context, endpoint, list(topics), timeout=timeout, configure=configure
         )
 
+    @property
+    def malformed(self) -> int:
+        """Messages received that were no event (undecodable, or of a wrong field): dropped."""
+        return int(self._sub.malformed)
+
     def recv(self, timeout: float | None = None) -> SchedulerEvent | None:
-        event = self._sub.recv(timeout)
-        if event is None:
-            return None
-        return event_from_wire(event.type, event.data, event.seq, event.at_ms)
+        """The next event, or None after ``timeout`` seconds (default: the subscription's)."""
+        return self._sub.recv(timeout)
 
     def __iter__(self) -> EventSubscriber:
         return self

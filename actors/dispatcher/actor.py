@@ -38,6 +38,7 @@ from actors.dispatcher.state import DispatcherCore, Settings
 from actors.dispatcher.trouble import StoreTrouble
 from bus.client import Peer
 from bus.errors import ErrorCode, ProtocolError, TaskmillError
+from bus.events import EventBatch, Paused, Resumed, SchedulerEvent
 from bus.kinds import (
     Cancel,
     CancelReply,
@@ -67,8 +68,6 @@ from bus.kinds_run import (
     CancelRuns,
     CancelTask,
     CancelTasks,
-    Event,
-    EventBatch,
     GetHosts,
     GetState,
     HostHeartbeat,
@@ -115,7 +114,7 @@ _REQUEUING = frozenset({"retry", "requeued", "finalize", "unblocked", "recurring
 """Transitions that put a task (back) in the queue (``recurring``: a next instance, maybe due
 at once)."""
 
-Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]
+Results = tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[SchedulerEvent]]
 
 
 class Dispatcher(Actor):
@@ -703,7 +702,7 @@ class Dispatcher(Actor):
         victims = list(self.core.running)
 
         def done() -> None:
-            self._emit([self.core.scheduler_event("paused")])
+            self._emit([self.core.scheduler_event(Paused)])
             request.reply(Ok())
 
         if victims:
@@ -719,7 +718,7 @@ class Dispatcher(Actor):
 
     def _resume_all(self, message: ResumeAll) -> Message:
         self.core.paused = False
-        self._emit([self.core.scheduler_event("resumed")])
+        self._emit([self.core.scheduler_event(Resumed)])
         self.wake()
         return Ok()
 
@@ -800,7 +799,7 @@ class Dispatcher(Actor):
 
     # -- events ------------------------------------------------------------------------------
 
-    def _emit(self, events: list[Event]) -> None:
+    def _emit(self, events: list[SchedulerEvent]) -> None:
         """Push events to the EventPublisher: one message for all of them (one each when that
         message would be too large for a frame: events with very large fields)."""
         if not events:

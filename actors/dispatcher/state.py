@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.dispatcher.gate import (
     Capacity,
@@ -29,10 +29,27 @@ from actors.dispatcher.gate import (
 from actors.dispatcher.hosts import Host, HostTable
 from actors.dispatcher.settings import Settings as Settings
 from bus.clock import Clock, SystemClock, now_ms
+from bus.events import (
+    Cancelled,
+    Completed,
+    DeadLettered,
+    DependencyFailed,
+    Dispatched,
+    Expired,
+    Failed,
+    HostResources,
+    Preempted,
+    Progress,
+    RecurringCompleted,
+    SchedulerEvent,
+    Superseded,
+    TaskEvent,
+    Unblocked,
+    Waiting,
+)
 from bus.kinds import TaskResult, TaskRow, Transition
 from bus.kinds_run import (
     DispatcherState,
-    Event,
     HostHeartbeat,
     HostInfo,
     HostsReply,
@@ -53,38 +70,39 @@ class Running:
     progress: ProgressRow | None = None
 
 
-def task_data(task: TaskRow | Transition, **extra: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "task_id": task.id,
-        "task_type": task.task_type,
-        "key": task.key,
-        "label": task.label,
-    }
-    if task.tags:  # an untagged task's events carry no field (their ``tags`` default to {})
-        data["tags"] = task.tags
-    data.update(extra)
-    return data
+E = TypeVar("E", bound=TaskEvent)
+
+
+def task_event(cls: type[E], task: TaskRow | Transition, at_ms: int, **fields: Any) -> E:
+    """The event ``cls`` about ``task`` (a claimed row, or a transition the Store committed)."""
+    tags = task.tags or {}
+    return cls(task.id, task.task_type, task.key, task.label, tags=tags, at_ms=at_ms, **fields)
 
 
 _HOOKED = frozenset({"cancelled", "superseded"})
 """Transitions whose running executor is told why it stops (its ``on_cancel`` is called)."""
 
 
-def dispatched_data(row: TaskRow, now_ms: int) -> dict[str, Any]:
-    """A ``dispatched`` event's data: with ``priority`` (``base_priority`` too) and the
-    ``effective_priority`` the claim ordered it by (aging), and ``wait_ms`` (submission to start)
-    on a task's first run, which the metrics endpoint's wait histogram observes."""
+def dispatched(row: TaskRow, now_ms: int) -> Dispatched:
+    """A ``dispatched`` event: with the task's own priority, the ``effective_priority`` the claim
+    ordered it by (aging), and ``wait_ms`` (submission to start) on a task's first run, which
+    the metrics endpoint's wait histogram observes."""
     effective = row.priority if row.effective_priority is None else row.effective_priority
-    data = task_data(
-        row,
-        phase=row.phase,
-        priority=row.priority,
-        base_priority=row.priority,
-        effective_priority=effective,
-    )
+    wait_ms = None
     if row.phase == "execute" and row.retry_count == 0:
-        data["wait_ms"] = max(0, (row.started_at_ms or now_ms) - row.created_at_ms)
-    return data
+        wait_ms = max(0, (row.started_at_ms or now_ms) - row.created_at_ms)
+    return Dispatched(
+        row.id,
+        row.task_type,
+        row.key,
+        row.label,
+        row.priority,
+        effective,
+        row.phase,
+        wait_ms,
+        tags=row.tags or {},
+        at_ms=now_ms,
+    )
 
 
 @dataclass
@@ -143,7 +161,7 @@ class DispatcherCore:
 
     def claimed_next(
         self, rows: list[TaskRow]
-    ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]:
+    ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[SchedulerEvent]]:
         """Rows claimed without a peek: place them on hosts like admitted candidates."""
         self._tentative.clear()
         self._candidates.clear()
@@ -246,12 +264,12 @@ class DispatcherCore:
 
     def claimed(
         self, rows: list[TaskRow]
-    ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[Event]]:
+    ) -> tuple[dict[bytes, list[tuple[TaskRow, int]]], list[TaskResult], list[SchedulerEvent]]:
         """Place claimed rows on their hosts. Rows no host serves fail (``unserved``); rows whose
         host is full or gone since admission go back (``returned``), untouched."""
         runs: dict[bytes, list[tuple[TaskRow, int]]] = {}
         unserved: list[TaskResult] = []
-        events: list[Event] = []
+        events: list[SchedulerEvent] = []
         now = self.now_ms()
         self.returned = []
         for row in rows:
@@ -271,7 +289,7 @@ class DispatcherCore:
             run_id = next(self._run_ids)
             self.running[row.id] = Running(row, row.started_at_ms or now, run_id)
             runs.setdefault(host.identity, []).append((row, run_id))
-            events.append(Event("dispatched", dispatched_data(row, now), now))
+            events.append(dispatched(row, now))
         self._tentative.clear()
         self._candidates.clear()
         return runs, unserved, events
@@ -325,72 +343,90 @@ class DispatcherCore:
 
     def transitions(
         self, transitions: list[Transition]
-    ) -> tuple[dict[bytes, list[int]], list[Event], dict[bytes, list[int]]]:
+    ) -> tuple[dict[bytes, list[int]], list[SchedulerEvent], dict[bytes, list[int]]]:
         """The runs to stop by host, the events, and the runs to stop whose executors' cancel
         hooks run (cancelled or superseded), by host."""
         now = self.now_ms()
-        events: list[Event] = []
+        events: list[SchedulerEvent] = []
         to_cancel: list[int] = []
         hooked: list[int] = []
         for t in transitions:
             if t.was_running and t.id in self.running:
                 (hooked if t.result in _HOOKED else to_cancel).append(t.id)
             if t.result in ("completed", "requeued"):
-                extra = {} if t.duration_ms is None else {"duration_ms": t.duration_ms}
-                events.append(Event("completed", task_data(t, **extra), now))
+                tags = t.tags or {}  # the commonest event, built without task_event's keywords
+                events.append(
+                    Completed(
+                        t.id, t.task_type, t.key, t.label, t.duration_ms, tags=tags, at_ms=now
+                    )
+                )
             elif t.result in ("retry", "failed", "dead_letter"):
                 # A dead-lettered task is first a final failure, as subscribers of the first
                 # version know it, then a dead letter.
                 will_retry = t.result == "retry"
-                data = task_data(t, error=t.error or "", will_retry=will_retry)
-                data["retry_after"] = t.retry_after_s
-                events.append(Event("failed", data, now))
+                error = t.error or ""
+                events.append(
+                    task_event(
+                        Failed, t, now, error=error, will_retry=will_retry,
+                        retry_after=t.retry_after_s,
+                    )
+                )  # fmt: skip
                 if t.result == "dead_letter":
-                    dead = task_data(t, error=t.error or "", retry_count=t.retry_count)
-                    events.append(Event("dead_lettered", dead, now))
+                    events.append(
+                        task_event(DeadLettered, t, now, error=error, retry_count=t.retry_count)
+                    )
             elif t.result == "waiting":
-                events.append(Event("waiting", task_data(t, children_count=t.children_count), now))
+                events.append(task_event(Waiting, t, now, children_count=t.children_count))
             elif t.result == "cancelled":
-                events.append(Event("cancelled", task_data(t), now))
+                events.append(task_event(Cancelled, t, now))
             elif t.result == "expired":
-                events.append(Event("expired", task_data(t, age=t.age_s or 0.0), now))
+                events.append(task_event(Expired, t, now, age=t.age_s or 0.0))
             elif t.result == "superseded":
                 if t.was_running:  # its executor is cancelled: say so as a cancel does
-                    events.append(Event("cancelled", task_data(t), now))
-                data = task_data(t, new_task_id=t.new_task_id)
-                events.append(Event("superseded", data, now))
+                    events.append(task_event(Cancelled, t, now))
+                events.append(task_event(Superseded, t, now, new_task_id=t.new_task_id))
             elif t.result == "unblocked":
-                events.append(Event("unblocked", task_data(t), now))
+                events.append(task_event(Unblocked, t, now))
             elif t.result == "dependency_failed":
-                data = task_data(t, failed_dependency=t.failed_dependency, error=t.error or "")
-                events.append(Event("dependency_failed", data, now))
+                events.append(
+                    task_event(
+                        DependencyFailed, t, now, failed_dependency=t.failed_dependency or 0,
+                        error=t.error or "",
+                    )
+                )  # fmt: skip
             elif t.result == "recurring":
-                data = task_data(t, execution_count=t.execution_count, next_run=t.next_run_ms)
-                events.append(Event("recurring_completed", data, now))
+                events.append(
+                    task_event(
+                        RecurringCompleted, t, now, execution_count=t.execution_count,
+                        next_run_ms=t.next_run_ms,
+                    )
+                )  # fmt: skip
         return self.detach(to_cancel), events, self.detach(hooked)
 
-    def preempted(self, rows: list[TaskRow]) -> list[Event]:
+    def preempted(self, rows: list[TaskRow]) -> list[SchedulerEvent]:
         now = self.now_ms()
-        return [Event("preempted", task_data(r), now) for r in rows]
+        return [task_event(Preempted, r, now) for r in rows]
 
-    def progress(self, items: list[ProgressRow]) -> list[Event]:
-        events: list[Event] = []
+    def progress(self, items: list[ProgressRow]) -> list[SchedulerEvent]:
+        events: list[SchedulerEvent] = []
         for item in items:
             entry = self.running.get(item.task_id)
             if entry is None or entry.run_id != item.run_id:
                 continue
             entry.progress = item
-            data = task_data(entry.task, percent=item.percent, message=item.message)
-            if item.bytes_done is not None:
-                data["bytes_done"] = item.bytes_done
-                data["bytes_total"] = item.bytes_total
-                data["throughput_bps"] = item.throughput_bps
-                data["eta_s"] = item.eta_s
-            events.append(Event("progress", data, item.reported_at_ms))
+            events.append(
+                task_event(
+                    Progress, entry.task, item.reported_at_ms, percent=item.percent,
+                    message=item.message, bytes_done=item.bytes_done,
+                    bytes_total=item.bytes_total, throughput_bps=item.throughput_bps,
+                    eta_s=item.eta_s,
+                )
+            )  # fmt: skip
         return events
 
-    def scheduler_event(self, kind: str) -> Event:
-        return Event(kind, {}, self.now_ms())
+    def scheduler_event(self, cls: type[SchedulerEvent]) -> SchedulerEvent:
+        """An event about the whole scheduler (``Paused``, ``Resumed``), now."""
+        return cls(at_ms=self.now_ms())
 
     def set_readings(self, message: ReadingsMsg) -> None:
         readings = Readings(
@@ -406,7 +442,7 @@ class DispatcherCore:
         self.capacity.observe(axis_rates(readings), now)
         self._breakdown = list(message.breakdown)
 
-    def host_reported(self, identity: bytes, message: HostHeartbeat) -> list[Event]:
+    def host_reported(self, identity: bytes, message: HostHeartbeat) -> list[SchedulerEvent]:
         """A host's heartbeat with its own readings of its machine: kept (per host) for the IO
         budget of the tasks placed on that machine, and shown to dashboards (the event)."""
         host = self.hosts._hosts.get(identity)
@@ -425,9 +461,13 @@ class DispatcherCore:
                 machine, HeldReadings(lifetime), capacity
             )
         entry.update(readings, self.clock.monotonic())
-        data: dict[str, Any] = {"host": host.host_id, "machine": machine}
-        data.update(resources_of(readings))
-        return [Event("host_resources", data, self.now_ms())]
+        r = readings
+        event = HostResources(
+            host=host.host_id, machine=machine, cpu=r.cpu, disk_read_bps=r.disk_read_bps,
+            disk_write_bps=r.disk_write_bps, net_rx_bps=r.net_rx_bps, net_tx_bps=r.net_tx_bps,
+            at_ms=self.now_ms(),
+        )  # fmt: skip
+        return [event]
 
     def host_resources(self) -> dict[str, dict[str, float]]:
         """Host id → its fresh readings of its own machine."""

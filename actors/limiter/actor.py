@@ -41,6 +41,7 @@ import zmq
 
 from bus.client import Peer
 from bus.errors import InvalidRequest, TaskmillError
+from bus.events import GroupPaused, GroupResumed, SchedulerEvent
 from bus.kinds import GetGroups, GroupsReply, Ok, SetGroups
 from bus.kinds_flow import (
     CLEARED_WEIGHT,
@@ -58,7 +59,6 @@ from bus.kinds_flow import (
     SetRateLimit,
 )
 from bus.kinds_run import (
-    Event,
     GetLimiterState,
     LimiterState,
     SetDefaultGroupLimit,
@@ -187,7 +187,7 @@ class GroupLimiter(Actor):
         self._store.request(flow, on_reply)
         self._store.request(GetFlow(), on_reply)
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: SchedulerEvent) -> None:
         if self._events is None:
             return
         try:
@@ -221,7 +221,7 @@ class GroupLimiter(Actor):
 
     def _resumed(self, group: str, count: int) -> None:
         self.counters["resumes"] += 1
-        self._emit(Event("group_resumed", {"group": group, "resumed_count": count}, self._now()))
+        self._emit(GroupResumed(group, count, at_ms=self._now()))
 
     def _now(self) -> int:
         return int(self.loop.clock.time() * 1000)
@@ -304,12 +304,8 @@ class GroupLimiter(Actor):
                 self._arm_resume(group, message.until_ms)
             if reply.changed:
                 self.counters["pauses"] += 1
-                data = {
-                    "group": group,
-                    "pending_count": reply.pending_count,
-                    "running_count": reply.running_count,
-                }
-                self._emit(Event("group_paused", data, self._now()))
+                pending, running = reply.pending_count, reply.running_count
+                self._emit(GroupPaused(group, pending, running, at_ms=self._now()))
 
         return self._pause_change(PauseGroup(group, message.until_ms), group, done)
 

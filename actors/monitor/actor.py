@@ -47,7 +47,8 @@ from actors.monitor.pressure import (
 )
 from actors.monitor.sampler import ResourceSampler, ResourceSnapshot, SmoothedReadings
 from bus.clock import Clock, SystemClock, now_ms
-from bus.kinds_run import Event, PressureReading, Readings
+from bus.events import Resources
+from bus.kinds_run import PressureReading, Readings
 from bus.limits import MAX_SUBSCRIPTIONS
 from bus.protocol import Message, encode, send_frames
 from bus.publishing import PublishingSocket
@@ -96,7 +97,7 @@ class _BusReading:
     at: float  # on the monotonic clock
 
 
-Emit = Callable[[Readings, Event | None], None]
+Emit = Callable[[Readings, Resources | None], None]
 _SYSTEM_CLOCK = SystemClock()
 
 
@@ -237,23 +238,20 @@ class ResourceMonitor(Actor):
         return readings
 
     @staticmethod
-    def resources_event(readings: Readings) -> Event:
+    def resources_event(readings: Readings) -> Resources:
         """The dashboard event of one tick (type ``resources``)."""
-        return Event(
-            "resources",
-            {
-                "cpu": readings.cpu,
-                "disk_read_bps": readings.disk_read_bps,
-                "disk_write_bps": readings.disk_write_bps,
-                "net_rx_bps": readings.net_rx_bps,
-                "net_tx_bps": readings.net_tx_bps,
-                "pressure": readings.pressure,
-                "breakdown": [[name, value] for name, value in readings.breakdown],
-            },
-            readings.at_ms,
+        return Resources(
+            cpu=readings.cpu,
+            disk_read_bps=readings.disk_read_bps,
+            disk_write_bps=readings.disk_write_bps,
+            net_rx_bps=readings.net_rx_bps,
+            net_tx_bps=readings.net_tx_bps,
+            pressure=readings.pressure,
+            breakdown=tuple((name, value) for name, value in readings.breakdown),
+            at_ms=readings.at_ms,
         )
 
-    def _publish(self, readings: Readings, event: Event | None) -> None:
+    def _publish(self, readings: Readings, event: Resources | None) -> None:
         self.latest = readings
         self.counters["published"] += 1
         self._emit(readings, event)
@@ -299,7 +297,7 @@ class ResourceMonitor(Actor):
         loop.bind(pull, s.pressure_endpoint)
         self._inbox = Inbox(loop, pull, self._on_inbox)
 
-        def emit(readings: Readings, event: Event | None) -> None:
+        def emit(readings: Readings, event: Resources | None) -> None:
             # An XPUB never blocks: past a subscriber's queue it drops for that subscriber only.
             pub.send(encode(readings))
             if event is None or events is None:

@@ -4,13 +4,15 @@ Owns the event sequence number, the event counters and, optionally, the Promethe
 
 Sockets:
 
-* PULL bound at ``in_endpoint``: actors PUSH ``event`` (``Event``) or ``events`` (``EventBatch``,
-  several in order) one-way. Malformed frames, and messages of any other kind, are dropped and
+* PULL bound at ``in_endpoint``: actors PUSH events one-way, each its own kind
+  (``event.completed``: a ``bus.events`` class), or several in order as ``events``
+  (``EventBatch``). An event kind this version does not know arrives as an ``UnknownEvent`` and
+  is published as it came. Malformed frames, and messages of any other kind, are dropped and
   counted (``malformed``), never answered.
-* XPUB bound at ``pub_endpoint``: sends each event as ``[topic, *event.published]``, or a run of
-  consecutive events of one topic as ``[topic, *events.published]`` (``PublishedBatch``): one
-  message instead of many when events come in bursts, unless a subscriber that reads only
-  ``event.published`` (protocol 1.0: its welcome token lacks the ``b.`` mark) is connected.
+* XPUB bound at ``pub_endpoint``: sends each event, numbered, as ``[topic, *event.<type>]``, or a
+  run of consecutive events of one topic as ``[topic, *events]``: one message instead of many
+  when events come in bursts, unless a subscriber that reads one event per message (its welcome
+  token lacks the ``b.`` mark) is connected.
   Topics go general → specific so SUB prefix filters work: ``task.<type>`` for task events
   (``task.`` gets them all), ``scheduler.<type>`` for scheduler-wide ones (paused, resumed,
   anything without a task id). With ``XPUB_VERBOSE`` every subscription frame reaches the actor,
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeGuard
 from wsgiref.simple_server import WSGIServer
 
@@ -51,7 +53,21 @@ from actors.publisher.operations import OperationsCollector
 from actors.publisher.registry import PlainRegistry
 from actors.publisher.watch import WATCHED, Watch
 from bus.clock import Clock, SystemClock, now_ms
-from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent, Welcome
+from bus.events import (
+    EVENT_TYPES,
+    Completed,
+    Dispatched,
+    EventBatch,
+    Failed,
+    HostResources,
+    Resources,
+    SchedulerEvent,
+    TaskEvent,
+    UnknownEvent,
+    stamp,
+    topic_for,
+)
+from bus.kinds_run import Welcome
 from bus.limits import MAX_SUBSCRIPTIONS
 from bus.protocol import MAX_FRAME_BYTES, Message, encode
 from bus.publishing import PublishingSocket
@@ -62,29 +78,12 @@ from bus.topology import Topology
 
 log = logging.getLogger("taskmill.events")
 
-TASK_EVENTS = frozenset(
-    {
-        "dispatched",
-        "completed",
-        "failed",
-        "dead_lettered",
-        "expired",
-        "recurring_completed",
-        "preempted",
-        "cancelled",
-        "superseded",
-        "progress",
-        "waiting",
-        "unblocked",
-        "dependency_failed",
-    }
-)
-SCHEDULER_EVENTS = frozenset(
-    {"paused", "resumed", "resources", "host_resources", "group_paused", "group_resumed"}
-)
+TASK_EVENTS = frozenset(t for t, cls in EVENT_TYPES.items() if issubclass(cls, TaskEvent))
+SCHEDULER_EVENTS = frozenset(EVENT_TYPES) - TASK_EVENTS
+__all__ = ["SCHEDULER_EVENTS", "TASK_EVENTS", "EventMetrics", "EventPublisher", "topic_for"]
 WELCOME_PREFIX = b"welcome."
 BATCH_WELCOME_PREFIX = b"welcome.b."
-"""The welcome topic of a subscriber that reads ``events.published`` (protocol 1.1)."""
+"""The welcome topic of a subscriber that reads batches (``events``) as well as single events."""
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 
 MAX_BATCH = 16
@@ -101,29 +100,14 @@ RESOURCE_SERIES = (
     ("net_rx_bps", "network_receive_bytes_per_second", "Smoothed network rx rate"),
     ("net_tx_bps", "network_transmit_bytes_per_second", "Smoothed network tx rate"),
 )
-"""The readings as gauges: (key in the event, metric name after ``taskmill_``, help)."""
+"""The readings as gauges: (field of the event, metric name after ``taskmill_``, help)."""
 
 
-def topic_for(event_type: str, data: Mapping[str, Any]) -> bytes:
-    """The topic of an event: ``task.<type>`` or ``scheduler.<type>``.
-
-    Known task types are task events; paused and resumed are scheduler-wide; an unknown type is
-    a task event when it names a task.
-    """
-    if event_type in TASK_EVENTS or (
-        event_type not in SCHEDULER_EVENTS and data.get("task_id") is not None
-    ):
-        family = b"task."
-    else:
-        family = b"scheduler."
-    return family + event_type.encode("utf-8")
-
-
-def _published(topic: bytes, run: list[PublishedEvent]) -> list[list[bytes]]:
+def _published(topic: bytes, run: list[SchedulerEvent]) -> list[list[bytes]]:
     """The messages for a run of one topic: one batch, or each event alone when the run is of
     one event or its batch would be too large for a frame (events with very large fields)."""
     if len(run) > 1:
-        frames = encode(PublishedBatch(run))
+        frames = encode(EventBatch(run))
         if len(frames[3]) <= MAX_BATCH_BYTES:
             return [[topic, *frames]]
     return [[topic, *encode(event)] for event in run]
@@ -224,45 +208,43 @@ class EventMetrics:
             )
             for key, name, text in RESOURCE_SERIES
         }
+        self._by_type = {
+            "dead_lettered": self.dead_lettered,
+            "expired": self.expired,
+            "recurring_completed": self.recurring,
+            "cancelled": self.cancelled,
+            "preempted": self.preempted,
+        }
+        """The counters by task type of the events counted once each, by event type."""
         self.sources = LabelCap()
         self.hosts = LabelCap()
         """Host labels: hosts come and go with their ids, so the series stay bounded."""
         self._children: dict[tuple[int, str], Any] = {}
 
-    def observe(self, event_type: str, task_type: str, data: Mapping[str, Any]) -> None:
-        self._child(self.events, event_type).inc()
-        if event_type == "completed":
+    def observe(self, type_label: str, task_type: str, event: SchedulerEvent) -> None:
+        """Count one event under its (bounded) type and task type labels, reading its fields."""
+        self._child(self.events, type_label).inc()
+        if isinstance(event, Completed):
             self._child(self.completed, task_type).inc()
-        elif event_type == "failed":
-            if data.get("will_retry"):
-                self._child(self.retried, task_type).inc()
-            else:
-                self._child(self.failed, task_type).inc()
-        elif event_type == "dead_lettered":
-            self._child(self.dead_lettered, task_type).inc()
-        elif event_type == "expired":
-            self._child(self.expired, task_type).inc()
-        elif event_type == "recurring_completed":
-            self._child(self.recurring, task_type).inc()
-        elif event_type == "dispatched":
-            self._dispatched(task_type, data)
-        elif event_type == "cancelled":
-            self._child(self.cancelled, task_type).inc()
-        elif event_type == "preempted":
-            self._child(self.preempted, task_type).inc()
-        elif event_type == "resources":
-            self._resources(data)
-        elif event_type == "host_resources":
-            self._host_resources(data)
-        duration_ms = data.get("duration_ms")
-        if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
-            self._child(self.duration, task_type).observe(max(0.0, duration_ms / 1000))
+            if event.duration_ms is not None:
+                self._child(self.duration, task_type).observe(max(0.0, event.duration_ms / 1000))
+        elif isinstance(event, Dispatched):
+            self._dispatched(task_type, event)
+        elif isinstance(event, Failed):
+            counter = self.retried if event.will_retry else self.failed
+            self._child(counter, task_type).inc()
+        elif isinstance(event, Resources):
+            self._resources(event)
+        elif isinstance(event, HostResources):
+            self._host_resources(event)
+        elif type_label in self._by_type:
+            self._child(self._by_type[type_label], task_type).inc()
 
-    def _dispatched(self, task_type: str, data: Mapping[str, Any]) -> None:
+    def _dispatched(self, task_type: str, event: Dispatched) -> None:
         self._child(self.dispatched, task_type).inc()
-        wait_ms, priority = data.get("wait_ms"), data.get("priority")
-        if _number(wait_ms) and isinstance(priority, int) and not isinstance(priority, bool):
-            self._child(self.wait, tier_of(priority)).observe(max(0.0, wait_ms / 1000))
+        if event.wait_ms is not None and event.base_priority is not None:
+            tier = tier_of(event.base_priority)
+            self._child(self.wait, tier).observe(max(0.0, event.wait_ms / 1000))
 
     def _child(self, metric: Any, label: str) -> Any:
         """``metric.labels(label)``, kept: labels() validates and locks on every call. Labels
@@ -273,36 +255,24 @@ class EventMetrics:
             child = self._children[key] = metric.labels(label)
         return child
 
-    def _resources(self, data: Mapping[str, Any]) -> None:
-        for key, gauge in self.resource.items():
-            value = data.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                gauge.set(value)
-        pressure = data.get("pressure")
-        if isinstance(pressure, int | float) and not isinstance(pressure, bool):
-            self.pressure.set(pressure)
-        breakdown = data.get("breakdown")
-        if isinstance(breakdown, list):
-            for item in breakdown:
-                if isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
-                    name, value = item
-                    if isinstance(value, int | float):
-                        self.source_pressure.labels(source=self.sources(name)).set(value)
+    def _resources(self, event: Resources) -> None:
+        for name, gauge in self.resource.items():
+            gauge.set(getattr(event, name))
+        self.pressure.set(event.pressure)
+        for item in event.breakdown:
+            if len(item) == 2 and isinstance(item[0], str) and _number(item[1]):
+                source, value = item
+                self.source_pressure.labels(source=self.sources(source)).set(value)
 
-    def _host_resources(self, data: Mapping[str, Any]) -> None:
+    def _host_resources(self, event: HostResources) -> None:
         """One host's readings of its machine; hosts past ``MAX_LABEL_VALUES`` share ``other``."""
-        host = data.get("host")
-        if not isinstance(host, str):
-            return
-        label = self.hosts(host)
-        for key, gauge in self.host_resource.items():
-            value = data.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self._child(gauge, label).set(value)
+        label = self.hosts(event.host)
+        for name, gauge in self.host_resource.items():
+            self._child(gauge, label).set(getattr(event, name))
 
 
 class EventPublisher(Actor):
-    """Republishes pushed ``Event`` messages on an XPUB, numbered, and welcomes subscribers."""
+    """Republishes pushed events on an XPUB, numbered, and welcomes subscribers."""
 
     name = "events"
 
@@ -344,7 +314,7 @@ class EventPublisher(Actor):
         self.unsubscriptions = 0
         self.welcomes = 0
         self._single_only: set[bytes] = set()
-        """Welcome topics of connected subscribers that read only ``event.published``."""
+        """Welcome topics of connected subscribers that read one event per message only."""
         self._type_label = LabelCap()
         self._task_type_label = LabelCap()
         self._inbox: Inbox | None = None
@@ -354,33 +324,34 @@ class EventPublisher(Actor):
     # -- handlers (no sockets: they return the frames to send) ---------------------------------
 
     def on_events(self, messages: Sequence[Message]) -> list[list[bytes]]:
-        """Number each event (``Event``, or the events of an ``EventBatch``) and return the
-        messages to publish: a run of consecutive events of one topic goes as one
-        ``PublishedBatch`` (at most ``MAX_BATCH``), a lone event as a ``PublishedEvent``. Other
-        kinds are counted and dropped."""
+        """Number each event (an event, or the events of an ``EventBatch``), time it if it came
+        untimed, and return the messages to publish: a run of consecutive events of one topic
+        goes as one ``EventBatch`` (at most ``MAX_BATCH``), a lone event as itself. Other kinds
+        are counted and dropped."""
         out: list[list[bytes]] = []
-        run: list[PublishedEvent] = []
+        run: list[SchedulerEvent] = []
         run_topic = b""
         limit = MAX_BATCH if self.batching else 1
+        clock_ms = 0
         for event in self._events_in(messages):
             self.seq += 1
-            published = PublishedEvent(
-                self.seq, event.type, event.data, event.at_ms or now_ms(self.clock)
-            )
-            topic = topic_for(event.type, event.data)
+            if not event.at_ms and not clock_ms:
+                clock_ms = now_ms(self.clock)
+            stamp(event, self.seq, clock_ms)  # decoded here: the publisher's own copy
+            topic = event.TOPIC
             if run and (topic != run_topic or len(run) >= limit):
                 out += _published(run_topic, run)
                 run = []
             run_topic = topic
-            run.append(published)
+            run.append(event)
             self._count(event)
         if run:
             out += _published(run_topic, run)
         return out
 
-    def _events_in(self, messages: Sequence[Message]) -> Iterator[Event]:
+    def _events_in(self, messages: Sequence[Message]) -> Iterator[SchedulerEvent]:
         for message in messages:
-            if isinstance(message, Event):
+            if isinstance(message, SchedulerEvent):
                 yield message
             elif isinstance(message, EventBatch):
                 yield from message.events
@@ -388,12 +359,17 @@ class EventPublisher(Actor):
                 self.unexpected += 1
                 log.debug("events: dropped a %s pushed to the event inbox", message.KIND)
 
-    def _count(self, event: Event) -> None:
+    def _count(self, event: SchedulerEvent) -> None:
         self.published += 1
         type_label = self._type_label(event.type)
         self.by_type[type_label] = self.by_type.get(type_label, 0) + 1
-        task_type = self._task_type_label(event.data.get("task_type", "unknown"))
-        self.metrics.observe(type_label, task_type, event.data)
+        if isinstance(event, TaskEvent):
+            task_type: object = event.task_type
+        elif type(event) is UnknownEvent:
+            task_type = event.raw.get("task_type", "unknown")
+        else:
+            task_type = "unknown"
+        self.metrics.observe(type_label, self._task_type_label(task_type), event)
 
     def on_subscription(self, frame: bytes) -> list[bytes] | None:
         """Account for one XPUB frame; the welcome to send when it subscribes to ``welcome.*``."""
@@ -412,13 +388,13 @@ class EventPublisher(Actor):
         if not welcome:
             return None
         if not topic.startswith(BATCH_WELCOME_PREFIX):
-            self._single_only.add(topic)  # a 1.0 subscriber: no events.published for it
+            self._single_only.add(topic)  # reads no batches: single events only for it
         self.welcomes += 1
         return [topic, *encode(Welcome(self.seq))]
 
     @property
     def batching(self) -> bool:
-        """Whether runs of events go as ``events.published``: unless a subscriber that does not
+        """Whether runs of events go as ``events`` batches: unless a subscriber that does not
         know that kind (its welcome token lacks the ``b.`` mark of protocol 1.1) is connected."""
         return not self._single_only
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from bus.kinds_run import Event, PublishedEvent
+from bus.protocol import decode, encode
 from taskmill.events import (
     Cancelled,
     Completed,
@@ -26,6 +27,9 @@ from taskmill.events import (
     event_from_message,
     event_from_wire,
     event_to_wire,
+)
+from taskmill.events import (
+    WireEvent as Event,
 )
 
 IDS: dict[str, Any] = dict(task_id=5, task_type="upload", key="f" * 64, label="part 1")
@@ -125,7 +129,8 @@ def test_unknown_event_type_is_kept_not_dropped() -> None:
 
 
 def test_event_from_message_keeps_published_seq() -> None:
-    published = PublishedEvent(seq=17, type="completed", data=dict(IDS), at_ms=1_000)
+    published = decode(encode(Completed(**IDS, seq=17, at_ms=1_000)))[0]
+    assert isinstance(published, Completed)
     event = event_from_message(published)
     assert event == Completed(**IDS) and event.seq == 17
     assert event.at == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
@@ -146,3 +151,21 @@ def test_the_new_outcomes_decode_from_the_dispatchers_data() -> None:
     assert isinstance(v1, Failed) and v1.retry_after is None
     dead = event_from_wire("dead_lettered", {**IDS, "error": "reset", "retry_count": 3})
     assert dead == DeadLettered(**IDS, error="reset", retry_count=3)
+
+
+@pytest.mark.parametrize(("event", "type_"), EVENTS, ids=[t for _, t in EVENTS])
+def test_an_event_is_its_own_kind_on_the_bus(event: SchedulerEvent, type_: str) -> None:
+    """What the bus carries is the event's own class, ``event.<type>``, fields and all."""
+    frames = encode(dataclasses.replace(event, seq=9, at=AT))
+    assert frames[1] == f"event.{type_}".encode()
+    back, _ = decode(frames)
+    assert type(back) is type(event) and back == event
+    assert (back.seq, back.at) == (9, AT)
+
+
+def test_an_unknown_kind_on_the_bus_decodes_to_an_unknown_event() -> None:
+    frames = encode(UnknownEvent(event_type="teleported", raw={"x": 1, "task_id": 4}, seq=3))
+    assert frames[1] == b"event.teleported"
+    back, _ = decode(frames)
+    assert isinstance(back, UnknownEvent)
+    assert (back.type, back.seq, back.data()) == ("teleported", 3, {"x": 1, "task_id": 4})

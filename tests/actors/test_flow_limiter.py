@@ -12,6 +12,7 @@ from test_limiter import context, ready_state, store_and_limiter
 
 from bus.endpoints import inproc, new_namespace
 from bus.errors import InvalidRequest
+from bus.events import SchedulerEvent
 from bus.kinds import Ok
 from bus.kinds_flow import (
     FlowReply,
@@ -22,7 +23,6 @@ from bus.kinds_flow import (
     SetGroupWeight,
     SetRateLimit,
 )
-from bus.kinds_run import Event
 from bus.protocol import decode
 
 __all__ = ["context"]
@@ -35,10 +35,10 @@ def events_socket(context: zmq.Context[Any]) -> tuple[zmq.Socket[Any], str]:
     return sock, endpoint
 
 
-def next_event(sock: zmq.Socket[Any], timeout_s: float = 10.0) -> Event:
+def next_event(sock: zmq.Socket[Any], timeout_s: float = 10.0) -> SchedulerEvent:
     assert sock.poll(int(timeout_s * 1000)), "no event"
     message, _ = decode(sock.recv_multipart())
-    assert isinstance(message, Event)
+    assert isinstance(message, SchedulerEvent)
     return message
 
 
@@ -99,14 +99,14 @@ def test_a_pause_publishes_its_events_and_ends_by_itself(
         reply = limiter.call(PauseGroupRequest("s3"), GroupPauseReply)
         assert reply.changed
         event = next_event(sock)
-        assert (event.type, event.data) == (
+        assert (event.type, event.data()) == (
             "group_paused",
             {"group": "s3", "pending_count": 0, "running_count": 0},
         )
         assert not limiter.call(PauseGroupRequest("s3"), GroupPauseReply).changed  # no event
         assert limiter.call(ResumeGroupRequest("s3"), GroupPauseReply).changed
         event = next_event(sock)
-        assert (event.type, event.data) == ("group_resumed", {"group": "s3", "resumed_count": 0})
+        assert (event.type, event.data()) == ("group_resumed", {"group": "s3", "resumed_count": 0})
         until = int(time.time() * 1000) + 200
         limiter.call(PauseGroupRequest("s3", until), GroupPauseReply)
         assert next_event(sock).type == "group_paused"

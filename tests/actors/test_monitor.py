@@ -22,9 +22,10 @@ from actors.monitor.sampler import PsutilSampler, ResourceSnapshot
 from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
+from bus.events import Completed, Resources
 from bus.hosting import ActorThread
 from bus.kinds import Stats, StatsReply
-from bus.kinds_run import Event, PressureReading, Readings
+from bus.kinds_run import PressureReading, Readings
 from bus.protocol import PROTOCOL, decode_as, encode
 from bus.topology import Topology
 from taskmill.app import AppSpec
@@ -180,7 +181,7 @@ def test_invalid_bus_readings_are_dropped_and_counted_and_values_clamped() -> No
             PressureReading("nan", float("nan")),
             PressureReading("", 0.5),
             PressureReading("x" * 300, 0.5),
-            Event("completed", {}),  # another kind pushed to the wrong socket
+            Completed(1, "t", "k", "l"),  # another kind pushed to the wrong socket
             PressureReading("hot", 7.0),
         ]
     )
@@ -205,19 +206,16 @@ def test_the_resources_event_carries_readings_for_dashboards() -> None:
     clock = FakeClock(start=2_000.0)
     mon = monitor(clock, sources=[Fixed("api", 0.25)])
     event = ResourceMonitor.resources_event(mon.tick())
-    assert event == Event(
-        "resources",
-        {
-            "cpu": 0.0,
-            "disk_read_bps": 0.0,
-            "disk_write_bps": 0.0,
-            "net_rx_bps": 0.0,
-            "net_tx_bps": 0.0,
-            "pressure": 0.25,
-            "breakdown": [["api", 0.25]],
-        },
-        2_000_000,
+    assert event == Resources(
+        cpu=0.0,
+        disk_read_bps=0.0,
+        disk_write_bps=0.0,
+        net_rx_bps=0.0,
+        net_tx_bps=0.0,
+        pressure=0.25,
+        breakdown=(("api", 0.25),),
     )
+    assert event.at_ms == 2_000_000
 
 
 def test_settings_refuse_nonsense() -> None:
@@ -342,8 +340,8 @@ def test_ticks_publish_readings_and_resources_events(running: Running) -> None:
     readings = running.wait_readings(lambda r: True)
     assert readings.cpu == 0.25 and readings.net_tx_bps == 40.0
     assert readings.breakdown == [("api", 0.1)]
-    event = wait_for(running.events, lambda f: decode_as(f, Event), lambda e: True)
-    assert event.type == "resources" and event.data["breakdown"] == [["api", 0.1]]
+    event = wait_for(running.events, lambda f: decode_as(f, Resources), lambda e: True)
+    assert event.type == "resources" and event.breakdown == (("api", 0.1),)
 
 
 def test_a_pushed_reading_is_published_with_its_pressure(running: Running) -> None:

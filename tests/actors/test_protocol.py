@@ -43,6 +43,7 @@ from bus.errors import (
     TaskmillError,
     error_from_reply,
 )
+from bus.events import Completed, SchedulerEvent, UnknownEvent
 from bus.hosting import ActorThread
 from bus.kinds import (
     Counts,
@@ -62,7 +63,6 @@ from bus.kinds import (
 )
 from bus.kinds_run import (
     DispatcherState,
-    Event,
     ProgressRow,
     Readings,
     RunningTask,
@@ -113,8 +113,12 @@ def sample(tp: Any) -> Any:
         return {"k": sample(args[1])}
     if origin is list:
         return [sample(args[0]), sample(args[0])]
+    if origin is tuple and args[-1:] == (Ellipsis,):
+        return (sample(args[0]), sample(args[0]))
     if origin is tuple:
         return tuple(sample(a) for a in args)
+    if tp is SchedulerEvent:  # any event: one of them
+        return build(Completed)
     if dataclasses.is_dataclass(tp):
         return build(tp)
     raise AssertionError(f"no sample value for {tp!r}: extend sample()")
@@ -150,7 +154,7 @@ def test_every_kind_round_trips(kind: str) -> None:
     cls = registry()[kind]
     message = build(cls)
     wire = encode(message, b"42")
-    assert wire[:3] == [b"TMP3", kind.encode("ascii"), b"42"]
+    assert wire[:3] == [PROTOCOL, kind.encode("ascii"), b"42"]
     body = msgpack.unpackb(wire[3], raw=False)
     assert sorted(body) == sorted(f.name for f in dataclasses.fields(message))
     decoded, correlation = decode(wire)
@@ -260,7 +264,15 @@ def test_a_missing_required_field_is_malformed() -> None:
         ("store.submit", {"submissions": [["t", KEY, 1]]}),
         ("stats.reply", {"name": "x", "counters": [1, 2]}),
         ("error", {"code": "404", "reason": "r"}),
-        ("event", {"type": "x", "data": {}, "at_ms": msgpack.Timestamp(1, 0)}),
+        ("event.paused", {"seq": 0, "at_ms": msgpack.Timestamp(1, 0)}),
+        ("event.completed", {"task_id": "1", "task_type": "t", "key": KEY, "label": "l"}),
+        ("event.waiting", {"task_id": 1, "task_type": "t", "key": KEY, "label": "l"}),
+        ("event.teleported", {"seq": "1"}),  # unknown, but its seq is no int
+        ("event.teleported", [1]),
+        ("events", {"events": [["completed", {"task_id": "1"}]]}),
+        ("events", {"events": [{"task_id": 1}]}),
+        ("events", {"events": [["teleported", [1]]]}),
+        ("events", {"events": [["téléported", {}]]}),  # a kind is ASCII
         ("store.tasks", [1, 2]),
         ("ping", None),
     ],
@@ -283,7 +295,7 @@ def test_an_unknown_kind_is_unknown_kind() -> None:
 def test_another_major_version_is_version_mismatch() -> None:
     wire = encode(Ping(), b"1")
     error = raises(ErrorCode.VERSION_MISMATCH, [b"TMP1", *wire[1:]])
-    assert "TMP1" in error.message and "TMP3" in error.message
+    assert "TMP1" in error.message and "TMP4" in error.message
 
 
 @pytest.mark.parametrize("header", [b"ZMTP", b"HTTP", b"", b"\x00TMP2", b"tmp2"])
@@ -299,12 +311,14 @@ def test_anything_but_four_frames_is_malformed(count: int) -> None:
 
 def test_a_body_over_the_limit_is_too_large_and_one_at_the_limit_is_not() -> None:
     probe = 100_000  # bin 32 on both sides of the limit, so the overhead is constant
-    overhead = len(encode_body(Event("x", {"blob": b"\0" * probe}))) - probe
-    at_limit = Event("x", {"blob": b"\0" * (MAX_FRAME_BYTES - overhead)})
+    overhead = len(encode_body(UnknownEvent(event_type="x", raw={"blob": b"\0" * probe}))) - probe
+    at_limit = UnknownEvent(event_type="x", raw={"blob": b"\0" * (MAX_FRAME_BYTES - overhead)})
     wire = encode(at_limit)
     assert len(wire[3]) == MAX_FRAME_BYTES
     assert decode(wire)[0] == at_limit
-    over = encode(Event("x", {"blob": b"\0" * (MAX_FRAME_BYTES - overhead + 1)}))
+    over = encode(
+        UnknownEvent(event_type="x", raw={"blob": b"\0" * (MAX_FRAME_BYTES - overhead + 1)})
+    )
     raises(ErrorCode.TOO_LARGE, over)
 
 
@@ -320,8 +334,8 @@ def test_garbage_msgpack_is_malformed(body: bytes) -> None:
 def test_a_non_str_map_key_is_malformed() -> None:
     top = msgpack.packb({"status": "pending", 1: "x"})
     raises(ErrorCode.MALFORMED, [PROTOCOL, b"store.tasks", b"c", top])
-    nested = msgpack.packb({"type": "x", "data": {2: "y"}})
-    raises(ErrorCode.MALFORMED, [PROTOCOL, b"event", b"c", nested])
+    nested = msgpack.packb({"task_id": 1, "tags": {2: "y"}})
+    raises(ErrorCode.MALFORMED, [PROTOCOL, b"event.completed", b"c", nested])
 
 
 def test_a_bin_map_key_is_malformed() -> None:
@@ -405,7 +419,7 @@ def test_task_error_retryable_flag() -> None:
 
 class Tiny(Actor):
     """Doubles ``dispatcher.set_max_concurrency`` n (a handy kind with an ``ok`` reply), fails on
-    request, and counts the ``event`` messages pushed to its PULL."""
+    request, and counts the events pushed to its PULL."""
 
     name = "tiny"
 
@@ -577,9 +591,9 @@ def test_malformed_one_way_messages_are_dropped_and_counted(
     push.connect(endpoints.inbox)
     try:
         push.send_multipart([b"garbage"])
-        push.send_multipart([b"TMP1", *encode(Event("x", {}))[1:]])
-        push.send_multipart(frames("event", {"type": 5, "data": {}}))
-        push.send_multipart(encode(Event("completed", {"task_id": 1})))  # last, and valid
+        push.send_multipart([b"TMP1", *encode(Completed(1, "t", KEY, "l"))[1:]])
+        push.send_multipart(frames("event.completed", {"task_id": "one"}))
+        push.send_multipart(encode(Completed(1, "t", KEY, "l")))  # last, and valid
         assert tiny.got_event.wait(WAIT)
         counters = client.call(Stats(), StatsReply).counters
         assert counters["received"] == 1
@@ -604,7 +618,7 @@ def test_malformed_traffic_is_logged_once_per_interval_per_socket_with_its_count
         for i in range(n):
             sock.send_multipart([PROTOCOL, b"ping", str(i).encode(), b"\xc1"])
             push.send_multipart([b"garbage"])
-        push.send_multipart(encode(Event("completed", {"task_id": 1})))  # valid: a marker
+        push.send_multipart(encode(Completed(1, "t", KEY, "l")))  # valid: a marker
         for _ in range(n):
             recv_reply(sock)
         assert actor.got_event.wait(WAIT)

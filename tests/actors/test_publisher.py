@@ -8,6 +8,7 @@ message, with a timeout.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,21 +27,41 @@ from bus.client import RequestClient
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, inproc, ipc, new_namespace
 from bus.errors import ActorUnavailable
+from bus.events import EVENT_TYPES, Dispatched, Paused, Resumed, SchedulerEvent
 from bus.hosting import ActorThread
 from bus.kinds import Stats, StatsReply
-from bus.kinds_run import Event, PublishedEvent, Welcome
-from bus.protocol import PROTOCOL, decode_as, encode
+from bus.kinds_run import Welcome
+from bus.protocol import PROTOCOL, decode, decode_as, encode
 from bus.subscribe import AsyncSubscription, Subscription
+from taskmill.events import event_from_wire
 
 WAIT = 5.0
 
 
-def ev(type_: str, **data: Any) -> Event:
-    return Event(type_, data, at_ms=1_700_000_000_000)
+AT_MS = 1_700_000_000_000
+MARKER_MS = 4_242
+"""The time of a marker event: the sender's last, which a receiver waits for."""
+REQUIRED: dict[str, Any] = {
+    "task_type": "t", "key": "k", "label": "l", "error": "", "percent": 0.0,
+    "children_count": 0, "group": "g",
+}  # fmt: skip
+"""Values for the required fields an event built by ``ev`` is not given."""
 
 
-def decoded(frames: list[bytes]) -> tuple[bytes, PublishedEvent]:
-    return frames[0], decode_as(frames[1:], PublishedEvent)
+def ev(type_: str, *, marker: bool = False, **data: Any) -> SchedulerEvent:
+    """The event ``type_`` with the fields ``data`` (others it requires filled in, unknown ones
+    ignored), at a fixed time (``MARKER_MS`` for a marker)."""
+    cls = EVENT_TYPES.get(type_)
+    names = {f.name for f in dataclasses.fields(cls)} if cls else set()
+    filled = {k: v for k, v in REQUIRED.items() if k in names} | data
+    return event_from_wire(type_, filled, at_ms=MARKER_MS if marker else AT_MS)
+
+
+def decoded(frames: list[bytes]) -> tuple[bytes, SchedulerEvent, int, int]:
+    """A published message's topic, event, and that event's seq and time."""
+    event, _ = decode(frames[1:])
+    assert isinstance(event, SchedulerEvent)
+    return frames[0], event, event.seq, event.at_ms
 
 
 # -- handlers, no sockets ---------------------------------------------------------------------
@@ -59,10 +80,10 @@ def test_topics_go_general_to_specific() -> None:
 def test_events_are_numbered_from_one_and_framed() -> None:
     publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
     publisher.clock = FakeClock(start=1_000.0)
-    out = publisher.on_events([ev("dispatched", task_id=7), Event("paused", {})])
+    out = publisher.on_events([ev("dispatched", task_id=7), Paused()])
     assert [decoded(f) for f in out] == [
-        (b"task.dispatched", PublishedEvent(1, "dispatched", {"task_id": 7}, 1_700_000_000_000)),
-        (b"scheduler.paused", PublishedEvent(2, "paused", {}, 1_000_000)),  # at_ms from the clock
+        (b"task.dispatched", Dispatched(7, "t", "k", "l"), 1, 1_700_000_000_000),
+        (b"scheduler.paused", Paused(), 2, 1_000_000),  # at_ms from the clock
     ]
     assert publisher.stats()["by_type"] == {"dispatched": 1, "paused": 1}
 
@@ -166,7 +187,7 @@ class Running:
     control: str
     pusher: zmq.Socket[Any]
 
-    def push(self, *events: Event) -> None:
+    def push(self, *events: SchedulerEvent) -> None:
         for event in events:
             self.pusher.send_multipart(encode(event))
 
@@ -209,8 +230,8 @@ def running(
         thread.stop()
 
 
-def recv_all(sub: Subscription, n: int) -> list[PublishedEvent]:
-    out: list[PublishedEvent] = []
+def recv_all(sub: Subscription, n: int) -> list[SchedulerEvent]:
+    out: list[SchedulerEvent] = []
     for _ in range(n):
         event = sub.recv(WAIT)
         assert event is not None, f"only {len(out)} of {n} events arrived"
@@ -218,10 +239,10 @@ def recv_all(sub: Subscription, n: int) -> list[PublishedEvent]:
     return out
 
 
-def until_marker(sub: Subscription) -> list[PublishedEvent]:
-    """Events up to and including the one whose data has ``marker`` (the sender's last)."""
-    out: list[PublishedEvent] = []
-    while not out or not out[-1].data.get("marker"):
+def until_marker(sub: Subscription) -> list[SchedulerEvent]:
+    """Events up to and including the marker (``MARKER_MS``: the sender's last)."""
+    out: list[SchedulerEvent] = []
+    while not out or out[-1].at_ms != MARKER_MS:
         event = sub.recv(WAIT)
         assert event is not None, f"no marker after {out}"
         out.append(event)
@@ -247,9 +268,9 @@ def recv_frames(sock: Any) -> list[bytes]:
 MIXED = [
     ev("dispatched", task_id=1, task_type="x"),
     ev("progress", task_id=1, task_type="x", percent=0.5),
-    Event("paused", {}, 5),
+    Paused(at_ms=5),
     ev("completed", task_id=1, task_type="x"),
-    Event("resumed", {}, 6),
+    Resumed(at_ms=6),
     ev("failed", task_id=2, task_type="y", error="boom", will_retry=True),
 ]
 
@@ -270,7 +291,7 @@ def test_events_arrive_all_in_order_with_consecutive_seq_on_their_topics(
             wire.close()
     assert sub.welcome_seq == 0
     assert [e.seq for e in got] == list(range(1, len(events) + 1))
-    assert [(e.type, e.data, e.at_ms) for e in got] == [(e.type, e.data, e.at_ms) for e in events]
+    assert [(e, e.at_ms) for e in got] == [(e, e.at_ms) for e in events]
     assert topics[:6] == [
         b"task.dispatched",
         b"task.progress",
@@ -290,7 +311,7 @@ def test_a_topic_prefix_receives_only_its_events(context: zmq.Context[Any]) -> N
         bus.subscribe([b"task."]) as tasks,
         bus.subscribe([b"scheduler."]) as scheduler,
     ):
-        bus.push(*MIXED, Event("resumed", {"marker": True}), marker)
+        bus.push(*MIXED, Resumed(at_ms=MARKER_MS), marker)
         assert {e.type for e in until_marker(completed)} == {"completed"}
         assert len(until_marker(tasks)) == 5  # 4 task events + marker
         assert [e.type for e in until_marker(scheduler)] == ["paused", "resumed", "resumed"]
@@ -343,12 +364,17 @@ def test_malformed_one_way_frames_are_dropped_counted_and_publishing_goes_on(
         bus.push_raw([PROTOCOL, b"no.such.kind", b"", msgpack.packb({})])
         bus.push_raw([PROTOCOL, b"event", b"", msgpack.packb({"type": 3, "data": {}})])
         bus.push_raw(encode(Welcome(1)))  # a real kind, but not an event
+        bus.push_raw([PROTOCOL, b"event.completed", b"", b"\xc1"])
+        bus.push_raw([PROTOCOL, b"event.completed", b"", msgpack.packb({"task_id": "one"})])
+        bus.push_raw([PROTOCOL, b"event.teleported", b"", msgpack.packb({"seq": "x"})])
+        bad_item = {"events": [["completed", {"task_id": 1}]]}  # its task_type, key, label?
+        bus.push_raw([PROTOCOL, b"events", b"", msgpack.packb(bad_item)])
         bus.push(ev("completed", task_id=1))
         event = sub.recv(WAIT)
         assert event is not None
         assert (event.seq, event.type) == (1, "completed")
         stats = bus.stats()
-    assert (stats["malformed"], stats["published"]) == (5, 1)
+    assert (stats["malformed"], stats["published"]) == (9, 1)
 
 
 def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(
@@ -359,7 +385,7 @@ def test_a_subscriber_that_never_reads_does_not_hold_up_the_others(
         slow = bus.subscribe(configure=lambda s: s.setsockopt(zmq.RCVHWM, 5))
         fast = bus.subscribe()
         try:
-            got: list[PublishedEvent] = []
+            got: list[SchedulerEvent] = []
             for start in range(0, total, batch):
                 bus.push(*(ev("progress", task_id=start + i) for i in range(batch)))
                 got += recv_all(fast, batch)
@@ -451,7 +477,7 @@ async def test_async_subscription_waits_for_events_pushed_later(
                 await asyncio.sleep(0)
                 bus.push(ev("progress", task_id=i, percent=i / 50))
                 event = await asyncio.wait_for(receiving, WAIT)
-                assert (event.seq, event.data["task_id"]) == (i + 1, i)
+                assert (event.seq, event.data()["task_id"]) == (i + 1, i)
             assert sub.missed == 0
         finally:
             await sub.aclose()

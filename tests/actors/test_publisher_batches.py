@@ -1,5 +1,5 @@
-"""Events in batches (protocol 1.1): ``events`` into the EventPublisher, ``events.published`` out
-of it for subscribers that read it, and never for a 1.0 subscriber."""
+"""Events in batches: ``events`` into the EventPublisher, and out of it for subscribers that read
+batches (the ``b.`` mark of their welcome token), never for one that does not."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import zmq
 
 from actors.dispatcher.actor import Dispatcher, Settings
 from actors.publisher.actor import MAX_BATCH, MAX_BATCH_BYTES, EventPublisher
-from bus.kinds_run import Event, EventBatch, PublishedBatch, PublishedEvent
+from bus.events import EventBatch, SchedulerEvent
 from bus.protocol import MAX_FRAME_BYTES, decode, encode
 from tests.actors.test_publisher import ev, raw_sub, recv_all, recv_frames, running
 
@@ -18,9 +18,9 @@ from tests.actors.test_publisher import ev, raw_sub, recv_all, recv_frames, runn
 def published(frames: list[bytes]) -> tuple[bytes, list[int]]:
     """The topic and the seqs one published message carries."""
     message, _ = decode(frames[1:])
-    if isinstance(message, PublishedBatch):
+    if isinstance(message, EventBatch):
         return frames[0], [e.seq for e in message.events]
-    assert isinstance(message, PublishedEvent)
+    assert isinstance(message, SchedulerEvent)
     return frames[0], [message.seq]
 
 
@@ -33,7 +33,7 @@ def test_runs_of_one_topic_are_published_as_one_message_each() -> None:
         (b"task.dispatched", [4]),
         (b"task.completed", [5]),
     ]
-    assert decode(out[1][1:])[0].KIND == "event.published"  # a run of one stays a single event
+    assert decode(out[1][1:])[0].KIND == "event.dispatched"  # a run of one stays a single event
     assert publisher.stats()["by_type"] == {"completed": 4, "dispatched": 1}
 
 
@@ -69,15 +69,15 @@ def test_a_subscriber_receives_a_pushed_batch_event_by_event(
             messages = [published(recv_frames(wire)), published(recv_frames(wire))]
         finally:
             wire.close()
-    assert [(e.seq, e.type, e.data) for e in got] == [
-        (i + 1, e.type, e.data) for i, e in enumerate(events)
+    assert [(e.seq, e.type, e.data()) for e in got] == [
+        (i + 1, e.type, e.data()) for i, e in enumerate(events)
     ]
     assert sub.missed == 0 and sub.malformed == 0
     assert messages == [(b"task.dispatched", [1, 2, 3, 4, 5]), (b"task.completed", [6])]
 
 
 def test_a_1_0_subscriber_on_the_wire_never_sees_a_batch(context: zmq.Context[Any]) -> None:
-    events: list[Event] = [ev("completed", task_id=i) for i in range(4)]
+    events: list[SchedulerEvent] = [ev("completed", task_id=i) for i in range(4)]
     with running(context) as bus, bus.subscribe() as sub:
         old = raw_sub(context, bus.pub_endpoint, [b""], b"0ld")
         try:
@@ -88,7 +88,7 @@ def test_a_1_0_subscriber_on_the_wire_never_sees_a_batch(context: zmq.Context[An
         finally:
             old.close()
         assert sub.recv(0) is None  # nothing else was published
-    assert kinds == [b"event.published"] * 4
+    assert kinds == [b"event.completed"] * 4
 
 
 def test_a_run_too_large_for_one_frame_goes_one_event_per_message() -> None:
@@ -119,7 +119,7 @@ def test_the_dispatcher_pushes_the_events_of_one_reply_as_one_message(
         dispatcher._emit(small)
         dispatcher._emit(big)  # too large as one message: one event each
         kinds = [recv_frames(pull)[1] for _ in range(3)]
-        assert kinds == [b"events", b"event", b"event"]
+        assert kinds == [b"events", b"event.failed", b"event.failed"]
         assert dispatcher.counters["events"] == 5
     finally:
         push.close(linger=0)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from actors.publisher.actor import EventPublisher
-from bus.kinds_run import Event
+from bus.events import Completed
 from taskmill import (
     CronSchedule,
     RecurringCompleted,
@@ -163,9 +163,9 @@ def test_recurring_completed_travels_with_its_next_run() -> None:
 
 def test_recurring_completions_are_counted_by_task_type() -> None:
     publisher = EventPublisher("inproc://unused-in", "inproc://unused-pub")
-    data = {"task_id": 1, "task_type": "sync", "key": "k", "label": "l", "execution_count": 1}
+    ids = (1, "sync", "k", "l")
     publisher.on_events(
-        [Event("completed", data, 1), Event("recurring_completed", data | {"next_run": 5}, 1)]
+        [Completed(*ids), RecurringCompleted(*ids, execution_count=1, next_run_ms=5)]
     )
     value = publisher.metrics.registry.get_sample_value
     assert value("taskmill_recurring_completed_total", {"task_type": "sync"}) == 1

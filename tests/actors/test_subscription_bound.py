@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import zmq
 
-from bus.kinds_run import Event
+from bus.events import Paused
 from bus.subscribe import Subscription
-from tests.actors.test_publisher import Running, running
+from tests.actors.test_publisher import MARKER_MS, Running, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,9 +53,9 @@ def receives_again(run: Running, sub: Subscription) -> None:
     """Push an event until ``sub`` gets one: it has connected again and subscribed again."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        run.push(Event("paused", {"marker": True}))
+        run.push(Paused(at_ms=MARKER_MS))
         event = sub.recv(timeout=0.2)
-        if event is not None and event.data.get("marker"):
+        if event is not None and event.at_ms == MARKER_MS:
             return
         assert time.monotonic() < deadline, "the subscriber never received events again"
 
@@ -71,7 +71,7 @@ def test_past_the_bound_the_socket_is_bound_again_and_subscribers_come_back(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="taskmill.bus")
     with on_ipc.subscribe() as sub:
-        on_ipc.push(Event("paused", {}))
+        on_ipc.push(Paused())
         assert sub.recv(WAIT_S) is not None
         floods = [flooder(context, on_ipc.pub_endpoint, BOUND * 3, "a")]
         stats_until(on_ipc, "rebinds", 1)
@@ -111,6 +111,6 @@ def test_over_inproc_there_is_no_bound(context: zmq.Context[Any]) -> None:
         flood = flooder(context, run.pub_endpoint, BOUND * 3, "d")
         stats = stats_until(run, "subscription_topics", BOUND * 3)
         assert stats["rebinds"] == 0
-        run.push(Event("paused", {}))
+        run.push(Paused())
         assert sub.recv(WAIT_S) is not None
         flood.close()

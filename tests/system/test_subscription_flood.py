@@ -22,10 +22,11 @@ import pytest
 import zmq
 
 from bus.client import RequestClient
+from bus.events import Paused
 from bus.kinds import Ping, Pong, Stats, StatsReply
-from bus.kinds_run import Event
 from bus.protocol import decode, encode
 from bus.subscribe import Subscription
+from tests.actors.test_publisher import MARKER_MS
 from tests.procfile_support import Deployment, deployed
 from tests.system.test_system_faults import MiB, raw_subscriber, rss, started
 
@@ -100,9 +101,9 @@ class EventsReader:
     def receives(self) -> None:
         deadline = time.monotonic() + WAIT_S
         while True:
-            self.pusher.send_multipart(encode(Event("paused", {"marker": True})))
+            self.pusher.send_multipart(encode(Paused(at_ms=MARKER_MS)))
             event = self.sub.recv(timeout=0.25)
-            if event is not None and event.data.get("marker"):
+            if event is not None and event.at_ms == MARKER_MS:
                 return
             assert time.monotonic() < deadline, "the subscriber receives no events"
 

@@ -129,7 +129,7 @@ def test_claimed_tasks_are_placed_on_hosts_and_announced() -> None:
     [(r1, run1), (r2, run2)] = runs[b"h1"]
     assert (r1.id, r2.id) == (1, 2) and run2 == run1 + 1
     assert [e.type for e in events] == ["dispatched", "dispatched"]
-    assert events[0].data["task_id"] == 1 and events[0].data["label"] == "task 1"
+    assert events[0].data()["task_id"] == 1 and events[0].data()["label"] == "task 1"
     assert c.free_slots() == 2
 
 
@@ -212,7 +212,7 @@ def test_transitions_become_the_events_of_semantics() -> None:
         Transition(7, "requeued", "t", "k", "l"),
     ]
     _, events, _ = c.transitions(trs)
-    assert [(e.type, e.data["task_id"]) for e in events] == [
+    assert [(e.type, e.data()["task_id"]) for e in events] == [
         ("completed", 1),
         ("failed", 2),
         ("failed", 3),
@@ -220,9 +220,9 @@ def test_transitions_become_the_events_of_semantics() -> None:
         ("cancelled", 5),
         ("completed", 7),
     ]
-    assert events[1].data["will_retry"] is True and events[1].data["error"] == "boom"
-    assert events[2].data["will_retry"] is False
-    assert events[3].data["children_count"] == 3
+    assert events[1].data()["will_retry"] is True and events[1].data()["error"] == "boom"
+    assert events[2].data()["will_retry"] is False
+    assert events[3].data()["children_count"] == 3
 
 
 def test_a_running_task_cancelled_by_the_store_is_cancelled_on_its_host() -> None:
@@ -279,7 +279,7 @@ def test_a_task_is_judged_by_the_machine_of_the_host_it_goes_to() -> None:
     c = two_machines(clock)
     [event] = c.host_reported(b"far", reported("far", 0.0, "far-box"))
     assert event.type == "host_resources"
-    assert event.data["host"] == "far" and event.data["machine"] == "far-box"
+    assert event.data()["host"] == "far" and event.data()["machine"] == "far-box"
     # far has the most room and an idle disk: 8 + 8 MB fit its 20 MB budget
     assert start(c, writing(1)) == {b"far": [1]}
     assert start(c, writing(2)) == {b"far": [2]}

@@ -28,6 +28,7 @@ import bus  # noqa: F401  (registers every kind)
 from actors.publisher.actor import SCHEDULER_EVENTS, TASK_EVENTS, topic_for
 from bus import kinds, kinds_flow, kinds_run, structs
 from bus.errors import ErrorCode, error_from_reply
+from bus.events import EVENT_TYPES
 from bus.protocol import Message, registry
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -250,10 +251,22 @@ def test_error_code_table_lists_every_code_with_its_exception() -> None:
 
 def test_event_type_table_lists_every_type_with_its_topic() -> None:
     rows = {unquote(r[0]): unquote(r[1]) for r in section_table("### Event types")}
-    assert set(rows) == TASK_EVENTS | SCHEDULER_EVENTS
+    assert set(rows) == TASK_EVENTS | SCHEDULER_EVENTS == set(EVENT_TYPES)
     for event_type, topic in rows.items():
         data = {"task_id": 1} if event_type in TASK_EVENTS else {}
         assert topic == topic_for(event_type, data).decode()
+        assert topic == EVENT_TYPES[event_type].TOPIC.decode()  # what the publisher uses
+
+
+def test_every_event_type_is_its_own_documented_kind() -> None:
+    """Each event type names the kind it travels as, and that kind's section says it goes on
+    the event type's topic."""
+    kinds = {unquote(r[0]): r[2] for r in section_table("### Event types")}
+    for event_type, cls in EVENT_TYPES.items():
+        assert f"`{cls.KIND}`" in kinds[event_type]
+        assert registry()[cls.KIND] is cls
+        socket = metadata(KINDS[cls.KIND])["Socket"]
+        assert f"topic `{cls.TOPIC.decode()}`" in socket, socket
 
 
 def test_changes_record_every_version_newest_first() -> None:
@@ -334,7 +347,7 @@ def test_the_envelope_is_split_by_position_as_documented() -> None:
     text = " ".join(" ".join(framing_section()).split())
     assert "takes the **last four frames** as the message" in text
     frames = encode(Ping(), b"1")
-    for envelope in ([b"TMP3"], [b"id", b""], [b"TMP"]):  # opaque, even when it looks like a header
+    for envelope in ([b"TMP4"], [b"id", b""], [b"TMP"]):  # opaque, even when it looks like a header
         assert split_envelope([*envelope, *frames]) == (envelope, frames)
 
 
