@@ -32,9 +32,10 @@ from bus.protocol import Message, family, message
 
 __all__ = [
     "EVENT_TYPES", "Cancelled", "Completed", "DeadLettered", "DependencyFailed", "Dispatched",
-    "EventBatch", "Expired", "Failed", "GroupPaused", "GroupResumed", "HostResources", "Paused",
-    "Preempted", "Progress", "RecurringCompleted", "Resources", "Resumed", "SchedulerEvent",
-    "Superseded", "TaskEvent", "Unblocked", "UnknownEvent", "Waiting", "stamp", "topic_for",
+    "EventBatch", "Expired", "Failed", "GroupPaused", "GroupResumed", "GroupWeightChanged",
+    "HostResources", "Paused", "Preempted", "Progress", "RecurringCompleted", "Resources",
+    "Resumed", "SchedulerEvent", "Superseded", "TaskEvent", "Unblocked", "UnknownEvent",
+    "Waiting", "stamp", "topic_for",
 ]  # fmt: skip
 
 PREFIX = "event."
@@ -416,6 +417,20 @@ class GroupPaused(SchedulerEvent):
     group: str
     pending_count: int = 0
     running_count: int = 0
+
+
+@event
+@dataclass(frozen=True, slots=True)
+class GroupWeightChanged(SchedulerEvent):
+    """A runtime change (``set_group_weight``, ``remove_group_weight``,
+    ``reset_group_weights``) changed ``group``'s fair-share weight from ``previous_weight`` to
+    ``new_weight`` (the default weight when it has none of its own)."""
+
+    TYPE: ClassVar[str] = "group_weight_changed"
+
+    group: str
+    previous_weight: float = 1.0
+    new_weight: float = 1.0
 
 
 @event

@@ -41,7 +41,7 @@ import zmq
 
 from bus.client import Peer
 from bus.errors import InvalidRequest, TaskmillError
-from bus.events import GroupPaused, GroupResumed, SchedulerEvent
+from bus.events import GroupPaused, GroupResumed, GroupWeightChanged, SchedulerEvent
 from bus.kinds import GetGroups, GroupsReply, Ok, SetGroups
 from bus.kinds_flow import (
     CLEARED_WEIGHT,
@@ -287,8 +287,7 @@ class GroupLimiter(Actor):
                     previous = reply.weights.get(group, reply.default_weight)
                     new = changed.weights.get(group, changed.default_weight)
                     if previous != new:
-                        data = {"group": group, "previous_weight": previous, "new_weight": new}
-                        self._emit(Event("group_weight_changed", data, self._now()))
+                        self._emit(GroupWeightChanged(group, previous, new, at_ms=self._now()))
                 request.reply(Ok())
 
             self._store.request(change, after)

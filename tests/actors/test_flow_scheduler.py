@@ -14,6 +14,7 @@ from taskmill import (
     GroupAllocationInfo,
     GroupPaused,
     GroupResumed,
+    GroupWeightChanged,
     Priority,
     RateLimit,
     TaskContext,
@@ -156,14 +157,12 @@ async def test_weights_and_minimums_change_at_runtime_with_their_events(tmp_path
         await scheduler.set_group_weight("c", 4)
         await scheduler.reset_group_weights()
         changes = await events.wait_count("group_weight_changed", 5)
-        assert [
-            (e.raw["group"], e.raw["previous_weight"], e.raw["new_weight"]) for e in changes
-        ] == [
-            ("a", 3.0, 5.0),
-            ("b", 2.0, 1.0),
-            ("c", 1.0, 4.0),
-            ("a", 5.0, 1.0),
-            ("c", 4.0, 1.0),
+        assert changes == [
+            GroupWeightChanged("a", 3.0, 5.0),
+            GroupWeightChanged("b", 2.0, 1.0),
+            GroupWeightChanged("c", 1.0, 4.0),
+            GroupWeightChanged("a", 5.0, 1.0),
+            GroupWeightChanged("c", 4.0, 1.0),
         ]
         await events.close()
     # Kept across a restart, over what the application is built with.

@@ -37,7 +37,7 @@ PINNED = {
     "RecurringSchedule", "CronSchedule", "RecurringScheduleInfo", "RecurringCompleted",
     # flow control
     "DuplicateStrategy", "Superseded", "RateLimit", "GroupPaused", "GroupResumed",
-    "AgingConfig", "GroupAllocationInfo",
+    "AgingConfig", "GroupAllocationInfo", "GroupWeightChanged",
     # dependencies
     "DependencyFailure", "InvalidDependencyError", "CyclicDependencyError",
     "DependencyFailedError", "Unblocked", "DependencyFailed",
