@@ -122,13 +122,14 @@ async def test_an_empty_throttle_policy_holds_nothing_at_full_pressure(tmp_path:
 
 async def test_work_held_by_pressure_starts_once_the_monitor_stops(tmp_path: Path) -> None:
     """A monitor that dies while pressure is high must not stall the deployment: its last
-    reading expires after three sampling intervals and the held work starts."""
+    reading expires after three sampling intervals and the held work starts. (Intervals long
+    enough that a loaded machine cannot hold a live monitor's thread back for three of them.)"""
     knob = Knob()
     knob.value = 0.9
     scheduler = await (
         builder(tmp_path, work=noop)
         .pressure_source(knob)
-        .sampler_config(FAST)
+        .sampler_config(SamplerConfig(interval=0.3, ewma_alpha=1.0))
         .separate_threads()
         .build()
     )
