@@ -87,6 +87,9 @@ class FlowReply(Message):
     allocations: list[GroupAllocationRow] = field(default_factory=list)
     aging: list[int | None] | None = None
     """Priority aging in the claim: [grace_ms, interval_ms, max_effective, urgent or None]."""
+    weight_changes: list[tuple[str, float, float]] = field(default_factory=list)
+    """In a reply to ``store.set_flow``: each group whose weight the change changed, (group,
+    previous weight, new weight), read in the change's transaction."""
 
 
 @message("store.flow", reply=FlowReply)

@@ -57,6 +57,7 @@ from taskmill.events import (
     SchedulerEvent,
     Superseded,
     Unblocked,
+    UnknownEvent,
     Waiting,
 )
 from taskmill.flow import (
@@ -188,6 +189,7 @@ __all__ = [
     "TypeStats",
     "TypedTask",
     "Unblocked",
+    "UnknownEvent",
     "Waiting",
     "generate_dedup_key",
     "load_app",

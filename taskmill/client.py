@@ -172,7 +172,7 @@ class AsyncClient(Endpoints):
 
     async def remove_group_weight(self, group: str) -> None:
         """``group`` has the default weight again (whatever it was built with)."""
-        await self._limiter.call(flow.set_group_weight(group, None), Ok)
+        await self._limiter.call(flow.remove_group_weight(group), Ok)
 
     async def reset_group_weights(self) -> None:
         """Every group has the default weight again (the default weight stays)."""

@@ -208,16 +208,23 @@ def check_weight(weight: object) -> float:
     return float(weight)
 
 
+MAX_MINIMUM_SLOTS = 2**31 - 1
+
+
 def check_minimum_slots(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"a group's minimum slots must be an integer >= 0, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_MINIMUM_SLOTS:
+        raise ValueError(
+            f"a group's minimum slots must be an integer in 0..{MAX_MINIMUM_SLOTS}, got {n!r}"
+        )
     return n
 
 
-def set_group_weight(group: str, weight: float | None) -> SetGroupWeight:
-    """``weight`` None removes the group's weight."""
-    checked = None if weight is None else check_weight(weight)
-    return SetGroupWeight(_scope_name("group", group), checked)
+def set_group_weight(group: str, weight: float) -> SetGroupWeight:
+    return SetGroupWeight(_scope_name("group", group), check_weight(weight))
+
+
+def remove_group_weight(group: str) -> SetGroupWeight:
+    return SetGroupWeight(_scope_name("group", group), None)
 
 
 def set_group_minimum_slots(group: str, n: int) -> SetGroupMinimumSlots:

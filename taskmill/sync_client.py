@@ -186,7 +186,7 @@ class Client(Endpoints):
         self._limiter.call(flow.set_group_weight(group, weight), Ok)
 
     def remove_group_weight(self, group: str) -> None:
-        self._limiter.call(flow.set_group_weight(group, None), Ok)
+        self._limiter.call(flow.remove_group_weight(group), Ok)
 
     def reset_group_weights(self) -> None:
         self._limiter.call(flow.reset_group_weights(), Ok)

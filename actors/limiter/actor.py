@@ -256,7 +256,11 @@ class GroupLimiter(Actor):
         return self._change(SetFlow("runtime", {message.scope: message.rate}))
 
     def on_set_weight(self, message: SetGroupWeight) -> Deferred:
-        weight = CLEARED_WEIGHT if message.weight is None else message.weight
+        weight = message.weight
+        if weight is None:
+            weight = CLEARED_WEIGHT
+        elif isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            raise InvalidRequest(f"a group weight must be a number > 0, got {weight!r}")
         return self._reweigh(SetFlow("runtime", weights={check_group(message.group): weight}))
 
     def on_set_minimum_slots(self, message: SetGroupMinimumSlots) -> Deferred:
@@ -267,32 +271,21 @@ class GroupLimiter(Actor):
 
     def _reweigh(self, change: SetFlow) -> Deferred:
         """Apply a change of weights in the Store, answer once it is committed, and publish
-        ``group_weight_changed`` for each group whose weight it changed (the policy read before
-        and returned after: the GroupLimiter is the only one that changes it)."""
+        ``group_weight_changed`` for each group whose weight it changed (the Store compares
+        the weights before and after in the change's own transaction)."""
         request = current_request()
 
-        def before(reply: Message | TaskmillError) -> None:
+        def on_reply(reply: Message | TaskmillError) -> None:
             if isinstance(reply, TaskmillError):
                 request.fail(reply.code, reply.message)
                 return
             assert isinstance(reply, FlowReply)
+            self.counters["changes"] += 1
+            for group, previous, new in reply.weight_changes:
+                self._emit(GroupWeightChanged(group, previous, new, at_ms=self._now()))
+            request.reply(Ok())
 
-            def after(changed: Message | TaskmillError) -> None:
-                if isinstance(changed, TaskmillError):
-                    request.fail(changed.code, changed.message)
-                    return
-                assert isinstance(changed, FlowReply)
-                self.counters["changes"] += 1
-                for group in sorted(reply.weights.keys() | changed.weights.keys()):
-                    previous = reply.weights.get(group, reply.default_weight)
-                    new = changed.weights.get(group, changed.default_weight)
-                    if previous != new:
-                        self._emit(GroupWeightChanged(group, previous, new, at_ms=self._now()))
-                request.reply(Ok())
-
-            self._store.request(change, after)
-
-        self._store.request(GetFlow(), before)
+        self._store.request(change, on_reply)
         return DEFER
 
     def on_pause_group(self, message: PauseGroupRequest) -> Deferred:

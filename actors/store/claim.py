@@ -286,7 +286,7 @@ def next_due(core: Core, now: int | None = None) -> int | None:
         if policy.paused:
             times.append(policy.next_resume(now))
         if policy.group_rates:
-            times.append(flow.next_wake(core, now))
+            times.append(flow.next_wake(core))
     return min((t for t in times if t is not None), default=None)
 
 

@@ -55,7 +55,7 @@ from bus.limits import MAX_ERROR_CHARS, cut_text
 
 BUSY_TIMEOUT_MS = 5_000
 CHECKPOINT_PAGES = 4_000
-"""The WAL is copied back into the database once it holds this many pages (16 MiB), four
+"""The WAL is copied back into the database once it holds this many pages (about 16 MB), four
 times SQLite's default. A checkpoint writes each page once however many commits changed it, and
 a drain changes the same pages again and again (the queue's head, the indexes' ends, and under
 fair shares the heads of many groups at once): a checkpoint every 1,000 pages copied each of
@@ -395,11 +395,18 @@ class StoreDB:
         """Change one layer of the rate limits and fair shares (see ``flow.set_flow``); the
         flow policy in force after it."""
         with self._core.atomic():
+            before = flow.load(self._core)
             flow.set_flow(
                 self._core, layer, rates or {}, weights or {}, min_slots or {}, default_weight,
                 replace, reset_weights,
             )  # fmt: skip
-            return self.flow_state()
+            after = flow.load(self._core)
+            changes = [
+                (group, before.weight(group), after.weight(group))
+                for group in sorted(before.weights.keys() | after.weights.keys())
+                if before.weight(group) != after.weight(group)
+            ]
+            return dataclasses.replace(self.flow_state(), weight_changes=changes)
 
     def pause_group(self, group: str, until_ms: int | None = None) -> tuple[int, int] | None:
         """Pause a group: (its waiting tasks, its running ones), or None if it was paused."""

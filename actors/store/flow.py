@@ -352,6 +352,11 @@ class Gate:
         self._policy = policy
         self._now = now
         self._buckets = buckets(core)
+        # This claim is the wake-up of every group whose token is due by now: it looks at them
+        # again, and a group still short is woken for its next token anew (``_wait``).
+        pending = waits(core)
+        for scope in [scope for scope, at in pending.items() if at <= now]:
+            del pending[scope]
 
     def _bucket(self, scope: str, rate: Rate) -> Bucket:
         bucket = self._buckets.get(scope)
@@ -374,9 +379,9 @@ class Gate:
 
     def _wait(self, group: str, bucket: Bucket, rate: Rate) -> int:
         wake = bucket.token_ms(rate, self._now)
+        waits(self._core)["group:" + group] = wake
         if bucket.next_ms != wake:
             bucket.next_ms, bucket.dirty = wake, True
-            waits(self._core)["group:" + group] = wake
         return wake
 
     def admit(self, task_type: str, group: str | None, waited: bool = False) -> tuple[str, int]:
@@ -426,13 +431,11 @@ def waits(core: Core) -> dict[str, int]:
     )
 
 
-def next_wake(core: Core, now: int) -> int | None:
-    """When the first group passed over for a token may start again, or None. A token already
-    due is forgotten: the claim that came since took it, or found the group without work."""
-    pending = waits(core)
-    for scope in [scope for scope, at in pending.items() if at <= now]:
-        del pending[scope]
-    return min(pending.values(), default=None)
+def next_wake(core: Core) -> int | None:
+    """When the first group passed over for a token may start again, or None. A wake-up is
+    forgotten by the next claim after its time (``Gate``), never by the clock alone: a claim
+    that took a millisecond must not lose the wake-up it has just set."""
+    return min(waits(core).values(), default=None)
 
 
 def defer(core: Core, task_id: int, due_ms: int) -> None:

@@ -355,7 +355,7 @@ def lookup(core: Core, key: str) -> LookupReply:
     """Where a dedup key is: an active row, else its newest history row, else nowhere."""
     task = get_task(core, key=key)
     if task is not None:
-        return LookupReply("active", task=task)
+        return LookupReply("active", task=as_shown(core, [task])[0])
     past = newest_history(core, key)
     if past is not None:
         return LookupReply("history", history=past)

@@ -228,7 +228,8 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     scope        TEXT    PRIMARY KEY,
     tokens       REAL    NOT NULL,
     at_ms        INTEGER NOT NULL,
-    next_ms      INTEGER NOT NULL   -- the latest due time given to a task this bucket denied
+    next_ms      INTEGER NOT NULL   -- a type's: the latest due time it gave a denied task; a
+                                    -- group's: when the token it waits for is due
 ) WITHOUT ROWID;
 -- Fair-share weights and minimum slots by group ('' = the default weight); NULL: not set. In the
 -- runtime layer a weight of +Infinity removes the group's weight and a minimum of 0 its minimum.

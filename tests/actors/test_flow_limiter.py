@@ -20,6 +20,7 @@ from bus.kinds_flow import (
     GroupPauseReply,
     PauseGroupRequest,
     ResumeGroupRequest,
+    SetGroupMinimumSlots,
     SetGroupWeight,
     SetRateLimit,
 )
@@ -75,7 +76,11 @@ def test_the_configured_policy_is_handed_over_and_runtime_changes_win(
         SetRateLimit("type:email", [1, 1000]),
         SetRateLimit("email", [1, 1000, 1]),
         SetGroupWeight("a", 0.0),
+        SetGroupWeight("a", -1.0),  # the Store's mark of a removed weight, not a weight
+        SetGroupWeight("a", float("nan")),
         SetGroupWeight("", 1.0),
+        SetGroupMinimumSlots("a", -1),
+        SetGroupMinimumSlots("", 1),
         PauseGroupRequest(""),
         PauseGroupRequest("g", until_ms=1),
     ],

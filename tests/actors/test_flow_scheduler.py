@@ -116,12 +116,14 @@ async def test_a_group_rate_limit_paces_its_tasks_with_nothing_else_to_wake_the_
     async with scheduler:
         events = await EventRecorder.start(scheduler)
         await scheduler.submit_batch([task(f"a{i}", "api") for i in range(5)])
+        await events.wait_count("dispatched", 1)
+        waiting = await scheduler.snapshot()  # the others wait in the queue, not rescheduled
+        assert waiting.pending_count >= 1 and waiting.scheduled_count == 0
         await events.wait_count("completed", 5)
         starts = sorted(e.at for e in events.of("dispatched") if e.at is not None)
         gaps = [b - a for a, b in pairwise(starts)]
         assert min(gaps) >= timedelta(milliseconds=45)  # 20 a second (the clock is ms)
         assert max(gaps) < timedelta(milliseconds=500)  # woken for the token, not by chance
-        assert (await scheduler.snapshot()).scheduled_count == 0
         await events.close()
 
 
@@ -199,6 +201,13 @@ async def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             await scheduler.set_group_weight("g", 0)
         with pytest.raises(ValueError):
+            await scheduler.set_group_weight("g", None)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await scheduler.remove_group_weight("")
+        for n in (True, -1, 2**63, "2"):
+            with pytest.raises(ValueError):
+                await scheduler.set_group_minimum_slots("g", n)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
             await scheduler.pause_group("g", until=datetime.now(UTC) - timedelta(seconds=1))
         with pytest.raises(ValueError):
             await scheduler.pause_group("g", until=-1.0)
@@ -212,4 +221,5 @@ async def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
             AgingConfig(max_effective_priority=64, urgent_threshold=100)
         snapshot = await scheduler.snapshot()
         assert (snapshot.rate_limits, snapshot.paused_groups) == ([], [])
+        assert snapshot.group_allocations == []
         await scheduler.resume_group("never-paused")  # unknown groups are fine

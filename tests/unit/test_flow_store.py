@@ -103,6 +103,24 @@ def test_a_denied_task_that_comes_due_a_little_late_keeps_the_limit_busy(
     db.close()
 
 
+def test_a_group_wake_up_survives_the_clock_passing_it_before_the_next_claim(
+    tmp_path: Path,
+) -> None:
+    """The claim sets the wake-up; the Dispatcher reads it a moment later, when it may already
+    be due: it must still be there (else the group waits for the next safety claim)."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"group:api": (1_000, 1_000, 1)})
+    db.submit([sub(f"a{i}", group_key="api") for i in range(3)])
+    start = now_ms(clock)
+    assert labels(db.claim_next(10)[0]) == ["a0"]
+    clock.advance(0.002)  # the claim took two milliseconds
+    assert db.next_due() == start + 1
+    assert labels(db.claim_next(10)[0]) == ["a1"]
+    assert db.next_due() == start + 3
+    db.close()
+
+
 def test_tasks_denied_again_together_come_back_one_token_apart(tmp_path: Path) -> None:
     """Tasks due at one instant (their own time) meet a type's empty bucket: each is given a
     token of its own, not all the next one (where all but one would be denied again)."""
@@ -209,6 +227,8 @@ def test_a_paused_groups_tasks_show_as_paused_until_it_resumes(tmp_path: Path) -
     [p1] = [r for r in db.list_tasks("paused", 10) if r.label == "p1"]
     task = db.get_task(id=p1.id)
     assert task is not None and task.status == "paused"
+    found = db.lookup(p1.key).task
+    assert found is not None and found.status == "paused"
     counts = db.counts()
     assert (counts.pending, counts.paused) == (2, 2)
     clock.advance(60.0)  # its end came: pending again, whether or not resumed yet
@@ -343,8 +363,10 @@ def test_runtime_weights_and_minimums_remove_the_configured_ones_and_reset(
     db.set_flow("configured", weights={"a": 3.0, "b": 2.0}, min_slots={"b": 1}, default_weight=2.0)
     state = db.set_flow("runtime", weights={"a": -1.0, "c": 5.0}, min_slots={"b": 0})
     assert (state.weights, state.min_slots, state.default_weight) == ({"b": 2.0, "c": 5.0}, {}, 2.0)
+    assert state.weight_changes == [("a", 3.0, 2.0), ("c", 2.0, 5.0)]
     state = db.set_flow("runtime", reset_weights=True)
     assert (state.weights, state.default_weight) == ({}, 2.0)
+    assert state.weight_changes == [("c", 5.0, 2.0)]  # b had the default's value already
     db.close()
     db = open_db(tmp_path, clock)  # runtime values are kept
     assert (db.flow_state().weights, db.flow_state().min_slots) == ({}, {})

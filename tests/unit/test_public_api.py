@@ -37,7 +37,7 @@ PINNED = {
     "RecurringSchedule", "CronSchedule", "RecurringScheduleInfo", "RecurringCompleted",
     # flow control
     "DuplicateStrategy", "Superseded", "RateLimit", "GroupPaused", "GroupResumed",
-    "AgingConfig", "GroupAllocationInfo", "GroupWeightChanged",
+    "AgingConfig", "GroupAllocationInfo", "GroupWeightChanged", "UnknownEvent",
     # dependencies
     "DependencyFailure", "InvalidDependencyError", "CyclicDependencyError",
     "DependencyFailedError", "Unblocked", "DependencyFailed",
