@@ -31,6 +31,7 @@ from actors.store.core import Core
 from actors.store.schema import (
     BUSY,
     CLAIM_COLUMNS,
+    CLAIM_DEFERRED,
     CLAIM_SIZE,
     TASK_COLUMNS,
     task_row,
@@ -50,7 +51,7 @@ applies to the group."""
 DEFAULT = ""
 """The ``group_key`` of a layer's default limit in ``group_policy`` (scope ``default``)."""
 
-_TYPE, _PRIORITY, _STATUS, _CREATED, _GROUP, _PHASE, _DUE = 1, 4, 5, 13, 19, 20, 21
+_TYPE, _PRIORITY, _STATUS, _CREATED, _GROUP, _PHASE = 1, 4, 5, 13, 19, 20
 """Positions in a row selected with ``TASK_COLUMNS``."""
 
 
@@ -267,8 +268,10 @@ def _window(
 def promote_due(core: Core, now: int) -> list[str | None]:
     """Tasks scheduled for ``now`` or earlier join the queue (by the index of due times: the
     tasks still in the future are never read); the group of each."""
+    # A task a rate limit deferred stays marked until it starts: if it finds the bucket a
+    # little short again, it keeps its place ahead of the tasks denied after it.
     rows = core.all(
-        "UPDATE tasks SET status = 'pending', rate_deferred = NULL "
+        "UPDATE tasks SET status = 'pending' "
         "WHERE status = 'scheduled' AND due_at_ms <= ? RETURNING group_key",
         (now,),
     )
@@ -360,7 +363,7 @@ class Pick:
             self.filled = True
             return "passed"
         if self.gate is not None and row[_PHASE] != "finalize":
-            verdict, due = self.gate.admit(row[_TYPE], group, row[_DUE] is not None)
+            verdict, due = self.gate.admit(row[_TYPE], group, row[CLAIM_DEFERRED] is not None)
             if verdict != "take":
                 if verdict == "group":
                     self.full.add(group)
@@ -493,7 +496,8 @@ def claim_rows(
     # One statement for the whole claim, the ids as one JSON array.
     # A TTL counted from the first attempt starts with the first claim.
     rows = core.all(
-        "UPDATE tasks SET status = 'running', started_at_ms = ?1, run_started_at_ms = "
+        "UPDATE tasks SET status = 'running', rate_deferred = NULL, started_at_ms = ?1, "
+        "run_started_at_ms = "
         "CASE WHEN phase = 'execute' OR run_started_at_ms IS NULL THEN ?1 "
         "ELSE run_started_at_ms END, expires_at_ms = CASE WHEN expires_at_ms IS NULL "
         "AND ttl_s IS NOT NULL THEN ?1 + CAST(ttl_s * 1000 AS INTEGER) ELSE expires_at_ms END "

@@ -125,12 +125,13 @@ class Bucket:
     def deny(self, rate: Rate, now: int, waited: bool = False) -> int:
         """The due time of a task denied now: the next token not yet promised to another.
 
-        A task that ``waited`` already (it came due and found the bucket a fraction short) goes
-        ahead of the tasks first denied, in a line of its own. A claim comes a few milliseconds
-        after a due time, more or fewer each time, and a bucket holding one token at most cannot
-        bank the difference: sent behind every promised task, such a task would leave its token
-        unused (a limit would run at half its rate); sent to the very next token with the
-        others that waited, all but one would be denied again at every token."""
+        A task that ``waited`` already (a rate limit deferred it, and it came due and found the
+        bucket a fraction short) goes ahead of the tasks first denied, in a line of its own. A
+        claim comes a few milliseconds after a due time, more or fewer each time, and a bucket
+        holding one token at most cannot bank the difference: sent behind every promised task,
+        such a task would leave its token unused (a limit would run at half its rate); sent to
+        the very next token with the others that waited, all but one would be denied again at
+        every token."""
         step = math.ceil(rate.step_ms)
         if waited:
             due = self.again_ms = max(self.token_ms(rate, now), self.again_ms + step)
@@ -387,8 +388,8 @@ class Gate:
     def admit(self, task_type: str, group: str | None, waited: bool = False) -> tuple[str, int]:
         """Take a token of each of the task's scopes: ``("take", 0)``. Or, taking none: the
         group's bucket is empty, ``("group", when its next token is due)``; the task type's is,
-        ``("type", the task's due time)``. ``waited``: the task came due after waiting for a
-        time of its own (see ``Bucket.deny``)."""
+        ``("type", the task's due time)``. ``waited``: a rate limit deferred the task before
+        (see ``Bucket.deny``)."""
         taken: list[Bucket] = []
         if group is not None:
             rate = self._policy.group_rates.get(group)

@@ -439,13 +439,15 @@ TASK_COLUMNS_NO_PAYLOAD = TASK_COLUMNS.replace("payload,", "NULL,")
 
 CLAIM_COLUMNS = (
     f"{TASK_COLUMNS_NO_PAYLOAD}, coalesce(length(payload), 0) + length(CAST(label AS BLOB)) "
-    "+ coalesce(length(CAST(last_error AS BLOB)), 0)"
+    "+ coalesce(length(CAST(last_error AS BLOB)), 0), rate_deferred"
 )
-"""The rows a claim looks at: no payload (``task_row`` reads them), and last what the claimed row
+"""The rows a claim looks at: no payload (``task_row`` reads them), then what the claimed row
 adds to the claim's reply (its payload and texts; ``length`` of a payload reads its size, not
-its bytes)."""
+its bytes), then whether a rate limit deferred it."""
 CLAIM_SIZE = TASK_WIDTH
 """Position of that size in a row selected with ``CLAIM_COLUMNS``."""
+CLAIM_DEFERRED = TASK_WIDTH + 1
+"""Position of ``rate_deferred`` in a row selected with ``CLAIM_COLUMNS``."""
 
 TASK_INTERNAL_COLUMNS = (
     "has_children, child_failures, run_started_at_ms, "

@@ -121,7 +121,7 @@ def test_a_group_wake_up_survives_the_clock_passing_it_before_the_next_claim(
     db.close()
 
 
-def test_tasks_denied_again_together_come_back_one_token_apart(tmp_path: Path) -> None:
+def test_tasks_due_together_come_back_one_token_apart(tmp_path: Path) -> None:
     """Tasks due at one instant (their own time) meet a type's empty bucket: each is given a
     token of its own, not all the next one (where all but one would be denied again)."""
     clock = FakeClock()
@@ -133,6 +133,30 @@ def test_tasks_denied_again_together_come_back_one_token_apart(tmp_path: Path) -
     assert labels(db.claim_next(10)[0]) == ["a0"]
     again = sorted(r.due_at_ms - due for r in db.list_tasks("scheduled", 10))
     assert again == [50, 100, 150, 200]
+    db.close()
+
+
+def test_tasks_of_their_own_time_and_denied_tasks_share_one_line_of_tokens(
+    tmp_path: Path,
+) -> None:
+    """A task due at a time of its own is not one a rate limit denied before: it waits its turn
+    behind those, and no token is promised twice (each task starts at the first try, in the
+    order it came)."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"type:api": (20, 1000, 1)})
+    start = now_ms(clock)
+    db.submit([sub(f"d{i}", task_type="api") for i in range(5)])
+    db.submit([sub(f"p{i}", task_type="api", due_at_ms=start - 1) for i in range(5)])
+    order = labels(db.claim_next(10)[0])
+    for _ in range(20):
+        due = db.next_due()
+        if due is None:
+            break
+        clock.advance((due - now_ms(clock)) / 1000)
+        order += labels(db.claim_next(10)[0])
+    assert order == [f"d{i}" for i in range(5)] + [f"p{i}" for i in range(5)]
+    assert now_ms(clock) == start + 9 * 50
     db.close()
 
 
