@@ -43,8 +43,6 @@ from taskmill.connection import (
     Endpoints,
     Submittable,
     Target,
-    check_options,
-    connect,
     curve_configure,
     dedup_data,
     outcomes,
@@ -71,7 +69,7 @@ from taskmill.task import TypedTask, generate_dedup_key
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient(Endpoints):
+class AsyncClient(Endpoints[AsyncRequester]):
     """``Client`` for asyncio: every call is a coroutine. Create it on the loop that uses it.
 
     The embedded ``Scheduler`` is this same client over inproc, plus the actors' lifecycle: a
@@ -87,15 +85,9 @@ class AsyncClient(Endpoints):
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        check_options(timeout, retries)
-        self.retries = retries
-        self.topology, self.security, self._context, self._own_context = connect(target, context)
-        self._store = self._requester(AsyncRequester, self.topology.store, timeout)
-        self._dispatcher = self._requester(AsyncRequester, self.topology.dispatcher, timeout)
-        self._limiter = self._requester(AsyncRequester, self.topology.limiter, timeout)
+        super().__init__(AsyncRequester, target, timeout, retries, context)
         self._tasks = TaskStore(self._store)
         self._subscriptions: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
-        self._closed = False
 
     # -- submitting --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import zmq
 
@@ -74,11 +74,25 @@ def connect(
     return topology, security, context if context is not None else zmq.Context(), context is None
 
 
-class Endpoints:
-    """What both clients share: making a requester for one of the deployment's endpoints."""
+class Endpoints(Generic[R]):
+    """What both clients share: the deployment's endpoints, and a requester (blocking or
+    asyncio, ``kind``) for each actor a client talks to."""
 
-    security: CurveSecurity | None
-    _context: zmq.Context[Any]
+    def __init__(
+        self,
+        kind: type[R],
+        target: Target,
+        timeout: float,
+        retries: int,
+        context: zmq.Context[Any] | None,
+    ) -> None:
+        check_options(timeout, retries)
+        self.retries = retries
+        self.topology, self.security, self._context, self._own_context = connect(target, context)
+        self._store: R = self._requester(kind, self.topology.store, timeout)
+        self._dispatcher: R = self._requester(kind, self.topology.dispatcher, timeout)
+        self._limiter: R = self._requester(kind, self.topology.limiter, timeout)
+        self._closed = False
 
     def _requester(self, kind: type[R], endpoint: str, timeout: float) -> R:
         configure = curve_configure(self.security, endpoint)

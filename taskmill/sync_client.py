@@ -56,8 +56,6 @@ from taskmill.connection import (
     Endpoints,
     Submittable,
     Target,
-    check_options,
-    connect,
     curve_configure,
     dedup_data,
     outcomes,
@@ -86,7 +84,7 @@ from taskmill.task import generate_dedup_key
 __all__ = ["Client"]
 
 
-class Client(Endpoints):
+class Client(Endpoints[RequestClient]):
     """A blocking client of a running deployment. One per thread (zmq sockets are not shared).
 
     ``Client(DeploymentConfig.load(...))``, ``Client(topology)``, or ``Client()`` for the
@@ -103,13 +101,7 @@ class Client(Endpoints):
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        check_options(timeout, retries)
-        self.retries = retries
-        self.topology, self.security, self._context, self._own_context = connect(target, context)
-        self._store = self._requester(RequestClient, self.topology.store, timeout)
-        self._dispatcher = self._requester(RequestClient, self.topology.dispatcher, timeout)
-        self._limiter = self._requester(RequestClient, self.topology.limiter, timeout)
-        self._closed = False
+        super().__init__(RequestClient, target, timeout, retries, context)
 
     # -- submitting --------------------------------------------------------------------------
 

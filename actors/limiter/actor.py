@@ -226,8 +226,11 @@ class GroupLimiter(Actor):
     def _now(self) -> int:
         return int(self.loop.clock.time() * 1000)
 
-    def _change(self, change: SetGroups | SetFlow) -> Deferred:
-        """Apply a runtime change in the Store; answer the client once it is committed."""
+    def _change(
+        self, change: SetGroups | SetFlow, then: Callable[[Message], None] | None = None
+    ) -> Deferred:
+        """Apply a runtime change in the Store; answer the client once it is committed (after
+        ``then`` has seen the Store's reply)."""
         request = current_request()
 
         def on_reply(reply: Message | TaskmillError) -> None:
@@ -235,6 +238,8 @@ class GroupLimiter(Actor):
                 request.fail(reply.code, reply.message)
                 return
             self.counters["changes"] += 1
+            if then is not None:
+                then(reply)
             request.reply(Ok())
 
         self._store.request(change, on_reply)
@@ -261,32 +266,21 @@ class GroupLimiter(Actor):
             weight = CLEARED_WEIGHT
         elif isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
             raise InvalidRequest(f"a group weight must be a number > 0, got {weight!r}")
-        return self._reweigh(SetFlow("runtime", weights={check_group(message.group): weight}))
+        change = SetFlow("runtime", weights={check_group(message.group): weight})
+        return self._change(change, self._weights_changed)
 
     def on_set_minimum_slots(self, message: SetGroupMinimumSlots) -> Deferred:
         return self._change(SetFlow("runtime", min_slots={check_group(message.group): message.n}))
 
     def on_reset_weights(self, message: ResetGroupWeights) -> Deferred:
-        return self._reweigh(SetFlow("runtime", reset_weights=True))
+        return self._change(SetFlow("runtime", reset_weights=True), self._weights_changed)
 
-    def _reweigh(self, change: SetFlow) -> Deferred:
-        """Apply a change of weights in the Store, answer once it is committed, and publish
-        ``group_weight_changed`` for each group whose weight it changed (the Store compares
-        the weights before and after in the change's own transaction)."""
-        request = current_request()
-
-        def on_reply(reply: Message | TaskmillError) -> None:
-            if isinstance(reply, TaskmillError):
-                request.fail(reply.code, reply.message)
-                return
-            assert isinstance(reply, FlowReply)
-            self.counters["changes"] += 1
-            for group, previous, new in reply.weight_changes:
-                self._emit(GroupWeightChanged(group, previous, new, at_ms=self._now()))
-            request.reply(Ok())
-
-        self._store.request(change, on_reply)
-        return DEFER
+    def _weights_changed(self, reply: Message) -> None:
+        """Publish ``group_weight_changed`` for each group whose weight the change changed (the
+        Store compares the weights before and after in the change's own transaction)."""
+        assert isinstance(reply, FlowReply)
+        for group, previous, new in reply.weight_changes:
+            self._emit(GroupWeightChanged(group, previous, new, at_ms=self._now()))
 
     def on_pause_group(self, message: PauseGroupRequest) -> Deferred:
         group = check_group(message.group)
