@@ -25,7 +25,8 @@ import apsw
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.store.db import CHECKPOINT_PAGES, StoreDB
+from actors.store.checkpoint import CHECKPOINT_PAGES
+from actors.store.db import StoreDB
 from bench import flow_control as shape
 from bus.clock import SystemClock
 from bus.kinds import ClaimSpec, Submission, TaskResult, TaskRow

@@ -336,7 +336,11 @@ class Pick:
         """The row's priority in the dispatch order: its own, or aged."""
         if self.aging is None:
             return int(row[_PRIORITY])
-        return self.aging.effective(row[_PRIORITY], row[_CREATED], self.now)
+        paused = 0
+        group = row[_GROUP]
+        if group is not None and (group in self.flow.pauses or group in self.flow.paused):
+            paused = self.flow.paused_ms(group, row[_CREATED], self.now)
+        return self.aging.effective(row[_PRIORITY], row[_CREATED], self.now, paused)
 
     def order(self, row: tuple[Any, ...]) -> tuple[int, int, int, int]:
         return (row[_PHASE] != "finalize", self.priority(row), row[_STATUS] != "paused", row[0])

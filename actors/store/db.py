@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import apsw
 
 from actors.store import claim, dependencies, flow, lifecycle, metrics, queries, recurring, tags
+from actors.store.checkpoint import Checkpointer
 from actors.store.core import Batch, Core
 from actors.store.retry import Retries
 from actors.store.schema import BUSY, TASK_COLUMNS, migrate, task_row
@@ -54,12 +55,6 @@ from bus.kinds_flow import FlowReply, GroupAllocationRow, PausedGroupRow, RateLi
 from bus.limits import MAX_ERROR_CHARS, cut_text
 
 BUSY_TIMEOUT_MS = 5_000
-CHECKPOINT_PAGES = 4_000
-"""The WAL is copied back into the database once it holds this many pages (about 16 MB), four
-times SQLite's default. A checkpoint writes each page once however many commits changed it, and
-a drain changes the same pages again and again (the queue's head, the indexes' ends, and under
-fair shares the heads of many groups at once): a checkpoint every 1,000 pages copied each of
-them up to four times as often."""
 PRIVATE_MODE = 0o600
 """The database and its WAL and shm files hold payloads (secrets, maybe): their owner's only."""
 
@@ -139,7 +134,8 @@ class StoreDB:
             conn.setbusytimeout(BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.wal_autocheckpoint(CHECKPOINT_PAGES)
+            self._checkpointer = Checkpointer(self.path)
+            conn.set_wal_hook(self._checkpointer.on_commit)
         except (apsw.Error, OSError) as exc:
             raise DatabaseError(f"cannot open the task database {self.path!r}: {exc}") from exc
         self._core = Core(
@@ -580,6 +576,7 @@ class StoreDB:
         if self._closed:
             return
         self._closed = True
+        self._checkpointer.close()
         conn = self._core.conn
         try:
             if conn.in_transaction:

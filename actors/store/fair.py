@@ -13,7 +13,9 @@ of urgent work takes every slot. With them, a claim runs in two passes:
    proportion to its weight, whatever the number of slots or groups; a group that had nothing
    to run starts from the current pass, so it cannot claim a burst for the time it was idle.
    A full, paused or rate-limited group drops out for the rest of the claim and its slots go
-   to the others (work-conserving).
+   to the others (work-conserving). A group whose rate limit has no token leaves the line
+   until its next token is due (its pass value kept): its share runs ahead of its rate, so it
+   would otherwise stand first, and be looked at and refused, in every claim.
 
 Pass values are kept in memory for the Store's lifetime (a restart, or a rolled-back
 transaction, starts every group even).
@@ -88,16 +90,44 @@ class Shares:
     """The groups in ``heap``."""
     top_id: int = -1
     scanned_ms: int | None = None
+    asleep: list[tuple[int, float, str]] = field(default_factory=list)
+    """Groups out of ``heap`` until a rate limit's next token (wake time, pass value, group),
+    by wake time; still in ``members``."""
+    sleeping: set[str] = field(default_factory=set)
+    """The groups in ``asleep``."""
+    policy: object = None
+    """The flow policy the sleepers were sent to sleep under: a changed one wakes them all."""
 
     def rescan(self, core: Core, now: int, top_id: int) -> None:
         groups = [str(g) for (g,) in core.all(_GROUPS)]
         if core.value(_ANY_UNGROUPED):
             groups.append(UNGROUPED)
         current = self.current
-        self.heap = [(max(self.passes.get(g, current), current), g) for g in groups]
+        self.heap = [
+            (max(self.passes.get(g, current), current), g) for g in groups if g not in self.sleeping
+        ]
         heapq.heapify(self.heap)
         self.members = set(groups)
         self.top_id, self.scanned_ms = top_id, now
+
+    def sleep(self, group: str, value: float, wake: int) -> None:
+        heapq.heappush(self.asleep, (wake, value, group))
+        self.sleeping.add(group)
+
+    def wake(self, now: int, policy: object) -> None:
+        """Back in the line: the groups whose token is due by ``now``, or all of them when the
+        policy changed (a limit removed or raised)."""
+        if policy is not self.policy:
+            self.policy = policy
+            due, self.asleep = self.asleep, []
+        else:
+            due = []
+            while self.asleep and self.asleep[0][0] <= now:
+                due.append(heapq.heappop(self.asleep))
+        for _, value, group in due:
+            self.sleeping.discard(group)
+            self.members.add(group)  # a look while it slept may have found it without rows
+            heapq.heappush(self.heap, (max(value, self.passes.get(group, value)), group))
 
     def join(self, groups: list[str | None]) -> None:
         """Groups whose tasks came due: back in the heap, from the current pass at least."""
@@ -121,6 +151,7 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: list[str | None]
         if first and pick.offer(ahead) == "taken" and pick.done:
             return False
     shares: Shares = core.cached("fair_shares", Shares)
+    shares.wake(pick.now, pick.flow)
     top_id = core.value("SELECT max(id) FROM tasks") or 0
     if (
         top_id != shares.top_id
@@ -142,8 +173,12 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: list[str | None]
     misses: Counter[str] = Counter()
     while heap and not pick.done:
         value, group = heapq.heappop(heap)
-        if not _open(pick, group) or misses[group] > pick.limit:
+        if group in pick.full or misses[group] > pick.limit:
             aside.append((value, group))
+            continue
+        wake = _token_wait(pick, group)
+        if wake is not None:
+            shares.sleep(group, value, wake)
             continue
         row = _next(core, group, buffered, after)
         if row is None:  # no ready row left: out until the next look
@@ -178,6 +213,16 @@ def _advance(shares: Shares, pick: Pick, group: str) -> None:
             break
 
 
+def _token_wait(pick: Pick, group: str) -> int | None:
+    """None if the group's rate limit, if any, has a token now; else when its next one is due
+    (the group is then out for the rest of the claim)."""
+    gate = pick.gate
+    if gate is None or group not in pick.flow.group_rates or gate.group_open(group):
+        return None
+    pick.full.add(group)
+    return gate.wake_at(group)
+
+
 def _open(pick: Pick, group: str) -> bool:
     """Whether the group may have a slot in this claim: not full, not paused, and with a token
     of its rate limit if it has one. Asked before its rows are read: a group that is out is
@@ -197,16 +242,31 @@ def _heads(
 ) -> dict[str, list[tuple[Any, ...]]]:
     """The first ready row of each of the ``limit`` open groups next in line, in one statement:
     a claim gives most groups one slot or none, so it rarely needs more."""
-    groups = [
-        group
-        for _, group in heapq.nsmallest(2 * pick.limit, heap)
-        if group != UNGROUPED and _open(pick, group)
-    ][: pick.limit]
+    groups = _in_line(heap, pick)
     if not groups:
         return {}
     out: dict[str, list[tuple[Any, ...]]] = {group: [] for group in groups}
     for row in core.all(_HEADS, (json.dumps(groups),)):
         out[row[_GROUP]].append(row)
+    return out
+
+
+def _in_line(heap: list[tuple[float, str]], pick: Pick) -> list[str]:
+    """The first ``limit`` open groups of the heap, in order, among at most twice as many:
+    a walk of the heap's tree from its root that visits only what comes first."""
+    out: list[str] = []
+    if not heap:
+        return out
+    frontier = [(heap[0], 0)]
+    size, looked = len(heap), 0
+    while frontier and len(out) < pick.limit and looked < 2 * pick.limit:
+        (_, group), i = heapq.heappop(frontier)
+        looked += 1
+        if group != UNGROUPED and _open(pick, group):
+            out.append(group)
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < size:
+                heapq.heappush(frontier, (heap[child], child))
     return out
 
 

@@ -158,6 +158,8 @@ class FlowPolicy:
     """Any weight or minimum set: the claim shares slots among groups (``fair``)."""
     paused: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     """Group → (paused at, resume at or None), epoch ms."""
+    pauses: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    """Group → its past pauses (paused at, ended at), from ``group_pause_log``."""
 
     def weight(self, group: str | None) -> float:
         if group is None:
@@ -167,6 +169,17 @@ class FlowPolicy:
     def paused_at(self, now: int) -> set[str]:
         """The groups paused at ``now`` (a pause whose time to resume has come is over)."""
         return {g for g, (_, until) in self.paused.items() if until is None or until > now}
+
+    def paused_ms(self, group: str | None, since: int, now: int) -> int:
+        """How long ``group`` was paused between ``since`` and ``now``: the time aging does not
+        count for a task of the group submitted at ``since``."""
+        if group is None:
+            return 0
+        spans = list(self.pauses.get(group, ()))
+        current = self.paused.get(group)
+        if current is not None:
+            spans.append((current[0], now if current[1] is None else min(current[1], now)))
+        return sum(max(0, min(end, now) - max(start, since)) for start, end in spans)
 
     def next_resume(self, now: int) -> int | None:
         times = [until for _, until in self.paused.values() if until is not None and until > now]
@@ -213,6 +226,10 @@ def _read(core: Core) -> FlowPolicy:
         "SELECT group_key, paused_at_ms, resume_at_ms FROM paused_groups"
     ):
         policy.paused[group] = (paused_at, resume_at)
+    for group, paused_at, ended_at in core.all(
+        "SELECT group_key, paused_at_ms, ended_at_ms FROM group_pause_log"
+    ):
+        policy.pauses.setdefault(group, []).append((paused_at, ended_at))
     return policy
 
 
@@ -322,10 +339,12 @@ class Aging:
     max_effective: int
     urgent: int | None = None
 
-    def effective(self, priority: int, created_at_ms: int, now: int) -> int:
+    def effective(self, priority: int, created_at_ms: int, now: int, paused_ms: int = 0) -> int:
+        """``paused_ms``: how long the task's group was paused since the task was submitted,
+        which does not count as waiting."""
         if priority <= self.max_effective:
             return priority
-        steps = (now - created_at_ms - self.grace_ms) // self.interval_ms
+        steps = (now - created_at_ms - paused_ms - self.grace_ms) // self.interval_ms
         return max(priority - steps, self.max_effective) if steps > 0 else priority
 
 
@@ -377,6 +396,10 @@ class Gate:
             return True
         self._wait(group, bucket, rate)
         return False
+
+    def wake_at(self, group: str) -> int:
+        """When the group ``group_open`` found without a token will have one."""
+        return waits(self._core)["group:" + group]
 
     def _wait(self, group: str, bucket: Bucket, rate: Rate) -> int:
         wake = bucket.token_ms(rate, self._now)
@@ -500,8 +523,11 @@ def pause_group(core: Core, group: str, until_ms: int | None, now: int) -> tuple
         raise InvalidRequest(f"a pause's end must be a time in epoch ms, got {until_ms!r}")
     if until_ms is not None and until_ms <= now:
         raise InvalidRequest("a pause's end must be in the future")
-    already = group in load(core).paused_at(now)
+    policy = load(core)
+    already = group in policy.paused_at(now)
     core.forget("flow_policy")
+    if group in policy.paused and not already:  # a pause whose end passed, not resumed yet
+        _log_pause(core, group, policy.paused[group], now)
     if already:
         core.run("UPDATE paused_groups SET resume_at_ms = ? WHERE group_key = ?", (until_ms, group))
         return None
@@ -522,6 +548,7 @@ def resume_group(core: Core, group: str, now: int, due_only: bool = False) -> in
         return None
     core.forget("flow_policy")
     core.run("DELETE FROM paused_groups WHERE group_key = ?", (group,))
+    _log_pause(core, group, pause, now)
     if pause[1] is None or pause[1] > now:
         return _waiting(core, group)
     # The claim lets the group's tasks start once its time to resume has come, maybe before
@@ -530,6 +557,20 @@ def resume_group(core: Core, group: str, now: int, due_only: bool = False) -> in
         "SELECT count(*) FROM tasks WHERE group_key = ? AND started_at_ms >= ?", (group, pause[1])
     )
     return _waiting(core, group) + int(started)
+
+
+def _log_pause(core: Core, group: str, pause: tuple[int, int | None], now: int) -> None:
+    """Keep an ended pause for aging, and forget those that ended before the oldest active
+    task was submitted (ids follow submission times: the first row is the oldest)."""
+    start, until = pause
+    end = now if until is None else min(until, now)
+    if end > start:
+        core.run("INSERT OR REPLACE INTO group_pause_log VALUES (?, ?, ?)", (group, start, end))
+    oldest = core.value("SELECT created_at_ms FROM tasks ORDER BY id LIMIT 1")
+    if oldest is None:
+        core.run("DELETE FROM group_pause_log")
+    else:
+        core.run("DELETE FROM group_pause_log WHERE ended_at_ms <= ?", (oldest,))
 
 
 def paused_state(core: Core) -> list[tuple[str, int, int | None, int]]:

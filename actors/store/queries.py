@@ -321,13 +321,15 @@ def counts(core: Core) -> CountsReply:
 
 def depth(core: Core) -> list[tuple[int, str | None, int]]:
     """Pending tasks by priority and group, read from the ready indexes alone (each row of the
-    queue is one index entry stepped over; no table row is read)."""
+    queue is one index entry stepped over; no table row is read). A paused group's tasks are
+    not pending (``as_shown``)."""
     ungrouped = core.all(f"SELECT priority, NULL, count(*) {_UNGROUPED} GROUP BY priority")
     grouped = core.all(
         f"SELECT priority, group_key, count(*) {_BY_GROUP} GROUP BY group_key, priority"
     )
+    paused = set(paused_groups(core))
     return sorted(
-        ((int(p), g, int(n)) for p, g, n in [*ungrouped, *grouped]),
+        ((int(p), g, int(n)) for p, g, n in [*ungrouped, *grouped] if g not in paused),
         key=lambda row: (row[0], row[1] or ""),
     )
 

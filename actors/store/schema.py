@@ -27,7 +27,7 @@ import apsw
 
 from bus.kinds import HistoryRow, RetrySpec, TaskRow
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 BUSY = "status != 'pending' AND status != 'scheduled' AND status != 'blocked'"
 """The condition of ``tasks_busy``: a query that states it reads that small index (running,
@@ -290,6 +290,18 @@ CREATE INDEX IF NOT EXISTS tasks_schedule ON tasks(schedule_id) WHERE schedule_i
 _VERSION_7 = _TAGS + FLOW_CONTROL + DEPENDENCIES + _RECURRING
 """What version 7 adds besides columns: run by a fresh database and by the upgrade from 6."""
 
+_VERSION_8 = """
+-- Since version 8: the pauses each group had (pause_group ... resume_group, or the pause's
+-- end), for priority aging, which does not count the time a task's group was paused. Pruned
+-- of pauses that ended before the oldest active task was submitted.
+CREATE TABLE IF NOT EXISTS group_pause_log (
+    group_key    TEXT    NOT NULL,
+    paused_at_ms INTEGER NOT NULL,
+    ended_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (group_key, paused_at_ms)
+) WITHOUT ROWID;
+"""
+
 
 def key8(key: str) -> int | None:
     """The key's first 16 hex digits as a signed 64-bit integer: what ``tasks`` indexes keys by.
@@ -311,7 +323,11 @@ def migrate(conn: Any) -> None:
     if version == SCHEMA_VERSION:
         return
     if version == 0:
-        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _VERSION_7)
+        conn.execute(_TASKS + _HISTORY_AND_REQUESTS + _GROUP_POLICY + _VERSION_7 + _VERSION_8)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    if version == 7:  # no log of group pauses
+        conn.execute(_VERSION_8)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 6:  # no tags, flow control, dependencies or 'superseded' history status
@@ -319,7 +335,7 @@ def migrate(conn: Any) -> None:
         _widen(conn, "history")
         # Blocked rows stay out of the busy index (which had no blocked rows to hold).
         conn.execute("DROP INDEX tasks_busy;" + _BUSY_INDEX)
-        conn.execute(_VERSION_7)
+        conn.execute(_VERSION_7 + _VERSION_8)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     if version == 1:  # key declared UNIQUE, no key8
@@ -339,7 +355,7 @@ def migrate(conn: Any) -> None:
     conn.execute("CREATE INDEX history_task ON history(task_id)")
     if version != 5:
         conn.execute(_GROUP_POLICY)
-    conn.execute(_VERSION_7)
+    conn.execute(_VERSION_7 + _VERSION_8)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from actors.store import lifecycle
 from actors.store.core import Core
-from actors.store.queries import check_limit
+from actors.store.queries import check_limit, paused_groups
 from bus.errors import InvalidRequest
 from bus.kinds import Transition
 
@@ -59,8 +59,19 @@ def task_ids_by_tags(
         if statuses is None:
             raise InvalidRequest(f"status must be one of {sorted(_STATUSES)}, got {status!r}")
         marks = ", ".join("?" * len(statuses))
-        sql += f" AND (SELECT status FROM tasks WHERE id = t.task_id) IN ({marks})"
+        shown = f"status IN ({marks})"
         params += statuses
+        paused = paused_groups(core)
+        if paused and status in ("pending", "paused"):
+            # A paused group's pending tasks are shown as paused (``queries.as_shown``).
+            held = (
+                f"status = 'pending' AND coalesce(group_key IN ({', '.join('?' * len(paused))}), 0)"
+            )
+            shown = (
+                f"({shown} AND NOT ({held}))" if status == "pending" else f"({shown} OR ({held}))"
+            )
+            params += paused
+        sql += f" AND EXISTS (SELECT 1 FROM tasks WHERE id = t.task_id AND {shown})"
     rows = core.all(sql + " ORDER BY t.task_id LIMIT +?", (*params, limit))
     return [task_id for (task_id,) in rows]
 

@@ -11,7 +11,7 @@ import pytest
 from actors.store.flow import Aging
 from bus.clock import FakeClock, now_ms
 from bus.errors import InvalidRequest
-from tests.store_support import ok, open_db, sub, vm_steps
+from tests.store_support import ok, open_db, raw, sub, vm_steps
 
 
 def labels(rows: list) -> list[str]:  # type: ignore[type-arg]
@@ -239,10 +239,14 @@ def test_a_paused_group_starts_nothing_until_resumed_and_other_work_flows(
 
 def test_a_paused_groups_tasks_show_as_paused_until_it_resumes(tmp_path: Path) -> None:
     """Not rewritten (the claim passes the group over), but shown as paused wherever a task's
-    status shows: the task itself, the listings, the counts."""
+    status shows: the task itself, the listings, the counts, the queue's depth, the queries by
+    tag."""
     clock = FakeClock()
     db = open_db(tmp_path, clock)
-    db.submit([sub("p1", 0, group_key="s3"), sub("q1", group_key="web"), sub("u1")])
+    tagged = {"tags": {"tenant": "acme"}}
+    db.submit(
+        [sub("p1", 0, group_key="s3", **tagged), sub("q1", group_key="web", **tagged), sub("u1")]
+    )
     db.pause_group("s3", until_ms=now_ms(clock) + 60_000)
     db.submit([sub("p2", 0, group_key="s3")])  # inserted paused
     shown = {r.label: r.status for r in db.list_tasks("paused", 10)}
@@ -255,10 +259,15 @@ def test_a_paused_groups_tasks_show_as_paused_until_it_resumes(tmp_path: Path) -
     assert found is not None and found.status == "paused"
     counts = db.counts()
     assert (counts.pending, counts.paused) == (2, 2)
+    assert db.depth() == [(128, None, 1), (128, "web", 1)]
+    by_tag = {s: db.task_ids_by_tags({"tenant": "acme"}, s, 10) for s in ("pending", "paused")}
+    assert by_tag == {"pending": [p1.id + 1], "paused": [p1.id]}
     clock.advance(60.0)  # its end came: pending again, whether or not resumed yet
     task = db.get_task(id=p1.id)
     assert task is not None and task.status == "pending"
     assert (db.counts().pending, db.counts().paused) == (4, 0)
+    assert [(p, g) for p, g, _ in db.depth()] == [(0, "s3"), (128, None), (128, "web")]
+    assert db.task_ids_by_tags({"tenant": "acme"}, "pending", 10) == [p1.id, p1.id + 1]
     db.close()
 
 
@@ -336,6 +345,62 @@ def test_aging_within_the_grace_period_changes_no_order(tmp_path: Path) -> None:
     db.close()
 
 
+def test_aging_does_not_count_the_time_a_tasks_group_was_paused(tmp_path: Path) -> None:
+    """Only waiting while its group could run ages a task: one that waited out a long pause of
+    its group does not jump the queue once the group resumes. Kept across a restart, and for a
+    pause that ended by its own end too."""
+    clock = FakeClock()
+    aging = Aging(grace_ms=10_000, interval_ms=1_000, max_effective=64)
+    db = open_db(tmp_path, clock, aging=aging)
+    db.submit([sub("held", 192, group_key="s3"), sub("free", 192, group_key="web")])
+    db.pause_group("s3")
+    clock.advance(100.0)
+    db.resume_group("s3")
+    db.pause_group("s3", until_ms=now_ms(clock) + 50_000)  # ends by itself
+    clock.advance(60.0)
+    db.close()
+    db = open_db(tmp_path, clock, aging=aging)
+    db.submit([sub("new", 100)])
+    # free waited 160 s (150 steps past the grace: at the cap, 64); held waited 10 s while its
+    # group could run (at its own 192).
+    claimed, _ = db.claim_next(3)
+    assert [(r.label, r.effective_priority) for r in claimed] == [
+        ("free", 64),
+        ("new", 100),
+        ("held", 192),
+    ]
+    db.close()
+
+
+def test_the_pause_log_keeps_only_the_pauses_a_waiting_task_lived_through(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.submit([sub("old", group_key="g")])
+    for _ in range(3):
+        db.pause_group("g")
+        clock.advance(1.0)
+        db.resume_group("g")
+    assert log_rows(tmp_path) == 3
+    (task,), _ = db.claim_next(1)
+    db.finish([ok(task.id)])
+    db.submit([sub("new", group_key="g")])
+    db.pause_group("g")
+    clock.advance(1.0)
+    db.resume_group("g")
+    assert log_rows(tmp_path) == 1  # the three before "new" was submitted are forgotten
+    db.close()
+
+
+def log_rows(path: Path) -> int:
+    conn = raw(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM group_pause_log").fetchall()[0][0])
+    finally:
+        conn.close()
+
+
 # -- fair shares -------------------------------------------------------------------------------
 
 
@@ -396,6 +461,50 @@ def test_runtime_weights_and_minimums_remove_the_configured_ones_and_reset(
     assert (db.flow_state().weights, db.flow_state().min_slots) == ({}, {})
     with pytest.raises(InvalidRequest):
         db.set_flow("configured", weights={"a": -1.0})  # removing is a runtime change only
+    db.close()
+
+
+def test_a_rate_limited_group_under_fair_shares_keeps_its_rate_and_its_place(
+    tmp_path: Path,
+) -> None:
+    """A weighted group whose bucket is empty leaves the line until its next token (its share
+    runs ahead of its rate): the others take every slot meanwhile, and it takes the first slot
+    of the claim its token is due in."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow(
+        "configured",
+        rates={"group:api": (1, 1_000, 1)},
+        weights={"api": 4.0, "bulk": 1.0},
+    )
+    db.submit(
+        [sub(f"api{i}", group_key="api") for i in range(5)]
+        + [sub(f"bulk{i}", group_key="bulk") for i in range(50)]
+    )
+    started: list[list[str]] = []
+    for _ in range(4):
+        claimed, _ = db.claim_next(3)
+        started.append(labels(claimed))
+        db.finish([ok(r.id) for r in claimed])
+        clock.advance(0.5)
+    assert started == [
+        ["api0", "bulk0", "bulk1"],
+        ["bulk2", "bulk3", "bulk4"],  # api's token is due at +1 s
+        ["api1", "bulk5", "bulk6"],
+        ["bulk7", "bulk8", "bulk9"],
+    ]
+    db.close()
+
+
+def test_removing_a_rate_limit_brings_its_group_back_at_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow("configured", rates={"group:api": (1, 60_000, 1)}, weights={"api": 2.0})
+    db.submit([sub(f"api{i}", group_key="api") for i in range(3)] + [sub("other", group_key="o")])
+    assert sorted(labels(db.claim_next(10)[0])) == ["api0", "other"]
+    assert db.claim_next(10)[0] == []  # its next token is a minute away
+    db.set_flow("runtime", rates={"group:api": None})
+    assert labels(db.claim_next(10)[0]) == ["api1", "api2"]
     db.close()
 
 

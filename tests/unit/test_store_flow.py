@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors.store.db import StoreDB
+from actors.store.schema import SCHEMA_VERSION
 from bus.clock import FakeClock
 from bus.errors import InvalidRequest
 from tests.store_support import error, insert, key, ok, open_db, raw, row, run, sub
@@ -291,7 +292,7 @@ def test_a_version_6_database_upgrades_to_tags_and_supersede(tmp_path: Path) -> 
     conn = raw(tmp_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
+        assert conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
     finally:
         conn.close()
     assert key("paused")

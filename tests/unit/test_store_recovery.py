@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from store_support import error, insert, key, ok, open_db, raw, row, run, sub
 
-from actors.store.schema import TASK_STATUSES
+from actors.store.schema import SCHEMA_VERSION, TASK_STATUSES
 from bus.clock import FakeClock
 from bus.endpoints import ensure_run_dir, private_dirs
 from bus.errors import DatabaseError
@@ -66,7 +66,7 @@ def test_every_task_survives_a_restart(tmp_path: Path) -> None:
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     open_db(tmp_path, FakeClock()).close()
     conn = raw(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     conn.close()
 
@@ -79,6 +79,7 @@ OLDER = {
     "schema-v3.db": "pending urgent running paused marked parent child failed requested done",
     "schema-v5.db": "pending urgent running paused marked parent child failed requested done",
     "schema-v6.db": "pending urgent running paused marked parent child failed requested done",
+    "schema-v7.db": "pending urgent running paused marked parent child failed requested done",
 }
 """``data/schema-v1.db`` was written by ``StoreDB`` at commit a00fb4c, the last with schema
 version 1 (``key`` declared ``UNIQUE``), ``data/schema-v3.db`` at c58e47c, the last with version
@@ -88,7 +89,8 @@ duplicate submission ("-"). "failed" and "done" (the highest id) are in history 
 version 5 (no due times, retry policies or results), without recovering its running rows, and
 given a runtime group limit (g: 3), which the upgrade keeps. ``data/schema-v6.db`` is that
 version 5 file brought to version 6 by the schema's own upgrade at d928e74 (the last with
-version 6), again without recovering its running rows."""
+version 6), again without recovering its running rows; ``data/schema-v7.db`` is the version 6
+file brought to version 7 the same way at 5b6364e (the last with version 7)."""
 
 
 @pytest.mark.parametrize("fixture", sorted(OLDER))
@@ -154,7 +156,7 @@ def assert_current_schema(tmp_path: Path) -> None:
         conn.close()
     upgraded, new = schemas
     assert upgraded == new
-    assert new[0] == [(7,)]
+    assert new[0] == [(SCHEMA_VERSION,)]
 
 
 def test_a_version_2_database_gets_its_ready_order_split(tmp_path: Path) -> None:
@@ -409,7 +411,7 @@ def test_a_version_6_database_gains_the_flow_control_tables_on_upgrade(tmp_path:
     conn = raw(tmp_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA user_version").fetchall() == [(7,)]
+        assert conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
     finally:
         conn.close()
 
