@@ -80,17 +80,28 @@ class TaskContext:
         self._handle.add_bytes(3, n)
 
     async def spawn_child(self, submission: TaskSubmission) -> SubmitOutcome:
-        """Submit a child of this task (the parent waits for it before ``finalize``)."""
+        """Submit a child of this task (the parent waits for it before ``finalize``).
+
+        A child takes no priority of its parent's, except what aging added: when this run was
+        dispatched at a priority aging raised above the task's own, a child submitted without
+        a priority of its own (or a typed task at its type's) starts at the more urgent of the
+        two, so that the parent's wait is not lost to its children."""
         return (await self.spawn_children([submission]))[0]
 
     async def spawn_children(self, submissions: Sequence[TaskSubmission]) -> list[SubmitOutcome]:
-        """Submit several children in one transaction."""
+        """Submit several children in one transaction (priorities as ``spawn_child``)."""
+        parent = self._handle.task
+        aged = parent.effective_priority
+        if aged is not None and aged >= parent.priority:
+            aged = None
         wire = []
         # Children may depend on each other: each is named by its place in this batch.
         positions = {id(submission): i for i, submission in enumerate(submissions)}
         for submission in submissions:
             child = submission.copy()
-            child.parent_id = self._handle.task.id
+            child.parent_id = parent.id
+            if aged is not None and not child._priority_given and aged < child.priority_level:
+                child.priority(aged)
             wire.append(child.to_wire(None, positions))
         return [SubmitOutcome.from_wire(o) for o in await self._handle.submit(wire)]
 

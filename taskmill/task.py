@@ -169,7 +169,7 @@ class TaskSubmission:
         *,
         key: str | None = None,
         label: str | None = None,
-        priority: int = Priority.NORMAL,
+        priority: int | None = None,
         payload: bytes | None = None,
         payload_json: Any = _UNSET,
         expected_read_bytes: int = 0,
@@ -205,6 +205,9 @@ class TaskSubmission:
         self._key: str | None = None
         self._label: str | None = None
         self._priority: Priority = Priority.NORMAL
+        self._priority_given = False
+        """Whether the priority was given (``priority=`` or ``.priority()``): a child spawned
+        without one takes its parent's aged priority when aging raised it above its own."""
         self._payload: bytes | None = None
         self._group: str | None = None
         self._fail_fast = True
@@ -235,7 +238,8 @@ class TaskSubmission:
             self.key(key)
         if label is not None:
             self.label(label)
-        self.priority(priority)
+        if priority is not None:
+            self.priority(priority)
         if payload is not None:
             self.payload(payload)
         if payload_json is not _UNSET:
@@ -281,8 +285,10 @@ class TaskSubmission:
         return self
 
     def priority(self, priority: int) -> TaskSubmission:
-        """Set the priority (0..=255, lower is more urgent); ``ValueError`` outside the range."""
+        """Set the priority (0..=255, lower is more urgent); ``ValueError`` outside the range.
+        Without one a task is submitted at ``Priority.NORMAL``."""
         self._priority = Priority(priority)
+        self._priority_given = True
         return self
 
     def payload_json(self, value: Any) -> TaskSubmission:
@@ -763,8 +769,9 @@ class TypedTask:
         return None
 
     def to_submission(self, priority: int | None = None) -> TaskSubmission:
-        """The submission for this task, at ``priority`` or else at ``self.priority()``."""
-        return (
+        """The submission for this task, at ``priority`` or else at ``self.priority()`` (its
+        type's priority, which a child's aged parent may raise: see ``TaskContext.spawn_child``)."""
+        submission = (
             TaskSubmission(_typed_task_type(type(self)), label=self.label())
             .payload_json(self)
             .priority(self.priority() if priority is None else priority)
@@ -772,6 +779,8 @@ class TypedTask:
             .expected_net_io(self.expected_net_rx_bytes(), self.expected_net_tx_bytes())
             .group(self.group_key())
         )
+        submission._priority_given = priority is not None
+        return submission
 
     @classmethod
     def decode(cls: type[T], data: bytes | None) -> T:

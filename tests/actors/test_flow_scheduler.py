@@ -3,9 +3,11 @@ limits set while running, the snapshot's view, and bad input."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -20,6 +22,7 @@ from taskmill import (
     TaskContext,
     TaskStatus,
     TaskSubmission,
+    TypedTask,
 )
 from tests.scheduler_support import EventRecorder, builder
 
@@ -140,6 +143,59 @@ async def test_weights_and_aging_configure_and_change_while_running(tmp_path: Pa
         await scheduler.set_group_weight("a", 5)
         await scheduler.submit_batch([task(f"a{i}", "a") for i in range(3)] + [task("b0", "b")])
         await events.wait_count("completed", 4)
+        await events.close()
+
+
+@dataclass
+class Resize(TypedTask):
+    TASK_TYPE: ClassVar[str] = "resize"
+    path: str
+
+    def label(self) -> str | None:
+        return self.path
+
+
+async def test_a_child_without_a_priority_of_its_own_keeps_its_aged_parents(
+    tmp_path: Path,
+) -> None:
+    """The parent comes due 0.2 s after its submission; aging (no grace, a level a
+    millisecond) has raised it to the cap by then. A child given no priority starts there too;
+    one given a priority, or a typed child at an explicit one, keeps it."""
+
+    async def parent(ctx: TaskContext) -> None:
+        if ctx.phase == "execute":
+            await ctx.spawn_children(
+                [
+                    TaskSubmission("child", key="inherits"),
+                    TaskSubmission("child", key="own", priority=Priority.BACKGROUND),
+                    TaskSubmission("child", key="own-normal", priority=Priority.NORMAL),
+                    Resize("typed").to_submission(),  # at its type's priority: raised
+                    Resize("typed-own").to_submission(Priority.IDLE),
+                ]
+            )
+
+    scheduler = await (
+        builder(tmp_path, parent=parent, child=work)
+        .typed_executor(Resize, work)
+        .aging(AgingConfig(grace_period=0.0, interval=0.001, max_effective_priority=Priority.HIGH))
+    ).build()
+    async with scheduler:
+        events = await EventRecorder.start(scheduler)
+        await scheduler.submit(
+            TaskSubmission("parent", key="p", priority=Priority.BACKGROUND).run_after(0.2)
+        )
+        dispatched = await events.wait_count("dispatched", 7)  # the parent twice
+        first = next(e for e in dispatched if e.label == "p")
+        assert (first.base_priority, first.effective_priority) == (
+            Priority.BACKGROUND,
+            Priority.HIGH,
+        )
+        by_label = {e.label: (e.base_priority, e.effective_priority) for e in dispatched}
+        assert by_label["inherits"][0] == Priority.HIGH  # the parent's aged priority
+        assert by_label["own"][0] == Priority.BACKGROUND
+        assert by_label["own-normal"][0] == Priority.NORMAL
+        assert by_label["typed"][0] == Priority.HIGH
+        assert by_label["typed-own"][0] == Priority.IDLE
         await events.close()
 
 
