@@ -6,13 +6,15 @@ a third of what a busy drain's commits cost, and more when the pages that change
 as they do when fair shares take the heads of many groups at once. Here a thread with its own
 connection does the copying with PASSIVE checkpoints, which never wait for the Store and never
 hold up its writes, pass after pass until it has nearly caught up with the commits made
-meanwhile; the Store's next commit then copies what is left, a few hundred pages at most.
-Only then can SQLite start the WAL over, at the next write: it needs a checkpoint that copied
-every frame, which only the single writer can make sure of between two of its transactions.
+meanwhile; the Store's next commit then copies what is left (what was committed during the
+last pass). Only then can SQLite start the WAL over, at the next write: it needs a checkpoint
+that copied every frame, which only the single writer can make sure of between two of its
+transactions (a round that ends while the Store is idle copies everything itself).
 
 The thread writes no rows: the Store stays the only writer of the database. It starts with
-the first checkpoint that is due, so a small database never has one. If it cannot keep up, or
-fails (a full disk), the Store's commits checkpoint as SQLite's rule would.
+the first checkpoint that is due, so a small database never has one. If the thread falls far
+behind, or cannot run at all, the Store's commits checkpoint as SQLite's rule would; a failed
+copy (a full disk) loses nothing, the WAL keeping every commit until the next one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Checkpointer:
         """After each commit, in the Store's thread: ``pages``, the WAL's length. Never raises
         (a hook's exception would fail the commit it follows)."""
         if pages < self._pages:
+            if self._caught_up.is_set():  # a round that ended while the Store was idle: the
+                self._caught_up.clear()  # WAL started over since, and is the thread's again
             return apsw.SQLITE_OK
         if self._caught_up.is_set() or self._alone or pages >= BEHIND * self._pages:
             self._caught_up.clear()
@@ -69,7 +73,12 @@ class Checkpointer:
             self._thread = threading.Thread(
                 target=self._run, name="taskmill-checkpoint", daemon=True
             )
-            self._thread.start()
+            try:
+                self._thread.start()
+            except Exception as exc:  # out of threads: never fail the commit this follows
+                log.warning("WAL checkpoints stay on the Store's thread: %s", exc)
+                self._alone = True
+                return apsw.SQLITE_OK
         self._wake.set()
         return apsw.SQLITE_OK
 
@@ -121,8 +130,10 @@ class Checkpointer:
             if self._hurry:
                 return True
             copied = _checkpoint(conn, "the checkpoint thread's")
-            if copied is None or copied - last <= TAIL_PAGES:
-                return copied is not None
+            if copied is None or copied < last:  # busy, or the Store started the WAL over
+                return False
+            if copied - last <= TAIL_PAGES:
+                return True
             last = copied
         return True
 

@@ -397,7 +397,8 @@ class Pick:
         skip = sorted(self.full)
         rows = _window(self.core, size, skip, self.max_priority, self.paused_rows, ready)
         if ready and self.aging is not None:
-            rows += _aged(self.core, size, skip, self.aging, self.now)
+            apart = sorted(g for g in self.flow.pauses if g not in self.full)
+            rows += _aged(self.core, size, skip, self.aging, self.now, apart)
             rows = list({row[0]: row for row in rows}.values())
         if self.aging is not None or self.paused_rows:
             rows.sort(key=self.order)
@@ -405,16 +406,20 @@ class Pick:
 
 
 def _aged(
-    core: Core, size: int, skip: list[str], aging: flow.Aging, now: int
+    core: Core, size: int, skip: list[str], aging: flow.Aging, now: int, apart: list[str]
 ) -> list[tuple[Any, ...]]:
     """The rows aging may raise into the first ``size``: the oldest of each priority level less
     urgent than ``max_effective`` that waited past one interval beyond the grace period. Within
-    a level ids follow submission times, so these are each level's first rows by id."""
+    a level ids follow submission times, so these are each level's first rows by id — except
+    in the groups that were paused (``apart``), whose time paused does not count: each of those
+    has its own oldest rows read, so that they cannot fill the level's window and hide more
+    aged rows of other groups behind them."""
     columns = CLAIM_COLUMNS
     old_enough = now - aging.grace_ms - aging.interval_ms
     where = ""
-    if skip:
-        where = f" AND (group_key IS NULL OR group_key NOT IN ({', '.join('?' * len(skip))}))"
+    if skip or apart:
+        marks = ", ".join("?" * (len(skip) + len(apart)))
+        where = f" AND (group_key IS NULL OR group_key NOT IN ({marks}))"
     out: list[tuple[Any, ...]] = []
     level = aging.max_effective
     while True:
@@ -435,9 +440,16 @@ def _aged(
             f"'pending' AND group_key IS NULL {aged} UNION ALL SELECT {columns} FROM tasks "
             f"INDEXED BY tasks_ready_grouped WHERE status = 'pending' AND group_key IS NOT NULL "
             f"{aged}{where} ORDER BY id LIMIT +?",
-            (level, level, *skip, size),
+            (level, level, *skip, *apart, size),
         )
-        if oldest and oldest[0][_CREATED] <= old_enough:  # else none of the level has aged
+        for group in apart:
+            oldest += core.all(
+                f"SELECT {columns} FROM tasks INDEXED BY tasks_ready_by_group WHERE status = "
+                f"'pending' AND group_key IS NOT NULL AND group_key = ? {aged} "
+                "ORDER BY id LIMIT +?",
+                (group, level, size),
+            )
+        if any(row[_CREATED] <= old_enough for row in oldest):  # else none has aged
             out += oldest
 
 

@@ -92,9 +92,9 @@ class Shares:
     scanned_ms: int | None = None
     asleep: list[tuple[int, float, str]] = field(default_factory=list)
     """Groups out of ``heap`` until a rate limit's next token (wake time, pass value, group),
-    by wake time; still in ``members``."""
+    by wake time."""
     sleeping: set[str] = field(default_factory=set)
-    """The groups in ``asleep``."""
+    """The groups in ``asleep``: never in ``heap`` at the same time."""
     policy: object = None
     """The flow policy the sleepers were sent to sleep under: a changed one wakes them all."""
 
@@ -107,12 +107,14 @@ class Shares:
             (max(self.passes.get(g, current), current), g) for g in groups if g not in self.sleeping
         ]
         heapq.heapify(self.heap)
-        self.members = set(groups)
+        self.members = {g for g in groups if g not in self.sleeping}
         self.top_id, self.scanned_ms = top_id, now
 
     def sleep(self, group: str, value: float, wake: int) -> None:
+        """``group``, just popped from the heap, out of it until ``wake``."""
         heapq.heappush(self.asleep, (wake, value, group))
         self.sleeping.add(group)
+        self.members.discard(group)
 
     def wake(self, now: int, policy: object) -> None:
         """Back in the line: the groups whose token is due by ``now``, or all of them when the
@@ -126,15 +128,16 @@ class Shares:
                 due.append(heapq.heappop(self.asleep))
         for _, value, group in due:
             self.sleeping.discard(group)
-            self.members.add(group)  # a look while it slept may have found it without rows
-            heapq.heappush(self.heap, (max(value, self.passes.get(group, value)), group))
+            if group not in self.members:  # it may have no rows left: the walk then drops it
+                self.members.add(group)
+                heapq.heappush(self.heap, (max(value, self.passes.get(group, value)), group))
 
     def join(self, groups: list[str | None]) -> None:
         """Groups whose tasks came due: back in the heap, from the current pass at least."""
         current = self.current
         for key in groups:
             group = UNGROUPED if key is None else key
-            if group not in self.members:
+            if group not in self.members and group not in self.sleeping:
                 self.members.add(group)
                 heapq.heappush(self.heap, (max(self.passes.get(group, current), current), group))
 
@@ -173,12 +176,12 @@ def walk(core: Core, pick: Pick, aging: Aging | None, promoted: list[str | None]
     misses: Counter[str] = Counter()
     while heap and not pick.done:
         value, group = heapq.heappop(heap)
-        if group in pick.full or misses[group] > pick.limit:
-            aside.append((value, group))
-            continue
-        wake = _token_wait(pick, group)
+        wake = _token_wait(pick, group)  # first: the look for heads may have marked it full
         if wake is not None:
             shares.sleep(group, value, wake)
+            continue
+        if group in pick.full or misses[group] > pick.limit:
+            aside.append((value, group))
             continue
         row = _next(core, group, buffered, after)
         if row is None:  # no ready row left: out until the next look

@@ -372,6 +372,23 @@ def test_aging_does_not_count_the_time_a_tasks_group_was_paused(tmp_path: Path) 
     db.close()
 
 
+def test_a_resumed_groups_old_tasks_do_not_hide_more_aged_ones_of_other_groups(
+    tmp_path: Path,
+) -> None:
+    """held is older than free by id, but sat out a 100 s pause: free, which waited it all,
+    is the most aged task, and a claim of one slot takes it."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock, aging=Aging(grace_ms=10_000, interval_ms=1_000, max_effective=64))
+    db.submit([sub("held", 192, group_key="s3"), sub("free", 192, group_key="web")])
+    db.pause_group("s3")
+    clock.advance(100.0)
+    db.resume_group("s3")
+    clock.advance(60.0)
+    db.submit([sub("new", 100)])
+    assert [(r.label, r.effective_priority) for r in db.claim_next(1)[0]] == [("free", 64)]
+    db.close()
+
+
 def test_the_pause_log_keeps_only_the_pauses_a_waiting_task_lived_through(
     tmp_path: Path,
 ) -> None:
@@ -493,6 +510,52 @@ def test_a_rate_limited_group_under_fair_shares_keeps_its_rate_and_its_place(
         ["api1", "bulk5", "bulk6"],
         ["bulk7", "bulk8", "bulk9"],
     ]
+    db.close()
+
+
+def test_a_group_waiting_for_its_token_is_out_of_line_once_and_back_once(
+    tmp_path: Path,
+) -> None:
+    """Out of the line while its bucket is empty, even when the look for heads saw it first,
+    when a look for groups finds it without a ready task, or when a task of it comes due
+    meanwhile; back once, and first, when its token is due."""
+    clock = FakeClock()
+    db = open_db(tmp_path, clock)
+    db.set_flow(
+        "configured", rates={"group:api": (1, 60_000, 1)}, weights={"api": 4.0, "bulk": 1.0}
+    )
+    due = now_ms(clock) + 59_600
+    out = db.submit(
+        [sub("api0", group_key="api"), sub("api1", group_key="api")]
+        + [sub(f"api{i}", group_key="api", due_at_ms=due) for i in (2, 3)]
+        + [sub(f"bulk{i}", group_key="bulk") for i in range(50)]
+    )
+
+    def claim(slots: int) -> list[str]:
+        claimed, _ = db.claim_next(slots)
+        db.finish([ok(r.id) for r in claimed])
+        return labels(claimed)
+
+    def line() -> tuple[list[str], list[str]]:
+        shares = db._core.cached("fair_shares", lambda: None)  # the Store's own state
+        assert shares is not None
+        return sorted(g for _, g in shares.heap), sorted(g for _, _, g in shares.asleep)
+
+    assert claim(3) == ["api0", "bulk0", "bulk1"]
+    assert line() == (["bulk"], ["api"])
+    db.pause_group("other")  # a change of policy wakes every sleeper ...
+    db.resume_group("other")
+    assert claim(1) == ["bulk2"]  # ... and the next claim sends it back to sleep
+    assert line() == (["bulk"], ["api"])
+    db.cancel(out[1].id)  # api has no ready task left: the next look for groups misses it
+    clock.advance(59.5)
+    assert claim(1) == ["bulk3"]
+    clock.advance(0.2)  # api2 and api3 come due
+    assert claim(1) == ["bulk4"]
+    assert line() == (["bulk"], ["api"])
+    clock.advance(0.3)  # its token
+    assert claim(1) == ["api2"]
+    assert line() == (["api", "bulk"], [])
     db.close()
 
 

@@ -100,6 +100,24 @@ def test_the_thread_copies_the_wal_back_and_it_starts_over(tmp_path: Path) -> No
     assert len(own) <= restarts(lengths) + 2, (len(own), restarts(lengths))
 
 
+def test_a_round_that_ended_while_the_writer_was_idle_leaves_the_next_wal_to_the_thread(
+    tmp_path: Path,
+) -> None:
+    """The thread's round copies everything while no commit comes; the WAL starts over at the
+    next one. When it is long again, the thread copies it, not the writer."""
+    with checkpoints() as made, writer(tmp_path / "x.db") as (conn, checkpointer):
+        n = 0
+        while checkpointer._thread is None:  # the first checkpoint due starts the thread
+            commit(conn, 4 * n)
+            n += 1
+        assert checkpointer._caught_up.wait(10)  # its round ended, the writer idle meanwhile
+        made.clear()
+        while not made:
+            commit(conn, 4 * n)
+            n += 1
+    assert made[0][0] == "taskmill-checkpoint", made[:3]
+
+
 def test_without_its_thread_the_writer_checkpoints_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
