@@ -54,14 +54,24 @@ def configure(db: StoreDB, groups: int) -> None:
     )
 
 
+def queued(path: Path, tasks: int, groups: int, policy: bool) -> StoreDB:
+    """A Store on a new file at ``path``, its backlog queued (and with ``policy``, the policy)."""
+    db = StoreDB(str(path), clock=SystemClock())
+    try:
+        if policy:
+            configure(db, groups)
+        subs = backlog(tasks, groups, policy)
+        for first in range(0, len(subs), 1_000):
+            db.submit(subs[first : first + 1_000])
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def drain(path: Path, tasks: int, groups: int, policy: bool) -> tuple[int, float, float, float]:
     """(tasks drained, WAL pages per task, VM steps per task, statements per claim)."""
-    db = StoreDB(str(path), clock=SystemClock())
-    if policy:
-        configure(db, groups)
-    subs = backlog(tasks, groups, policy)
-    for first in range(0, len(subs), 1_000):
-        db.submit(subs[first : first + 1_000])
+    db = queued(path, tasks, groups, policy)
     conn = db._core.conn  # the bench's own database: only these probes reach in
     pages = 0
     last = 0
@@ -110,13 +120,8 @@ def drain(path: Path, tasks: int, groups: int, policy: bool) -> tuple[int, float
 
 def timed_drain(path: Path, tasks: int, groups: int, policy: bool) -> tuple[int, float]:
     """(tasks started, seconds) until nothing can start before a rate limit's next token."""
-    db = StoreDB(str(path), clock=SystemClock())
+    db = queued(path, tasks, groups, policy)
     try:
-        if policy:
-            configure(db, groups)
-        subs = backlog(tasks, groups, policy)
-        for first in range(0, len(subs), 1_000):
-            db.submit(subs[first : first + 1_000])
         rows: list[TaskRow] = []
         done = 0
         start = time.perf_counter()

@@ -98,9 +98,9 @@ from taskmill.task import (
     DuplicateStrategy,
     TaskSubmission,
     TtlFrom,
-    TypedTask,
     generate_dedup_key,
 )
+from taskmill.typed import TypedTask
 
 __all__ = [
     "ActorUnavailable",

@@ -16,7 +16,7 @@ from taskmill.context import ExecutorLike
 from taskmill.flow import AgingConfig, RateLimit, check_minimum_slots, check_weight
 from taskmill.priority import Priority
 from taskmill.retry import RetryPolicy, seconds
-from taskmill.task import TypedTask
+from taskmill.typed import TypedTask
 
 if TYPE_CHECKING:
     from taskmill.scheduler import Scheduler

@@ -64,7 +64,8 @@ from taskmill.store import (
     estimates,
 )
 from taskmill.subscription import TOPICS, EventSubscription
-from taskmill.task import TypedTask, generate_dedup_key
+from taskmill.task import generate_dedup_key
+from taskmill.typed import TypedTask
 
 __all__ = ["AsyncClient"]
 

@@ -30,7 +30,8 @@ from taskmill.deploy import DeploymentConfig
 from taskmill.records import (
     SubmitOutcome,
 )
-from taskmill.task import TaskSubmission, TypedTask, wire_batch
+from taskmill.task import TaskSubmission, wire_batch
+from taskmill.typed import TypedTask
 
 __all__ = [
     "DEFAULT_RETRIES", "DEFAULT_TIMEOUT_S", "FIRST_BACKOFF_S", "Endpoints", "Submittable",

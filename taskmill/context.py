@@ -13,7 +13,8 @@ from taskmill.payload import decode_payload
 from taskmill.progress import ProgressReporter
 from taskmill.records import SubmitOutcome, TaskRecord
 from taskmill.retry import TaskError
-from taskmill.task import TaskSubmission, TypedTask, canonical_json
+from taskmill.task import TaskSubmission, canonical_json
+from taskmill.typed import TypedTask
 
 T = TypeVar("T")
 

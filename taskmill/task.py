@@ -1,4 +1,4 @@
-"""Submissions: the dedup key, canonical JSON payloads, ``TaskSubmission`` and ``TypedTask``.
+"""Submissions: the dedup key, canonical JSON payloads and ``TaskSubmission``.
 
 Everything here is pure (no bus, no I/O): a submission is turned into the wire struct
 ``bus.kinds.Submission`` by ``TaskSubmission.to_wire`` at submit time.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 from bus.errors import PayloadTooLarge, SerializationError
 from bus.kinds import Submission
@@ -39,13 +39,10 @@ __all__ = [
     "DependencyFailure",
     "DuplicateStrategy",
     "TaskSubmission",
-    "TypedTask",
     "canonical_json",
     "decode_payload",
     "generate_dedup_key",
 ]
-
-T = TypeVar("T")
 
 
 def generate_dedup_key(task_type: str, data: bytes | None) -> str:
@@ -289,6 +286,12 @@ class TaskSubmission:
         Without one a task is submitted at ``Priority.NORMAL``."""
         self._priority = Priority(priority)
         self._priority_given = True
+        return self
+
+    def _default_priority(self, priority: int) -> TaskSubmission:
+        """The priority it has when none is given (a typed task's type's priority)."""
+        self._priority = Priority(priority)
+        self._priority_given = False
         return self
 
     def payload_json(self, value: Any) -> TaskSubmission:
@@ -718,71 +721,3 @@ def wire_batch(
     if any(s._depends_on for s in submissions):
         positions = {id(s): i for i, s in enumerate(submissions)}
     return [s.to_wire(now_ms, positions) for s in submissions]
-
-
-def _typed_task_type(cls: type[TypedTask]) -> str:
-    # A module function, not a method: a user dataclass may well have a field named task_type.
-    task_type = getattr(cls, "TASK_TYPE", None)
-    if not isinstance(task_type, str) or not task_type:
-        raise TypeError(f"{cls.__name__} must define TASK_TYPE: ClassVar[str]")
-    return task_type
-
-
-class TypedTask:
-    """Base class for typed task payloads, meant for dataclasses.
-
-    Subclasses set ``TASK_TYPE`` and may override the estimate methods. A typed task is
-    submitted with its canonical JSON encoding as payload and no explicit key, so two equal
-    instances are one task (payload dedup). ``ctx.payload(MyTask)`` decodes it back.
-    """
-
-    TASK_TYPE: ClassVar[str]
-    """The task type this class is submitted and executed as."""
-
-    def expected_read_bytes(self) -> int:
-        """Disk bytes the task expects to read (default 0)."""
-        return 0
-
-    def expected_write_bytes(self) -> int:
-        """Disk bytes the task expects to write (default 0)."""
-        return 0
-
-    def expected_net_rx_bytes(self) -> int:
-        """Network bytes the task expects to receive (default 0)."""
-        return 0
-
-    def expected_net_tx_bytes(self) -> int:
-        """Network bytes the task expects to send (default 0)."""
-        return 0
-
-    def priority(self) -> Priority:
-        """The priority it is submitted at by default (``Priority.NORMAL``)."""
-        return Priority.NORMAL
-
-    def group_key(self) -> str | None:
-        """Its concurrency group (default: none)."""
-        return None
-
-    def label(self) -> str | None:
-        """A human label for events and dashboards (default: the task type). Not part of the
-        dedup key: two tasks differing only in label are still one task."""
-        return None
-
-    def to_submission(self, priority: int | None = None) -> TaskSubmission:
-        """The submission for this task, at ``priority`` or else at ``self.priority()`` (its
-        type's priority, which a child's aged parent may raise: see ``TaskContext.spawn_child``)."""
-        submission = (
-            TaskSubmission(_typed_task_type(type(self)), label=self.label())
-            .payload_json(self)
-            .priority(self.priority() if priority is None else priority)
-            .expected_io(self.expected_read_bytes(), self.expected_write_bytes())
-            .expected_net_io(self.expected_net_rx_bytes(), self.expected_net_tx_bytes())
-            .group(self.group_key())
-        )
-        submission._priority_given = priority is not None
-        return submission
-
-    @classmethod
-    def decode(cls: type[T], data: bytes | None) -> T:
-        """Decode a payload produced by ``to_submission`` back into this class."""
-        return decode_payload(data, cls)

@@ -54,7 +54,8 @@ class Checkpointer:
         self._hurry = False
         """The Store needs the WAL to itself: the thread ends its round after this pass."""
         self._alone = False
-        """The thread could not open its connection: the Store checkpoints as SQLite would."""
+        """The thread could not start or open its connection: the Store checkpoints as SQLite
+        would."""
         self._thread: threading.Thread | None = None
 
     def on_commit(self, conn: apsw.Connection, name: str, pages: int) -> int:

@@ -170,11 +170,9 @@ class FlowPolicy:
         """The groups paused at ``now`` (a pause whose time to resume has come is over)."""
         return {g for g, (_, until) in self.paused.items() if until is None or until > now}
 
-    def paused_ms(self, group: str | None, since: int, now: int) -> int:
+    def paused_ms(self, group: str, since: int, now: int) -> int:
         """How long ``group`` was paused between ``since`` and ``now``: the time aging does not
         count for a task of the group submitted at ``since``."""
-        if group is None:
-            return 0
         spans = list(self.pauses.get(group, ()))
         current = self.paused.get(group)
         if current is not None:

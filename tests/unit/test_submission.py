@@ -16,11 +16,11 @@ from taskmill.priority import Priority
 from taskmill.task import (
     MAX_PAYLOAD_BYTES,
     TaskSubmission,
-    TypedTask,
     canonical_json,
     decode_payload,
     generate_dedup_key,
 )
+from taskmill.typed import TypedTask
 
 
 def sha(data: bytes) -> str:
