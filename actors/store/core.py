@@ -269,7 +269,7 @@ class Batch:
     writes. Otherwise there are no savepoints, and a failing request marks the whole transaction
     ``undone``: it is rolled back instead of committed. That undoes the same writes for two
     statements less per request, and no sub-journal (SQLite's copy of the pages a savepoint
-    changes, a temporary file once it outgrows 64 KiB); the Store runs a batch so first, and
+    changes, kept in memory); the Store runs a batch so first, and
     again isolated only when a request of it failed.
     """
 
