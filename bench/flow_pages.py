@@ -3,8 +3,9 @@
     python bench/flow_pages.py [--tasks N] [--groups G] [--timed [RUNS]]
 
 ``StoreDB`` called directly on a file, the backlog of ``bench.flow_control`` (``N`` tasks over
-``G`` groups) queued, then drained as the embedded Dispatcher drains it: each transaction
-finishes the 8 tasks it last claimed and claims 8 more. Once with no policy, once with the
+``G`` groups) queued, then drained as the embedded Dispatcher drains it: each transaction (a
+batch without savepoints, as the Store actor runs it) finishes the 8 tasks it last claimed and
+claims 8 more. Once with no policy, once with the
 weights and rate limits of ``bench.flow_control``. Counted for each: pages written to the WAL
 per task (SQLite's WAL hook reports them at each commit), SQLite virtual-machine steps per task,
 and statements per claim — the same figures on every run and machine, which timings are not.
@@ -69,6 +70,14 @@ def queued(path: Path, tasks: int, groups: int, policy: bool) -> StoreDB:
     return db
 
 
+def turn(db: StoreDB, results: list[TaskResult]) -> list[TaskRow]:
+    """One transaction as the Store actor runs it: the results and the next claim as one request
+    of a batch without savepoints."""
+    with db.batch(isolated=False) as tx:
+        _, rows, _ = tx.run(lambda: db.finish_and_claim(results, 3, ClaimSpec(SLOTS)))
+    return rows
+
+
 def drain(path: Path, tasks: int, groups: int, policy: bool) -> tuple[int, float, float, float]:
     """(tasks drained, WAL pages per task, VM steps per task, statements per claim)."""
     db = queued(path, tasks, groups, policy)
@@ -103,7 +112,7 @@ def drain(path: Path, tasks: int, groups: int, policy: bool) -> tuple[int, float
     try:
         while True:
             results = [TaskResult(r.id, "ok") for r in rows]
-            _, rows, _ = db.finish_and_claim(results, 3, ClaimSpec(SLOTS))
+            rows = turn(db, results)
             claims += 1
             done += len(rows)
             if not rows and not results:
@@ -127,7 +136,7 @@ def timed_drain(path: Path, tasks: int, groups: int, policy: bool) -> tuple[int,
         start = time.perf_counter()
         while True:
             results = [TaskResult(r.id, "ok") for r in rows]
-            _, rows, _ = db.finish_and_claim(results, 3, ClaimSpec(SLOTS))
+            rows = turn(db, results)
             done += len(rows)
             if not rows and not results:
                 return done, time.perf_counter() - start
