@@ -5,8 +5,8 @@
 ``StoreDB`` called directly on a file, the backlog of ``bench.flow_control`` (``N`` tasks over
 ``G`` groups) queued, then drained as the embedded Dispatcher drains it: each transaction (a
 batch without savepoints, as the Store actor runs it) finishes the 8 tasks it last claimed and
-claims 8 more. Once with no policy, once with the
-weights and rate limits of ``bench.flow_control``. Counted for each: pages written to the WAL
+claims 8 more. Once with no policy, once with the weights and rate limits of
+``bench.flow_control``. Counted for each: pages written to the WAL
 per task (SQLite's WAL hook reports them at each commit), SQLite virtual-machine steps per task,
 and statements per claim — the same figures on every run and machine, which timings are not.
 A rate-limited group's tasks wait for their tokens in real time, so the policy's drain lasts

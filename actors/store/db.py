@@ -136,8 +136,8 @@ class StoreDB:
             conn.execute("PRAGMA synchronous = NORMAL")
             # The sub-journal (the pages a statement or savepoint may have to undo) stays in
             # memory instead of moving to a temporary file past 64 KiB: a full temporary
-            # directory cannot fail a commit, and a batch of results costs no file opened,
-            # written and closed inside its transaction (a quarter of a drain's time).
+            # directory cannot fail a commit, and a commit of many results opens, writes and
+            # deletes no file inside its transaction.
             conn.execute("PRAGMA temp_store = MEMORY")
             self._checkpointer = Checkpointer(self.path)
             conn.set_wal_hook(self._checkpointer.on_commit)

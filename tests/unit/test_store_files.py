@@ -1,4 +1,4 @@
-"""The files the Store writes: its database, the WAL and the WAL's index, and nothing else.
+"""The files the Store writes: its database, the WAL and the WAL's index, never a temporary one.
 
 SQLite keeps the pages a statement or a savepoint may have to undo in a sub-journal, and by
 default moves it to a temporary file once it outgrows 64 KiB: a temporary directory that is
