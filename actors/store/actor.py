@@ -424,6 +424,9 @@ class StoreActor(Actor):
             return
         self._pushed = reply
         left = spec.limit - len(reply.tasks)
+        # Cut short (its reply full), it tells the Dispatcher so, and the Dispatcher claims
+        # again: standing on, it would start tasks for the slots that claim fills as well.
+        left = left if reply.exhausted else 0
         self._standing = _Standing(standing.envelope, replace(spec, limit=left)) if left else None
         self.counters["standing_claims"] += 1
 

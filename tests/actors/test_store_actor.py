@@ -41,6 +41,7 @@ from bus.kinds import (
     TaskReply,
 )
 from bus.kinds_run import PauseAll
+from bus.limits import MAX_PAYLOAD_BYTES
 from bus.protocol import Message, decode, encode, send_frames
 from bus.runtime import ActorLoop
 from bus.server import Request
@@ -224,6 +225,30 @@ def test_a_change_reaches_the_claimer_on_its_own_pipe_behind_the_claims_reply(
             assert correlation == b"" and note == StoreChanged(min_priority=0, count=1)
         finally:
             dispatcher.close(linger=0)
+            producer.close()
+
+
+def test_a_standing_claim_cut_short_by_its_reply_size_stands_no_more(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
+) -> None:
+    """A standing claim that could not carry every row it found (the reply's size) tells the
+    Dispatcher it was not exhausted, and the Dispatcher claims again: claiming on its behalf
+    once more before that claim arrives would start tasks for slots its claim fills too."""
+    with running_store(context, endpoints, tmp_path):
+        producer = RequestClient(context, endpoints.store, timeout=WAIT)
+        dispatcher = Watcher(context, endpoints.store)
+        try:
+            send_frames(dispatcher.sock, encode(ClaimNext(ClaimSpec(8)), b"c1"))
+            reply, correlation = dispatcher._read(WAIT)
+            assert correlation == b"c1" and isinstance(reply, ClaimNextReply) and reply.exhausted
+            big = [sub(f"big{i}", payload=b"x" * MAX_PAYLOAD_BYTES) for i in range(3)]
+            producer.call(Submit(big), SubmitReply)
+            pushed = dispatcher.next_note()
+            assert pushed is not None and len(pushed.claimed) == 2 and not pushed.exhausted
+            producer.call(Submit([sub("small")]), SubmitReply)
+            assert counts(producer).running == 2  # nothing more until the Dispatcher asks
+        finally:
+            dispatcher.close()
             producer.close()
 
 
