@@ -283,6 +283,10 @@ class ClaimSpec:
     max_priority: int = 255
     preempt_priority: int = -1
     now_ms: int = 0
+    pushes_seen: int = 0
+    """The ``push`` of the latest ``store.changed`` with rows the sender had handled when it
+    counted ``limit``: rows the Store pushed after that one took slots ``limit`` still counts
+    as free, and the Store takes them off (0: the sender took none)."""
 
 
 @message("store.peek", reply=TasksReply)
@@ -418,10 +422,13 @@ class StoreChanged(Message):
     exhausted: bool = True
     next_due_ms: int | None = None
     standing: bool = False
-    transitions: list[Transition] = field(default_factory=list)
-    """With ``standing``: tasks the claim found expired."""
     """The Dispatcher's standing claim ran for this change: ``claimed`` is all it needs (and
     ``exhausted`` False asks it to claim again)."""
+    transitions: list[Transition] = field(default_factory=list)
+    """With ``standing``: tasks the claim found expired."""
+    push: int = 0
+    """With ``claimed`` rows: this push's number, larger than every earlier one's (the
+    Dispatcher names the latest it handled in its next claim's ``pushes_seen``); else 0."""
 
 
 # -- group policy (the GroupLimiter keeps it in the Store, where the claim applies it) -----------

@@ -140,6 +140,8 @@ class Dispatcher(Actor):
         self._armed = 0
         """Slots the Store's standing claim may still fill (the rest of the last claim, when it
         found nothing more): it claims arriving work at once and sends it with the notice."""
+        self._pushes_seen = 0
+        """The ``push`` of the latest ``store.changed`` with rows handled (``ClaimSpec``)."""
         self._armed_floor = 255
         self._alarm_at: int | None = None
         self._alarm_timer: Timer | None = None
@@ -255,7 +257,9 @@ class Dispatcher(Actor):
             return None
         # No time of its own (now_ms 0): a claim's rows start when the Store runs the claim, which
         # may be later than now when the Store is busy, and history's start times say so.
-        return ClaimSpec(limit, max_priority, self.settings.preempt_priority)
+        return ClaimSpec(
+            limit, max_priority, self.settings.preempt_priority, pushes_seen=self._pushes_seen
+        )
 
     def _claimed(self, spec: ClaimSpec, taken: int, exhausted: bool) -> None:
         """What the Store keeps standing after a claim (``store.claim_next``'s rule)."""
@@ -381,7 +385,9 @@ class Dispatcher(Actor):
             # Tasks the standing claim found expired; tasks a submission superseded.
             self._apply_transitions(message.transitions)
         if message.claimed:  # the standing claim took them as the change committed
-            self._armed = max(0, self._armed - len(message.claimed))
+            # Cut short (not exhausted), nothing stands any more: this wakes a claim.
+            self._armed = max(0, self._armed - len(message.claimed)) if message.exhausted else 0
+            self._pushes_seen = max(self._pushes_seen, message.push)
             self.counters["pushed"] += len(message.claimed)
             placed = self.core.claimed_next(message.claimed) if self.core.may_dispatch() else None
             self._place(placed, message.claimed)

@@ -35,6 +35,7 @@ forgotten (besides the pruning done every ``prune_every`` terminal transitions).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -279,6 +280,7 @@ class StoreActor(Actor):
             "notifications": 0,
             "notifications_saved": 0,
             "standing_claims": 0,
+            "pushes_discounted": 0,
         }
         self.transactions = Latencies()
         """How long each batch's transaction took, commit included (``store.metrics``)."""
@@ -286,6 +288,12 @@ class StoreActor(Actor):
         """The rest of the Dispatcher's last claim, to apply to work as it arrives."""
         self._pushed: ClaimNextReply | None = None
         """What the standing claim took in the batch just committed, for ``store.changed``."""
+        self._push = time.time_ns()
+        """The number of the latest push (``StoreChanged.push``): from the time of the start, so
+        that a restarted Store numbers its pushes past every one the Dispatcher saw before."""
+        self._unseen: list[tuple[int, int]] = []
+        """(push, rows) of the pushes since the Dispatcher's last claim was read: a claim of its
+        that had not handled one of them counted the slots its rows took as free."""
         self._watcher: list[bytes] | None = None
         """The routing envelope of the Dispatcher (the sender of the latest claim)."""
         self._unanswered: tuple[int, float] | None = None
@@ -343,6 +351,7 @@ class StoreActor(Actor):
         self.counters["max_batch"] = max(self.counters["max_batch"], len(requests))
         replies: list[Message] | None
         started = self._clock.monotonic()
+        self._discount_pushes(requests)
         try:
             replies = self._attempt(requests, isolated=False)
             if replies is None:
@@ -365,6 +374,23 @@ class StoreActor(Actor):
             self._unanswered = None  # the Dispatcher looked at the queue: the next change is news
         self._claim_standing(requests, replies)
         self._notify(requests, replies)
+
+    def _discount_pushes(self, requests: list[Request]) -> None:
+        """A claim of the Dispatcher's counted its free slots before it handled the rows pushed
+        since the push it names (they crossed on the pipe): those slots are taken, so its limit
+        is lowered by their rows. Every push so far goes out before this claim's reply, so the
+        Dispatcher has handled them all by its next claim."""
+        for request in requests:
+            message = request.message
+            if not isinstance(message, ClaimNext | Finish) or message.claim is None:
+                continue
+            spec = message.claim
+            unseen = sum(rows for push, rows in self._unseen if push > spec.pushes_seen)
+            if unseen:
+                spec = replace(spec, limit=max(0, spec.limit - unseen))
+                request.message = replace(message, claim=spec)
+                self.counters["pushes_discounted"] += unseen
+            self._unseen.clear()
 
     def _attempt(self, requests: list[Request], *, isolated: bool) -> list[Message] | None:
         """Run the batch in one transaction and commit it; the replies. Not ``isolated`` (no
@@ -489,6 +515,10 @@ class StoreActor(Actor):
         if pushed is None:
             frames = encode(StoreChanged(most_urgent, count, transitions=changes))
         else:
+            push = 0
+            if pushed.tasks:
+                self._push = push = self._push + 1
+                self._unseen.append((push, len(pushed.tasks)))
             frames = encode(
                 StoreChanged(
                     most_urgent,
@@ -498,6 +528,7 @@ class StoreActor(Actor):
                     pushed.next_due_ms,
                     standing=True,
                     transitions=changes + pushed.transitions,
+                    push=push,
                 )
             )
         # On the Dispatcher's own request pipe, behind the replies already sent to it: a claim's

@@ -252,6 +252,43 @@ def test_a_standing_claim_cut_short_by_its_reply_size_stands_no_more(
             producer.close()
 
 
+def test_a_claim_that_crossed_a_push_takes_only_the_slots_left(
+    context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
+) -> None:
+    """The Dispatcher counts its free slots when it sends a claim; rows the standing claim
+    pushed to it meanwhile took some of them. Its claim names the last push it had handled,
+    and the Store takes the later ones' rows off the claim's limit."""
+    with running_store(context, endpoints, tmp_path):
+        producer = RequestClient(context, endpoints.store, timeout=WAIT)
+        dispatcher = Watcher(context, endpoints.store)
+
+        def claim(spec: ClaimSpec, tag: bytes) -> ClaimNextReply:
+            send_frames(dispatcher.sock, encode(ClaimNext(spec), tag))
+            while True:
+                reply, correlation = dispatcher._read(WAIT)
+                if correlation == tag:
+                    assert isinstance(reply, ClaimNextReply)
+                    return reply
+
+        try:
+            assert claim(ClaimSpec(1), b"c1").exhausted  # the queue empty: its slot stands
+            producer.call(Submit([sub("a")]), SubmitReply)
+            pushed = dispatcher.next_note()
+            assert pushed is not None and [r.label for r in pushed.claimed] == ["a"]
+            assert pushed.push > 0
+            producer.call(Submit([sub("b"), sub("c")]), SubmitReply)
+            # Sent before the push was handled: two slots free as the Dispatcher counted.
+            stale = claim(ClaimSpec(2, pushes_seen=0), b"c2")
+            assert [r.label for r in stale.tasks] == ["b"]
+            # Sent after: every slot it counts is free.
+            fresh = claim(ClaimSpec(1, pushes_seen=pushed.push), b"c3")
+            assert [r.label for r in fresh.tasks] == ["c"]
+            assert counts(producer).running == 3
+        finally:
+            dispatcher.close()
+            producer.close()
+
+
 def test_tasks_survive_an_actor_restart(
     context: zmq.Context[Any], endpoints: StoreEndpoints, tmp_path: Path
 ) -> None:
