@@ -286,7 +286,7 @@ class ClaimSpec:
     pushes_seen: int = 0
     """The ``push`` of the latest ``store.changed`` with rows the sender had handled when it
     counted ``limit``: rows the Store pushed after that one took slots ``limit`` still counts
-    as free, and the Store takes them off (0: the sender took none)."""
+    as free, and the Store takes them off (0: the sender has handled none)."""
 
 
 @message("store.peek", reply=TasksReply)
