@@ -135,9 +135,16 @@ def _left_standing(request: Request, reply: Message) -> _Standing | None:
         taken, exhausted = len(reply.claimed), reply.exhausted
     else:
         return None
-    if spec is None or not exhausted or taken >= spec.limit:
+    return None if spec is None else _rest(request.envelope, spec, taken, exhausted)
+
+
+def _rest(envelope: list[bytes], spec: ClaimSpec, taken: int, exhausted: bool) -> _Standing | None:
+    """What a claim of ``spec`` that took ``taken`` rows leaves standing: the rest, only when it
+    found nothing more to take. One cut short (its reply full) says so, and the Dispatcher
+    claims again: standing on, the Store would start tasks for the slots that claim fills too."""
+    if not exhausted or taken >= spec.limit:
         return None
-    return _Standing(request.envelope, replace(spec, limit=spec.limit - taken, now_ms=0))
+    return _Standing(envelope, replace(spec, limit=spec.limit - taken, now_ms=0))
 
 
 def _looks(message: Message) -> bool:
@@ -449,11 +456,7 @@ class StoreActor(Actor):
             log.warning("store: standing claim not made: %s", exc)
             return
         self._pushed = reply
-        left = spec.limit - len(reply.tasks)
-        # Cut short (its reply full), it tells the Dispatcher so, and the Dispatcher claims
-        # again: standing on, it would start tasks for the slots that claim fills as well.
-        left = left if reply.exhausted else 0
-        self._standing = _Standing(standing.envelope, replace(spec, limit=left)) if left else None
+        self._standing = _rest(standing.envelope, spec, len(reply.tasks), reply.exhausted)
         self.counters["standing_claims"] += 1
 
     def _rolled_back(self, reply: Message) -> None:

@@ -231,13 +231,7 @@ def _open(pick: Pick, group: str) -> bool:
     of its rate limit if it has one. Asked before its rows are read: a group that is out is
     passed over without reading any (a rate-limited group, whose share runs ahead of its rate,
     would otherwise come first in every claim)."""
-    if group in pick.full:
-        return False
-    gate = pick.gate
-    if gate is not None and group in pick.flow.group_rates and not gate.group_open(group):
-        pick.full.add(group)
-        return False
-    return True
+    return group not in pick.full and _token_wait(pick, group) is None
 
 
 def _heads(
